@@ -1,0 +1,531 @@
+//! Accounts, logins, sessions, CSRF and personal access tokens. Knows nothing of HTTP:
+//! the web layer turns cookies and headers into the strings these functions take.
+
+pub mod passwords;
+pub mod secrets;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::db::{self, sessions, tokens, users, Db, DbError};
+
+pub use db::tokens::TokenInfo;
+pub use db::users::User;
+
+/// Failed logins are counted over this window.
+pub const THROTTLE_WINDOW_SECS: i64 = 15 * 60;
+/// Token strings start with this, so they are easy to recognise (and to scan for in leaks).
+pub const TOKEN_PREFIX: &str = "nbx_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    #[error("this account is disabled; ask an admin to enable it")]
+    Disabled,
+    #[error("too many failed logins {scope}; try again in {}", human_wait(*.retry_after_secs))]
+    Throttled {
+        scope: &'static str,
+        retry_after_secs: u64,
+    },
+    #[error("{0}")]
+    InvalidUsername(String),
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error("{0}")]
+    InvalidTokenName(String),
+    #[error("the username '{0}' is taken")]
+    UsernameTaken(String),
+    #[error("no user named '{0}'")]
+    NoSuchUser(String),
+    #[error("no such token")]
+    NoSuchToken,
+    #[error("that would leave no enabled admin; make someone else an admin first")]
+    LastAdmin,
+    #[error("{0}")]
+    Internal(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+fn human_wait(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs} seconds"),
+        60..=119 => "a minute".to_string(),
+        _ => format!("{} minutes", secs.div_ceil(60)),
+    }
+}
+
+/// A successful login: the cookie value (shown to the browser once, stored hashed).
+pub struct NewSession {
+    pub cookie_value: String,
+    pub user: User,
+}
+
+/// Rules and storage for accounts; built from the config, cheap to clone.
+#[derive(Clone)]
+pub struct Accounts {
+    db: Db,
+    session_lifetime: Duration,
+    max_failures_per_account: i64,
+    max_failures_per_address: i64,
+}
+
+pub fn validate_username(name: &str) -> Result<(), AuthError> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.');
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if name.is_empty() || name.len() > 32 || !ok_chars || !first_ok {
+        return Err(AuthError::InvalidUsername(format!(
+            "'{name}' is not a valid username: use 1 to 32 lowercase letters, digits, '.', '-' \
+             or '_', starting with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
+pub fn validate_password(password: &str) -> Result<(), AuthError> {
+    let n = password.chars().count();
+    if n < 8 {
+        return Err(AuthError::WeakPassword(
+            "the password is too short: use at least 8 characters".into(),
+        ));
+    }
+    if n > 1024 {
+        return Err(AuthError::WeakPassword(
+            "the password is too long: use at most 1024 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+async fn hash_blocking(password: String) -> Result<String, AuthError> {
+    tokio::task::spawn_blocking(move || passwords::hash_password(&password))
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))?
+        .map_err(AuthError::Internal)
+}
+
+impl Accounts {
+    pub fn new(db: Db, config: &Config) -> Accounts {
+        Accounts {
+            db,
+            session_lifetime: config.session_lifetime(),
+            max_failures_per_account: i64::from(config.auth.max_failures_per_account),
+            max_failures_per_address: i64::from(config.auth.max_failures_per_address),
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Checks a password and opens a session. Throttled per account and per address.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        address: &str,
+    ) -> Result<NewSession, AuthError> {
+        let username = username.trim().to_lowercase();
+        let address = address.to_string();
+        let since = db::now() - THROTTLE_WINDOW_SECS;
+        let (name, addr) = (username.clone(), address.clone());
+        let (counts, creds) = self
+            .db
+            .call(move |c| {
+                let counts = sessions::failures_since(c, &name, &addr, since)?;
+                Ok((counts, users::credentials(c, &name)?))
+            })
+            .await?;
+        let retry = |oldest: Option<i64>| {
+            let until = oldest.unwrap_or_else(db::now) + THROTTLE_WINDOW_SECS;
+            (until - db::now()).max(1) as u64
+        };
+        if counts.account >= self.max_failures_per_account {
+            return Err(AuthError::Throttled {
+                scope: "for this account",
+                retry_after_secs: retry(counts.account_oldest),
+            });
+        }
+        if counts.address >= self.max_failures_per_address {
+            return Err(AuthError::Throttled {
+                scope: "from your address",
+                retry_after_secs: retry(counts.address_oldest),
+            });
+        }
+        let password = password.to_string();
+        let (user, ok) = tokio::task::spawn_blocking(move || match creds {
+            Some((user, hash)) => {
+                let ok = passwords::verify_password(&password, &hash);
+                (Some(user), ok)
+            }
+            None => {
+                passwords::verify_dummy(&password);
+                (None, false)
+            }
+        })
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))?;
+        let user = match (user, ok) {
+            (Some(user), true) => user,
+            _ => {
+                let (name, addr) = (username.clone(), address.clone());
+                self.db
+                    .call(move |c| sessions::record_failure(c, &name, &addr))
+                    .await?;
+                return Err(AuthError::InvalidCredentials);
+            }
+        };
+        if user.disabled {
+            return Err(AuthError::Disabled);
+        }
+        let cookie_value = secrets::random_secret(32);
+        let id_hash = secrets::hash_secret(&cookie_value);
+        let csrf = secrets::random_secret(32);
+        let expires_at = db::now() + self.session_lifetime.as_secs() as i64;
+        let (user_id, name) = (user.id, username.clone());
+        self.db
+            .call(move |c| {
+                sessions::clear_failures(c, &name)?;
+                sessions::insert(c, &id_hash, user_id, &csrf, expires_at)
+            })
+            .await?;
+        Ok(NewSession { cookie_value, user })
+    }
+
+    /// The session's user and its CSRF token, if the session is live.
+    pub async fn session_user(
+        &self,
+        cookie_value: &str,
+    ) -> Result<Option<(User, String)>, AuthError> {
+        let id_hash = secrets::hash_secret(cookie_value);
+        Ok(self.db.call(move |c| sessions::lookup(c, &id_hash)).await?)
+    }
+
+    pub async fn logout(&self, cookie_value: &str) -> Result<(), AuthError> {
+        let id_hash = secrets::hash_secret(cookie_value);
+        Ok(self.db.call(move |c| sessions::delete(c, &id_hash)).await?)
+    }
+
+    /// The user a personal access token belongs to.
+    pub async fn token_user(&self, token: &str) -> Result<Option<User>, AuthError> {
+        if !token.starts_with(TOKEN_PREFIX) || token.len() > 200 {
+            return Ok(None);
+        }
+        let hash = secrets::hash_secret(token);
+        Ok(self.db.call(move |c| tokens::lookup(c, &hash)).await?)
+    }
+
+    /// Creates a token; the returned string is the only time it is seen.
+    pub async fn create_token(
+        &self,
+        user_id: i64,
+        name: &str,
+    ) -> Result<(String, TokenInfo), AuthError> {
+        let name = name.trim().to_string();
+        let name = if name.is_empty() {
+            "token".to_string()
+        } else {
+            name
+        };
+        if name.chars().count() > 64 {
+            return Err(AuthError::InvalidTokenName(
+                "the token name is too long: use at most 64 characters".into(),
+            ));
+        }
+        let token = format!("{TOKEN_PREFIX}{}", secrets::random_secret(32));
+        let prefix: String = token.chars().take(TOKEN_PREFIX.len() + 6).collect();
+        let hash = secrets::hash_secret(&token);
+        let info = self
+            .db
+            .call(move |c| {
+                let id = tokens::insert(c, user_id, &name, &hash, &prefix)?;
+                Ok(tokens::list_for_user(c, user_id)?
+                    .into_iter()
+                    .find(|t| t.id == id))
+            })
+            .await?
+            .ok_or_else(|| AuthError::Internal("token vanished after insert".into()))?;
+        Ok((token, info))
+    }
+
+    pub async fn list_tokens(&self, user_id: i64) -> Result<Vec<TokenInfo>, AuthError> {
+        Ok(self
+            .db
+            .call(move |c| tokens::list_for_user(c, user_id))
+            .await?)
+    }
+
+    pub async fn revoke_token(&self, user_id: i64, token_id: i64) -> Result<(), AuthError> {
+        match self
+            .db
+            .call(move |c| tokens::delete(c, user_id, token_id))
+            .await?
+        {
+            true => Ok(()),
+            false => Err(AuthError::NoSuchToken),
+        }
+    }
+
+    pub async fn add_user(
+        &self,
+        username: &str,
+        password: &str,
+        is_admin: bool,
+    ) -> Result<User, AuthError> {
+        let username = username.trim().to_string();
+        validate_username(&username)?;
+        validate_password(password)?;
+        let hash = hash_blocking(password.to_string()).await?;
+        let name = username.clone();
+        self.db
+            .call(move |c| users::insert(c, &name, &hash, is_admin))
+            .await?
+            .ok_or(AuthError::UsernameTaken(username))
+    }
+
+    pub async fn user_by_name(&self, username: &str) -> Result<User, AuthError> {
+        let name = username.trim().to_lowercase();
+        let found = {
+            let name = name.clone();
+            self.db.call(move |c| users::by_name(c, &name)).await?
+        };
+        found.ok_or(AuthError::NoSuchUser(name))
+    }
+
+    pub async fn user_by_id(&self, id: i64) -> Result<User, AuthError> {
+        self.db
+            .call(move |c| users::by_id(c, id))
+            .await?
+            .ok_or_else(|| AuthError::NoSuchUser(format!("#{id}")))
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<User>, AuthError> {
+        Ok(self.db.call(|c| users::list(c)).await?)
+    }
+
+    /// Sets a new password and ends the user's sessions (except `keep_session`, the cookie of
+    /// the person changing their own password).
+    pub async fn set_password(
+        &self,
+        user_id: i64,
+        password: &str,
+        keep_session: Option<&str>,
+    ) -> Result<(), AuthError> {
+        validate_password(password)?;
+        let hash = hash_blocking(password.to_string()).await?;
+        let keep = keep_session.map(secrets::hash_secret);
+        let found = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let found = users::set_password_hash(&tx, user_id, &hash)?;
+                match keep {
+                    Some(keep) => {
+                        tx.execute(
+                            "DELETE FROM sessions WHERE user_id = ?1 AND id_hash != ?2",
+                            rusqlite::params![user_id, keep],
+                        )?;
+                    }
+                    None => sessions::delete_for_user(&tx, user_id)?,
+                }
+                tx.commit()?;
+                Ok(found)
+            })
+            .await?;
+        if !found {
+            return Err(AuthError::NoSuchUser(format!("#{user_id}")));
+        }
+        Ok(())
+    }
+
+    /// Grants or removes admin; refuses to remove the last enabled admin.
+    pub async fn set_admin(&self, user_id: i64, is_admin: bool) -> Result<(), AuthError> {
+        self.change_guarded(user_id, move |c| users::set_admin(c, user_id, is_admin))
+            .await
+    }
+
+    /// Disables (ending their sessions) or re-enables an account.
+    pub async fn set_disabled(&self, user_id: i64, disabled: bool) -> Result<(), AuthError> {
+        self.change_guarded(user_id, move |c| {
+            let found = users::set_disabled(c, user_id, disabled)?;
+            if disabled {
+                sessions::delete_for_user(c, user_id)?;
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    pub async fn set_max_gpus(&self, user_id: i64, max_gpus: Option<i64>) -> Result<(), AuthError> {
+        match self
+            .db
+            .call(move |c| users::set_max_gpus(c, user_id, max_gpus))
+            .await?
+        {
+            true => Ok(()),
+            false => Err(AuthError::NoSuchUser(format!("#{user_id}"))),
+        }
+    }
+
+    /// Applies a change in a transaction and rolls it back if no enabled admin is left.
+    async fn change_guarded(
+        &self,
+        user_id: i64,
+        change: impl FnOnce(&rusqlite::Connection) -> Result<bool, DbError> + Send + 'static,
+    ) -> Result<(), AuthError> {
+        let outcome = self
+            .db
+            .call(move |c| {
+                let tx = c.transaction()?;
+                if !change(&tx)? {
+                    return Ok(Err(AuthError::NoSuchUser(format!("#{user_id}"))));
+                }
+                if users::active_admin_count(&tx)? == 0 {
+                    return Ok(Err(AuthError::LastAdmin)); // dropped: rolled back
+                }
+                tx.commit()?;
+                Ok(Ok(()))
+            })
+            .await?;
+        outcome
+    }
+
+    /// Deletes expired sessions and old login failures.
+    pub async fn prune(&self) -> Result<(), AuthError> {
+        self.db
+            .call(|c| {
+                sessions::delete_expired(c)?;
+                sessions::delete_failures_before(c, db::now() - THROTTLE_WINDOW_SECS)?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// File that holds the first admin's password until it is changed.
+pub fn initial_password_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("initial-admin-password")
+}
+
+/// On the first start with no users, creates `admin` with a random password written to
+/// `{data_dir}/initial-admin-password` (mode 0600). Returns that path when it did.
+/// Blocking (argon2 and SQLite): run before serving or on a blocking thread.
+pub fn ensure_initial_admin(db: &Db, data_dir: &Path) -> Result<Option<PathBuf>, AuthError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    if db.with_conn(|c| users::count(c))? > 0 {
+        return Ok(None);
+    }
+    let password = secrets::random_password();
+    let hash = passwords::hash_password(&password).map_err(AuthError::Internal)?;
+    let path = initial_password_path(data_dir);
+    // Write the file first: an admin whose password nobody knows would lock everyone out.
+    let _ = std::fs::remove_file(&path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| AuthError::Internal(format!("cannot write {}: {e}", path.display())))?;
+    writeln!(file, "{password}")
+        .and_then(|_| file.sync_all())
+        .map_err(|e| AuthError::Internal(format!("cannot write {}: {e}", path.display())))?;
+    db.with_conn(|c| users::insert(c, "admin", &hash, true))?;
+    Ok(Some(path))
+}
+
+/// Once the admin has chosen a password, the generated one is no longer needed on disk.
+pub fn forget_initial_password(data_dir: &Path, username: &str) {
+    if username == "admin" {
+        let _ = std::fs::remove_file(initial_password_path(data_dir));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accounts() -> (tempfile::TempDir, Accounts) {
+        let (dir, db) = crate::db::test_db();
+        (dir, Accounts::new(db, &Config::default()))
+    }
+
+    #[tokio::test]
+    async fn login_throttles_after_five_failures() {
+        let (_d, a) = accounts();
+        a.add_user("alice", "password-1", false).await.expect("add");
+        for _ in 0..5 {
+            assert!(matches!(
+                a.login("alice", "nope-nope", "1.2.3.4").await,
+                Err(AuthError::InvalidCredentials)
+            ));
+        }
+        match a.login("alice", "password-1", "1.2.3.4").await {
+            Err(AuthError::Throttled {
+                retry_after_secs, ..
+            }) => assert!(retry_after_secs > 800),
+            other => panic!("expected throttling, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_and_tokens_round_trip() {
+        let (_d, a) = accounts();
+        let u = a.add_user("bob", "password-2", false).await.expect("add");
+        let s = a.login("BOB", "password-2", "::1").await.expect("login");
+        let (found, csrf) = a
+            .session_user(&s.cookie_value)
+            .await
+            .expect("q")
+            .expect("live");
+        assert_eq!(found.username, "bob");
+        assert!(csrf.len() >= 43);
+        a.logout(&s.cookie_value).await.expect("logout");
+        assert!(a.session_user(&s.cookie_value).await.expect("q").is_none());
+
+        let (token, info) = a.create_token(u.id, "ci").await.expect("token");
+        assert!(token.starts_with(TOKEN_PREFIX));
+        assert_eq!(
+            a.token_user(&token).await.expect("q").expect("user").id,
+            u.id
+        );
+        a.revoke_token(u.id, info.id).await.expect("revoke");
+        assert!(a.token_user(&token).await.expect("q").is_none());
+    }
+
+    #[tokio::test]
+    async fn last_admin_is_kept_and_bad_names_refused() {
+        let (_d, a) = accounts();
+        let admin = a.add_user("root", "password-3", true).await.expect("add");
+        assert!(matches!(
+            a.set_admin(admin.id, false).await,
+            Err(AuthError::LastAdmin)
+        ));
+        assert!(matches!(
+            a.set_disabled(admin.id, true).await,
+            Err(AuthError::LastAdmin)
+        ));
+        assert!(a.user_by_id(admin.id).await.expect("u").is_admin);
+        assert!(matches!(
+            a.add_user("Bad Name", "password-3", false).await,
+            Err(AuthError::InvalidUsername(_))
+        ));
+        assert!(matches!(
+            a.add_user("ok", "short", false).await,
+            Err(AuthError::WeakPassword(_))
+        ));
+        assert!(matches!(
+            a.add_user("root", "password-3", false).await,
+            Err(AuthError::UsernameTaken(_))
+        ));
+    }
+}

@@ -1,0 +1,697 @@
+//! Typed configuration: TOML file, built-in defaults, `NOTEBOX_*` overrides.
+//!
+//! The config is a plain value handed to `run`; nothing reads it from a global.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the config was found, searched in this order.
+pub const SYSTEM_CONFIG: &str = "/etc/notebox/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting `{key}`{}: {message}", origin_suffix(.origin))]
+    Invalid {
+        key: String,
+        origin: String,
+        message: String,
+    },
+}
+
+fn origin_suffix(origin: &str) -> String {
+    if origin.is_empty() {
+        String::new()
+    } else {
+        format!(" in {origin}")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub auth: AuthConfig,
+    pub notebooks: NotebooksConfig,
+    pub storage: StorageConfig,
+    pub gpu: GpuConfig,
+    pub docker: DockerConfig,
+    pub images: Vec<ImageSpec>,
+    pub machines: Vec<MachineType>,
+    /// Where the config came from ("built-in defaults" or a path); not a TOML key.
+    #[serde(skip)]
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long a login lasts, e.g. "14d".
+    pub session_lifetime: String,
+    /// Failed logins allowed per account in 15 minutes before 429.
+    pub max_failures_per_account: u32,
+    /// Failed logins allowed per client address in 15 minutes before 429.
+    pub max_failures_per_address: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotebooksConfig {
+    /// 1h 6h 12h 1d 1w never
+    pub default_auto_shutdown: String,
+    pub ready_timeout: String,
+    pub allow_custom_images: bool,
+    /// Seconds between reconciler passes when nothing else wakes it.
+    pub reconcile_interval: String,
+    /// Processes per container.
+    pub pids_limit: i64,
+    /// /dev/shm size per container (PyTorch data loaders need more than Docker's 64 MiB).
+    pub shm_size_mib: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuBackend {
+    Auto,
+    Nvml,
+    Simulated,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuConfig {
+    pub backend: GpuBackend,
+    pub queue: bool,
+    pub max_gpus_per_user: u32,
+    pub simulated: Vec<SimulatedGpu>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedGpu {
+    pub uuid: String,
+    pub name: String,
+    pub memory_mib: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// Docker API socket; empty means Docker's own default (DOCKER_HOST or /var/run/docker.sock).
+    pub socket: String,
+    /// Private bridge network the notebooks join.
+    pub network: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Launcher {
+    DockerStacks,
+    JupyterLab,
+    JupyterServer,
+    Command,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub gpu: bool,
+    #[serde(default = "default_launcher")]
+    pub launcher: Launcher,
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+fn default_launcher() -> Launcher {
+    Launcher::DockerStacks
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineType {
+    pub id: String,
+    pub name: String,
+    pub cpus: f64,
+    pub memory_mib: u64,
+    #[serde(default)]
+    pub gpus: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./notebox-data"),
+            auth: AuthConfig::default(),
+            notebooks: NotebooksConfig::default(),
+            storage: StorageConfig {
+                uid: 1000,
+                gid: 100,
+            },
+            gpu: GpuConfig::default(),
+            docker: DockerConfig::default(),
+            images: default_images(),
+            machines: default_machines(),
+            source: "built-in defaults".into(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_lifetime: "14d".into(),
+            max_failures_per_account: 5,
+            max_failures_per_address: 30,
+        }
+    }
+}
+
+impl Default for NotebooksConfig {
+    fn default() -> Self {
+        NotebooksConfig {
+            default_auto_shutdown: "6h".into(),
+            ready_timeout: "120s".into(),
+            allow_custom_images: false,
+            reconcile_interval: "10s".into(),
+            pids_limit: 2048,
+            shm_size_mib: 2048,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            uid: 1000,
+            gid: 100,
+        }
+    }
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig {
+            backend: GpuBackend::Auto,
+            queue: true,
+            max_gpus_per_user: 8,
+            simulated: Vec::new(),
+        }
+    }
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            socket: String::new(),
+            network: "notebox".into(),
+        }
+    }
+}
+
+fn default_images() -> Vec<ImageSpec> {
+    let stack = |id: &str, name: &str, image: &str, description: &str, gpu: bool| ImageSpec {
+        id: id.into(),
+        name: name.into(),
+        image: image.into(),
+        description: description.into(),
+        gpu,
+        launcher: Launcher::DockerStacks,
+        command: Vec::new(),
+    };
+    vec![
+        stack(
+            "scipy",
+            "SciPy",
+            "quay.io/jupyter/scipy-notebook:latest",
+            "NumPy, pandas, matplotlib, scikit-learn",
+            false,
+        ),
+        stack(
+            "pytorch-cuda",
+            "PyTorch (CUDA 12)",
+            "quay.io/jupyter/pytorch-notebook:cuda12-latest",
+            "PyTorch with CUDA 12 on top of the SciPy stack",
+            true,
+        ),
+        stack(
+            "tensorflow-cuda",
+            "TensorFlow (CUDA)",
+            "quay.io/jupyter/tensorflow-notebook:cuda-latest",
+            "TensorFlow with CUDA on top of the SciPy stack",
+            true,
+        ),
+    ]
+}
+
+fn default_machines() -> Vec<MachineType> {
+    vec![
+        MachineType {
+            id: "cpu".into(),
+            name: "CPU · 2 cores · 4 GB".into(),
+            cpus: 2.0,
+            memory_mib: 4096,
+            gpus: 0,
+        },
+        MachineType {
+            id: "gpu-1".into(),
+            name: "1 GPU · 8 cores · 32 GB".into(),
+            cpus: 8.0,
+            memory_mib: 32768,
+            gpus: 1,
+        },
+        MachineType {
+            id: "gpu-2".into(),
+            name: "2 GPUs · 16 cores · 64 GB".into(),
+            cpus: 16.0,
+            memory_mib: 65536,
+            gpus: 2,
+        },
+    ]
+}
+
+/// Auto-shutdown choices offered to users, in the order shown.
+pub const AUTO_SHUTDOWN_CHOICES: &[&str] = &["1h", "6h", "12h", "1d", "1w", "never"];
+
+/// Parses an auto-shutdown choice: `Ok(None)` for "never".
+pub fn parse_auto_shutdown(value: &str) -> Result<Option<Duration>, String> {
+    let v = value.trim();
+    if v == "never" {
+        return Ok(None);
+    }
+    if !AUTO_SHUTDOWN_CHOICES.contains(&v) {
+        return Err(format!(
+            "'{value}' is not an auto-shutdown choice; use one of {}",
+            AUTO_SHUTDOWN_CHOICES.join(", ")
+        ));
+    }
+    parse_duration(v).map(Some)
+}
+
+/// Parses "90s", "5m", "6h", "1d", "1w" (and anything humantime accepts).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|e| format!("'{value}' is not a duration ({e}); write it like 90s, 5m, 6h or 1d"))
+}
+
+impl Config {
+    /// Finds and loads the config: explicit path, else `$NOTEBOX_CONFIG`, else the system
+    /// file if it exists, else defaults. Environment overrides apply last.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let env_path = std::env::var_os("NOTEBOX_CONFIG").filter(|v| !v.is_empty());
+        let path = match (explicit, env_path) {
+            (Some(p), _) => Some(p.to_path_buf()),
+            (None, Some(p)) => Some(PathBuf::from(p)),
+            (None, None) if Path::new(SYSTEM_CONFIG).exists() => Some(PathBuf::from(SYSTEM_CONFIG)),
+            (None, None) => None,
+        };
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let mut c = Config::from_toml(&text, &path)?;
+                c.source = path.display().to_string();
+                c
+            }
+            None => Config::default(),
+        };
+        config.apply_env(std::env::vars())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str::<Config>(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: describe_toml_error(&e, text),
+        })
+    }
+
+    /// `NOTEBOX_LISTEN`, `NOTEBOX_DATA_DIR`, ... override single settings.
+    pub fn apply_env(
+        &mut self,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        for (name, value) in vars {
+            let Some(key) = name.strip_prefix("NOTEBOX_") else {
+                continue;
+            };
+            let invalid = |message: String| ConfigError::Invalid {
+                key: name.clone(),
+                origin: "the environment".into(),
+                message,
+            };
+            let parse_bool = |v: &str| match v {
+                "1" | "true" | "yes" => Ok(true),
+                "0" | "false" | "no" => Ok(false),
+                _ => Err(invalid(format!("'{v}' is not true or false"))),
+            };
+            match key {
+                // Not settings: where the config is and how much to log.
+                "CONFIG" | "LOG" => {}
+                "LISTEN" => self.listen = value,
+                "DATA_DIR" => self.data_dir = PathBuf::from(value),
+                "ALLOW_CUSTOM_IMAGES" => self.notebooks.allow_custom_images = parse_bool(&value)?,
+                "READY_TIMEOUT" => self.notebooks.ready_timeout = value,
+                "DEFAULT_AUTO_SHUTDOWN" => self.notebooks.default_auto_shutdown = value,
+                "GPU_BACKEND" => {
+                    self.gpu.backend = match value.as_str() {
+                        "auto" => GpuBackend::Auto,
+                        "nvml" => GpuBackend::Nvml,
+                        "simulated" => GpuBackend::Simulated,
+                        "none" => GpuBackend::None,
+                        other => {
+                            return Err(invalid(format!(
+                                "'{other}' is not a GPU backend; use auto, nvml, simulated or none"
+                            )))
+                        }
+                    }
+                }
+                "GPU_QUEUE" => self.gpu.queue = parse_bool(&value)?,
+                "DOCKER_SOCKET" => self.docker.socket = value,
+                "DOCKER_NETWORK" => self.docker.network = value,
+                _ => {
+                    return Err(invalid(
+                        "unknown setting; known ones are NOTEBOX_LISTEN, NOTEBOX_DATA_DIR, \
+                         NOTEBOX_ALLOW_CUSTOM_IMAGES, NOTEBOX_READY_TIMEOUT, \
+                         NOTEBOX_DEFAULT_AUTO_SHUTDOWN, NOTEBOX_GPU_BACKEND, NOTEBOX_GPU_QUEUE, \
+                         NOTEBOX_DOCKER_SOCKET, NOTEBOX_DOCKER_NETWORK"
+                            .into(),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.into(),
+            origin: self.source.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Checks values that types alone cannot; every message names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(self.invalid("data_dir", "must not be empty"));
+        }
+        parse_auto_shutdown(&self.notebooks.default_auto_shutdown)
+            .map_err(|m| self.invalid("notebooks.default_auto_shutdown", m))?;
+        for (key, value) in [
+            ("notebooks.ready_timeout", &self.notebooks.ready_timeout),
+            (
+                "notebooks.reconcile_interval",
+                &self.notebooks.reconcile_interval,
+            ),
+            ("auth.session_lifetime", &self.auth.session_lifetime),
+        ] {
+            let d = parse_duration(value).map_err(|m| self.invalid(key, m))?;
+            if d.is_zero() {
+                return Err(self.invalid(key, "must be longer than zero"));
+            }
+        }
+        if self.notebooks.pids_limit < 64 {
+            return Err(self.invalid("notebooks.pids_limit", "must be at least 64"));
+        }
+        if self.notebooks.shm_size_mib < 64 {
+            return Err(self.invalid("notebooks.shm_size_mib", "must be at least 64"));
+        }
+        if self.auth.max_failures_per_account == 0 || self.auth.max_failures_per_address == 0 {
+            return Err(self.invalid(
+                "auth.max_failures_per_account",
+                "login failure limits must be at least 1",
+            ));
+        }
+        if self.images.is_empty() && !self.notebooks.allow_custom_images {
+            return Err(self.invalid(
+                "images",
+                "the catalog is empty and custom images are not allowed, so no notebook could start",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, image) in self.images.iter().enumerate() {
+            let key = |field: &str| format!("images[{i}].{field}");
+            if !valid_id(&image.id) {
+                return Err(self.invalid(
+                    &key("id"),
+                    format!(
+                        "'{}' must be 1-40 characters of a-z, 0-9, '-', '_'",
+                        image.id
+                    ),
+                ));
+            }
+            if !seen.insert(format!("image:{}", image.id)) {
+                return Err(self.invalid(&key("id"), format!("'{}' is used twice", image.id)));
+            }
+            if image.image.trim().is_empty() {
+                return Err(self.invalid(&key("image"), "must name a Docker image"));
+            }
+            if image.launcher == Launcher::Command && image.command.is_empty() {
+                return Err(self.invalid(&key("command"), "launcher = \"command\" needs a command"));
+            }
+            if image.launcher != Launcher::Command && !image.command.is_empty() {
+                return Err(self.invalid(
+                    &key("command"),
+                    "a command is only used with launcher = \"command\"",
+                ));
+            }
+        }
+        for (i, machine) in self.machines.iter().enumerate() {
+            let key = |field: &str| format!("machines[{i}].{field}");
+            if !valid_id(&machine.id) {
+                return Err(self.invalid(
+                    &key("id"),
+                    format!(
+                        "'{}' must be 1-40 characters of a-z, 0-9, '-', '_'",
+                        machine.id
+                    ),
+                ));
+            }
+            if !seen.insert(format!("machine:{}", machine.id)) {
+                return Err(self.invalid(&key("id"), format!("'{}' is used twice", machine.id)));
+            }
+            if !(machine.cpus > 0.0 && machine.cpus <= 1024.0) {
+                return Err(self.invalid(&key("cpus"), "must be a number of cores above 0"));
+            }
+            if machine.memory_mib < 256 {
+                return Err(self.invalid(&key("memory_mib"), "must be at least 256"));
+            }
+        }
+        if self.machines.is_empty() {
+            return Err(self.invalid("machines", "at least one machine type is needed"));
+        }
+        for (i, gpu) in self.gpu.simulated.iter().enumerate() {
+            if gpu.uuid.trim().is_empty() {
+                return Err(self.invalid(&format!("gpu.simulated[{i}].uuid"), "must not be empty"));
+            }
+        }
+        if self.docker.network.trim().is_empty() {
+            return Err(self.invalid("docker.network", "must name a Docker network"));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            self.invalid(
+                "listen",
+                format!(
+                    "'{}' is not an address:port like 127.0.0.1:8080",
+                    self.listen
+                ),
+            )
+        })
+    }
+
+    pub fn session_lifetime(&self) -> Duration {
+        parse_duration(&self.auth.session_lifetime).unwrap_or(Duration::from_secs(14 * 86400))
+    }
+
+    pub fn ready_timeout(&self) -> Duration {
+        parse_duration(&self.notebooks.ready_timeout).unwrap_or(Duration::from_secs(120))
+    }
+
+    pub fn reconcile_interval(&self) -> Duration {
+        parse_duration(&self.notebooks.reconcile_interval).unwrap_or(Duration::from_secs(10))
+    }
+
+    pub fn image(&self, id: &str) -> Option<&ImageSpec> {
+        self.images.iter().find(|i| i.id == id)
+    }
+
+    pub fn machine(&self, id: &str) -> Option<&MachineType> {
+        self.machines.iter().find(|m| m.id == id)
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 40
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// toml's message names the key (`unknown field `lisen``); add the line for humans.
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {message}")
+        }
+        None => message,
+    }
+}
+
+impl fmt::Display for Launcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Launcher::DockerStacks => "docker-stacks",
+            Launcher::JupyterLab => "jupyter-lab",
+            Launcher::JupyterServer => "jupyter-server",
+            Launcher::Command => "command",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::default();
+        c.validate().expect("defaults validate");
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./notebox-data"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::from_toml(
+            "listen = \"0.0.0.0:1\"\nlisen = 3\n",
+            Path::new("/x/c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("lisen"), "{err}");
+        assert!(err.contains("/x/c.toml"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn unknown_nested_key_is_named() {
+        let err = Config::from_toml("[gpu]\nqueu = true\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queu"), "{err}");
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let text = r#"
+listen = "127.0.0.1:8080"
+data_dir = "./notebox-data"
+[notebooks]
+default_auto_shutdown = "6h"
+ready_timeout = "120s"
+allow_custom_images = false
+[storage]
+uid = 1000
+gid = 100
+[gpu]
+backend = "auto"
+queue = true
+max_gpus_per_user = 8
+[[gpu.simulated]]
+uuid = "GPU-00000000-0000-0000-0000-000000000000"
+name = "Simulated RTX A6000"
+memory_mib = 49152
+[[images]]
+id = "scipy"
+name = "SciPy"
+image = "quay.io/jupyter/scipy-notebook:latest"
+description = "NumPy, pandas, matplotlib, scikit-learn"
+gpu = false
+launcher = "docker-stacks"
+[[machines]]
+id = "cpu"
+name = "CPU · 2 cores · 4 GB"
+cpus = 2.0
+memory_mib = 4096
+gpus = 0
+"#;
+        let c = Config::from_toml(text, Path::new("c.toml")).expect("parses");
+        c.validate().expect("validates");
+        assert_eq!(c.images.len(), 1);
+        assert_eq!(c.machines.len(), 1);
+        assert_eq!(c.gpu.simulated.len(), 1);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut c = Config::default();
+        c.listen = "nonsense".into();
+        assert!(c.validate().unwrap_err().to_string().contains("`listen`"));
+        let mut c = Config::default();
+        c.notebooks.default_auto_shutdown = "3h".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("notebooks.default_auto_shutdown"), "{e}");
+        let e = Config::from_toml("[gpu]\nbackend = \"cuda\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cuda"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides() {
+        let mut c = Config::default();
+        c.apply_env(
+            vec![
+                ("NOTEBOX_LISTEN".to_string(), "0.0.0.0:9000".to_string()),
+                ("NOTEBOX_DATA_DIR".to_string(), "/tmp/x".to_string()),
+                ("PATH".to_string(), "/bin".to_string()),
+            ]
+            .into_iter(),
+        )
+        .expect("applies");
+        assert_eq!(c.listen, "0.0.0.0:9000");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        let err = c
+            .apply_env(vec![("NOTEBOX_LISTN".to_string(), "x".to_string())].into_iter())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("NOTEBOX_LISTN"), "{err}");
+    }
+}

@@ -1,0 +1,94 @@
+//! The `api_tokens` table (personal access tokens).
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::users::User;
+use super::{now, DbError};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+pub fn insert(
+    conn: &Connection,
+    user_id: i64,
+    name: &str,
+    token_hash: &str,
+    prefix: &str,
+) -> Result<i64, DbError> {
+    conn.execute(
+        "INSERT INTO api_tokens (user_id, name, token_hash, prefix, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![user_id, name, token_hash, prefix, now()],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub fn list_for_user(conn: &Connection, user_id: i64) -> Result<Vec<TokenInfo>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, name, prefix, created_at, last_used_at FROM api_tokens
+         WHERE user_id = ?1 ORDER BY created_at DESC, id DESC",
+    )?;
+    let rows = stmt.query_map([user_id], |r| {
+        Ok(TokenInfo {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            prefix: r.get(2)?,
+            created_at: r.get(3)?,
+            last_used_at: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Deletes one of the user's tokens; false when it was not theirs or is gone.
+pub fn delete(conn: &Connection, user_id: i64, token_id: i64) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "DELETE FROM api_tokens WHERE id = ?1 AND user_id = ?2",
+        params![token_id, user_id],
+    )? == 1)
+}
+
+/// The token's user (if enabled), marking the token used (at most once a minute).
+pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<User>, DbError> {
+    let found = conn
+        .query_row(
+            "SELECT t.id, u.id, u.username, u.is_admin, u.disabled, u.max_gpus, u.created_at,
+                    t.last_used_at
+             FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.token_hash = ?1 AND u.disabled = 0",
+            [token_hash],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    User {
+                        id: r.get(1)?,
+                        username: r.get(2)?,
+                        is_admin: r.get(3)?,
+                        disabled: r.get(4)?,
+                        max_gpus: r.get(5)?,
+                        created_at: r.get(6)?,
+                    },
+                    r.get::<_, Option<i64>>(7)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((token_id, user, last_used)) = found else {
+        return Ok(None);
+    };
+    let t = now();
+    if last_used.is_none_or(|l| t - l >= 60) {
+        conn.execute(
+            "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1",
+            params![token_id, t],
+        )?;
+    }
+    Ok(Some(user))
+}

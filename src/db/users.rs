@@ -1,0 +1,125 @@
+//! The `users` table.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{now, DbError};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    pub is_admin: bool,
+    pub disabled: bool,
+    pub max_gpus: Option<i64>,
+    pub created_at: i64,
+}
+
+const COLUMNS: &str = "id, username, is_admin, disabled, max_gpus, created_at";
+
+fn from_row(r: &Row) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        is_admin: r.get(2)?,
+        disabled: r.get(3)?,
+        max_gpus: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+pub fn count(conn: &Connection) -> Result<i64, DbError> {
+    Ok(conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?)
+}
+
+/// Inserts a user; `Ok(None)` when the name is taken.
+pub fn insert(
+    conn: &Connection,
+    username: &str,
+    password_hash: &str,
+    is_admin: bool,
+) -> Result<Option<User>, DbError> {
+    let inserted = conn.execute(
+        "INSERT INTO users (username, password_hash, is_admin, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(username) DO NOTHING",
+        params![username, password_hash, is_admin, now()],
+    )?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    by_id(conn, conn.last_insert_rowid())
+}
+
+pub fn by_id(conn: &Connection, id: i64) -> Result<Option<User>, DbError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
+            [id],
+            from_row,
+        )
+        .optional()?)
+}
+
+pub fn by_name(conn: &Connection, username: &str) -> Result<Option<User>, DbError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM users WHERE username = ?1"),
+            [username],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// The user and their password hash, for checking a login.
+pub fn credentials(conn: &Connection, username: &str) -> Result<Option<(User, String)>, DbError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS}, password_hash FROM users WHERE username = ?1"),
+            [username],
+            |r| Ok((from_row(r)?, r.get(6)?)),
+        )
+        .optional()?)
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<User>, DbError> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM users ORDER BY username"))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn set_password_hash(conn: &Connection, id: i64, hash: &str) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+        params![id, hash],
+    )? == 1)
+}
+
+pub fn set_admin(conn: &Connection, id: i64, is_admin: bool) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "UPDATE users SET is_admin = ?2 WHERE id = ?1",
+        params![id, is_admin],
+    )? == 1)
+}
+
+pub fn set_disabled(conn: &Connection, id: i64, disabled: bool) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "UPDATE users SET disabled = ?2 WHERE id = ?1",
+        params![id, disabled],
+    )? == 1)
+}
+
+pub fn set_max_gpus(conn: &Connection, id: i64, max_gpus: Option<i64>) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "UPDATE users SET max_gpus = ?2 WHERE id = ?1",
+        params![id, max_gpus],
+    )? == 1)
+}
+
+/// Admins that can still log in; the last one must not be demoted or disabled.
+pub fn active_admin_count(conn: &Connection) -> Result<i64, DbError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM users WHERE is_admin = 1 AND disabled = 0",
+        [],
+        |r| r.get(0),
+    )?)
+}

@@ -1,0 +1,200 @@
+//! Web errors: every domain error becomes a status, a stable code and a message that says
+//! what to fix. Page handlers answer with an HTML page, API handlers with JSON.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use askama::Template;
+
+use crate::auth::AuthError;
+use crate::db::DbError;
+
+#[derive(Debug, Clone)]
+pub struct WebError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after: Option<u64>,
+    /// Set when a browser should be sent to the login page instead.
+    pub login_next: Option<String>,
+}
+
+impl WebError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> WebError {
+        WebError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            login_next: None,
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> WebError {
+        WebError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub fn not_found() -> WebError {
+        WebError::new(StatusCode::NOT_FOUND, "not_found", "There is nothing here.")
+    }
+    pub fn forbidden(message: impl Into<String>) -> WebError {
+        WebError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    pub fn conflict(message: impl Into<String>) -> WebError {
+        WebError::new(StatusCode::CONFLICT, "conflict", message)
+    }
+    pub fn unauthorized() -> WebError {
+        WebError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Log in, or send a personal access token as 'Authorization: Bearer <token>'.",
+        )
+    }
+    pub fn login_required(next: &str) -> WebError {
+        let mut e = WebError::unauthorized();
+        e.login_next = Some(next.to_string());
+        e
+    }
+    pub fn csrf() -> WebError {
+        WebError::forbidden(
+            "The form had expired or came from another site, so nothing was changed. \
+             Reload the page and try again.",
+        )
+    }
+    pub fn internal(message: impl std::fmt::Display) -> WebError {
+        tracing::error!(error = %message, "internal error");
+        WebError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Something went wrong inside Notebox; the details are in its log.",
+        )
+    }
+}
+
+impl From<AuthError> for WebError {
+    fn from(e: AuthError) -> WebError {
+        let message = e.to_string();
+        match e {
+            AuthError::InvalidCredentials => {
+                WebError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", message)
+            }
+            AuthError::Disabled => {
+                WebError::new(StatusCode::FORBIDDEN, "account_disabled", message)
+            }
+            AuthError::Throttled {
+                retry_after_secs, ..
+            } => WebError {
+                retry_after: Some(retry_after_secs),
+                ..WebError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", message)
+            },
+            AuthError::InvalidUsername(_)
+            | AuthError::WeakPassword(_)
+            | AuthError::InvalidTokenName(_) => {
+                WebError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+            }
+            AuthError::UsernameTaken(_) | AuthError::LastAdmin => {
+                WebError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            AuthError::NoSuchUser(_) | AuthError::NoSuchToken => {
+                WebError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
+            AuthError::Internal(m) => WebError::internal(m),
+            AuthError::Db(e) => WebError::internal(e),
+        }
+    }
+}
+
+impl From<DbError> for WebError {
+    fn from(e: DbError) -> WebError {
+        WebError::internal(e)
+    }
+}
+
+/// An error answered as JSON: `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError(pub WebError);
+
+/// An error answered as an HTML page (or a redirect to the login page).
+#[derive(Debug)]
+pub struct PageError(pub WebError);
+
+impl<E: Into<WebError>> From<E> for ApiError {
+    fn from(e: E) -> ApiError {
+        ApiError(e.into())
+    }
+}
+
+impl<E: Into<WebError>> From<E> for PageError {
+    fn from(e: E) -> PageError {
+        PageError(e.into())
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::fmt::Display for PageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+fn with_retry_after(
+    mut builder: actix_web::HttpResponseBuilder,
+    e: &WebError,
+) -> actix_web::HttpResponseBuilder {
+    if let Some(secs) = e.retry_after {
+        builder.insert_header((header::RETRY_AFTER, secs.to_string()));
+    }
+    builder
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.0.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        let body = serde_json::json!({
+            "error": {"code": self.0.code, "message": self.0.message}
+        });
+        let mut b = with_retry_after(HttpResponse::build(self.0.status), &self.0);
+        if self.0.status == StatusCode::UNAUTHORIZED {
+            b.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        b.json(body)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    title: &'a str,
+    message: &'a str,
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        self.0.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        if let Some(next) = &self.0.login_next {
+            let target = format!("/login?next={}", crate::web::urlencode(next));
+            return HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, target))
+                .finish();
+        }
+        let title = self.0.status.canonical_reason().unwrap_or("Error");
+        let page = ErrorPage {
+            status: self.0.status.as_u16(),
+            title,
+            message: &self.0.message,
+        };
+        let body = page.render().unwrap_or_else(|_| {
+            format!("{} {}: {}", self.0.status.as_u16(), title, self.0.message)
+        });
+        with_retry_after(HttpResponse::build(self.0.status), &self.0)
+            .content_type("text/html; charset=utf-8")
+            .body(body)
+    }
+}

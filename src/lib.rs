@@ -1,0 +1,122 @@
+//! Notebox: a lab's own "Gradient Notebooks" on one multi-GPU workstation.
+//!
+//! `run` is the whole server; the binary and the integration tests both call it.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod web;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix_web::middleware::from_fn;
+use actix_web::{web as aw, App, HttpServer};
+
+pub use config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error("cannot serve HTTP: {0}")]
+    Http(#[from] std::io::Error),
+    #[error("start-up task failed: {0}")]
+    Task(String),
+}
+
+/// Creates the data directory and opens (migrating) the database. Blocking.
+pub fn open_database(config: &Config) -> Result<db::Db, StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = &config.data_dir;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .map_err(|source| StartError::DataDir {
+            path: dir.clone(),
+            source,
+        })?;
+    Ok(db::Db::open(&dir.join("notebox.db"))?)
+}
+
+/// Runs the server on `listener` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let (db, initial_admin) = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, StartError> {
+            let db = open_database(&config)?;
+            let initial = auth::ensure_initial_admin(&db, &config.data_dir)?;
+            Ok((db, initial))
+        })
+        .await
+        .map_err(|e| StartError::Task(e.to_string()))??
+    };
+    if let Some(path) = initial_admin {
+        tracing::warn!(
+            "created the first account, 'admin'; its password is in {} (readable only by this user)",
+            path.display()
+        );
+    }
+    let accounts = auth::Accounts::new(db.clone(), &config);
+    let state = aw::Data::new(web::AppState {
+        config: config.clone(),
+        db: db.clone(),
+        accounts: accounts.clone(),
+    });
+
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::pages::form_config())
+            .app_data(web::pages::json_config())
+            .app_data(web::pages::query_config())
+            .app_data(web::pages::path_config())
+            .wrap(from_fn(web::middleware::security_headers))
+            .wrap(from_fn(web::middleware::log_requests))
+            .configure(web::routes)
+            .default_service(aw::to(web::pages::not_found))
+    })
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(5)
+    .run();
+    let handle = server.handle();
+
+    let housekeeping = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            if let Err(e) = accounts.prune().await {
+                tracing::warn!(error = %e, "pruning sessions failed");
+            }
+        }
+    });
+
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        r = server => r.map_err(StartError::from),
+        _ = &mut shutdown => {
+            tracing::info!("shutting down");
+            handle.stop(true).await;
+            Ok(())
+        }
+    };
+    housekeeping.abort();
+    result
+}

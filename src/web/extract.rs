@@ -1,0 +1,163 @@
+//! Who is asking: session cookies for pages, bearer tokens (or a session plus the CSRF
+//! header) for the JSON API.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::Method;
+use actix_web::{web, FromRequest, HttpRequest};
+
+use crate::auth::{secrets, User};
+use crate::error::{ApiError, PageError, WebError};
+
+use super::AppState;
+
+pub const SESSION_COOKIE: &str = "notebox_session";
+pub const LOGIN_CSRF_COOKIE: &str = "notebox_login_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// A logged-in browser.
+pub struct SessionUser {
+    pub user: User,
+    pub csrf: String,
+    pub cookie: String,
+}
+
+impl SessionUser {
+    /// Every state-changing form carries the session's CSRF token.
+    pub fn check_csrf(&self, submitted: &str) -> Result<(), WebError> {
+        if secrets::constant_time_eq(submitted, &self.csrf) {
+            Ok(())
+        } else {
+            Err(WebError::csrf())
+        }
+    }
+}
+
+/// A logged-in admin; anyone else gets 404, as if the admin pages did not exist.
+pub struct AdminUser(pub SessionUser);
+
+/// A caller of the JSON API.
+pub struct ApiUser {
+    pub user: User,
+}
+
+fn state(req: &HttpRequest) -> Result<web::Data<AppState>, WebError> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| WebError::internal("application state missing"))
+}
+
+/// The path and query the browser asked for, to come back to after logging in.
+fn here(req: &HttpRequest) -> String {
+    match req.uri().path_and_query() {
+        Some(pq) => pq.as_str().to_string(),
+        None => "/".to_string(),
+    }
+}
+
+pub async fn session_from_request(req: &HttpRequest) -> Result<Option<SessionUser>, WebError> {
+    let Some(cookie) = req.cookie(SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let value = cookie.value().to_string();
+    if value.is_empty() || value.len() > 128 {
+        return Ok(None);
+    }
+    let state = state(req)?;
+    Ok(state
+        .accounts
+        .session_user(&value)
+        .await?
+        .map(|(user, csrf)| SessionUser {
+            user,
+            csrf,
+            cookie: value,
+        }))
+}
+
+/// The token in `Authorization: Bearer <t>` or `Authorization: token <t>`.
+pub fn authorization_token(req: &HttpRequest) -> Option<String> {
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
+        Some(token.trim().to_string())
+    } else {
+        None
+    }
+}
+
+impl FromRequest for SessionUser {
+    type Error = PageError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            session_from_request(&req)
+                .await?
+                .ok_or_else(|| PageError(WebError::login_required(&here(&req))))
+        })
+    }
+}
+
+impl FromRequest for AdminUser {
+    type Error = PageError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let session = SessionUser::from_request(req, payload);
+        Box::pin(async move {
+            let session = session.await?;
+            if session.user.is_admin {
+                Ok(AdminUser(session))
+            } else {
+                Err(PageError(WebError::not_found()))
+            }
+        })
+    }
+}
+
+impl FromRequest for ApiUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = state(&req)?;
+            if req
+                .headers()
+                .contains_key(actix_web::http::header::AUTHORIZATION)
+            {
+                let token = authorization_token(&req).ok_or_else(WebError::unauthorized)?;
+                return match state.accounts.token_user(&token).await? {
+                    Some(user) => Ok(ApiUser { user }),
+                    None => Err(ApiError(WebError::new(
+                        actix_web::http::StatusCode::UNAUTHORIZED,
+                        "invalid_token",
+                        "The access token is not valid: it may have been revoked or mistyped.",
+                    ))),
+                };
+            }
+            let session = session_from_request(&req)
+                .await?
+                .ok_or_else(WebError::unauthorized)?;
+            let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+            if !safe {
+                let sent = req
+                    .headers()
+                    .get(CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                session.check_csrf(sent)?;
+            }
+            Ok(ApiUser { user: session.user })
+        })
+    }
+}

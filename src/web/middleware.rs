@@ -1,0 +1,73 @@
+//! Security headers and request logging.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+
+/// Our pages' policy: nothing but our own scripts and styles, never framed.
+pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// Adds security headers to everything notebox itself answers. The Jupyter proxy (/nb/)
+/// passes Jupyter's own headers through untouched; a response that set its own policy
+/// (share pages) keeps it.
+pub async fn security_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let proxied = req.path().starts_with("/nb/");
+    let mut res = next.call(req).await?;
+    if proxied {
+        return Ok(res);
+    }
+    let headers = res.headers_mut();
+    let defaults: [(HeaderName, &'static str); 5] = [
+        (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            HeaderName::from_static("permissions-policy"),
+            "camera=(), microphone=(), geolocation=()",
+        ),
+    ];
+    for (name, value) in defaults {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    Ok(res)
+}
+
+/// One line per request. Logs the path only: query strings can carry tokens, and headers
+/// (cookies, Authorization) are never logged.
+pub async fn log_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_string();
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let res = next.call(req).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &res {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            if path == "/healthz" || path.starts_with("/static/") {
+                tracing::debug!(%method, %path, status, ms, %peer, "request");
+            } else {
+                tracing::info!(%method, %path, status, ms = format!("{ms:.1}"), %peer, "request");
+            }
+        }
+        Err(e) => tracing::warn!(%method, %path, error = %e, %peer, "request failed"),
+    }
+    res
+}

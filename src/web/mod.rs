@@ -1,0 +1,111 @@
+//! The web layer: one route table (below), thin handlers, askama views.
+
+pub mod assets;
+pub mod extract;
+pub mod middleware;
+pub mod pages;
+pub mod views;
+
+use std::sync::Arc;
+
+use actix_web::web;
+
+use crate::auth::Accounts;
+use crate::config::Config;
+use crate::db::Db;
+
+/// What every handler can reach. Built once in `run`.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub accounts: Accounts,
+}
+
+/// The map of the product, top to bottom.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    use pages::{account, admin, api, dashboard, health, login};
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/static/{path:.*}", web::get().to(assets::serve_static))
+        // logging in and out
+        .route("/login", web::get().to(login::login_form))
+        .route("/login", web::post().to(login::login_submit))
+        .route("/logout", web::post().to(login::logout))
+        // pages for members
+        .route("/", web::get().to(dashboard::dashboard))
+        .route("/settings", web::get().to(account::account_page))
+        .route(
+            "/settings/password",
+            web::post().to(account::change_password),
+        )
+        .route("/settings/tokens", web::get().to(account::tokens_page))
+        .route("/settings/tokens", web::post().to(account::create_token))
+        .route(
+            "/settings/tokens/{id}/revoke",
+            web::post().to(account::revoke_token),
+        )
+        // pages for admins
+        .route("/admin", web::get().to(admin::admin_home))
+        .route("/admin/users", web::get().to(admin::users_page))
+        .route("/admin/users", web::post().to(admin::add_user))
+        .route(
+            "/admin/users/{id}/password",
+            web::post().to(admin::reset_password),
+        )
+        .route("/admin/users/{id}/admin", web::post().to(admin::set_admin))
+        .route(
+            "/admin/users/{id}/disabled",
+            web::post().to(admin::set_disabled),
+        )
+        // JSON API v1
+        .service(
+            web::scope("/api/v1")
+                .route("/me", web::get().to(api::me))
+                .default_service(web::to(api::not_found)),
+        );
+}
+
+/// Percent-encodes a string for use in a query value.
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Where to go after logging in: a local path only, never another site.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.starts_with("/\\")
+                && !n.chars().any(|c| c.is_control() || c == '\\')
+                && n.len() <= 2000 =>
+        {
+            n.to_string()
+        }
+        _ => "/".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_local() {
+        assert_eq!(safe_next(Some("/notebooks/3")), "/notebooks/3");
+        assert_eq!(safe_next(Some("//evil.example")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        assert_eq!(safe_next(Some("/x\n")), "/");
+        assert_eq!(safe_next(None), "/");
+        assert_eq!(urlencode("/a b?c=d"), "/a%20b%3Fc%3Dd");
+    }
+}

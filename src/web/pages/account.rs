@@ -1,0 +1,244 @@
+//! A member's own settings: password and personal access tokens.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::auth::{self, TokenInfo};
+use crate::error::{PageError, WebError};
+use crate::web::extract::SessionUser;
+use crate::web::views::{datetime, relative_time, Chrome};
+use crate::web::AppState;
+
+use super::see_other;
+
+#[derive(Template)]
+#[template(path = "settings_account.html")]
+struct AccountPage {
+    chrome: Chrome,
+    notice: Option<String>,
+    error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "settings_tokens.html")]
+struct TokensPage {
+    chrome: Chrome,
+    tokens: Vec<TokenRow>,
+    new_token: Option<String>,
+    new_token_name: String,
+    notice: Option<String>,
+    error: Option<String>,
+    api_base: String,
+}
+
+struct TokenRow {
+    id: i64,
+    name: String,
+    prefix: String,
+    created: String,
+    last_used: String,
+}
+
+impl From<TokenInfo> for TokenRow {
+    fn from(t: TokenInfo) -> TokenRow {
+        TokenRow {
+            id: t.id,
+            name: t.name,
+            prefix: t.prefix,
+            created: datetime(t.created_at),
+            last_used: t
+                .last_used_at
+                .map(relative_time)
+                .unwrap_or_else(|| "never".into()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NoticeQuery {
+    done: Option<String>,
+}
+
+fn html(status: StatusCode, page: impl Template) -> Result<HttpResponse, PageError> {
+    let body = page.render().map_err(WebError::internal)?;
+    Ok(HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("cache-control", "no-store"))
+        .body(body))
+}
+
+pub async fn account_page(
+    session: SessionUser,
+    q: web::Query<NoticeQuery>,
+) -> Result<HttpResponse, PageError> {
+    let notice = match q.done.as_deref() {
+        Some("password") => {
+            Some("Your password was changed. Other browsers were logged out.".to_string())
+        }
+        _ => None,
+    };
+    html(
+        StatusCode::OK,
+        AccountPage {
+            chrome: Chrome::new(&session, "settings"),
+            notice,
+            error: None,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    new: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+pub async fn change_password(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    form: web::Form<PasswordForm>,
+) -> Result<HttpResponse, PageError> {
+    session.check_csrf(&form.csrf)?;
+    let fail = |message: String| {
+        html(
+            StatusCode::BAD_REQUEST,
+            AccountPage {
+                chrome: Chrome::new(&session, "settings"),
+                notice: None,
+                error: Some(message),
+            },
+        )
+    };
+    if form.new != form.confirm {
+        return fail("The new password and its confirmation differ; type them again.".into());
+    }
+    let (hash_ok, _) = {
+        let name = session.user.username.clone();
+        let current = form.current.clone();
+        let creds = state
+            .db
+            .call(move |c| crate::db::users::credentials(c, &name))
+            .await?;
+        let ok = tokio::task::spawn_blocking(move || {
+            creds.is_some_and(|(_, hash)| auth::passwords::verify_password(&current, &hash))
+        })
+        .await
+        .map_err(WebError::internal)?;
+        (ok, ())
+    };
+    if !hash_ok {
+        return fail("Your current password is not right.".into());
+    }
+    if let Err(e) = state
+        .accounts
+        .set_password(session.user.id, &form.new, Some(&session.cookie))
+        .await
+    {
+        let e = WebError::from(e);
+        if e.status == StatusCode::BAD_REQUEST {
+            return fail(e.message);
+        }
+        return Err(e.into());
+    }
+    auth::forget_initial_password(&state.config.data_dir, &session.user.username);
+    Ok(see_other("/settings?done=password"))
+}
+
+async fn tokens_view(
+    session: &SessionUser,
+    state: &AppState,
+    new_token: Option<String>,
+    new_token_name: String,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Result<TokensPage, PageError> {
+    let tokens = state.accounts.list_tokens(session.user.id).await?;
+    Ok(TokensPage {
+        chrome: Chrome::new(session, "settings"),
+        tokens: tokens.into_iter().map(TokenRow::from).collect(),
+        new_token,
+        new_token_name,
+        notice,
+        error,
+        api_base: "/api/v1".into(),
+    })
+}
+
+pub async fn tokens_page(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    q: web::Query<NoticeQuery>,
+) -> Result<HttpResponse, PageError> {
+    let notice = match q.done.as_deref() {
+        Some("revoked") => {
+            Some("The token was revoked. Programs using it can no longer sign in.".to_string())
+        }
+        _ => None,
+    };
+    let page = tokens_view(&session, &state, None, String::new(), notice, None).await?;
+    html(StatusCode::OK, page)
+}
+
+#[derive(Deserialize)]
+pub struct NewTokenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+pub async fn create_token(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    form: web::Form<NewTokenForm>,
+) -> Result<HttpResponse, PageError> {
+    session.check_csrf(&form.csrf)?;
+    match state
+        .accounts
+        .create_token(session.user.id, &form.name)
+        .await
+    {
+        Ok((token, info)) => {
+            let page = tokens_view(&session, &state, Some(token), info.name, None, None).await?;
+            html(StatusCode::OK, page)
+        }
+        Err(e) => {
+            let e = WebError::from(e);
+            if e.status != StatusCode::BAD_REQUEST {
+                return Err(e.into());
+            }
+            let page = tokens_view(
+                &session,
+                &state,
+                None,
+                String::new(),
+                None,
+                Some(e.message.clone()),
+            )
+            .await?;
+            html(StatusCode::BAD_REQUEST, page)
+        }
+    }
+}
+
+pub async fn revoke_token(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<super::login::CsrfForm>,
+) -> Result<HttpResponse, PageError> {
+    session.check_csrf(&form.csrf)?;
+    state
+        .accounts
+        .revoke_token(session.user.id, path.into_inner())
+        .await?;
+    Ok(see_other("/settings/tokens?done=revoked"))
+}

@@ -1,0 +1,245 @@
+//! Admin pages: add users, reset passwords, grant admin, disable accounts.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::auth::{self, User};
+use crate::error::{PageError, WebError};
+use crate::web::extract::AdminUser;
+use crate::web::views::{datetime, Chrome};
+use crate::web::AppState;
+
+use super::see_other;
+
+#[derive(Template)]
+#[template(path = "admin_users.html")]
+struct UsersPage {
+    chrome: Chrome,
+    users: Vec<UserRow>,
+    notice: Option<String>,
+    error: Option<String>,
+    form_username: String,
+    me: i64,
+}
+
+struct UserRow {
+    id: i64,
+    username: String,
+    is_admin: bool,
+    disabled: bool,
+    created: String,
+}
+
+impl From<User> for UserRow {
+    fn from(u: User) -> UserRow {
+        UserRow {
+            id: u.id,
+            username: u.username,
+            is_admin: u.is_admin,
+            disabled: u.disabled,
+            created: datetime(u.created_at),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NoticeQuery {
+    done: Option<String>,
+    user: Option<String>,
+}
+
+async fn render_users(
+    admin: &AdminUser,
+    state: &AppState,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+    form_username: String,
+) -> Result<HttpResponse, PageError> {
+    let users = state.accounts.list_users().await?;
+    let page = UsersPage {
+        chrome: Chrome::new(&admin.0, "admin"),
+        users: users.into_iter().map(UserRow::from).collect(),
+        notice,
+        error,
+        form_username,
+        me: admin.0.user.id,
+    };
+    let body = page.render().map_err(WebError::internal)?;
+    Ok(HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("cache-control", "no-store"))
+        .body(body))
+}
+
+pub async fn admin_home(_admin: AdminUser) -> HttpResponse {
+    see_other("/admin/users")
+}
+
+pub async fn users_page(
+    admin: AdminUser,
+    state: web::Data<AppState>,
+    q: web::Query<NoticeQuery>,
+) -> Result<HttpResponse, PageError> {
+    let who = q.user.clone().unwrap_or_default();
+    let notice = q.done.as_deref().and_then(|done| match done {
+        "added" => Some(format!("Added {who}. Give them their password in person.")),
+        "password" => Some(format!(
+            "Set a new password for {who}; their sessions were ended."
+        )),
+        "admin-on" => Some(format!("{who} is now an admin.")),
+        "admin-off" => Some(format!("{who} is no longer an admin.")),
+        "disabled" => Some(format!("Disabled {who}; they were logged out everywhere.")),
+        "enabled" => Some(format!("Enabled {who}.")),
+        _ => None,
+    });
+    render_users(&admin, &state, StatusCode::OK, notice, None, String::new()).await
+}
+
+#[derive(Deserialize)]
+pub struct AddUserForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    admin: Option<String>,
+}
+
+/// Domain refusals (bad name, weak password, last admin) re-render the page with the
+/// message; anything else is an error page.
+async fn refused_or_error(
+    admin: &AdminUser,
+    state: &AppState,
+    e: auth::AuthError,
+    form_username: String,
+) -> Result<HttpResponse, PageError> {
+    let e = WebError::from(e);
+    if e.status.is_client_error() {
+        render_users(admin, state, e.status, None, Some(e.message), form_username).await
+    } else {
+        Err(e.into())
+    }
+}
+
+pub async fn add_user(
+    admin: AdminUser,
+    state: web::Data<AppState>,
+    form: web::Form<AddUserForm>,
+) -> Result<HttpResponse, PageError> {
+    admin.0.check_csrf(&form.csrf)?;
+    let is_admin = form.admin.is_some();
+    match state
+        .accounts
+        .add_user(&form.username, &form.password, is_admin)
+        .await
+    {
+        Ok(user) => {
+            tracing::info!(by = %admin.0.user.username, user = %user.username, is_admin, "user added");
+            Ok(see_other(&format!(
+                "/admin/users?done=added&user={}",
+                user.username
+            )))
+        }
+        Err(e) => refused_or_error(&admin, &state, e, form.username.trim().to_string()).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn reset_password(
+    admin: AdminUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<PasswordForm>,
+) -> Result<HttpResponse, PageError> {
+    admin.0.check_csrf(&form.csrf)?;
+    let user = state.accounts.user_by_id(path.into_inner()).await?;
+    let keep = (user.id == admin.0.user.id).then_some(admin.0.cookie.as_str());
+    match state
+        .accounts
+        .set_password(user.id, &form.password, keep)
+        .await
+    {
+        Ok(()) => {
+            auth::forget_initial_password(&state.config.data_dir, &user.username);
+            tracing::info!(by = %admin.0.user.username, user = %user.username, "password reset");
+            Ok(see_other(&format!(
+                "/admin/users?done=password&user={}",
+                user.username
+            )))
+        }
+        Err(e) => refused_or_error(&admin, &state, e, String::new()).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct FlagForm {
+    #[serde(default)]
+    csrf: String,
+    /// "on" or "off"
+    #[serde(default)]
+    value: String,
+}
+
+fn flag(form: &FlagForm) -> Result<bool, WebError> {
+    match form.value.as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(WebError::bad_request(format!(
+            "value must be 'on' or 'off', not '{other}'"
+        ))),
+    }
+}
+
+pub async fn set_admin(
+    admin: AdminUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<FlagForm>,
+) -> Result<HttpResponse, PageError> {
+    admin.0.check_csrf(&form.csrf)?;
+    let on = flag(&form)?;
+    let user = state.accounts.user_by_id(path.into_inner()).await?;
+    match state.accounts.set_admin(user.id, on).await {
+        Ok(()) => {
+            let done = if on { "admin-on" } else { "admin-off" };
+            Ok(see_other(&format!(
+                "/admin/users?done={done}&user={}",
+                user.username
+            )))
+        }
+        Err(e) => refused_or_error(&admin, &state, e, String::new()).await,
+    }
+}
+
+pub async fn set_disabled(
+    admin: AdminUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<FlagForm>,
+) -> Result<HttpResponse, PageError> {
+    admin.0.check_csrf(&form.csrf)?;
+    let on = flag(&form)?;
+    let user = state.accounts.user_by_id(path.into_inner()).await?;
+    match state.accounts.set_disabled(user.id, on).await {
+        Ok(()) => {
+            let done = if on { "disabled" } else { "enabled" };
+            Ok(see_other(&format!(
+                "/admin/users?done={done}&user={}",
+                user.username
+            )))
+        }
+        Err(e) => refused_or_error(&admin, &state, e, String::new()).await,
+    }
+}

@@ -1,0 +1,19 @@
+use actix_web::{web, HttpResponse};
+
+use crate::error::ApiError;
+use crate::web::AppState;
+
+/// `200 {"status":"ok"}` once the database answers.
+pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let version = state
+        .db
+        .call(|c| crate::db::migrations::current_version(c))
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(serde_json::json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "schema_version": version,
+        })))
+}

@@ -1,0 +1,184 @@
+//! The login page, logging in and out.
+
+use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::auth::{secrets, AuthError};
+use crate::error::{PageError, WebError};
+use crate::web::extract::{session_from_request, SessionUser, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
+use crate::web::{safe_next, AppState};
+
+use super::see_other;
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    csrf: String,
+    next: String,
+    username: String,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// Cookies get `Secure` when the browser reached us over TLS (directly or through a
+/// reverse proxy that says so).
+pub fn is_https(req: &HttpRequest) -> bool {
+    req.connection_info().scheme() == "https"
+}
+
+fn render_login(
+    status: StatusCode,
+    page: LoginPage,
+    csrf_cookie: Option<Cookie<'static>>,
+) -> Result<HttpResponse, PageError> {
+    let body = page.render().map_err(WebError::internal)?;
+    let mut res = HttpResponse::build(status);
+    res.content_type("text/html; charset=utf-8")
+        .insert_header(("cache-control", "no-store"));
+    if let Some(c) = csrf_cookie {
+        res.cookie(c);
+    }
+    Ok(res.body(body))
+}
+
+/// The pre-session CSRF token lives in its own cookie and is echoed by the form.
+fn login_csrf(req: &HttpRequest) -> (String, Option<Cookie<'static>>) {
+    if let Some(c) = req.cookie(LOGIN_CSRF_COOKIE) {
+        if c.value().len() >= 32 && c.value().len() <= 128 {
+            return (c.value().to_string(), None);
+        }
+    }
+    let token = secrets::random_secret(32);
+    let cookie = Cookie::build(LOGIN_CSRF_COOKIE, token.clone())
+        .path("/login")
+        .http_only(true)
+        .secure(is_https(req))
+        .same_site(SameSite::Lax)
+        .finish();
+    (token, Some(cookie))
+}
+
+pub async fn login_form(
+    req: HttpRequest,
+    query: web::Query<NextQuery>,
+) -> Result<HttpResponse, PageError> {
+    let next = safe_next(query.next.as_deref());
+    if session_from_request(&req).await?.is_some() {
+        return Ok(see_other(&next));
+    }
+    let (csrf, cookie) = login_csrf(&req);
+    let page = LoginPage {
+        csrf,
+        next,
+        username: String::new(),
+        error: None,
+    };
+    render_login(StatusCode::OK, page, cookie)
+}
+
+pub async fn login_submit(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    form: web::Form<LoginForm>,
+) -> Result<HttpResponse, PageError> {
+    let form = form.into_inner();
+    let expected = req.cookie(LOGIN_CSRF_COOKIE).map(|c| c.value().to_string());
+    let csrf_ok = matches!(&expected, Some(e) if !form.csrf.is_empty() && secrets::constant_time_eq(e, &form.csrf));
+    if !csrf_ok {
+        return Err(WebError::csrf().into());
+    }
+    let next = safe_next(form.next.as_deref());
+    let address = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    match state
+        .accounts
+        .login(&form.username, &form.password, &address)
+        .await
+    {
+        Ok(session) => {
+            tracing::info!(user = %session.user.username, "logged in");
+            let cookie = Cookie::build(SESSION_COOKIE, session.cookie_value)
+                .path("/")
+                .http_only(true)
+                .secure(is_https(&req))
+                .same_site(SameSite::Lax)
+                .max_age(CookieDuration::seconds(
+                    state.config.session_lifetime().as_secs() as i64,
+                ))
+                .finish();
+            Ok(HttpResponse::SeeOther()
+                .insert_header(("location", next))
+                .cookie(cookie)
+                .finish())
+        }
+        Err(
+            e @ (AuthError::InvalidCredentials | AuthError::Disabled | AuthError::Throttled { .. }),
+        ) => {
+            let web_error = WebError::from(e);
+            tracing::info!(user = %form.username.trim(), code = web_error.code, "login refused");
+            let page = LoginPage {
+                csrf: form.csrf,
+                next,
+                username: form.username.trim().to_string(),
+                error: Some(web_error.message.clone()),
+            };
+            let mut res = render_login(web_error.status, page, None)?;
+            if let Some(secs) = web_error.retry_after {
+                if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
+                    res.headers_mut()
+                        .insert(actix_web::http::header::RETRY_AFTER, v);
+                }
+            }
+            Ok(res)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn logout(
+    req: HttpRequest,
+    session: SessionUser,
+    state: web::Data<AppState>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, PageError> {
+    session.check_csrf(&form.csrf)?;
+    state.accounts.logout(&session.cookie).await?;
+    let mut gone = Cookie::build(SESSION_COOKIE, "")
+        .path("/")
+        .http_only(true)
+        .secure(is_https(&req))
+        .same_site(SameSite::Lax)
+        .finish();
+    gone.make_removal();
+    Ok(HttpResponse::SeeOther()
+        .insert_header(("location", "/login"))
+        .cookie(gone)
+        .finish())
+}
