@@ -567,8 +567,15 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
     let message = e.message().trim().to_string();
     match e.span() {
         Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!("line {line}: {message}")
+            let start = span.start.min(text.len());
+            let line = text[..start].matches('\n').count() + 1;
+            // The offending line names the key (and its section header the table).
+            let source = text.lines().nth(line - 1).unwrap_or("").trim();
+            if source.is_empty() || source.len() > 120 {
+                format!("line {line}: {message}")
+            } else {
+                format!("line {line} `{source}`: {message}")
+            }
         }
         None => message,
     }
