@@ -7,6 +7,7 @@ use askama::Template;
 
 use crate::auth::AuthError;
 use crate::db::DbError;
+use crate::runtime::NotebookError;
 
 #[derive(Debug, Clone)]
 pub struct WebError {
@@ -97,6 +98,28 @@ impl From<AuthError> for WebError {
             }
             AuthError::Internal(m) => WebError::internal(m),
             AuthError::Db(e) => WebError::internal(e),
+        }
+    }
+}
+
+impl From<NotebookError> for WebError {
+    fn from(e: NotebookError) -> WebError {
+        let message = e.to_string();
+        match e {
+            NotebookError::NotFound => {
+                WebError::new(StatusCode::NOT_FOUND, "not_found", "No such notebook.")
+            }
+            NotebookError::Invalid(_) => {
+                WebError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+            }
+            NotebookError::Conflict(_) => WebError::new(StatusCode::CONFLICT, "conflict", message),
+            NotebookError::Docker(_) => WebError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "docker_unavailable",
+                message,
+            ),
+            NotebookError::Host(m) => WebError::internal(m),
+            NotebookError::Db(e) => WebError::internal(e),
         }
     }
 }

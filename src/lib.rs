@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod runtime;
 pub mod web;
 
 use std::future::Future;
@@ -56,13 +57,22 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let mut config = config;
+    config.data_dir = absolute(&config.data_dir);
     let config = Arc::new(config);
-    let (db, initial_admin) = {
+    let (db, initial_admin, instance) = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || -> Result<_, StartError> {
             let db = open_database(&config)?;
             let initial = auth::ensure_initial_admin(&db, &config.data_dir)?;
-            Ok((db, initial))
+            let instance = db.with_conn(|c| {
+                db::meta::get_or_insert(c, "instance_id", || {
+                    auth::secrets::random_secret(12)
+                        .to_lowercase()
+                        .replace(['-', '_'], "x")
+                })
+            })?;
+            Ok((db, initial, instance))
         })
         .await
         .map_err(|e| StartError::Task(e.to_string()))??
@@ -74,10 +84,13 @@ pub async fn run(
         );
     }
     let accounts = auth::Accounts::new(db.clone(), &config);
+    let runtime = runtime::Runtime::new(db.clone(), config.clone(), instance);
+    let reconciler = tokio::spawn(runtime.clone().run_reconciler());
     let state = aw::Data::new(web::AppState {
         config: config.clone(),
         db: db.clone(),
         accounts: accounts.clone(),
+        runtime,
     });
 
     let server = HttpServer::new(move || {
@@ -118,5 +131,16 @@ pub async fn run(
         }
     };
     housekeeping.abort();
+    reconciler.abort();
     result
+}
+
+/// Docker bind mounts need absolute paths; the default data dir is relative.
+fn absolute(path: &std::path::Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    std::env::current_dir()
+        .map(|cwd| cwd.join(path).components().collect())
+        .unwrap_or_else(|_| path.to_path_buf())
 }

@@ -8,7 +8,10 @@ use rusqlite::Connection;
 use super::DbError;
 
 /// (version, SQL). Append only; never edit a migration that has shipped.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_accounts.sql"))];
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_accounts.sql")),
+    (2, include_str!("migrations/0002_notebooks.sql")),
+];
 
 pub fn latest_version() -> i64 {
     MIGRATIONS.last().map(|(v, _)| *v).unwrap_or(0)

@@ -1,6 +1,8 @@
 //! SQLite: open with the right pragmas, migrate, and run blocking work off the executor.
 
+pub mod meta;
 pub mod migrations;
+pub mod notebooks;
 pub mod sessions;
 pub mod tokens;
 pub mod users;

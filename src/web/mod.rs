@@ -13,12 +13,14 @@ use actix_web::web;
 use crate::auth::Accounts;
 use crate::config::Config;
 use crate::db::Db;
+use crate::runtime::Runtime;
 
 /// What every handler can reach. Built once in `run`.
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub accounts: Accounts,
+    pub runtime: Runtime,
 }
 
 /// The map of the product, top to bottom.
@@ -60,6 +62,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .route("/me", web::get().to(api::me))
+                .route("/images", web::get().to(api::images))
+                .route("/machines", web::get().to(api::machines))
+                .route("/notebooks", web::get().to(api::list_notebooks))
+                .route("/notebooks", web::post().to(api::create_notebook))
+                .route("/notebooks/{id}", web::get().to(api::get_notebook))
+                .route("/notebooks/{id}", web::delete().to(api::delete_notebook))
+                .route("/notebooks/{id}/start", web::post().to(api::start_notebook))
+                .route("/notebooks/{id}/stop", web::post().to(api::stop_notebook))
+                .route(
+                    "/notebooks/{id}/restart",
+                    web::post().to(api::restart_notebook),
+                )
+                .route(
+                    "/notebooks/{id}/extend",
+                    web::post().to(api::extend_notebook),
+                )
+                .route("/notebooks/{id}/logs", web::get().to(api::notebook_logs))
                 .default_service(web::to(api::not_found)),
         );
 }

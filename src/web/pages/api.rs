@@ -24,3 +24,169 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     )
     .into())
 }
+
+// ---- notebooks ----
+
+use actix_web::web;
+use serde::Deserialize;
+
+use crate::config::{self};
+use crate::runtime::{AutoShutdown, CreateNotebook};
+use crate::web::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNotebookBody {
+    name: Option<String>,
+    image: Option<String>,
+    machine: Option<String>,
+    /// Minutes until auto-shutdown; 0 means never; absent means the default.
+    auto_shutdown_minutes: Option<i64>,
+}
+
+fn auto_shutdown_from_minutes(minutes: Option<i64>) -> Result<AutoShutdown, WebError> {
+    match minutes {
+        None => Ok(AutoShutdown::Default),
+        Some(0) => Ok(AutoShutdown::Never),
+        Some(m) if (1..=7 * 24 * 60).contains(&m) => Ok(AutoShutdown::After(
+            std::time::Duration::from_secs(m as u64 * 60),
+        )),
+        Some(m) => Err(WebError::bad_request(format!(
+            "auto_shutdown_minutes must be between 1 and 10080 (one week), or 0 for never; got {m}"
+        ))),
+    }
+}
+
+pub async fn list_notebooks(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let notebooks = state.runtime.list_notebooks(&caller.user).await?;
+    Ok(HttpResponse::Ok().json(json!({ "notebooks": notebooks })))
+}
+
+pub async fn create_notebook(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    body: web::Json<CreateNotebookBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let request = CreateNotebook {
+        name: body.name.unwrap_or_default(),
+        image: body.image.unwrap_or_default(),
+        machine: body.machine.unwrap_or_default(),
+        auto_shutdown: auto_shutdown_from_minutes(body.auto_shutdown_minutes)?,
+    };
+    let notebook = state.runtime.create_notebook(&caller.user, request).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("location", format!("/api/v1/notebooks/{}", notebook.id)))
+        .json(notebook))
+}
+
+pub async fn get_notebook(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.runtime.get_notebook(&caller.user, &id).await?))
+}
+
+pub async fn delete_notebook(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.runtime.delete_notebook(&caller.user, &id).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "id": id.into_inner(), "deleted": true })))
+}
+
+pub async fn start_notebook(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Accepted().json(state.runtime.start_notebook(&caller.user, &id).await?))
+}
+
+pub async fn stop_notebook(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Accepted().json(state.runtime.stop_notebook(&caller.user, &id).await?))
+}
+
+pub async fn restart_notebook(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Accepted().json(state.runtime.restart_notebook(&caller.user, &id).await?))
+}
+
+#[derive(Deserialize)]
+pub struct ExtendBody {
+    auto_shutdown: Option<String>,
+}
+
+/// Restarts the auto-shutdown countdown; `{"auto_shutdown": "12h"}` also changes its length.
+pub async fn extend_notebook(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: Option<web::Json<ExtendBody>>,
+) -> Result<HttpResponse, ApiError> {
+    let choice = match body.and_then(|b| b.into_inner().auto_shutdown) {
+        None => None,
+        Some(s) => Some(
+            match config::parse_auto_shutdown(&s).map_err(WebError::bad_request)? {
+                None => AutoShutdown::Never,
+                Some(d) => AutoShutdown::After(d),
+            },
+        ),
+    };
+    Ok(HttpResponse::Ok().json(
+        state
+            .runtime
+            .extend_notebook(&caller.user, &id, choice)
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct LogsQuery {
+    tail: Option<usize>,
+}
+
+pub async fn notebook_logs(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<LogsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let tail = q.tail.unwrap_or(500).clamp(1, 5000);
+    let logs = state.runtime.notebook_logs(&caller.user, &id, tail).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(json!({ "running": logs.is_some(), "logs": logs.unwrap_or_default() })))
+}
+
+pub async fn images(_caller: ApiUser, state: web::Data<AppState>) -> HttpResponse {
+    let images: Vec<_> = state
+        .config
+        .images
+        .iter()
+        .map(|i| json!({"id": i.id, "name": i.name, "image": i.image, "description": i.description, "gpu": i.gpu, "launcher": i.launcher.to_string()}))
+        .collect();
+    HttpResponse::Ok().json(json!({ "images": images, "allow_custom_images": state.config.notebooks.allow_custom_images }))
+}
+
+pub async fn machines(_caller: ApiUser, state: web::Data<AppState>) -> HttpResponse {
+    let machines: Vec<_> = state
+        .config
+        .machines
+        .iter()
+        .map(|m| json!({"id": m.id, "name": m.name, "cpus": m.cpus, "memory_mib": m.memory_mib, "gpus": m.gpus}))
+        .collect();
+    HttpResponse::Ok().json(json!({ "machines": machines }))
+}

@@ -1,0 +1,248 @@
+//! The `notebooks` table. State changes are conditional updates (`WHERE state IN ...`) so
+//! the API and the reconciler never overwrite each other's newer decision.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{now, DbError};
+
+#[derive(Debug, Clone)]
+pub struct NotebookRow {
+    pub id: String,
+    pub owner_id: i64,
+    pub owner: String,
+    pub name: String,
+    pub image_id: Option<String>,
+    pub image: String,
+    pub launcher: String,
+    pub command: Vec<String>,
+    pub machine_id: String,
+    pub cpus: f64,
+    pub memory_mib: i64,
+    pub gpu_count: i64,
+    pub desired_state: String,
+    pub state: String,
+    pub state_detail: String,
+    pub restart_requested: bool,
+    pub jupyter_token: String,
+    pub container_id: Option<String>,
+    pub auto_shutdown_secs: Option<i64>,
+    pub auto_shutdown_at: Option<i64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    pub updated_at: i64,
+    pub last_activity_at: Option<i64>,
+    pub queued_at: Option<i64>,
+    pub forked_from: Option<String>,
+}
+
+const SELECT: &str = "SELECT n.id, n.owner_id, u.username, n.name, n.image_id, n.image, n.launcher,
+    n.command, n.machine_id, n.cpus, n.memory_mib, n.gpu_count, n.desired_state, n.state,
+    n.state_detail, n.restart_requested, n.jupyter_token, n.container_id, n.auto_shutdown_secs,
+    n.auto_shutdown_at, n.created_at, n.started_at, n.stopped_at, n.updated_at,
+    n.last_activity_at, n.queued_at, n.forked_from
+    FROM notebooks n JOIN users u ON u.id = n.owner_id";
+
+fn from_row(r: &Row) -> rusqlite::Result<NotebookRow> {
+    let command: String = r.get(7)?;
+    Ok(NotebookRow {
+        id: r.get(0)?,
+        owner_id: r.get(1)?,
+        owner: r.get(2)?,
+        name: r.get(3)?,
+        image_id: r.get(4)?,
+        image: r.get(5)?,
+        launcher: r.get(6)?,
+        command: serde_json::from_str(&command).unwrap_or_default(),
+        machine_id: r.get(8)?,
+        cpus: r.get(9)?,
+        memory_mib: r.get(10)?,
+        gpu_count: r.get(11)?,
+        desired_state: r.get(12)?,
+        state: r.get(13)?,
+        state_detail: r.get(14)?,
+        restart_requested: r.get(15)?,
+        jupyter_token: r.get(16)?,
+        container_id: r.get(17)?,
+        auto_shutdown_secs: r.get(18)?,
+        auto_shutdown_at: r.get(19)?,
+        created_at: r.get(20)?,
+        started_at: r.get(21)?,
+        stopped_at: r.get(22)?,
+        updated_at: r.get(23)?,
+        last_activity_at: r.get(24)?,
+        queued_at: r.get(25)?,
+        forked_from: r.get(26)?,
+    })
+}
+
+pub struct NewNotebook<'a> {
+    pub id: &'a str,
+    pub owner_id: i64,
+    pub name: &'a str,
+    pub image_id: Option<&'a str>,
+    pub image: &'a str,
+    pub launcher: &'a str,
+    pub command: &'a [String],
+    pub machine_id: &'a str,
+    pub cpus: f64,
+    pub memory_mib: i64,
+    pub gpu_count: i64,
+    pub jupyter_token: &'a str,
+    pub auto_shutdown_secs: Option<i64>,
+    pub forked_from: Option<&'a str>,
+    /// "running" to start right away, else "stopped".
+    pub desired_state: &'a str,
+    pub state: &'a str,
+    pub state_detail: &'a str,
+}
+
+pub fn insert(conn: &Connection, n: &NewNotebook) -> Result<(), DbError> {
+    let t = now();
+    let command = serde_json::to_string(n.command).unwrap_or_else(|_| "[]".into());
+    conn.execute(
+        "INSERT INTO notebooks (id, owner_id, name, image_id, image, launcher, command, machine_id,
+            cpus, memory_mib, gpu_count, desired_state, state, state_detail, jupyter_token,
+            auto_shutdown_secs, created_at, updated_at, forked_from)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17, ?18)",
+        params![
+            n.id,
+            n.owner_id,
+            n.name,
+            n.image_id,
+            n.image,
+            n.launcher,
+            command,
+            n.machine_id,
+            n.cpus,
+            n.memory_mib,
+            n.gpu_count,
+            n.desired_state,
+            n.state,
+            n.state_detail,
+            n.jupyter_token,
+            n.auto_shutdown_secs,
+            t,
+            n.forked_from,
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn by_id(conn: &Connection, id: &str) -> Result<Option<NotebookRow>, DbError> {
+    Ok(conn
+        .query_row(&format!("{SELECT} WHERE n.id = ?1"), [id], from_row)
+        .optional()?)
+}
+
+pub fn list_for_owner(conn: &Connection, owner_id: i64) -> Result<Vec<NotebookRow>, DbError> {
+    let mut stmt = conn.prepare(&format!(
+        "{SELECT} WHERE n.owner_id = ?1 AND n.desired_state != 'deleted' ORDER BY n.created_at DESC, n.id"
+    ))?;
+    let rows = stmt.query_map([owner_id], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Every notebook, deleted-but-not-yet-cleaned-up ones included (for the reconciler).
+pub fn list_all(conn: &Connection) -> Result<Vec<NotebookRow>, DbError> {
+    let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY n.created_at, n.id"))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Moves a notebook from one of `from` to `to`, optionally changing what it should be.
+/// Returns false (changing nothing) when it was not in one of `from`.
+pub fn transition(
+    conn: &Connection,
+    id: &str,
+    from: &[&str],
+    to: &str,
+    detail: &str,
+    desired: Option<&str>,
+) -> Result<bool, DbError> {
+    let placeholders = (0..from.len())
+        .map(|i| format!("?{}", i + 5))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "UPDATE notebooks SET state = ?2, state_detail = ?3, updated_at = ?4,
+            desired_state = COALESCE(?{}, desired_state),
+            started_at = CASE WHEN ?2 = 'running' AND state != 'running' THEN ?4 ELSE started_at END,
+            stopped_at = CASE WHEN ?2 IN ('stopped', 'failed') THEN ?4 ELSE stopped_at END,
+            auto_shutdown_at = CASE
+                WHEN ?2 = 'running' AND state != 'running' AND auto_shutdown_secs IS NOT NULL
+                    THEN ?4 + auto_shutdown_secs
+                WHEN ?2 IN ('stopped', 'failed') THEN NULL
+                ELSE auto_shutdown_at END
+         WHERE id = ?1 AND state IN ({placeholders})",
+        from.len() + 5
+    );
+    let t = now();
+    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&id, &to, &detail, &t];
+    for f in from {
+        values.push(f);
+    }
+    values.push(&desired);
+    Ok(conn.execute(&sql, values.as_slice())? == 1)
+}
+
+/// Updates only the human-readable detail (pull progress, readiness waits).
+pub fn set_detail(conn: &Connection, id: &str, state: &str, detail: &str) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE notebooks SET state_detail = ?3, updated_at = ?4 WHERE id = ?1 AND state = ?2",
+        params![id, state, detail, now()],
+    )?;
+    Ok(())
+}
+
+pub fn set_desired(conn: &Connection, id: &str, desired: &str) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "UPDATE notebooks SET desired_state = ?2, updated_at = ?3 WHERE id = ?1 AND desired_state != 'deleted'",
+        params![id, desired, now()],
+    )? == 1)
+}
+
+pub fn set_restart_requested(conn: &Connection, id: &str, value: bool) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE notebooks SET restart_requested = ?2 WHERE id = ?1",
+        params![id, value],
+    )?;
+    Ok(())
+}
+
+pub fn set_container(
+    conn: &Connection,
+    id: &str,
+    container_id: Option<&str>,
+) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE notebooks SET container_id = ?2 WHERE id = ?1",
+        params![id, container_id],
+    )?;
+    Ok(())
+}
+
+/// Restarts the auto-shutdown timer (and optionally changes its length).
+pub fn set_auto_shutdown(conn: &Connection, id: &str, secs: Option<i64>) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE notebooks SET auto_shutdown_secs = ?2,
+            auto_shutdown_at = CASE WHEN state = 'running' AND ?2 IS NOT NULL THEN ?3 + ?2 ELSE NULL END,
+            updated_at = ?3
+         WHERE id = ?1",
+        params![id, secs, now()],
+    )?;
+    Ok(())
+}
+
+pub fn touch_activity(conn: &Connection, id: &str) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE notebooks SET last_activity_at = ?2 WHERE id = ?1",
+        params![id, now()],
+    )?;
+    Ok(())
+}
+
+pub fn delete(conn: &Connection, id: &str) -> Result<(), DbError> {
+    conn.execute("DELETE FROM notebooks WHERE id = ?1", [id])?;
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! The Docker engine, through bollard. Only what notebooks need; every call is scoped to
+//! containers carrying this instance's label.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, EventMessage, NetworkCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptions, ListContainersOptions,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::{Stream, StreamExt};
+
+pub const LABEL_NOTEBOOK: &str = "io.notebox.notebook";
+pub const LABEL_INSTANCE: &str = "io.notebox.instance";
+pub const LABEL_OWNER: &str = "io.notebox.owner";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot reach Docker: {0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Docker: {0}")]
+    Other(String),
+}
+
+impl From<bollard::errors::Error> for DockerError {
+    fn from(e: bollard::errors::Error) -> DockerError {
+        use bollard::errors::Error as E;
+        match e {
+            E::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => DockerError::NotFound(message),
+            E::DockerResponseServerError {
+                status_code: 409,
+                message,
+            } => DockerError::Conflict(message),
+            E::DockerResponseServerError { message, .. } => DockerError::Other(message),
+            E::DockerStreamError { error } => DockerError::Other(error),
+            E::HyperResponseError { .. } | E::IOError { .. } | E::RequestTimeoutError => {
+                DockerError::Unreachable(e.to_string())
+            }
+            other => DockerError::Other(other.to_string()),
+        }
+    }
+}
+
+/// One of our containers, as `docker ps -a` sees it.
+#[derive(Debug, Clone)]
+pub struct OurContainer {
+    pub id: String,
+    pub notebook_id: String,
+    pub running: bool,
+    /// created, running, exited, dead, ...
+    pub state: String,
+}
+
+/// What `docker inspect` tells about a container that matters to us.
+#[derive(Debug, Clone)]
+pub struct ContainerStatus {
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub error: String,
+    pub ip: Option<String>,
+}
+
+/// Progress of one image pull, summed over its layers.
+#[derive(Debug, Default, Clone)]
+pub struct PullProgress {
+    pub layers: usize,
+    pub layers_done: usize,
+    pub bytes_done: i64,
+    pub bytes_total: i64,
+}
+
+#[derive(Clone)]
+pub struct DockerEngine {
+    docker: Docker,
+    instance: String,
+}
+
+impl DockerEngine {
+    /// Connects (socket from config, else DOCKER_HOST or the default socket) and
+    /// negotiates the API version with the engine.
+    pub async fn connect(socket: &str, instance: &str) -> Result<DockerEngine, DockerError> {
+        let docker = if socket.is_empty() {
+            Docker::connect_with_defaults()
+        } else {
+            Docker::connect_with_unix(socket, 120, bollard::API_DEFAULT_VERSION)
+        }
+        .map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        Ok(DockerEngine {
+            docker,
+            instance: instance.to_string(),
+        })
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Engine version and API version, for logs and `notebox doctor`.
+    pub async fn version(&self) -> Result<(String, String), DockerError> {
+        let v = self.docker.version().await?;
+        Ok((
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default(),
+        ))
+    }
+
+    /// Creates the private bridge network if it is missing. Notebooks on it cannot reach
+    /// each other (inter-container traffic is off); notebox reaches them from the host.
+    pub async fn ensure_network(&self, name: &str) -> Result<(), DockerError> {
+        match self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => match DockerError::from(e) {
+                DockerError::NotFound(_) => {}
+                other => return Err(other),
+            },
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            options: Some(HashMap::from([(
+                "com.docker.network.bridge.enable_icc".to_string(),
+                "false".to_string(),
+            )])),
+            labels: Some(HashMap::from([(
+                "io.notebox.network".to_string(),
+                "true".to_string(),
+            )])),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Another notebox made it at the same moment.
+            Err(e) => match DockerError::from(e) {
+                DockerError::Conflict(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    pub async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) => match DockerError::from(e) {
+                DockerError::NotFound(_) => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Pulls an image, calling `progress` as layers move.
+    pub async fn pull_image(
+        &self,
+        image: &str,
+        mut progress: impl FnMut(&PullProgress),
+    ) -> Result<(), DockerError> {
+        let (repo, tag) = split_image(image);
+        let options = CreateImageOptionsBuilder::new()
+            .from_image(repo)
+            .tag(tag)
+            .build();
+        let mut stream = self.docker.create_image(Some(options), None, None);
+        let mut layers: HashMap<String, (i64, i64, bool)> = HashMap::new();
+        while let Some(item) = stream.next().await {
+            let info = item?;
+            if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                return Err(DockerError::Other(err));
+            }
+            let Some(id) = info.id else { continue };
+            let status = info.status.unwrap_or_default();
+            let entry = layers.entry(id).or_insert((0, 0, false));
+            if let Some(d) = info.progress_detail {
+                if let (Some(cur), Some(total)) = (d.current, d.total) {
+                    if status.starts_with("Downloading") {
+                        entry.0 = cur;
+                        entry.1 = total;
+                    }
+                }
+            }
+            if status.starts_with("Download complete")
+                || status.starts_with("Pull complete")
+                || status.starts_with("Already exists")
+            {
+                entry.0 = entry.1;
+                entry.2 = true;
+            }
+            let p = PullProgress {
+                layers: layers.len(),
+                layers_done: layers.values().filter(|l| l.2).count(),
+                bytes_done: layers.values().map(|l| l.0).sum(),
+                bytes_total: layers.values().map(|l| l.1).sum(),
+            };
+            progress(&p);
+        }
+        Ok(())
+    }
+
+    /// All containers of this instance, running or not.
+    pub async fn list_ours(&self) -> Result<Vec<OurContainer>, DockerError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("{LABEL_INSTANCE}={}", self.instance)],
+            )])),
+            ..Default::default()
+        };
+        let list = self.docker.list_containers(Some(options)).await?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let notebook_id = c.labels.as_ref()?.get(LABEL_NOTEBOOK)?.clone();
+                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+                Some(OurContainer {
+                    id: c.id?,
+                    notebook_id,
+                    running: matches!(c.state, Some(ContainerSummaryStateEnum::RUNNING)),
+                    state,
+                })
+            })
+            .collect())
+    }
+
+    /// Creates a container; if one of that name exists already (a start interrupted by a
+    /// crash), returns that one's id instead of making a second.
+    pub async fn create_container(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<String, DockerError> {
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        match self.docker.create_container(Some(options), body).await {
+            Ok(r) => Ok(r.id),
+            Err(e) => match DockerError::from(e) {
+                DockerError::Conflict(_) => {
+                    let existing = self
+                        .docker
+                        .inspect_container(
+                            name,
+                            None::<bollard::query_parameters::InspectContainerOptions>,
+                        )
+                        .await?;
+                    existing
+                        .id
+                        .ok_or_else(|| DockerError::Other(format!("container {name} has no id")))
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    pub async fn start_container(&self, id: &str) -> Result<(), DockerError> {
+        match self
+            .docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+        {
+            Ok(()) => Ok(()),
+            // 304: already running.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn inspect(&self, id: &str, network: &str) -> Result<ContainerStatus, DockerError> {
+        let c = self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await?;
+        let state = c.state.unwrap_or_default();
+        let ip = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut nets| nets.remove(network))
+            .and_then(|n| n.ip_address)
+            .filter(|ip| !ip.is_empty());
+        Ok(ContainerStatus {
+            running: state.running.unwrap_or(false),
+            exit_code: state.exit_code,
+            oom_killed: state.oom_killed.unwrap_or(false),
+            error: state.error.unwrap_or_default(),
+            ip,
+        })
+    }
+
+    /// Stops (SIGTERM, then SIGKILL after `grace_secs`) and removes a container. A container
+    /// that is already gone is not an error.
+    pub async fn stop_and_remove(&self, id: &str, grace_secs: i32) -> Result<(), DockerError> {
+        let stop = StopContainerOptionsBuilder::new().t(grace_secs).build();
+        match self.docker.stop_container(id, Some(stop)).await {
+            Ok(()) => {}
+            Err(e) => match DockerError::from(e) {
+                DockerError::NotFound(_) => return Ok(()),
+                DockerError::Unreachable(m) => return Err(DockerError::Unreachable(m)),
+                // 304 (already stopped) and friends: removal below settles it.
+                _ => {}
+            },
+        }
+        let remove = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(remove)).await {
+            Ok(()) => Ok(()),
+            Err(e) => match DockerError::from(e) {
+                DockerError::NotFound(_) => Ok(()),
+                // "removal already in progress"
+                DockerError::Conflict(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// The last `tail` lines of a container's output (stdout and stderr).
+    pub async fn logs_tail(&self, id: &str, tail: usize) -> Result<String, DockerError> {
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut out = String::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => out.push_str(&String::from_utf8_lossy(&c.into_bytes())),
+                Err(e) => match DockerError::from(e) {
+                    DockerError::NotFound(_) => break,
+                    other => return Err(other),
+                },
+            }
+        }
+        Ok(out)
+    }
+
+    /// Container events of this instance (start, die, destroy, oom, ...).
+    pub fn events(&self) -> impl Stream<Item = Result<EventMessage, DockerError>> {
+        let options = EventsOptions {
+            filters: Some(HashMap::from([
+                ("type".to_string(), vec!["container".to_string()]),
+                (
+                    "label".to_string(),
+                    vec![format!("{LABEL_INSTANCE}={}", self.instance)],
+                ),
+            ])),
+            ..Default::default()
+        };
+        self.docker
+            .events(Some(options))
+            .map(|e| e.map_err(DockerError::from))
+    }
+}
+
+/// "repo:tag" → ("repo", "tag"); no tag means "latest"; digests stay whole.
+pub fn split_image(image: &str) -> (&str, &str) {
+    if image.contains('@') {
+        return (image, "");
+    }
+    match image.rsplit_once(':') {
+        // A colon before the last slash is a registry port, not a tag.
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (image, "latest"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_image;
+
+    #[test]
+    fn image_references_split_into_repo_and_tag() {
+        assert_eq!(
+            split_image("quay.io/jupyter/scipy-notebook:latest"),
+            ("quay.io/jupyter/scipy-notebook", "latest")
+        );
+        assert_eq!(split_image("ubuntu"), ("ubuntu", "latest"));
+        assert_eq!(
+            split_image("localhost:5000/x"),
+            ("localhost:5000/x", "latest")
+        );
+        assert_eq!(split_image("localhost:5000/x:1"), ("localhost:5000/x", "1"));
+        assert_eq!(split_image("x@sha256:abc"), ("x@sha256:abc", ""));
+    }
+}

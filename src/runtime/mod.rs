@@ -1,0 +1,153 @@
+//! Notebooks on Docker: the domain rules (create, start, stop, delete, ...) and the
+//! reconciler that drives Docker toward what the database says each notebook should be.
+//! Knows nothing of HTTP.
+
+pub mod docker;
+pub mod jupyter;
+pub mod notebooks;
+pub mod reconciler;
+pub mod spec;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, RwLock};
+
+use crate::config::Config;
+use crate::db::{Db, DbError};
+
+use docker::{DockerEngine, DockerError};
+
+pub use notebooks::{AutoShutdown, CreateNotebook, Notebook, NotebookError};
+
+/// The notebook runtime: shared by the web handlers and the reconciler task.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    config: Arc<Config>,
+    /// Identifies this installation's containers among everything else on the engine.
+    instance: String,
+    docker: RwLock<Option<DockerEngine>>,
+    probe: jupyter::JupyterProbe,
+    /// Rings the reconciler: something changed.
+    wake: Notify,
+    /// Notebooks with a Docker operation in flight; the reconciler leaves them alone.
+    inflight: Mutex<HashSet<String>>,
+}
+
+impl Runtime {
+    /// `instance` is this installation's id (stored in the database).
+    pub fn new(db: Db, config: Arc<Config>, instance: String) -> Runtime {
+        Runtime {
+            inner: Arc::new(Inner {
+                db,
+                config,
+                instance,
+                docker: RwLock::new(None),
+                probe: jupyter::JupyterProbe::default(),
+                wake: Notify::new(),
+                inflight: Mutex::new(HashSet::new()),
+            }),
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Asks the reconciler to look again soon.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// The Docker engine, connecting (and negotiating the API version) on first use.
+    pub async fn docker(&self) -> Result<DockerEngine, DockerError> {
+        if let Some(d) = self.inner.docker.read().await.as_ref() {
+            return Ok(d.clone());
+        }
+        let mut slot = self.inner.docker.write().await;
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let engine =
+            DockerEngine::connect(&self.inner.config.docker.socket, &self.inner.instance).await?;
+        match engine.version().await {
+            Ok((version, api)) => tracing::info!(%version, %api, "connected to Docker"),
+            Err(e) => tracing::warn!(error = %e, "Docker answered but not its version"),
+        }
+        *slot = Some(engine.clone());
+        Ok(engine)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.config.data_dir
+    }
+
+    pub fn storage_dir(&self, username: &str) -> PathBuf {
+        self.data_dir().join("storage").join(username)
+    }
+
+    pub fn notebook_dir(&self, notebook_id: &str) -> PathBuf {
+        self.data_dir().join("notebooks").join(notebook_id)
+    }
+
+    pub fn datasets_dir(&self) -> PathBuf {
+        self.data_dir().join("datasets")
+    }
+
+    /// Creates a host directory for the container user (uid:gid from the config).
+    pub fn prepare_dir(&self, dir: &Path, read_only_for_user: bool) -> Result<(), NotebookError> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| NotebookError::Host(format!("cannot create {}: {e}", dir.display())))?;
+        let storage = &self.inner.config.storage;
+        if !read_only_for_user {
+            std::os::unix::fs::chown(dir, Some(storage.uid), Some(storage.gid)).map_err(|e| {
+                NotebookError::Host(format!(
+                    "cannot give {} to uid {}:{} ({e}); notebox needs to run as root or with CAP_CHOWN",
+                    dir.display(),
+                    storage.uid,
+                    storage.gid
+                ))
+            })?;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
+        } else {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+        }
+        Ok(())
+    }
+
+    fn try_claim(&self, notebook_id: &str) -> bool {
+        self.inner
+            .inflight
+            .lock()
+            .map(|mut set| set.insert(notebook_id.to_string()))
+            .unwrap_or(false)
+    }
+
+    fn release(&self, notebook_id: &str) {
+        if let Ok(mut set) = self.inner.inflight.lock() {
+            set.remove(notebook_id);
+        }
+        self.wake();
+    }
+}
+
+impl From<DbError> for NotebookError {
+    fn from(e: DbError) -> NotebookError {
+        NotebookError::Db(e)
+    }
+}

@@ -1,0 +1,466 @@
+//! What members can do with notebooks, and the rules for it.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::auth::{secrets, User};
+use crate::config::{self, Launcher};
+use crate::db::notebooks::{self as q, NewNotebook, NotebookRow};
+use crate::db::{now, DbError};
+
+use super::docker::DockerError;
+use super::Runtime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotebookError {
+    #[error("no such notebook")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Docker is not reachable, so notebooks cannot run right now: {0}")]
+    Docker(#[from] DockerError),
+    #[error("{0}")]
+    Host(String),
+    #[error(transparent)]
+    Db(DbError),
+}
+
+/// How long a notebook runs before it is stopped for the next person.
+#[derive(Debug, Clone, Copy)]
+pub enum AutoShutdown {
+    /// The config's `notebooks.default_auto_shutdown`.
+    Default,
+    Never,
+    After(Duration),
+}
+
+pub struct CreateNotebook {
+    pub name: String,
+    /// A catalog id, or (when allowed) any image reference.
+    pub image: String,
+    pub machine: String,
+    pub auto_shutdown: AutoShutdown,
+}
+
+/// A notebook as members and the API see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notebook {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub image: String,
+    pub image_id: Option<String>,
+    pub image_name: String,
+    pub machine: String,
+    pub machine_name: String,
+    pub state: String,
+    pub desired_state: String,
+    pub state_detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<i64>,
+    pub gpus: Vec<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub auto_shutdown: String,
+    pub auto_shutdown_at: Option<String>,
+    pub forked_from: Option<String>,
+    pub url: String,
+    #[serde(skip)]
+    pub row: NotebookRow,
+}
+
+pub fn rfc3339(ts: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ts)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// "6h", "1d", "never": the auto-shutdown choice closest to a number of seconds.
+pub fn describe_auto_shutdown(secs: Option<i64>) -> String {
+    match secs {
+        None => "never".into(),
+        Some(s) if s % 604_800 == 0 => format!("{}w", s / 604_800),
+        Some(s) if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        Some(s) if s % 3600 == 0 => format!("{}h", s / 3600),
+        Some(s) if s % 60 == 0 => format!("{}m", s / 60),
+        Some(s) => format!("{s}s"),
+    }
+}
+
+fn validate_name(name: &str) -> Result<String, NotebookError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(NotebookError::Invalid("Give the notebook a name.".into()));
+    }
+    if name.chars().count() > 100 {
+        return Err(NotebookError::Invalid(
+            "The name is too long: use at most 100 characters.".into(),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(NotebookError::Invalid(
+            "The name cannot contain control characters.".into(),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// A plausible Docker image reference: no spaces or shell characters.
+fn valid_image_reference(image: &str) -> bool {
+    !image.is_empty()
+        && image.len() <= 255
+        && !image.starts_with(['-', '.', '/', ':'])
+        && image
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':' | '@'))
+}
+
+pub fn new_notebook_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut rng = rand::rngs::OsRng;
+    (0..12)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+impl Runtime {
+    /// The public view of a row.
+    pub fn view(&self, row: NotebookRow) -> Notebook {
+        let config = self.config();
+        let image_name = row
+            .image_id
+            .as_deref()
+            .and_then(|id| config.image(id))
+            .map(|i| i.name.clone())
+            .unwrap_or_else(|| row.image.clone());
+        let machine_name = config
+            .machine(&row.machine_id)
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| row.machine_id.clone());
+        Notebook {
+            id: row.id.clone(),
+            name: row.name.clone(),
+            owner: row.owner.clone(),
+            image: row.image.clone(),
+            image_id: row.image_id.clone(),
+            image_name,
+            machine: row.machine_id.clone(),
+            machine_name,
+            state: row.state.clone(),
+            desired_state: row.desired_state.clone(),
+            state_detail: row.state_detail.clone(),
+            queue_position: None,
+            gpus: Vec::new(),
+            created_at: rfc3339(row.created_at),
+            started_at: row
+                .started_at
+                .filter(|_| row.state == "running")
+                .map(rfc3339),
+            auto_shutdown: describe_auto_shutdown(row.auto_shutdown_secs),
+            auto_shutdown_at: row.auto_shutdown_at.map(rfc3339),
+            forked_from: row.forked_from.clone(),
+            url: super::spec::base_url(&row.id),
+            row,
+        }
+    }
+
+    /// A notebook of `owner`; anyone else's is "not found".
+    pub async fn notebook_row(&self, owner: &User, id: &str) -> Result<NotebookRow, NotebookError> {
+        let id = id.to_string();
+        let row = self.db().call(move |c| q::by_id(c, &id)).await?;
+        match row {
+            Some(r) if r.owner_id == owner.id && r.desired_state != "deleted" => Ok(r),
+            _ => Err(NotebookError::NotFound),
+        }
+    }
+
+    pub async fn get_notebook(&self, owner: &User, id: &str) -> Result<Notebook, NotebookError> {
+        Ok(self.view(self.notebook_row(owner, id).await?))
+    }
+
+    pub async fn list_notebooks(&self, owner: &User) -> Result<Vec<Notebook>, NotebookError> {
+        let owner_id = owner.id;
+        let rows = self
+            .db()
+            .call(move |c| q::list_for_owner(c, owner_id))
+            .await?;
+        Ok(rows.into_iter().map(|r| self.view(r)).collect())
+    }
+
+    fn auto_shutdown_secs(&self, choice: AutoShutdown) -> Option<i64> {
+        match choice {
+            AutoShutdown::Never => None,
+            AutoShutdown::After(d) => Some(d.as_secs() as i64),
+            AutoShutdown::Default => {
+                config::parse_auto_shutdown(&self.config().notebooks.default_auto_shutdown)
+                    .ok()
+                    .flatten()
+                    .map(|d| d.as_secs() as i64)
+            }
+        }
+    }
+
+    /// Creates a notebook and starts it.
+    pub async fn create_notebook(
+        &self,
+        owner: &User,
+        req: CreateNotebook,
+    ) -> Result<Notebook, NotebookError> {
+        let config = self.config();
+        let name = validate_name(&req.name)?;
+        let image_ref = req.image.trim();
+        let catalog_ids = config
+            .images
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (image_id, image, launcher, command) = match config.image(image_ref) {
+            Some(spec) => (Some(spec.id.clone()), spec.image.clone(), spec.launcher, spec.command.clone()),
+            None if image_ref.is_empty() => {
+                return Err(NotebookError::Invalid(format!("Choose an image: one of {catalog_ids}.")))
+            }
+            None if !config.notebooks.allow_custom_images => {
+                return Err(NotebookError::Invalid(format!(
+                    "'{image_ref}' is not in this Notebox's image catalog, and custom images are not \
+                     allowed here; choose one of {catalog_ids}."
+                )))
+            }
+            None if !valid_image_reference(image_ref) => {
+                return Err(NotebookError::Invalid(format!(
+                    "'{image_ref}' is not a Docker image reference (like registry/name:tag)."
+                )))
+            }
+            None => (None, image_ref.to_string(), Launcher::DockerStacks, Vec::new()),
+        };
+        let machine = config.machine(req.machine.trim()).ok_or_else(|| {
+            let ids = config
+                .machines
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            NotebookError::Invalid(format!(
+                "'{}' is not a machine type here; choose one of {ids}.",
+                req.machine.trim()
+            ))
+        })?;
+        if machine.gpus > 0 {
+            return Err(NotebookError::Invalid(format!(
+                "The machine type '{}' needs {} GPU(s), and GPU allocation is not available on this \
+                 Notebox yet; choose a CPU machine type.",
+                machine.id, machine.gpus
+            )));
+        }
+        let auto_shutdown_secs = self.auto_shutdown_secs(req.auto_shutdown);
+        let id = new_notebook_id();
+        let token = secrets::random_secret(32);
+        let launcher = launcher.to_string();
+        let (cpus, memory_mib, gpus, machine_id) = (
+            machine.cpus,
+            machine.memory_mib as i64,
+            i64::from(machine.gpus),
+            machine.id.clone(),
+        );
+        let owner_id = owner.id;
+        let row = self
+            .db()
+            .call(move |c| {
+                q::insert(
+                    c,
+                    &NewNotebook {
+                        id: &id,
+                        owner_id,
+                        name: &name,
+                        image_id: image_id.as_deref(),
+                        image: &image,
+                        launcher: &launcher,
+                        command: &command,
+                        machine_id: &machine_id,
+                        cpus,
+                        memory_mib,
+                        gpu_count: gpus,
+                        jupyter_token: &token,
+                        auto_shutdown_secs,
+                        forked_from: None,
+                        desired_state: "running",
+                        state: "starting",
+                        state_detail: "Waiting to start",
+                    },
+                )?;
+                q::by_id(c, &id)
+            })
+            .await?
+            .ok_or(NotebookError::NotFound)?;
+        tracing::info!(notebook = %row.id, owner = %owner.username, image = %row.image, "notebook created");
+        self.wake();
+        Ok(self.view(row))
+    }
+
+    pub async fn start_notebook(&self, owner: &User, id: &str) -> Result<Notebook, NotebookError> {
+        let row = self.notebook_row(owner, id).await?;
+        let id = row.id.clone();
+        let moved = self
+            .db()
+            .call(move |c| {
+                q::set_restart_requested(c, &id, false)?;
+                q::transition(
+                    c,
+                    &id,
+                    &["stopped", "failed"],
+                    "starting",
+                    "Waiting to start",
+                    Some("running"),
+                )
+            })
+            .await?;
+        if !moved {
+            return Err(NotebookError::Conflict(format!(
+                "The notebook is {}; only a stopped or failed notebook can be started.",
+                row.state
+            )));
+        }
+        self.wake();
+        self.get_notebook(owner, &row.id).await
+    }
+
+    pub async fn stop_notebook(&self, owner: &User, id: &str) -> Result<Notebook, NotebookError> {
+        let row = self.notebook_row(owner, id).await?;
+        let id = row.id.clone();
+        self.db()
+            .call(move |c| {
+                q::set_restart_requested(c, &id, false)?;
+                q::transition(
+                    c,
+                    &id,
+                    &["queued"],
+                    "stopped",
+                    "Removed from the queue",
+                    Some("stopped"),
+                )?;
+                q::transition(
+                    c,
+                    &id,
+                    &["running", "starting", "pulling"],
+                    "stopping",
+                    "Stopping",
+                    Some("stopped"),
+                )?;
+                q::set_desired(c, &id, "stopped")?;
+                Ok(())
+            })
+            .await?;
+        self.wake();
+        self.get_notebook(owner, &row.id).await
+    }
+
+    /// Stops and starts again (a fresh container; files stay).
+    pub async fn restart_notebook(
+        &self,
+        owner: &User,
+        id: &str,
+    ) -> Result<Notebook, NotebookError> {
+        let row = self.notebook_row(owner, id).await?;
+        let id = row.id.clone();
+        let moved = self
+            .db()
+            .call(move |c| {
+                if q::transition(
+                    c,
+                    &id,
+                    &["running", "starting", "pulling"],
+                    "stopping",
+                    "Restarting",
+                    Some("running"),
+                )? {
+                    q::set_restart_requested(c, &id, true)?;
+                    return Ok(true);
+                }
+                q::transition(
+                    c,
+                    &id,
+                    &["stopped", "failed"],
+                    "starting",
+                    "Waiting to start",
+                    Some("running"),
+                )
+            })
+            .await?;
+        if !moved {
+            return Err(NotebookError::Conflict(format!(
+                "The notebook is {}; wait until it has settled, then restart it.",
+                row.state
+            )));
+        }
+        self.wake();
+        self.get_notebook(owner, &row.id).await
+    }
+
+    /// Deletes the notebook: its container and its /notebooks files. /storage stays.
+    pub async fn delete_notebook(&self, owner: &User, id: &str) -> Result<(), NotebookError> {
+        let row = self.notebook_row(owner, id).await?;
+        let id = row.id.clone();
+        self.db()
+            .call(move |c| {
+                q::set_desired(c, &id, "deleted")?;
+                q::set_detail(c, &id, &row.state, "Deleting")?;
+                Ok(())
+            })
+            .await?;
+        tracing::info!(notebook = %row.id, owner = %owner.username, "notebook deleted");
+        self.wake();
+        Ok(())
+    }
+
+    /// Restarts the auto-shutdown countdown, optionally with a new length.
+    pub async fn extend_notebook(
+        &self,
+        owner: &User,
+        id: &str,
+        choice: Option<AutoShutdown>,
+    ) -> Result<Notebook, NotebookError> {
+        let row = self.notebook_row(owner, id).await?;
+        let secs = match choice {
+            Some(c) => self.auto_shutdown_secs(c),
+            None => row.auto_shutdown_secs,
+        };
+        let id = row.id.clone();
+        self.db()
+            .call(move |c| q::set_auto_shutdown(c, &id, secs))
+            .await?;
+        self.get_notebook(owner, &row.id).await
+    }
+
+    /// The last lines of the notebook's container output.
+    pub async fn notebook_logs(
+        &self,
+        owner: &User,
+        id: &str,
+        tail: usize,
+    ) -> Result<Option<String>, NotebookError> {
+        let row = self.notebook_row(owner, id).await?;
+        let docker = self.docker().await?;
+        let container = docker
+            .list_ours()
+            .await?
+            .into_iter()
+            .find(|c| c.notebook_id == row.id);
+        match container {
+            Some(c) => Ok(Some(docker.logs_tail(&c.id, tail).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Seconds until auto-shutdown, for countdowns.
+    pub fn seconds_left(row: &NotebookRow) -> Option<i64> {
+        row.auto_shutdown_at.map(|t| (t - now()).max(0))
+    }
+}
