@@ -6,7 +6,8 @@ document.addEventListener("click", (event) => {
   if (!button) return;
   const source = document.querySelector(button.dataset.copy);
   if (!source) return;
-  const text = source.value !== undefined ? source.value : source.textContent.trim();
+  let text = source.value !== undefined ? source.value : source.textContent.trim();
+  if (button.dataset.absolute) text = new URL(text, window.location.href).href;
   navigator.clipboard.writeText(text).then(
     () => { button.textContent = "Copied"; setTimeout(() => { button.textContent = "Copy"; }, 1500); },
     () => { window.getSelection().selectAllChildren(source); }
@@ -24,4 +25,63 @@ document.addEventListener("submit", (event) => {
 // Mark the current tab.
 for (const a of document.querySelectorAll(".tabs a")) {
   if (a.getAttribute("href") === window.location.pathname) a.setAttribute("aria-current", "page");
+}
+
+// Live state: poll the JSON API while a page shows notebooks. A changed state reloads the
+// page (its buttons depend on it); a changed detail (pull progress) is updated in place.
+async function pollNotebooks() {
+  const list = document.querySelector("[data-poll]");
+  if (!list) return;
+  try {
+    const res = await fetch(list.dataset.poll, { headers: { Accept: "application/json" } });
+    if (res.status === 401) { window.location.reload(); return; }
+    if (!res.ok) return;
+    const data = await res.json();
+    const notebooks = data.notebooks || [data];
+    const rows = document.querySelectorAll("[data-notebook]");
+    if (data.notebooks && rows.length !== notebooks.length) { window.location.reload(); return; }
+    for (const el of rows) {
+      const nb = notebooks.find((n) => n.id === el.dataset.notebook);
+      if (!nb) { window.location.reload(); return; }
+      if (nb.state !== el.dataset.state) { window.location.reload(); return; }
+      const detail = el.querySelector("[data-field=detail]") || document.querySelector("[data-field=detail]");
+      if (detail && ["starting", "pulling", "stopping", "queued", "failed"].includes(nb.state)) {
+        detail.textContent = nb.state_detail;
+      }
+    }
+  } catch (e) { /* offline for a moment: try again on the next tick */ }
+}
+if (document.querySelector("[data-poll]")) {
+  setInterval(pollNotebooks, 2000);
+}
+
+// Follow the container log.
+async function followLogs() {
+  const pre = document.getElementById("logs");
+  if (!pre) return;
+  const state = document.getElementById("notebook")?.dataset.state;
+  if (!["running", "starting", "pulling", "stopping"].includes(state)) return;
+  try {
+    const res = await fetch(pre.dataset.logs, { headers: { Accept: "application/json" } });
+    if (!res.ok) return;
+    const data = await res.json();
+    const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 20;
+    pre.textContent = data.logs || (data.running ? "(no output yet)" : "No container is running.");
+    if (atBottom) pre.scrollTop = pre.scrollHeight;
+  } catch (e) { /* try again */ }
+}
+if (document.getElementById("logs")) {
+  followLogs();
+  setInterval(followLogs, 2000);
+}
+
+// Auto-shutdown countdown, ticking every second.
+for (const el of document.querySelectorAll("[data-countdown]")) {
+  let left = parseInt(el.dataset.countdown, 10);
+  const show = () => {
+    const h = Math.floor(left / 3600), m = Math.floor((left % 3600) / 60), s = left % 60;
+    el.textContent = left <= 0 ? "stopping now" : `stops in ${h}h ${String(m).padStart(2, "0")}m ${String(s).padStart(2, "0")}s`;
+  };
+  show();
+  setInterval(() => { if (left > 0) { left -= 1; show(); } }, 1000);
 }

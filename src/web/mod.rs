@@ -25,7 +25,7 @@ pub struct AppState {
 
 /// The map of the product, top to bottom.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, api, dashboard, health, login};
+    use pages::{account, admin, api, health, login, notebooks};
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/static/{path:.*}", web::get().to(assets::serve_static))
         // logging in and out
@@ -33,7 +33,29 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login", web::post().to(login::login_submit))
         .route("/logout", web::post().to(login::logout))
         // pages for members
-        .route("/", web::get().to(dashboard::dashboard))
+        .route("/", web::get().to(notebooks::dashboard))
+        .route(
+            "/notebooks/new",
+            web::get().to(notebooks::new_notebook_form),
+        )
+        .route("/notebooks", web::post().to(notebooks::create_notebook))
+        .route("/notebooks/{id}", web::get().to(notebooks::notebook_page))
+        .route(
+            "/notebooks/{id}/extend",
+            web::post().to(notebooks::extend_notebook),
+        )
+        .route(
+            "/notebooks/{id}/delete",
+            web::get().to(notebooks::delete_confirm),
+        )
+        .route(
+            "/notebooks/{id}/delete",
+            web::post().to(notebooks::delete_notebook),
+        )
+        .route(
+            "/notebooks/{id}/{action}",
+            web::post().to(notebooks::notebook_action),
+        )
         .route("/settings", web::get().to(account::account_page))
         .route(
             "/settings/password",

@@ -45,6 +45,9 @@ pub struct TestServer {
     pub config: Config,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Containers are removed when the server is dropped, unless it was stopped to be
+    /// started again on the same data.
+    cleanup: bool,
 }
 
 impl TestServer {
@@ -79,6 +82,7 @@ impl TestServer {
             config,
             stop: Some(stop),
             task: Some(task),
+            cleanup: true,
         };
         server.wait_healthy().await;
         server
@@ -86,15 +90,19 @@ impl TestServer {
 
     async fn wait_healthy(&self) {
         let url = format!("{}/healthz", self.url);
-        wait_for("notebox to answer /healthz", Duration::from_secs(30), || {
-            let url = url.clone();
-            async move {
-                match reqwest::get(&url).await {
-                    Ok(r) if r.status() == 200 => Some(()),
-                    _ => None,
+        wait_for(
+            "notebox to answer /healthz",
+            Duration::from_secs(30),
+            || {
+                let url = url.clone();
+                async move {
+                    match reqwest::get(&url).await {
+                        Ok(r) if r.status() == 200 => Some(()),
+                        _ => None,
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
     }
 
@@ -121,6 +129,7 @@ impl TestServer {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        self.cleanup = false;
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tmp"));
         (dir, self.config.clone())
     }
@@ -130,6 +139,9 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        if self.cleanup {
+            remove_containers_of(&self.config.data_dir);
         }
     }
 }
@@ -193,7 +205,9 @@ impl ServerProcess {
         let mut child = cmd.spawn().expect("spawn notebox serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read stdout");
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
@@ -203,11 +217,36 @@ impl ServerProcess {
             })
             .trim_end_matches('/')
             .to_string();
-        ServerProcess {
+        let server = ServerProcess {
             child,
             url,
             stderr_log,
+        };
+        server.wait_healthy();
+        server
+    }
+
+    /// Blocks until /healthz answers 200 (the database is open and migrated).
+    fn wait_healthy(&self) {
+        use std::io::Read;
+        let addr = self.url.trim_start_matches("http://").to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                let _ = s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.0 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
+        panic!(
+            "notebox at {} never became healthy:\n{}",
+            self.url,
+            self.stderr()
+        );
     }
 
     pub fn stderr(&self) -> String {
@@ -244,7 +283,12 @@ pub fn csrf_from(html: &str) -> String {
 }
 
 /// Logs in through the form; returns the response to the POST.
-pub async fn login(client: &reqwest::Client, base: &str, username: &str, password: &str) -> reqwest::Response {
+pub async fn login(
+    client: &reqwest::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+) -> reqwest::Response {
     let page = client
         .get(format!("{base}/login"))
         .send()
@@ -256,14 +300,23 @@ pub async fn login(client: &reqwest::Client, base: &str, username: &str, passwor
     let csrf = csrf_from(&page);
     client
         .post(format!("{base}/login"))
-        .form(&[("username", username), ("password", password), ("csrf", &csrf)])
+        .form(&[
+            ("username", username),
+            ("password", password),
+            ("csrf", &csrf),
+        ])
         .send()
         .await
         .expect("POST /login")
 }
 
 /// Logs in and returns the session's CSRF token (read from the dashboard).
-pub async fn login_ok(client: &reqwest::Client, base: &str, username: &str, password: &str) -> String {
+pub async fn login_ok(
+    client: &reqwest::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+) -> String {
     let r = login(client, base, username, password).await;
     assert_eq!(r.status(), 303, "login as {username} should redirect");
     let home = client.get(format!("{base}/")).send().await.expect("GET /");
@@ -298,4 +351,299 @@ pub fn require(tool: &str, available: bool, why: &str) -> bool {
     }
     eprintln!("SKIPPED: {tool} is not available ({why}); set it up with tests/run-all.sh");
     false
+}
+
+// ---- Docker ----
+
+/// Whether `docker info` works here.
+pub fn docker_works() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The Jupyter test image (tests/image/build.sh); None (after `require`) when missing.
+pub fn test_image() -> Option<String> {
+    if !require(
+        "docker",
+        docker_works(),
+        "the Docker engine does not answer `docker info`",
+    ) {
+        return None;
+    }
+    let image = std::env::var("NOTEBOX_TEST_IMAGE")
+        .unwrap_or_else(|_| "notebox-test-jupyter:latest".into());
+    let found = Command::new("docker")
+        .args(["image", "inspect", &image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !require(
+        "the Jupyter test image",
+        found,
+        &format!("{image} is not built; run tests/image/build.sh"),
+    ) {
+        return None;
+    }
+    Some(image)
+}
+
+/// A config whose catalog holds the test image and a small CPU machine type.
+pub fn docker_config(config: &mut Config, image: &str) {
+    use notebox::config::{ImageSpec, Launcher, MachineType};
+    config.images = vec![ImageSpec {
+        id: "test".into(),
+        name: "Test Jupyter".into(),
+        image: image.into(),
+        description: "JupyterLab from Debian packages".into(),
+        gpu: false,
+        launcher: Launcher::JupyterLab,
+        command: vec![],
+    }];
+    config.machines = vec![MachineType {
+        id: "cpu".into(),
+        name: "CPU · 1 core · 1 GB".into(),
+        cpus: 1.0,
+        memory_mib: 1024,
+        gpus: 0,
+    }];
+    config.notebooks.ready_timeout = "90s".into();
+    config.notebooks.reconcile_interval = "1s".into();
+}
+
+/// The same settings as a TOML file, for servers run as a child process.
+pub fn docker_config_toml(data_dir: &Path, image: &str) -> String {
+    format!(
+        r#"listen = "127.0.0.1:0"
+data_dir = "{}"
+[notebooks]
+ready_timeout = "90s"
+reconcile_interval = "1s"
+[[images]]
+id = "test"
+name = "Test Jupyter"
+image = "{image}"
+launcher = "jupyter-lab"
+[[machines]]
+id = "cpu"
+name = "CPU · 1 core · 1 GB"
+cpus = 1.0
+memory_mib = 1024
+"#,
+        data_dir.display()
+    )
+}
+
+/// Removes every container of the notebox whose data dir this is (tests clean up after
+/// themselves; each notebox labels its containers with its own instance id).
+pub fn remove_containers_of(data_dir: &Path) {
+    let db = data_dir.join("notebox.db");
+    if !db.exists() {
+        return;
+    }
+    let Ok(conn) = rusqlite::Connection::open(&db) else {
+        return;
+    };
+    let Ok(instance) = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'instance_id'",
+        [],
+        |r| r.get::<_, String>(0),
+    ) else {
+        return;
+    };
+    let ids = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.notebox.instance={instance}"),
+        ])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+/// Cleans up containers when a test ends, pass or fail.
+pub struct ContainerGuard(pub PathBuf);
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        remove_containers_of(&self.0);
+    }
+}
+
+/// `docker inspect` of a container, as JSON.
+pub fn docker_inspect(container: &str) -> serde_json::Value {
+    let out = Command::new("docker")
+        .args(["inspect", container])
+        .output()
+        .expect("docker inspect");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect json");
+    v[0].clone()
+}
+
+/// Containers carrying a notebook's label.
+pub fn containers_of_notebook(notebook_id: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label=io.notebox.notebook={notebook_id}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+pub fn docker_exec(container: &str, script: &str) -> (bool, String) {
+    let out = Command::new("docker")
+        .args(["exec", container, "sh", "-c", script])
+        .output()
+        .expect("docker exec");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A JSON API client for one user.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(base: &str, token: &str) -> Api {
+        Api {
+            base: base.to_string(),
+            token: token.to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("API request");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn create_notebook(&self, name: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/api/v1/notebooks",
+                serde_json::json!({"name": name, "image": "test", "machine": "cpu"}),
+            )
+            .await;
+        assert_eq!(status, 201, "create notebook: {body}");
+        body["id"].as_str().expect("id").to_string()
+    }
+
+    /// Polls until the notebook reaches `state`; panics with its detail on `failed`.
+    pub async fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> serde_json::Value {
+        let path = format!("/api/v1/notebooks/{id}");
+        wait_for(&format!("notebook {id} to be {state}"), timeout, || {
+            let path = path.clone();
+            async move {
+                let (_, nb) = self.get(&path).await;
+                if nb["state"] == state {
+                    return Some(nb);
+                }
+                if nb["state"] == "failed" && state != "failed" {
+                    panic!("notebook {id} failed: {}", nb["state_detail"]);
+                }
+                None
+            }
+        })
+        .await
+    }
+}
+
+/// The one container of a running notebook.
+pub fn container_of(notebook_id: &str) -> String {
+    let ids = containers_of_notebook(notebook_id);
+    assert_eq!(
+        ids.len(),
+        1,
+        "exactly one container for {notebook_id}: {ids:?}"
+    );
+    ids[0].clone()
+}
+
+/// Jupyter's own answer, straight from the container (not through notebox).
+pub async fn jupyter_status(container: &str, notebook_id: &str) -> u16 {
+    let info = docker_inspect(container);
+    let ip = info["NetworkSettings"]["Networks"]
+        .as_object()
+        .and_then(|nets| {
+            nets.values()
+                .find_map(|n| n["IPAddress"].as_str().filter(|s| !s.is_empty()))
+        })
+        .expect("container IP")
+        .to_string();
+    let token = info["Config"]["Env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| e.as_str())
+        .find_map(|e| e.strip_prefix("JUPYTER_TOKEN="))
+        .expect("JUPYTER_TOKEN")
+        .to_string();
+    reqwest::Client::new()
+        .get(format!("http://{ip}:8888/nb/{notebook_id}/api/status"))
+        .header("authorization", format!("token {token}"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
 }

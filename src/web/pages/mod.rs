@@ -1,9 +1,9 @@
 pub mod account;
 pub mod admin;
 pub mod api;
-pub mod dashboard;
 pub mod health;
 pub mod login;
+pub mod notebooks;
 
 use actix_web::http::header;
 use actix_web::HttpResponse;

@@ -1,0 +1,324 @@
+//! Notebook pages: the list (dashboard), the create form, one notebook, its buttons.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use crate::config::{self, ImageSpec, MachineType, AUTO_SHUTDOWN_CHOICES};
+use crate::error::{PageError, WebError};
+use crate::runtime::{AutoShutdown, CreateNotebook, Notebook, NotebookError, Runtime};
+use crate::web::extract::SessionUser;
+use crate::web::views::{relative_time, Chrome};
+use crate::web::AppState;
+
+use super::login::CsrfForm;
+use super::see_other;
+
+fn html(status: StatusCode, page: impl Template) -> Result<HttpResponse, PageError> {
+    let body = page.render().map_err(WebError::internal)?;
+    Ok(HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("cache-control", "no-store"))
+        .body(body))
+}
+
+/// A notebook row as the pages show it.
+pub struct NotebookView {
+    pub nb: Notebook,
+    pub created: String,
+    pub uptime: String,
+    pub countdown: String,
+    pub seconds_left: i64,
+}
+
+impl NotebookView {
+    fn new(nb: Notebook) -> NotebookView {
+        let created = relative_time(nb.row.created_at);
+        let uptime = match (nb.state.as_str(), nb.row.started_at) {
+            ("running", Some(t)) => relative_time(t).replace(" ago", ""),
+            _ => String::new(),
+        };
+        let seconds_left = Runtime::seconds_left(&nb.row).unwrap_or(-1);
+        let countdown = if nb.state == "running" {
+            match nb.row.auto_shutdown_at {
+                Some(t) => relative_time(t),
+                None => "never".into(),
+            }
+        } else {
+            String::new()
+        };
+        NotebookView {
+            nb,
+            created,
+            uptime,
+            countdown,
+            seconds_left,
+        }
+    }
+
+    pub fn can_start(&self) -> bool {
+        matches!(self.nb.state.as_str(), "stopped" | "failed")
+    }
+    pub fn can_stop(&self) -> bool {
+        matches!(
+            self.nb.state.as_str(),
+            "running" | "starting" | "pulling" | "queued"
+        )
+    }
+    pub fn can_open(&self) -> bool {
+        self.nb.state == "running"
+    }
+    pub fn can_restart(&self) -> bool {
+        matches!(self.nb.state.as_str(), "running" | "failed" | "stopped")
+    }
+    pub fn busy(&self) -> bool {
+        matches!(
+            self.nb.state.as_str(),
+            "starting" | "pulling" | "stopping" | "queued"
+        )
+    }
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct DashboardPage {
+    chrome: Chrome,
+    notebooks: Vec<NotebookView>,
+}
+
+pub async fn dashboard(
+    session: SessionUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let notebooks = state.runtime.list_notebooks(&session.user).await?;
+    html(
+        StatusCode::OK,
+        DashboardPage {
+            chrome: Chrome::new(&session, "notebooks"),
+            notebooks: notebooks.into_iter().map(NotebookView::new).collect(),
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "notebook_new.html")]
+struct NewNotebookPage {
+    chrome: Chrome,
+    images: Vec<ImageSpec>,
+    machines: Vec<MachineType>,
+    allow_custom: bool,
+    choices: Vec<&'static str>,
+    form: NewNotebookForm,
+    error: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+pub struct NewNotebookForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub image: String,
+    #[serde(default)]
+    pub custom_image: String,
+    #[serde(default)]
+    pub machine: String,
+    #[serde(default)]
+    pub auto_shutdown: String,
+}
+
+fn new_page(
+    session: &SessionUser,
+    state: &AppState,
+    form: NewNotebookForm,
+    error: Option<String>,
+) -> NewNotebookPage {
+    let c = &state.config;
+    NewNotebookPage {
+        chrome: Chrome::new(session, "notebooks"),
+        images: c.images.clone(),
+        machines: c.machines.clone(),
+        allow_custom: c.notebooks.allow_custom_images,
+        choices: AUTO_SHUTDOWN_CHOICES.to_vec(),
+        form,
+        error,
+    }
+}
+
+pub async fn new_notebook_form(
+    session: SessionUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let c = &state.config;
+    let form = NewNotebookForm {
+        image: c.images.first().map(|i| i.id.clone()).unwrap_or_default(),
+        machine: c.machines.first().map(|m| m.id.clone()).unwrap_or_default(),
+        auto_shutdown: c.notebooks.default_auto_shutdown.clone(),
+        ..Default::default()
+    };
+    html(StatusCode::OK, new_page(&session, &state, form, None))
+}
+
+fn parse_choice(choice: &str) -> Result<AutoShutdown, WebError> {
+    if choice.is_empty() {
+        return Ok(AutoShutdown::Default);
+    }
+    match config::parse_auto_shutdown(choice).map_err(WebError::bad_request)? {
+        None => Ok(AutoShutdown::Never),
+        Some(d) => Ok(AutoShutdown::After(d)),
+    }
+}
+
+pub async fn create_notebook(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    form: web::Form<NewNotebookForm>,
+) -> Result<HttpResponse, PageError> {
+    session.check_csrf(&form.csrf)?;
+    let form = form.into_inner();
+    let image = if form.image == "custom" {
+        form.custom_image.clone()
+    } else {
+        form.image.clone()
+    };
+    let auto_shutdown = match parse_choice(&form.auto_shutdown) {
+        Ok(a) => a,
+        Err(e) => {
+            return html(
+                StatusCode::BAD_REQUEST,
+                new_page(&session, &state, form, Some(e.message)),
+            )
+        }
+    };
+    let request = CreateNotebook {
+        name: form.name.clone(),
+        image,
+        machine: form.machine.clone(),
+        auto_shutdown,
+    };
+    match state.runtime.create_notebook(&session.user, request).await {
+        Ok(nb) => Ok(see_other(&format!("/notebooks/{}", nb.id))),
+        Err(e @ NotebookError::Invalid(_)) => html(
+            StatusCode::BAD_REQUEST,
+            new_page(&session, &state, form, Some(e.to_string())),
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "notebook.html")]
+struct NotebookPage {
+    chrome: Chrome,
+    v: NotebookView,
+    choices: Vec<&'static str>,
+    notice: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct NoticeQuery {
+    done: Option<String>,
+}
+
+pub async fn notebook_page(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<NoticeQuery>,
+) -> Result<HttpResponse, PageError> {
+    let nb = state.runtime.get_notebook(&session.user, &id).await?;
+    let notice = match q.done.as_deref() {
+        Some("extended") => Some("The auto-shutdown countdown starts again from now.".to_string()),
+        _ => None,
+    };
+    html(
+        StatusCode::OK,
+        NotebookPage {
+            chrome: Chrome::new(&session, "notebooks"),
+            v: NotebookView::new(nb),
+            choices: AUTO_SHUTDOWN_CHOICES.to_vec(),
+            notice,
+        },
+    )
+}
+
+/// Start, stop, restart: a button each, all back to the notebook's page.
+pub async fn notebook_action(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, PageError> {
+    session.check_csrf(&form.csrf)?;
+    let (id, action) = path.into_inner();
+    let rt = &state.runtime;
+    match action.as_str() {
+        "start" => rt.start_notebook(&session.user, &id).await?,
+        "stop" => rt.stop_notebook(&session.user, &id).await?,
+        "restart" => rt.restart_notebook(&session.user, &id).await?,
+        _ => return Err(WebError::not_found().into()),
+    };
+    Ok(see_other(&format!("/notebooks/{id}")))
+}
+
+#[derive(Deserialize)]
+pub struct ExtendForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    auto_shutdown: String,
+}
+
+pub async fn extend_notebook(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    form: web::Form<ExtendForm>,
+) -> Result<HttpResponse, PageError> {
+    session.check_csrf(&form.csrf)?;
+    let choice = if form.auto_shutdown.is_empty() {
+        None
+    } else {
+        Some(parse_choice(&form.auto_shutdown)?)
+    };
+    state
+        .runtime
+        .extend_notebook(&session.user, &id, choice)
+        .await?;
+    Ok(see_other(&format!("/notebooks/{id}?done=extended")))
+}
+
+#[derive(Template)]
+#[template(path = "notebook_delete.html")]
+struct DeletePage {
+    chrome: Chrome,
+    v: NotebookView,
+}
+
+pub async fn delete_confirm(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    let nb = state.runtime.get_notebook(&session.user, &id).await?;
+    html(
+        StatusCode::OK,
+        DeletePage {
+            chrome: Chrome::new(&session, "notebooks"),
+            v: NotebookView::new(nb),
+        },
+    )
+}
+
+pub async fn delete_notebook(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, PageError> {
+    session.check_csrf(&form.csrf)?;
+    state.runtime.delete_notebook(&session.user, &id).await?;
+    Ok(see_other("/"))
+}
