@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod proxy;
 pub mod runtime;
 pub mod web;
 
@@ -91,11 +92,13 @@ pub async fn run(
         db: db.clone(),
         accounts: accounts.clone(),
         runtime,
+        proxy_cache: proxy::ProxyCache::default(),
     });
 
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(aw::Data::new(proxy::UpstreamClient::default()))
             .app_data(web::pages::form_config())
             .app_data(web::pages::json_config())
             .app_data(web::pages::query_config())

@@ -11,6 +11,7 @@ use super::DbError;
 pub const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_accounts.sql")),
     (2, include_str!("migrations/0002_notebooks.sql")),
+    (3, include_str!("migrations/0003_proxy.sql")),
 ];
 
 pub fn latest_version() -> i64 {

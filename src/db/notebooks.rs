@@ -216,7 +216,7 @@ pub fn set_container(
     container_id: Option<&str>,
 ) -> Result<(), DbError> {
     conn.execute(
-        "UPDATE notebooks SET container_id = ?2 WHERE id = ?1",
+        "UPDATE notebooks SET container_id = ?2, container_ip = NULL WHERE id = ?1",
         params![id, container_id],
     )?;
     Ok(())
@@ -245,4 +245,41 @@ pub fn touch_activity(conn: &Connection, id: &str) -> Result<(), DbError> {
 pub fn delete(conn: &Connection, id: &str) -> Result<(), DbError> {
     conn.execute("DELETE FROM notebooks WHERE id = ?1", [id])?;
     Ok(())
+}
+
+pub fn set_container_ip(conn: &Connection, id: &str, ip: &str) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE notebooks SET container_ip = ?2 WHERE id = ?1",
+        params![id, ip],
+    )?;
+    Ok(())
+}
+
+/// What the proxy needs to route a request, in one small query.
+#[derive(Debug, Clone)]
+pub struct ProxyTarget {
+    pub owner_id: i64,
+    pub state: String,
+    pub jupyter_token: String,
+    pub container_ip: Option<String>,
+    pub name: String,
+}
+
+pub fn proxy_target(conn: &Connection, id: &str) -> Result<Option<ProxyTarget>, DbError> {
+    Ok(conn
+        .query_row(
+            "SELECT owner_id, state, jupyter_token, container_ip, name FROM notebooks
+             WHERE id = ?1 AND desired_state != 'deleted'",
+            [id],
+            |r| {
+                Ok(ProxyTarget {
+                    owner_id: r.get(0)?,
+                    state: r.get(1)?,
+                    jupyter_token: r.get(2)?,
+                    container_ip: r.get(3)?,
+                    name: r.get(4)?,
+                })
+            },
+        )
+        .optional()?)
 }

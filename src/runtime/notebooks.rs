@@ -459,6 +459,29 @@ impl Runtime {
         }
     }
 
+    /// A running notebook's address on the private network, asked of Docker (and
+    /// remembered) when the database does not have it.
+    pub async fn container_ip(&self, notebook_id: &str) -> Option<String> {
+        let docker = self.docker().await.ok()?;
+        let container = docker
+            .list_ours()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|c| c.notebook_id == notebook_id && c.running)?;
+        let ip = docker
+            .inspect(&container.id, &self.config().docker.network)
+            .await
+            .ok()?
+            .ip?;
+        let (id, addr) = (notebook_id.to_string(), ip.clone());
+        let _ = self
+            .db()
+            .call(move |c| q::set_container_ip(c, &id, &addr))
+            .await;
+        Some(ip)
+    }
+
     /// Seconds until auto-shutdown, for countdowns.
     pub fn seconds_left(row: &NotebookRow) -> Option<i64> {
         row.auto_shutdown_at.map(|t| (t - now()).max(0))

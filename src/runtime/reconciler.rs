@@ -456,6 +456,7 @@ impl Runtime {
                             let ok = self
                                 .db()
                                 .call(move |c| {
+                                    q::set_container_ip(c, &nid, &ip)?;
                                     q::transition(
                                         c,
                                         &nid,

@@ -19,6 +19,11 @@ pub const JUPYTER_PORT: u16 = 8888;
 /// The notebook's working directory inside the container.
 pub const ROOT_DIR: &str = "/notebooks";
 
+/// Tornado closes WebSockets carrying messages over 10 MiB; kernels can legitimately send
+/// more (the proxy passes up to 256 MiB).
+const LARGE_MESSAGES: &str =
+    r#"--ServerApp.tornado_settings={"websocket_max_message_size": 268435456}"#;
+
 pub fn base_url(notebook_id: &str) -> String {
     format!("/nb/{notebook_id}/")
 }
@@ -48,6 +53,7 @@ pub fn jupyter_command(launcher: Launcher, command: &[String], notebook_id: &str
             "--no-browser".into(),
             format!("--ServerApp.base_url={base}"),
             format!("--ServerApp.root_dir={ROOT_DIR}"),
+            LARGE_MESSAGES.to_string(),
         ]
     };
     match launcher {
@@ -57,6 +63,7 @@ pub fn jupyter_command(launcher: Launcher, command: &[String], notebook_id: &str
             "start-notebook.sh".into(),
             format!("--ServerApp.base_url={base}"),
             format!("--ServerApp.root_dir={ROOT_DIR}"),
+            LARGE_MESSAGES.to_string(),
         ],
         Launcher::JupyterLab => common("jupyter-lab"),
         Launcher::JupyterServer => common("jupyter-server"),

@@ -50,7 +50,7 @@ fn state(req: &HttpRequest) -> Result<web::Data<AppState>, WebError> {
 }
 
 /// The path and query the browser asked for, to come back to after logging in.
-fn here(req: &HttpRequest) -> String {
+pub fn here(req: &HttpRequest) -> String {
     match req.uri().path_and_query() {
         Some(pq) => pq.as_str().to_string(),
         None => "/".to_string(),

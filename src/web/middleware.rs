@@ -61,7 +61,8 @@ pub async fn log_requests(
     match &res {
         Ok(r) => {
             let status = r.status().as_u16();
-            if path == "/healthz" || path.starts_with("/static/") {
+            // Proxied Jupyter traffic is chatty; it is logged at debug level.
+            if path == "/healthz" || path.starts_with("/static/") || path.starts_with("/nb/") {
                 tracing::debug!(%method, %path, status, ms, %peer, "request");
             } else {
                 tracing::info!(%method, %path, status, ms = format!("{ms:.1}"), %peer, "request");

@@ -21,6 +21,7 @@ pub struct AppState {
     pub db: Db,
     pub accounts: Accounts,
     pub runtime: Runtime,
+    pub proxy_cache: crate::proxy::ProxyCache,
 }
 
 /// The map of the product, top to bottom.
@@ -80,6 +81,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/admin/users/{id}/disabled",
             web::post().to(admin::set_disabled),
         )
+        // Jupyter, proxied
+        .route("/nb/{id}", web::route().to(crate::proxy::add_slash))
+        .route("/nb/{id}/{tail:.*}", web::route().to(crate::proxy::proxy))
         // JSON API v1
         .service(
             web::scope("/api/v1")

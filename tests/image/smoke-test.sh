@@ -15,14 +15,25 @@ NAME=nbtest-$$
 TOKEN=secret123
 BASE=/nb/abc/
 NBROOT=${NBROOT:-/tmp/nbroot}
+# uid the server runs as (last --user in the extra args wins, as in docker).
+EXPECT_UID=1000
+prev=
+for a in "$@"; do
+    [[ $prev == --user ]] && EXPECT_UID=${a%%:*}
+    [[ $a == --user=* ]] && EXPECT_UID=${a#--user=} && EXPECT_UID=${EXPECT_UID%%:*}
+    prev=$a
+done
 
 mkdir -p "$NBROOT"
 chown 1000:100 "$NBROOT"
-cleanup() { [[ -n ${KEEP:-} ]] || docker rm -f "$NAME" >/dev/null 2>&1 || true; }
+cleanup() {
+    docker rm -f "$NAME-ws" >/dev/null 2>&1 || true
+    [[ -n ${KEEP:-} ]] || docker rm -f "$NAME" >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 
 t0=$(date +%s.%N)
-docker run -d --rm --name "$NAME" -e JUPYTER_TOKEN=$TOKEN --user 1000:100 \
+docker run -d --name "$NAME" -e JUPYTER_TOKEN=$TOKEN --user 1000:100 \
     -v "$NBROOT":/notebooks "$@" "$IMAGE" \
     "$APP" --ip=0.0.0.0 --port=8888 --no-browser \
     --ServerApp.base_url=$BASE --ServerApp.root_dir=/notebooks >/dev/null
@@ -34,7 +45,7 @@ code=000
 for _ in $(seq 1 600); do
     code=$(curl -s -o /dev/null -w '%{http_code}' "${AUTH[@]}" "$URL/api/status" || true)
     [[ $code == 200 ]] && break
-    if ! docker inspect "$NAME" >/dev/null 2>&1; then break; fi
+    [[ $(docker inspect -f {{.State.Running}} "$NAME" 2>/dev/null) == true ]] || break
     sleep 0.05
 done
 t1=$(date +%s.%N)
@@ -68,17 +79,21 @@ KID=$(head -n1 <<<"$kout" | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p')
 tout=$(curl -s -w '\n%{http_code}' -X POST "${AUTH[@]}" "$URL/api/terminals")
 check "POST api/terminals" 200 "$(tail -n1 <<<"$tout")"
 TNAME=$(head -n1 <<<"$tout" | sed -n 's/.*"name": *"\([^"]*\)".*/\1/p')
-check "PUT api/contents/smoke.txt" 201 "$(curl -s -o /dev/null -w '%{http_code}' -X PUT "${AUTH[@]}" \
-    -H 'Content-Type: application/json' -d '{"type":"file","format":"text","content":"hi"}' "$URL/api/contents/smoke.txt")"
-[[ -f $NBROOT/smoke.txt ]] && echo "ok   file landed in bind mount" || { echo "FAIL file not in $NBROOT"; fail=1; }
-rm -f "$NBROOT/smoke.txt"
+if [[ $EXPECT_UID == 1000 ]]; then  # $NBROOT is owned by 1000:100
+    check "PUT api/contents/smoke.txt" 201 "$(curl -s -o /dev/null -w '%{http_code}' -X PUT "${AUTH[@]}" \
+        -H 'Content-Type: application/json' -d '{"type":"file","format":"text","content":"hi"}' "$URL/api/contents/smoke.txt")"
+    if [[ -f $NBROOT/smoke.txt ]]; then echo "ok   file landed in bind mount"; else echo "FAIL file not in $NBROOT"; fail=1; fi
+    rm -f "$NBROOT/smoke.txt"
+fi
 
 # Websocket round trips, driven from a throw-away container of the same image
 # (it ships websocket-client).
-docker run -i --rm --network container:"$NAME" --user 1000:100 "$IMAGE" python3 - "$KID" "$TNAME" "$TOKEN" "$BASE" <<'PY' || fail=1
-import json, sys, time, uuid
+docker run -i --rm --name "$NAME-ws" --network container:"$NAME" --user 1000:100 "$IMAGE" \
+    python3 - "$KID" "$TNAME" "$TOKEN" "$BASE" "$EXPECT_UID" <<'PY' || fail=1
+import json, signal, sys, time, uuid
 import websocket
-kid, tname, token, base = sys.argv[1:5]
+signal.alarm(60)  # never hang the caller
+kid, tname, token, base, uid = sys.argv[1:6]
 hdr = ["Authorization: token " + token]
 ws = websocket.create_connection(f"ws://127.0.0.1:8888{base}api/kernels/{kid}/channels", header=hdr, timeout=30)
 mid = uuid.uuid4().hex
@@ -93,20 +108,22 @@ while time.time() < deadline:
     if m.get("parent_header", {}).get("msg_id") == mid and m["msg_type"] == "execute_reply":
         break
 ws.close()
-print(("ok   kernel executed code: " if out.startswith("1000 100") else "FAIL kernel output: ") + out.strip())
+kok = out.startswith(uid + " 100")
+print(("ok   kernel executed code: " if kok else "FAIL kernel output: ") + out.strip())
 ws = websocket.create_connection(f"ws://127.0.0.1:8888{base}terminals/websocket/{tname}", header=hdr, timeout=30)
 ws.send(json.dumps(["stdin", "echo term-$((6*7)) $(id -u)\r"]))
 buf, deadline = "", time.time() + 20
-while time.time() < deadline and "term-42 1000" not in buf:
+want = "term-42 " + uid
+while time.time() < deadline and want not in buf:
     m = json.loads(ws.recv())
     if m[0] == "stdout":
         buf += m[1]
 ws.close()
-print("ok   terminal ran a command" if "term-42 1000" in buf else "FAIL terminal output: " + repr(buf[-300:]))
-sys.exit(0 if out.startswith("1000 100") and "term-42 1000" in buf else 1)
+print("ok   terminal ran a command" if want in buf else "FAIL terminal output: " + repr(buf[-300:]))
+sys.exit(0 if kok and want in buf else 1)
 PY
 
-if docker logs "$NAME" 2>&1 | grep -E 'Traceback|Permission denied|\[E ' >/dev/null; then
-    echo "WARN server log has errors:"; docker logs "$NAME" 2>&1 | grep -E -B2 -A5 'Traceback|Permission denied|\[E ' | head -40
+if docker logs "$NAME" 2>&1 | grep -E 'Traceback|Permission denied|\[E |not a writable|Read-only file system' >/dev/null; then
+    echo "WARN server log has errors:"; docker logs "$NAME" 2>&1 | grep -E -B2 -A5 'Traceback|Permission denied|\[E |not a writable|Read-only file system' | head -40
 fi
 [[ $fail == 0 ]] && echo "PASS" || { echo "FAILED"; docker logs "$NAME" 2>&1 | tail -30; exit 1; }

@@ -1,0 +1,618 @@
+//! The authenticated Jupyter proxy at `/nb/{id}/…`: HTTP (streamed both ways) and
+//! WebSocket (relayed frame by frame). Only the notebook's owner gets through; notebox's
+//! cookies and the caller's credentials never reach Jupyter, which gets the notebook's own
+//! token instead.
+//!
+//! Everything the proxy needs is in `ProxyRoutes` and `configure`, so it can later be
+//! mounted on a listener (and origin) of its own.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use futures_util::{SinkExt, StreamExt};
+
+use crate::auth::{secrets, User};
+use crate::db::notebooks::{self as q, ProxyTarget};
+use crate::error::WebError;
+use crate::web::extract::{authorization_token, SESSION_COOKIE};
+use crate::web::AppState;
+
+/// Kernel messages can be large (plots, data frames); Jupyter's own limit is 10 MiB by
+/// default but can be raised. We pass up to this much in one frame.
+pub const MAX_WS_FRAME: usize = 256 * 1024 * 1024;
+/// How long a credential or routing decision is reused before asking the database again.
+const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
+const TARGET_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Activity is written to the database at most this often per notebook.
+const ACTIVITY_WRITE_EVERY: Duration = Duration::from_secs(30);
+
+/// Request headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Per-worker upstream client: keeps connections to Jupyter alive between requests.
+pub struct UpstreamClient {
+    client: awc::Client,
+}
+
+impl Default for UpstreamClient {
+    fn default() -> Self {
+        let connector = awc::Connector::new()
+            .limit(0) // no cap on concurrent upstream connections (WebSockets are long-lived)
+            .conn_keep_alive(Duration::from_secs(60))
+            .timeout(Duration::from_secs(5));
+        UpstreamClient {
+            client: awc::Client::builder()
+                .connector(connector)
+                .disable_timeout() // long downloads and uploads must not be cut off
+                .disable_redirects()
+                .max_http_version(awc::http::Version::HTTP_11)
+                .finish(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct CachedUser {
+    user: User,
+    until: Instant,
+}
+
+/// Short-lived caches that keep the database off the proxy's hot path.
+#[derive(Default)]
+pub struct ProxyCache {
+    users: Mutex<HashMap<String, CachedUser>>,
+    targets: Mutex<HashMap<String, (ProxyTarget, Instant)>>,
+    activity: Mutex<HashMap<String, Instant>>,
+}
+
+impl ProxyCache {
+    fn get_user(&self, key: &str) -> Option<User> {
+        let map = self.users.lock().ok()?;
+        map.get(key)
+            .filter(|c| c.until > Instant::now())
+            .map(|c| c.user.clone())
+    }
+
+    fn put_user(&self, key: String, user: User) {
+        if let Ok(mut map) = self.users.lock() {
+            if map.len() > 10_000 {
+                map.clear();
+            }
+            map.insert(
+                key,
+                CachedUser {
+                    user,
+                    until: Instant::now() + AUTH_CACHE_TTL,
+                },
+            );
+        }
+    }
+
+    /// Forgets a notebook's routing (its state changed).
+    pub fn forget_target(&self, notebook_id: &str) {
+        if let Ok(mut map) = self.targets.lock() {
+            map.remove(notebook_id);
+        }
+    }
+}
+
+/// Who is calling, found from a token (header or `?token=`) or the session cookie.
+enum Caller {
+    User(User),
+    /// Credentials were sent but are not valid.
+    BadCredentials,
+    Anonymous,
+}
+
+fn query_token(req: &HttpRequest) -> Option<String> {
+    web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.get("token").cloned())
+        .filter(|t| !t.is_empty())
+}
+
+async fn identify(req: &HttpRequest, state: &AppState) -> Result<Caller, WebError> {
+    let cache = &state.proxy_cache;
+    let token = if req.headers().contains_key(header::AUTHORIZATION) {
+        match authorization_token(req) {
+            Some(t) => Some(t),
+            None => return Ok(Caller::BadCredentials),
+        }
+    } else {
+        query_token(req)
+    };
+    if let Some(token) = token {
+        let key = format!("t:{}", secrets::hash_secret(&token));
+        if let Some(user) = cache.get_user(&key) {
+            return Ok(Caller::User(user));
+        }
+        return Ok(match state.accounts.token_user(&token).await? {
+            Some(user) => {
+                cache.put_user(key, user.clone());
+                Caller::User(user)
+            }
+            None => Caller::BadCredentials,
+        });
+    }
+    let Some(cookie) = req.cookie(SESSION_COOKIE) else {
+        return Ok(Caller::Anonymous);
+    };
+    let key = format!("s:{}", secrets::hash_secret(cookie.value()));
+    if let Some(user) = cache.get_user(&key) {
+        return Ok(Caller::User(user));
+    }
+    Ok(match state.accounts.session_user(cookie.value()).await? {
+        Some((user, _csrf)) => {
+            cache.put_user(key, user.clone());
+            Caller::User(user)
+        }
+        None => Caller::Anonymous,
+    })
+}
+
+async fn target(state: &AppState, notebook_id: &str) -> Result<Option<ProxyTarget>, WebError> {
+    if let Ok(map) = state.proxy_cache.targets.lock() {
+        if let Some((t, at)) = map.get(notebook_id) {
+            if at.elapsed() < TARGET_CACHE_TTL {
+                return Ok(Some(t.clone()));
+            }
+        }
+    }
+    let id = notebook_id.to_string();
+    let mut found = state.db.call(move |c| q::proxy_target(c, &id)).await?;
+    // A notebook adopted from before notebox knew container addresses: ask Docker once.
+    if let Some(t) = found.as_mut() {
+        if t.state == "running" && t.container_ip.is_none() {
+            t.container_ip = state.runtime.container_ip(notebook_id).await;
+        }
+    }
+    if let (Some(t), Ok(mut map)) = (&found, state.proxy_cache.targets.lock()) {
+        map.insert(notebook_id.to_string(), (t.clone(), Instant::now()));
+    }
+    Ok(found)
+}
+
+/// Records that someone used the notebook (for idle detection), at most every 30 s.
+fn record_activity(state: &AppState, notebook_id: &str) {
+    let due = match state.proxy_cache.activity.lock() {
+        Ok(mut map) => {
+            let now = Instant::now();
+            match map.get(notebook_id) {
+                Some(last) if now.duration_since(*last) < ACTIVITY_WRITE_EVERY => false,
+                _ => {
+                    map.insert(notebook_id.to_string(), now);
+                    true
+                }
+            }
+        }
+        Err(_) => false,
+    };
+    if due {
+        let db = state.db.clone();
+        let id = notebook_id.to_string();
+        actix_web::rt::spawn(async move {
+            if let Err(e) = db.call(move |c| q::touch_activity(c, &id)).await {
+                tracing::debug!(error = %e, "cannot record activity");
+            }
+        });
+    }
+}
+
+fn wants_html(req: &HttpRequest) -> bool {
+    req.method() == Method::GET
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"))
+}
+
+fn is_websocket(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Jupyter skips its origin checks for token-authenticated calls, and we always send a
+/// token: so the proxy refuses cross-site WebSockets and writes itself.
+fn origin_allowed(req: &HttpRequest) -> bool {
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if safe && !is_websocket(req) {
+        return true;
+    }
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        // Not a browser (browsers send Origin on WebSockets and cross-site writes).
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let host = req.connection_info().host().to_string();
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .unwrap_or("");
+    origin_host.eq_ignore_ascii_case(&host)
+}
+
+#[derive(Template)]
+#[template(path = "notebook_not_running.html")]
+struct NotRunningPage<'a> {
+    id: &'a str,
+    name: &'a str,
+    state: &'a str,
+    csrf: Option<String>,
+}
+
+fn error_response(req: &HttpRequest, e: WebError) -> HttpResponse {
+    use actix_web::ResponseError;
+    if wants_html(req) {
+        crate::error::PageError(e).error_response()
+    } else {
+        crate::error::ApiError(e).error_response()
+    }
+}
+
+async fn not_running(req: &HttpRequest, id: &str, t: &ProxyTarget) -> HttpResponse {
+    if !wants_html(req) {
+        return error_response(
+            req,
+            WebError::new(
+                StatusCode::CONFLICT,
+                "notebook_not_running",
+                format!(
+                    "The notebook is {}; start it with POST /api/v1/notebooks/{id}/start and try again when it is running.",
+                    t.state
+                ),
+            ),
+        );
+    }
+    // The start button needs the session's CSRF token; token-only callers get none.
+    let csrf = crate::web::extract::session_from_request(req)
+        .await
+        .ok()
+        .flatten()
+        .map(|s| s.csrf);
+    let page = NotRunningPage {
+        id,
+        name: &t.name,
+        state: &t.state,
+        csrf,
+    };
+    match page.render() {
+        Ok(body) => HttpResponse::build(StatusCode::CONFLICT)
+            .content_type("text/html; charset=utf-8")
+            .insert_header(("cache-control", "no-store"))
+            .insert_header((
+                header::CONTENT_SECURITY_POLICY,
+                crate::web::middleware::PAGE_CSP,
+            ))
+            .body(body),
+        Err(e) => error_response(req, WebError::internal(e)),
+    }
+}
+
+/// The query string without our own `token` parameter (Jupyter would take it as its own).
+fn upstream_query(req: &HttpRequest) -> String {
+    let q = req.query_string();
+    if !q
+        .split('&')
+        .any(|p| p == "token" || p.starts_with("token="))
+    {
+        return q.to_string();
+    }
+    q.split('&')
+        .filter(|p| !(p.is_empty() || *p == "token" || p.starts_with("token=")))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The headers Jupyter gets: the client's, minus hop-by-hop headers, notebox's cookies and
+/// the client's credentials; plus the notebook's token and X-Forwarded-*.
+fn upstream_headers(req: &HttpRequest, jupyter_token: &str) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in req.headers() {
+        if is_hop_by_hop(name)
+            || name == header::AUTHORIZATION
+            || name == header::COOKIE
+            || name.as_str().starts_with("x-forwarded-")
+            || name.as_str().starts_with("sec-websocket-")
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    let cookies: Vec<&str> = req
+        .headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.starts_with("notebox_"))
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
+        if !cookies.is_empty() {
+            out.insert(header::COOKIE, v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("token {jupyter_token}")) {
+        out.insert(header::AUTHORIZATION, v);
+    }
+    let info = req.connection_info();
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let forwarded_for = match req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer,
+    };
+    for (name, value) in [
+        ("x-forwarded-for", forwarded_for.as_str()),
+        ("x-forwarded-proto", info.scheme()),
+        ("x-forwarded-host", info.host()),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            out.insert(HeaderName::from_static(name), v);
+        }
+    }
+    out
+}
+
+/// `/nb/{id}` → `/nb/{id}/`.
+pub async fn add_slash(path: web::Path<String>) -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, format!("/nb/{}/", path.into_inner())))
+        .finish()
+}
+
+/// Every request under `/nb/{id}/`.
+pub async fn proxy(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    upstream: web::Data<UpstreamClient>,
+) -> HttpResponse {
+    let id = req.match_info().get("id").unwrap_or_default().to_string();
+    let user = match identify(&req, &state).await {
+        Ok(Caller::User(u)) => u,
+        Ok(Caller::BadCredentials) => {
+            return error_response(
+                &req,
+                WebError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "The access token is not valid.",
+                ),
+            )
+        }
+        Ok(Caller::Anonymous) if wants_html(&req) => {
+            return error_response(
+                &req,
+                WebError::login_required(&crate::web::extract::here(&req)),
+            )
+        }
+        Ok(Caller::Anonymous) => return error_response(&req, WebError::unauthorized()),
+        Err(e) => return error_response(&req, e),
+    };
+    let target = match target(&state, &id).await {
+        Ok(Some(t)) if t.owner_id == user.id => t,
+        Ok(_) => return error_response(&req, WebError::not_found()),
+        Err(e) => return error_response(&req, e),
+    };
+    if !origin_allowed(&req) {
+        return error_response(
+            &req,
+            WebError::forbidden(
+                "Cross-site requests to notebooks are refused (the Origin is not this Notebox).",
+            ),
+        );
+    }
+    let ip = match (&target.container_ip, target.state.as_str()) {
+        (Some(ip), "running") => ip.clone(),
+        _ => return not_running(&req, &id, &target).await,
+    };
+    record_activity(&state, &id);
+    let query = upstream_query(&req);
+    let path = req.path();
+    let base = format!("{ip}:{}", crate::runtime::spec::JUPYTER_PORT);
+    let headers = upstream_headers(&req, &target.jupyter_token);
+    let result = if is_websocket(&req) {
+        let url = if query.is_empty() {
+            format!("ws://{base}{path}")
+        } else {
+            format!("ws://{base}{path}?{query}")
+        };
+        proxy_websocket(&req, payload, &upstream, &url, headers, &state, &id).await
+    } else {
+        let url = if query.is_empty() {
+            format!("http://{base}{path}")
+        } else {
+            format!("http://{base}{path}?{query}")
+        };
+        proxy_http(&req, payload, &upstream, &url, headers).await
+    };
+    match result {
+        Ok(res) => res,
+        Err(message) => {
+            tracing::warn!(notebook = %id, error = %message, "proxy cannot reach Jupyter");
+            state.proxy_cache.forget_target(&id);
+            state.runtime.wake();
+            error_response(
+                &req,
+                WebError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "jupyter_unreachable",
+                    "The notebook's Jupyter server is not answering right now. If it keeps happening, restart the notebook.",
+                ),
+            )
+        }
+    }
+}
+
+async fn proxy_http(
+    req: &HttpRequest,
+    payload: web::Payload,
+    upstream: &UpstreamClient,
+    url: &str,
+    headers: HeaderMap,
+) -> Result<HttpResponse, String> {
+    let mut up = upstream
+        .client
+        .request(req.method().clone(), url)
+        .no_decompress();
+    for (name, value) in headers.iter() {
+        up = up.append_header((name.clone(), value.clone()));
+    }
+    let has_body = req.headers().contains_key(header::CONTENT_LENGTH)
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let response = if has_body {
+        up.send_stream(payload).await
+    } else {
+        up.send().await
+    }
+    .map_err(|e| e.to_string())?;
+    let mut out = HttpResponse::build(response.status());
+    for (name, value) in response.headers() {
+        if !is_hop_by_hop(name) {
+            out.append_header((name.clone(), value.clone()));
+        }
+    }
+    Ok(out.streaming(response))
+}
+
+/// Connects to Jupyter first, then accepts the browser with the subprotocol Jupyter chose,
+/// then relays every frame both ways until either side closes.
+async fn proxy_websocket(
+    req: &HttpRequest,
+    payload: web::Payload,
+    upstream: &UpstreamClient,
+    url: &str,
+    headers: HeaderMap,
+    state: &web::Data<AppState>,
+    notebook_id: &str,
+) -> Result<HttpResponse, String> {
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut ws = upstream.client.ws(url).max_frame_size(MAX_WS_FRAME);
+    for (name, value) in headers.iter() {
+        if name == header::HOST {
+            continue;
+        }
+        ws = ws.header(name.clone(), value.clone());
+    }
+    if !offered.is_empty() {
+        ws = ws.protocols(offered.iter().map(String::as_str));
+    }
+    let (up_response, upstream_frames) = ws.connect().await.map_err(|e| e.to_string())?;
+    let chosen = up_response
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let protocols: Vec<&str> = chosen.iter().map(String::as_str).collect();
+    let (response, session, client_messages) =
+        actix_ws::handle_with_protocols(req, payload, &protocols).map_err(|e| e.to_string())?;
+    let client_messages = client_messages.max_frame_size(MAX_WS_FRAME);
+    let state = state.clone();
+    let id = notebook_id.to_string();
+    actix_web::rt::spawn(async move {
+        relay(session, client_messages, upstream_frames, &state, &id).await;
+    });
+    Ok(response)
+}
+
+type UpstreamFramed = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
+
+async fn relay(
+    mut client: actix_ws::Session,
+    mut from_client: actix_ws::MessageStream,
+    upstream: UpstreamFramed,
+    state: &AppState,
+    id: &str,
+) {
+    use actix_ws::Message as C;
+    use awc::ws::{Frame as F, Message as U};
+    let (mut to_up, mut from_up) = upstream.split();
+    loop {
+        tokio::select! {
+            msg = from_client.next() => {
+                let Some(Ok(msg)) = msg else {
+                    let _ = to_up.send(U::Close(None)).await;
+                    break;
+                };
+                record_activity(state, id);
+                let out = match msg {
+                    C::Text(t) => U::Text(t),
+                    C::Binary(b) => U::Binary(b),
+                    C::Continuation(item) => U::Continuation(item),
+                    C::Ping(p) => U::Ping(p),
+                    C::Pong(p) => U::Pong(p),
+                    C::Close(reason) => {
+                        let _ = to_up.send(U::Close(reason)).await;
+                        break;
+                    }
+                    C::Nop => continue,
+                };
+                if to_up.send(out).await.is_err() {
+                    let _ = client.close(None).await;
+                    break;
+                }
+            }
+            frame = from_up.next() => {
+                let Some(Ok(frame)) = frame else {
+                    let _ = client.close(None).await;
+                    break;
+                };
+                record_activity(state, id);
+                let sent = match frame {
+                    F::Text(bytes) => match bytestring::ByteString::try_from(bytes) {
+                        Ok(text) => client.text(text).await,
+                        Err(_) => break,
+                    },
+                    F::Binary(b) => client.binary(b).await,
+                    F::Continuation(item) => client.continuation(item).await,
+                    F::Ping(p) => client.ping(&p).await,
+                    F::Pong(p) => client.pong(&p).await,
+                    F::Close(reason) => {
+                        let _ = client.close(reason).await;
+                        break;
+                    }
+                };
+                if sent.is_err() {
+                    let _ = to_up.send(U::Close(None)).await;
+                    break;
+                }
+            }
+        }
+    }
+}

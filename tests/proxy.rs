@@ -1,0 +1,585 @@
+//! Issue 4: the authenticated Jupyter proxy, against real Jupyter in real containers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+const READY: Duration = Duration::from_secs(60);
+
+/// A running notebook of `alice`, and her API client.
+async fn running_notebook(server: &TestServer) -> (Api, String) {
+    add_user(server, "alice", "alice-password", false);
+    let alice = Api::new(&server.url, &token_for(server, "alice"));
+    let id = alice.create_notebook("proxied").await;
+    alice.wait_state(&id, "running", READY).await;
+    (alice, id)
+}
+
+async fn start_kernel(http: &reqwest::Client, url: &str, auth: Option<&str>) -> String {
+    let mut req = http.post(url).json(&json!({"name": "python3"}));
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let r = req.send().await.expect("POST kernels");
+    assert_eq!(
+        r.status(),
+        201,
+        "kernel start: {}",
+        r.text().await.unwrap_or_default()
+    );
+    let kernel: serde_json::Value = r.json().await.expect("kernel json");
+    kernel["id"].as_str().expect("kernel id").to_string()
+}
+
+/// Runs `code` over the kernel's channels WebSocket and returns its text/plain result.
+async fn execute(ws_url: &str, headers: &[(&'static str, String)], code: &str) -> String {
+    let mut request = ws_url.into_client_request().expect("ws request");
+    for (k, v) in headers {
+        request
+            .headers_mut()
+            .insert(*k, v.parse().expect("header value"));
+    }
+    let config = WebSocketConfig {
+        max_message_size: Some(256 << 20),
+        max_frame_size: Some(256 << 20),
+        ..Default::default()
+    };
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+            .await
+            .expect("websocket connects through the proxy");
+    let msg_id = format!("exec-{}", std::process::id());
+    let request = json!({
+        "header": {"msg_id": msg_id, "username": "test", "session": "s-1", "msg_type": "execute_request", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "buffers": [], "channel": "shell",
+        "content": {"code": code, "silent": false, "store_history": false, "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
+    });
+    socket
+        .send(Message::Text(request.to_string()))
+        .await
+        .expect("send");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("a result before the deadline")
+            .expect("socket open")
+            .expect("frame");
+        let Message::Text(text) = msg else { continue };
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json message");
+        if v["parent_header"]["msg_id"] != msg_id.as_str() {
+            continue;
+        }
+        match v["header"]["msg_type"].as_str() {
+            Some("execute_result") => {
+                let _ = socket.close(None).await;
+                return v["content"]["data"]["text/plain"]
+                    .as_str()
+                    .expect("text/plain")
+                    .to_string();
+            }
+            Some("error") => panic!("kernel error: {}", v["content"]),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_runs_code_with_a_session_cookie_and_with_a_token_alone() {
+    let Some(image) = test_image() else { return };
+    let server = TestServer::start_with(|c| docker_config(c, &image)).await;
+    let (alice, id) = running_notebook(&server).await;
+    let host = server.url.trim_start_matches("http://").to_string();
+
+    // As a browser: session cookie, same-origin Origin header.
+    let browser = client();
+    login_ok(&browser, &server.url, "alice", "alice-password").await;
+    let kernel = start_kernel(
+        &browser,
+        &format!("{}/nb/{id}/api/kernels", server.url),
+        None,
+    )
+    .await;
+    let cookie = {
+        let r = browser
+            .get(format!("{}/", server.url))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), 200);
+        // reqwest keeps the cookie; read it back by logging in again on a fresh client.
+        let fresh = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let page = fresh
+            .get(format!("{}/login", server.url))
+            .send()
+            .await
+            .expect("GET");
+        let login_cookie = page.headers()["set-cookie"]
+            .to_str()
+            .expect("cookie")
+            .split(';')
+            .next()
+            .expect("c")
+            .to_string();
+        let csrf = csrf_from(&page.text().await.expect("body"));
+        let r = fresh
+            .post(format!("{}/login", server.url))
+            .header("cookie", &login_cookie)
+            .form(&[
+                ("username", "alice"),
+                ("password", "alice-password"),
+                ("csrf", &csrf),
+            ])
+            .send()
+            .await
+            .expect("login");
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with("notebox_session="))
+            .expect("session cookie")
+            .split(';')
+            .next()
+            .expect("cookie pair")
+            .to_string()
+    };
+    let ws_url = format!("ws://{host}/nb/{id}/api/kernels/{kernel}/channels");
+    let result = execute(
+        &ws_url,
+        &[("cookie", cookie.clone()), ("origin", server.url.clone())],
+        "1+1",
+    )
+    .await;
+    assert_eq!(result, "2");
+
+    // As a script or VS Code: only a personal access token, no cookie.
+    let http = reqwest::Client::new();
+    let kernel2 = start_kernel(
+        &http,
+        &format!("{}/nb/{id}/api/kernels", server.url),
+        Some(&format!("token {}", alice.token)),
+    )
+    .await;
+    let ws_url = format!("ws://{host}/nb/{id}/api/kernels/{kernel2}/channels");
+    let result = execute(
+        &ws_url,
+        &[("authorization", format!("token {}", alice.token))],
+        "6*7",
+    )
+    .await;
+    assert_eq!(result, "42");
+    let ws_url = format!(
+        "ws://{host}/nb/{id}/api/kernels/{kernel2}/channels?token={}",
+        alice.token
+    );
+    let result = execute(&ws_url, &[], "2**10").await;
+    assert_eq!(result, "1024");
+
+    // A large result comes back (4 MiB of text in one message).
+    let result = execute(&ws_url, &[], "'b' * (4 << 20)").await;
+    assert_eq!(result.len(), (4 << 20) + 2);
+
+    let (_, status) = alice.get(&format!("/nb/{id}/api/status")).await;
+    assert!(status["started"].is_string(), "{status}");
+}
+
+/// A notebook whose "Jupyter" is tests/upstream/echo.py: it reports the headers it got and
+/// echoes WebSocket messages.
+async fn echo_notebook(image: &str) -> (TestServer, Api, String) {
+    let image = image.to_string();
+    let server = TestServer::start_with(move |c| {
+        docker_config(c, &image);
+        c.images[0].launcher = notebox::config::Launcher::Command;
+        c.images[0].command = vec![
+            "python3".into(),
+            "-c".into(),
+            include_str!("upstream/echo.py").into(),
+            "{base_url}".into(),
+        ];
+    })
+    .await;
+    add_user(&server, "alice", "alice-password", false);
+    let alice = Api::new(&server.url, &token_for(&server, "alice"));
+    let id = alice.create_notebook("echo").await;
+    alice.wait_state(&id, "running", READY).await;
+    (server, alice, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_sees_its_own_token_never_notebox_credentials() {
+    let Some(image) = test_image() else { return };
+    let (server, alice, id) = echo_notebook(&image).await;
+    let browser = client();
+    login_ok(&browser, &server.url, "alice", "alice-password").await;
+    let seen: serde_json::Value = browser
+        .get(format!("{}/nb/{id}/api/status", server.url))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    let auth = seen["authorization"]
+        .as_str()
+        .unwrap_or_else(|| panic!("upstream answer: {seen}"));
+    assert!(
+        auth.starts_with("token ") && !auth.contains("nbx_"),
+        "{auth}"
+    );
+    let cookie = seen["cookie"].as_str().expect("cookie");
+    assert!(
+        !cookie.contains("notebox_"),
+        "notebox cookies leaked upstream: {cookie}"
+    );
+    assert!(
+        seen["forwarded_for"]
+            .as_str()
+            .is_some_and(|f| f.contains("127.0.0.1")),
+        "{seen}"
+    );
+    let (_, seen) = alice
+        .get(&format!("/nb/{id}/api/status?token={}", alice.token))
+        .await;
+    let auth = seen["authorization"].as_str().expect("authorization");
+    assert!(
+        !auth.contains(&alice.token),
+        "the member's token leaked upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_relays_large_fragmented_and_control_frames() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let Some(image) = test_image() else { return };
+    let (server, alice, id) = echo_notebook(&image).await;
+    let host = server.url.trim_start_matches("http://");
+    let mut request = format!("ws://{host}/nb/{id}/echo")
+        .into_client_request()
+        .expect("req");
+    request.headers_mut().insert(
+        "authorization",
+        format!("token {}", alice.token).parse().expect("h"),
+    );
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "v1.kernel.websocket.jupyter.org".parse().expect("h"),
+    );
+    let config = WebSocketConfig {
+        max_message_size: Some(256 << 20),
+        max_frame_size: Some(256 << 20),
+        ..Default::default()
+    };
+    let (mut socket, response) =
+        tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+            .await
+            .expect("connect");
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "v1.kernel.websocket.jupyter.org",
+        "the browser is accepted with the subprotocol upstream chose"
+    );
+
+    // 64 MiB binary and text messages, both ways.
+    let big: Vec<u8> = (0..(64usize << 20)).map(|i| (i % 251) as u8).collect();
+    socket
+        .send(Message::Binary(big.clone()))
+        .await
+        .expect("send binary");
+    let back = recv_data(&mut socket).await;
+    assert_eq!(back, Message::Binary(big), "64 MiB binary echoed intact");
+    let text = "x".repeat(64 << 20);
+    socket
+        .send(Message::Text(text.clone()))
+        .await
+        .expect("send text");
+    assert_eq!(recv_data(&mut socket).await, Message::Text(text));
+
+    // A fragmented message arrives whole.
+    socket
+        .send(Message::Frame(Frame::message(
+            b"hello ".to_vec(),
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .await
+        .expect("f1");
+    socket
+        .send(Message::Frame(Frame::message(
+            b"fragmented ".to_vec(),
+            OpCode::Data(Data::Continue),
+            false,
+        )))
+        .await
+        .expect("f2");
+    socket
+        .send(Message::Frame(Frame::message(
+            b"world".to_vec(),
+            OpCode::Data(Data::Continue),
+            true,
+        )))
+        .await
+        .expect("f3");
+    assert_eq!(
+        recv_data(&mut socket).await,
+        Message::Text("hello fragmented world".into())
+    );
+
+    // 1000 ordered messages.
+    for i in 0..1000 {
+        socket
+            .send(Message::Text(format!("m{i}")))
+            .await
+            .expect("send");
+    }
+    for i in 0..1000 {
+        assert_eq!(recv_data(&mut socket).await, Message::Text(format!("m{i}")));
+    }
+
+    // Ping gets a pong (from upstream, through the proxy); close is answered.
+    socket
+        .send(Message::Ping(b"are you there".to_vec()))
+        .await
+        .expect("ping");
+    let pong = loop {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("pong in time")
+        {
+            Some(Ok(Message::Pong(p))) => break p,
+            Some(Ok(_)) => continue,
+            other => panic!("no pong: {other:?}"),
+        }
+    };
+    assert_eq!(pong, b"are you there");
+    socket.close(None).await.expect("close");
+}
+
+async fn recv_data<S>(socket: &mut S) -> Message
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), socket.next())
+            .await
+            .expect("message in time")
+        {
+            Some(Ok(Message::Ping(_))) | Some(Ok(Message::Pong(_))) => continue,
+            Some(Ok(m)) => return m,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_get_404_browsers_get_login_and_foreign_origins_403() {
+    let Some(image) = test_image() else { return };
+    let server = TestServer::start_with(|c| docker_config(c, &image)).await;
+    let (alice, id) = running_notebook(&server).await;
+    let status_url = format!("{}/nb/{id}/api/status", server.url);
+
+    // Another logged-in member: 404, as if the notebook did not exist.
+    add_user(&server, "mallory", "mallory-password", false);
+    let mallory = client();
+    login_ok(&mallory, &server.url, "mallory", "mallory-password").await;
+    assert_eq!(
+        mallory.get(&status_url).send().await.expect("GET").status(),
+        404
+    );
+    let mallory_token = token_for(&server, "mallory");
+    let r = reqwest::Client::new()
+        .get(&status_url)
+        .header("authorization", format!("token {mallory_token}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 404);
+    // The same answer as for a notebook that does not exist.
+    let r = mallory
+        .get(format!("{}/nb/nosuchnotebook/api/status", server.url))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 404);
+
+    // No session: a browser is sent to the login page, and comes back afterwards.
+    let r = client()
+        .get(format!("{}/nb/{id}/lab", server.url))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], format!("/login?next=/nb/{id}/lab"));
+    // A script without credentials: 401; with a made-up token: 401.
+    assert_eq!(reqwest::get(&status_url).await.expect("GET").status(), 401);
+    let r = reqwest::Client::new()
+        .get(&status_url)
+        .bearer_auth("nbx_madeup")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 401);
+
+    // The owner's token works.
+    assert_eq!(alice.get(&format!("/nb/{id}/api/status")).await.0, 200);
+
+    // A WebSocket upgrade from another site is refused by the proxy itself.
+    let http = reqwest::Client::new();
+    let kernel = start_kernel(
+        &http,
+        &format!("{}/nb/{id}/api/kernels", server.url),
+        Some(&format!("token {}", alice.token)),
+    )
+    .await;
+    let host = server.url.trim_start_matches("http://");
+    let mut request = format!("ws://{host}/nb/{id}/api/kernels/{kernel}/channels")
+        .into_client_request()
+        .expect("req");
+    request.headers_mut().insert(
+        "authorization",
+        format!("token {}", alice.token).parse().expect("h"),
+    );
+    request
+        .headers_mut()
+        .insert("origin", "http://evil.example".parse().expect("h"));
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 403),
+        other => panic!(
+            "foreign origin must be refused, got {:?}",
+            other.map(|_| ())
+        ),
+    }
+    // So is a cross-site write.
+    let r = http
+        .post(format!("{}/nb/{id}/api/kernels", server.url))
+        .header("authorization", format!("token {}", alice.token))
+        .header("origin", "http://evil.example")
+        .json(&json!({"name": "python3"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 403);
+
+    // A stopped notebook: a friendly page for browsers, 409 JSON for clients.
+    alice
+        .post(&format!("/api/v1/notebooks/{id}/stop"), json!({}))
+        .await;
+    alice.wait_state(&id, "stopped", READY).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // routing cache
+    let (s, body) = alice.get(&format!("/nb/{id}/api/status")).await;
+    assert_eq!(s, 409, "{body}");
+    assert_eq!(body["error"]["code"], "notebook_not_running");
+    let browser = client();
+    login_ok(&browser, &server.url, "alice", "alice-password").await;
+    let r = browser
+        .get(format!("{}/nb/{id}/lab", server.url))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 409);
+    let page = r.text().await.expect("body");
+    assert!(
+        page.contains("is stopped") && page.contains("Start the notebook"),
+        "{page}"
+    );
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_mib_round_trip_streams_in_little_memory() {
+    use base64::Engine;
+    use sha2::Digest;
+    let Some(image) = test_image() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let _guard = ContainerGuard(data.clone());
+    let config = dir.path().join("config.toml");
+    let toml = docker_config_toml(&data, &image).replace("memory_mib = 1024", "memory_mib = 2048");
+    std::fs::write(&config, toml).expect("config");
+    let config_arg = config.to_string_lossy().to_string();
+    let server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]);
+    let out = run_cli(
+        &data,
+        &["--config", &config_arg, "token", "create", "admin"],
+        None,
+    );
+    let api = Api::new(&server.url, out.stdout.trim());
+    let id = api.create_notebook("big files").await;
+    api.wait_state(&id, "running", READY).await;
+
+    // Upload 100 MiB the way JupyterLab does: the contents API in 4 MiB chunks.
+    let total = 100usize << 20;
+    let chunk_size = 4usize << 20;
+    let mut hasher = sha2::Sha256::new();
+    let http = reqwest::Client::new();
+    let chunks = total / chunk_size;
+    for i in 0..chunks {
+        let chunk: Vec<u8> = (0..chunk_size)
+            .map(|j| ((i * 7919 + j * 31) % 251) as u8)
+            .collect();
+        hasher.update(&chunk);
+        let number: i64 = if i + 1 == chunks { -1 } else { i as i64 + 1 };
+        let body = json!({
+            "type": "file", "format": "base64", "name": "big.bin", "path": "big.bin", "chunk": number,
+            "content": base64::engine::general_purpose::STANDARD.encode(&chunk),
+        });
+        let r = http
+            .put(format!("{}/nb/{id}/api/contents/big.bin", server.url))
+            .header("authorization", format!("token {}", api.token))
+            .json(&body)
+            .send()
+            .await
+            .expect("PUT chunk");
+        assert!(r.status().is_success(), "chunk {i}: {}", r.status());
+    }
+    let uploaded = hex::encode(hasher.finalize());
+
+    // Download it back, streamed.
+    let mut r = http
+        .get(format!("{}/nb/{id}/files/big.bin", server.url))
+        .header("authorization", format!("token {}", api.token))
+        .send()
+        .await
+        .expect("GET file");
+    assert_eq!(r.status(), 200);
+    let mut hasher = sha2::Sha256::new();
+    let mut received = 0usize;
+    while let Some(bytes) = r.chunk().await.expect("chunk") {
+        received += bytes.len();
+        hasher.update(&bytes);
+    }
+    assert_eq!(received, total);
+    assert_eq!(hex::encode(hasher.finalize()), uploaded, "byte-identical");
+
+    let peak = peak_rss_kib(server.child.id());
+    eprintln!("notebox peak resident memory: {} MiB", peak / 1024);
+    assert!(
+        peak > 0 && peak < 100 * 1024,
+        "notebox peak RSS {} KiB",
+        peak
+    );
+}
