@@ -11,24 +11,38 @@ use common::*;
 async fn first_start_with_no_config_creates_admin_and_serves() {
     let cwd = tempfile::tempdir().expect("tmp");
     let server = ServerProcess::spawn(cwd.path(), &[], &[]);
-    let health = reqwest::get(format!("{}/healthz", server.url)).await.expect("healthz");
+    let health = reqwest::get(format!("{}/healthz", server.url))
+        .await
+        .expect("healthz");
     assert_eq!(health.status(), 200);
     let body: serde_json::Value = health.json().await.expect("json");
     assert_eq!(body["status"], "ok");
 
     // Built-in default data dir, relative to where it was started.
     let pw_file = cwd.path().join("notebox-data/initial-admin-password");
-    let mode = std::fs::metadata(&pw_file).expect("password file").permissions().mode();
+    let mode = std::fs::metadata(&pw_file)
+        .expect("password file")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "initial password file mode");
-    let password = std::fs::read_to_string(&pw_file).expect("read").trim().to_string();
+    let password = std::fs::read_to_string(&pw_file)
+        .expect("read")
+        .trim()
+        .to_string();
     assert!(password.len() >= 16);
 
     let c = client();
     let csrf = login_ok(&c, &server.url, "admin", &password).await;
     assert!(!csrf.is_empty());
     let stderr = server.stderr();
-    assert!(stderr.contains("initial-admin-password"), "path is logged:\n{stderr}");
-    assert!(!stderr.contains(&password), "the password itself must never be logged");
+    assert!(
+        stderr.contains("initial-admin-password"),
+        "path is logged:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains(&password),
+        "the password itself must never be logged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,8 +57,19 @@ async fn member_logs_in_with_csrf_and_is_greeted() {
         .to_str()
         .unwrap_or("")
         .contains("notebox_session")));
-    assert!(wrong.text().await.expect("body").contains("wrong username or password"));
-    assert_eq!(c.get(format!("{}/", server.url)).send().await.expect("GET").status(), 303);
+    assert!(wrong
+        .text()
+        .await
+        .expect("body")
+        .contains("wrong username or password"));
+    assert_eq!(
+        c.get(format!("{}/", server.url))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        303
+    );
 
     let ok = login(&c, &server.url, "alice", "alice-password").await;
     assert_eq!(ok.status(), 303);
@@ -58,7 +83,11 @@ async fn member_logs_in_with_csrf_and_is_greeted() {
         .to_string();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Lax"), "{cookie}");
-    let home = c.get(format!("{}/", server.url)).send().await.expect("GET /");
+    let home = c
+        .get(format!("{}/", server.url))
+        .send()
+        .await
+        .expect("GET /");
     assert_eq!(home.status(), 200);
     let html = home.text().await.expect("body");
     assert!(html.contains("Hello, alice"), "dashboard greets alice");
@@ -73,7 +102,15 @@ async fn member_logs_in_with_csrf_and_is_greeted() {
         .await
         .expect("POST");
     assert_eq!(r.status(), 403);
-    assert_eq!(fresh.get(format!("{}/", server.url)).send().await.expect("GET").status(), 303);
+    assert_eq!(
+        fresh
+            .get(format!("{}/", server.url))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        303
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,9 +131,16 @@ async fn sixth_wrong_password_is_throttled() {
         .and_then(|v| v.parse().ok())
         .expect("Retry-After seconds");
     assert!(retry > 0 && retry <= 900, "{retry}");
-    assert!(r.text().await.expect("body").contains("too many failed logins"));
+    assert!(r
+        .text()
+        .await
+        .expect("body")
+        .contains("too many failed logins"));
     // Even the right password waits out the window.
-    assert_eq!(login(&c, &server.url, "bob", "bob-password").await.status(), 429);
+    assert_eq!(
+        login(&c, &server.url, "bob", "bob-password").await.status(),
+        429
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,7 +161,10 @@ async fn cli_token_works_for_the_api_and_bad_tokens_get_json_401() {
     let server = TestServer::start().await;
     add_user(&server, "alice", "alice-password", false);
     let token = token_for(&server, "alice");
-    assert!(token.starts_with("nbx_") && !token.contains(char::is_whitespace), "{token:?}");
+    assert!(
+        token.starts_with("nbx_") && !token.contains(char::is_whitespace),
+        "{token:?}"
+    );
 
     let http = reqwest::Client::new();
     let me: serde_json::Value = http
@@ -131,7 +178,12 @@ async fn cli_token_works_for_the_api_and_bad_tokens_get_json_401() {
         .expect("json");
     assert_eq!(me["username"], "alice");
 
-    for auth in [Some("Bearer nbx_madeup"), Some("Bearer"), Some("Basic YWxpY2U6eA=="), None] {
+    for auth in [
+        Some("Bearer nbx_madeup"),
+        Some("Bearer"),
+        Some("Basic YWxpY2U6eA=="),
+        None,
+    ] {
         let mut req = http.get(format!("{}/api/v1/me", server.url));
         if let Some(a) = auth {
             req = req.header("authorization", a);
@@ -140,14 +192,19 @@ async fn cli_token_works_for_the_api_and_bad_tokens_get_json_401() {
         assert_eq!(r.status(), 401, "{auth:?}");
         let body: serde_json::Value = r.json().await.expect("json error");
         assert!(body["error"]["code"].is_string(), "{body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
     }
     // The token is stored hashed: it appears nowhere in the database file.
     let db = std::fs::read(server.data_dir().join("notebox.db")).expect("db");
     let wal = std::fs::read(server.data_dir().join("notebox.db-wal")).unwrap_or_default();
     let needle = token.as_bytes();
     for bytes in [&db, &wal] {
-        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "token stored in clear");
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "token stored in clear"
+        );
     }
 }
 
@@ -172,8 +229,15 @@ async fn token_page_creates_and_revokes_and_needs_csrf() {
         .await
         .expect("POST");
     assert_eq!(bad_csrf.status(), 403);
-    let list = c.get(format!("{}/settings/tokens", server.url)).send().await.expect("GET");
-    assert!(!list.text().await.expect("body").contains("sneaky"), "nothing was created");
+    let list = c
+        .get(format!("{}/settings/tokens", server.url))
+        .send()
+        .await
+        .expect("GET");
+    assert!(
+        !list.text().await.expect("body").contains("sneaky"),
+        "nothing was created"
+    );
 
     let made = c
         .post(format!("{}/settings/tokens", server.url))
@@ -199,7 +263,11 @@ async fn token_page_creates_and_revokes_and_needs_csrf() {
         .expect("GET");
     assert_eq!(me.status(), 200);
     // Shown once only.
-    let again = c.get(format!("{}/settings/tokens", server.url)).send().await.expect("GET");
+    let again = c
+        .get(format!("{}/settings/tokens", server.url))
+        .send()
+        .await
+        .expect("GET");
     let again = again.text().await.expect("body");
     assert!(again.contains("laptop") && !again.contains(&token));
 
@@ -247,7 +315,12 @@ async fn login_next_goes_only_to_local_paths() {
         let csrf = csrf_from(&page);
         let r = c
             .post(format!("{}/login", server.url))
-            .form(&[("username", "dave"), ("password", "dave-password"), ("csrf", &csrf), ("next", next)])
+            .form(&[
+                ("username", "dave"),
+                ("password", "dave-password"),
+                ("csrf", &csrf),
+                ("next", next),
+            ])
             .send()
             .await
             .expect("POST");
@@ -255,7 +328,11 @@ async fn login_next_goes_only_to_local_paths() {
         assert_eq!(r.headers()["location"], expected, "next={next}");
     }
     // A page that needs login sends the browser to /login?next=...
-    let r = client().get(format!("{}/settings/tokens", server.url)).send().await.expect("GET");
+    let r = client()
+        .get(format!("{}/settings/tokens", server.url))
+        .send()
+        .await
+        .expect("GET");
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/login?next=/settings/tokens");
 }
@@ -270,7 +347,11 @@ async fn admin_manages_users_and_members_cannot() {
     // Add a user through the admin page.
     let r = admin
         .post(format!("{}/admin/users", server.url))
-        .form(&[("csrf", csrf.as_str()), ("username", "frank"), ("password", "frank-password")])
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", "frank"),
+            ("password", "frank-password"),
+        ])
         .send()
         .await
         .expect("POST");
@@ -280,14 +361,26 @@ async fn admin_manages_users_and_members_cannot() {
     // Bad input re-renders the form with a message.
     let r = admin
         .post(format!("{}/admin/users", server.url))
-        .form(&[("csrf", csrf.as_str()), ("username", "Bad Name"), ("password", "long-enough")])
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", "Bad Name"),
+            ("password", "long-enough"),
+        ])
         .send()
         .await
         .expect("POST");
     assert_eq!(r.status(), 400);
-    assert!(r.text().await.expect("body").contains("not a valid username"));
+    assert!(r
+        .text()
+        .await
+        .expect("body")
+        .contains("not a valid username"));
 
-    let page = admin.get(format!("{}/admin/users", server.url)).send().await.expect("GET");
+    let page = admin
+        .get(format!("{}/admin/users", server.url))
+        .send()
+        .await
+        .expect("GET");
     let page = page.text().await.expect("body");
     let frank_id = regex::Regex::new(r#"/admin/users/(\d+)/password"#)
         .expect("re")
@@ -306,20 +399,48 @@ async fn admin_manages_users_and_members_cannot() {
         .await
         .expect("POST");
     assert_eq!(r.status(), 303);
-    assert_eq!(frank.get(format!("{}/", server.url)).send().await.expect("GET").status(), 303);
-    assert_ne!(login(&client(), &server.url, "frank", "frank-password").await.status(), 303);
+    assert_eq!(
+        frank
+            .get(format!("{}/", server.url))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        303
+    );
+    assert_ne!(
+        login(&client(), &server.url, "frank", "frank-password")
+            .await
+            .status(),
+        303
+    );
 
     // Reset erin's password; grant admin.
     let users = server.cli(&["user", "list"], None);
-    assert!(users.stdout.contains("erin") && users.stdout.contains("disabled"), "{}", users.stdout);
+    assert!(
+        users.stdout.contains("erin") && users.stdout.contains("disabled"),
+        "{}",
+        users.stdout
+    );
 
     // Members get 404 on admin pages.
     let erin = client();
     let erin_csrf = login_ok(&erin, &server.url, "erin", "erin-password").await;
-    assert_eq!(erin.get(format!("{}/admin/users", server.url)).send().await.expect("GET").status(), 404);
+    assert_eq!(
+        erin.get(format!("{}/admin/users", server.url))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        404
+    );
     let r = erin
         .post(format!("{}/admin/users", server.url))
-        .form(&[("csrf", erin_csrf.as_str()), ("username", "mallory"), ("password", "mallory-pass")])
+        .form(&[
+            ("csrf", erin_csrf.as_str()),
+            ("username", "mallory"),
+            ("password", "mallory-pass"),
+        ])
         .send()
         .await
         .expect("POST");
@@ -330,22 +451,53 @@ async fn admin_manages_users_and_members_cannot() {
 async fn cli_passwd_changes_password() {
     let server = TestServer::start().await;
     add_user(&server, "gina", "gina-password", false);
-    let out = server.cli(&["user", "passwd", "gina", "--password-stdin"], Some("gina-new-password\n"));
+    let out = server.cli(
+        &["user", "passwd", "gina", "--password-stdin"],
+        Some("gina-new-password\n"),
+    );
     assert!(out.status.success(), "{}", out.stderr);
-    assert_eq!(login(&client(), &server.url, "gina", "gina-password").await.status(), 401);
-    assert_eq!(login(&client(), &server.url, "gina", "gina-new-password").await.status(), 303);
-    let out = server.cli(&["user", "passwd", "nobody", "--password-stdin"], Some("whatever-pass\n"));
+    assert_eq!(
+        login(&client(), &server.url, "gina", "gina-password")
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        login(&client(), &server.url, "gina", "gina-new-password")
+            .await
+            .status(),
+        303
+    );
+    let out = server.cli(
+        &["user", "passwd", "nobody", "--password-stdin"],
+        Some("whatever-pass\n"),
+    );
     assert!(!out.status.success());
-    assert!(out.stderr.contains("no user named 'nobody'"), "{}", out.stderr);
-    let out = server.cli(&["user", "add", "gina", "--password-stdin"], Some("another-pass\n"));
-    assert!(!out.status.success() && out.stderr.contains("taken"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no user named 'nobody'"),
+        "{}",
+        out.stderr
+    );
+    let out = server.cli(
+        &["user", "add", "gina", "--password-stdin"],
+        Some("another-pass\n"),
+    );
+    assert!(
+        !out.status.success() && out.stderr.contains("taken"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn misspelt_config_key_stops_start_up_naming_the_key() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, "listen = \"127.0.0.1:0\"\n[notebooks]\nready_timout = \"60s\"\n").expect("write");
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:0\"\n[notebooks]\nready_timout = \"60s\"\n",
+    )
+    .expect("write");
     let out = std::process::Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&path)
@@ -356,7 +508,10 @@ fn misspelt_config_key_stops_start_up_naming_the_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ready_timout"), "{stderr}");
     assert!(stderr.contains(&path.display().to_string()), "{stderr}");
-    assert!(!dir.path().join("notebox-data").exists(), "nothing was started");
+    assert!(
+        !dir.path().join("notebox-data").exists(),
+        "nothing was started"
+    );
 
     // A bad value names its key too; so does NOTEBOX_CONFIG.
     std::fs::write(&path, "[gpu]\nbackend = \"cuda\"\n").expect("write");
@@ -368,7 +523,10 @@ fn misspelt_config_key_stops_start_up_naming_the_key() {
         .expect("run");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cuda") && stderr.contains("backend"), "{stderr}");
+    assert!(
+        stderr.contains("cuda") && stderr.contains("backend"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,7 +553,8 @@ async fn existing_database_is_reopened_and_newer_one_refused() {
     // A database from a newer notebox is refused with a clear message.
     {
         let conn = rusqlite::Connection::open(&db_path).expect("open");
-        conn.pragma_update(None, "user_version", version + 1).expect("bump");
+        conn.pragma_update(None, "user_version", version + 1)
+            .expect("bump");
     }
     let out = std::process::Command::new(BIN)
         .arg("serve")
@@ -412,7 +571,9 @@ async fn existing_database_is_reopened_and_newer_one_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_carry_security_headers_and_static_files_etags() {
     let server = TestServer::start().await;
-    let r = reqwest::get(format!("{}/login", server.url)).await.expect("GET");
+    let r = reqwest::get(format!("{}/login", server.url))
+        .await
+        .expect("GET");
     let h = r.headers();
     let csp = h["content-security-policy"].to_str().expect("csp");
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'self'"));
@@ -426,10 +587,18 @@ async fn pages_carry_security_headers_and_static_files_etags() {
         .expect("stylesheet link")
         .as_str()
         .to_string();
-    let first = reqwest::get(format!("{}{css}", server.url)).await.expect("GET css");
+    let first = reqwest::get(format!("{}{css}", server.url))
+        .await
+        .expect("GET css");
     assert_eq!(first.status(), 200);
-    assert!(first.headers()["content-type"].to_str().expect("ct").starts_with("text/css"));
-    assert!(first.headers()["cache-control"].to_str().expect("cc").contains("immutable"));
+    assert!(first.headers()["content-type"]
+        .to_str()
+        .expect("ct")
+        .starts_with("text/css"));
+    assert!(first.headers()["cache-control"]
+        .to_str()
+        .expect("cc")
+        .contains("immutable"));
     let etag = first.headers()["etag"].clone();
     let second = reqwest::Client::new()
         .get(format!("{}{css}", server.url))
@@ -439,9 +608,13 @@ async fn pages_carry_security_headers_and_static_files_etags() {
         .expect("GET css");
     assert_eq!(second.status(), 304);
 
-    let missing = reqwest::get(format!("{}/no/such/page", server.url)).await.expect("GET");
+    let missing = reqwest::get(format!("{}/no/such/page", server.url))
+        .await
+        .expect("GET");
     assert_eq!(missing.status(), 404);
-    let api_missing = reqwest::get(format!("{}/api/v1/nothing", server.url)).await.expect("GET");
+    let api_missing = reqwest::get(format!("{}/api/v1/nothing", server.url))
+        .await
+        .expect("GET");
     assert_eq!(api_missing.status(), 404);
     let body: serde_json::Value = api_missing.json().await.expect("json");
     assert_eq!(body["error"]["code"], "not_found");
@@ -453,10 +626,21 @@ async fn api_writes_with_a_session_need_the_csrf_header() {
     add_user(&server, "ivan", "ivan-password", false);
     let c = client();
     let _csrf = login_ok(&c, &server.url, "ivan", "ivan-password").await;
-    let me = c.get(format!("{}/api/v1/me", server.url)).send().await.expect("GET");
+    let me = c
+        .get(format!("{}/api/v1/me", server.url))
+        .send()
+        .await
+        .expect("GET");
     assert_eq!(me.status(), 200, "session cookie works for API reads");
     // Logging out ends the session.
-    let home = c.get(format!("{}/", server.url)).send().await.expect("GET").text().await.expect("b");
+    let home = c
+        .get(format!("{}/", server.url))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("b");
     let csrf = csrf_from(&home);
     let r = c
         .post(format!("{}/logout", server.url))
@@ -465,7 +649,11 @@ async fn api_writes_with_a_session_need_the_csrf_header() {
         .await
         .expect("POST");
     assert_eq!(r.status(), 303);
-    let me = c.get(format!("{}/api/v1/me", server.url)).send().await.expect("GET");
+    let me = c
+        .get(format!("{}/api/v1/me", server.url))
+        .send()
+        .await
+        .expect("GET");
     assert_eq!(me.status(), 401);
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
