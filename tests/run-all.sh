@@ -34,9 +34,9 @@ fi
 
 # 3. The Jupyter test image, built from Debian packages (no registry needed), once.
 say "test image"
-NOTEBOX_TEST_IMAGE=$(tests/image/build.sh | tail -n 1)
-export NOTEBOX_TEST_IMAGE
-say "using $NOTEBOX_TEST_IMAGE"
+TEST_JUPYTER_IMAGE=$(tests/image/build.sh | tail -n 1)
+export TEST_JUPYTER_IMAGE
+say "using $TEST_JUPYTER_IMAGE"
 
 # 4. Every test: unit tests, integration tests against the real server, Docker, Chromium.
 say "cargo test"

@@ -374,7 +374,7 @@ pub fn test_image() -> Option<String> {
     ) {
         return None;
     }
-    let image = std::env::var("NOTEBOX_TEST_IMAGE")
+    let image = std::env::var("TEST_JUPYTER_IMAGE")
         .unwrap_or_else(|_| "notebox-test-jupyter:latest".into());
     let found = Command::new("docker")
         .args(["image", "inspect", &image])

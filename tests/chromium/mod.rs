@@ -1,0 +1,528 @@
+//! Headless Chromium for the end-to-end UI tests: a `chromedriver` child process on a free
+//! port, a fantoccini WebDriver session, and the few helpers the tests need (log in through
+//! the real form, wait for a selector or a text by polling, save a screenshot).
+//!
+//! The test files include it next to the kit: `mod chromium; mod common;`.
+//!
+//! `UI_TEST_DARK=1` runs the browser with `prefers-color-scheme: dark` and writes the
+//! screenshots under `target/ui-screenshots-dark/` instead of `docs/screenshots/`, to look
+//! at the dark theme without touching the committed pictures. (Not a `NOTEBOX_*` name:
+//! notebox refuses environment settings it does not know.)
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use crate::common;
+
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// The viewport every screenshot has.
+pub const WIDTH: u32 = 1280;
+pub const HEIGHT: u32 = 900;
+
+/// How long a page may take to show what a test waits for, unless the test says otherwise.
+pub const SHORT: Duration = Duration::from_secs(15);
+
+fn executable(path: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Whether the browser can run here; fails under CI=true, skips visibly elsewhere.
+pub fn available() -> bool {
+    common::require(
+        "chromium",
+        executable(CHROMIUM),
+        &format!("{CHROMIUM} is missing (Debian package `chromium`)"),
+    ) && common::require(
+        "chromedriver",
+        executable(CHROMEDRIVER),
+        &format!("{CHROMEDRIVER} is missing (Debian package `chromium-driver`)"),
+    )
+}
+
+/// Whether this run looks at the dark theme (`UI_TEST_DARK=1`).
+pub fn dark() -> bool {
+    std::env::var("UI_TEST_DARK").is_ok_and(|v| v == "1")
+}
+
+/// Where screenshots go: `docs/screenshots/` (committed), or a scratch folder in dark mode.
+/// Screenshots go to target/ui-screenshots on every run; `UPDATE_SCREENSHOTS=1` writes the
+/// README's copies in docs/screenshots instead.
+pub fn screenshot_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if dark() {
+        root.join("target/ui-screenshots-dark")
+    } else if std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        root.join("docs/screenshots")
+    } else {
+        root.join("target/ui-screenshots")
+    }
+}
+
+/// `chromedriver` as a child process in its own process group, so that dropping it also
+/// ends the Chromium it started (even when a test panics half-way).
+struct Driver {
+    child: Child,
+    url: String,
+    log: PathBuf,
+}
+
+impl Driver {
+    async fn start(log_dir: &Path) -> Driver {
+        use std::os::unix::process::CommandExt;
+        // A free port: bind, read it, let it go. Retried if chromedriver loses the race.
+        let mut last_err = String::new();
+        for _ in 0..3 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let log = log_dir.join(format!("chromedriver-{port}.log"));
+            let child = Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .arg(format!("--log-path={}", log.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("spawn chromedriver");
+            let mut driver = Driver {
+                child,
+                url: format!("http://127.0.0.1:{port}"),
+                log,
+            };
+            match driver.wait_ready(Duration::from_secs(15)).await {
+                Ok(()) => return driver,
+                Err(e) => last_err = e, // dropped: killed
+            }
+        }
+        panic!("chromedriver never became ready: {last_err}");
+    }
+
+    /// Polls `GET /status` until chromedriver says it is ready.
+    async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "chromedriver exited with {status}: {}",
+                    self.log_tail()
+                ));
+            }
+            if let Ok(r) = http.get(format!("{}/status", self.url)).send().await {
+                if let Ok(v) = r.json::<serde_json::Value>().await {
+                    if v["value"]["ready"] == true {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no answer on {} after {timeout:?}", self.url));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // The whole group this test started: chromedriver and the browser under it.
+        let pgid = self.child.id();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One headless Chromium pointed at one notebox.
+pub struct Browser {
+    pub client: Client,
+    /// The notebox base URL, e.g. `http://127.0.0.1:41234`.
+    pub base: String,
+    // Dropped after the client, which closes its session when dropped.
+    driver: Driver,
+    scratch: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium session (1280x900).
+    pub async fn start(base: &str) -> Browser {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let driver = Driver::start(scratch.path()).await;
+        let profile = scratch.path().join("profile");
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            format!("--window-size={WIDTH},{HEIGHT}"),
+            format!("--user-data-dir={}", profile.display()),
+            "--lang=en-US".into(),
+            "--hide-scrollbars".into(),
+            "--force-color-profile=srgb".into(),
+            "--no-first-run".into(),
+            "--no-default-browser-check".into(),
+            "--disable-extensions".into(),
+            "--disable-background-networking".into(),
+            "--disable-sync".into(),
+            "--password-store=basic".into(),
+        ];
+        if dark() {
+            args.push("--force-dark-mode".into());
+            args.push("--blink-settings=preferredColorScheme=0".into());
+        }
+        let caps = serde_json::json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": args,
+                // Chromium's own password manager bubble must not cover the pages.
+                "prefs": {
+                    "credentials_enable_service": false,
+                    "profile.password_manager_enabled": false,
+                    "profile.password_manager_leak_detection": false,
+                },
+            },
+        });
+        let caps = match caps {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&driver.url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "WebDriver session with {CHROMIUM}: {e}\nchromedriver log:\n{}",
+                    driver.log_tail()
+                )
+            });
+        let browser = Browser {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+            driver,
+            scratch,
+        };
+        // Headless windows sometimes open smaller than asked; the viewport is what counts.
+        browser.fit_viewport().await;
+        browser
+    }
+
+    /// Resizes the window so that the page's viewport is exactly WIDTH x HEIGHT.
+    async fn fit_viewport(&self) {
+        let inner = || async {
+            let v = self
+                .client
+                .execute("return [window.innerWidth, window.innerHeight];", vec![])
+                .await
+                .expect("viewport size");
+            (
+                v[0].as_i64().unwrap_or(0) as i32,
+                v[1].as_i64().unwrap_or(0) as i32,
+            )
+        };
+        let (w, h) = inner().await;
+        if (w, h) == (WIDTH as i32, HEIGHT as i32) {
+            return;
+        }
+        let (ow, oh) = self.client.get_window_size().await.expect("window size");
+        let (nw, nh) = (ow as i32 + WIDTH as i32 - w, oh as i32 + HEIGHT as i32 - h);
+        self.client
+            .set_window_size(nw.max(100) as u32, nh.max(100) as u32)
+            .await
+            .expect("set window size");
+    }
+
+    /// Closes the browser session cleanly (Drop also ends it, less politely).
+    pub async fn close(self) {
+        let Browser { client, driver, .. } = self;
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
+        drop(driver);
+    }
+
+    /// An absolute URL on the notebox under test.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn goto(&self, path: &str) {
+        let url = self.url(path);
+        self.client
+            .goto(&url)
+            .await
+            .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    }
+
+    /// The path (and query) of the page the browser shows now.
+    pub async fn path(&self) -> String {
+        let url = self.client.current_url().await.expect("current url");
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        }
+    }
+
+    /// The visible text of the whole page.
+    pub async fn page_text(&self) -> String {
+        match self.client.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Polls `check` (every 100 ms) until it returns Some, or panics after `timeout` with
+    /// what the page showed then.
+    pub async fn wait<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let path = self.path().await;
+                let text = self.page_text().await;
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n\
+                     page {path} shows:\n{text}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The first element matching `css` that is displayed, if any (no waiting).
+    pub async fn visible(&self, css: &str) -> Option<Element> {
+        let all = self.client.find_all(Locator::Css(css)).await.ok()?;
+        for el in all {
+            if el.is_displayed().await.unwrap_or(false) {
+                return Some(el);
+            }
+        }
+        None
+    }
+
+    /// Waits until an element matching `css` is displayed.
+    pub async fn wait_css(&self, css: &str, timeout: Duration) -> Element {
+        self.wait(&format!("`{css}` to be shown"), timeout, || {
+            self.visible(css)
+        })
+        .await
+    }
+
+    /// Waits until a displayed element matching `css` has a text containing `text`; returns
+    /// the element's whole text. Survives the page reloading underneath.
+    pub async fn wait_text(&self, css: &str, text: &str, timeout: Duration) -> String {
+        self.wait(&format!("`{css}` to show {text:?}"), timeout, || async {
+            let el = self.visible(css).await?;
+            let t = el.text().await.ok()?;
+            t.contains(text).then_some(t)
+        })
+        .await
+    }
+
+    /// Waits until the page shows `text` anywhere.
+    pub async fn wait_page_text(&self, text: &str, timeout: Duration) {
+        self.wait(&format!("the page to show {text:?}"), timeout, || async {
+            self.page_text().await.contains(text).then_some(())
+        })
+        .await
+    }
+
+    /// Waits until the browser is on `path` (exact, query ignored) or on a path that
+    /// satisfies the regex `path` when it starts with `^`.
+    pub async fn wait_path(&self, path: &str, timeout: Duration) -> String {
+        let re = path
+            .starts_with('^')
+            .then(|| regex::Regex::new(path).expect("path regex"));
+        self.wait(&format!("the browser to be on {path}"), timeout, || async {
+            let url = self.client.current_url().await.ok()?;
+            let ok = match &re {
+                Some(re) => re.is_match(url.path()),
+                None => url.path() == path,
+            };
+            ok.then(|| url.path().to_string())
+        })
+        .await
+    }
+
+    /// A displayed link or button whose visible text is exactly `text` (whitespace
+    /// normalised), waiting for it.
+    pub async fn control(&self, text: &str) -> Element {
+        let xpath = format!(
+            "//a[normalize-space()={q}] | //button[normalize-space()={q}] | \
+             //input[(@type='submit' or @type='button') and @value={q}]",
+            q = xpath_literal(text)
+        );
+        self.wait(&format!("a link or button {text:?}"), SHORT, || async {
+            let all = self.client.find_all(Locator::XPath(&xpath)).await.ok()?;
+            for el in all {
+                if el.is_displayed().await.unwrap_or(false) {
+                    return Some(el);
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// Clicks the link or button labelled `text`.
+    pub async fn click(&self, text: &str) {
+        self.control(text)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {text:?}: {e}"));
+    }
+
+    /// Whether a displayed link or button labelled `text` is on the page now.
+    pub async fn has_control(&self, text: &str) -> bool {
+        let xpath = format!(
+            "//a[normalize-space()={q}] | //button[normalize-space()={q}]",
+            q = xpath_literal(text)
+        );
+        let Ok(all) = self.client.find_all(Locator::XPath(&xpath)).await else {
+            return false;
+        };
+        for el in all {
+            if el.is_displayed().await.unwrap_or(false) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Types into the field matched by `css` (cleared first).
+    pub async fn fill(&self, css: &str, value: &str) {
+        let el = self.wait_css(css, SHORT).await;
+        el.clear()
+            .await
+            .unwrap_or_else(|e| panic!("clear {css}: {e}"));
+        el.send_keys(value)
+            .await
+            .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+    }
+
+    /// Accepts the `window.confirm` the page opened, returning its message.
+    pub async fn accept_confirm(&self) -> String {
+        let text = self
+            .wait("a confirmation dialog", SHORT, || async {
+                self.client.get_alert_text().await.ok()
+            })
+            .await;
+        self.client.accept_alert().await.expect("accept dialog");
+        text
+    }
+
+    /// Logs in through the real login form and waits to have left it.
+    pub async fn login(&self, username: &str, password: &str) {
+        self.goto("/login").await;
+        self.fill("input[name=username]", username).await;
+        self.fill("input[name=password]", password).await;
+        self.click("Log in").await;
+        self.wait(
+            &format!("the login of {username} to succeed"),
+            SHORT,
+            || async {
+                let url = self.client.current_url().await.ok()?;
+                (url.path() != "/login").then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Logs out with the top bar's button and waits for the login page.
+    pub async fn logout(&self) {
+        self.click("Log out").await;
+        self.wait_path("/login", SHORT).await;
+    }
+
+    /// Saves a screenshot of the viewport as `{screenshot_dir}/{name}`; returns the path.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let dir = screenshot_dir();
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        let path = dir.join(name);
+        self.screenshot_to(&path).await;
+        path
+    }
+
+    /// Saves a screenshot of the viewport to `path`, checking it is WIDTH x HEIGHT.
+    pub async fn screenshot_to(&self, path: &Path) {
+        // No caret blinking or half-finished transitions in the picture.
+        let _ = self
+            .client
+            .execute(
+                "document.activeElement && document.activeElement.blur && document.activeElement.blur();",
+                vec![],
+            )
+            .await;
+        let png = self.client.screenshot().await.expect("screenshot");
+        let (w, h) = png_size(&png).expect("screenshot is a PNG");
+        assert_eq!(
+            (w, h),
+            (WIDTH, HEIGHT),
+            "screenshot {} has the wrong size",
+            path.display()
+        );
+        std::fs::write(path, &png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+
+    /// Scrolls so that `css` is in view (bottom-aligned, the page head kept where it fits).
+    pub async fn scroll_into_view(&self, css: &str) {
+        let el = self.wait_css(css, SHORT).await;
+        let arg = serde_json::to_value(&el).expect("element as JSON");
+        self.client
+            .execute(
+                "arguments[0].scrollIntoView({block: 'end', inline: 'nearest'});",
+                vec![arg],
+            )
+            .await
+            .expect("scroll");
+    }
+}
+
+/// Width and height from a PNG's IHDR chunk.
+pub fn png_size(png: &[u8]) -> Option<(u32, u32)> {
+    if png.len() < 24 || &png[..8] != b"\x89PNG\r\n\x1a\n" || &png[12..16] != b"IHDR" {
+        return None;
+    }
+    let w = u32::from_be_bytes(png[16..20].try_into().ok()?);
+    let h = u32::from_be_bytes(png[20..24].try_into().ok()?);
+    Some((w, h))
+}
+
+/// `text` as an XPath string literal (XPath 1.0 has no escapes).
+fn xpath_literal(text: &str) -> String {
+    if !text.contains('\'') {
+        format!("'{text}'")
+    } else if !text.contains('"') {
+        format!("\"{text}\"")
+    } else {
+        let parts: Vec<String> = text.split('\'').map(|p| format!("'{p}'")).collect();
+        format!("concat({})", parts.join(", \"'\", "))
+    }
+}
