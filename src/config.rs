@@ -102,6 +102,8 @@ pub struct GpuConfig {
     pub backend: GpuBackend,
     pub queue: bool,
     pub max_gpus_per_user: u32,
+    /// How often GPU telemetry is sampled, e.g. "2s".
+    pub sample_interval: String,
     pub simulated: Vec<SimulatedGpu>,
 }
 
@@ -220,6 +222,7 @@ impl Default for GpuConfig {
             backend: GpuBackend::Auto,
             queue: true,
             max_gpus_per_user: 8,
+            sample_interval: "2s".into(),
             simulated: Vec::new(),
         }
     }
@@ -434,6 +437,7 @@ impl Config {
                 &self.notebooks.reconcile_interval,
             ),
             ("auth.session_lifetime", &self.auth.session_lifetime),
+            ("gpu.sample_interval", &self.gpu.sample_interval),
         ] {
             let d = parse_duration(value).map_err(|m| self.invalid(key, m))?;
             if d.is_zero() {
@@ -510,10 +514,23 @@ impl Config {
         if self.machines.is_empty() {
             return Err(self.invalid("machines", "at least one machine type is needed"));
         }
+        let mut uuids = std::collections::HashSet::new();
         for (i, gpu) in self.gpu.simulated.iter().enumerate() {
             if gpu.uuid.trim().is_empty() {
                 return Err(self.invalid(&format!("gpu.simulated[{i}].uuid"), "must not be empty"));
             }
+            if !uuids.insert(gpu.uuid.as_str()) {
+                return Err(self.invalid(
+                    &format!("gpu.simulated[{i}].uuid"),
+                    format!("'{}' is listed twice", gpu.uuid),
+                ));
+            }
+        }
+        if self.gpu.backend == GpuBackend::Simulated && self.gpu.simulated.is_empty() {
+            return Err(self.invalid(
+                "gpu.simulated",
+                "backend = \"simulated\" needs at least one [[gpu.simulated]] GPU",
+            ));
         }
         if self.docker.network.trim().is_empty() {
             return Err(self.invalid("docker.network", "must name a Docker network"));
@@ -539,6 +556,10 @@ impl Config {
 
     pub fn ready_timeout(&self) -> Duration {
         parse_duration(&self.notebooks.ready_timeout).unwrap_or(Duration::from_secs(120))
+    }
+
+    pub fn gpu_sample_interval(&self) -> Duration {
+        parse_duration(&self.gpu.sample_interval).unwrap_or(Duration::from_secs(2))
     }
 
     pub fn reconcile_interval(&self) -> Duration {

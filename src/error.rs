@@ -7,6 +7,7 @@ use askama::Template;
 
 use crate::auth::AuthError;
 use crate::db::DbError;
+use crate::gpu::allocation::Refusal;
 use crate::runtime::NotebookError;
 
 #[derive(Debug, Clone)]
@@ -113,6 +114,15 @@ impl From<NotebookError> for WebError {
                 WebError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
             }
             NotebookError::Conflict(_) => WebError::new(StatusCode::CONFLICT, "conflict", message),
+            NotebookError::Gpus(Refusal::TooMany { .. }) => {
+                WebError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+            }
+            NotebookError::Gpus(Refusal::OverLimit { .. }) => {
+                WebError::new(StatusCode::FORBIDDEN, "gpu_quota_exceeded", message)
+            }
+            NotebookError::Gpus(Refusal::Busy { .. }) => {
+                WebError::new(StatusCode::CONFLICT, "gpus_busy", message)
+            }
             NotebookError::Docker(_) => WebError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "docker_unavailable",

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod gpu;
 pub mod proxy;
 pub mod runtime;
 pub mod web;
@@ -85,7 +86,21 @@ pub async fn run(
         );
     }
     let accounts = auth::Accounts::new(db.clone(), &config);
-    let runtime = runtime::Runtime::new(db.clone(), config.clone(), instance);
+    let telemetry = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let inventory = gpu::inventory_from_config(&config);
+            gpu::telemetry::Telemetry::start(inventory, config.gpu_sample_interval())
+        })
+        .await
+        .map_err(|e| StartError::Task(e.to_string()))?
+    };
+    tracing::info!(
+        backend = telemetry.inventory().backend(),
+        gpus = telemetry.uuids().len(),
+        "GPU inventory"
+    );
+    let runtime = runtime::Runtime::new(db.clone(), config.clone(), instance, telemetry);
     let reconciler = tokio::spawn(runtime.clone().run_reconciler());
     let state = aw::Data::new(web::AppState {
         config: config.clone(),

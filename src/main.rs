@@ -32,6 +32,15 @@ enum Command {
     /// Manage personal access tokens
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Show what the GPU inventory sees
+    Gpus {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Take N samples back to back and report what one costs (for docs/PERFORMANCE.md)
+        #[arg(long, value_name = "N")]
+        measure: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -93,6 +102,13 @@ fn main() -> ExitCode {
             Command::Token(TokenCommand::Create { user, name }) => {
                 token_create(config, &user, &name).await
             }
+            Command::Gpus {
+                json,
+                measure: None,
+            } => gpus(&config, json),
+            Command::Gpus {
+                measure: Some(n), ..
+            } => measure_gpu_sampling(&config, n),
         }
     });
     match result {
@@ -254,5 +270,107 @@ async fn token_create(config: Config, username: &str, name: &str) -> Result<(), 
         user.username
     );
     println!("{token}");
+    Ok(())
+}
+
+fn gpus(config: &Config, json: bool) -> Result<(), String> {
+    let (inventory, reason) = notebox::gpu::open_inventory(config);
+    let gpus = inventory.sample().map_err(|e| e.to_string())?;
+    if json {
+        let out = serde_json::json!({
+            "backend": inventory.backend(),
+            "reason": reason,
+            "gpus": gpus.iter().map(|g| serde_json::json!({
+                "index": g.index,
+                "uuid": g.uuid,
+                "name": g.name,
+                "memory_total_mib": g.memory_total_mib,
+                "memory_used_mib": g.memory_used_mib,
+                "utilization_percent": g.utilization_percent,
+                "temperature_c": g.temperature_c,
+                "processes": g.processes,
+            })).collect::<Vec<_>>(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    if gpus.is_empty() {
+        println!(
+            "No GPUs (backend: {}{}).",
+            inventory.backend(),
+            reason.map(|r| format!("; {r}")).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    println!(
+        "GPU inventory: {} ({} GPUs)",
+        inventory.backend(),
+        gpus.len()
+    );
+    for g in &gpus {
+        let util = g
+            .utilization_percent
+            .map(|u| format!("{u}%"))
+            .unwrap_or_else(|| "-".into());
+        let temp = g
+            .temperature_c
+            .map(|t| format!("{t}°C"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:>2}  {}  {}  {} / {} MiB  util {}  temp {}",
+            g.index, g.uuid, g.name, g.memory_used_mib, g.memory_total_mib, util, temp
+        );
+        for p in &g.processes {
+            println!("      pid {:>7}  {} MiB", p.pid, p.used_memory_mib);
+        }
+    }
+    Ok(())
+}
+
+/// CPU time of this process so far, in seconds (utime + stime from /proc/self/stat).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn measure_gpu_sampling(config: &Config, n: u32) -> Result<(), String> {
+    let (inventory, reason) = notebox::gpu::open_inventory(config);
+    let first = inventory.sample().map_err(|e| e.to_string())?;
+    let gpus = first.len().max(1);
+    let n = n.max(1);
+    let (cpu0, wall0) = (cpu_seconds(), std::time::Instant::now());
+    for _ in 0..n {
+        inventory.sample().map_err(|e| e.to_string())?;
+    }
+    let cpu = cpu_seconds() - cpu0;
+    let wall = wall0.elapsed().as_secs_f64();
+    let per_sample_ms = cpu * 1000.0 / f64::from(n);
+    let per_gpu_ms = per_sample_ms / gpus as f64;
+    println!(
+        "backend {} ({} GPUs{}): {n} samples, {:.3} ms wall and {:.3} ms CPU per sample ({:.3} ms CPU per GPU)",
+        inventory.backend(),
+        first.len(),
+        reason.map(|r| format!("; {r}")).unwrap_or_default(),
+        wall * 1000.0 / f64::from(n),
+        per_sample_ms,
+        per_gpu_ms
+    );
+    println!(
+        "at 1 Hz on 8 GPUs that is {:.3}% of one core",
+        per_gpu_ms * 8.0 / 1000.0 * 100.0
+    );
     Ok(())
 }

@@ -85,3 +85,32 @@ for (const el of document.querySelectorAll("[data-countdown]")) {
   show();
   setInterval(() => { if (left > 0) { left -= 1; show(); } }, 1000);
 }
+
+// GPU map: refresh numbers, bars and sparklines from the JSON API.
+async function refreshGpus() {
+  const grid = document.getElementById("gpu-grid");
+  if (!grid) return;
+  try {
+    const res = await fetch(grid.dataset.gpus, { headers: { Accept: "application/json" } });
+    if (!res.ok) return;
+    const data = await res.json();
+    for (const g of data.gpus) {
+      const card = grid.querySelector(`[data-uuid="${CSS.escape(g.uuid)}"]`);
+      if (!card) { window.location.reload(); return; }
+      const heldNow = g.holder !== null;
+      if (heldNow !== card.classList.contains("held")) { window.location.reload(); return; }
+      const set = (field, text) => { const el = card.querySelector(`[data-field=${field}]`); if (el) el.textContent = text; };
+      set("util", g.utilization_percent === null ? "–" : `${g.utilization_percent} %`);
+      set("mem", `${g.memory_used_mib} / ${g.memory_total_mib} MiB`);
+      set("temp", g.temperature_c === null ? "–" : `${g.temperature_c} °C`);
+      const bar = card.querySelector("[data-field=membar]");
+      if (bar && g.memory_total_mib > 0) bar.setAttribute("width", String(Math.round(100 * g.memory_used_mib / g.memory_total_mib)));
+      const spark = card.querySelector("[data-field=spark]");
+      if (spark && g.history.length) {
+        const n = Math.max(g.history.length - 1, 1);
+        spark.setAttribute("points", g.history.map((u, i) => `${(i * 120 / n).toFixed(1)},${(32 - Math.min(u, 100) * 0.32).toFixed(1)}`).join(" "));
+      }
+    }
+  } catch (e) { /* try again */ }
+}
+if (document.getElementById("gpu-grid")) setInterval(refreshGpus, 2000);

@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_accounts.sql")),
     (2, include_str!("migrations/0002_notebooks.sql")),
     (3, include_str!("migrations/0003_proxy.sql")),
+    (4, include_str!("migrations/0004_gpus.sql")),
 ];
 
 pub fn latest_version() -> i64 {

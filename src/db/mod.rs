@@ -1,5 +1,6 @@
 //! SQLite: open with the right pragmas, migrate, and run blocking work off the executor.
 
+pub mod gpus;
 pub mod meta;
 pub mod migrations;
 pub mod notebooks;

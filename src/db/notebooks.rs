@@ -183,7 +183,12 @@ pub fn transition(
         values.push(f);
     }
     values.push(&desired);
-    Ok(conn.execute(&sql, values.as_slice())? == 1)
+    let moved = conn.execute(&sql, values.as_slice())? == 1;
+    if moved && matches!(to, "stopped" | "failed") {
+        // A notebook without a container holds no GPU.
+        super::gpus::release(conn, id)?;
+    }
+    Ok(moved)
 }
 
 /// Updates only the human-readable detail (pull progress, readiness waits).

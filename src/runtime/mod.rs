@@ -3,6 +3,7 @@
 //! Knows nothing of HTTP.
 
 pub mod docker;
+pub mod gpus;
 pub mod jupyter;
 pub mod notebooks;
 pub mod reconciler;
@@ -16,6 +17,7 @@ use tokio::sync::{Notify, RwLock};
 
 use crate::config::Config;
 use crate::db::{Db, DbError};
+use crate::gpu::telemetry::Telemetry;
 
 use docker::{DockerEngine, DockerError};
 
@@ -38,11 +40,12 @@ struct Inner {
     wake: Notify,
     /// Notebooks with a Docker operation in flight; the reconciler leaves them alone.
     inflight: Mutex<HashSet<String>>,
+    gpus: Telemetry,
 }
 
 impl Runtime {
     /// `instance` is this installation's id (stored in the database).
-    pub fn new(db: Db, config: Arc<Config>, instance: String) -> Runtime {
+    pub fn new(db: Db, config: Arc<Config>, instance: String, gpus: Telemetry) -> Runtime {
         Runtime {
             inner: Arc::new(Inner {
                 db,
@@ -52,6 +55,7 @@ impl Runtime {
                 probe: jupyter::JupyterProbe::default(),
                 wake: Notify::new(),
                 inflight: Mutex::new(HashSet::new()),
+                gpus,
             }),
         }
     }
@@ -62,6 +66,11 @@ impl Runtime {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// The GPUs and their telemetry.
+    pub fn gpus(&self) -> &Telemetry {
+        &self.inner.gpus
     }
 
     pub fn instance(&self) -> &str {

@@ -11,6 +11,8 @@ use crate::db::{now, DbError};
 
 use super::docker::DockerError;
 use super::Runtime;
+use crate::db::gpus as gq;
+use crate::gpu::allocation::{self, Placement, PlacementRequest, Refusal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotebookError {
@@ -20,6 +22,9 @@ pub enum NotebookError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// Not enough free GPUs, a quota, or a machine type bigger than the workstation.
+    #[error(transparent)]
+    Gpus(#[from] Refusal),
     #[error("Docker is not reachable, so notebooks cannot run right now: {0}")]
     Docker(#[from] DockerError),
     #[error("{0}")]
@@ -132,7 +137,20 @@ pub fn new_notebook_id() -> String {
 }
 
 impl Runtime {
-    /// The public view of a row.
+    /// The public view of a row, with its GPUs and place in the queue.
+    pub fn view_with(
+        &self,
+        row: NotebookRow,
+        gpus: Vec<String>,
+        queue_position: Option<usize>,
+    ) -> Notebook {
+        let mut nb = self.view(row);
+        nb.gpus = gpus;
+        nb.queue_position = queue_position.map(|p| p as i64);
+        nb
+    }
+
+    /// The public view of a row (without GPU details).
     pub fn view(&self, row: NotebookRow) -> Notebook {
         let config = self.config();
         let image_name = row
@@ -183,16 +201,42 @@ impl Runtime {
     }
 
     pub async fn get_notebook(&self, owner: &User, id: &str) -> Result<Notebook, NotebookError> {
-        Ok(self.view(self.notebook_row(owner, id).await?))
+        let row = self.notebook_row(owner, id).await?;
+        let nid = row.id.clone();
+        let (gpus, positions) = self
+            .db()
+            .call(move |c| Ok((gq::of_notebook(c, &nid)?, allocation::queue_positions(c)?)))
+            .await?;
+        let position = positions.get(&row.id).copied();
+        Ok(self.view_with(row, gpus, position))
     }
 
     pub async fn list_notebooks(&self, owner: &User) -> Result<Vec<Notebook>, NotebookError> {
         let owner_id = owner.id;
-        let rows = self
+        let (rows, mut gpus, positions) = self
             .db()
-            .call(move |c| q::list_for_owner(c, owner_id))
+            .call(move |c| {
+                Ok((
+                    q::list_for_owner(c, owner_id)?,
+                    gq::by_notebook(c)?,
+                    allocation::queue_positions(c)?,
+                ))
+            })
             .await?;
-        Ok(rows.into_iter().map(|r| self.view(r)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let held = gpus.remove(&r.id).unwrap_or_default();
+                let position = positions.get(&r.id).copied();
+                self.view_with(r, held, position)
+            })
+            .collect())
+    }
+
+    /// The most GPUs `user` may hold or wait for at once.
+    pub fn gpu_limit(&self, user: &User) -> i64 {
+        user.max_gpus
+            .unwrap_or(i64::from(self.config().gpu.max_gpus_per_user))
     }
 
     fn auto_shutdown_secs(&self, choice: AutoShutdown) -> Option<i64> {
@@ -253,13 +297,6 @@ impl Runtime {
                 req.machine.trim()
             ))
         })?;
-        if machine.gpus > 0 {
-            return Err(NotebookError::Invalid(format!(
-                "The machine type '{}' needs {} GPU(s), and GPU allocation is not available on this \
-                 Notebox yet; choose a CPU machine type.",
-                machine.id, machine.gpus
-            )));
-        }
         let auto_shutdown_secs = self.auto_shutdown_secs(req.auto_shutdown);
         let id = new_notebook_id();
         let token = secrets::random_secret(32);
@@ -271,11 +308,14 @@ impl Runtime {
             machine.id.clone(),
         );
         let owner_id = owner.id;
-        let row = self
+        let all_gpus = self.gpus().uuids();
+        let placement = (self.gpu_limit(owner), self.config().gpu.queue);
+        let (row, placed) = self
             .db()
             .call(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 q::insert(
-                    c,
+                    &tx,
                     &NewNotebook {
                         id: &id,
                         owner_id,
@@ -292,44 +332,91 @@ impl Runtime {
                         auto_shutdown_secs,
                         forked_from: None,
                         desired_state: "running",
-                        state: "starting",
+                        state: "stopped",
                         state_detail: "Waiting to start",
                     },
                 )?;
-                q::by_id(c, &id)
+                let request = PlacementRequest {
+                    notebook_id: &id,
+                    owner_id,
+                    gpu_count: gpus,
+                    user_limit: placement.0,
+                    queue: placement.1,
+                    gpus: &all_gpus,
+                };
+                let placed = allocation::place(&tx, &request)?;
+                if placed.is_err() {
+                    return Ok((None, placed)); // dropped: rolled back, nothing created
+                }
+                let row = q::by_id(&tx, &id)?;
+                tx.commit()?;
+                Ok((row, placed))
             })
-            .await?
-            .ok_or(NotebookError::NotFound)?;
-        tracing::info!(notebook = %row.id, owner = %owner.username, image = %row.image, "notebook created");
+            .await?;
+        let placement = placed?;
+        let row = row.ok_or(NotebookError::NotFound)?;
+        tracing::info!(notebook = %row.id, owner = %owner.username, image = %row.image, ?placement, "notebook created");
         self.wake();
-        Ok(self.view(row))
+        let (gpus, position) = match placement {
+            Placement::Starting(g) => (g, None),
+            Placement::Queued { position } => (Vec::new(), Some(position)),
+        };
+        Ok(self.view_with(row, gpus, position))
     }
 
     pub async fn start_notebook(&self, owner: &User, id: &str) -> Result<Notebook, NotebookError> {
         let row = self.notebook_row(owner, id).await?;
-        let id = row.id.clone();
-        let moved = self
-            .db()
-            .call(move |c| {
-                q::set_restart_requested(c, &id, false)?;
-                q::transition(
-                    c,
-                    &id,
-                    &["stopped", "failed"],
-                    "starting",
-                    "Waiting to start",
-                    Some("running"),
-                )
-            })
-            .await?;
-        if !moved {
+        if !matches!(row.state.as_str(), "stopped" | "failed") {
             return Err(NotebookError::Conflict(format!(
                 "The notebook is {}; only a stopped or failed notebook can be started.",
                 row.state
             )));
         }
+        self.place_stopped(owner, &row).await?;
         self.wake();
         self.get_notebook(owner, &row.id).await
+    }
+
+    /// Moves a stopped or failed notebook to starting (taking its GPUs) or to the queue.
+    async fn place_stopped(
+        &self,
+        owner: &User,
+        row: &NotebookRow,
+    ) -> Result<Placement, NotebookError> {
+        let all_gpus = self.gpus().uuids();
+        let (limit, queue) = (self.gpu_limit(owner), self.config().gpu.queue);
+        let (id, owner_id, gpu_count) = (row.id.clone(), owner.id, row.gpu_count);
+        let placed = self
+            .db()
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let still_stopped = q::by_id(&tx, &id)?
+                    .is_some_and(|r| matches!(r.state.as_str(), "stopped" | "failed"));
+                if !still_stopped {
+                    return Ok(None);
+                }
+                q::set_restart_requested(&tx, &id, false)?;
+                let request = PlacementRequest {
+                    notebook_id: &id,
+                    owner_id,
+                    gpu_count,
+                    user_limit: limit,
+                    queue,
+                    gpus: &all_gpus,
+                };
+                let placed = allocation::place(&tx, &request)?;
+                if placed.is_ok() {
+                    tx.commit()?;
+                }
+                Ok(Some(placed))
+            })
+            .await?;
+        match placed {
+            None => Err(NotebookError::Conflict(
+                "The notebook changed state meanwhile; reload and try again.".into(),
+            )),
+            Some(p) => Ok(p?),
+        }
     }
 
     pub async fn stop_notebook(&self, owner: &User, id: &str) -> Result<Notebook, NotebookError> {
@@ -384,17 +471,12 @@ impl Runtime {
                     q::set_restart_requested(c, &id, true)?;
                     return Ok(true);
                 }
-                q::transition(
-                    c,
-                    &id,
-                    &["stopped", "failed"],
-                    "starting",
-                    "Waiting to start",
-                    Some("running"),
-                )
+                Ok(false)
             })
             .await?;
-        if !moved {
+        if !moved && matches!(row.state.as_str(), "stopped" | "failed") {
+            self.place_stopped(owner, &row).await?;
+        } else if !moved {
             return Err(NotebookError::Conflict(format!(
                 "The notebook is {}; wait until it has settled, then restart it.",
                 row.state

@@ -118,6 +118,25 @@ impl Runtime {
 
     /// One pass over every notebook.
     pub async fn reconcile_all(&self) {
+        // Queued notebooks whose GPUs came free start first (and GPUs a crash left held
+        // by stopped notebooks are freed).
+        let gpus = self.gpus().uuids();
+        let admitted = self
+            .db()
+            .call(move |c| {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let started = crate::gpu::allocation::admit_queued(&tx, &gpus)?;
+                tx.commit()?;
+                Ok(started)
+            })
+            .await;
+        match admitted {
+            Ok(started) if !started.is_empty() => {
+                tracing::info!(notebooks = ?started, "started from the GPU queue")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot admit queued notebooks"),
+        }
         let notebooks = match self.db().call(|c| q::list_all(c)).await {
             Ok(n) => n,
             Err(e) => {
@@ -376,6 +395,23 @@ impl Runtime {
             return;
         }
 
+        // The GPUs this notebook was given when it moved to starting.
+        let gpus = {
+            let nid = id.to_string();
+            self.db()
+                .call(move |c| crate::db::gpus::of_notebook(c, &nid))
+                .await
+                .unwrap_or_default()
+        };
+        if gpus.len() as i64 != nb.gpu_count {
+            let detail = format!(
+                "This notebook needs {} GPU(s) but holds {}; start it again.",
+                nb.gpu_count,
+                gpus.len()
+            );
+            return self.fail(id, &["starting", "pulling"], &detail).await;
+        }
+
         // Create, or adopt the container an interrupted start left behind.
         self.set_detail(id, "starting", "Creating the container".into())
             .await;
@@ -400,7 +436,14 @@ impl Runtime {
         let container_id = match existing.filter(|c| c.state == "running" || c.state == "created") {
             Some(c) => c.id,
             None => {
-                let body = container_spec(nb, &config, self.instance(), &mounts, &[], false);
+                let body = container_spec(
+                    nb,
+                    &config,
+                    self.instance(),
+                    &mounts,
+                    &gpus,
+                    self.gpus().inventory().uses_device_requests(),
+                );
                 match docker.create_container(&name, body).await {
                     Ok(cid) => cid,
                     Err(e) => {

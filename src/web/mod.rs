@@ -25,86 +25,59 @@ pub struct AppState {
 }
 
 /// The map of the product, top to bottom.
+#[rustfmt::skip]
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, api, health, login, notebooks};
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/static/{path:.*}", web::get().to(assets::serve_static))
+    use pages::{account, admin, api, gpus, health, login, notebooks};
+    cfg.route("/healthz",                          web::get().to(health::healthz))
+        .route("/static/{path:.*}",                web::get().to(assets::serve_static))
         // logging in and out
-        .route("/login", web::get().to(login::login_form))
-        .route("/login", web::post().to(login::login_submit))
-        .route("/logout", web::post().to(login::logout))
-        // pages for members
-        .route("/", web::get().to(notebooks::dashboard))
-        .route(
-            "/notebooks/new",
-            web::get().to(notebooks::new_notebook_form),
-        )
-        .route("/notebooks", web::post().to(notebooks::create_notebook))
-        .route("/notebooks/{id}", web::get().to(notebooks::notebook_page))
-        .route(
-            "/notebooks/{id}/extend",
-            web::post().to(notebooks::extend_notebook),
-        )
-        .route(
-            "/notebooks/{id}/delete",
-            web::get().to(notebooks::delete_confirm),
-        )
-        .route(
-            "/notebooks/{id}/delete",
-            web::post().to(notebooks::delete_notebook),
-        )
-        .route(
-            "/notebooks/{id}/{action}",
-            web::post().to(notebooks::notebook_action),
-        )
-        .route("/settings", web::get().to(account::account_page))
-        .route(
-            "/settings/password",
-            web::post().to(account::change_password),
-        )
-        .route("/settings/tokens", web::get().to(account::tokens_page))
-        .route("/settings/tokens", web::post().to(account::create_token))
-        .route(
-            "/settings/tokens/{id}/revoke",
-            web::post().to(account::revoke_token),
-        )
-        // pages for admins
-        .route("/admin", web::get().to(admin::admin_home))
-        .route("/admin/users", web::get().to(admin::users_page))
-        .route("/admin/users", web::post().to(admin::add_user))
-        .route(
-            "/admin/users/{id}/password",
-            web::post().to(admin::reset_password),
-        )
-        .route("/admin/users/{id}/admin", web::post().to(admin::set_admin))
-        .route(
-            "/admin/users/{id}/disabled",
-            web::post().to(admin::set_disabled),
-        )
+        .route("/login",                           web::get().to(login::login_form))
+        .route("/login",                           web::post().to(login::login_submit))
+        .route("/logout",                          web::post().to(login::logout))
+        // notebooks
+        .route("/",                                web::get().to(notebooks::dashboard))
+        .route("/notebooks/new",                   web::get().to(notebooks::new_notebook_form))
+        .route("/notebooks",                       web::post().to(notebooks::create_notebook))
+        .route("/notebooks/{id}",                  web::get().to(notebooks::notebook_page))
+        .route("/notebooks/{id}/extend",           web::post().to(notebooks::extend_notebook))
+        .route("/notebooks/{id}/delete",           web::get().to(notebooks::delete_confirm))
+        .route("/notebooks/{id}/delete",           web::post().to(notebooks::delete_notebook))
+        .route("/notebooks/{id}/{action}",         web::post().to(notebooks::notebook_action))
+        // GPUs
+        .route("/gpus",                            web::get().to(gpus::gpus_page))
+        // a member's own settings
+        .route("/settings",                        web::get().to(account::account_page))
+        .route("/settings/password",               web::post().to(account::change_password))
+        .route("/settings/tokens",                 web::get().to(account::tokens_page))
+        .route("/settings/tokens",                 web::post().to(account::create_token))
+        .route("/settings/tokens/{id}/revoke",     web::post().to(account::revoke_token))
+        // admins
+        .route("/admin",                           web::get().to(admin::admin_home))
+        .route("/admin/users",                     web::get().to(admin::users_page))
+        .route("/admin/users",                     web::post().to(admin::add_user))
+        .route("/admin/users/{id}/password",       web::post().to(admin::reset_password))
+        .route("/admin/users/{id}/admin",          web::post().to(admin::set_admin))
+        .route("/admin/users/{id}/disabled",       web::post().to(admin::set_disabled))
+        .route("/admin/users/{id}/gpu-limit",      web::post().to(admin::set_gpu_limit))
         // Jupyter, proxied
-        .route("/nb/{id}", web::route().to(crate::proxy::add_slash))
-        .route("/nb/{id}/{tail:.*}", web::route().to(crate::proxy::proxy))
+        .route("/nb/{id}",                         web::route().to(crate::proxy::add_slash))
+        .route("/nb/{id}/{tail:.*}",               web::route().to(crate::proxy::proxy))
         // JSON API v1
         .service(
             web::scope("/api/v1")
-                .route("/me", web::get().to(api::me))
-                .route("/images", web::get().to(api::images))
-                .route("/machines", web::get().to(api::machines))
-                .route("/notebooks", web::get().to(api::list_notebooks))
-                .route("/notebooks", web::post().to(api::create_notebook))
-                .route("/notebooks/{id}", web::get().to(api::get_notebook))
-                .route("/notebooks/{id}", web::delete().to(api::delete_notebook))
-                .route("/notebooks/{id}/start", web::post().to(api::start_notebook))
-                .route("/notebooks/{id}/stop", web::post().to(api::stop_notebook))
-                .route(
-                    "/notebooks/{id}/restart",
-                    web::post().to(api::restart_notebook),
-                )
-                .route(
-                    "/notebooks/{id}/extend",
-                    web::post().to(api::extend_notebook),
-                )
-                .route("/notebooks/{id}/logs", web::get().to(api::notebook_logs))
+                .route("/me",                      web::get().to(api::me))
+                .route("/images",                  web::get().to(api::images))
+                .route("/machines",                web::get().to(api::machines))
+                .route("/gpus",                    web::get().to(gpus::gpus_api))
+                .route("/notebooks",               web::get().to(api::list_notebooks))
+                .route("/notebooks",               web::post().to(api::create_notebook))
+                .route("/notebooks/{id}",          web::get().to(api::get_notebook))
+                .route("/notebooks/{id}",          web::delete().to(api::delete_notebook))
+                .route("/notebooks/{id}/start",    web::post().to(api::start_notebook))
+                .route("/notebooks/{id}/stop",     web::post().to(api::stop_notebook))
+                .route("/notebooks/{id}/restart",  web::post().to(api::restart_notebook))
+                .route("/notebooks/{id}/extend",   web::post().to(api::extend_notebook))
+                .route("/notebooks/{id}/logs",     web::get().to(api::notebook_logs))
                 .default_service(web::to(api::not_found)),
         );
 }

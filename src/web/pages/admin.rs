@@ -22,10 +22,12 @@ struct UsersPage {
     error: Option<String>,
     form_username: String,
     me: i64,
+    default_gpu_limit: u32,
 }
 
 struct UserRow {
     id: i64,
+    max_gpus: String,
     username: String,
     is_admin: bool,
     disabled: bool,
@@ -36,6 +38,7 @@ impl From<User> for UserRow {
     fn from(u: User) -> UserRow {
         UserRow {
             id: u.id,
+            max_gpus: u.max_gpus.map(|m| m.to_string()).unwrap_or_default(),
             username: u.username,
             is_admin: u.is_admin,
             disabled: u.disabled,
@@ -66,6 +69,7 @@ async fn render_users(
         error,
         form_username,
         me: admin.0.user.id,
+        default_gpu_limit: state.config.gpu.max_gpus_per_user,
     };
     let body = page.render().map_err(WebError::internal)?;
     Ok(HttpResponse::build(status)
@@ -93,6 +97,7 @@ pub async fn users_page(
         "admin-off" => Some(format!("{who} is no longer an admin.")),
         "disabled" => Some(format!("Disabled {who}; they were logged out everywhere.")),
         "enabled" => Some(format!("Enabled {who}.")),
+        "gpu-limit" => Some(format!("Changed the GPU limit of {who}.")),
         _ => None,
     });
     render_users(&admin, &state, StatusCode::OK, notice, None, String::new()).await
@@ -242,4 +247,46 @@ pub async fn set_disabled(
         }
         Err(e) => refused_or_error(&admin, &state, e, String::new()).await,
     }
+}
+
+#[derive(Deserialize)]
+pub struct GpuLimitForm {
+    #[serde(default)]
+    csrf: String,
+    /// A number, or empty for the config's default.
+    #[serde(default)]
+    limit: String,
+}
+
+pub async fn set_gpu_limit(
+    admin: AdminUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<GpuLimitForm>,
+) -> Result<HttpResponse, PageError> {
+    admin.0.check_csrf(&form.csrf)?;
+    let user = state.accounts.user_by_id(path.into_inner()).await?;
+    let limit = match form.limit.trim() {
+        "" => None,
+        n => match n.parse::<i64>() {
+            Ok(v) if (0..=1024).contains(&v) => Some(v),
+            _ => {
+                let message = format!("The GPU limit must be a number from 0 to 1024, or empty for the default; got '{n}'.");
+                return render_users(
+                    &admin,
+                    &state,
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    Some(message),
+                    String::new(),
+                )
+                .await;
+            }
+        },
+    };
+    state.accounts.set_max_gpus(user.id, limit).await?;
+    Ok(see_other(&format!(
+        "/admin/users?done=gpu-limit&user={}",
+        user.username
+    )))
 }

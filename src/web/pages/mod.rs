@@ -1,6 +1,7 @@
 pub mod account;
 pub mod admin;
 pub mod api;
+pub mod gpus;
 pub mod health;
 pub mod login;
 pub mod notebooks;

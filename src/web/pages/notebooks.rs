@@ -111,6 +111,8 @@ struct NewNotebookPage {
     choices: Vec<&'static str>,
     form: NewNotebookForm,
     error: Option<String>,
+    gpus: crate::runtime::gpus::GpuCounts,
+    gpu_limit: i64,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -129,14 +131,15 @@ pub struct NewNotebookForm {
     pub auto_shutdown: String,
 }
 
-fn new_page(
+async fn new_page(
     session: &SessionUser,
     state: &AppState,
     form: NewNotebookForm,
     error: Option<String>,
-) -> NewNotebookPage {
+) -> Result<NewNotebookPage, PageError> {
     let c = &state.config;
-    NewNotebookPage {
+    let gpus = state.runtime.gpu_counts().await?;
+    Ok(NewNotebookPage {
         chrome: Chrome::new(session, "notebooks"),
         images: c.images.clone(),
         machines: c.machines.clone(),
@@ -144,7 +147,9 @@ fn new_page(
         choices: AUTO_SHUTDOWN_CHOICES.to_vec(),
         form,
         error,
-    }
+        gpus,
+        gpu_limit: state.runtime.gpu_limit(&session.user),
+    })
 }
 
 pub async fn new_notebook_form(
@@ -158,7 +163,10 @@ pub async fn new_notebook_form(
         auto_shutdown: c.notebooks.default_auto_shutdown.clone(),
         ..Default::default()
     };
-    html(StatusCode::OK, new_page(&session, &state, form, None))
+    html(
+        StatusCode::OK,
+        new_page(&session, &state, form, None).await?,
+    )
 }
 
 fn parse_choice(choice: &str) -> Result<AutoShutdown, WebError> {
@@ -188,7 +196,7 @@ pub async fn create_notebook(
         Err(e) => {
             return html(
                 StatusCode::BAD_REQUEST,
-                new_page(&session, &state, form, Some(e.message)),
+                new_page(&session, &state, form, Some(e.message)).await?,
             )
         }
     };
@@ -200,9 +208,9 @@ pub async fn create_notebook(
     };
     match state.runtime.create_notebook(&session.user, request).await {
         Ok(nb) => Ok(see_other(&format!("/notebooks/{}", nb.id))),
-        Err(e @ NotebookError::Invalid(_)) => html(
+        Err(e @ (NotebookError::Invalid(_) | NotebookError::Gpus(_))) => html(
             StatusCode::BAD_REQUEST,
-            new_page(&session, &state, form, Some(e.to_string())),
+            new_page(&session, &state, form, Some(e.to_string())).await?,
         ),
         Err(e) => Err(e.into()),
     }

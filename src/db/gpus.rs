@@ -1,0 +1,120 @@
+//! The `gpu_allocations` table and the queue of notebooks waiting for GPUs.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection};
+
+use super::{now, DbError};
+
+/// A held GPU: which notebook, whose, since when.
+#[derive(Debug, Clone)]
+pub struct Allocation {
+    pub gpu_uuid: String,
+    pub notebook_id: String,
+    pub notebook_name: String,
+    pub owner: String,
+    pub since: i64,
+}
+
+pub fn all(conn: &Connection) -> Result<Vec<Allocation>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT a.gpu_uuid, a.notebook_id, n.name, u.username, a.since
+         FROM gpu_allocations a JOIN notebooks n ON n.id = a.notebook_id JOIN users u ON u.id = n.owner_id
+         ORDER BY a.gpu_uuid",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Allocation {
+            gpu_uuid: r.get(0)?,
+            notebook_id: r.get(1)?,
+            notebook_name: r.get(2)?,
+            owner: r.get(3)?,
+            since: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// GPU UUIDs held by each notebook.
+pub fn by_notebook(conn: &Connection) -> Result<HashMap<String, Vec<String>>, DbError> {
+    let mut stmt =
+        conn.prepare("SELECT notebook_id, gpu_uuid FROM gpu_allocations ORDER BY gpu_uuid")?;
+    let mut map: HashMap<String, Vec<String>> = HashMap::new();
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (nb, uuid) = row?;
+        map.entry(nb).or_default().push(uuid);
+    }
+    Ok(map)
+}
+
+pub fn of_notebook(conn: &Connection, notebook_id: &str) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn
+        .prepare("SELECT gpu_uuid FROM gpu_allocations WHERE notebook_id = ?1 ORDER BY gpu_uuid")?;
+    let rows = stmt.query_map([notebook_id], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn insert(conn: &Connection, gpu_uuid: &str, notebook_id: &str) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO gpu_allocations (gpu_uuid, notebook_id, since) VALUES (?1, ?2, ?3)",
+        params![gpu_uuid, notebook_id, now()],
+    )?;
+    Ok(())
+}
+
+pub fn release(conn: &Connection, notebook_id: &str) -> Result<usize, DbError> {
+    Ok(conn.execute(
+        "DELETE FROM gpu_allocations WHERE notebook_id = ?1",
+        [notebook_id],
+    )?)
+}
+
+/// Allocations of notebooks that cannot be holding a GPU (left by a crash).
+pub fn release_stale(conn: &Connection) -> Result<usize, DbError> {
+    Ok(conn.execute(
+        "DELETE FROM gpu_allocations WHERE notebook_id IN
+            (SELECT id FROM notebooks WHERE state IN ('stopped', 'failed', 'queued'))",
+        [],
+    )?)
+}
+
+/// GPUs a user's notebooks hold or wait for, not counting `except`.
+pub fn user_demand(conn: &Connection, owner_id: i64, except: &str) -> Result<i64, DbError> {
+    Ok(conn.query_row(
+        "SELECT COALESCE(SUM(gpu_count), 0) FROM notebooks
+         WHERE owner_id = ?1 AND id != ?2 AND desired_state = 'running'
+           AND state IN ('queued', 'pulling', 'starting', 'running', 'stopping')",
+        params![owner_id, except],
+        |r| r.get(0),
+    )?)
+}
+
+/// Queued notebooks, first come first.
+pub fn queue(conn: &Connection) -> Result<Vec<(String, i64)>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, gpu_count FROM notebooks WHERE state = 'queued' AND desired_state = 'running'
+         ORDER BY queued_at, created_at, id",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn mark_queued(conn: &Connection, notebook_id: &str, detail: &str) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE notebooks SET state = 'queued', desired_state = 'running', state_detail = ?2,
+            queued_at = COALESCE(queued_at, ?3), updated_at = ?3
+         WHERE id = ?1",
+        params![notebook_id, detail, now()],
+    )?;
+    Ok(())
+}
+
+pub fn mark_starting(conn: &Connection, notebook_id: &str) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE notebooks SET state = 'starting', desired_state = 'running',
+            state_detail = 'Waiting to start', queued_at = NULL, updated_at = ?2
+         WHERE id = ?1",
+        params![notebook_id, now()],
+    )?;
+    Ok(())
+}

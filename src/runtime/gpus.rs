@@ -1,0 +1,155 @@
+//! The GPU map: telemetry joined with who holds each GPU and which notebook each GPU
+//! process belongs to.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::db::gpus as gq;
+use crate::db::notebooks as q;
+
+use super::notebooks::{rfc3339, NotebookError};
+use super::Runtime;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Holder {
+    pub notebook: String,
+    pub notebook_name: String,
+    pub user: String,
+    pub since: String,
+    #[serde(skip)]
+    pub since_ts: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessView {
+    pub pid: u32,
+    pub used_memory_mib: u64,
+    /// The notebook the process runs in; null for processes outside Notebox.
+    pub notebook: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuView {
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    pub memory_total_mib: u64,
+    pub memory_used_mib: u64,
+    pub utilization_percent: Option<u32>,
+    pub temperature_c: Option<u32>,
+    pub holder: Option<Holder>,
+    pub processes: Vec<ProcessView>,
+    /// Utilization samples, oldest first.
+    pub history: Vec<u32>,
+}
+
+/// A summary for the create form: how many GPUs exist and how many are free now.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct GpuCounts {
+    pub total: usize,
+    pub free: usize,
+    pub queued: usize,
+}
+
+/// The container a host process runs in, from its cgroup (`.../docker-<id>.scope` or
+/// `/docker/<id>`).
+fn container_of_pid(pid: u32) -> Option<String> {
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    cgroup.lines().find_map(|line| {
+        let path = line.rsplit(':').next()?;
+        path.split('/').find_map(|part| {
+            let part = part.strip_prefix("docker-").unwrap_or(part);
+            let part = part.strip_suffix(".scope").unwrap_or(part);
+            (part.len() == 64 && part.chars().all(|c| c.is_ascii_hexdigit()))
+                .then(|| part.to_string())
+        })
+    })
+}
+
+impl Runtime {
+    pub async fn gpu_overview(&self) -> Result<Vec<GpuView>, NotebookError> {
+        let snapshot = self.gpus().snapshot();
+        let (allocations, notebooks) = self
+            .db()
+            .call(|c| Ok((gq::all(c)?, q::list_all(c)?)))
+            .await?;
+        let by_container: HashMap<String, String> = notebooks
+            .iter()
+            .filter_map(|n| n.container_id.clone().map(|c| (c, n.id.clone())))
+            .collect();
+        let holders: HashMap<String, Holder> = allocations
+            .into_iter()
+            .map(|a| {
+                (
+                    a.gpu_uuid.clone(),
+                    Holder {
+                        notebook: a.notebook_id,
+                        notebook_name: a.notebook_name,
+                        user: a.owner,
+                        since: rfc3339(a.since),
+                        since_ts: a.since,
+                    },
+                )
+            })
+            .collect();
+        // /proc reads are cheap but blocking; a handful per GPU.
+        let pids: Vec<u32> = snapshot
+            .gpus
+            .iter()
+            .flat_map(|g| g.processes.iter().map(|p| p.pid))
+            .collect();
+        let containers: HashMap<u32, Option<String>> = tokio::task::spawn_blocking(move || {
+            pids.into_iter()
+                .map(|pid| (pid, container_of_pid(pid)))
+                .collect()
+        })
+        .await
+        .unwrap_or_default();
+        Ok(snapshot
+            .gpus
+            .iter()
+            .map(|g| GpuView {
+                index: g.index,
+                uuid: g.uuid.clone(),
+                name: g.name.clone(),
+                memory_total_mib: g.memory_total_mib,
+                memory_used_mib: g.memory_used_mib,
+                utilization_percent: g.utilization_percent,
+                temperature_c: g.temperature_c,
+                holder: holders.get(&g.uuid).cloned(),
+                processes: g
+                    .processes
+                    .iter()
+                    .map(|p| ProcessView {
+                        pid: p.pid,
+                        used_memory_mib: p.used_memory_mib,
+                        notebook: containers
+                            .get(&p.pid)
+                            .cloned()
+                            .flatten()
+                            .and_then(|c| by_container.get(&c).cloned()),
+                    })
+                    .collect(),
+                history: snapshot
+                    .history
+                    .get(&g.uuid)
+                    .map(|h| h.iter().copied().collect())
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    pub async fn gpu_counts(&self) -> Result<GpuCounts, NotebookError> {
+        let total = self.gpus().uuids().len();
+        let (held, queued) = self
+            .db()
+            .call(|c| Ok((gq::all(c)?.len(), gq::queue(c)?.len())))
+            .await?;
+        Ok(GpuCounts {
+            total,
+            free: total.saturating_sub(held),
+            queued,
+        })
+    }
+}

@@ -1,0 +1,96 @@
+//! The GPU map: every GPU, who holds it, how hard it works.
+
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde_json::json;
+
+use crate::error::{ApiError, PageError, WebError};
+use crate::runtime::gpus::GpuView;
+use crate::web::extract::{ApiUser, SessionUser};
+use crate::web::views::{relative_time, Chrome};
+use crate::web::AppState;
+
+pub async fn gpus_api(
+    _caller: ApiUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let gpus = state.runtime.gpu_overview().await?;
+    let snapshot_at = state.runtime.gpus().snapshot().at;
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(json!({
+            "gpus": gpus,
+            "backend": state.runtime.gpus().inventory().backend(),
+            "sampled_at": crate::runtime::notebooks::rfc3339(snapshot_at),
+            "sample_interval_seconds": state.runtime.gpus().interval().as_secs_f64(),
+        })))
+}
+
+pub struct GpuCard {
+    pub g: GpuView,
+    pub memory_percent: u64,
+    pub since: String,
+    pub sparkline: String,
+    pub outside: usize,
+}
+
+/// Points of a 120×32 polyline for utilization history.
+pub fn sparkline(history: &[u32]) -> String {
+    let n = history.len().max(2) - 1;
+    history
+        .iter()
+        .enumerate()
+        .map(|(i, u)| {
+            format!(
+                "{:.1},{:.1}",
+                i as f64 * 120.0 / n as f64,
+                32.0 - (*u).min(100) as f64 * 0.32
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[derive(Template)]
+#[template(path = "gpus.html")]
+struct GpusPage {
+    chrome: Chrome,
+    cards: Vec<GpuCard>,
+    backend: &'static str,
+    free: usize,
+}
+
+pub async fn gpus_page(
+    session: SessionUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let gpus = state.runtime.gpu_overview().await?;
+    let free = gpus.iter().filter(|g| g.holder.is_none()).count();
+    let cards = gpus
+        .into_iter()
+        .map(|g| GpuCard {
+            memory_percent: (g.memory_used_mib * 100)
+                .checked_div(g.memory_total_mib)
+                .unwrap_or(0),
+            since: g
+                .holder
+                .as_ref()
+                .map(|h| relative_time(h.since_ts))
+                .unwrap_or_default(),
+            sparkline: sparkline(&g.history),
+            outside: g.processes.iter().filter(|p| p.notebook.is_none()).count(),
+            g,
+        })
+        .collect();
+    let page = GpusPage {
+        chrome: Chrome::new(&session, "gpus"),
+        cards,
+        backend: state.runtime.gpus().inventory().backend(),
+        free,
+    };
+    let body = page.render().map_err(WebError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("cache-control", "no-store"))
+        .body(body))
+}
