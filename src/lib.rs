@@ -5,10 +5,12 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod doctor;
 pub mod error;
 pub mod gpu;
 pub mod proxy;
 pub mod runtime;
+pub mod service;
 pub mod web;
 
 use std::future::Future;
@@ -128,6 +130,9 @@ pub async fn run(
     .shutdown_timeout(5)
     .run();
     let handle = server.handle();
+    // The database is open and migrated and the listener is bound: ready.
+    service::notify_ready();
+    let watchdog = tokio::spawn(service::watchdog(db.clone()));
 
     let housekeeping = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
@@ -144,12 +149,14 @@ pub async fn run(
         r = server => r.map_err(StartError::from),
         _ = &mut shutdown => {
             tracing::info!("shutting down");
+            service::notify_stopping();
             handle.stop(true).await;
             Ok(())
         }
     };
     housekeeping.abort();
     reconciler.abort();
+    watchdog.abort();
     result
 }
 

@@ -32,6 +32,8 @@ enum Command {
     /// Manage personal access tokens
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Check Docker, GPUs, the data directory and the config, and explain any fix
+    Doctor,
     /// Show what the GPU inventory sees
     Gpus {
         /// Print JSON instead of a table
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
             Command::Token(TokenCommand::Create { user, name }) => {
                 token_create(config, &user, &name).await
             }
+            Command::Doctor => doctor(&config).await,
             Command::Gpus {
                 json,
                 measure: None,
@@ -372,5 +375,32 @@ fn measure_gpu_sampling(config: &Config, n: u32) -> Result<(), String> {
         "at 1 Hz on 8 GPUs that is {:.3}% of one core",
         per_gpu_ms * 8.0 / 1000.0 * 100.0
     );
+    Ok(())
+}
+
+async fn doctor(config: &Config) -> Result<(), String> {
+    use notebox::doctor::Level;
+    let checks = notebox::doctor::run_checks(config).await;
+    println!("notebox doctor {}", env!("CARGO_PKG_VERSION"));
+    for c in &checks {
+        let mark = match c.level {
+            Level::Ok => "ok  ",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        };
+        println!("  [{mark}] {:<18} {}", c.name, c.message);
+        if let Some(fix) = &c.fix {
+            if c.level != Level::Ok {
+                println!("         {:<18} fix: {fix}", "");
+            }
+        }
+    }
+    let failed = checks.iter().filter(|c| c.level == Level::Fail).count();
+    if failed > 0 {
+        return Err(format!(
+            "{failed} problem(s) keep notebooks from running; see the fixes above"
+        ));
+    }
+    println!("Notebooks can run.");
     Ok(())
 }

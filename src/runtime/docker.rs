@@ -119,6 +119,14 @@ impl DockerEngine {
         ))
     }
 
+    /// Names of the container runtimes the engine knows (runc, nvidia, ...).
+    pub async fn info_runtimes(&self) -> Result<Vec<String>, DockerError> {
+        let info = self.docker.info().await?;
+        let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Creates the private bridge network if it is missing. Notebooks on it cannot reach
     /// each other (inter-container traffic is off); notebox reaches them from the host.
     pub async fn ensure_network(&self, name: &str) -> Result<(), DockerError> {

@@ -1,0 +1,307 @@
+//! `notebox doctor`: preflight checks that explain what is wrong and how to fix it.
+
+use std::path::Path;
+
+use crate::config::{Config, GpuBackend};
+use crate::runtime::docker::DockerEngine;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    /// Worth knowing; notebooks still run.
+    Warn,
+    /// Notebooks (or GPU notebooks) cannot run until it is fixed.
+    Fail,
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub level: Level,
+    pub message: String,
+    pub fix: Option<String>,
+}
+
+fn check(name: &'static str, level: Level, message: impl Into<String>, fix: Option<&str>) -> Check {
+    Check {
+        name,
+        level,
+        message: message.into(),
+        fix: fix.map(str::to_string),
+    }
+}
+
+/// The first container toolkit releases without a known container escape:
+/// CVE-2024-0132 (fixed in 1.16.2) and CVE-2025-23266 "NVIDIAScape" (fixed in 1.17.8).
+pub const TOOLKIT_SAFE_FROM: (u32, u32, u32) = (1, 17, 8);
+
+/// "1.17.3" (also inside longer text such as "NVIDIA Container Toolkit CLI version 1.17.3").
+pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter(|w| w.matches('.').count() >= 2)
+        .find_map(|w| {
+            let mut parts = w.split('.').map(|p| p.parse::<u32>().ok());
+            Some((parts.next()??, parts.next()??, parts.next()??))
+        })
+}
+
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `stat` a valid out-pointer.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut stat) };
+    (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+fn check_data_dir(config: &Config) -> Vec<Check> {
+    let dir = &config.data_dir;
+    let mut out = Vec::new();
+    let probe = dir.join(".notebox-doctor-probe");
+    let writable = std::fs::create_dir_all(dir).is_ok()
+        && std::fs::write(&probe, b"ok").is_ok()
+        && std::fs::remove_file(&probe).is_ok();
+    if writable {
+        out.push(check(
+            "data dir",
+            Level::Ok,
+            format!("{} is writable", dir.display()),
+            None,
+        ));
+    } else {
+        out.push(check(
+            "data dir",
+            Level::Fail,
+            format!("{} is not writable by this user", dir.display()),
+            Some("give the directory to the user notebox runs as (the package uses notebox:notebox), or set data_dir"),
+        ));
+    }
+    match free_bytes(dir).or_else(|| dir.parent().and_then(free_bytes)) {
+        Some(b) => {
+            let gb = b as f64 / 1e9;
+            let (level, fix) = if gb < 1.0 {
+                (
+                    Level::Fail,
+                    Some("free disk space: notebooks and images need room"),
+                )
+            } else if gb < 10.0 {
+                (
+                    Level::Warn,
+                    Some("free disk space: images and members' files grow"),
+                )
+            } else {
+                (Level::Ok, None)
+            };
+            out.push(check(
+                "disk space",
+                level,
+                format!("{gb:.1} GB free for {}", dir.display()),
+                fix,
+            ));
+        }
+        None => out.push(check(
+            "disk space",
+            Level::Warn,
+            "cannot read free space",
+            None,
+        )),
+    }
+    out
+}
+
+async fn check_docker(config: &Config) -> (Vec<Check>, Option<DockerEngine>) {
+    let mut out = Vec::new();
+    let engine = match DockerEngine::connect(&config.docker.socket, "doctor").await {
+        Ok(e) => e,
+        Err(e) => {
+            let text = e.to_string();
+            let denied = text.contains("ermission denied");
+            out.push(check(
+                "docker",
+                Level::Fail,
+                format!("cannot reach Docker: {text}"),
+                Some(if denied {
+                    "this user may not use the Docker socket: add it to the docker group (usermod -aG docker notebox) and restart the service"
+                } else {
+                    "install and start Docker (apt install docker.io; systemctl enable --now docker), or set docker.socket"
+                }),
+            ));
+            return (out, None);
+        }
+    };
+    match engine.version().await {
+        Ok((version, api)) => out.push(check(
+            "docker",
+            Level::Ok,
+            format!("Docker {version} answers, API version {api}; this user can use its socket"),
+            None,
+        )),
+        Err(e) => out.push(check(
+            "docker",
+            Level::Fail,
+            format!("Docker does not answer: {e}"),
+            None,
+        )),
+    }
+    (out, Some(engine))
+}
+
+fn toolkit_version() -> Option<String> {
+    for (program, arg) in [
+        ("nvidia-ctk", "--version"),
+        ("nvidia-container-cli", "--version"),
+    ] {
+        if let Ok(out) = std::process::Command::new(program).arg(arg).output() {
+            if out.status.success() {
+                return Some(String::from_utf8_lossy(&out.stdout).into_owned());
+            }
+        }
+    }
+    None
+}
+
+async fn check_gpus(config: &Config, docker: Option<&DockerEngine>) -> Vec<Check> {
+    let mut out = Vec::new();
+    let (inventory, reason) = crate::gpu::open_inventory(config);
+    let gpus = tokio::task::spawn_blocking({
+        let inventory = inventory.clone();
+        move || inventory.sample()
+    })
+    .await;
+    let count = match gpus {
+        Ok(Ok(g)) => {
+            let names: Vec<String> = g
+                .iter()
+                .map(|g| format!("{} ({} MiB)", g.name, g.memory_total_mib))
+                .collect();
+            let level = if g.is_empty() && config.gpu.backend == GpuBackend::Nvml {
+                Level::Fail
+            } else {
+                Level::Ok
+            };
+            let message = match (inventory.backend(), g.len()) {
+                ("none", _) => format!(
+                    "no GPUs: {}; CPU notebooks work",
+                    reason
+                        .clone()
+                        .unwrap_or_else(|| "gpu.backend = \"none\"".into())
+                ),
+                (backend, 0) => format!("{backend}: no GPUs found"),
+                (backend, n) => format!("{backend}: {n} GPU(s): {}", names.join(", ")),
+            };
+            let fix = (inventory.backend() == "none" && config.gpu.backend != GpuBackend::None)
+                .then_some("if this machine has NVIDIA GPUs, install the NVIDIA driver (it provides libnvidia-ml.so.1)");
+            out.push(check(
+                "gpus",
+                if reason.is_some() && config.gpu.backend == GpuBackend::Nvml {
+                    Level::Fail
+                } else {
+                    level
+                },
+                message,
+                fix,
+            ));
+            g.len()
+        }
+        Ok(Err(e)) => {
+            out.push(check(
+                "gpus",
+                Level::Fail,
+                format!("the GPU inventory failed: {e}"),
+                None,
+            ));
+            0
+        }
+        Err(e) => {
+            out.push(check(
+                "gpus",
+                Level::Fail,
+                format!("the GPU check crashed: {e}"),
+                None,
+            ));
+            0
+        }
+    };
+    if inventory.backend() != "nvml" || count == 0 {
+        return out;
+    }
+    // Real GPUs: Docker must be able to hand them to containers, safely.
+    if let Some(docker) = docker {
+        match docker.info_runtimes().await {
+            Ok(runtimes) if runtimes.iter().any(|r| r == "nvidia") => out.push(check(
+                "nvidia runtime",
+                Level::Ok,
+                "the nvidia runtime is registered with Docker",
+                None,
+            )),
+            Ok(runtimes) => out.push(check(
+                "nvidia runtime",
+                Level::Warn,
+                format!("Docker's runtimes are {}; nvidia is not among them", runtimes.join(", ")),
+                Some("install nvidia-container-toolkit, then: nvidia-ctk runtime configure --runtime=docker && systemctl restart docker"),
+            )),
+            Err(e) => out.push(check("nvidia runtime", Level::Warn, format!("cannot ask Docker: {e}"), None)),
+        }
+    }
+    match toolkit_version() {
+        None => out.push(check(
+            "container toolkit",
+            Level::Fail,
+            "the NVIDIA container toolkit is not installed, so containers cannot get GPUs",
+            Some("apt install nvidia-container-toolkit (see docs/INSTALL.md)"),
+        )),
+        Some(text) => match parse_version(&text) {
+            Some(v) if v < TOOLKIT_SAFE_FROM => out.push(check(
+                "container toolkit",
+                Level::Fail,
+                format!(
+                    "NVIDIA container toolkit {}.{}.{} has a known container escape (CVE-2025-23266, and CVE-2024-0132 before 1.16.2)",
+                    v.0, v.1, v.2
+                ),
+                Some("upgrade nvidia-container-toolkit to 1.17.8 or newer"),
+            )),
+            Some(v) => out.push(check(
+                "container toolkit",
+                Level::Ok,
+                format!("NVIDIA container toolkit {}.{}.{}", v.0, v.1, v.2),
+                None,
+            )),
+            None => out.push(check("container toolkit", Level::Warn, format!("cannot read its version from {text:?}"), None)),
+        },
+    }
+    out
+}
+
+/// Runs every check. `config` was already parsed (that is the first check).
+pub async fn run_checks(config: &Config) -> Vec<Check> {
+    let mut checks = vec![check(
+        "config",
+        Level::Ok,
+        format!("read from {}", config.source),
+        None,
+    )];
+    checks.extend(check_data_dir(config));
+    let (docker_checks, engine) = check_docker(config).await;
+    checks.extend(docker_checks);
+    checks.extend(check_gpus(config, engine.as_ref()).await);
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toolkit_versions_are_read_and_compared() {
+        assert_eq!(
+            parse_version("NVIDIA Container Toolkit CLI version 1.17.3\ncommit: abc"),
+            Some((1, 17, 3))
+        );
+        assert_eq!(parse_version("cli-version: 1.16.2"), Some((1, 16, 2)));
+        assert_eq!(parse_version("no version"), None);
+        assert!(parse_version("1.17.3").expect("v") < TOOLKIT_SAFE_FROM);
+        assert!(parse_version("1.17.8").expect("v") >= TOOLKIT_SAFE_FROM);
+        assert!(parse_version("1.18.0").expect("v") >= TOOLKIT_SAFE_FROM);
+    }
+}
