@@ -47,6 +47,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub gpu: GpuConfig,
     pub docker: DockerConfig,
+    pub share: ShareConfig,
     pub images: Vec<ImageSpec>,
     pub machines: Vec<MachineType>,
     /// Where the config came from ("built-in defaults" or a path); not a TOML key.
@@ -124,6 +125,24 @@ pub struct DockerConfig {
     pub network: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShareConfig {
+    /// Notebooks larger than this are offered for download instead of rendered.
+    pub max_render_mib: u64,
+    /// Text files larger than this are offered for download instead of shown.
+    pub max_text_kib: u64,
+}
+
+impl Default for ShareConfig {
+    fn default() -> Self {
+        ShareConfig {
+            max_render_mib: 20,
+            max_text_kib: 1024,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Launcher {
@@ -177,6 +196,7 @@ impl Default for Config {
             },
             gpu: GpuConfig::default(),
             docker: DockerConfig::default(),
+            share: ShareConfig::default(),
             images: default_images(),
             machines: default_machines(),
             source: "built-in defaults".into(),

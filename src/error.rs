@@ -134,6 +134,22 @@ impl From<NotebookError> for WebError {
     }
 }
 
+impl From<crate::share::ShareError> for WebError {
+    fn from(e: crate::share::ShareError) -> WebError {
+        use crate::share::ShareError;
+        match e {
+            ShareError::NotFound => WebError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "No such share: it may have been revoked.",
+            ),
+            ShareError::Invalid(m) => WebError::bad_request(m),
+            ShareError::Notebook(e) => e.into(),
+            ShareError::Io(m) => WebError::internal(m),
+        }
+    }
+}
+
 impl From<DbError> for WebError {
     fn from(e: DbError) -> WebError {
         WebError::internal(e)

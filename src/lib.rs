@@ -11,6 +11,7 @@ pub mod gpu;
 pub mod proxy;
 pub mod runtime;
 pub mod service;
+pub mod share;
 pub mod web;
 
 use std::future::Future;

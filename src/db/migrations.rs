@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_notebooks.sql")),
     (3, include_str!("migrations/0003_proxy.sql")),
     (4, include_str!("migrations/0004_gpus.sql")),
+    (5, include_str!("migrations/0005_shares.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -5,6 +5,7 @@ pub mod meta;
 pub mod migrations;
 pub mod notebooks;
 pub mod sessions;
+pub mod shares;
 pub mod tokens;
 pub mod users;
 

@@ -190,6 +190,13 @@ impl Runtime {
         }
     }
 
+    /// "alice’s “experiment”" for any notebook (used to say where a fork came from).
+    pub async fn describe_notebook(&self, id: &str) -> Result<Option<String>, NotebookError> {
+        let id = id.to_string();
+        let row = self.db().call(move |c| q::by_id(c, &id)).await?;
+        Ok(row.map(|r| format!("{}’s “{}”", r.owner, r.name)))
+    }
+
     /// A notebook of `owner`; anyone else's is "not found".
     pub async fn notebook_row(&self, owner: &User, id: &str) -> Result<NotebookRow, NotebookError> {
         let id = id.to_string();

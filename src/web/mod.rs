@@ -27,7 +27,7 @@ pub struct AppState {
 /// The map of the product, top to bottom.
 #[rustfmt::skip]
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, api, gpus, health, login, notebooks};
+    use pages::{account, admin, api, gpus, health, login, notebooks, share};
     cfg.route("/healthz",                          web::get().to(health::healthz))
         .route("/static/{path:.*}",                web::get().to(assets::serve_static))
         // logging in and out
@@ -42,7 +42,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/notebooks/{id}/extend",           web::post().to(notebooks::extend_notebook))
         .route("/notebooks/{id}/delete",           web::get().to(notebooks::delete_confirm))
         .route("/notebooks/{id}/delete",           web::post().to(notebooks::delete_notebook))
+        .route("/notebooks/{id}/fork",             web::post().to(share::fork_own_form))
+        .route("/notebooks/{id}/shares",           web::post().to(share::create_share_form))
+        .route("/notebooks/{id}/shares/{token}/revoke", web::post().to(share::revoke_share_form))
         .route("/notebooks/{id}/{action}",         web::post().to(notebooks::notebook_action))
+        // shared notebooks: anyone with the link
+        .route("/s/{token}",                       web::get().to(share::share_redirect))
+        .route("/s/{token}/",                      web::get().to(share::share_overview))
+        .route("/s/{token}/view/{path:.*}",        web::get().to(share::share_view))
+        .route("/s/{token}/raw/{path:.*}",         web::get().to(share::share_raw))
+        .route("/s/{token}/fork",                  web::post().to(share::fork_share_form))
+        .route("/gallery",                         web::get().to(share::gallery))
         // GPUs
         .route("/gpus",                            web::get().to(gpus::gpus_page))
         // a member's own settings
@@ -78,6 +88,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/notebooks/{id}/restart",  web::post().to(api::restart_notebook))
                 .route("/notebooks/{id}/extend",   web::post().to(api::extend_notebook))
                 .route("/notebooks/{id}/logs",     web::get().to(api::notebook_logs))
+                .route("/notebooks/{id}/shares",   web::get().to(share::list_shares_api))
+                .route("/notebooks/{id}/shares",   web::post().to(share::create_share_api))
+                .route("/notebooks/{id}/fork",     web::post().to(share::fork_own_api))
+                .route("/shares/{token}",          web::delete().to(share::delete_share_api))
+                .route("/shares/{token}/fork",     web::post().to(share::fork_share_api))
                 .default_service(web::to(api::not_found)),
         );
 }

@@ -5,6 +5,7 @@ pub mod gpus;
 pub mod health;
 pub mod login;
 pub mod notebooks;
+pub mod share;
 
 use actix_web::http::header;
 use actix_web::HttpResponse;

@@ -223,6 +223,8 @@ struct NotebookPage {
     v: NotebookView,
     choices: Vec<&'static str>,
     notice: Option<String>,
+    shares: Vec<crate::share::Share>,
+    forked_from: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -237,8 +239,23 @@ pub async fn notebook_page(
     q: web::Query<NoticeQuery>,
 ) -> Result<HttpResponse, PageError> {
     let nb = state.runtime.get_notebook(&session.user, &id).await?;
+    let shares = state.runtime.list_shares(&session.user, &id).await?;
+    let forked_from = match nb.row.forked_from.clone() {
+        Some(source) => Some(
+            state
+                .runtime
+                .describe_notebook(&source)
+                .await?
+                .unwrap_or_else(|| format!("a notebook that was deleted ({source})")),
+        ),
+        None => None,
+    };
     let notice = match q.done.as_deref() {
         Some("extended") => Some("The auto-shutdown countdown starts again from now.".to_string()),
+        Some("shared") => Some("A new share link was made; copy it below.".to_string()),
+        Some("unshared") => {
+            Some("The share link was revoked: it no longer opens anything.".to_string())
+        }
         _ => None,
     };
     html(
@@ -248,6 +265,8 @@ pub async fn notebook_page(
             v: NotebookView::new(nb),
             choices: AUTO_SHUTDOWN_CHOICES.to_vec(),
             notice,
+            shares,
+            forked_from,
         },
     )
 }

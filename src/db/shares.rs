@@ -1,0 +1,87 @@
+//! The `shares` table.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{now, DbError};
+
+#[derive(Debug, Clone)]
+pub struct ShareRow {
+    pub token: String,
+    pub notebook_id: String,
+    pub visibility: String,
+    pub created_at: i64,
+    pub notebook_name: String,
+    pub owner_id: i64,
+    pub owner: String,
+    pub image: String,
+    pub image_id: Option<String>,
+}
+
+const SELECT: &str =
+    "SELECT s.token, s.notebook_id, s.visibility, s.created_at, n.name, n.owner_id,
+        u.username, n.image, n.image_id
+    FROM shares s JOIN notebooks n ON n.id = s.notebook_id JOIN users u ON u.id = n.owner_id";
+
+fn from_row(r: &Row) -> rusqlite::Result<ShareRow> {
+    Ok(ShareRow {
+        token: r.get(0)?,
+        notebook_id: r.get(1)?,
+        visibility: r.get(2)?,
+        created_at: r.get(3)?,
+        notebook_name: r.get(4)?,
+        owner_id: r.get(5)?,
+        owner: r.get(6)?,
+        image: r.get(7)?,
+        image_id: r.get(8)?,
+    })
+}
+
+pub fn insert(
+    conn: &Connection,
+    token: &str,
+    notebook_id: &str,
+    visibility: &str,
+) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO shares (token, notebook_id, visibility, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![token, notebook_id, visibility, now()],
+    )?;
+    Ok(())
+}
+
+/// A live share: its notebook exists and is not being deleted.
+pub fn by_token(conn: &Connection, token: &str) -> Result<Option<ShareRow>, DbError> {
+    Ok(conn
+        .query_row(
+            &format!("{SELECT} WHERE s.token = ?1 AND n.desired_state != 'deleted'"),
+            [token],
+            from_row,
+        )
+        .optional()?)
+}
+
+pub fn for_notebook(conn: &Connection, notebook_id: &str) -> Result<Vec<ShareRow>, DbError> {
+    let mut stmt = conn.prepare(&format!(
+        "{SELECT} WHERE s.notebook_id = ?1 ORDER BY s.created_at DESC"
+    ))?;
+    let rows = stmt.query_map([notebook_id], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn public(conn: &Connection, limit: i64) -> Result<Vec<ShareRow>, DbError> {
+    let mut stmt = conn.prepare(&format!(
+        "{SELECT} WHERE s.visibility = 'public' AND n.desired_state != 'deleted' AND u.disabled = 0
+         ORDER BY s.created_at DESC LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Deletes a share of one of `owner_id`'s notebooks; false if there was none.
+pub fn delete(conn: &Connection, token: &str, owner_id: i64) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "DELETE FROM shares WHERE token = ?1
+           AND notebook_id IN (SELECT id FROM notebooks WHERE owner_id = ?2)",
+        params![token, owner_id],
+    )? == 1)
+}

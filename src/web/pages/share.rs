@@ -1,0 +1,498 @@
+//! Share pages (anonymous, read-only), the gallery, and the share/fork buttons.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::{ApiError, PageError, WebError};
+use crate::share::ipynb::{first_markdown_preview, render_ipynb};
+use crate::share::markdown::render_markdown;
+use crate::share::{
+    highlight::highlight, list_files, main_notebook, resolve_inside, FileEntry, SharedNotebook,
+    Visibility,
+};
+use crate::web::extract::{session_from_request, ApiUser, SessionUser};
+use crate::web::views::relative_time;
+use crate::web::AppState;
+
+use super::login::CsrfForm;
+use super::see_other;
+
+/// Share pages show other people's content: nothing on them may run script.
+pub const SHARE_CSP: &str =
+    "default-src 'none'; img-src 'self' data:; style-src 'self'; frame-src 'self'; \
+     form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+fn share_html(status: StatusCode, page: impl Template) -> Result<HttpResponse, PageError> {
+    let body = page.render().map_err(WebError::internal)?;
+    Ok(HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, SHARE_CSP))
+        .insert_header(("referrer-policy", "no-referrer"))
+        .insert_header(("cache-control", "private, no-cache"))
+        .body(body))
+}
+
+/// Who is looking: a logged-in member can fork (with the session's CSRF token).
+async fn viewer(req: &HttpRequest) -> Option<(String, String)> {
+    session_from_request(req)
+        .await
+        .ok()
+        .flatten()
+        .map(|s| (s.user.username, s.csrf))
+}
+
+struct Header {
+    token: String,
+    title: String,
+    owner: String,
+    image: String,
+    modified: String,
+    viewer: Option<(String, String)>,
+}
+
+fn header_for(
+    state: &AppState,
+    shared: &SharedNotebook,
+    files: &[FileEntry],
+    viewer: Option<(String, String)>,
+) -> Header {
+    let image = shared
+        .share
+        .image_id
+        .as_deref()
+        .and_then(|id| state.config.image(id))
+        .map(|i| i.name.clone())
+        .unwrap_or_else(|| shared.share.image.clone());
+    let modified = files
+        .iter()
+        .map(|f| f.modified)
+        .max()
+        .map(relative_time)
+        .unwrap_or_else(|| "never".into());
+    Header {
+        token: shared.share.token.clone(),
+        title: shared.share.notebook_name.clone(),
+        owner: shared.share.owner.clone(),
+        image,
+        modified,
+        viewer,
+    }
+}
+
+struct FileRow {
+    path: String,
+    size: String,
+    modified: String,
+}
+
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        0..=1023 => format!("{bytes} B"),
+        1024..=1_048_575 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "share.html")]
+struct SharePage {
+    h: Header,
+    files: Vec<FileRow>,
+    main_path: Option<String>,
+    main_html: Option<String>,
+    main_error: Option<String>,
+}
+
+/// What a file looks like on its view page.
+enum Preview {
+    Html(String),
+    Image { mime: &'static str, data: String },
+    Text(String),
+    Unavailable(String),
+}
+
+fn preview(path: &std::path::Path, name: &str, state: &AppState) -> Preview {
+    use base64::Engine;
+    let lower = name.to_ascii_lowercase();
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let read = || std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"));
+    if lower.ends_with(".ipynb") {
+        return match read().map(|b| render_ipynb(&b, state.config.share.max_render_mib)) {
+            Ok(Ok(r)) => Preview::Html(format!("<div class=\"notebook\">{}</div>", r.html)),
+            Ok(Err(e)) => Preview::Unavailable(format!("This notebook cannot be shown: {e}.")),
+            Err(e) => Preview::Unavailable(e),
+        };
+    }
+    for (ext, mime) in [
+        (".png", "image/png"),
+        (".jpg", "image/jpeg"),
+        (".jpeg", "image/jpeg"),
+        (".gif", "image/gif"),
+        (".svg", "image/svg+xml"),
+    ] {
+        if lower.ends_with(ext) {
+            if size > 10 * 1024 * 1024 {
+                return Preview::Unavailable(
+                    "This image is too large to show here; download it.".into(),
+                );
+            }
+            return match read() {
+                Ok(b) => Preview::Image {
+                    mime,
+                    data: base64::engine::general_purpose::STANDARD.encode(b),
+                },
+                Err(e) => Preview::Unavailable(e),
+            };
+        }
+    }
+    if size > state.config.share.max_text_kib * 1024 {
+        return Preview::Unavailable("This file is too large to show here; download it.".into());
+    }
+    let bytes = match read() {
+        Ok(b) => b,
+        Err(e) => return Preview::Unavailable(e),
+    };
+    let Ok(text) = String::from_utf8(bytes) else {
+        return Preview::Unavailable("This file is not text; download it.".into());
+    };
+    if lower.ends_with(".md") || lower.ends_with(".markdown") {
+        return Preview::Html(format!(
+            "<div class=\"markdown-file\">{}</div>",
+            render_markdown(&text)
+        ));
+    }
+    let language = if lower.ends_with(".py") { "python" } else { "" };
+    Preview::Text(highlight(&text, language))
+}
+
+/// `/s/{token}` → `/s/{token}/`.
+pub async fn share_redirect(token: web::Path<String>) -> HttpResponse {
+    see_other(&format!("/s/{}/", token.into_inner()))
+}
+
+pub async fn share_overview(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+) -> Result<HttpResponse, PageError> {
+    let shared = state.runtime.open_share(&token).await?;
+    let root = shared.root.clone();
+    let limit = state.config.share.max_render_mib;
+    let (files, main) = web::block(move || {
+        let files = list_files(&root);
+        let main = main_notebook(&files).map(|f| {
+            let rendered = std::fs::read(root.join(&f.path))
+                .map_err(|e| format!("cannot read it: {e}"))
+                .and_then(|b| render_ipynb(&b, limit).map_err(|e| e.to_string()));
+            (f.path.clone(), rendered.map(|r| r.html))
+        });
+        (files, main)
+    })
+    .await
+    .map_err(WebError::internal)?;
+    let h = header_for(&state, &shared, &files, viewer(&req).await);
+    let (main_path, main_html, main_error) = match main {
+        Some((path, Ok(html))) => (Some(path), Some(html), None),
+        Some((path, Err(e))) => (
+            Some(path),
+            None,
+            Some(format!("This notebook cannot be shown: {e}.")),
+        ),
+        None => (None, None, None),
+    };
+    let rows = files
+        .iter()
+        .map(|f| FileRow {
+            path: f.path.clone(),
+            size: human_size(f.size),
+            modified: relative_time(f.modified),
+        })
+        .collect();
+    share_html(
+        StatusCode::OK,
+        SharePage {
+            h,
+            files: rows,
+            main_path,
+            main_html,
+            main_error,
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "share_file.html")]
+struct ShareFilePage {
+    h: Header,
+    path: String,
+    html: Option<String>,
+    image: Option<(String, String)>,
+    text: Option<String>,
+    unavailable: Option<String>,
+}
+
+pub async fn share_view(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, PageError> {
+    let (token, rel) = path.into_inner();
+    let shared = state.runtime.open_share(&token).await?;
+    let file = resolve_inside(&shared.root, &rel)
+        .filter(|p| p.is_file())
+        .ok_or_else(WebError::not_found)?;
+    let root = shared.root.clone();
+    let st = state.clone();
+    let name = rel.clone();
+    let (files, shown) = web::block(move || (list_files(&root), preview(&file, &name, &st)))
+        .await
+        .map_err(WebError::internal)?;
+    let h = header_for(&state, &shared, &files, viewer(&req).await);
+    let mut page = ShareFilePage {
+        h,
+        path: rel,
+        html: None,
+        image: None,
+        text: None,
+        unavailable: None,
+    };
+    match shown {
+        Preview::Html(h) => page.html = Some(h),
+        Preview::Image { mime, data } => page.image = Some((mime.to_string(), data)),
+        Preview::Text(t) => page.text = Some(t),
+        Preview::Unavailable(m) => page.unavailable = Some(m),
+    }
+    share_html(StatusCode::OK, page)
+}
+
+/// The file as it is, always as a download (never rendered on our origin).
+pub async fn share_raw(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, PageError> {
+    let (token, rel) = path.into_inner();
+    let shared = state.runtime.open_share(&token).await?;
+    let file = resolve_inside(&shared.root, &rel)
+        .filter(|p| p.is_file())
+        .ok_or_else(WebError::not_found)?;
+    let handle = tokio::fs::File::open(&file)
+        .await
+        .map_err(|_| WebError::not_found())?;
+    let name = rel
+        .rsplit('/')
+        .next()
+        .unwrap_or("download")
+        .replace(['"', '\\', '\r', '\n'], "_");
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    let stream = tokio_util_stream(handle);
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((header::CONTENT_DISPOSITION, disposition))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; sandbox",
+        ))
+        .insert_header(("cache-control", "private, no-cache"))
+        .streaming(stream))
+}
+
+/// A file as a stream of chunks, read as the client takes them.
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+    futures_util::stream::unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    })
+}
+
+pub async fn fork_share_form(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, PageError> {
+    session.check_csrf(&form.csrf)?;
+    let nb = state.runtime.fork_shared(&session.user, &token).await?;
+    Ok(see_other(&format!("/notebooks/{}", nb.id)))
+}
+
+pub async fn fork_own_form(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, PageError> {
+    session.check_csrf(&form.csrf)?;
+    let nb = state.runtime.fork_own(&session.user, &id).await?;
+    Ok(see_other(&format!("/notebooks/{}", nb.id)))
+}
+
+#[derive(Deserialize)]
+pub struct ShareForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    visibility: String,
+}
+
+pub async fn create_share_form(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    form: web::Form<ShareForm>,
+) -> Result<HttpResponse, PageError> {
+    session.check_csrf(&form.csrf)?;
+    let visibility = Visibility::parse(&form.visibility)?;
+    state
+        .runtime
+        .create_share(&session.user, &id, visibility)
+        .await?;
+    Ok(see_other(&format!("/notebooks/{id}?done=shared#sharing")))
+}
+
+pub async fn revoke_share_form(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    form: web::Form<CsrfForm>,
+) -> Result<HttpResponse, PageError> {
+    session.check_csrf(&form.csrf)?;
+    let (id, token) = path.into_inner();
+    state.runtime.revoke_share(&session.user, &token).await?;
+    Ok(see_other(&format!("/notebooks/{id}?done=unshared#sharing")))
+}
+
+struct GalleryCard {
+    token: String,
+    title: String,
+    owner: String,
+    image: String,
+    preview: String,
+    shared: String,
+}
+
+#[derive(Template)]
+#[template(path = "gallery.html")]
+struct GalleryPage {
+    cards: Vec<GalleryCard>,
+    viewer: Option<(String, String)>,
+}
+
+pub async fn gallery(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let shares = state.runtime.public_shares(200).await?;
+    let limit = state.config.share.max_render_mib;
+    let rt = state.runtime.clone();
+    let config = state.config.clone();
+    let cards = web::block(move || {
+        shares
+            .into_iter()
+            .map(|s| {
+                let root = rt.notebook_dir(&s.notebook_id);
+                let files = list_files(&root);
+                let preview = main_notebook(&files)
+                    .and_then(|f| std::fs::read(root.join(&f.path)).ok())
+                    .and_then(|b| first_markdown_preview(&b, limit, 220))
+                    .unwrap_or_default();
+                let image = s
+                    .image_id
+                    .as_deref()
+                    .and_then(|id| config.image(id))
+                    .map(|i| i.name.clone())
+                    .unwrap_or_else(|| s.image.clone());
+                GalleryCard {
+                    token: s.token,
+                    title: s.notebook_name,
+                    owner: s.owner,
+                    image,
+                    preview,
+                    shared: relative_time(s.created_at),
+                }
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(WebError::internal)?;
+    share_html(
+        StatusCode::OK,
+        GalleryPage {
+            cards,
+            viewer: viewer(&req).await,
+        },
+    )
+}
+
+// ---- JSON API ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareBody {
+    visibility: Option<String>,
+}
+
+pub async fn create_share_api(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: Option<web::Json<ShareBody>>,
+) -> Result<HttpResponse, ApiError> {
+    let visibility = body
+        .and_then(|b| b.into_inner().visibility)
+        .unwrap_or_else(|| "link".into());
+    let visibility = Visibility::parse(&visibility)?;
+    let share = state
+        .runtime
+        .create_share(&caller.user, &id, visibility)
+        .await?;
+    Ok(HttpResponse::Created().json(share))
+}
+
+pub async fn list_shares_api(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let shares = state.runtime.list_shares(&caller.user, &id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "shares": shares })))
+}
+
+pub async fn delete_share_api(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    state.runtime.revoke_share(&caller.user, &token).await?;
+    Ok(HttpResponse::Ok().json(json!({ "token": token.into_inner(), "revoked": true })))
+}
+
+pub async fn fork_own_api(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Created().json(state.runtime.fork_own(&caller.user, &id).await?))
+}
+
+pub async fn fork_share_api(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Created().json(state.runtime.fork_shared(&caller.user, &token).await?))
+}
