@@ -66,7 +66,7 @@ async function followLogs() {
     if (!res.ok) return;
     const data = await res.json();
     const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 20;
-    pre.textContent = data.logs || (data.running ? "(no output yet)" : "No container is running.");
+    pre.textContent = data.logs || (data.running ? "(no output yet)" : "Waiting for the container to start…");
     if (atBottom) pre.scrollTop = pre.scrollHeight;
   } catch (e) { /* try again */ }
 }

@@ -276,7 +276,7 @@ async fn member_creates_and_revokes_an_access_token() {
     b.wait_path("/settings", SHORT).await;
     b.click("Access tokens").await;
     b.wait_path("/settings/tokens", SHORT).await;
-    b.wait_text(".empty-inline", "You have no tokens yet", SHORT)
+    b.wait_text(".empty-inline", "You have no tokens", SHORT)
         .await;
 
     b.fill("input[name=name]", "laptop VS Code").await;
@@ -315,7 +315,7 @@ async fn member_creates_and_revokes_an_access_token() {
     let question = b.accept_confirm().await;
     assert!(question.contains("laptop VS Code"), "{question}");
     b.wait_text(".alert.ok", "revoked", SHORT).await;
-    b.wait_text(".empty-inline", "You have no tokens yet", SHORT)
+    b.wait_text(".empty-inline", "You have no tokens", SHORT)
         .await;
     assert_eq!(api.get("/api/v1/me").await.0, 401);
 

@@ -132,7 +132,7 @@ mod tests {
         let html = highlight("def f(x):  # <b>\n    return '<x>' + 1", "python");
         assert!(html.contains("<span class=\"tok-keyword\">def</span>"));
         assert!(html.contains("<span class=\"tok-comment\"># &lt;b&gt;</span>"));
-        assert!(html.contains("<span class=\"tok-string\">'&lt;x&gt;'</span>"));
+        assert!(html.contains("<span class=\"tok-string\">&#39;&lt;x&gt;&#39;</span>"));
         assert!(html.contains("<span class=\"tok-number\">1</span>"));
         assert_eq!(highlight("<a>", "r"), "&lt;a&gt;");
     }

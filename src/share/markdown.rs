@@ -90,7 +90,9 @@ mod tests {
         );
         assert!(!html.contains("<script"), "{html}");
         assert!(!html.contains("onerror"), "{html}");
-        assert!(!html.contains("javascript:"), "{html}");
+        assert!(!html.contains("href=\"javascript:"), "{html}");
+        let link = render_markdown("[x](javascript:alert(3))");
+        assert!(!link.contains("href=\"javascript:"), "{link}");
         assert!(html.contains("<h1>Hi</h1>"));
     }
 

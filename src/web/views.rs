@@ -30,7 +30,7 @@ impl Chrome {
 /// "3 minutes ago", "in 2 hours"; for lists and countdowns rendered on the server.
 pub fn relative_time(ts: i64) -> String {
     let delta = ts - crate::db::now();
-    let (abs, past) = (delta.unsigned_abs(), delta < 0);
+    let (abs, past) = (delta.unsigned_abs(), delta <= 0);
     let amount = match abs {
         0..=44 => {
             return if past {
@@ -55,6 +55,17 @@ fn plural(n: u64, unit: &str) -> String {
         format!("1 {unit}")
     } else {
         format!("{n} {unit}s")
+    }
+}
+
+/// How long since `ts`: "under a minute", "5 min", "3 h 20 min", "2 days".
+pub fn duration_since(ts: i64) -> String {
+    let secs = (crate::db::now() - ts).max(0);
+    match secs {
+        0..=59 => "under a minute".into(),
+        60..=3599 => format!("{} min", secs / 60),
+        3600..=86_399 => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
+        _ => plural((secs / 86_400) as u64, "day"),
     }
 }
 

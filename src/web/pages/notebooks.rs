@@ -36,7 +36,7 @@ impl NotebookView {
     fn new(nb: Notebook) -> NotebookView {
         let created = relative_time(nb.row.created_at);
         let uptime = match (nb.state.as_str(), nb.row.started_at) {
-            ("running", Some(t)) => relative_time(t).replace(" ago", ""),
+            ("running", Some(t)) => crate::web::views::duration_since(t),
             _ => String::new(),
         };
         let seconds_left = Runtime::seconds_left(&nb.row).unwrap_or(-1);
@@ -70,7 +70,14 @@ impl NotebookView {
         self.nb.state == "running"
     }
     pub fn can_restart(&self) -> bool {
-        matches!(self.nb.state.as_str(), "running" | "failed" | "stopped")
+        self.nb.state == "running"
+    }
+    /// The detail line, unless it only repeats the state badge.
+    pub fn detail(&self) -> &str {
+        match self.nb.state_detail.as_str() {
+            "Stopped" | "Jupyter is ready" => "",
+            d => d,
+        }
     }
     pub fn busy(&self) -> bool {
         matches!(
@@ -225,6 +232,8 @@ struct NotebookPage {
     notice: Option<String>,
     shares: Vec<crate::share::Share>,
     forked_from: Option<String>,
+    /// scheme://host as the browser reached us, for absolute URLs to copy.
+    origin: String,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +242,7 @@ pub struct NoticeQuery {
 }
 
 pub async fn notebook_page(
+    req: actix_web::HttpRequest,
     session: SessionUser,
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -267,6 +277,10 @@ pub async fn notebook_page(
             notice,
             shares,
             forked_from,
+            origin: {
+                let info = req.connection_info();
+                format!("{}://{}", info.scheme(), info.host())
+            },
         },
     )
 }
