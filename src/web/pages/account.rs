@@ -11,7 +11,7 @@ use crate::web::extract::SessionUser;
 use crate::web::views::{datetime, relative_time, Chrome};
 use crate::web::AppState;
 
-use super::see_other;
+use super::{html, see_other};
 
 #[derive(Template)]
 #[template(path = "settings_account.html")]
@@ -59,14 +59,6 @@ impl From<TokenInfo> for TokenRow {
 #[derive(Deserialize)]
 pub struct NoticeQuery {
     done: Option<String>,
-}
-
-fn html(status: StatusCode, page: impl Template) -> Result<HttpResponse, PageError> {
-    let body = page.render().map_err(WebError::internal)?;
-    Ok(HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .insert_header(("cache-control", "no-store"))
-        .body(body))
 }
 
 pub async fn account_page(

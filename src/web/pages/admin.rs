@@ -11,7 +11,7 @@ use crate::web::extract::AdminUser;
 use crate::web::views::{datetime, Chrome};
 use crate::web::AppState;
 
-use super::see_other;
+use super::{html, see_other};
 
 #[derive(Template)]
 #[template(path = "admin_users.html")]
@@ -71,11 +71,7 @@ async fn render_users(
         me: admin.0.user.id,
         default_gpu_limit: state.config.gpu.max_gpus_per_user,
     };
-    let body = page.render().map_err(WebError::internal)?;
-    Ok(HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .insert_header(("cache-control", "no-store"))
-        .body(body))
+    html(status, page)
 }
 
 pub async fn admin_home(_admin: AdminUser) -> HttpResponse {

@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde_json::json;
 
-use crate::error::{ApiError, PageError, WebError};
+use crate::error::{ApiError, PageError};
 use crate::runtime::gpus::GpuView;
 use crate::web::extract::{ApiUser, SessionUser};
 use crate::web::views::{relative_time, Chrome};
@@ -88,9 +88,5 @@ pub async fn gpus_page(
         backend: state.runtime.gpus().inventory().backend(),
         free,
     };
-    let body = page.render().map_err(WebError::internal)?;
-    Ok(HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header(("cache-control", "no-store"))
-        .body(body))
+    super::html(actix_web::http::StatusCode::OK, page)
 }

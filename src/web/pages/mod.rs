@@ -10,6 +10,18 @@ pub mod share;
 use actix_web::http::header;
 use actix_web::HttpResponse;
 
+/// A rendered page. Pages show personal data: never cached.
+pub fn html(
+    status: actix_web::http::StatusCode,
+    page: impl askama::Template,
+) -> Result<HttpResponse, PageError> {
+    let body = page.render().map_err(WebError::internal)?;
+    Ok(HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body))
+}
+
 /// After a successful POST: go to `to` (303, so a reload does not repeat the action).
 pub fn see_other(to: &str) -> HttpResponse {
     HttpResponse::SeeOther()

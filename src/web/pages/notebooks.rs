@@ -13,15 +13,7 @@ use crate::web::views::{relative_time, Chrome};
 use crate::web::AppState;
 
 use super::login::CsrfForm;
-use super::see_other;
-
-fn html(status: StatusCode, page: impl Template) -> Result<HttpResponse, PageError> {
-    let body = page.render().map_err(WebError::internal)?;
-    Ok(HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .insert_header(("cache-control", "no-store"))
-        .body(body))
-}
+use super::{html, see_other};
 
 /// A notebook row as the pages show it.
 pub struct NotebookView {

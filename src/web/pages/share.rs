@@ -19,7 +19,7 @@ use crate::web::views::relative_time;
 use crate::web::AppState;
 
 use super::login::CsrfForm;
-use super::see_other;
+use super::{html, see_other};
 
 /// Share pages show other people's content: nothing on them may run script.
 pub const SHARE_CSP: &str =
@@ -27,13 +27,21 @@ pub const SHARE_CSP: &str =
      form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 fn share_html(status: StatusCode, page: impl Template) -> Result<HttpResponse, PageError> {
-    let body = page.render().map_err(WebError::internal)?;
-    Ok(HttpResponse::build(status)
-        .content_type("text/html; charset=utf-8")
-        .insert_header((header::CONTENT_SECURITY_POLICY, SHARE_CSP))
-        .insert_header(("referrer-policy", "no-referrer"))
-        .insert_header(("cache-control", "private, no-cache"))
-        .body(body))
+    let mut res = html(status, page)?;
+    let headers = res.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(SHARE_CSP),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    Ok(res)
 }
 
 /// Who is looking: a logged-in member can fork (with the session's CSRF token).
