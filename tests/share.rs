@@ -430,13 +430,14 @@ async fn hostile_notebook_runs_no_script_in_chromium() {
     let token = make_share(&alice, &id, "link").await;
     let browser = chromium::Browser::start(&server.url).await;
     for (path, text) in [
-        (format!("/s/{token}/view/untrusted/hostile.ipynb"), "Hostile"),
+        (
+            format!("/s/{token}/view/untrusted/hostile.ipynb"),
+            "Hostile",
+        ),
         (format!("/s/{token}/"), "hello from the kernel"),
     ] {
         browser.goto(&path).await;
-        browser
-            .wait_page_text(text, Duration::from_secs(15))
-            .await;
+        browser.wait_page_text(text, Duration::from_secs(15)).await;
         // Give lazy iframes and image errors a moment to fire, then look.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let verdict = browser
