@@ -3,7 +3,8 @@
 # (when run as root), builds the Jupyter test image once per machine, runs every test.
 #
 #   tests/run-all.sh            # everything
-#   tests/run-all.sh foundation # only tests/foundation.rs (any cargo test filter works)
+#   tests/run-all.sh foundation # only tests whose name matches (any cargo test filter works;
+#                               # the package checks then are skipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,3 +42,10 @@ say "using $TEST_JUPYTER_IMAGE"
 # 4. Every test: unit tests, integration tests against the real server, Docker, Chromium.
 say "cargo test"
 cargo test --locked --all-targets -- --test-threads=2 "$@"
+
+# 5. The .deb: build it, lint it, install it into a fresh Debian 12 root (upgrade, purge,
+#    and under a real systemd). Skipped when a filter was given.
+if [ "$#" -eq 0 ]; then
+  say "package"
+  tests/package/run.sh
+fi
