@@ -25,6 +25,8 @@ use crate::web::AppState;
 /// Kernel messages can be large (plots, data frames); Jupyter's own limit is 10 MiB by
 /// default but can be raised. We pass up to this much in one frame.
 pub const MAX_WS_FRAME: usize = 256 * 1024 * 1024;
+/// How long Jupyter may take to accept a WebSocket.
+const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a credential or routing decision is reused before asking the database again.
 const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
 const TARGET_CACHE_TTL: Duration = Duration::from_secs(1);
@@ -129,7 +131,14 @@ fn query_token(req: &HttpRequest) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-async fn identify(req: &HttpRequest, state: &AppState) -> Result<Caller, WebError> {
+/// `jupyter_token` is the notebook's own Jupyter token: JupyterLab puts it in its page
+/// config and sends it back as `Authorization: token …` on every API call. It is no
+/// Notebox credential, so it is skipped and the session cookie decides.
+async fn identify(
+    req: &HttpRequest,
+    state: &AppState,
+    jupyter_token: Option<&str>,
+) -> Result<Caller, WebError> {
     let cache = &state.proxy_cache;
     let token = if req.headers().contains_key(header::AUTHORIZATION) {
         match authorization_token(req) {
@@ -139,6 +148,7 @@ async fn identify(req: &HttpRequest, state: &AppState) -> Result<Caller, WebErro
     } else {
         query_token(req)
     };
+    let token = token.filter(|t| !jupyter_token.is_some_and(|j| secrets::constant_time_eq(t, j)));
     if let Some(token) = token {
         let key = format!("t:{}", secrets::hash_secret(&token));
         if let Some(user) = cache.get_user(&key) {
@@ -397,7 +407,12 @@ pub async fn proxy(
     upstream: web::Data<UpstreamClient>,
 ) -> HttpResponse {
     let id = req.match_info().get("id").unwrap_or_default().to_string();
-    let user = match identify(&req, &state).await {
+    let found = target(&state, &id).await;
+    let jupyter_token = match &found {
+        Ok(Some(t)) => Some(t.jupyter_token.as_str()),
+        _ => None,
+    };
+    let user = match identify(&req, &state, jupyter_token).await {
         Ok(Caller::User(u)) => u,
         Ok(Caller::BadCredentials) => {
             return error_response(
@@ -418,7 +433,7 @@ pub async fn proxy(
         Ok(Caller::Anonymous) => return error_response(&req, WebError::unauthorized()),
         Err(e) => return error_response(&req, e),
     };
-    let target = match target(&state, &id).await {
+    let target = match found {
         Ok(Some(t)) if t.owner_id == user.id => t,
         Ok(_) => return error_response(&req, WebError::not_found()),
         Err(e) => return error_response(&req, e),
@@ -533,7 +548,20 @@ async fn proxy_websocket(
     if !offered.is_empty() {
         ws = ws.protocols(offered.iter().map(String::as_str));
     }
-    let (up_response, upstream_frames) = ws.connect().await.map_err(|e| e.to_string())?;
+    let connected = tokio::time::timeout(WS_HANDSHAKE_TIMEOUT, ws.connect()).await;
+    let (up_response, upstream_frames) = match connected {
+        Ok(Ok(pair)) => pair,
+        // Jupyter answered, but refused (an unknown kernel: 404): pass its answer on.
+        Ok(Err(awc::error::WsClientError::InvalidResponseStatus(status))) => {
+            return Ok(HttpResponse::build(status)
+                .content_type("application/json")
+                .body(format!(
+                    r#"{{"error": {{"code": "upstream_refused", "message": "Jupyter refused the WebSocket ({status})."}}}}"#
+                )));
+        }
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("Jupyter did not complete the WebSocket handshake in time".into()),
+    };
     let chosen = up_response
         .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)

@@ -435,6 +435,32 @@ async fn strangers_get_404_browsers_get_login_and_foreign_origins_403() {
     // The owner's token works.
     assert_eq!(alice.get(&format!("/nb/{id}/api/status")).await.0, 200);
 
+    // JupyterLab sends the notebook's own Jupyter token (from its page config) with every
+    // API call: with the owner's session it passes; alone it is no credential.
+    let jupyter_token = jupyter_token_of(&container_of(&id));
+    let owner = client();
+    login_ok(&owner, &server.url, "alice", "alice-password").await;
+    let r = owner
+        .get(&status_url)
+        .header("authorization", format!("token {jupyter_token}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200, "session + Jupyter's own token");
+    let r = owner
+        .get(format!("{status_url}?token={jupyter_token}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200, "session + ?token=<Jupyter's own token>");
+    let r = reqwest::Client::new()
+        .get(&status_url)
+        .header("authorization", format!("token {jupyter_token}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 401, "the Jupyter token alone does not get in");
+
     // A WebSocket upgrade from another site is refused by the proxy itself.
     let http = reqwest::Client::new();
     let kernel = start_kernel(
@@ -461,7 +487,20 @@ async fn strangers_get_404_browsers_get_login_and_foreign_origins_403() {
             other.map(|_| ())
         ),
     }
-    // So is a cross-site write.
+    // A WebSocket Jupyter refuses (no such kernel) gets Jupyter's own answer, not a 503.
+    let mut request =
+        format!("ws://{host}/nb/{id}/api/kernels/00000000-0000-0000-0000-000000000000/channels")
+            .into_client_request()
+            .expect("req");
+    request.headers_mut().insert(
+        "authorization",
+        format!("token {}", alice.token).parse().expect("h"),
+    );
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 404),
+        other => panic!("a missing kernel must be 404, got {:?}", other.map(|_| ())),
+    }
+    // A cross-site write is refused like a cross-site WebSocket.
     let r = http
         .post(format!("{}/nb/{id}/api/kernels", server.url))
         .header("authorization", format!("token {}", alice.token))

@@ -526,3 +526,185 @@ fn xpath_literal(text: &str) -> String {
         format!("concat({})", parts.join(", \"'\", "))
     }
 }
+
+impl Browser {
+    /// Types `keys` into whatever has the focus, as key presses (WebDriver actions), for
+    /// widgets that are no form field (a terminal's hidden textarea, an editor). WebDriver
+    /// modifier keys (Shift U+E008, Control U+E009, Alt U+E00A, Meta U+E03D) stay down
+    /// until the end, as with `send_keys`: "\u{E008}\u{E007}" is Shift+Enter.
+    pub async fn type_keys(&self, keys: &str) {
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        const MODIFIERS: [char; 4] = ['\u{E008}', '\u{E009}', '\u{E00A}', '\u{E03D}'];
+        let mut actions = KeyActions::new("keyboard".into());
+        let mut held = Vec::new();
+        for c in keys.chars() {
+            actions = actions.then(KeyAction::Down { value: c });
+            if MODIFIERS.contains(&c) {
+                held.push(c);
+            } else {
+                actions = actions.then(KeyAction::Up { value: c });
+            }
+        }
+        for c in held.into_iter().rev() {
+            actions = actions.then(KeyAction::Up { value: c });
+        }
+        self.client
+            .perform_actions(actions)
+            .await
+            .unwrap_or_else(|e| panic!("type {keys:?}: {e}"));
+    }
+
+    /// Requests of the current page that got an HTTP error (status >= 400), as
+    /// "STATUS URL" lines, from the Resource Timing API (WebSockets are not in it).
+    pub async fn failed_requests(&self) -> Vec<String> {
+        let v = self
+            .client
+            .execute(
+                "return performance.getEntriesByType('resource')\
+                   .filter(e => e.responseStatus >= 400)\
+                   .map(e => e.responseStatus + ' ' + e.name);",
+                vec![],
+            )
+            .await;
+        string_list(v)
+    }
+}
+
+/// A script run at the start of every page (see `record_network`): it keeps, in
+/// `window.__network`, one entry per fetch, XHR and WebSocket with how it ended, and every
+/// uncaught error, so that a request that never finishes or a socket that closes shows up.
+const NETWORK_RECORDER: &str = r#"(() => {
+  const log = window.__network = [];
+  const t0 = performance.now();
+  const at = () => Math.round(performance.now() - t0);
+  const add = (kind, method, url) => {
+    const e = { kind, method, url: String(url), start: at(), end: null, status: null, note: '' };
+    log.push(e);
+    return e;
+  };
+  const origFetch = window.fetch;
+  window.fetch = function (input, init) {
+    const url = input && input.url ? input.url : input;
+    const method = (init && init.method) || (input && input.method) || 'GET';
+    const e = add('fetch', method, url);
+    return origFetch.apply(this, arguments).then(
+      r => {
+        e.end = at();
+        e.status = r.status;
+        if (r.status >= 400) r.clone().text().then(t => { e.note = t.slice(0, 300); }, () => {});
+        return r;
+      },
+      err => { e.end = at(); e.note = 'error: ' + err; throw err; });
+  };
+  const open = XMLHttpRequest.prototype.open;
+  XMLHttpRequest.prototype.open = function (method, url) {
+    const e = add('xhr', method, url);
+    this.addEventListener('loadend', () => { e.end = at(); e.status = this.status; });
+    return open.apply(this, arguments);
+  };
+  const WS = window.WebSocket;
+  window.WebSocket = function (url, protocols) {
+    const e = add('websocket', 'GET', url);
+    const ws = protocols === undefined ? new WS(url) : new WS(url, protocols);
+    ws.addEventListener('open', () => { e.status = 101; e.note = 'open ' + at() + 'ms, protocol ' + JSON.stringify(ws.protocol); });
+    ws.addEventListener('error', () => { e.note += ' error ' + at() + 'ms'; });
+    ws.addEventListener('close', ev => { e.end = at(); e.note += ' closed ' + ev.code + ' ' + JSON.stringify(ev.reason); });
+    const close = ws.close;
+    ws.close = function () { e.note += ' close() by the page at ' + at() + 'ms'; return close.apply(ws, arguments); };
+    return ws;
+  };
+  window.WebSocket.prototype = WS.prototype;
+  Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+  window.addEventListener('error', ev => log.push({ kind: 'error', url: String(ev.message), start: at(), note: String(ev.filename) + ':' + ev.lineno }));
+  window.addEventListener('unhandledrejection', ev => log.push({ kind: 'rejection', url: String(ev.reason && (ev.reason.stack || ev.reason)), start: at() }));
+})();"#;
+
+impl Browser {
+    /// Runs a Chrome DevTools Protocol command through chromedriver.
+    pub async fn cdp(&self, cmd: &str, params: serde_json::Value) -> serde_json::Value {
+        let session = self
+            .client
+            .session_id()
+            .await
+            .expect("session id")
+            .expect("a WebDriver session");
+        let r = reqwest::Client::new()
+            .post(format!(
+                "{}/session/{session}/goog/cdp/execute",
+                self.driver.url
+            ))
+            .json(&serde_json::json!({ "cmd": cmd, "params": params }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("CDP {cmd}: {e}"));
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        v["value"].clone()
+    }
+
+    /// From the next page on, records every fetch, XHR and WebSocket of the page and its
+    /// uncaught errors (read them with `network_log`). For diagnosing single-page apps.
+    pub async fn record_network(&self) {
+        let v = self
+            .cdp(
+                "Page.addScriptToEvaluateOnNewDocument",
+                serde_json::json!({ "source": NETWORK_RECORDER }),
+            )
+            .await;
+        assert!(
+            v.get("identifier").is_some(),
+            "CDP did not take the recorder: {v}"
+        );
+    }
+
+    /// What `record_network` saw on the current page, one line per request: method, URL,
+    /// status (or "pending"), start and end in ms since the page began, and notes.
+    pub async fn network_log(&self) -> Vec<String> {
+        let v = self
+            .client
+            .execute(
+                "if (!window.__network) return ['(nothing recorded: record_network was not called before this page)']; \
+                 return window.__network.map(e => [e.kind, e.method || '', e.url, \
+                 e.status === null ? (e.end === null ? 'PENDING' : '-') : e.status, \
+                 e.start + '..' + (e.end === null ? '' : e.end) + 'ms', e.note || ''].join(' '));",
+                vec![],
+            )
+            .await;
+        string_list(v)
+    }
+}
+
+/// A script's answer as a list of strings; the error, if the script failed, as one line.
+fn string_list(v: Result<serde_json::Value, fantoccini::error::CmdError>) -> Vec<String> {
+    match v {
+        Ok(v) => v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(e) => vec![format!("(cannot read it from the page: {e})")],
+    }
+}
+
+impl Browser {
+    /// Polls `check` (every 100 ms) until it returns Some, or returns None after `timeout`
+    /// (`wait` without the panic, for what a test can recover from).
+    pub async fn wait_for<T, F, Fut>(&self, timeout: Duration, mut check: F) -> Option<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return Some(v);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -647,3 +647,15 @@ pub async fn jupyter_status(container: &str, notebook_id: &str) -> u16 {
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
 }
+
+/// The notebook's own Jupyter token, from its container's environment.
+pub fn jupyter_token_of(container: &str) -> String {
+    docker_inspect(container)["Config"]["Env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| e.as_str())
+        .find_map(|e| e.strip_prefix("JUPYTER_TOKEN="))
+        .expect("JUPYTER_TOKEN")
+        .to_string()
+}
