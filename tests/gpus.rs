@@ -1,6 +1,7 @@
 //! Issue 5: exclusive GPU allocation, the queue, quotas and the GPU map, with the
 //! simulated inventory (4 GPUs) and real containers.
 
+mod chromium;
 mod common;
 
 use std::collections::HashSet;
@@ -377,4 +378,44 @@ async fn kill_9_while_gpu_notebooks_start_leaves_no_orphaned_gpus() {
         .filter(|g| g["holder"].is_null())
         .count();
     assert_eq!(free, 4, "all four are free again: {map}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpu_page_shows_holders_live_in_chromium() {
+    let Some(image) = test_image() else { return };
+    if !require(
+        "chromium",
+        chromium::available(),
+        "chromium and chromedriver are needed",
+    ) {
+        return;
+    }
+    let server = TestServer::start_with(|c| gpu_config(c, &image)).await;
+    add_user(&server, "alice", "alice-password", false);
+    let alice = Api::new(&server.url, &token_for(&server, "alice"));
+    let browser = chromium::Browser::start(&server.url).await;
+    browser.login("alice", "alice-password").await;
+    browser.goto("/gpus").await;
+    browser
+        .wait_page_text("4 of 4 free", Duration::from_secs(15))
+        .await;
+    let (s, nb) = create(&alice, "training run", "gpu2").await;
+    assert_eq!(s, 201, "{nb}");
+    let id = nb["id"].as_str().expect("id").to_string();
+    alice.wait_state(&id, "running", READY).await;
+    // The page notices by itself (it polls the API) and shows who holds the GPUs.
+    browser
+        .wait_page_text("training run", Duration::from_secs(20))
+        .await;
+    let text = browser.page_text().await;
+    assert!(
+        text.contains("2 of 4 free") && text.contains("alice"),
+        "{text}"
+    );
+    browser.screenshot("gpus.png").await;
+    browser.goto("/notebooks/new").await;
+    browser
+        .wait_page_text("2 of 4 GPUs free", Duration::from_secs(10))
+        .await;
+    browser.close().await;
 }
