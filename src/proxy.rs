@@ -54,9 +54,43 @@ pub struct UpstreamClient {
     client: awc::Client,
 }
 
+/// awc's TCP connector, plus TCP_NODELAY on every upstream connection: proxied bodies
+/// arrive in pieces, and Nagle's algorithm would hold each small piece back.
+#[derive(Clone, Default)]
+struct NoDelayConnector(actix_tls::connect::ConnectorService);
+
+impl actix_service::Service<actix_tls::connect::ConnectInfo<awc::http::Uri>> for NoDelayConnector {
+    type Response = actix_tls::connect::Connection<awc::http::Uri, actix_web::rt::net::TcpStream>;
+    type Error = actix_tls::connect::ConnectError;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    fn poll_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        actix_service::Service::<actix_tls::connect::ConnectInfo<awc::http::Uri>>::poll_ready(
+            &self.0, cx,
+        )
+    }
+
+    fn call(&self, req: actix_tls::connect::ConnectInfo<awc::http::Uri>) -> Self::Future {
+        let connecting = self.0.call(req);
+        Box::pin(async move {
+            let connection = connecting.await?;
+            if let Err(e) = connection.io_ref().set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY upstream");
+            }
+            Ok(connection)
+        })
+    }
+}
+
 impl Default for UpstreamClient {
     fn default() -> Self {
         let connector = awc::Connector::new()
+            .connector(NoDelayConnector::default())
+            .conn_lifetime(Duration::from_secs(3600))
             .limit(0) // no cap on concurrent upstream connections (WebSockets are long-lived)
             .conn_keep_alive(Duration::from_secs(60))
             .timeout(Duration::from_secs(5));

@@ -213,13 +213,25 @@ impl Accounts {
         Ok(self.db.call(move |c| sessions::delete(c, &id_hash)).await?)
     }
 
-    /// The user a personal access token belongs to.
+    /// The user a personal access token belongs to. Its last use is recorded in the
+    /// background, off the request's path.
     pub async fn token_user(&self, token: &str) -> Result<Option<User>, AuthError> {
         if !token.starts_with(TOKEN_PREFIX) || token.len() > 200 {
             return Ok(None);
         }
         let hash = secrets::hash_secret(token);
-        Ok(self.db.call(move |c| tokens::lookup(c, &hash)).await?)
+        let Some((user, touch)) = self.db.call(move |c| tokens::lookup(c, &hash)).await? else {
+            return Ok(None);
+        };
+        if let Some(token_id) = touch {
+            let db = self.db.clone();
+            tokio::spawn(async move {
+                if let Err(e) = db.call(move |c| tokens::touch(c, token_id)).await {
+                    tracing::debug!(error = %e, "cannot record token use");
+                }
+            });
+        }
+        Ok(Some(user))
     }
 
     /// Creates a token; the returned string is the only time it is seen.

@@ -55,8 +55,9 @@ pub fn delete(conn: &Connection, user_id: i64, token_id: i64) -> Result<bool, Db
     )? == 1)
 }
 
-/// The token's user (if enabled), marking the token used (at most once a minute).
-pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<User>, DbError> {
+/// The token's user (if enabled), and whether its last use should be recorded (at most
+/// once a minute). Read-only, so a busy writer never holds up a request.
+pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<(User, Option<i64>)>, DbError> {
     let found = conn
         .query_row(
             "SELECT t.id, u.id, u.username, u.is_admin, u.disabled, u.max_gpus, u.created_at,
@@ -80,15 +81,16 @@ pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<User>, DbErr
             },
         )
         .optional()?;
-    let Some((token_id, user, last_used)) = found else {
-        return Ok(None);
-    };
-    let t = now();
-    if last_used.is_none_or(|l| t - l >= 60) {
-        conn.execute(
-            "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1",
-            params![token_id, t],
-        )?;
-    }
-    Ok(Some(user))
+    Ok(found.map(|(token_id, user, last_used)| {
+        let due = last_used.is_none_or(|l| now() - l >= 60);
+        (user, due.then_some(token_id))
+    }))
+}
+
+pub fn touch(conn: &Connection, token_id: i64) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1",
+        params![token_id, now()],
+    )?;
+    Ok(())
 }

@@ -28,7 +28,10 @@ pub struct AppState {
 #[rustfmt::skip]
 pub fn routes(cfg: &mut web::ServiceConfig) {
     use pages::{account, admin, api, gpus, health, login, notebooks, share};
-    cfg.route("/healthz",                          web::get().to(health::healthz))
+    // Jupyter, proxied: first, because it is the hot path (routes are tried in order).
+    cfg.route("/nb/{id}/{tail:.*}",                web::route().to(crate::proxy::proxy))
+        .route("/nb/{id}",                         web::route().to(crate::proxy::add_slash))
+        .route("/healthz",                         web::get().to(health::healthz))
         .route("/static/{path:.*}",                web::get().to(assets::serve_static))
         // logging in and out
         .route("/login",                           web::get().to(login::login_form))
@@ -69,9 +72,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/users/{id}/admin",          web::post().to(admin::set_admin))
         .route("/admin/users/{id}/disabled",       web::post().to(admin::set_disabled))
         .route("/admin/users/{id}/gpu-limit",      web::post().to(admin::set_gpu_limit))
-        // Jupyter, proxied
-        .route("/nb/{id}",                         web::route().to(crate::proxy::add_slash))
-        .route("/nb/{id}/{tail:.*}",               web::route().to(crate::proxy::proxy))
         // JSON API v1
         .service(
             web::scope("/api/v1")
