@@ -345,15 +345,22 @@ impl Runtime {
         let config = self.config().clone();
         let id = nb.id.as_str();
         // Directories, network, image.
-        let dirs = (|| {
-            let storage = self.storage_dir(&nb.owner);
-            let notebooks = self.notebook_dir(&nb.id);
-            let datasets = self.datasets_dir();
-            self.prepare_dir(&storage, false)?;
-            self.prepare_dir(&notebooks, false)?;
-            self.prepare_dir(&datasets, true)?;
-            Ok::<_, super::NotebookError>((storage, notebooks, datasets))
-        })();
+        // Directory creation and chown are blocking file system work.
+        let dirs = {
+            let rt = self.clone();
+            let (owner, id) = (nb.owner.clone(), nb.id.clone());
+            tokio::task::spawn_blocking(move || {
+                let storage = rt.storage_dir(&owner);
+                let notebooks = rt.notebook_dir(&id);
+                let datasets = rt.datasets_dir();
+                rt.prepare_dir(&storage, false)?;
+                rt.prepare_dir(&notebooks, false)?;
+                rt.prepare_dir(&datasets, true)?;
+                Ok::<_, super::NotebookError>((storage, notebooks, datasets))
+            })
+            .await
+            .unwrap_or_else(|e| Err(super::NotebookError::Host(e.to_string())))
+        };
         let (storage, notebooks, datasets) = match dirs {
             Ok(d) => d,
             Err(e) => {
