@@ -142,6 +142,10 @@ impl Drop for TestServer {
         }
         if self.cleanup {
             remove_containers_of(&self.config.data_dir);
+            // A container create already sent to Docker can land just after the first
+            // pass (the reconciler stops with the test's runtime): look once more.
+            std::thread::sleep(Duration::from_secs(1));
+            remove_containers_of(&self.config.data_dir);
         }
     }
 }
