@@ -143,6 +143,7 @@ impl From<crate::share::ShareError> for WebError {
                 "not_found",
                 "No such share: it may have been revoked.",
             ),
+            ShareError::NoSuchFile => WebError::not_found(),
             ShareError::Invalid(m) => WebError::bad_request(m),
             ShareError::Notebook(e) => e.into(),
             ShareError::Io(m) => WebError::internal(m),

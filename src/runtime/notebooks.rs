@@ -42,6 +42,16 @@ pub enum AutoShutdown {
     After(Duration),
 }
 
+impl AutoShutdown {
+    /// A member's choice: "1h", "6h", "12h", "1d", "1w" or "never".
+    pub fn from_choice(choice: &str) -> Result<AutoShutdown, String> {
+        Ok(match config::parse_auto_shutdown(choice)? {
+            None => AutoShutdown::Never,
+            Some(d) => AutoShutdown::After(d),
+        })
+    }
+}
+
 pub struct CreateNotebook {
     pub name: String,
     /// A catalog id, or (when allowed) any image reference.

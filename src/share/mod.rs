@@ -36,6 +36,8 @@ pub fn escape(s: &str) -> String {
 pub enum ShareError {
     #[error("no such share")]
     NotFound,
+    #[error("no such file in this share")]
+    NoSuchFile,
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -284,6 +286,24 @@ impl Runtime {
             .ok_or(ShareError::NotFound)?;
         let root = self.notebook_dir(&share.notebook_id);
         Ok(SharedNotebook { share, root })
+    }
+
+    /// A regular file inside a share's notebook directory, resolved safely (see
+    /// `resolve_inside`) on the blocking pool; anything else is "not found".
+    pub async fn shared_file(
+        &self,
+        token: &str,
+        relative: &str,
+    ) -> Result<(SharedNotebook, PathBuf), ShareError> {
+        let shared = self.open_share(token).await?;
+        let (root, rel) = (shared.root.clone(), relative.to_string());
+        let file = tokio::task::spawn_blocking(move || {
+            resolve_inside(&root, &rel).filter(|p| p.is_file())
+        })
+        .await
+        .map_err(|e| ShareError::Io(e.to_string()))?
+        .ok_or(ShareError::NoSuchFile)?;
+        Ok((shared, file))
     }
 
     pub async fn public_shares(&self, limit: i64) -> Result<Vec<ShareRow>, ShareError> {

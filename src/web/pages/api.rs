@@ -30,7 +30,6 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
 use actix_web::web;
 use serde::Deserialize;
 
-use crate::config::{self};
 use crate::runtime::{AutoShutdown, CreateNotebook};
 use crate::web::AppState;
 
@@ -138,12 +137,7 @@ pub async fn extend_notebook(
 ) -> Result<HttpResponse, ApiError> {
     let choice = match body.and_then(|b| b.into_inner().auto_shutdown) {
         None => None,
-        Some(s) => Some(
-            match config::parse_auto_shutdown(&s).map_err(WebError::bad_request)? {
-                None => AutoShutdown::Never,
-                Some(d) => AutoShutdown::After(d),
-            },
-        ),
+        Some(s) => Some(AutoShutdown::from_choice(&s).map_err(WebError::bad_request)?),
     };
     Ok(HttpResponse::Ok().json(
         state

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::config::{self, ImageSpec, MachineType, AUTO_SHUTDOWN_CHOICES};
+use crate::config::{ImageSpec, MachineType, AUTO_SHUTDOWN_CHOICES};
 use crate::error::{PageError, WebError};
 use crate::runtime::{AutoShutdown, CreateNotebook, Notebook, NotebookError, Runtime};
 use crate::web::extract::SessionUser;
@@ -172,10 +172,7 @@ fn parse_choice(choice: &str) -> Result<AutoShutdown, WebError> {
     if choice.is_empty() {
         return Ok(AutoShutdown::Default);
     }
-    match config::parse_auto_shutdown(choice).map_err(WebError::bad_request)? {
-        None => Ok(AutoShutdown::Never),
-        Some(d) => Ok(AutoShutdown::After(d)),
-    }
+    AutoShutdown::from_choice(choice).map_err(WebError::bad_request)
 }
 
 pub async fn create_notebook(

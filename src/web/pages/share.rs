@@ -11,8 +11,7 @@ use crate::error::{ApiError, PageError, WebError};
 use crate::share::ipynb::{first_markdown_preview, render_ipynb};
 use crate::share::markdown::render_markdown;
 use crate::share::{
-    highlight::highlight, list_files, main_notebook, resolve_inside, FileEntry, SharedNotebook,
-    Visibility,
+    highlight::highlight, list_files, main_notebook, FileEntry, SharedNotebook, Visibility,
 };
 use crate::web::extract::{session_from_request, ApiUser, SessionUser};
 use crate::web::views::relative_time;
@@ -249,10 +248,7 @@ pub async fn share_view(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, PageError> {
     let (token, rel) = path.into_inner();
-    let shared = state.runtime.open_share(&token).await?;
-    let file = resolve_inside(&shared.root, &rel)
-        .filter(|p| p.is_file())
-        .ok_or_else(WebError::not_found)?;
+    let (shared, file) = state.runtime.shared_file(&token, &rel).await?;
     let root = shared.root.clone();
     let st = state.clone();
     let name = rel.clone();
@@ -283,10 +279,7 @@ pub async fn share_raw(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, PageError> {
     let (token, rel) = path.into_inner();
-    let shared = state.runtime.open_share(&token).await?;
-    let file = resolve_inside(&shared.root, &rel)
-        .filter(|p| p.is_file())
-        .ok_or_else(WebError::not_found)?;
+    let (_, file) = state.runtime.shared_file(&token, &rel).await?;
     let handle = tokio::fs::File::open(&file)
         .await
         .map_err(|_| WebError::not_found())?;
