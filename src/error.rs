@@ -87,6 +87,7 @@ impl From<AuthError> for WebError {
                 ..WebError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", message)
             },
             AuthError::InvalidUsername(_)
+            | AuthError::WrongCurrentPassword
             | AuthError::WeakPassword(_)
             | AuthError::InvalidTokenName(_) => {
                 WebError::new(StatusCode::BAD_REQUEST, "invalid_input", message)

@@ -657,3 +657,55 @@ async fn api_writes_with_a_session_need_the_csrf_header() {
     assert_eq!(me.status(), 401);
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_change_their_own_password() {
+    let server = TestServer::start().await;
+    add_user(&server, "jo", "jo-password-1", false);
+    let c = client();
+    let csrf = login_ok(&c, &server.url, "jo", "jo-password-1").await;
+    let change = |current: &'static str| {
+        let (c, url, csrf) = (c.clone(), server.url.clone(), csrf.clone());
+        async move {
+            c.post(format!("{url}/settings/password"))
+                .form(&[
+                    ("csrf", csrf.as_str()),
+                    ("current", current),
+                    ("new", "jo-password-2"),
+                    ("confirm", "jo-password-2"),
+                ])
+                .send()
+                .await
+                .expect("POST")
+        }
+    };
+    let wrong = change("not-my-password").await;
+    assert_eq!(wrong.status(), 400);
+    assert!(wrong
+        .text()
+        .await
+        .expect("body")
+        .contains("current password is not right"));
+    assert_eq!(change("jo-password-1").await.status(), 303);
+    assert_eq!(
+        c.get(format!("{}/", server.url))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        200,
+        "this session stays"
+    );
+    assert_eq!(
+        login(&client(), &server.url, "jo", "jo-password-1")
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        login(&client(), &server.url, "jo", "jo-password-2")
+            .await
+            .status(),
+        303
+    );
+}

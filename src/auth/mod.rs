@@ -35,6 +35,8 @@ pub enum AuthError {
     WeakPassword(String),
     #[error("{0}")]
     InvalidTokenName(String),
+    #[error("your current password is not right")]
+    WrongCurrentPassword,
     #[error("the username '{0}' is taken")]
     UsernameTaken(String),
     #[error("no user named '{0}'")]
@@ -355,6 +357,29 @@ impl Accounts {
             return Err(AuthError::NoSuchUser(format!("#{user_id}")));
         }
         Ok(())
+    }
+
+    /// A member changes their own password: the current one must be right. Other
+    /// sessions end; `keep_session` (the member's own cookie) stays.
+    pub async fn change_own_password(
+        &self,
+        user: &User,
+        current: &str,
+        new: &str,
+        keep_session: &str,
+    ) -> Result<(), AuthError> {
+        let name = user.username.clone();
+        let creds = self.db.call(move |c| users::credentials(c, &name)).await?;
+        let current = current.to_string();
+        let ok = tokio::task::spawn_blocking(move || {
+            creds.is_some_and(|(_, hash)| passwords::verify_password(&current, &hash))
+        })
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))?;
+        if !ok {
+            return Err(AuthError::WrongCurrentPassword);
+        }
+        self.set_password(user.id, new, Some(keep_session)).await
     }
 
     /// Grants or removes admin; refuses to remove the last enabled admin.

@@ -112,26 +112,9 @@ pub async fn change_password(
     if form.new != form.confirm {
         return fail("The new password and its confirmation differ; type them again.".into());
     }
-    let (hash_ok, _) = {
-        let name = session.user.username.clone();
-        let current = form.current.clone();
-        let creds = state
-            .db
-            .call(move |c| crate::db::users::credentials(c, &name))
-            .await?;
-        let ok = tokio::task::spawn_blocking(move || {
-            creds.is_some_and(|(_, hash)| auth::passwords::verify_password(&current, &hash))
-        })
-        .await
-        .map_err(WebError::internal)?;
-        (ok, ())
-    };
-    if !hash_ok {
-        return fail("Your current password is not right.".into());
-    }
     if let Err(e) = state
         .accounts
-        .set_password(session.user.id, &form.new, Some(&session.cookie))
+        .change_own_password(&session.user, &form.current, &form.new, &session.cookie)
         .await
     {
         let e = WebError::from(e);
