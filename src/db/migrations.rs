@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_proxy.sql")),
     (4, include_str!("migrations/0004_gpus.sql")),
     (5, include_str!("migrations/0005_shares.sql")),
+    (6, include_str!("migrations/0006_share_previews.sql")),
 ];
 
 pub fn latest_version() -> i64 {

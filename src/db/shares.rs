@@ -15,11 +15,13 @@ pub struct ShareRow {
     pub owner: String,
     pub image: String,
     pub image_id: Option<String>,
+    /// The first words of the shared notebook, for the gallery.
+    pub preview: String,
 }
 
 const SELECT: &str =
     "SELECT s.token, s.notebook_id, s.visibility, s.created_at, n.name, n.owner_id,
-        u.username, n.image, n.image_id
+        u.username, n.image, n.image_id, s.preview
     FROM shares s JOIN notebooks n ON n.id = s.notebook_id JOIN users u ON u.id = n.owner_id";
 
 fn from_row(r: &Row) -> rusqlite::Result<ShareRow> {
@@ -33,6 +35,7 @@ fn from_row(r: &Row) -> rusqlite::Result<ShareRow> {
         owner: r.get(6)?,
         image: r.get(7)?,
         image_id: r.get(8)?,
+        preview: r.get(9)?,
     })
 }
 
@@ -49,11 +52,14 @@ pub fn insert(
     Ok(())
 }
 
-/// A live share: its notebook exists and is not being deleted.
+/// A live share: its notebook exists and is not being deleted, and its owner's account is
+/// enabled (disabling a member hides their shares at once).
 pub fn by_token(conn: &Connection, token: &str) -> Result<Option<ShareRow>, DbError> {
     Ok(conn
         .query_row(
-            &format!("{SELECT} WHERE s.token = ?1 AND n.desired_state != 'deleted'"),
+            &format!(
+                "{SELECT} WHERE s.token = ?1 AND n.desired_state != 'deleted' AND u.disabled = 0"
+            ),
             [token],
             from_row,
         )
@@ -84,4 +90,13 @@ pub fn delete(conn: &Connection, token: &str, owner_id: i64) -> Result<bool, DbE
            AND notebook_id IN (SELECT id FROM notebooks WHERE owner_id = ?2)",
         params![token, owner_id],
     )? == 1)
+}
+
+/// Stores the gallery preview of every share of a notebook.
+pub fn set_previews(conn: &Connection, notebook_id: &str, preview: &str) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE shares SET preview = ?2 WHERE notebook_id = ?1",
+        params![notebook_id, preview],
+    )?;
+    Ok(())
 }

@@ -23,6 +23,9 @@ use docker::{DockerEngine, DockerError};
 
 pub use notebooks::{AutoShutdown, CreateNotebook, Notebook, NotebookError};
 
+/// How many share-page file jobs (listing, reading, rendering) run at once.
+const SHARE_WORKERS: usize = 4;
+
 /// The notebook runtime: shared by the web handlers and the reconciler task.
 #[derive(Clone)]
 pub struct Runtime {
@@ -41,6 +44,8 @@ struct Inner {
     /// Notebooks with a Docker operation in flight; the reconciler leaves them alone.
     inflight: Mutex<HashSet<String>>,
     gpus: Telemetry,
+    /// Share pages' blocking file work (walks, reads, renders) runs a few at a time.
+    share_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Runtime {
@@ -56,8 +61,13 @@ impl Runtime {
                 wake: Notify::new(),
                 inflight: Mutex::new(HashSet::new()),
                 gpus,
+                share_slots: Arc::new(tokio::sync::Semaphore::new(SHARE_WORKERS)),
             }),
         }
+    }
+
+    pub fn share_slots(&self) -> Arc<tokio::sync::Semaphore> {
+        self.inner.share_slots.clone()
     }
 
     pub fn db(&self) -> &Db {

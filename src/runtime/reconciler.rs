@@ -650,7 +650,8 @@ impl Runtime {
             }
         }
         let detail = detail.unwrap_or_else(|| "Stopped".into());
-        let _ = self
+        let notebook_id = id.clone();
+        let stopped = self
             .db()
             .call(move |c| {
                 q::set_container(c, &id, None)?;
@@ -664,6 +665,15 @@ impl Runtime {
                 }
             })
             .await;
+        if let Err(e) = stopped {
+            tracing::warn!(notebook = %notebook_id, error = %e, "cannot record the stop");
+            return;
+        }
+        // The files are at rest now: the gallery's preview of this notebook is brought up
+        // to date here, never on an anonymous request.
+        if let Err(e) = self.refresh_share_previews(&notebook_id).await {
+            tracing::warn!(notebook = %notebook_id, error = %e, "cannot refresh share previews");
+        }
     }
 
     async fn delete_op(&self, nb: &NotebookRow, containers: &[String], docker: &DockerEngine) {

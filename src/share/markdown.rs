@@ -1,36 +1,12 @@
 //! Markdown (CommonMark + tables, strikethrough, task lists) → sanitized HTML. Math is
-//! shown as written: `$…$` and `$$…$$` are kept away from the Markdown parser.
+//! shown as written: pulldown-cmark's own math support keeps `$…$` and `$$…$$` away from
+//! emphasis, in one linear pass (no placeholder substitution, which was quadratic).
 
 use std::collections::HashSet;
 
-use pulldown_cmark::{html, Options, Parser};
+use pulldown_cmark::{html, CowStr, Event, Options, Parser};
 
 use super::escape;
-
-/// Replaces math spans by placeholders so that `_` and `*` inside them stay as written.
-fn protect_math(src: &str) -> (String, Vec<String>) {
-    let mut out = String::with_capacity(src.len());
-    let mut math = Vec::new();
-    let mut rest = src;
-    while let Some(start) = rest.find('$') {
-        let display = rest[start..].starts_with("$$");
-        let delim = if display { "$$" } else { "$" };
-        let after = &rest[start + delim.len()..];
-        let Some(len) = after.find(delim) else { break };
-        // `$` followed by space or a digit is more likely money than math.
-        if !display && (len == 0 || after.starts_with(' ') || after.starts_with(char::is_numeric)) {
-            out.push_str(&rest[..start + 1]);
-            rest = &rest[start + 1..];
-            continue;
-        }
-        out.push_str(&rest[..start]);
-        out.push_str(&format!("NBXMATH{}X", math.len()));
-        math.push(format!("{delim}{}{delim}", &after[..len]));
-        rest = &after[len + delim.len()..];
-    }
-    out.push_str(rest);
-    (out, math)
-}
 
 fn sanitizer() -> ammonia::Builder<'static> {
     let mut b = ammonia::Builder::default();
@@ -45,19 +21,26 @@ fn sanitizer() -> ammonia::Builder<'static> {
 /// Markdown → HTML that is safe to put in a page: no script, no event handlers, no
 /// `javascript:` URLs, no style.
 pub fn render_markdown(src: &str) -> String {
-    let (protected, math) = protect_math(src);
-    let options =
-        Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
-    let mut raw = String::new();
-    html::push_html(&mut raw, Parser::new_ext(&protected, options));
-    let mut clean = sanitizer().clean(&raw).to_string();
-    for (i, m) in math.iter().enumerate() {
-        clean = clean.replace(
-            &format!("NBXMATH{i}X"),
-            &format!("<span class=\"math\">{}</span>", escape(m)),
-        );
-    }
-    clean
+    let options = Options::ENABLE_TABLES
+        | Options::ENABLE_STRIKETHROUGH
+        | Options::ENABLE_TASKLISTS
+        | Options::ENABLE_MATH;
+    let events = Parser::new_ext(src, options).map(|event| match event {
+        Event::InlineMath(m) => math_span(&m, "$"),
+        Event::DisplayMath(m) => math_span(&m, "$$"),
+        other => other,
+    });
+    let mut raw = String::with_capacity(src.len() + src.len() / 4);
+    html::push_html(&mut raw, events);
+    sanitizer().clean(&raw).to_string()
+}
+
+/// Math as written, escaped, in a span the stylesheet can pick out.
+fn math_span(math: &str, delimiter: &str) -> Event<'static> {
+    Event::InlineHtml(CowStr::from(format!(
+        "<span class=\"math\">{}</span>",
+        escape(&format!("{delimiter}{math}{delimiter}"))
+    )))
 }
 
 /// The first words of a Markdown text, as plain text (for gallery previews).
@@ -105,5 +88,22 @@ mod tests {
         assert!(html.contains("$E = m_1 c^2$"), "{html}");
         assert!(html.contains("$$\\sum_i x_i$$"), "{html}");
         assert!(html.contains("$5"), "{html}");
+    }
+
+    #[test]
+    fn math_heavy_markdown_renders_in_linear_time() {
+        // 160 KB of `$x$ ` took 9.7 s with placeholder substitution (quadratic).
+        let src = "$x$ ".repeat(40_000);
+        let started = std::time::Instant::now();
+        let html = render_markdown(&src);
+        assert!(html.matches("<span class=\"math\">$x$</span>").count() == 40_000);
+        let small = started.elapsed();
+        let started = std::time::Instant::now();
+        render_markdown(&"$x$ ".repeat(4_000));
+        // Ten times the input must not cost a hundred times the time.
+        assert!(
+            small < started.elapsed() * 40 + std::time::Duration::from_millis(50),
+            "40 000 spans took {small:?}"
+        );
     }
 }

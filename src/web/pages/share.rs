@@ -7,12 +7,8 @@ use askama::Template;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::error::{ApiError, PageError, WebError};
-use crate::share::ipynb::{first_markdown_preview, render_ipynb};
-use crate::share::markdown::render_markdown;
-use crate::share::{
-    highlight::highlight, list_files, main_notebook, FileEntry, SharedNotebook, Visibility,
-};
+use crate::error::{ApiError, PageError};
+use crate::share::{FileEntry, FilePreview, SharedNotebook, Visibility};
 use crate::web::extract::{session_from_request, ApiUser, SessionUser};
 use crate::web::views::relative_time;
 use crate::web::AppState;
@@ -109,76 +105,19 @@ fn human_size(bytes: u64) -> String {
 struct SharePage {
     h: Header,
     files: Vec<FileRow>,
+    /// Why the file list stopped early, when it did.
+    truncated: Option<String>,
     main_path: Option<String>,
     main_html: Option<String>,
     main_error: Option<String>,
 }
 
-/// What a file looks like on its view page.
-enum Preview {
-    Html(String),
-    Image { mime: &'static str, data: String },
-    Text(String),
-    Unavailable(String),
-}
-
-fn preview(path: &std::path::Path, name: &str, state: &AppState) -> Preview {
-    use base64::Engine;
-    let lower = name.to_ascii_lowercase();
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let read = || std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"));
-    if lower.ends_with(".ipynb") {
-        return match read().map(|b| render_ipynb(&b, state.config.share.max_render_mib)) {
-            Ok(Ok(r)) => Preview::Html(format!("<div class=\"notebook\">{}</div>", r.html)),
-            Ok(Err(e)) => Preview::Unavailable(format!("This notebook cannot be shown: {e}.")),
-            Err(e) => Preview::Unavailable(e),
-        };
-    }
-    for (ext, mime) in [
-        (".png", "image/png"),
-        (".jpg", "image/jpeg"),
-        (".jpeg", "image/jpeg"),
-        (".gif", "image/gif"),
-        (".svg", "image/svg+xml"),
-    ] {
-        if lower.ends_with(ext) {
-            if size > 10 * 1024 * 1024 {
-                return Preview::Unavailable(
-                    "This image is too large to show here; download it.".into(),
-                );
-            }
-            return match read() {
-                Ok(b) => Preview::Image {
-                    mime,
-                    data: base64::engine::general_purpose::STANDARD.encode(b),
-                },
-                Err(e) => Preview::Unavailable(e),
-            };
-        }
-    }
-    if size > state.config.share.max_text_kib * 1024 {
-        return Preview::Unavailable("This file is too large to show here; download it.".into());
-    }
-    let bytes = match read() {
-        Ok(b) => b,
-        Err(e) => return Preview::Unavailable(e),
-    };
-    let Ok(text) = String::from_utf8(bytes) else {
-        return Preview::Unavailable("This file is not text; download it.".into());
-    };
-    if lower.ends_with(".md") || lower.ends_with(".markdown") {
-        return Preview::Html(format!(
-            "<div class=\"markdown-file\">{}</div>",
-            render_markdown(&text)
-        ));
-    }
-    let language = if lower.ends_with(".py") { "python" } else { "" };
-    Preview::Text(highlight(&text, language))
-}
-
 /// `/s/{token}` → `/s/{token}/`.
 pub async fn share_redirect(token: web::Path<String>) -> HttpResponse {
-    see_other(&format!("/s/{}/", token.into_inner()))
+    see_other(&format!(
+        "/s/{}/",
+        crate::web::encode_segment(&token.into_inner())
+    ))
 }
 
 pub async fn share_overview(
@@ -186,23 +125,10 @@ pub async fn share_overview(
     state: web::Data<AppState>,
     token: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    let shared = state.runtime.open_share(&token).await?;
-    let root = shared.root.clone();
-    let limit = state.config.share.max_render_mib;
-    let (files, main) = web::block(move || {
-        let files = list_files(&root);
-        let main = main_notebook(&files).map(|f| {
-            let rendered = std::fs::read(root.join(&f.path))
-                .map_err(|e| format!("cannot read it: {e}"))
-                .and_then(|b| render_ipynb(&b, limit).map_err(|e| e.to_string()));
-            (f.path.clone(), rendered.map(|r| r.html))
-        });
-        (files, main)
-    })
-    .await
-    .map_err(WebError::internal)?;
-    let h = header_for(&state, &shared, &files, viewer(&req).await);
-    let (main_path, main_html, main_error) = match main {
+    let (shared, overview) = state.runtime.share_overview(&token).await?;
+    let files = &overview.listing.files;
+    let h = header_for(&state, &shared, files, viewer(&req).await);
+    let (main_path, main_html, main_error) = match overview.main {
         Some((path, Ok(html))) => (Some(path), Some(html), None),
         Some((path, Err(e))) => (
             Some(path),
@@ -224,6 +150,7 @@ pub async fn share_overview(
         SharePage {
             h,
             files: rows,
+            truncated: overview.listing.truncated,
             main_path,
             main_html,
             main_error,
@@ -248,14 +175,8 @@ pub async fn share_view(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, PageError> {
     let (token, rel) = path.into_inner();
-    let (shared, file) = state.runtime.shared_file(&token, &rel).await?;
-    let root = shared.root.clone();
-    let st = state.clone();
-    let name = rel.clone();
-    let (files, shown) = web::block(move || (list_files(&root), preview(&file, &name, &st)))
-        .await
-        .map_err(WebError::internal)?;
-    let h = header_for(&state, &shared, &files, viewer(&req).await);
+    let (shared, listing, shown) = state.runtime.shared_file_preview(&token, &rel).await?;
+    let h = header_for(&state, &shared, &listing.files, viewer(&req).await);
     let mut page = ShareFilePage {
         h,
         path: rel,
@@ -265,10 +186,10 @@ pub async fn share_view(
         unavailable: None,
     };
     match shown {
-        Preview::Html(h) => page.html = Some(h),
-        Preview::Image { mime, data } => page.image = Some((mime.to_string(), data)),
-        Preview::Text(t) => page.text = Some(t),
-        Preview::Unavailable(m) => page.unavailable = Some(m),
+        FilePreview::Html(h) => page.html = Some(h),
+        FilePreview::Image { mime, base64 } => page.image = Some((mime.to_string(), base64)),
+        FilePreview::Text(t) => page.text = Some(t),
+        FilePreview::Unavailable(m) => page.unavailable = Some(m),
     }
     share_html(StatusCode::OK, page)
 }
@@ -280,9 +201,7 @@ pub async fn share_raw(
 ) -> Result<HttpResponse, PageError> {
     let (token, rel) = path.into_inner();
     let (_, file) = state.runtime.shared_file(&token, &rel).await?;
-    let handle = tokio::fs::File::open(&file)
-        .await
-        .map_err(|_| WebError::not_found())?;
+    let handle = tokio::fs::File::from_std(file.file);
     let name = rel
         .rsplit('/')
         .next()
@@ -397,39 +316,30 @@ pub async fn gallery(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let shares = state.runtime.public_shares(200).await?;
-    let limit = state.config.share.max_render_mib;
-    let rt = state.runtime.clone();
-    let config = state.config.clone();
-    let cards = web::block(move || {
-        shares
-            .into_iter()
-            .map(|s| {
-                let root = rt.notebook_dir(&s.notebook_id);
-                let files = list_files(&root);
-                let preview = main_notebook(&files)
-                    .and_then(|f| std::fs::read(root.join(&f.path)).ok())
-                    .and_then(|b| first_markdown_preview(&b, limit, 220))
-                    .unwrap_or_default();
-                let image = s
-                    .image_id
-                    .as_deref()
-                    .and_then(|id| config.image(id))
-                    .map(|i| i.name.clone())
-                    .unwrap_or_else(|| s.image.clone());
-                GalleryCard {
-                    token: s.token,
-                    title: s.notebook_name,
-                    owner: s.owner,
-                    image,
-                    preview,
-                    shared: relative_time(s.created_at),
-                }
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(WebError::internal)?;
+    // Previews were computed when each share was made or its notebook stopped: an
+    // anonymous visit reads only the database.
+    let cards = state
+        .runtime
+        .public_shares(200)
+        .await?
+        .into_iter()
+        .map(|s| {
+            let image = s
+                .image_id
+                .as_deref()
+                .and_then(|id| state.config.image(id))
+                .map(|i| i.name.clone())
+                .unwrap_or_else(|| s.image.clone());
+            GalleryCard {
+                token: s.token,
+                title: s.notebook_name,
+                owner: s.owner,
+                image,
+                preview: s.preview,
+                shared: relative_time(s.created_at),
+            }
+        })
+        .collect();
     share_html(
         StatusCode::OK,
         GalleryPage {
