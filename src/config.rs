@@ -60,10 +60,20 @@ pub struct Config {
 pub struct AuthConfig {
     /// How long a login lasts, e.g. "14d".
     pub session_lifetime: String,
-    /// Failed logins allowed per account in 15 minutes before 429.
+    /// Failed logins allowed for one account from one client address in 15 minutes
+    /// before 429 (so nobody can lock a member out from elsewhere for free).
     pub max_failures_per_account: u32,
     /// Failed logins allowed per client address in 15 minutes before 429.
     pub max_failures_per_address: u32,
+    /// Failed logins allowed for one account from all addresses together in 15 minutes:
+    /// the ceiling against a distributed guesser.
+    pub max_failures_per_account_total: u32,
+    /// Password checks (argon2, 19 MiB each) running at once; more get 429 at once.
+    /// 0 = twice the number of CPU cores.
+    pub max_concurrent_logins: u32,
+    /// Addresses of reverse proxies in front of Notebox: from these (and only these) the
+    /// client address is taken from `X-Forwarded-For`.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -210,6 +220,9 @@ impl Default for AuthConfig {
             session_lifetime: "14d".into(),
             max_failures_per_account: 5,
             max_failures_per_address: 30,
+            max_failures_per_account_total: 50,
+            max_concurrent_logins: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -470,7 +483,10 @@ impl Config {
         if self.notebooks.shm_size_mib < 64 {
             return Err(self.invalid("notebooks.shm_size_mib", "must be at least 64"));
         }
-        if self.auth.max_failures_per_account == 0 || self.auth.max_failures_per_address == 0 {
+        if self.auth.max_failures_per_account == 0
+            || self.auth.max_failures_per_address == 0
+            || self.auth.max_failures_per_account_total == 0
+        {
             return Err(self.invalid(
                 "auth.max_failures_per_account",
                 "login failure limits must be at least 1",

@@ -86,6 +86,10 @@ impl From<AuthError> for WebError {
                 retry_after: Some(retry_after_secs),
                 ..WebError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", message)
             },
+            AuthError::Busy => WebError {
+                retry_after: Some(1),
+                ..WebError::new(StatusCode::TOO_MANY_REQUESTS, "busy", message)
+            },
             AuthError::InvalidUsername(_)
             | AuthError::WrongCurrentPassword
             | AuthError::WeakPassword(_)

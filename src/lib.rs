@@ -135,6 +135,12 @@ pub async fn run(
     service::notify_ready();
     let watchdog = tokio::spawn(service::watchdog(db.clone()));
 
+    // A password changed by the CLI (another process) reaches open WebSockets within 1 s.
+    let credential_watch = tokio::spawn(
+        accounts
+            .clone()
+            .watch_other_processes(std::time::Duration::from_secs(1)),
+    );
     let housekeeping = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
         loop {
@@ -156,6 +162,7 @@ pub async fn run(
         }
     };
     housekeeping.abort();
+    credential_watch.abort();
     reconciler.abort();
     watchdog.abort();
     result

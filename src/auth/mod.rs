@@ -5,6 +5,7 @@ pub mod passwords;
 pub mod secrets;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
@@ -29,6 +30,8 @@ pub enum AuthError {
         scope: &'static str,
         retry_after_secs: u64,
     },
+    #[error("Notebox is busy checking other logins; try again in a second")]
+    Busy,
     #[error("{0}")]
     InvalidUsername(String),
     #[error("{0}")]
@@ -65,13 +68,43 @@ pub struct NewSession {
     pub user: User,
 }
 
+/// Tells whoever holds credentials in memory (the proxy's caches, its open WebSockets)
+/// that logins, passwords, tokens or accounts changed. Cheap to clone.
+#[derive(Clone)]
+pub struct CredentialEvents {
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for CredentialEvents {
+    fn default() -> Self {
+        CredentialEvents {
+            generation: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+}
+
+impl CredentialEvents {
+    /// Changes with every credential change; a cache entry from an older generation is void.
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+    pub fn changed(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
 /// Rules and storage for accounts; built from the config, cheap to clone.
 #[derive(Clone)]
 pub struct Accounts {
     db: Db,
     session_lifetime: Duration,
-    max_failures_per_account: i64,
-    max_failures_per_address: i64,
+    limits: Arc<sessions::FailureLimits>,
+    /// Password checks in flight (argon2 takes 19 MiB each): bounded, the rest refused.
+    password_checks: Arc<tokio::sync::Semaphore>,
+    events: CredentialEvents,
 }
 
 pub fn validate_username(name: &str) -> Result<(), AuthError> {
@@ -106,20 +139,27 @@ pub fn validate_password(password: &str) -> Result<(), AuthError> {
     Ok(())
 }
 
-async fn hash_blocking(password: String) -> Result<String, AuthError> {
-    tokio::task::spawn_blocking(move || passwords::hash_password(&password))
-        .await
-        .map_err(|e| AuthError::Internal(e.to_string()))?
-        .map_err(AuthError::Internal)
+/// How many password checks may run at once by default: two per core.
+fn default_password_checks() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
 }
 
 impl Accounts {
     pub fn new(db: Db, config: &Config) -> Accounts {
+        let checks = match config.auth.max_concurrent_logins {
+            0 => default_password_checks(),
+            n => n as usize,
+        };
         Accounts {
             db,
             session_lifetime: config.session_lifetime(),
-            max_failures_per_account: i64::from(config.auth.max_failures_per_account),
-            max_failures_per_address: i64::from(config.auth.max_failures_per_address),
+            limits: Arc::new(sessions::FailureLimits {
+                account_from_address: i64::from(config.auth.max_failures_per_account),
+                account: i64::from(config.auth.max_failures_per_account_total),
+                address: i64::from(config.auth.max_failures_per_address),
+            }),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(checks)),
+            events: CredentialEvents::default(),
         }
     }
 
@@ -127,7 +167,26 @@ impl Accounts {
         &self.db
     }
 
-    /// Checks a password and opens a session. Throttled per account and per address.
+    pub fn events(&self) -> &CredentialEvents {
+        &self.events
+    }
+
+    /// Hashes a new password, waiting for a free slot (callers are logged in).
+    async fn hash_password(&self, password: String) -> Result<String, AuthError> {
+        let _slot = self
+            .password_checks
+            .acquire()
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || passwords::hash_password(&password))
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?
+            .map_err(AuthError::Internal)
+    }
+
+    /// Checks a password and opens a session. Throttled per account and address, per
+    /// account and per address; the attempt is counted before the password is checked, and
+    /// at most a few checks run at once (the rest are refused at once, not queued).
     pub async fn login(
         &self,
         username: &str,
@@ -135,30 +194,33 @@ impl Accounts {
         address: &str,
     ) -> Result<NewSession, AuthError> {
         let username = username.trim().to_lowercase();
+        if username.len() > 64 || password.len() > 4096 {
+            return Err(AuthError::InvalidCredentials);
+        }
+        let _slot = self
+            .password_checks
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AuthError::Busy)?;
         let address = address.to_string();
         let since = db::now() - THROTTLE_WINDOW_SECS;
-        let (name, addr) = (username.clone(), address.clone());
-        let (counts, creds) = self
+        let (name, addr, limits) = (username.clone(), address.clone(), self.limits.clone());
+        let (reservation, creds) = self
             .db
             .call(move |c| {
-                let counts = sessions::failures_since(c, &name, &addr, since)?;
-                Ok((counts, users::credentials(c, &name)?))
+                let reservation = sessions::reserve_attempt(c, &name, &addr, since, &limits)?;
+                let creds = match reservation {
+                    sessions::Reservation::Reserved(_) => users::credentials(c, &name)?,
+                    sessions::Reservation::Throttled { .. } => None,
+                };
+                Ok((reservation, creds))
             })
             .await?;
-        let retry = |oldest: Option<i64>| {
+        if let sessions::Reservation::Throttled { scope, oldest } = reservation {
             let until = oldest.unwrap_or_else(db::now) + THROTTLE_WINDOW_SECS;
-            (until - db::now()).max(1) as u64
-        };
-        if counts.account >= self.max_failures_per_account {
             return Err(AuthError::Throttled {
-                scope: "for this account",
-                retry_after_secs: retry(counts.account_oldest),
-            });
-        }
-        if counts.address >= self.max_failures_per_address {
-            return Err(AuthError::Throttled {
-                scope: "from your address",
-                retry_after_secs: retry(counts.address_oldest),
+                scope,
+                retry_after_secs: (until - db::now()).max(1) as u64,
             });
         }
         let password = password.to_string();
@@ -176,13 +238,7 @@ impl Accounts {
         .map_err(|e| AuthError::Internal(e.to_string()))?;
         let user = match (user, ok) {
             (Some(user), true) => user,
-            _ => {
-                let (name, addr) = (username.clone(), address.clone());
-                self.db
-                    .call(move |c| sessions::record_failure(c, &name, &addr))
-                    .await?;
-                return Err(AuthError::InvalidCredentials);
-            }
+            _ => return Err(AuthError::InvalidCredentials), // the reservation stays a failure
         };
         if user.disabled {
             return Err(AuthError::Disabled);
@@ -194,7 +250,7 @@ impl Accounts {
         let (user_id, name) = (user.id, username.clone());
         self.db
             .call(move |c| {
-                sessions::clear_failures(c, &name)?;
+                sessions::clear_failures(c, &name, &address)?;
                 sessions::insert(c, &id_hash, user_id, &csrf, expires_at)
             })
             .await?;
@@ -212,7 +268,9 @@ impl Accounts {
 
     pub async fn logout(&self, cookie_value: &str) -> Result<(), AuthError> {
         let id_hash = secrets::hash_secret(cookie_value);
-        Ok(self.db.call(move |c| sessions::delete(c, &id_hash)).await?)
+        self.db.call(move |c| sessions::delete(c, &id_hash)).await?;
+        self.events.changed();
+        Ok(())
     }
 
     /// The user a personal access token belongs to. Its last use is recorded in the
@@ -277,11 +335,12 @@ impl Accounts {
     }
 
     pub async fn revoke_token(&self, user_id: i64, token_id: i64) -> Result<(), AuthError> {
-        match self
+        let found = self
             .db
             .call(move |c| tokens::delete(c, user_id, token_id))
-            .await?
-        {
+            .await?;
+        self.events.changed();
+        match found {
             true => Ok(()),
             false => Err(AuthError::NoSuchToken),
         }
@@ -296,7 +355,7 @@ impl Accounts {
         let username = username.trim().to_string();
         validate_username(&username)?;
         validate_password(password)?;
-        let hash = hash_blocking(password.to_string()).await?;
+        let hash = self.hash_password(password.to_string()).await?;
         let name = username.clone();
         self.db
             .call(move |c| users::insert(c, &name, &hash, is_admin))
@@ -333,7 +392,7 @@ impl Accounts {
         keep_session: Option<&str>,
     ) -> Result<(), AuthError> {
         validate_password(password)?;
-        let hash = hash_blocking(password.to_string()).await?;
+        let hash = self.hash_password(password.to_string()).await?;
         let keep = keep_session.map(secrets::hash_secret);
         let found = self
             .db
@@ -349,10 +408,12 @@ impl Accounts {
                     }
                     None => sessions::delete_for_user(&tx, user_id)?,
                 }
+                sessions::bump_credentials_epoch(&tx)?;
                 tx.commit()?;
                 Ok(found)
             })
             .await?;
+        self.events.changed();
         if !found {
             return Err(AuthError::NoSuchUser(format!("#{user_id}")));
         }
@@ -371,6 +432,11 @@ impl Accounts {
         let name = user.username.clone();
         let creds = self.db.call(move |c| users::credentials(c, &name)).await?;
         let current = current.to_string();
+        let _slot = self
+            .password_checks
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| AuthError::Busy)?;
         let ok = tokio::task::spawn_blocking(move || {
             creds.is_some_and(|(_, hash)| passwords::verify_password(&current, &hash))
         })
@@ -379,6 +445,7 @@ impl Accounts {
         if !ok {
             return Err(AuthError::WrongCurrentPassword);
         }
+        drop(_slot);
         self.set_password(user.id, new, Some(keep_session)).await
     }
 
@@ -398,6 +465,25 @@ impl Accounts {
             Ok(found)
         })
         .await
+    }
+
+    /// Polls the credentials epoch that other processes (the CLI) bump, and passes a
+    /// change on to this process's listeners. Runs for as long as the server does.
+    pub async fn watch_other_processes(self, every: Duration) {
+        let mut seen = None;
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            match self.db.call(|c| sessions::credentials_epoch(c)).await {
+                Ok(epoch) => {
+                    if seen.is_some_and(|s| s != epoch) {
+                        self.events.changed();
+                    }
+                    seen = Some(epoch);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the credentials epoch"),
+            }
+        }
     }
 
     pub async fn set_max_gpus(&self, user_id: i64, max_gpus: Option<i64>) -> Result<(), AuthError> {
@@ -427,10 +513,14 @@ impl Accounts {
                 if users::active_admin_count(&tx)? == 0 {
                     return Ok(Err(AuthError::LastAdmin)); // dropped: rolled back
                 }
+                sessions::bump_credentials_epoch(&tx)?;
                 tx.commit()?;
                 Ok(Ok(()))
             })
             .await?;
+        if outcome.is_ok() {
+            self.events.changed();
+        }
         outcome
     }
 

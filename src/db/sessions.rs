@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::users::User;
-use super::{now, DbError};
+use super::{meta, now, DbError};
 
 pub fn insert(
     conn: &Connection,
@@ -59,51 +59,107 @@ pub fn delete_expired(conn: &Connection) -> Result<usize, DbError> {
     Ok(conn.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now()])?)
 }
 
-pub fn record_failure(conn: &Connection, username: &str, address: &str) -> Result<(), DbError> {
-    conn.execute(
-        "INSERT INTO login_failures (username, address, at) VALUES (?1, ?2, ?3)",
-        params![username, address, now()],
-    )?;
-    Ok(())
-}
-
-/// Failures since `since` for the account and for the address, with the oldest of each.
-pub struct FailureCounts {
+/// How many failed logins are allowed in the window, per scope.
+pub struct FailureLimits {
+    /// One account from one address.
+    pub account_from_address: i64,
+    /// One account from all addresses together.
     pub account: i64,
-    pub account_oldest: Option<i64>,
+    /// One address, all accounts together.
     pub address: i64,
-    pub address_oldest: Option<i64>,
 }
 
-pub fn failures_since(
-    conn: &Connection,
+/// The outcome of asking to check a password.
+pub enum Reservation {
+    /// A failure row was written before the check; it is removed if the password is right.
+    Reserved(i64),
+    Throttled {
+        scope: &'static str,
+        oldest: Option<i64>,
+    },
+}
+
+/// Reserves a login attempt atomically: counts the failures since `since` and writes a
+/// failure row in one IMMEDIATE transaction, so concurrent attempts cannot all pass the
+/// count before any failure is recorded.
+pub fn reserve_attempt(
+    conn: &mut Connection,
     username: &str,
     address: &str,
     since: i64,
-) -> Result<FailureCounts, DbError> {
-    let (account, account_oldest) = conn.query_row(
-        "SELECT count(*), min(at) FROM login_failures WHERE username = ?1 AND at > ?2",
-        params![username, since],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+    limits: &FailureLimits,
+) -> Result<Reservation, DbError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let count = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<(i64, Option<i64>), DbError> {
+        Ok(tx.query_row(sql, args, |r| Ok((r.get(0)?, r.get(1)?)))?)
+    };
+    let checks: [(&'static str, (i64, Option<i64>), i64); 3] = [
+        (
+            "for this account from your address",
+            count(
+                "SELECT count(*), min(at) FROM login_failures
+                 WHERE username = ?1 AND address = ?2 AND at > ?3",
+                &[&username, &address, &since],
+            )?,
+            limits.account_from_address,
+        ),
+        (
+            "for this account",
+            count(
+                "SELECT count(*), min(at) FROM login_failures WHERE username = ?1 AND at > ?2",
+                &[&username, &since],
+            )?,
+            limits.account,
+        ),
+        (
+            "from your address",
+            count(
+                "SELECT count(*), min(at) FROM login_failures WHERE address = ?1 AND at > ?2",
+                &[&address, &since],
+            )?,
+            limits.address,
+        ),
+    ];
+    for (scope, (n, oldest), limit) in checks {
+        if n >= limit {
+            return Ok(Reservation::Throttled { scope, oldest });
+        }
+    }
+    tx.execute(
+        "INSERT INTO login_failures (username, address, at) VALUES (?1, ?2, ?3)",
+        params![username, address, now()],
     )?;
-    let (address, address_oldest) = conn.query_row(
-        "SELECT count(*), min(at) FROM login_failures WHERE address = ?1 AND at > ?2",
-        params![address, since],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok(FailureCounts {
-        account,
-        account_oldest,
-        address,
-        address_oldest,
-    })
+    let id = tx.last_insert_rowid();
+    tx.commit()?;
+    Ok(Reservation::Reserved(id))
 }
 
-pub fn clear_failures(conn: &Connection, username: &str) -> Result<(), DbError> {
-    conn.execute("DELETE FROM login_failures WHERE username = ?1", [username])?;
+/// A right password: its reservation and the earlier failures from that address go.
+pub fn clear_failures(conn: &Connection, username: &str, address: &str) -> Result<(), DbError> {
+    conn.execute(
+        "DELETE FROM login_failures WHERE username = ?1 AND address = ?2",
+        params![username, address],
+    )?;
     Ok(())
 }
 
 pub fn delete_failures_before(conn: &Connection, before: i64) -> Result<usize, DbError> {
     Ok(conn.execute("DELETE FROM login_failures WHERE at <= ?1", [before])?)
+}
+
+/// Bumps the credentials epoch: another process (the CLI) changed a password, and the
+/// server, which polls it, drops its caches and re-checks open WebSockets.
+pub fn bump_credentials_epoch(conn: &Connection) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('credentials_epoch', '1')
+         ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        [],
+    )?;
+    Ok(())
+}
+
+pub fn credentials_epoch(conn: &Connection) -> Result<i64, DbError> {
+    Ok(meta::get(conn, "credentials_epoch")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
 }

@@ -77,6 +77,33 @@ pub async fn session_from_request(req: &HttpRequest) -> Result<Option<SessionUse
         }))
 }
 
+/// The client's address: the peer's, unless the peer is a configured reverse proxy; then
+/// the right-most address in `X-Forwarded-For` that is not itself a trusted proxy (the
+/// left part of that header is whatever the client chose to send).
+pub fn client_address(req: &HttpRequest, trusted_proxies: &[std::net::IpAddr]) -> String {
+    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
+        return String::new();
+    };
+    if !trusted_proxies.contains(&peer) {
+        return peer.to_string();
+    }
+    let forwarded: Vec<std::net::IpAddr> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .map(|a| a.parse::<std::net::IpAddr>())
+        .collect::<Result<_, _>>()
+        .unwrap_or_default();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|a| !trusted_proxies.contains(a))
+        .unwrap_or(peer)
+        .to_string()
+}
+
 /// The token in `Authorization: Bearer <t>` or `Authorization: token <t>`.
 pub fn authorization_token(req: &HttpRequest) -> Option<String> {
     let value = req

@@ -113,10 +113,7 @@ pub async fn login_submit(
         return Err(WebError::csrf().into());
     }
     let next = safe_next(form.next.as_deref());
-    let address = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
+    let address = crate::web::extract::client_address(&req, &state.config.auth.trusted_proxies);
     match state
         .accounts
         .login(&form.username, &form.password, &address)
@@ -134,12 +131,15 @@ pub async fn login_submit(
                 ))
                 .finish();
             Ok(HttpResponse::SeeOther()
-                .insert_header(("location", next))
+                .insert_header(("location", crate::web::location(&next)))
                 .cookie(cookie)
                 .finish())
         }
         Err(
-            e @ (AuthError::InvalidCredentials | AuthError::Disabled | AuthError::Throttled { .. }),
+            e @ (AuthError::InvalidCredentials
+            | AuthError::Disabled
+            | AuthError::Busy
+            | AuthError::Throttled { .. }),
         ) => {
             let web_error = WebError::from(e);
             tracing::info!(user = %form.username.trim(), code = web_error.code, "login refused");
