@@ -27,8 +27,7 @@ use crate::web::AppState;
 pub const MAX_WS_FRAME: usize = 256 * 1024 * 1024;
 /// How long Jupyter may take to accept a WebSocket.
 const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a credential or routing decision is reused before asking the database again.
-const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
+/// How long a routing decision is reused before asking the database again.
 const TARGET_CACHE_TTL: Duration = Duration::from_secs(1);
 /// Activity is written to the database at most this often per notebook.
 const ACTIVITY_WRITE_EVERY: Duration = Duration::from_secs(30);
@@ -105,13 +104,27 @@ impl Default for UpstreamClient {
     }
 }
 
+/// The credential a proxied request came with, kept by its WebSocket relay so the relay
+/// can be closed when that credential stops being valid.
+#[derive(Clone)]
+enum Credential {
+    Token(String),
+    Session(String),
+}
+
 #[derive(Clone)]
 struct CachedUser {
     user: User,
-    until: Instant,
+    /// The credentials generation it was looked up in: any change voids it.
+    generation: u64,
+    at: Instant,
 }
 
-/// Short-lived caches that keep the database off the proxy's hot path.
+/// Longest a cached credential is reused even with no change event (sessions expire).
+const CREDENTIAL_CACHE_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// Caches that keep the database off the proxy's hot path. Credentials are invalidated by
+/// change (logout, password, disable, revoke), not by time.
 #[derive(Default)]
 pub struct ProxyCache {
     users: Mutex<HashMap<String, CachedUser>>,
@@ -120,23 +133,25 @@ pub struct ProxyCache {
 }
 
 impl ProxyCache {
-    fn get_user(&self, key: &str) -> Option<User> {
+    fn get_user(&self, key: &str, generation: u64) -> Option<User> {
         let map = self.users.lock().ok()?;
         map.get(key)
-            .filter(|c| c.until > Instant::now())
+            .filter(|c| c.generation == generation && c.at.elapsed() < CREDENTIAL_CACHE_MAX_AGE)
             .map(|c| c.user.clone())
     }
 
-    fn put_user(&self, key: String, user: User) {
+    fn put_user(&self, key: String, user: User, generation: u64) {
         if let Ok(mut map) = self.users.lock() {
             if map.len() > 10_000 {
                 map.clear();
             }
+            map.retain(|_, c| c.generation == generation);
             map.insert(
                 key,
                 CachedUser {
                     user,
-                    until: Instant::now() + AUTH_CACHE_TTL,
+                    generation,
+                    at: Instant::now(),
                 },
             );
         }
@@ -152,9 +167,12 @@ impl ProxyCache {
 
 /// Who is calling, found from a token (header or `?token=`) or the session cookie.
 enum Caller {
-    User(User),
+    User(User, Credential),
     /// Credentials were sent but are not valid.
     BadCredentials,
+    /// Credentials that must not be used together (a browser session with a token for
+    /// someone else, or with a token in the URL that a link could carry).
+    Refused(&'static str),
     Anonymous,
 }
 
@@ -165,50 +183,79 @@ fn query_token(req: &HttpRequest) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// The user behind a credential, from the cache when nothing changed since it was looked up.
+async fn credential_user(
+    state: &AppState,
+    credential: &Credential,
+) -> Result<Option<User>, WebError> {
+    let generation = state.accounts.events().generation();
+    let key = match credential {
+        Credential::Token(t) => format!("t:{}", secrets::hash_secret(t)),
+        Credential::Session(s) => format!("s:{}", secrets::hash_secret(s)),
+    };
+    if let Some(user) = state.proxy_cache.get_user(&key, generation) {
+        return Ok(Some(user));
+    }
+    let found = match credential {
+        Credential::Token(t) => state.accounts.token_user(t).await?,
+        Credential::Session(s) => state.accounts.session_user(s).await?.map(|(u, _)| u),
+    };
+    if let Some(user) = &found {
+        state.proxy_cache.put_user(key, user.clone(), generation);
+    }
+    Ok(found)
+}
+
 /// `jupyter_token` is the notebook's own Jupyter token: JupyterLab puts it in its page
 /// config and sends it back as `Authorization: token …` on every API call. It is no
 /// Notebox credential, so it is skipped and the session cookie decides.
+///
+/// A token in the URL is for clients without cookies (scripts, VS Code): sent together with
+/// a session cookie it is refused, so a link cannot make a member's browser act with
+/// somebody else's token. A header token for another user than the session's is refused too.
 async fn identify(
     req: &HttpRequest,
     state: &AppState,
     jupyter_token: Option<&str>,
 ) -> Result<Caller, WebError> {
-    let cache = &state.proxy_cache;
-    let token = if req.headers().contains_key(header::AUTHORIZATION) {
+    let not_jupyters = |t: &String| !jupyter_token.is_some_and(|j| secrets::constant_time_eq(t, j));
+    let header_token = if req.headers().contains_key(header::AUTHORIZATION) {
         match authorization_token(req) {
-            Some(t) => Some(t),
+            Some(t) => Some(t).filter(not_jupyters),
             None => return Ok(Caller::BadCredentials),
         }
     } else {
-        query_token(req)
+        None
     };
-    let token = token.filter(|t| !jupyter_token.is_some_and(|j| secrets::constant_time_eq(t, j)));
-    if let Some(token) = token {
-        let key = format!("t:{}", secrets::hash_secret(&token));
-        if let Some(user) = cache.get_user(&key) {
-            return Ok(Caller::User(user));
-        }
-        return Ok(match state.accounts.token_user(&token).await? {
-            Some(user) => {
-                cache.put_user(key, user.clone());
-                Caller::User(user)
+    let url_token = query_token(req).filter(not_jupyters);
+    let session = req
+        .cookie(SESSION_COOKIE)
+        .map(|c| c.value().to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 128);
+    if url_token.is_some() && req.cookie(SESSION_COOKIE).is_some() {
+        return Ok(Caller::Refused(
+            "A token in the URL is not accepted from a browser that is logged in to Notebox;              open the notebook from Notebox instead.",
+        ));
+    }
+    let session_user = match &session {
+        Some(s) => credential_user(state, &Credential::Session(s.clone())).await?,
+        None => None,
+    };
+    if let Some(token) = header_token.or(url_token) {
+        let credential = Credential::Token(token);
+        return Ok(match credential_user(state, &credential).await? {
+            Some(user) if session_user.as_ref().is_some_and(|s| s.id != user.id) => {
+                Caller::Refused(
+                    "The access token belongs to another user than this browser's session.",
+                )
             }
+            Some(user) => Caller::User(user, credential),
             None => Caller::BadCredentials,
         });
     }
-    let Some(cookie) = req.cookie(SESSION_COOKIE) else {
-        return Ok(Caller::Anonymous);
-    };
-    let key = format!("s:{}", secrets::hash_secret(cookie.value()));
-    if let Some(user) = cache.get_user(&key) {
-        return Ok(Caller::User(user));
-    }
-    Ok(match state.accounts.session_user(cookie.value()).await? {
-        Some((user, _csrf)) => {
-            cache.put_user(key, user.clone());
-            Caller::User(user)
-        }
-        None => Caller::Anonymous,
+    Ok(match (session_user, session) {
+        (Some(user), Some(s)) => Caller::User(user, Credential::Session(s)),
+        _ => Caller::Anonymous,
     })
 }
 
@@ -426,10 +473,42 @@ fn upstream_headers(req: &HttpRequest, jupyter_token: &str) -> HeaderMap {
     out
 }
 
+/// An upstream `Set-Cookie`, confined to the notebook's own path (`Domain` dropped, `Path`
+/// replaced); cookies named like Notebox's own are dropped so a notebook cannot plant them.
+fn scoped_set_cookie(value: &HeaderValue, notebook_id: &str) -> Option<HeaderValue> {
+    let value = value.to_str().ok()?;
+    let mut parts = value.split(';');
+    let pair = parts.next()?.trim();
+    let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+    let lower = name.to_ascii_lowercase();
+    if name.is_empty() || lower.starts_with("notebox") || lower.starts_with("__host-") {
+        return None;
+    }
+    let mut out = pair.to_string();
+    for attribute in parts {
+        let attribute = attribute.trim();
+        let key = attribute
+            .split_once('=')
+            .map_or(attribute, |(k, _)| k)
+            .trim()
+            .to_ascii_lowercase();
+        if attribute.is_empty() || key == "path" || key == "domain" {
+            continue;
+        }
+        out.push_str("; ");
+        out.push_str(attribute);
+    }
+    out.push_str(&format!("; Path=/nb/{notebook_id}/"));
+    HeaderValue::from_str(&out).ok()
+}
+
 /// `/nb/{id}` → `/nb/{id}/`.
 pub async fn add_slash(path: web::Path<String>) -> HttpResponse {
     HttpResponse::PermanentRedirect()
-        .insert_header((header::LOCATION, format!("/nb/{}/", path.into_inner())))
+        .insert_header((
+            header::LOCATION,
+            format!("/nb/{}/", crate::web::encode_segment(&path.into_inner())),
+        ))
         .finish()
 }
 
@@ -446,8 +525,9 @@ pub async fn proxy(
         Ok(Some(t)) => Some(t.jupyter_token.as_str()),
         _ => None,
     };
-    let user = match identify(&req, &state, jupyter_token).await {
-        Ok(Caller::User(u)) => u,
+    let (user, credential) = match identify(&req, &state, jupyter_token).await {
+        Ok(Caller::User(u, c)) => (u, c),
+        Ok(Caller::Refused(why)) => return error_response(&req, WebError::forbidden(why)),
         Ok(Caller::BadCredentials) => {
             return error_response(
                 &req,
@@ -495,14 +575,20 @@ pub async fn proxy(
         } else {
             format!("ws://{base}{path}?{query}")
         };
-        proxy_websocket(&req, payload, &upstream, &url, headers, &state, &id).await
+        let relay = Relay {
+            state: state.clone(),
+            notebook_id: id.clone(),
+            user_id: user.id,
+            credential,
+        };
+        proxy_websocket(&req, payload, &upstream, &url, headers, relay).await
     } else {
         let url = if query.is_empty() {
             format!("http://{base}{path}")
         } else {
             format!("http://{base}{path}?{query}")
         };
-        proxy_http(&req, payload, &upstream, &url, headers).await
+        proxy_http(&req, payload, &upstream, &url, headers, &id).await
     };
     match result {
         Ok(res) => res,
@@ -528,6 +614,7 @@ async fn proxy_http(
     upstream: &UpstreamClient,
     url: &str,
     headers: HeaderMap,
+    notebook_id: &str,
 ) -> Result<HttpResponse, String> {
     let mut up = upstream
         .client
@@ -546,7 +633,11 @@ async fn proxy_http(
     .map_err(|e| e.to_string())?;
     let mut out = HttpResponse::build(response.status());
     for (name, value) in response.headers() {
-        if !is_hop_by_hop(name) {
+        if name == header::SET_COOKIE {
+            if let Some(v) = scoped_set_cookie(value, notebook_id) {
+                out.append_header((header::SET_COOKIE, v));
+            }
+        } else if !is_hop_by_hop(name) {
             out.append_header((name.clone(), value.clone()));
         }
     }
@@ -561,8 +652,7 @@ async fn proxy_websocket(
     upstream: &UpstreamClient,
     url: &str,
     headers: HeaderMap,
-    state: &web::Data<AppState>,
-    notebook_id: &str,
+    relay_to: Relay,
 ) -> Result<HttpResponse, String> {
     let offered: Vec<String> = req
         .headers()
@@ -605,28 +695,65 @@ async fn proxy_websocket(
     let (response, session, client_messages) =
         actix_ws::handle_with_protocols(req, payload, &protocols).map_err(|e| e.to_string())?;
     let client_messages = client_messages.max_frame_size(MAX_WS_FRAME);
-    let state = state.clone();
-    let id = notebook_id.to_string();
+    // Subscribed before the relay starts: a revocation from here on is seen.
+    let changes = relay_to.state.accounts.events().subscribe();
     actix_web::rt::spawn(async move {
-        relay(session, client_messages, upstream_frames, &state, &id).await;
+        relay(session, client_messages, upstream_frames, relay_to, changes).await;
     });
     Ok(response)
 }
 
 type UpstreamFramed = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
 
+/// One relayed WebSocket: whose credential keeps it open.
+struct Relay {
+    state: web::Data<AppState>,
+    notebook_id: String,
+    user_id: i64,
+    credential: Credential,
+}
+
+impl Relay {
+    /// Whether the credential the WebSocket was opened with still belongs to its user.
+    async fn still_allowed(&self) -> bool {
+        match credential_user(&self.state, &self.credential).await {
+            Ok(Some(user)) => user.id == self.user_id,
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = ?e.message, "cannot re-check a WebSocket's credential; closing it");
+                false
+            }
+        }
+    }
+}
+
 async fn relay(
     mut client: actix_ws::Session,
     mut from_client: actix_ws::MessageStream,
     upstream: UpstreamFramed,
-    state: &AppState,
-    id: &str,
+    relay_to: Relay,
+    mut changes: tokio::sync::watch::Receiver<u64>,
 ) {
     use actix_ws::Message as C;
     use awc::ws::{Frame as F, Message as U};
+    let (state, id) = (&relay_to.state, relay_to.notebook_id.as_str());
     let (mut to_up, mut from_up) = upstream.split();
     loop {
         tokio::select! {
+            changed = changes.changed() => {
+                // Logout, password change, disable or revoke: close at once if it was ours.
+                if changed.is_err() || !relay_to.still_allowed().await {
+                    tracing::info!(notebook = %id, "credential revoked; closing its WebSocket");
+                    let _ = client
+                        .close(Some(actix_ws::CloseReason {
+                            code: actix_ws::CloseCode::Policy,
+                            description: Some("credential revoked".into()),
+                        }))
+                        .await;
+                    let _ = to_up.send(U::Close(None)).await;
+                    break;
+                }
+            }
             msg = from_client.next() => {
                 let Some(Ok(msg)) = msg else {
                     let _ = to_up.send(U::Close(None)).await;

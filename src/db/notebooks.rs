@@ -200,6 +200,14 @@ pub fn set_detail(conn: &Connection, id: &str, state: &str, detail: &str) -> Res
     Ok(())
 }
 
+/// The ids of a member's notebooks that are not being deleted.
+pub fn ids_of_owner(conn: &Connection, owner_id: i64) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn
+        .prepare("SELECT id FROM notebooks WHERE owner_id = ?1 AND desired_state != 'deleted'")?;
+    let ids = stmt.query_map([owner_id], |r| r.get(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}
+
 pub fn set_desired(conn: &Connection, id: &str, desired: &str) -> Result<bool, DbError> {
     Ok(conn.execute(
         "UPDATE notebooks SET desired_state = ?2, updated_at = ?3 WHERE id = ?1 AND desired_state != 'deleted'",

@@ -80,6 +80,10 @@ pub struct PullProgress {
     pub bytes_total: i64,
 }
 
+/// The notebook network's default name, and the host interface it gets.
+pub const DEFAULT_NETWORK: &str = "notebox";
+pub const DEFAULT_BRIDGE: &str = "notebox0";
+
 #[derive(Clone)]
 pub struct DockerEngine {
     docker: Docker,
@@ -144,13 +148,22 @@ impl DockerEngine {
                 other => return Err(other),
             },
         }
+        let mut options = HashMap::from([(
+            "com.docker.network.bridge.enable_icc".to_string(),
+            "false".to_string(),
+        )]);
+        // The default network gets a fixed interface name, so the firewall rule shipped in
+        // the package (/usr/share/notebox/notebox-firewall.nft) matches it unedited.
+        if name == DEFAULT_NETWORK {
+            options.insert(
+                "com.docker.network.bridge.name".to_string(),
+                DEFAULT_BRIDGE.to_string(),
+            );
+        }
         let request = NetworkCreateRequest {
             name: name.to_string(),
             driver: Some("bridge".into()),
-            options: Some(HashMap::from([(
-                "com.docker.network.bridge.enable_icc".to_string(),
-                "false".to_string(),
-            )])),
+            options: Some(options),
             labels: Some(HashMap::from([(
                 "io.notebox.network".to_string(),
                 "true".to_string(),
@@ -159,11 +172,24 @@ impl DockerEngine {
         };
         match self.docker.create_network(request).await {
             Ok(_) => Ok(()),
-            // Another notebox made it at the same moment.
-            Err(e) => match DockerError::from(e) {
-                DockerError::Conflict(_) => Ok(()),
-                other => Err(other),
-            },
+            Err(e) => {
+                // Another notebox made it at the same moment (Docker answers 409, or an
+                // error about the bridge name): fine if it is there now.
+                let error = DockerError::from(e);
+                let exists = self
+                    .docker
+                    .inspect_network(
+                        name,
+                        None::<bollard::query_parameters::InspectNetworkOptions>,
+                    )
+                    .await
+                    .is_ok();
+                match error {
+                    _ if exists => Ok(()),
+                    DockerError::Conflict(_) => Ok(()),
+                    other => Err(other),
+                }
+            }
         }
     }
 

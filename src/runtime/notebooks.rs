@@ -268,7 +268,76 @@ impl Runtime {
             }
         }
     }
+}
 
+/// Whether a notebook's image may still run under the catalog rules of the moment: a
+/// catalog image that is still in the catalog, or a custom image while custom images are
+/// allowed. Checked on start, restart and fork, not only on create.
+pub fn check_image_allowed(
+    config: &config::Config,
+    row: &NotebookRow,
+) -> Result<(), NotebookError> {
+    if row
+        .image_id
+        .as_deref()
+        .is_some_and(|id| config.image(id).is_some())
+    {
+        return Ok(());
+    }
+    let catalog_ids = config
+        .images
+        .iter()
+        .map(|i| i.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some(id) = row.image_id.as_deref() {
+        if !config.notebooks.allow_custom_images {
+            return Err(NotebookError::Invalid(format!(
+                "This notebook's image '{id}' was removed from the catalog, and custom images are \
+                 not allowed here; create a new notebook with one of {catalog_ids}."
+            )));
+        }
+    } else if !config.notebooks.allow_custom_images {
+        return Err(NotebookError::Invalid(format!(
+            "This notebook uses the custom image '{}', and custom images are no longer allowed \
+             here; create a new notebook with one of {catalog_ids}.",
+            row.image
+        )));
+    }
+    if !valid_image_reference(&row.image) {
+        return Err(NotebookError::Invalid(format!(
+            "'{}' is not a Docker image reference (like registry/name:tag).",
+            row.image
+        )));
+    }
+    Ok(())
+}
+
+/// Marks a notebook to be stopped: out of the queue, or on its way down. The reconciler
+/// does the rest.
+fn request_stop(c: &rusqlite::Connection, id: &str, detail: &str) -> Result<(), DbError> {
+    q::set_restart_requested(c, id, false)?;
+    q::transition(
+        c,
+        id,
+        &["queued"],
+        "stopped",
+        "Removed from the queue",
+        Some("stopped"),
+    )?;
+    q::transition(
+        c,
+        id,
+        &["running", "starting", "pulling"],
+        "stopping",
+        detail,
+        Some("stopped"),
+    )?;
+    q::set_desired(c, id, "stopped")?;
+    Ok(())
+}
+
+impl Runtime {
     /// Creates a notebook and starts it.
     pub async fn create_notebook(
         &self,
@@ -383,6 +452,7 @@ impl Runtime {
 
     pub async fn start_notebook(&self, owner: &User, id: &str) -> Result<Notebook, NotebookError> {
         let row = self.notebook_row(owner, id).await?;
+        check_image_allowed(self.config(), &row)?;
         if !matches!(row.state.as_str(), "stopped" | "failed") {
             return Err(NotebookError::Conflict(format!(
                 "The notebook is {}; only a stopped or failed notebook can be started.",
@@ -441,29 +511,32 @@ impl Runtime {
         let id = row.id.clone();
         self.db()
             .call(move |c| {
-                q::set_restart_requested(c, &id, false)?;
-                q::transition(
-                    c,
-                    &id,
-                    &["queued"],
-                    "stopped",
-                    "Removed from the queue",
-                    Some("stopped"),
-                )?;
-                q::transition(
-                    c,
-                    &id,
-                    &["running", "starting", "pulling"],
-                    "stopping",
-                    "Stopping",
-                    Some("stopped"),
-                )?;
-                q::set_desired(c, &id, "stopped")?;
+                let tx = c.transaction()?;
+                request_stop(&tx, &id, "Stopping")?;
+                tx.commit()?;
                 Ok(())
             })
             .await?;
         self.wake();
         self.get_notebook(owner, &row.id).await
+    }
+
+    /// Stops every notebook of a member (their account was disabled), in one transaction.
+    pub async fn stop_all_notebooks_of(&self, owner_id: i64) -> Result<usize, NotebookError> {
+        let stopped = self
+            .db()
+            .call(move |c| {
+                let tx = c.transaction()?;
+                let ids = q::ids_of_owner(&tx, owner_id)?;
+                for id in &ids {
+                    request_stop(&tx, id, "Stopping: the account was disabled")?;
+                }
+                tx.commit()?;
+                Ok(ids.len())
+            })
+            .await?;
+        self.wake();
+        Ok(stopped)
     }
 
     /// Stops and starts again (a fresh container; files stay).
@@ -473,6 +546,7 @@ impl Runtime {
         id: &str,
     ) -> Result<Notebook, NotebookError> {
         let row = self.notebook_row(owner, id).await?;
+        check_image_allowed(self.config(), &row)?;
         let id = row.id.clone();
         let moved = self
             .db()

@@ -43,6 +43,18 @@ pub async fn security_headers(
     Ok(res)
 }
 
+/// The path with share tokens cut out: a link-only share's token is its capability, and
+/// whoever can read the journal must not be able to open it.
+pub fn redact_path(path: &str) -> String {
+    for prefix in ["/s/", "/api/v1/shares/"] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            let tail = rest.find('/').map_or("", |i| &rest[i..]);
+            return format!("{prefix}…{tail}");
+        }
+    }
+    path.to_string()
+}
+
 /// One line per request. Logs the path only: query strings can carry tokens, and headers
 /// (cookies, Authorization) are never logged.
 pub async fn log_requests(
@@ -51,7 +63,7 @@ pub async fn log_requests(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.path().to_string();
+    let path = redact_path(req.path());
     let peer = req
         .peer_addr()
         .map(|a| a.ip().to_string())
@@ -71,4 +83,20 @@ pub async fn log_requests(
         Err(e) => tracing::warn!(%method, %path, error = %e, %peer, "request failed"),
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_path;
+
+    #[test]
+    fn share_tokens_never_reach_the_log() {
+        assert_eq!(redact_path("/s/SeCrEt/view/a.ipynb"), "/s/…/view/a.ipynb");
+        assert_eq!(redact_path("/s/SeCrEt"), "/s/…");
+        assert_eq!(
+            redact_path("/api/v1/shares/SeCrEt/fork"),
+            "/api/v1/shares/…/fork"
+        );
+        assert_eq!(redact_path("/gallery"), "/gallery");
+    }
 }

@@ -97,18 +97,42 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// Bytes that cannot stand in a query value as they are.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Bytes that cannot stand in one path segment as they are.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Bytes that cannot stand in a Location header (controls, spaces, non-ASCII).
+const LOCATION: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`');
+
 /// Percent-encodes a string for use in a query value.
 pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
+}
+
+/// Percent-encodes one path segment (a token or id taken from the request's path).
+pub fn encode_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string()
+}
+
+/// A redirect target that is always a valid header value, whatever it was built from.
+pub fn location(to: &str) -> String {
+    percent_encoding::utf8_percent_encode(to, LOCATION).to_string()
 }
 
 /// Where to go after logging in: a local path only, never another site.
@@ -140,5 +164,7 @@ mod tests {
         assert_eq!(safe_next(Some("/x\n")), "/");
         assert_eq!(safe_next(None), "/");
         assert_eq!(urlencode("/a b?c=d"), "/a%20b%3Fc%3Dd");
+        assert_eq!(encode_segment("a/\0\r\n"), "a%2F%00%0D%0A");
+        assert_eq!(location("/s/\r\nx é/"), "/s/%0D%0Ax%20%C3%A9/");
     }
 }

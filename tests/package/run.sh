@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The .deb package, checked from outside (issue 7): builds it with cargo-deb, lists it,
-# runs lintian, installs it into a fresh Debian 12 root file system, runs the installed
-# binary there as user notebox with the shipped config, upgrades it over an edited
-# config, removes and purges it, runs `systemd-analyze verify` on the installed unit, and
-# finally installs it on a Debian 12 that runs systemd (booted in a Docker container)
-# to run the unit for real.
+# runs lintian, checks the shipped firewall rule with nft, installs it into a fresh Debian
+# 12 root file system, runs the installed binary there as user notebox with the shipped
+# config, upgrades it over an edited config, removes and purges it, runs
+# `systemd-analyze verify` on the installed unit, and finally installs it on a Debian 12
+# that runs systemd (booted in a Docker container) to run the unit for real.
 #
 #   tests/package/run.sh                                  # build target/debian/*.deb, test it
 #   NOTEBOX_DEB=path/to/notebox.deb tests/package/run.sh  # test a given package
@@ -13,7 +13,9 @@
 # Needs root (chroot), cargo, and the Debian mirror of the host's apt sources the first
 # time on a machine: the root file system is built once with mmdebstrap and cached as a
 # tarball in /var/cache/notebox-test (NOTEBOX_TEST_CACHE), keyed by its recipe. Missing
-# tools (lintian, mmdebstrap, curl, cargo-deb) are installed when they are missing.
+# tools (lintian, mmdebstrap, curl, cargo-deb) are installed when they are missing;
+# nft is used when the host has it (it is not installed: a distribution's nftables
+# package may enable nftables.service, whose `flush ruleset` would drop Docker's rules).
 # About 30 s plus `cargo deb` once the tarball exists; about 40 s more to build it.
 #
 # Prints one PASS/FAIL (or SKIP) line per check; exits non-zero when any check fails.
@@ -113,7 +115,7 @@ dpkg-deb -c "$DEB" | awk '{print $6}' | sed 's|^\./|/|' >"$WORK/contents"
 for path in /usr/bin/notebox /lib/systemd/system/notebox.service /etc/notebox/config.toml \
     /usr/share/doc/notebox/README.md /usr/share/doc/notebox/INSTALL.md \
     /usr/share/doc/notebox/copyright /usr/share/doc/notebox/changelog.Debian.gz \
-    /usr/share/man/man1/notebox.1.gz; do
+    /usr/share/man/man1/notebox.1.gz /usr/share/notebox/notebox-firewall.nft; do
     check "dpkg-deb -c lists $path" grep -qx "$path" "$WORK/contents"
 done
 check "binary is mode 0755" sh -c "dpkg-deb -c '$DEB' | grep -q '^-rwxr-xr-x .* ./usr/bin/notebox$'"
@@ -130,6 +132,48 @@ check "Suggests: nvidia-container-toolkit" sh -c "[ \"\$(dpkg-deb -f '$DEB' Sugg
 for script in postinst prerm postrm; do
     check "$script: POSIX sh syntax" sh -n "$WORK/control/$script"
 done
+
+# --- 2b. the firewall rule for notebooks (shipped, documented, never loaded) -----------
+say "firewall rule"
+NFT_FILE=usr/share/notebox/notebox-firewall.nft
+dpkg-deb --fsys-tarfile "$DEB" | tar -xO "./$NFT_FILE" >"$WORK/notebox-firewall.nft" || true
+check "packaged $NFT_FILE is packaging/notebox-firewall.nft, mode 0644" \
+    sh -c "cmp -s '$WORK/notebox-firewall.nft' packaging/notebox-firewall.nft &&
+           dpkg-deb -c '$DEB' | grep -q '^-rw-r--r-- .* ./$NFT_FILE\$'"
+check "the rule has its own table (inet notebox_isolation) and an editable notebook_bridge" \
+    sh -c "grep -q '^table inet notebox_isolation {' '$WORK/notebox-firewall.nft' &&
+           grep -q '^define notebook_bridge = ' '$WORK/notebox-firewall.nft'"
+check "INSTALL.md documents the rule (section, path, iptables equivalent)" \
+    sh -c "grep -q '^### Notebooks and the host network (residual risk)' docs/INSTALL.md &&
+           grep -q '/usr/share/notebox/notebox-firewall.nft' docs/INSTALL.md &&
+           grep -q 'DOCKER-USER' docs/INSTALL.md"
+check "the maintainer scripts never load a firewall rule" \
+    sh -c "! grep -qE '\\b(nft|iptables)\\b' '$WORK/control/postinst' '$WORK/control/prerm' '$WORK/control/postrm'"
+if ! command -v nft >/dev/null; then
+    echo "SKIP: nft -c -f $NFT_FILE (no nft on this host: apt install nftables)"
+elif ! printf 'table inet notebox_probe {\n}\n' | nft -c -f - >/dev/null 2>&1; then
+    echo "SKIP: nft -c -f $NFT_FILE (nft cannot reach the kernel's nf_tables here)"
+else
+    # Check mode: the kernel validates the rule set; nothing is loaded.
+    if nft -c -f "$WORK/notebox-firewall.nft" >"$WORK/nft-check.out" 2>&1; then
+        pass "nft -c -f $NFT_FILE accepts it"
+    else
+        sed 's/^/  | /' "$WORK/nft-check.out"
+        fail "nft -c -f $NFT_FILE accepts it"
+    fi
+    # Loaded for real, twice (it must replace itself), in a throwaway network namespace.
+    if unshare --net true 2>/dev/null; then
+        check "loads twice in a private network namespace: input and forward chains on notebook_bridge" \
+            unshare --net sh -c "nft -f '$WORK/notebox-firewall.nft' && nft -f '$WORK/notebox-firewall.nft' &&
+                nft list table inet notebox_isolation >'$WORK/nft-list.out' &&
+                [ \"\$(nft list tables | grep -c notebox_isolation)\" = 1 ] &&
+                grep -q 'type filter hook input' '$WORK/nft-list.out' &&
+                grep -q 'type filter hook forward' '$WORK/nft-list.out' &&
+                grep -q 'iifname != \"[^\"]*\" accept' '$WORK/nft-list.out'"
+    else
+        echo "SKIP: loading $NFT_FILE in a private network namespace (unshare --net fails here)"
+    fi
+fi
 
 # --- 3. lintian ------------------------------------------------------------------------
 say "lintian"
@@ -206,6 +250,8 @@ check "user notebox: system user, home /var/lib/notebox, no login shell" \
 check "group notebox exists and is notebox's primary group" \
     sh -c "[ \"\$(chroot '$ROOT' id -gn notebox)\" = notebox ]"
 check "/etc/notebox/config.toml installed" test -f "$ROOT/etc/notebox/config.toml"
+check "/usr/share/notebox/notebox-firewall.nft installed, not a conffile" \
+    sh -c "test -f '$ROOT/usr/share/notebox/notebox-firewall.nft' && ! grep -q notebox-firewall '$WORK/control/conffiles'"
 check "/var/lib/notebox is notebox:notebox 0750" \
     sh -c "[ \"\$(chroot '$ROOT' stat -c '%U:%G %a' /var/lib/notebox)\" = 'notebox:notebox 750' ]"
 check "service enabled (multi-user.target.wants/notebox.service)" \

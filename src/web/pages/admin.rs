@@ -235,6 +235,12 @@ pub async fn set_disabled(
     let user = state.accounts.user_by_id(path.into_inner()).await?;
     match state.accounts.set_disabled(user.id, on).await {
         Ok(()) => {
+            if on {
+                // A disabled member's notebooks stop; their shares are hidden by the
+                // account flag itself.
+                let stopped = state.runtime.stop_all_notebooks_of(user.id).await?;
+                tracing::info!(by = %admin.0.user.username, user = %user.username, stopped, "account disabled");
+            }
             let done = if on { "disabled" } else { "enabled" };
             Ok(see_other(&format!(
                 "/admin/users?done={done}&user={}",

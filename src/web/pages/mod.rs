@@ -25,7 +25,7 @@ pub fn html(
 /// After a successful POST: go to `to` (303, so a reload does not repeat the action).
 pub fn see_other(to: &str) -> HttpResponse {
     HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, to.to_string()))
+        .insert_header((header::LOCATION, crate::web::location(to)))
         .finish()
 }
 
