@@ -805,3 +805,30 @@ async fn relay(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scoped(v: &str) -> Option<String> {
+        scoped_set_cookie(&HeaderValue::from_str(v).expect("header"), "abc123")
+            .map(|h| h.to_str().expect("ascii").to_string())
+    }
+
+    #[test]
+    fn upstream_cookies_stay_under_the_notebook_path() {
+        assert_eq!(
+            scoped("_xsrf=2|x|y; expires=Wed, 01 Jan 2031 00:00:00 GMT; Path=/").as_deref(),
+            Some("_xsrf=2|x|y; expires=Wed, 01 Jan 2031 00:00:00 GMT; Path=/nb/abc123/")
+        );
+        assert_eq!(
+            scoped("a=b; Domain=example.org; path=/other; HttpOnly").as_deref(),
+            Some("a=b; HttpOnly; Path=/nb/abc123/")
+        );
+        // A notebook cannot plant Notebox's own cookies, nor host-wide ones.
+        assert_eq!(scoped("notebox_session=stolen; Path=/"), None);
+        assert_eq!(scoped("NOTEBOX_login_csrf=x"), None);
+        assert_eq!(scoped("__Host-x=1; Path=/; Secure"), None);
+        assert_eq!(scoped("=novalue"), None);
+    }
+}

@@ -188,3 +188,33 @@ impl FromRequest for ApiUser {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let proxy: std::net::IpAddr = "10.0.0.5".parse().expect("ip");
+        let via_proxy = TestRequest::default()
+            .peer_addr("10.0.0.5:4000".parse().expect("addr"))
+            .insert_header(("x-forwarded-for", "6.6.6.6, 192.0.2.7"))
+            .to_http_request();
+        // The right-most address the trusted proxy saw is the client; the left part is
+        // whatever the client wrote.
+        assert_eq!(client_address(&via_proxy, &[proxy]), "192.0.2.7");
+        // Without the proxy configured, the header is ignored.
+        assert_eq!(client_address(&via_proxy, &[]), "10.0.0.5");
+        let direct = TestRequest::default()
+            .peer_addr("192.0.2.9:4000".parse().expect("addr"))
+            .insert_header(("x-forwarded-for", "1.2.3.4"))
+            .to_http_request();
+        assert_eq!(client_address(&direct, &[proxy]), "192.0.2.9");
+        let garbage = TestRequest::default()
+            .peer_addr("10.0.0.5:4000".parse().expect("addr"))
+            .insert_header(("x-forwarded-for", "not-an-ip"))
+            .to_http_request();
+        assert_eq!(client_address(&garbage, &[proxy]), "10.0.0.5");
+    }
+}
