@@ -620,6 +620,10 @@ impl Runtime {
         tail: usize,
     ) -> Result<Option<String>, NotebookError> {
         let row = self.notebook_row(owner, id).await?;
+        // Never had a container (or it was removed): nothing to ask Docker for.
+        if row.container_id.is_none() && matches!(row.state.as_str(), "stopped" | "queued") {
+            return Ok(None);
+        }
         let docker = self.docker().await?;
         let container = docker
             .list_ours()

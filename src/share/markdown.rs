@@ -25,22 +25,55 @@ pub fn render_markdown(src: &str) -> String {
         | Options::ENABLE_STRIKETHROUGH
         | Options::ENABLE_TASKLISTS
         | Options::ENABLE_MATH;
-    let events = Parser::new_ext(src, options).map(|event| match event {
-        Event::InlineMath(m) => math_span(&m, "$"),
-        Event::DisplayMath(m) => math_span(&m, "$$"),
+    // Math never goes through the sanitizer as markup: a notebook with tens of thousands
+    // of `$x$` would become as many DOM nodes there (27 MiB for 160 KB). It is replaced
+    // by a marker of private-use characters, escaped on its own, and put back in one pass.
+    let src = src.replace([MATH_OPEN, MATH_CLOSE], "\u{FFFD}");
+    let mut math: Vec<String> = Vec::new();
+    let events = Parser::new_ext(&src, options).map(|event| match event {
+        Event::InlineMath(m) => math_marker(&mut math, &m, "$"),
+        Event::DisplayMath(m) => math_marker(&mut math, &m, "$$"),
         other => other,
     });
     let mut raw = String::with_capacity(src.len() + src.len() / 4);
     html::push_html(&mut raw, events);
-    sanitizer().clean(&raw).to_string()
+    let clean = sanitizer().clean(&raw).to_string();
+    if math.is_empty() {
+        return clean;
+    }
+    restore_math(&clean, &math)
 }
 
-/// Math as written, escaped, in a span the stylesheet can pick out.
-fn math_span(math: &str, delimiter: &str) -> Event<'static> {
-    Event::InlineHtml(CowStr::from(format!(
+const MATH_OPEN: char = '\u{E000}';
+const MATH_CLOSE: char = '\u{E001}';
+
+fn math_marker(math: &mut Vec<String>, m: &str, delimiter: &str) -> Event<'static> {
+    let marker = format!("{MATH_OPEN}{}{MATH_CLOSE}", math.len());
+    math.push(format!(
         "<span class=\"math\">{}</span>",
-        escape(&format!("{delimiter}{math}{delimiter}"))
-    )))
+        escape(&format!("{delimiter}{m}{delimiter}"))
+    ));
+    Event::Text(CowStr::from(marker))
+}
+
+/// Puts the math back where its markers are, in one pass over the sanitized HTML.
+fn restore_math(html: &str, math: &[String]) -> String {
+    let mut out = String::with_capacity(html.len() + math.iter().map(String::len).sum::<usize>());
+    let mut rest = html;
+    while let Some(start) = rest.find(MATH_OPEN) {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + MATH_OPEN.len_utf8()..];
+        let Some(end) = after.find(MATH_CLOSE) else {
+            rest = after;
+            continue;
+        };
+        if let Some(m) = after[..end].parse::<usize>().ok().and_then(|i| math.get(i)) {
+            out.push_str(m);
+        }
+        rest = &after[end + MATH_CLOSE.len_utf8()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The first words of a Markdown text, as plain text (for gallery previews).
@@ -88,6 +121,18 @@ mod tests {
         assert!(html.contains("$E = m_1 c^2$"), "{html}");
         assert!(html.contains("$$\\sum_i x_i$$"), "{html}");
         assert!(html.contains("$5"), "{html}");
+    }
+
+    #[test]
+    fn math_markers_cannot_be_forged() {
+        let html = render_markdown("\u{E000}0\u{E001} and $<b>$ and `$x$`");
+        assert!(!html.contains('\u{E000}'), "{html}");
+        assert!(
+            html.contains("<span class=\"math\">$&lt;b&gt;$</span>"),
+            "{html}"
+        );
+        assert_eq!(html.matches("class=\"math\"").count(), 1, "{html}");
+        assert!(html.contains("<code>$x$</code>"), "{html}");
     }
 
     #[test]
