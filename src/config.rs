@@ -2,7 +2,6 @@
 //!
 //! The config is a plain value handed to `run`; nothing reads it from a global.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -153,14 +152,7 @@ impl Default for ShareConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Launcher {
-    DockerStacks,
-    JupyterLab,
-    JupyterServer,
-    Command,
-}
+pub use crate::model::Launcher;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -635,17 +627,6 @@ fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
             }
         }
         None => message,
-    }
-}
-
-impl fmt::Display for Launcher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Launcher::DockerStacks => "docker-stacks",
-            Launcher::JupyterLab => "jupyter-lab",
-            Launcher::JupyterServer => "jupyter-server",
-            Launcher::Command => "command",
-        })
     }
 }
 

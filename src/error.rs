@@ -209,9 +209,12 @@ impl ResponseError for ApiError {
         self.0.status
     }
     fn error_response(&self) -> HttpResponse {
-        let body = serde_json::json!({
-            "error": {"code": self.0.code, "message": self.0.message}
-        });
+        let body = crate::model::wire::ErrorBody {
+            error: crate::model::wire::ErrorDetail {
+                code: self.0.code,
+                message: &self.0.message,
+            },
+        };
         let mut b = with_retry_after(HttpResponse::build(self.0.status), &self.0);
         if self.0.status == StatusCode::UNAUTHORIZED {
             b.insert_header((header::WWW_AUTHENTICATE, "Bearer"));

@@ -8,6 +8,7 @@ pub mod db;
 pub mod doctor;
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod proxy;
 pub mod runtime;
 pub mod service;

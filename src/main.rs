@@ -281,20 +281,23 @@ fn gpus(config: &Config, json: bool) -> Result<(), String> {
     let (inventory, reason) = notebox::gpu::open_inventory(config);
     let gpus = inventory.sample().map_err(|e| e.to_string())?;
     if json {
-        let out = serde_json::json!({
-            "backend": inventory.backend(),
-            "reason": reason,
-            "gpus": gpus.iter().map(|g| serde_json::json!({
-                "index": g.index,
-                "uuid": g.uuid,
-                "name": g.name,
-                "memory_total_mib": g.memory_total_mib,
-                "memory_used_mib": g.memory_used_mib,
-                "utilization_percent": g.utilization_percent,
-                "temperature_c": g.temperature_c,
-                "processes": g.processes,
-            })).collect::<Vec<_>>(),
-        });
+        let out = notebox::model::wire::Inventory {
+            backend: inventory.backend(),
+            reason: reason.clone(),
+            gpus: gpus
+                .iter()
+                .map(|g| notebox::model::wire::InventoryGpu {
+                    index: g.index,
+                    uuid: g.uuid.clone(),
+                    name: g.name.clone(),
+                    memory_total_mib: g.memory_total_mib,
+                    memory_used_mib: g.memory_used_mib,
+                    utilization_percent: g.utilization_percent,
+                    temperature_c: g.temperature_c,
+                    processes: g.processes.clone(),
+                })
+                .collect(),
+        };
         println!(
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?

@@ -19,6 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use crate::auth::{secrets, User};
 use crate::db::notebooks::{self as q, ProxyTarget};
 use crate::error::WebError;
+use crate::model::NotebookState;
 use crate::web::extract::{authorization_token, SESSION_COOKIE};
 use crate::web::AppState;
 
@@ -271,7 +272,7 @@ async fn target(state: &AppState, notebook_id: &str) -> Result<Option<ProxyTarge
     let mut found = state.db.call(move |c| q::proxy_target(c, &id)).await?;
     // A notebook adopted from before notebox knew container addresses: ask Docker once.
     if let Some(t) = found.as_mut() {
-        if t.state == "running" && t.container_ip.is_none() {
+        if t.state == NotebookState::Running && t.container_ip.is_none() {
             t.container_ip = state.runtime.container_ip(notebook_id).await;
         }
     }
@@ -350,7 +351,7 @@ fn origin_allowed(req: &HttpRequest) -> bool {
 struct NotRunningPage<'a> {
     id: &'a str,
     name: &'a str,
-    state: &'a str,
+    state: NotebookState,
     csrf: Option<String>,
 }
 
@@ -386,7 +387,7 @@ async fn not_running(req: &HttpRequest, id: &str, t: &ProxyTarget) -> HttpRespon
     let page = NotRunningPage {
         id,
         name: &t.name,
-        state: &t.state,
+        state: t.state,
         csrf,
     };
     match page.render() {
@@ -560,8 +561,8 @@ pub async fn proxy(
             ),
         );
     }
-    let ip = match (&target.container_ip, target.state.as_str()) {
-        (Some(ip), "running") => ip.clone(),
+    let ip = match (&target.container_ip, target.state) {
+        (Some(ip), NotebookState::Running) => ip.clone(),
         _ => return not_running(&req, &id, &target).await,
     };
     record_activity(&state, &id);

@@ -45,7 +45,7 @@ async function pollNotebooks() {
       if (!nb) { window.location.reload(); return; }
       if (nb.state !== el.dataset.state) { window.location.reload(); return; }
       const detail = el.querySelector("[data-field=detail]") || document.querySelector("[data-field=detail]");
-      if (detail && ["starting", "pulling", "stopping", "queued", "failed"].includes(nb.state)) {
+      if (detail && nb.transient) {
         detail.textContent = nb.state_detail;
       }
     }
@@ -59,8 +59,7 @@ if (document.querySelector("[data-poll]")) {
 async function followLogs() {
   const pre = document.getElementById("logs");
   if (!pre) return;
-  const state = document.getElementById("notebook")?.dataset.state;
-  if (!["running", "starting", "pulling", "stopping"].includes(state)) return;
+  if (pre.dataset.follow !== "true") return;
   try {
     const res = await fetch(pre.dataset.logs, { headers: { Accept: "application/json" } });
     if (!res.ok) return;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection};
 
 use super::{now, DbError};
+use crate::model::{DesiredState, NotebookState};
 
 /// A held GPU: which notebook, whose, since when.
 #[derive(Debug, Clone)]
@@ -73,8 +74,12 @@ pub fn release(conn: &Connection, notebook_id: &str) -> Result<usize, DbError> {
 pub fn release_stale(conn: &Connection) -> Result<usize, DbError> {
     Ok(conn.execute(
         "DELETE FROM gpu_allocations WHERE notebook_id IN
-            (SELECT id FROM notebooks WHERE state IN ('stopped', 'failed', 'queued'))",
-        [],
+            (SELECT id FROM notebooks WHERE state IN (?1, ?2, ?3))",
+        params![
+            NotebookState::Stopped,
+            NotebookState::Failed,
+            NotebookState::Queued
+        ],
     )?)
 }
 
@@ -82,9 +87,18 @@ pub fn release_stale(conn: &Connection) -> Result<usize, DbError> {
 pub fn user_demand(conn: &Connection, owner_id: i64, except: &str) -> Result<i64, DbError> {
     Ok(conn.query_row(
         "SELECT COALESCE(SUM(gpu_count), 0) FROM notebooks
-         WHERE owner_id = ?1 AND id != ?2 AND desired_state = 'running'
-           AND state IN ('queued', 'pulling', 'starting', 'running', 'stopping')",
-        params![owner_id, except],
+         WHERE owner_id = ?1 AND id != ?2 AND desired_state = ?3
+           AND state IN (?4, ?5, ?6, ?7, ?8)",
+        params![
+            owner_id,
+            except,
+            DesiredState::Running,
+            NotebookState::Queued,
+            NotebookState::Pulling,
+            NotebookState::Starting,
+            NotebookState::Running,
+            NotebookState::Stopping
+        ],
         |r| r.get(0),
     )?)
 }
@@ -92,29 +106,42 @@ pub fn user_demand(conn: &Connection, owner_id: i64, except: &str) -> Result<i64
 /// Queued notebooks, first come first.
 pub fn queue(conn: &Connection) -> Result<Vec<(String, i64)>, DbError> {
     let mut stmt = conn.prepare(
-        "SELECT id, gpu_count FROM notebooks WHERE state = 'queued' AND desired_state = 'running'
+        "SELECT id, gpu_count FROM notebooks WHERE state = ?1 AND desired_state = ?2
          ORDER BY queued_at, created_at, id",
     )?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map(params![NotebookState::Queued, DesiredState::Running], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn mark_queued(conn: &Connection, notebook_id: &str, detail: &str) -> Result<(), DbError> {
     conn.execute(
-        "UPDATE notebooks SET state = 'queued', desired_state = 'running', state_detail = ?2,
+        "UPDATE notebooks SET state = ?4, desired_state = ?5, state_detail = ?2,
             queued_at = COALESCE(queued_at, ?3), updated_at = ?3
          WHERE id = ?1",
-        params![notebook_id, detail, now()],
+        params![
+            notebook_id,
+            detail,
+            now(),
+            NotebookState::Queued,
+            DesiredState::Running
+        ],
     )?;
     Ok(())
 }
 
 pub fn mark_starting(conn: &Connection, notebook_id: &str) -> Result<(), DbError> {
     conn.execute(
-        "UPDATE notebooks SET state = 'starting', desired_state = 'running',
+        "UPDATE notebooks SET state = ?3, desired_state = ?4,
             state_detail = 'Waiting to start', queued_at = NULL, updated_at = ?2
          WHERE id = ?1",
-        params![notebook_id, now()],
+        params![
+            notebook_id,
+            now(),
+            NotebookState::Starting,
+            DesiredState::Running
+        ],
     )?;
     Ok(())
 }

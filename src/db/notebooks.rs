@@ -4,6 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{now, DbError};
+use crate::model::{DesiredState, Launcher, NotebookState};
 
 #[derive(Debug, Clone)]
 pub struct NotebookRow {
@@ -13,14 +14,14 @@ pub struct NotebookRow {
     pub name: String,
     pub image_id: Option<String>,
     pub image: String,
-    pub launcher: String,
+    pub launcher: Launcher,
     pub command: Vec<String>,
     pub machine_id: String,
     pub cpus: f64,
     pub memory_mib: i64,
     pub gpu_count: i64,
-    pub desired_state: String,
-    pub state: String,
+    pub desired_state: DesiredState,
+    pub state: NotebookState,
     pub state_detail: String,
     pub restart_requested: bool,
     pub jupyter_token: String,
@@ -82,7 +83,7 @@ pub struct NewNotebook<'a> {
     pub name: &'a str,
     pub image_id: Option<&'a str>,
     pub image: &'a str,
-    pub launcher: &'a str,
+    pub launcher: Launcher,
     pub command: &'a [String],
     pub machine_id: &'a str,
     pub cpus: f64,
@@ -91,9 +92,9 @@ pub struct NewNotebook<'a> {
     pub jupyter_token: &'a str,
     pub auto_shutdown_secs: Option<i64>,
     pub forked_from: Option<&'a str>,
-    /// "running" to start right away, else "stopped".
-    pub desired_state: &'a str,
-    pub state: &'a str,
+    /// Running to start right away.
+    pub desired_state: DesiredState,
+    pub state: NotebookState,
     pub state_detail: &'a str,
 }
 
@@ -137,9 +138,9 @@ pub fn by_id(conn: &Connection, id: &str) -> Result<Option<NotebookRow>, DbError
 
 pub fn list_for_owner(conn: &Connection, owner_id: i64) -> Result<Vec<NotebookRow>, DbError> {
     let mut stmt = conn.prepare(&format!(
-        "{SELECT} WHERE n.owner_id = ?1 AND n.desired_state != 'deleted' ORDER BY n.created_at DESC, n.id"
+        "{SELECT} WHERE n.owner_id = ?1 AND n.desired_state != ?2 ORDER BY n.created_at DESC, n.id"
     ))?;
-    let rows = stmt.query_map([owner_id], from_row)?;
+    let rows = stmt.query_map(params![owner_id, DesiredState::Deleted], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -151,40 +152,44 @@ pub fn list_all(conn: &Connection) -> Result<Vec<NotebookRow>, DbError> {
 }
 
 /// Moves a notebook from one of `from` to `to`, optionally changing what it should be.
-/// Returns false (changing nothing) when it was not in one of `from`.
+/// Returns false (changing nothing) when it was not in one of `from`. Reaching a state at
+/// rest (stopped, failed) releases its GPUs in the same statement's transaction.
 pub fn transition(
     conn: &Connection,
     id: &str,
-    from: &[&str],
-    to: &str,
+    from: &[NotebookState],
+    to: NotebookState,
     detail: &str,
-    desired: Option<&str>,
+    desired: Option<DesiredState>,
 ) -> Result<bool, DbError> {
+    debug_assert!(
+        from.iter().all(|f| f.can_become(to)),
+        "no transition {from:?} → {to}"
+    );
     let placeholders = (0..from.len())
-        .map(|i| format!("?{}", i + 5))
+        .map(|i| format!("?{}", i + 8))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(
         "UPDATE notebooks SET state = ?2, state_detail = ?3, updated_at = ?4,
-            desired_state = COALESCE(?{}, desired_state),
-            started_at = CASE WHEN ?2 = 'running' AND state != 'running' THEN ?4 ELSE started_at END,
-            stopped_at = CASE WHEN ?2 IN ('stopped', 'failed') THEN ?4 ELSE stopped_at END,
+            desired_state = COALESCE(?5, desired_state),
+            started_at = CASE WHEN ?2 = ?6 AND state != ?6 THEN ?4 ELSE started_at END,
+            stopped_at = CASE WHEN ?7 THEN ?4 ELSE stopped_at END,
             auto_shutdown_at = CASE
-                WHEN ?2 = 'running' AND state != 'running' AND auto_shutdown_secs IS NOT NULL
+                WHEN ?2 = ?6 AND state != ?6 AND auto_shutdown_secs IS NOT NULL
                     THEN ?4 + auto_shutdown_secs
-                WHEN ?2 IN ('stopped', 'failed') THEN NULL
+                WHEN ?7 THEN NULL
                 ELSE auto_shutdown_at END
-         WHERE id = ?1 AND state IN ({placeholders})",
-        from.len() + 5
+         WHERE id = ?1 AND state IN ({placeholders})"
     );
-    let t = now();
-    let mut values: Vec<&dyn rusqlite::ToSql> = vec![&id, &to, &detail, &t];
+    let (t, running, at_rest) = (now(), NotebookState::Running, to.is_at_rest());
+    let mut values: Vec<&dyn rusqlite::ToSql> =
+        vec![&id, &to, &detail, &t, &desired, &running, &at_rest];
     for f in from {
         values.push(f);
     }
-    values.push(&desired);
     let moved = conn.execute(&sql, values.as_slice())? == 1;
-    if moved && matches!(to, "stopped" | "failed") {
+    if moved && at_rest {
         // A notebook without a container holds no GPU.
         super::gpus::release(conn, id)?;
     }
@@ -192,7 +197,12 @@ pub fn transition(
 }
 
 /// Updates only the human-readable detail (pull progress, readiness waits).
-pub fn set_detail(conn: &Connection, id: &str, state: &str, detail: &str) -> Result<(), DbError> {
+pub fn set_detail(
+    conn: &Connection,
+    id: &str,
+    state: NotebookState,
+    detail: &str,
+) -> Result<(), DbError> {
     conn.execute(
         "UPDATE notebooks SET state_detail = ?3, updated_at = ?4 WHERE id = ?1 AND state = ?2",
         params![id, state, detail, now()],
@@ -202,16 +212,16 @@ pub fn set_detail(conn: &Connection, id: &str, state: &str, detail: &str) -> Res
 
 /// The ids of a member's notebooks that are not being deleted.
 pub fn ids_of_owner(conn: &Connection, owner_id: i64) -> Result<Vec<String>, DbError> {
-    let mut stmt = conn
-        .prepare("SELECT id FROM notebooks WHERE owner_id = ?1 AND desired_state != 'deleted'")?;
-    let ids = stmt.query_map([owner_id], |r| r.get(0))?;
+    let mut stmt =
+        conn.prepare("SELECT id FROM notebooks WHERE owner_id = ?1 AND desired_state != ?2")?;
+    let ids = stmt.query_map(params![owner_id, DesiredState::Deleted], |r| r.get(0))?;
     Ok(ids.collect::<Result<_, _>>()?)
 }
 
-pub fn set_desired(conn: &Connection, id: &str, desired: &str) -> Result<bool, DbError> {
+pub fn set_desired(conn: &Connection, id: &str, desired: DesiredState) -> Result<bool, DbError> {
     Ok(conn.execute(
-        "UPDATE notebooks SET desired_state = ?2, updated_at = ?3 WHERE id = ?1 AND desired_state != 'deleted'",
-        params![id, desired, now()],
+        "UPDATE notebooks SET desired_state = ?2, updated_at = ?3 WHERE id = ?1 AND desired_state != ?4",
+        params![id, desired, now(), DesiredState::Deleted],
     )? == 1)
 }
 
@@ -239,10 +249,10 @@ pub fn set_container(
 pub fn set_auto_shutdown(conn: &Connection, id: &str, secs: Option<i64>) -> Result<(), DbError> {
     conn.execute(
         "UPDATE notebooks SET auto_shutdown_secs = ?2,
-            auto_shutdown_at = CASE WHEN state = 'running' AND ?2 IS NOT NULL THEN ?3 + ?2 ELSE NULL END,
+            auto_shutdown_at = CASE WHEN state = ?4 AND ?2 IS NOT NULL THEN ?3 + ?2 ELSE NULL END,
             updated_at = ?3
          WHERE id = ?1",
-        params![id, secs, now()],
+        params![id, secs, now(), NotebookState::Running],
     )?;
     Ok(())
 }
@@ -272,7 +282,7 @@ pub fn set_container_ip(conn: &Connection, id: &str, ip: &str) -> Result<(), DbE
 #[derive(Debug, Clone)]
 pub struct ProxyTarget {
     pub owner_id: i64,
-    pub state: String,
+    pub state: NotebookState,
     pub jupyter_token: String,
     pub container_ip: Option<String>,
     pub name: String,
@@ -282,8 +292,8 @@ pub fn proxy_target(conn: &Connection, id: &str) -> Result<Option<ProxyTarget>, 
     Ok(conn
         .query_row(
             "SELECT owner_id, state, jupyter_token, container_ip, name FROM notebooks
-             WHERE id = ?1 AND desired_state != 'deleted'",
-            [id],
+             WHERE id = ?1 AND desired_state != ?2",
+            params![id, DesiredState::Deleted],
             |r| {
                 Ok(ProxyTarget {
                     owner_id: r.get(0)?,

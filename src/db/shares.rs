@@ -3,12 +3,13 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{now, DbError};
+use crate::model::{DesiredState, Visibility};
 
 #[derive(Debug, Clone)]
 pub struct ShareRow {
     pub token: String,
     pub notebook_id: String,
-    pub visibility: String,
+    pub visibility: Visibility,
     pub created_at: i64,
     pub notebook_name: String,
     pub owner_id: i64,
@@ -43,7 +44,7 @@ pub fn insert(
     conn: &Connection,
     token: &str,
     notebook_id: &str,
-    visibility: &str,
+    visibility: Visibility,
 ) -> Result<(), DbError> {
     conn.execute(
         "INSERT INTO shares (token, notebook_id, visibility, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -57,10 +58,8 @@ pub fn insert(
 pub fn by_token(conn: &Connection, token: &str) -> Result<Option<ShareRow>, DbError> {
     Ok(conn
         .query_row(
-            &format!(
-                "{SELECT} WHERE s.token = ?1 AND n.desired_state != 'deleted' AND u.disabled = 0"
-            ),
-            [token],
+            &format!("{SELECT} WHERE s.token = ?1 AND n.desired_state != ?2 AND u.disabled = 0"),
+            params![token, DesiredState::Deleted],
             from_row,
         )
         .optional()?)
@@ -76,10 +75,13 @@ pub fn for_notebook(conn: &Connection, notebook_id: &str) -> Result<Vec<ShareRow
 
 pub fn public(conn: &Connection, limit: i64) -> Result<Vec<ShareRow>, DbError> {
     let mut stmt = conn.prepare(&format!(
-        "{SELECT} WHERE s.visibility = 'public' AND n.desired_state != 'deleted' AND u.disabled = 0
+        "{SELECT} WHERE s.visibility = ?2 AND n.desired_state != ?3 AND u.disabled = 0
          ORDER BY s.created_at DESC LIMIT ?1"
     ))?;
-    let rows = stmt.query_map([limit], from_row)?;
+    let rows = stmt.query_map(
+        params![limit, Visibility::Public, DesiredState::Deleted],
+        from_row,
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

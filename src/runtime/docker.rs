@@ -57,8 +57,25 @@ pub struct OurContainer {
     pub id: String,
     pub notebook_id: String,
     pub running: bool,
-    /// created, running, exited, dead, ...
-    pub state: String,
+    pub state: Option<ContainerSummaryStateEnum>,
+}
+
+impl OurContainer {
+    /// Exited or dead: it cannot be started again, only removed.
+    pub fn is_finished(&self) -> bool {
+        matches!(
+            self.state,
+            Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD)
+        )
+    }
+
+    /// Created or running: an interrupted start can carry on with it.
+    pub fn is_reusable(&self) -> bool {
+        matches!(
+            self.state,
+            Some(ContainerSummaryStateEnum::CREATED | ContainerSummaryStateEnum::RUNNING)
+        )
+    }
 }
 
 /// What `docker inspect` tells about a container that matters to us.
@@ -265,12 +282,11 @@ impl DockerEngine {
             .into_iter()
             .filter_map(|c| {
                 let notebook_id = c.labels.as_ref()?.get(LABEL_NOTEBOOK)?.clone();
-                let state = c.state.map(|s| s.to_string()).unwrap_or_default();
                 Some(OurContainer {
                     id: c.id?,
                     notebook_id,
                     running: matches!(c.state, Some(ContainerSummaryStateEnum::RUNNING)),
-                    state,
+                    state: c.state,
                 })
             })
             .collect())

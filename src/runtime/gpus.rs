@@ -11,38 +11,7 @@ use crate::db::notebooks as q;
 use super::notebooks::{rfc3339, NotebookError};
 use super::Runtime;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct Holder {
-    pub notebook: String,
-    pub notebook_name: String,
-    pub user: String,
-    pub since: String,
-    #[serde(skip)]
-    pub since_ts: i64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ProcessView {
-    pub pid: u32,
-    pub used_memory_mib: u64,
-    /// The notebook the process runs in; null for processes outside Notebox.
-    pub notebook: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct GpuView {
-    pub index: u32,
-    pub uuid: String,
-    pub name: String,
-    pub memory_total_mib: u64,
-    pub memory_used_mib: u64,
-    pub utilization_percent: Option<u32>,
-    pub temperature_c: Option<u32>,
-    pub holder: Option<Holder>,
-    pub processes: Vec<ProcessView>,
-    /// Utilization samples, oldest first.
-    pub history: Vec<u32>,
-}
+pub use crate::model::wire::{Gpu as GpuView, GpuProcess as ProcessView, Holder};
 
 /// A summary for the create form: how many GPUs exist and how many are free now.
 #[derive(Debug, Clone, Copy, Serialize)]

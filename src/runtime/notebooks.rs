@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::auth::{secrets, User};
 use crate::config::{self, Launcher};
 use crate::db::notebooks::{self as q, NewNotebook, NotebookRow};
 use crate::db::{now, DbError};
+use crate::model::{DesiredState, NotebookState};
 
 use super::docker::DockerError;
 use super::Runtime;
@@ -60,32 +59,7 @@ pub struct CreateNotebook {
     pub auto_shutdown: AutoShutdown,
 }
 
-/// A notebook as members and the API see it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Notebook {
-    pub id: String,
-    pub name: String,
-    pub owner: String,
-    pub image: String,
-    pub image_id: Option<String>,
-    pub image_name: String,
-    pub machine: String,
-    pub machine_name: String,
-    pub state: String,
-    pub desired_state: String,
-    pub state_detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queue_position: Option<i64>,
-    pub gpus: Vec<String>,
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub auto_shutdown: String,
-    pub auto_shutdown_at: Option<String>,
-    pub forked_from: Option<String>,
-    pub url: String,
-    #[serde(skip)]
-    pub row: NotebookRow,
-}
+pub use crate::model::wire::{Notebook, NotebookTimes};
 
 pub fn rfc3339(ts: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(ts)
@@ -182,21 +156,29 @@ impl Runtime {
             image_name,
             machine: row.machine_id.clone(),
             machine_name,
-            state: row.state.clone(),
-            desired_state: row.desired_state.clone(),
+            state: row.state,
+            desired_state: row.desired_state,
             state_detail: row.state_detail.clone(),
             queue_position: None,
             gpus: Vec::new(),
             created_at: rfc3339(row.created_at),
             started_at: row
                 .started_at
-                .filter(|_| row.state == "running")
+                .filter(|_| row.state == NotebookState::Running)
                 .map(rfc3339),
             auto_shutdown: describe_auto_shutdown(row.auto_shutdown_secs),
             auto_shutdown_at: row.auto_shutdown_at.map(rfc3339),
             forked_from: row.forked_from.clone(),
             url: super::spec::base_url(&row.id),
-            row,
+            transient: row.state.is_transient(),
+            has_container: row.state.holds_gpus(),
+            times: NotebookTimes {
+                created: row.created_at,
+                started: row
+                    .started_at
+                    .filter(|_| row.state == NotebookState::Running),
+                auto_shutdown: row.auto_shutdown_at,
+            },
         }
     }
 
@@ -212,7 +194,7 @@ impl Runtime {
         let id = id.to_string();
         let row = self.db().call(move |c| q::by_id(c, &id)).await?;
         match row {
-            Some(r) if r.owner_id == owner.id && r.desired_state != "deleted" => Ok(r),
+            Some(r) if r.owner_id == owner.id && r.desired_state != DesiredState::Deleted => Ok(r),
             _ => Err(NotebookError::NotFound),
         }
     }
@@ -320,20 +302,24 @@ fn request_stop(c: &rusqlite::Connection, id: &str, detail: &str) -> Result<(), 
     q::transition(
         c,
         id,
-        &["queued"],
-        "stopped",
+        &[NotebookState::Queued],
+        NotebookState::Stopped,
         "Removed from the queue",
-        Some("stopped"),
+        Some(DesiredState::Stopped),
     )?;
     q::transition(
         c,
         id,
-        &["running", "starting", "pulling"],
-        "stopping",
+        &[
+            NotebookState::Running,
+            NotebookState::Starting,
+            NotebookState::Pulling,
+        ],
+        NotebookState::Stopping,
         detail,
-        Some("stopped"),
+        Some(DesiredState::Stopped),
     )?;
-    q::set_desired(c, id, "stopped")?;
+    q::set_desired(c, id, DesiredState::Stopped)?;
     Ok(())
 }
 
@@ -386,7 +372,6 @@ impl Runtime {
         let auto_shutdown_secs = self.auto_shutdown_secs(req.auto_shutdown);
         let id = new_notebook_id();
         let token = secrets::random_secret(32);
-        let launcher = launcher.to_string();
         let (cpus, memory_mib, gpus, machine_id) = (
             machine.cpus,
             machine.memory_mib as i64,
@@ -408,7 +393,7 @@ impl Runtime {
                         name: &name,
                         image_id: image_id.as_deref(),
                         image: &image,
-                        launcher: &launcher,
+                        launcher,
                         command: &command,
                         machine_id: &machine_id,
                         cpus,
@@ -417,8 +402,8 @@ impl Runtime {
                         jupyter_token: &token,
                         auto_shutdown_secs,
                         forked_from: None,
-                        desired_state: "running",
-                        state: "stopped",
+                        desired_state: DesiredState::Running,
+                        state: NotebookState::Stopped,
                         state_detail: "Waiting to start",
                     },
                 )?;
@@ -453,7 +438,7 @@ impl Runtime {
     pub async fn start_notebook(&self, owner: &User, id: &str) -> Result<Notebook, NotebookError> {
         let row = self.notebook_row(owner, id).await?;
         check_image_allowed(self.config(), &row)?;
-        if !matches!(row.state.as_str(), "stopped" | "failed") {
+        if !row.state.can_start() {
             return Err(NotebookError::Conflict(format!(
                 "The notebook is {}; only a stopped or failed notebook can be started.",
                 row.state
@@ -477,8 +462,7 @@ impl Runtime {
             .db()
             .call(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let still_stopped = q::by_id(&tx, &id)?
-                    .is_some_and(|r| matches!(r.state.as_str(), "stopped" | "failed"));
+                let still_stopped = q::by_id(&tx, &id)?.is_some_and(|r| r.state.can_start());
                 if !still_stopped {
                     return Ok(None);
                 }
@@ -554,10 +538,14 @@ impl Runtime {
                 if q::transition(
                     c,
                     &id,
-                    &["running", "starting", "pulling"],
-                    "stopping",
+                    &[
+                        NotebookState::Running,
+                        NotebookState::Starting,
+                        NotebookState::Pulling,
+                    ],
+                    NotebookState::Stopping,
                     "Restarting",
-                    Some("running"),
+                    Some(DesiredState::Running),
                 )? {
                     q::set_restart_requested(c, &id, true)?;
                     return Ok(true);
@@ -565,7 +553,7 @@ impl Runtime {
                 Ok(false)
             })
             .await?;
-        if !moved && matches!(row.state.as_str(), "stopped" | "failed") {
+        if !moved && row.state.can_start() {
             self.place_stopped(owner, &row).await?;
         } else if !moved {
             return Err(NotebookError::Conflict(format!(
@@ -583,8 +571,8 @@ impl Runtime {
         let id = row.id.clone();
         self.db()
             .call(move |c| {
-                q::set_desired(c, &id, "deleted")?;
-                q::set_detail(c, &id, &row.state, "Deleting")?;
+                q::set_desired(c, &id, DesiredState::Deleted)?;
+                q::set_detail(c, &id, row.state, "Deleting")?;
                 Ok(())
             })
             .await?;
@@ -621,7 +609,9 @@ impl Runtime {
     ) -> Result<Option<String>, NotebookError> {
         let row = self.notebook_row(owner, id).await?;
         // Never had a container (or it was removed): nothing to ask Docker for.
-        if row.container_id.is_none() && matches!(row.state.as_str(), "stopped" | "queued") {
+        if row.container_id.is_none()
+            && matches!(row.state, NotebookState::Stopped | NotebookState::Queued)
+        {
             return Ok(None);
         }
         let docker = self.docker().await?;
@@ -660,7 +650,7 @@ impl Runtime {
     }
 
     /// Seconds until auto-shutdown, for countdowns.
-    pub fn seconds_left(row: &NotebookRow) -> Option<i64> {
-        row.auto_shutdown_at.map(|t| (t - now()).max(0))
+    pub fn seconds_left(nb: &Notebook) -> Option<i64> {
+        nb.times.auto_shutdown.map(|t| (t - now()).max(0))
     }
 }

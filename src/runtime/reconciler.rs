@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 
 use crate::db::notebooks::{self as q, NotebookRow};
-use crate::db::now;
+use crate::db::{now, DbError};
+use crate::model::{DesiredState, NotebookState};
 
 use super::docker::{DockerEngine, DockerError, OurContainer, PullProgress};
 use super::spec::{container_name, container_spec, Mounts};
@@ -45,22 +46,61 @@ enum Action {
 }
 
 fn decide(nb: &NotebookRow, containers: &[&OurContainer], now: i64) -> Action {
+    use DesiredState as D;
+    use NotebookState as S;
     let any_running = containers.iter().any(|c| c.running);
-    match (nb.desired_state.as_str(), nb.state.as_str()) {
-        ("deleted", _) => Action::Delete,
-        ("running", "starting" | "pulling") => Action::Start,
-        ("running", "stopping") => Action::Stop,
-        ("running", "running") if containers.is_empty() => Action::Vanished,
-        ("running", "running") if !any_running => Action::Crashed,
-        ("running", "running") if nb.auto_shutdown_at.is_some_and(|t| t <= now) => {
+    match (nb.desired_state, nb.state) {
+        (D::Deleted, _) => Action::Delete,
+        (D::Running, S::Starting | S::Pulling) => Action::Start,
+        (D::Running, S::Stopping) => Action::Stop,
+        (D::Running, S::Running) if containers.is_empty() => Action::Vanished,
+        (D::Running, S::Running) if !any_running => Action::Crashed,
+        (D::Running, S::Running) if nb.auto_shutdown_at.is_some_and(|t| t <= now) => {
             Action::AutoShutdown
         }
-        ("stopped", "running" | "starting" | "pulling" | "stopping") => Action::Stop,
-        ("stopped", "stopped" | "failed" | "queued") if !containers.is_empty() => {
+        (D::Stopped, S::Running | S::Starting | S::Pulling | S::Stopping) => Action::Stop,
+        (D::Stopped, S::Stopped | S::Failed | S::Queued) if !containers.is_empty() => {
             Action::RemoveLeftover
         }
         _ => Action::Nothing,
     }
+}
+
+/// Why a start ended before Jupyter was ready.
+enum StartAbort {
+    /// Stopped or deleted meanwhile: the next pass cleans up, nothing to report.
+    NoLongerWanted,
+    /// It cannot start: the reason is what the member reads on the notebook's page.
+    Failed {
+        from: &'static [NotebookState],
+        reason: String,
+    },
+    /// The database could not be read or written: tried again on the next pass.
+    Db(DbError),
+}
+
+impl From<DbError> for StartAbort {
+    fn from(e: DbError) -> StartAbort {
+        StartAbort::Db(e)
+    }
+}
+
+/// The states a start goes through, and the one once the container runs.
+const COMING_UP: &[NotebookState] = &[NotebookState::Starting, NotebookState::Pulling];
+const STARTING: &[NotebookState] = &[NotebookState::Starting];
+
+fn failed(from: &'static [NotebookState], reason: impl Into<String>) -> StartAbort {
+    StartAbort::Failed {
+        from,
+        reason: reason.into(),
+    }
+}
+
+/// Host directories mounted into a notebook.
+struct NotebookDirs {
+    storage: std::path::PathBuf,
+    notebooks: std::path::PathBuf,
+    datasets: std::path::PathBuf,
 }
 
 fn tail_lines(text: &str, n: usize) -> String {
@@ -197,11 +237,12 @@ impl Runtime {
 
     /// Without Docker nothing can start: say so instead of leaving people waiting.
     async fn fail_waiting_notebooks(&self, notebooks: &[NotebookRow], e: &DockerError) {
-        for nb in notebooks.iter().filter(|n| {
-            n.desired_state == "running" && matches!(n.state.as_str(), "starting" | "pulling")
-        }) {
+        for nb in notebooks
+            .iter()
+            .filter(|n| n.desired_state == DesiredState::Running && COMING_UP.contains(&n.state))
+        {
             let detail = format!("Docker is not reachable: {e}");
-            self.fail(&nb.id, &["starting", "pulling"], &detail).await;
+            self.fail(&nb.id, COMING_UP, &detail).await;
         }
     }
 
@@ -216,96 +257,147 @@ impl Runtime {
         match action {
             Action::Nothing => {}
             Action::Start => self.start_op(&nb, &docker).await,
-            Action::Stop => self.stop_op(&nb, &containers, &docker).await,
+            Action::Stop => self.stop_op(&nb, &containers, &docker, None).await,
             Action::Delete => self.delete_op(&nb, &containers, &docker).await,
             Action::Vanished => {
+                tracing::warn!(notebook = %nb.id, "container vanished");
                 let id = nb.id.clone();
-                let _ = self
+                let recorded = self
                     .db()
                     .call(move |c| {
-                        q::set_container(c, &id, None)?;
+                        let tx = c.transaction()?;
+                        q::set_container(&tx, &id, None)?;
                         q::transition(
-                            c,
+                            &tx,
                             &id,
-                            &["running"],
-                            "stopped",
+                            &[NotebookState::Running],
+                            NotebookState::Stopped,
                             "The container was removed outside Notebox. Start the notebook again; its files are kept.",
-                            Some("stopped"),
-                        )
+                            Some(DesiredState::Stopped),
+                        )?;
+                        tx.commit()?;
+                        Ok(())
                     })
                     .await;
-                tracing::warn!(notebook = %nb.id, "container vanished");
+                if let Err(e) = recorded {
+                    tracing::warn!(notebook = %nb.id, error = %e, "cannot record a vanished container");
+                }
             }
             Action::Crashed => {
                 let detail = self
                     .exit_explanation(&docker, &containers, "Jupyter stopped by itself")
                     .await;
-                for c in &containers {
-                    let _ = docker.stop_and_remove(c, 0).await;
-                }
-                self.fail(&nb.id, &["running"], &detail).await;
-            }
-            Action::AutoShutdown => {
-                let after = super::notebooks::describe_auto_shutdown(nb.auto_shutdown_secs);
-                let id = nb.id.clone();
-                let detail = format!("Stopping automatically after {after}");
-                let moved = self
-                    .db()
-                    .call(move |c| {
-                        q::transition(c, &id, &["running"], "stopping", &detail, Some("stopped"))
-                    })
-                    .await
-                    .unwrap_or(false);
-                if moved {
-                    tracing::info!(notebook = %nb.id, "auto-shutdown");
-                    let mut nb = nb;
-                    nb.state = "stopping".into();
-                    self.stop_op_with(
-                        &nb,
-                        &containers,
-                        &docker,
-                        Some(format!("Stopped automatically after {after}")),
-                    )
+                self.remove_containers(&nb.id, &containers, &docker, 0)
                     .await;
-                }
+                self.fail(&nb.id, &[NotebookState::Running], &detail).await;
             }
+            Action::AutoShutdown => self.auto_shutdown(nb, &containers, &docker).await,
             Action::RemoveLeftover => {
-                for c in &containers {
-                    if let Err(e) = docker.stop_and_remove(c, STOP_GRACE_SECS).await {
-                        tracing::warn!(notebook = %nb.id, error = %e, "cannot remove leftover container");
-                    }
-                }
+                self.remove_containers(&nb.id, &containers, &docker, STOP_GRACE_SECS)
+                    .await;
             }
         }
     }
 
-    /// Marks a notebook failed with a reason (only from one of `from`).
-    async fn fail(&self, id: &str, from: &'static [&'static str], detail: &str) {
-        let (id, detail) = (id.to_string(), detail.to_string());
-        tracing::warn!(notebook = %id, reason = %detail, "notebook failed");
-        let _ = self
+    /// Stops a notebook whose auto-shutdown time has come.
+    async fn auto_shutdown(&self, nb: NotebookRow, containers: &[String], docker: &DockerEngine) {
+        let after = super::notebooks::describe_auto_shutdown(nb.auto_shutdown_secs);
+        let id = nb.id.clone();
+        let detail = format!("Stopping automatically after {after}");
+        let moved = self
             .db()
             .call(move |c| {
-                q::set_container(c, &id, None)?;
-                q::transition(c, &id, from, "failed", &detail, Some("stopped"))
+                q::transition(
+                    c,
+                    &id,
+                    &[NotebookState::Running],
+                    NotebookState::Stopping,
+                    &detail,
+                    Some(DesiredState::Stopped),
+                )
             })
             .await;
+        match moved {
+            Ok(true) => {
+                tracing::info!(notebook = %nb.id, "auto-shutdown");
+                let mut nb = nb;
+                nb.state = NotebookState::Stopping;
+                let detail = format!("Stopped automatically after {after}");
+                self.stop_op(&nb, containers, docker, Some(detail)).await;
+            }
+            Ok(false) => {} // someone else moved it first
+            Err(e) => {
+                tracing::warn!(notebook = %nb.id, error = %e, "cannot start an auto-shutdown")
+            }
+        }
     }
 
-    async fn set_detail(&self, id: &str, state: &str, detail: String) {
-        let (id, state) = (id.to_string(), state.to_string());
-        let _ = self
+    /// Removes containers, logging (once, here) any that Docker would not remove; they are
+    /// found again on the next pass.
+    async fn remove_containers(
+        &self,
+        notebook_id: &str,
+        containers: &[String],
+        docker: &DockerEngine,
+        grace_secs: i32,
+    ) -> bool {
+        let mut all = true;
+        for c in containers {
+            if let Err(e) = docker.stop_and_remove(c, grace_secs).await {
+                tracing::warn!(notebook = %notebook_id, container = %c, error = %e, "cannot remove container");
+                all = false;
+            }
+        }
+        all
+    }
+
+    /// Marks a notebook failed with a reason (only from one of `from`).
+    async fn fail(&self, id: &str, from: &'static [NotebookState], detail: &str) {
+        let (nid, reason) = (id.to_string(), detail.to_string());
+        tracing::warn!(notebook = %id, reason = %detail, "notebook failed");
+        let recorded = self
             .db()
-            .call(move |c| q::set_detail(c, &id, &state, &detail))
+            .call(move |c| {
+                let tx = c.transaction()?;
+                q::set_container(&tx, &nid, None)?;
+                q::transition(
+                    &tx,
+                    &nid,
+                    from,
+                    NotebookState::Failed,
+                    &reason,
+                    Some(DesiredState::Stopped),
+                )?;
+                tx.commit()?;
+                Ok(())
+            })
             .await;
+        if let Err(e) = recorded {
+            tracing::error!(notebook = %id, error = %e, "cannot record a failure");
+        }
     }
 
-    async fn still_wanted(&self, id: &str) -> bool {
+    /// Shows progress on the notebook's page. A lost update is only a stale line of text.
+    async fn set_detail(&self, id: &str, state: NotebookState, detail: String) {
+        let nid = id.to_string();
+        if let Err(e) = self
+            .db()
+            .call(move |c| q::set_detail(c, &nid, state, &detail))
+            .await
+        {
+            tracing::debug!(notebook = %id, error = %e, "cannot update the state detail");
+        }
+    }
+
+    /// Ends a start when the notebook was stopped or deleted meanwhile.
+    async fn check_still_wanted(&self, id: &str) -> Result<(), StartAbort> {
         let id = id.to_string();
-        matches!(
-            self.db().call(move |c| q::by_id(c, &id)).await,
-            Ok(Some(r)) if r.desired_state == "running" && matches!(r.state.as_str(), "starting" | "pulling")
-        )
+        match self.db().call(move |c| q::by_id(c, &id)).await? {
+            Some(r) if r.desired_state == DesiredState::Running && COMING_UP.contains(&r.state) => {
+                Ok(())
+            }
+            _ => Err(StartAbort::NoLongerWanted),
+        }
     }
 
     /// Why a container stopped: exit code, OOM, and the end of its log.
@@ -340,229 +432,258 @@ impl Runtime {
         out
     }
 
-    /// Pull if needed, create (or adopt) the container, start it, wait for Jupyter.
+    /// Pull if needed, create (or adopt) the container, start it, wait for Jupyter. Each
+    /// step says why it stopped; the failure is recorded once, here.
     async fn start_op(&self, nb: &NotebookRow, docker: &DockerEngine) {
-        let config = self.config().clone();
-        let id = nb.id.as_str();
-        // Directories, network, image.
-        // Directory creation and chown are blocking file system work.
-        let dirs = {
-            let rt = self.clone();
-            let (owner, id) = (nb.owner.clone(), nb.id.clone());
-            tokio::task::spawn_blocking(move || {
-                let storage = rt.storage_dir(&owner);
-                let notebooks = rt.notebook_dir(&id);
-                let datasets = rt.datasets_dir();
-                rt.prepare_dir(&storage, false)?;
-                rt.prepare_dir(&notebooks, false)?;
-                rt.prepare_dir(&datasets, true)?;
-                Ok::<_, super::NotebookError>((storage, notebooks, datasets))
-            })
-            .await
-            .unwrap_or_else(|e| Err(super::NotebookError::Host(e.to_string())))
-        };
-        let (storage, notebooks, datasets) = match dirs {
-            Ok(d) => d,
-            Err(e) => {
-                return self
-                    .fail(id, &["starting", "pulling"], &e.to_string())
-                    .await
+        match self.start_steps(nb, docker).await {
+            Ok(()) => tracing::info!(notebook = %nb.id, "notebook running"),
+            Err(StartAbort::NoLongerWanted) => {}
+            Err(StartAbort::Failed { from, reason }) => self.fail(&nb.id, from, &reason).await,
+            Err(StartAbort::Db(e)) => {
+                tracing::warn!(notebook = %nb.id, error = %e, "start interrupted by the database; retrying on the next pass")
             }
-        };
-        if let Err(e) = docker.ensure_network(&config.docker.network).await {
-            return self
-                .fail(
-                    id,
-                    &["starting", "pulling"],
-                    &format!(
-                        "Cannot create the Docker network '{}': {e}",
-                        config.docker.network
-                    ),
-                )
-                .await;
         }
+    }
+
+    async fn start_steps(&self, nb: &NotebookRow, docker: &DockerEngine) -> Result<(), StartAbort> {
+        let dirs = self.prepare_directories(nb).await?;
+        self.ensure_network(docker).await?;
+        self.ensure_image(nb, docker).await?;
+        self.check_still_wanted(&nb.id).await?;
+        let gpus = self.held_gpus(nb).await?;
+        let container = self
+            .create_or_adopt_container(nb, docker, &dirs, &gpus)
+            .await?;
+        self.await_ready(nb, docker, &container).await
+    }
+
+    /// The member's storage, the notebook's folder and the datasets folder, owned by the
+    /// container user (blocking file system work, on the blocking pool).
+    async fn prepare_directories(&self, nb: &NotebookRow) -> Result<NotebookDirs, StartAbort> {
+        let rt = self.clone();
+        let (owner, id) = (nb.owner.clone(), nb.id.clone());
+        tokio::task::spawn_blocking(move || {
+            let dirs = NotebookDirs {
+                storage: rt.storage_dir(&owner),
+                notebooks: rt.notebook_dir(&id),
+                datasets: rt.datasets_dir(),
+            };
+            rt.prepare_dir(&dirs.storage, false)?;
+            rt.prepare_dir(&dirs.notebooks, false)?;
+            rt.prepare_dir(&dirs.datasets, true)?;
+            Ok::<_, super::NotebookError>(dirs)
+        })
+        .await
+        .map_err(|e| {
+            failed(
+                COMING_UP,
+                format!("Cannot prepare the notebook's folders: {e}"),
+            )
+        })?
+        .map_err(|e| failed(COMING_UP, e.to_string()))
+    }
+
+    async fn ensure_network(&self, docker: &DockerEngine) -> Result<(), StartAbort> {
+        let network = &self.config().docker.network;
+        docker.ensure_network(network).await.map_err(|e| {
+            failed(
+                COMING_UP,
+                format!("Cannot create the Docker network '{network}': {e}"),
+            )
+        })
+    }
+
+    async fn ensure_image(
+        &self,
+        nb: &NotebookRow,
+        docker: &DockerEngine,
+    ) -> Result<(), StartAbort> {
         match docker.image_exists(&nb.image).await {
-            Ok(true) => {}
-            Ok(false) => {
-                if !self.pull(nb, docker).await {
-                    return;
-                }
-            }
-            Err(e) => {
-                return self
-                    .fail(
-                        id,
-                        &["starting", "pulling"],
-                        &format!("Docker could not look up the image '{}': {e}", nb.image),
-                    )
-                    .await
-            }
+            Ok(true) => Ok(()),
+            Ok(false) => self.pull(nb, docker).await,
+            Err(e) => Err(failed(
+                COMING_UP,
+                format!("Docker could not look up the image '{}': {e}", nb.image),
+            )),
         }
-        if !self.still_wanted(id).await {
-            return;
-        }
+    }
 
-        // The GPUs this notebook was given when it moved to starting.
-        let gpus = {
-            let nid = id.to_string();
-            self.db()
-                .call(move |c| crate::db::gpus::of_notebook(c, &nid))
-                .await
-                .unwrap_or_default()
-        };
+    /// The GPUs this notebook was given when it moved to starting.
+    async fn held_gpus(&self, nb: &NotebookRow) -> Result<Vec<String>, StartAbort> {
+        let nid = nb.id.clone();
+        let gpus = self
+            .db()
+            .call(move |c| crate::db::gpus::of_notebook(c, &nid))
+            .await?;
         if gpus.len() as i64 != nb.gpu_count {
-            let detail = format!(
-                "This notebook needs {} GPU(s) but holds {}; start it again.",
-                nb.gpu_count,
-                gpus.len()
-            );
-            return self.fail(id, &["starting", "pulling"], &detail).await;
+            return Err(failed(
+                COMING_UP,
+                format!(
+                    "This notebook needs {} GPU(s) but holds {}; start it again.",
+                    nb.gpu_count,
+                    gpus.len()
+                ),
+            ));
         }
+        Ok(gpus)
+    }
 
-        // Create, or adopt the container an interrupted start left behind.
-        self.set_detail(id, "starting", "Creating the container".into())
+    /// Creates and starts the container, or carries on with the one an interrupted start
+    /// left behind. Returns its id.
+    async fn create_or_adopt_container(
+        &self,
+        nb: &NotebookRow,
+        docker: &DockerEngine,
+        dirs: &NotebookDirs,
+        gpus: &[String],
+    ) -> Result<String, StartAbort> {
+        let id = nb.id.as_str();
+        self.set_detail(id, NotebookState::Starting, "Creating the container".into())
             .await;
-        let name = container_name(self.instance(), id);
-        let mounts = Mounts {
-            storage: &storage,
-            notebooks: &notebooks,
-            datasets: &datasets,
-        };
         let existing = docker
             .list_ours()
             .await
-            .unwrap_or_default()
+            .map_err(|e| failed(COMING_UP, format!("Docker could not list containers: {e}")))?
             .into_iter()
             .find(|c| c.notebook_id == nb.id);
-        if let Some(old) = existing
-            .as_ref()
-            .filter(|c| c.state == "exited" || c.state == "dead")
-        {
-            let _ = docker.stop_and_remove(&old.id, 0).await;
+        if let Some(old) = existing.as_ref().filter(|c| c.is_finished()) {
+            self.remove_containers(id, std::slice::from_ref(&old.id), docker, 0)
+                .await;
         }
-        let container_id = match existing.filter(|c| c.state == "running" || c.state == "created") {
+        let container_id = match existing.filter(|c| c.is_reusable()) {
             Some(c) => c.id,
             None => {
+                let mounts = Mounts {
+                    storage: &dirs.storage,
+                    notebooks: &dirs.notebooks,
+                    datasets: &dirs.datasets,
+                };
                 let body = container_spec(
                     nb,
-                    &config,
+                    self.config(),
                     self.instance(),
                     &mounts,
-                    &gpus,
+                    gpus,
                     self.gpus().inventory().uses_device_requests(),
                 );
-                match docker.create_container(&name, body).await {
-                    Ok(cid) => cid,
-                    Err(e) => {
-                        let detail = match e {
+                let name = container_name(self.instance(), id);
+                docker.create_container(&name, body).await.map_err(|e| {
+                    failed(
+                        COMING_UP,
+                        match e {
                             DockerError::NotFound(m) => {
                                 format!("The image '{}' is not available: {m}", nb.image)
                             }
                             other => format!("Docker could not create the container: {other}"),
-                        };
-                        return self.fail(id, &["starting", "pulling"], &detail).await;
-                    }
-                }
+                        },
+                    )
+                })?
             }
         };
-        {
-            let (nid, cid) = (id.to_string(), container_id.clone());
-            let _ = self
-                .db()
-                .call(move |c| q::set_container(c, &nid, Some(&cid)))
-                .await;
-        }
+        let (nid, cid) = (id.to_string(), container_id.clone());
+        self.db()
+            .call(move |c| q::set_container(c, &nid, Some(&cid)))
+            .await?;
         if let Err(e) = docker.start_container(&container_id).await {
-            let detail = format!("Docker could not start the container: {e}");
-            let _ = docker.stop_and_remove(&container_id, 0).await;
-            return self.fail(id, &["starting", "pulling"], &detail).await;
+            self.remove_containers(id, std::slice::from_ref(&container_id), docker, 0)
+                .await;
+            return Err(failed(
+                COMING_UP,
+                format!("Docker could not start the container: {e}"),
+            ));
         }
-        self.set_detail(id, "starting", "Starting Jupyter".into())
-            .await;
+        Ok(container_id)
+    }
 
-        // Wait for Jupyter to answer with its token.
-        let deadline = Instant::now() + config.ready_timeout();
-        let network = config.docker.network.clone();
+    /// Waits for Jupyter to answer with its token, then marks the notebook running.
+    async fn await_ready(
+        &self,
+        nb: &NotebookRow,
+        docker: &DockerEngine,
+        container_id: &str,
+    ) -> Result<(), StartAbort> {
+        let id = nb.id.as_str();
+        self.set_detail(id, NotebookState::Starting, "Starting Jupyter".into())
+            .await;
+        let ready_timeout = self.config().ready_timeout();
+        let deadline = Instant::now() + ready_timeout;
+        let network = self.config().docker.network.clone();
+        let this_container = vec![container_id.to_string()];
         loop {
-            if !self.still_wanted(id).await {
-                return; // stopped or deleted meanwhile; the next pass cleans up
-            }
-            match docker.inspect(&container_id, &network).await {
+            self.check_still_wanted(id).await?;
+            match docker.inspect(container_id, &network).await {
                 Ok(status) if !status.running => {
                     let detail = self
-                        .exit_explanation(
-                            docker,
-                            std::slice::from_ref(&container_id),
-                            "Jupyter exited while starting",
-                        )
+                        .exit_explanation(docker, &this_container, "Jupyter exited while starting")
                         .await;
-                    let _ = docker.stop_and_remove(&container_id, 0).await;
-                    return self.fail(id, &["starting"], &detail).await;
+                    self.remove_containers(id, &this_container, docker, 0).await;
+                    return Err(failed(STARTING, detail));
                 }
                 Ok(status) => {
                     if let Some(ip) = status.ip {
                         if self.inner.probe.is_ready(&ip, id, &nb.jupyter_token).await {
                             let nid = id.to_string();
-                            let ok = self
+                            let moved = self
                                 .db()
                                 .call(move |c| {
-                                    q::set_container_ip(c, &nid, &ip)?;
-                                    q::transition(
-                                        c,
+                                    let tx = c.transaction()?;
+                                    q::set_container_ip(&tx, &nid, &ip)?;
+                                    let moved = q::transition(
+                                        &tx,
                                         &nid,
-                                        &["starting"],
-                                        "running",
+                                        STARTING,
+                                        NotebookState::Running,
                                         "Jupyter is ready",
                                         None,
-                                    )
+                                    )?;
+                                    tx.commit()?;
+                                    Ok(moved)
                                 })
-                                .await
-                                .unwrap_or(false);
-                            if ok {
-                                tracing::info!(notebook = %id, "notebook running");
-                            }
-                            return;
+                                .await?;
+                            return if moved {
+                                Ok(())
+                            } else {
+                                Err(StartAbort::NoLongerWanted)
+                            };
                         }
                     }
                 }
                 Err(DockerError::NotFound(_)) => {
-                    return self
-                        .fail(
-                            id,
-                            &["starting"],
-                            "The container disappeared while Jupyter was starting.",
-                        )
-                        .await;
+                    return Err(failed(
+                        STARTING,
+                        "The container disappeared while Jupyter was starting.",
+                    ));
                 }
                 Err(e) => tracing::warn!(notebook = %id, error = %e, "cannot inspect container"),
             }
             if Instant::now() > deadline {
                 let headline = format!(
                     "Jupyter did not answer within {}",
-                    humantime::format_duration(config.ready_timeout())
+                    humantime::format_duration(ready_timeout)
                 );
                 let detail = self
-                    .exit_explanation(docker, std::slice::from_ref(&container_id), &headline)
+                    .exit_explanation(docker, &this_container, &headline)
                     .await;
-                let _ = docker.stop_and_remove(&container_id, 0).await;
-                return self.fail(id, &["starting"], &detail).await;
+                self.remove_containers(id, &this_container, docker, 0).await;
+                return Err(failed(STARTING, detail));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
     /// Pulls the notebook's image, showing layer progress in its state detail.
-    async fn pull(&self, nb: &NotebookRow, docker: &DockerEngine) -> bool {
+    async fn pull(&self, nb: &NotebookRow, docker: &DockerEngine) -> Result<(), StartAbort> {
         let id = nb.id.clone();
         let moved = {
             let (id, detail) = (id.clone(), format!("Pulling image {}", nb.image));
             self.db()
-                .call(move |c| q::transition(c, &id, &["starting"], "pulling", &detail, None))
-                .await
-                .unwrap_or(false)
+                .call(move |c| {
+                    q::transition(c, &id, STARTING, NotebookState::Pulling, &detail, None)
+                })
+                .await?
         };
         if !moved {
-            return false;
+            return Err(StartAbort::NoLongerWanted);
         }
         let (tx, mut rx) = tokio::sync::watch::channel(PullProgress::default());
         let reporter = {
@@ -585,41 +706,52 @@ impl Runtime {
                             p.layers_done, p.layers
                         )
                     };
-                    rt.set_detail(&id, "pulling", detail).await;
+                    rt.set_detail(&id, NotebookState::Pulling, detail).await;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             })
         };
         let result = docker
             .pull_image(&nb.image, |p| {
-                let _ = tx.send(p.clone());
+                tx.send_replace(p.clone());
             })
             .await;
         drop(tx);
-        let _ = reporter.await;
+        if let Err(e) = reporter.await {
+            tracing::debug!(notebook = %id, error = %e, "pull progress reporter ended");
+        }
         match result {
             Ok(()) => {
                 let id2 = id.clone();
-                self.db()
+                let moved = self
+                    .db()
                     .call(move |c| {
-                        q::transition(c, &id2, &["pulling"], "starting", "Image pulled", None)
+                        q::transition(
+                            c,
+                            &id2,
+                            &[NotebookState::Pulling],
+                            NotebookState::Starting,
+                            "Image pulled",
+                            None,
+                        )
                     })
-                    .await
-                    .unwrap_or(false)
+                    .await?;
+                if moved {
+                    Ok(())
+                } else {
+                    Err(StartAbort::NoLongerWanted)
+                }
             }
-            Err(e) => {
-                let detail = format!("Could not pull the image '{}': {e}", nb.image);
-                self.fail(&id, &["pulling"], &detail).await;
-                false
-            }
+            Err(e) => Err(failed(
+                &[NotebookState::Pulling],
+                format!("Could not pull the image '{}': {e}", nb.image),
+            )),
         }
     }
 
-    async fn stop_op(&self, nb: &NotebookRow, containers: &[String], docker: &DockerEngine) {
-        self.stop_op_with(nb, containers, docker, None).await
-    }
-
-    async fn stop_op_with(
+    /// Stops a notebook: marks it stopping, removes its containers, and records the stop
+    /// (or the restart) in one transaction.
+    async fn stop_op(
         &self,
         nb: &NotebookRow,
         containers: &[String],
@@ -627,42 +759,68 @@ impl Runtime {
         detail: Option<String>,
     ) {
         let id = nb.id.clone();
-        if nb.state != "stopping" {
-            let id = id.clone();
-            let _ = self
+        if nb.state != NotebookState::Stopping {
+            let nid = id.clone();
+            let marked = self
                 .db()
                 .call(move |c| {
                     q::transition(
                         c,
-                        &id,
-                        &["running", "starting", "pulling"],
-                        "stopping",
+                        &nid,
+                        &[
+                            NotebookState::Running,
+                            NotebookState::Starting,
+                            NotebookState::Pulling,
+                        ],
+                        NotebookState::Stopping,
                         "Stopping",
                         None,
                     )
                 })
                 .await;
-        }
-        for c in containers {
-            if let Err(e) = docker.stop_and_remove(c, STOP_GRACE_SECS).await {
-                tracing::warn!(notebook = %id, error = %e, "cannot stop container");
+            if let Err(e) = marked {
+                tracing::warn!(notebook = %id, error = %e, "cannot mark the notebook stopping");
                 return; // try again on the next pass
             }
+        }
+        if !self
+            .remove_containers(&id, containers, docker, STOP_GRACE_SECS)
+            .await
+        {
+            return; // try again on the next pass
         }
         let detail = detail.unwrap_or_else(|| "Stopped".into());
         let notebook_id = id.clone();
         let stopped = self
             .db()
             .call(move |c| {
-                q::set_container(c, &id, None)?;
-                let restart = q::by_id(c, &id)?
-                    .is_some_and(|r| r.restart_requested && r.desired_state == "running");
+                let tx = c.transaction()?;
+                q::set_container(&tx, &id, None)?;
+                let restart = q::by_id(&tx, &id)?.is_some_and(|r| {
+                    r.restart_requested && r.desired_state == DesiredState::Running
+                });
                 if restart {
-                    q::set_restart_requested(c, &id, false)?;
-                    q::transition(c, &id, &["stopping"], "starting", "Restarting", None)
+                    q::set_restart_requested(&tx, &id, false)?;
+                    q::transition(
+                        &tx,
+                        &id,
+                        &[NotebookState::Stopping],
+                        NotebookState::Starting,
+                        "Restarting",
+                        None,
+                    )?;
                 } else {
-                    q::transition(c, &id, &["stopping"], "stopped", &detail, Some("stopped"))
+                    q::transition(
+                        &tx,
+                        &id,
+                        &[NotebookState::Stopping],
+                        NotebookState::Stopped,
+                        &detail,
+                        Some(DesiredState::Stopped),
+                    )?;
                 }
+                tx.commit()?;
+                Ok(())
             })
             .await;
         if let Err(e) = stopped {
@@ -677,11 +835,11 @@ impl Runtime {
     }
 
     async fn delete_op(&self, nb: &NotebookRow, containers: &[String], docker: &DockerEngine) {
-        for c in containers {
-            if let Err(e) = docker.stop_and_remove(c, STOP_GRACE_SECS).await {
-                tracing::warn!(notebook = %nb.id, error = %e, "cannot remove container of deleted notebook");
-                return;
-            }
+        if !self
+            .remove_containers(&nb.id, containers, docker, STOP_GRACE_SECS)
+            .await
+        {
+            return;
         }
         let dir = self.notebook_dir(&nb.id);
         if dir.exists() {
@@ -701,10 +859,10 @@ impl Runtime {
 mod tests {
     use super::*;
 
-    fn row(desired: &str, state: &str) -> NotebookRow {
+    fn row(desired: DesiredState, state: NotebookState) -> NotebookRow {
         let mut r = crate::runtime::spec::tests_support::row();
-        r.desired_state = desired.into();
-        r.state = state.into();
+        r.desired_state = desired;
+        r.state = state;
         r
     }
 
@@ -713,11 +871,11 @@ mod tests {
             id: "c".into(),
             notebook_id: "n".into(),
             running,
-            state: if running {
-                "running".into()
+            state: Some(if running {
+                bollard::models::ContainerSummaryStateEnum::RUNNING
             } else {
-                "exited".into()
-            },
+                bollard::models::ContainerSummaryStateEnum::EXITED
+            }),
         }
     }
 
@@ -725,27 +883,59 @@ mod tests {
     fn decisions() {
         let up = container(true);
         let down = container(false);
-        assert_eq!(decide(&row("running", "starting"), &[], 0), Action::Start);
-        assert_eq!(decide(&row("running", "running"), &[], 0), Action::Vanished);
         assert_eq!(
-            decide(&row("running", "running"), &[&down], 0),
+            decide(&row(DesiredState::Running, NotebookState::Starting), &[], 0),
+            Action::Start
+        );
+        assert_eq!(
+            decide(&row(DesiredState::Running, NotebookState::Running), &[], 0),
+            Action::Vanished
+        );
+        assert_eq!(
+            decide(
+                &row(DesiredState::Running, NotebookState::Running),
+                &[&down],
+                0
+            ),
             Action::Crashed
         );
         assert_eq!(
-            decide(&row("running", "running"), &[&up], 0),
+            decide(
+                &row(DesiredState::Running, NotebookState::Running),
+                &[&up],
+                0
+            ),
             Action::Nothing
         );
-        assert_eq!(decide(&row("stopped", "running"), &[&up], 0), Action::Stop);
         assert_eq!(
-            decide(&row("stopped", "stopped"), &[&down], 0),
+            decide(
+                &row(DesiredState::Stopped, NotebookState::Running),
+                &[&up],
+                0
+            ),
+            Action::Stop
+        );
+        assert_eq!(
+            decide(
+                &row(DesiredState::Stopped, NotebookState::Stopped),
+                &[&down],
+                0
+            ),
             Action::RemoveLeftover
         );
-        assert_eq!(decide(&row("stopped", "stopped"), &[], 0), Action::Nothing);
         assert_eq!(
-            decide(&row("deleted", "running"), &[&up], 0),
+            decide(&row(DesiredState::Stopped, NotebookState::Stopped), &[], 0),
+            Action::Nothing
+        );
+        assert_eq!(
+            decide(
+                &row(DesiredState::Deleted, NotebookState::Running),
+                &[&up],
+                0
+            ),
             Action::Delete
         );
-        let mut expiring = row("running", "running");
+        let mut expiring = row(DesiredState::Running, NotebookState::Running);
         expiring.auto_shutdown_at = Some(10);
         assert_eq!(decide(&expiring, &[&up], 11), Action::AutoShutdown);
         assert_eq!(decide(&expiring, &[&up], 9), Action::Nothing);

@@ -65,8 +65,8 @@ pub fn jupyter_command(launcher: Launcher, command: &[String], notebook_id: &str
             format!("--ServerApp.root_dir={ROOT_DIR}"),
             LARGE_MESSAGES.to_string(),
         ],
-        Launcher::JupyterLab => common("jupyter-lab"),
-        Launcher::JupyterServer => common("jupyter-server"),
+        // These two launchers are named after the program they run.
+        Launcher::JupyterLab | Launcher::JupyterServer => common(launcher.as_str()),
         Launcher::Command => command
             .iter()
             .map(|part| {
@@ -75,15 +75,6 @@ pub fn jupyter_command(launcher: Launcher, command: &[String], notebook_id: &str
                     .replace("{root_dir}", ROOT_DIR)
             })
             .collect(),
-    }
-}
-
-pub fn parse_launcher(s: &str) -> Launcher {
-    match s {
-        "jupyter-lab" => Launcher::JupyterLab,
-        "jupyter-server" => Launcher::JupyterServer,
-        "command" => Launcher::Command,
-        _ => Launcher::DockerStacks,
     }
 }
 
@@ -161,7 +152,7 @@ pub fn container_spec(
         device_requests,
         ..Default::default()
     };
-    let launcher = parse_launcher(&notebook.launcher);
+    let launcher = notebook.launcher;
     ContainerCreateBody {
         image: Some(notebook.image.clone()),
         cmd: Some(jupyter_command(launcher, &notebook.command, &notebook.id)),
@@ -186,14 +177,14 @@ pub(crate) mod tests_support {
             name: "n".into(),
             image_id: Some("scipy".into()),
             image: "img:1".into(),
-            launcher: "jupyter-lab".into(),
+            launcher: crate::model::Launcher::JupyterLab,
             command: vec![],
             machine_id: "cpu".into(),
             cpus: 2.0,
             memory_mib: 4096,
             gpu_count: 0,
-            desired_state: "running".into(),
-            state: "starting".into(),
+            desired_state: crate::model::DesiredState::Running,
+            state: crate::model::NotebookState::Starting,
             state_detail: String::new(),
             restart_requested: false,
             jupyter_token: "tok".into(),

@@ -9,13 +9,12 @@ pub mod tree;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
 use crate::auth::{secrets, User};
 use crate::config::ShareConfig;
 use crate::db::notebooks::{self as q, NewNotebook, NotebookRow};
 use crate::db::shares::{self as sq, ShareRow};
 use crate::db::DbError;
+use crate::model::{DesiredState, NotebookState};
 use crate::runtime::{Notebook, NotebookError, Runtime};
 
 use tree::{Listing, MemberTree, TreeError};
@@ -56,50 +55,25 @@ impl From<DbError> for ShareError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Visibility {
-    /// Anyone with the link.
-    Link,
-    /// Anyone with the link, and listed on /gallery.
-    Public,
+pub use crate::model::wire::Share;
+pub use crate::model::Visibility;
+
+/// A visibility from a form or a request body.
+pub fn parse_visibility(s: &str) -> Result<Visibility, ShareError> {
+    Visibility::parse(s.trim()).ok_or_else(|| {
+        ShareError::Invalid(format!(
+            "visibility must be \"link\" (anyone with the link) or \"public\" (also listed in the gallery), not \"{}\"",
+            s.trim()
+        ))
+    })
 }
 
-impl Visibility {
-    pub fn parse(s: &str) -> Result<Visibility, ShareError> {
-        match s.trim() {
-            "link" => Ok(Visibility::Link),
-            "public" => Ok(Visibility::Public),
-            other => Err(ShareError::Invalid(format!(
-                "visibility must be \"link\" (anyone with the link) or \"public\" (also listed in the gallery), not \"{other}\""
-            ))),
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Visibility::Link => "link",
-            Visibility::Public => "public",
-        }
-    }
-}
-
-/// A share as its owner sees it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Share {
-    pub token: String,
-    pub visibility: String,
-    pub url: String,
-    pub created_at: String,
-}
-
-impl From<ShareRow> for Share {
-    fn from(r: ShareRow) -> Share {
-        Share {
-            url: format!("/s/{}/", r.token),
-            token: r.token,
-            visibility: r.visibility,
-            created_at: crate::runtime::notebooks::rfc3339(r.created_at),
-        }
+fn share_view(r: ShareRow) -> Share {
+    Share {
+        url: format!("/s/{}/", r.token),
+        token: r.token,
+        visibility: r.visibility,
+        created_at: crate::runtime::notebooks::rfc3339(r.created_at),
     }
 }
 
@@ -258,13 +232,13 @@ impl Runtime {
         let share = self
             .db()
             .call(move |c| {
-                sq::insert(c, &t, &row.id, visibility.as_str())?;
+                sq::insert(c, &t, &row.id, visibility)?;
                 sq::set_previews(c, &row.id, &preview)?;
                 sq::by_token(c, &t)
             })
             .await?
             .ok_or(ShareError::NotFound)?;
-        Ok(share.into())
+        Ok(share_view(share))
     }
 
     /// Recomputes the gallery previews of a notebook's shares (after it stopped: its files
@@ -297,7 +271,7 @@ impl Runtime {
             .db()
             .call(move |c| sq::for_notebook(c, &row.id))
             .await?;
-        Ok(shares.into_iter().map(Share::from).collect())
+        Ok(shares.into_iter().map(share_view).collect())
     }
 
     pub async fn revoke_share(&self, owner: &User, token: &str) -> Result<(), ShareError> {
@@ -422,14 +396,10 @@ impl Runtime {
         // A catalog image is forked as the catalog describes it today.
         let (image, launcher, command) =
             match source.image_id.as_deref().and_then(|i| config.image(i)) {
-                Some(spec) => (
-                    spec.image.clone(),
-                    spec.launcher.to_string(),
-                    spec.command.clone(),
-                ),
+                Some(spec) => (spec.image.clone(), spec.launcher, spec.command.clone()),
                 None => (
                     source.image.clone(),
-                    source.launcher.clone(),
+                    source.launcher,
                     source.command.clone(),
                 ),
             };
@@ -485,7 +455,7 @@ impl Runtime {
                         name: &name,
                         image_id: src.image_id.as_deref(),
                         image: &image,
-                        launcher: &launcher,
+                        launcher,
                         command: &command,
                         machine_id: &machine.id,
                         cpus: machine.cpus,
@@ -494,8 +464,8 @@ impl Runtime {
                         jupyter_token: &token,
                         auto_shutdown_secs: src.auto_shutdown_secs,
                         forked_from: Some(&src.id),
-                        desired_state: "stopped",
-                        state: "stopped",
+                        desired_state: DesiredState::Stopped,
+                        state: NotebookState::Stopped,
                         state_detail: &detail,
                     },
                 )

@@ -1,19 +1,18 @@
 //! JSON API v1 handlers. Each one: who is asking, one domain call, JSON.
 
-use actix_web::HttpResponse;
-use serde_json::json;
-
 use crate::error::{ApiError, WebError};
+use crate::model::wire;
 use crate::web::extract::ApiUser;
+use actix_web::HttpResponse;
 
 pub async fn me(caller: ApiUser) -> Result<HttpResponse, ApiError> {
-    let u = &caller.user;
-    Ok(HttpResponse::Ok().json(json!({
-        "id": u.id,
-        "username": u.username,
-        "is_admin": u.is_admin,
-        "created_at": u.created_at,
-    })))
+    let u = caller.user;
+    Ok(HttpResponse::Ok().json(wire::Me {
+        id: u.id,
+        username: u.username,
+        is_admin: u.is_admin,
+        created_at: u.created_at,
+    }))
 }
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {
@@ -61,7 +60,7 @@ pub async fn list_notebooks(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let notebooks = state.runtime.list_notebooks(&caller.user).await?;
-    Ok(HttpResponse::Ok().json(json!({ "notebooks": notebooks })))
+    Ok(HttpResponse::Ok().json(wire::NotebookList { notebooks }))
 }
 
 pub async fn create_notebook(
@@ -96,7 +95,10 @@ pub async fn delete_notebook(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     state.runtime.delete_notebook(&caller.user, &id).await?;
-    Ok(HttpResponse::Accepted().json(json!({ "id": id.into_inner(), "deleted": true })))
+    Ok(HttpResponse::Accepted().json(wire::Deleted {
+        id: id.into_inner(),
+        deleted: true,
+    }))
 }
 
 pub async fn start_notebook(
@@ -162,25 +164,44 @@ pub async fn notebook_logs(
     let logs = state.runtime.notebook_logs(&caller.user, &id, tail).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
-        .json(json!({ "running": logs.is_some(), "logs": logs.unwrap_or_default() })))
+        .json(wire::Logs {
+            running: logs.is_some(),
+            logs: logs.unwrap_or_default(),
+        }))
 }
 
 pub async fn images(_caller: ApiUser, state: web::Data<AppState>) -> HttpResponse {
-    let images: Vec<_> = state
+    let images = state
         .config
         .images
         .iter()
-        .map(|i| json!({"id": i.id, "name": i.name, "image": i.image, "description": i.description, "gpu": i.gpu, "launcher": i.launcher.to_string()}))
+        .map(|i| wire::Image {
+            id: i.id.clone(),
+            name: i.name.clone(),
+            image: i.image.clone(),
+            description: i.description.clone(),
+            gpu: i.gpu,
+            launcher: i.launcher,
+        })
         .collect();
-    HttpResponse::Ok().json(json!({ "images": images, "allow_custom_images": state.config.notebooks.allow_custom_images }))
+    HttpResponse::Ok().json(wire::ImageList {
+        images,
+        allow_custom_images: state.config.notebooks.allow_custom_images,
+    })
 }
 
 pub async fn machines(_caller: ApiUser, state: web::Data<AppState>) -> HttpResponse {
-    let machines: Vec<_> = state
+    let machines = state
         .config
         .machines
         .iter()
-        .map(|m| json!({"id": m.id, "name": m.name, "cpus": m.cpus, "memory_mib": m.memory_mib, "gpus": m.gpus}))
+        .map(|m| wire::Machine {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            cpus: m.cpus,
+            memory_mib: m.memory_mib,
+            gpus: m.gpus,
+        })
         .collect();
-    HttpResponse::Ok().json(json!({ "machines": machines }))
+    HttpResponse::Ok().json(wire::MachineList { machines })
 }

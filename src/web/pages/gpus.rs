@@ -2,10 +2,9 @@
 
 use actix_web::{web, HttpResponse};
 use askama::Template;
-use serde_json::json;
 
 use crate::error::{ApiError, PageError};
-use crate::runtime::gpus::GpuView;
+use crate::model::wire::{self, Gpu as GpuView};
 use crate::web::extract::{ApiUser, SessionUser};
 use crate::web::views::{relative_time, Chrome};
 use crate::web::AppState;
@@ -18,12 +17,12 @@ pub async fn gpus_api(
     let snapshot_at = state.runtime.gpus().snapshot().at;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
-        .json(json!({
-            "gpus": gpus,
-            "backend": state.runtime.gpus().inventory().backend(),
-            "sampled_at": crate::runtime::notebooks::rfc3339(snapshot_at),
-            "sample_interval_seconds": state.runtime.gpus().interval().as_secs_f64(),
-        })))
+        .json(wire::GpuList {
+            gpus,
+            backend: state.runtime.gpus().inventory().backend(),
+            sampled_at: crate::runtime::notebooks::rfc3339(snapshot_at),
+            sample_interval_seconds: state.runtime.gpus().interval().as_secs_f64(),
+        }))
 }
 
 pub struct GpuCard {

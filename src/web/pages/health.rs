@@ -11,9 +11,9 @@ pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
-        .json(serde_json::json!({
-            "status": "ok",
-            "version": env!("CARGO_PKG_VERSION"),
-            "schema_version": version,
-        })))
+        .json(crate::model::wire::Health {
+            status: "ok",
+            version: env!("CARGO_PKG_VERSION"),
+            schema_version: version,
+        }))
 }

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::config::{ImageSpec, MachineType, AUTO_SHUTDOWN_CHOICES};
 use crate::error::{PageError, WebError};
+use crate::model::NotebookState;
 use crate::runtime::{AutoShutdown, CreateNotebook, Notebook, NotebookError, Runtime};
 use crate::web::extract::SessionUser;
 use crate::web::views::{relative_time, Chrome};
@@ -26,14 +27,15 @@ pub struct NotebookView {
 
 impl NotebookView {
     fn new(nb: Notebook) -> NotebookView {
-        let created = relative_time(nb.row.created_at);
-        let uptime = match (nb.state.as_str(), nb.row.started_at) {
-            ("running", Some(t)) => crate::web::views::duration_since(t),
-            _ => String::new(),
-        };
-        let seconds_left = Runtime::seconds_left(&nb.row).unwrap_or(-1);
-        let countdown = if nb.state == "running" {
-            match nb.row.auto_shutdown_at {
+        let created = relative_time(nb.times.created);
+        let uptime = nb
+            .times
+            .started
+            .map(crate::web::views::duration_since)
+            .unwrap_or_default();
+        let seconds_left = Runtime::seconds_left(&nb).unwrap_or(-1);
+        let countdown = if nb.state == NotebookState::Running {
+            match nb.times.auto_shutdown {
                 Some(t) => relative_time(t),
                 None => "never".into(),
             }
@@ -50,19 +52,19 @@ impl NotebookView {
     }
 
     pub fn can_start(&self) -> bool {
-        matches!(self.nb.state.as_str(), "stopped" | "failed")
+        self.nb.state.can_start()
     }
     pub fn can_stop(&self) -> bool {
-        matches!(
-            self.nb.state.as_str(),
-            "running" | "starting" | "pulling" | "queued"
-        )
+        self.nb.state.is_coming_up() || self.nb.state == NotebookState::Queued
     }
     pub fn can_open(&self) -> bool {
-        self.nb.state == "running"
+        self.nb.state == NotebookState::Running
     }
     pub fn can_restart(&self) -> bool {
-        self.nb.state == "running"
+        self.nb.state == NotebookState::Running
+    }
+    pub fn failed(&self) -> bool {
+        self.nb.state == NotebookState::Failed
     }
     /// The detail line, unless it only repeats the state badge.
     pub fn detail(&self) -> &str {
@@ -72,10 +74,7 @@ impl NotebookView {
         }
     }
     pub fn busy(&self) -> bool {
-        matches!(
-            self.nb.state.as_str(),
-            "starting" | "pulling" | "stopping" | "queued"
-        )
+        self.nb.state.is_transient()
     }
 }
 
@@ -239,7 +238,7 @@ pub async fn notebook_page(
 ) -> Result<HttpResponse, PageError> {
     let nb = state.runtime.get_notebook(&session.user, &id).await?;
     let shares = state.runtime.list_shares(&session.user, &id).await?;
-    let forked_from = match nb.row.forked_from.clone() {
+    let forked_from = match nb.forked_from.clone() {
         Some(source) => Some(
             state
                 .runtime

@@ -1,14 +1,14 @@
 //! Share pages (anonymous, read-only), the gallery, and the share/fork buttons.
 
+use crate::model::wire;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::error::{ApiError, PageError};
-use crate::share::{FileEntry, FilePreview, SharedNotebook, Visibility};
+use crate::share::{FileEntry, FilePreview, SharedNotebook};
 use crate::web::extract::{session_from_request, ApiUser, SessionUser};
 use crate::web::views::relative_time;
 use crate::web::AppState;
@@ -276,7 +276,7 @@ pub async fn create_share_form(
     form: web::Form<ShareForm>,
 ) -> Result<HttpResponse, PageError> {
     session.check_csrf(&form.csrf)?;
-    let visibility = Visibility::parse(&form.visibility)?;
+    let visibility = crate::share::parse_visibility(&form.visibility)?;
     state
         .runtime
         .create_share(&session.user, &id, visibility)
@@ -366,7 +366,7 @@ pub async fn create_share_api(
     let visibility = body
         .and_then(|b| b.into_inner().visibility)
         .unwrap_or_else(|| "link".into());
-    let visibility = Visibility::parse(&visibility)?;
+    let visibility = crate::share::parse_visibility(&visibility)?;
     let share = state
         .runtime
         .create_share(&caller.user, &id, visibility)
@@ -380,7 +380,7 @@ pub async fn list_shares_api(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let shares = state.runtime.list_shares(&caller.user, &id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "shares": shares })))
+    Ok(HttpResponse::Ok().json(wire::ShareList { shares }))
 }
 
 pub async fn delete_share_api(
@@ -389,7 +389,10 @@ pub async fn delete_share_api(
     token: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     state.runtime.revoke_share(&caller.user, &token).await?;
-    Ok(HttpResponse::Ok().json(json!({ "token": token.into_inner(), "revoked": true })))
+    Ok(HttpResponse::Ok().json(wire::Revoked {
+        token: token.into_inner(),
+        revoked: true,
+    }))
 }
 
 pub async fn fork_own_api(

@@ -1,0 +1,258 @@
+//! The domain's vocabulary: the notebook state machine, launchers and share visibility as
+//! types with their rules on them, and the wire objects of the HTTP contract (`wire`).
+//!
+//! Each enum is stored in SQLite and sent over JSON as the same lowercase string it always
+//! was; a typo in a state no longer compiles.
+
+pub mod wire;
+
+use std::fmt;
+
+/// Implements the string form of a unit enum once: `as_str`, `parse`, `Display`, serde and
+/// rusqlite's `ToSql`/`FromSql`, all from one table of (variant, wire string).
+macro_rules! wire_enum {
+    ($name:ident, $what:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The string stored in the database and sent in JSON.
+            pub const fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// The value for its wire string, if it is one.
+            pub fn parse(s: &str) -> Option<$name> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $name::parse(&s).ok_or_else(|| {
+                    let known: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                    serde::de::Error::custom(format!(
+                        "unknown {} \"{s}\"; expected one of: {}",
+                        $what,
+                        known.join(", ")
+                    ))
+                })
+            }
+        }
+
+        impl rusqlite::types::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<$name> {
+                let s = value.as_str()?;
+                $name::parse(s).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(
+                        format!("unknown {} {s:?} in the database", $what).into(),
+                    )
+                })
+            }
+        }
+    };
+}
+
+/// What a notebook was last seen to be. The reconciler moves it along
+/// `stopped → (queued →) (pulling →) starting → running → stopping → stopped`, or to
+/// `failed` with a reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotebookState {
+    Stopped,
+    /// Waiting for GPUs.
+    Queued,
+    /// Its image is being pulled.
+    Pulling,
+    Starting,
+    Running,
+    Stopping,
+    Failed,
+}
+
+wire_enum!(NotebookState, "notebook state", {
+    Stopped => "stopped",
+    Queued => "queued",
+    Pulling => "pulling",
+    Starting => "starting",
+    Running => "running",
+    Stopping => "stopping",
+    Failed => "failed",
+});
+
+impl NotebookState {
+    /// A member may start it (from here it goes to the queue or to starting).
+    pub fn can_start(self) -> bool {
+        matches!(self, NotebookState::Stopped | NotebookState::Failed)
+    }
+
+    /// It has, or is getting, a container: it holds its GPUs.
+    pub fn holds_gpus(self) -> bool {
+        matches!(
+            self,
+            NotebookState::Pulling
+                | NotebookState::Starting
+                | NotebookState::Running
+                | NotebookState::Stopping
+        )
+    }
+
+    /// On its way somewhere: the page keeps polling.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            NotebookState::Queued
+                | NotebookState::Pulling
+                | NotebookState::Starting
+                | NotebookState::Stopping
+        )
+    }
+
+    /// At rest without a container: GPUs are released when a notebook gets here.
+    pub fn is_at_rest(self) -> bool {
+        matches!(self, NotebookState::Stopped | NotebookState::Failed)
+    }
+
+    /// On its way up but not there yet (queued, pulling, starting).
+    pub fn is_starting_up(self) -> bool {
+        matches!(
+            self,
+            NotebookState::Queued | NotebookState::Pulling | NotebookState::Starting
+        )
+    }
+
+    /// A start in progress that a stop or a restart interrupts.
+    pub fn is_coming_up(self) -> bool {
+        matches!(
+            self,
+            NotebookState::Pulling | NotebookState::Starting | NotebookState::Running
+        )
+    }
+
+    /// The states a notebook may move to from this one.
+    pub fn can_become(self, to: NotebookState) -> bool {
+        use NotebookState::*;
+        match (self, to) {
+            (Failed, Failed) => false,
+            (_, Failed) => true,
+            (Stopped | Failed, Queued | Pulling | Starting) => true,
+            (Queued, Pulling | Starting | Stopped) => true,
+            (Pulling, Starting | Stopping | Stopped) => true,
+            (Starting, Running | Stopping | Stopped) => true,
+            (Running, Stopping | Stopped) => true,
+            (Stopping, Stopped | Starting) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What a notebook should be; the reconciler drives Docker toward it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DesiredState {
+    Running,
+    Stopped,
+    /// Its container and files are being removed; it is gone for its owner already.
+    Deleted,
+}
+
+wire_enum!(DesiredState, "desired state", {
+    Running => "running",
+    Stopped => "stopped",
+    Deleted => "deleted",
+});
+
+/// How Jupyter is started in an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Launcher {
+    /// The Jupyter Docker Stacks' `start-notebook.sh`.
+    DockerStacks,
+    JupyterLab,
+    JupyterServer,
+    /// The catalog entry's own command, with `{port}`, `{base_url}`, `{root_dir}` filled.
+    Command,
+}
+
+wire_enum!(Launcher, "launcher", {
+    DockerStacks => "docker-stacks",
+    JupyterLab => "jupyter-lab",
+    JupyterServer => "jupyter-server",
+    Command => "command",
+});
+
+/// Who may open a share link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Visibility {
+    /// Anyone with the link.
+    Link,
+    /// Anyone with the link, and listed on /gallery.
+    Public,
+}
+
+wire_enum!(Visibility, "visibility", {
+    Link => "link",
+    Public => "public",
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_strings_round_trip_through_json_and_sqlite() {
+        let conn = rusqlite::Connection::open_in_memory().expect("db");
+        for state in NotebookState::ALL {
+            let json = serde_json::to_string(state).expect("json");
+            assert_eq!(json, format!("\"{state}\""));
+            assert_eq!(
+                serde_json::from_str::<NotebookState>(&json).expect("back"),
+                *state
+            );
+            let back: NotebookState = conn
+                .query_row("SELECT ?1", [state], |r| r.get(0))
+                .expect("sqlite");
+            assert_eq!(back, *state);
+        }
+        assert_eq!(Launcher::parse("jupyter-lab"), Some(Launcher::JupyterLab));
+        assert_eq!(DesiredState::Deleted.as_str(), "deleted");
+        let bad = serde_json::from_str::<Visibility>("\"secret\"").expect_err("refused");
+        assert!(
+            bad.to_string().contains("expected one of: link, public"),
+            "{bad}"
+        );
+        let unknown: rusqlite::Result<NotebookState> =
+            conn.query_row("SELECT 'stoped'", [], |r| r.get(0));
+        assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn state_rules() {
+        use NotebookState::*;
+        assert!(Stopped.can_start() && Failed.can_start() && !Running.can_start());
+        assert!(Running.holds_gpus() && Starting.holds_gpus() && !Queued.holds_gpus());
+        assert!(!Stopped.holds_gpus() && !Failed.holds_gpus());
+        assert!(Queued.is_transient() && !Running.is_transient() && !Stopped.is_transient());
+        assert!(Stopped.can_become(Starting) && Running.can_become(Stopping));
+        assert!(!Stopped.can_become(Running) && !Queued.can_become(Running));
+        assert!(Starting.can_become(Failed) && !Failed.can_become(Failed));
+    }
+}

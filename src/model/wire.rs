@@ -1,0 +1,211 @@
+//! The objects of the HTTP contract (DESIGN.md), in one place: the API, the CLI's `--json`
+//! and the tests all see these shapes. Field names are stable; more may be added.
+
+use serde::Serialize;
+
+use super::{DesiredState, Launcher, NotebookState, Visibility};
+
+/// A notebook as its owner and the API see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Notebook {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub image: String,
+    pub image_id: Option<String>,
+    pub image_name: String,
+    pub machine: String,
+    pub machine_name: String,
+    pub state: NotebookState,
+    pub desired_state: DesiredState,
+    pub state_detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<i64>,
+    pub gpus: Vec<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub auto_shutdown: String,
+    pub auto_shutdown_at: Option<String>,
+    pub forked_from: Option<String>,
+    pub url: String,
+    /// On its way somewhere (queued, pulling, starting, stopping): pages keep polling.
+    pub transient: bool,
+    /// It has, or is getting, a container (and so logs).
+    pub has_container: bool,
+    /// The same instants as Unix seconds, for pages that say "3 minutes ago".
+    #[serde(skip)]
+    pub times: NotebookTimes,
+}
+
+/// Unix seconds behind a notebook's RFC 3339 fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NotebookTimes {
+    pub created: i64,
+    /// While running.
+    pub started: Option<i64>,
+    pub auto_shutdown: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NotebookList {
+    pub notebooks: Vec<Notebook>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Deleted {
+    pub id: String,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Logs {
+    pub running: bool,
+    pub logs: String,
+}
+
+/// A share as its owner sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Share {
+    pub token: String,
+    pub visibility: Visibility,
+    pub url: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShareList {
+    pub shares: Vec<Share>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Revoked {
+    pub token: String,
+    pub revoked: bool,
+}
+
+/// The caller (`GET /api/v1/me`).
+#[derive(Debug, Serialize)]
+pub struct Me {
+    pub id: i64,
+    pub username: String,
+    pub is_admin: bool,
+    pub created_at: i64,
+}
+
+/// A catalog image.
+#[derive(Debug, Serialize)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub description: String,
+    pub gpu: bool,
+    pub launcher: Launcher,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageList {
+    pub images: Vec<Image>,
+    pub allow_custom_images: bool,
+}
+
+/// A machine type.
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub id: String,
+    pub name: String,
+    pub cpus: f64,
+    pub memory_mib: u64,
+    pub gpus: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MachineList {
+    pub machines: Vec<Machine>,
+}
+
+/// Who holds a GPU.
+#[derive(Debug, Clone, Serialize)]
+pub struct Holder {
+    pub notebook: String,
+    pub notebook_name: String,
+    pub user: String,
+    pub since: String,
+    #[serde(skip)]
+    pub since_ts: i64,
+}
+
+/// A process on a GPU.
+#[derive(Debug, Clone, Serialize)]
+pub struct GpuProcess {
+    pub pid: u32,
+    pub used_memory_mib: u64,
+    /// The notebook the process runs in; null for processes outside Notebox.
+    pub notebook: Option<String>,
+}
+
+/// A GPU on the map (`GET /api/v1/gpus`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Gpu {
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    pub memory_total_mib: u64,
+    pub memory_used_mib: u64,
+    pub utilization_percent: Option<u32>,
+    pub temperature_c: Option<u32>,
+    pub holder: Option<Holder>,
+    pub processes: Vec<GpuProcess>,
+    /// Utilization samples, oldest first.
+    pub history: Vec<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GpuList {
+    pub gpus: Vec<Gpu>,
+    pub backend: &'static str,
+    pub sampled_at: String,
+    pub sample_interval_seconds: f64,
+}
+
+/// A GPU as `notebox gpus --json` prints it (what the inventory sees, no holders).
+#[derive(Debug, Serialize)]
+pub struct InventoryGpu {
+    pub index: u32,
+    pub uuid: String,
+    pub name: String,
+    pub memory_total_mib: u64,
+    pub memory_used_mib: u64,
+    pub utilization_percent: Option<u32>,
+    pub temperature_c: Option<u32>,
+    pub processes: Vec<crate::gpu::GpuProcess>,
+}
+
+/// `notebox gpus --json`.
+#[derive(Debug, Serialize)]
+pub struct Inventory {
+    pub backend: &'static str,
+    /// Why the backend is what it is (e.g. NVML could not be loaded), when there is a reason.
+    pub reason: Option<String>,
+    pub gpus: Vec<InventoryGpu>,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub version: &'static str,
+    pub schema_version: i64,
+}
+
+/// Every API error: `{"error": {"code", "message"}}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail<'a> {
+    pub code: &'a str,
+    pub message: &'a str,
+}
