@@ -46,9 +46,9 @@ pub async fn watchdog(db: Db) {
     );
     loop {
         tokio::time::sleep(every).await;
-        let probe = db.call(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?));
+        let probe = db.call(|c| crate::db::ping(c));
         match tokio::time::timeout(every, probe).await {
-            Ok(Ok(1)) => {
+            Ok(Ok(())) => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
             }
             other => {

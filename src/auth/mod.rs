@@ -401,10 +401,7 @@ impl Accounts {
                 let found = users::set_password_hash(&tx, user_id, &hash)?;
                 match keep {
                     Some(keep) => {
-                        tx.execute(
-                            "DELETE FROM sessions WHERE user_id = ?1 AND id_hash != ?2",
-                            rusqlite::params![user_id, keep],
-                        )?;
+                        sessions::delete_for_user_except(&tx, user_id, &keep)?;
                     }
                     None => sessions::delete_for_user(&tx, user_id)?,
                 }

@@ -119,6 +119,12 @@ fn open_connection(path: &Path) -> Result<Connection, DbError> {
     Ok(conn)
 }
 
+/// A trivial query: the database answers.
+pub fn ping(conn: &Connection) -> Result<(), DbError> {
+    conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+    Ok(())
+}
+
 /// Seconds since the Unix epoch; every timestamp in the database is one of these.
 pub fn now() -> i64 {
     std::time::SystemTime::now()

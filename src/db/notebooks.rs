@@ -306,3 +306,87 @@ pub fn proxy_target(conn: &Connection, id: &str) -> Result<Option<ProxyTarget>, 
         )
         .optional()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{gpus, test_db, users};
+
+    fn notebook(conn: &Connection, owner_id: i64, id: &str) {
+        insert(
+            conn,
+            &NewNotebook {
+                id,
+                owner_id,
+                name: "n",
+                image_id: Some("test"),
+                image: "img:1",
+                launcher: Launcher::JupyterLab,
+                command: &[],
+                machine_id: "gpu",
+                cpus: 1.0,
+                memory_mib: 1024,
+                gpu_count: 1,
+                jupyter_token: "t",
+                auto_shutdown_secs: Some(3600),
+                forked_from: None,
+                desired_state: DesiredState::Running,
+                state: NotebookState::Stopped,
+                state_detail: "",
+            },
+        )
+        .expect("insert");
+    }
+
+    #[test]
+    fn transitions_are_conditional_typed_and_release_gpus_at_rest() {
+        let (_dir, db) = test_db();
+        db.with_conn(|c| {
+            let owner = users::insert(c, "alice", "hash", false)?.expect("user").id;
+            notebook(c, owner, "nb1");
+            use NotebookState::*;
+            // Only from one of `from`.
+            assert!(!transition(c, "nb1", &[Running], Stopping, "x", None)?);
+            assert!(transition(c, "nb1", &[Stopped], Starting, "Waiting", None)?);
+            gpus::insert(c, "GPU-1", "nb1")?;
+            assert!(transition(c, "nb1", &[Starting], Running, "ready", None)?);
+            let row = by_id(c, "nb1")?.expect("row");
+            assert_eq!((row.state, row.desired_state), (Running, DesiredState::Running));
+            assert!(row.started_at.is_some() && row.auto_shutdown_at.is_some());
+            // Still holding its GPU while stopping; released when it is at rest.
+            assert!(transition(
+                c,
+                "nb1",
+                &[Running],
+                Stopping,
+                "Stopping",
+                Some(DesiredState::Stopped)
+            )?);
+            assert_eq!(gpus::of_notebook(c, "nb1")?, vec!["GPU-1".to_string()]);
+            assert!(transition(c, "nb1", &[Stopping], Stopped, "Stopped", None)?);
+            assert!(gpus::of_notebook(c, "nb1")?.is_empty());
+            let row = by_id(c, "nb1")?.expect("row");
+            assert_eq!(row.desired_state, DesiredState::Stopped);
+            assert!(row.auto_shutdown_at.is_none() && row.stopped_at.is_some());
+            // Deleted notebooks are gone for their owner's queries.
+            assert!(set_desired(c, "nb1", DesiredState::Deleted)?);
+            assert!(!set_desired(c, "nb1", DesiredState::Running)?);
+            assert!(list_for_owner(c, owner)?.is_empty());
+            assert!(proxy_target(c, "nb1")?.is_none());
+            Ok(())
+        })
+        .expect("db");
+    }
+
+    #[test]
+    fn an_unknown_state_in_the_database_is_an_error_not_a_guess() {
+        let (_dir, db) = test_db();
+        let found = db.with_conn(|c| {
+            let owner = users::insert(c, "bob", "hash", false)?.expect("user").id;
+            notebook(c, owner, "nb2");
+            c.execute("UPDATE notebooks SET state = 'stoped' WHERE id = 'nb2'", [])?;
+            by_id(c, "nb2")
+        });
+        assert!(found.is_err(), "a typo in a stored state must not read as a state");
+    }
+}

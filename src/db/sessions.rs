@@ -55,6 +55,19 @@ pub fn delete_for_user(conn: &Connection, user_id: i64) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Ends every session of a user but one (the one changing its own password).
+pub fn delete_for_user_except(
+    conn: &Connection,
+    user_id: i64,
+    keep_id_hash: &str,
+) -> Result<(), DbError> {
+    conn.execute(
+        "DELETE FROM sessions WHERE user_id = ?1 AND id_hash != ?2",
+        params![user_id, keep_id_hash],
+    )?;
+    Ok(())
+}
+
 pub fn delete_expired(conn: &Connection) -> Result<usize, DbError> {
     Ok(conn.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now()])?)
 }

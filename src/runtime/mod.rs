@@ -142,11 +142,11 @@ impl Runtime {
                     storage.gid
                 ))
             })?;
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
-        } else {
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
         }
-        Ok(())
+        let mode = if read_only_for_user { 0o755 } else { 0o750 };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+            NotebookError::Host(format!("cannot set the mode of {}: {e}", dir.display()))
+        })
     }
 
     fn try_claim(&self, notebook_id: &str) -> bool {

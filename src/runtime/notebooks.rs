@@ -642,10 +642,14 @@ impl Runtime {
             .ok()?
             .ip?;
         let (id, addr) = (notebook_id.to_string(), ip.clone());
-        let _ = self
+        if let Err(e) = self
             .db()
             .call(move |c| q::set_container_ip(c, &id, &addr))
-            .await;
+            .await
+        {
+            // The address works now; it is asked of Docker again next time.
+            tracing::warn!(notebook = %notebook_id, error = %e, "cannot remember the container's address");
+        }
         Some(ip)
     }
 
