@@ -58,7 +58,8 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// How long a login lasts, e.g. "14d".
-    pub session_lifetime: String,
+    #[serde(with = "humantime_serde")]
+    pub session_lifetime: Duration,
     /// Failed logins allowed for one account from one client address in 15 minutes
     /// before 429 (so nobody can lock a member out from elsewhere for free).
     pub max_failures_per_account: u32,
@@ -78,12 +79,15 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotebooksConfig {
-    /// 1h 6h 12h 1d 1w never
-    pub default_auto_shutdown: String,
-    pub ready_timeout: String,
+    /// 1h 6h 12h 1d 1w never (None).
+    #[serde(with = "auto_shutdown_choice")]
+    pub default_auto_shutdown: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
     pub allow_custom_images: bool,
-    /// Seconds between reconciler passes when nothing else wakes it.
-    pub reconcile_interval: String,
+    /// Time between reconciler passes when nothing else wakes it.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
     /// Processes per container.
     pub pids_limit: i64,
     /// /dev/shm size per container (PyTorch data loaders need more than Docker's 64 MiB).
@@ -113,7 +117,8 @@ pub struct GpuConfig {
     pub queue: bool,
     pub max_gpus_per_user: u32,
     /// How often GPU telemetry is sampled, e.g. "2s".
-    pub sample_interval: String,
+    #[serde(with = "humantime_serde")]
+    pub sample_interval: Duration,
     pub simulated: Vec<SimulatedGpu>,
 }
 
@@ -209,7 +214,7 @@ impl Default for Config {
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
-            session_lifetime: "14d".into(),
+            session_lifetime: Duration::from_secs(14 * 86_400),
             max_failures_per_account: 5,
             max_failures_per_address: 30,
             max_failures_per_account_total: 50,
@@ -222,10 +227,10 @@ impl Default for AuthConfig {
 impl Default for NotebooksConfig {
     fn default() -> Self {
         NotebooksConfig {
-            default_auto_shutdown: "6h".into(),
-            ready_timeout: "120s".into(),
+            default_auto_shutdown: Some(Duration::from_secs(6 * 3600)),
+            ready_timeout: Duration::from_secs(120),
             allow_custom_images: false,
-            reconcile_interval: "10s".into(),
+            reconcile_interval: Duration::from_secs(10),
             pids_limit: 2048,
             shm_size_mib: 2048,
         }
@@ -247,7 +252,7 @@ impl Default for GpuConfig {
             backend: GpuBackend::Auto,
             queue: true,
             max_gpus_per_user: 8,
-            sample_interval: "2s".into(),
+            sample_interval: Duration::from_secs(2),
             simulated: Vec::new(),
         }
     }
@@ -341,6 +346,30 @@ pub fn parse_auto_shutdown(value: &str) -> Result<Option<Duration>, String> {
     parse_duration(v).map(Some)
 }
 
+/// The choice's name for an auto-shutdown length ("6h", "never"), as the forms show it.
+pub fn auto_shutdown_name(value: Option<Duration>) -> String {
+    match value {
+        None => "never".into(),
+        Some(d) => AUTO_SHUTDOWN_CHOICES
+            .iter()
+            .find(|c| parse_auto_shutdown(c).ok().flatten() == Some(d))
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| humantime::format_duration(d).to_string()),
+    }
+}
+
+/// serde for `notebooks.default_auto_shutdown`: one of the choices, "never" as None.
+mod auto_shutdown_choice {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_auto_shutdown(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Parses "90s", "5m", "6h", "1d", "1w" (and anything humantime accepts).
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value.trim())
@@ -407,8 +436,13 @@ impl Config {
                 "LISTEN" => self.listen = value,
                 "DATA_DIR" => self.data_dir = PathBuf::from(value),
                 "ALLOW_CUSTOM_IMAGES" => self.notebooks.allow_custom_images = parse_bool(&value)?,
-                "READY_TIMEOUT" => self.notebooks.ready_timeout = value,
-                "DEFAULT_AUTO_SHUTDOWN" => self.notebooks.default_auto_shutdown = value,
+                "READY_TIMEOUT" => {
+                    self.notebooks.ready_timeout = parse_duration(&value).map_err(invalid)?
+                }
+                "DEFAULT_AUTO_SHUTDOWN" => {
+                    self.notebooks.default_auto_shutdown =
+                        parse_auto_shutdown(&value).map_err(invalid)?
+                }
                 "GPU_BACKEND" => {
                     self.gpu.backend = match value.as_str() {
                         "auto" => GpuBackend::Auto,
@@ -453,18 +487,15 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(self.invalid("data_dir", "must not be empty"));
         }
-        parse_auto_shutdown(&self.notebooks.default_auto_shutdown)
-            .map_err(|m| self.invalid("notebooks.default_auto_shutdown", m))?;
-        for (key, value) in [
-            ("notebooks.ready_timeout", &self.notebooks.ready_timeout),
+        for (key, d) in [
+            ("notebooks.ready_timeout", self.notebooks.ready_timeout),
             (
                 "notebooks.reconcile_interval",
-                &self.notebooks.reconcile_interval,
+                self.notebooks.reconcile_interval,
             ),
-            ("auth.session_lifetime", &self.auth.session_lifetime),
-            ("gpu.sample_interval", &self.gpu.sample_interval),
+            ("auth.session_lifetime", self.auth.session_lifetime),
+            ("gpu.sample_interval", self.gpu.sample_interval),
         ] {
-            let d = parse_duration(value).map_err(|m| self.invalid(key, m))?;
             if d.is_zero() {
                 return Err(self.invalid(key, "must be longer than zero"));
             }
@@ -576,22 +607,6 @@ impl Config {
                 ),
             )
         })
-    }
-
-    pub fn session_lifetime(&self) -> Duration {
-        parse_duration(&self.auth.session_lifetime).unwrap_or(Duration::from_secs(14 * 86400))
-    }
-
-    pub fn ready_timeout(&self) -> Duration {
-        parse_duration(&self.notebooks.ready_timeout).unwrap_or(Duration::from_secs(120))
-    }
-
-    pub fn gpu_sample_interval(&self) -> Duration {
-        parse_duration(&self.gpu.sample_interval).unwrap_or(Duration::from_secs(2))
-    }
-
-    pub fn reconcile_interval(&self) -> Duration {
-        parse_duration(&self.notebooks.reconcile_interval).unwrap_or(Duration::from_secs(10))
     }
 
     pub fn image(&self, id: &str) -> Option<&ImageSpec> {
@@ -709,10 +724,35 @@ gpus = 0
         let mut c = Config::default();
         c.listen = "nonsense".into();
         assert!(c.validate().unwrap_err().to_string().contains("`listen`"));
-        let mut c = Config::default();
-        c.notebooks.default_auto_shutdown = "3h".into();
-        let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("notebooks.default_auto_shutdown"), "{e}");
+        let e = Config::from_toml(
+            "[notebooks]\ndefault_auto_shutdown = \"3h\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("default_auto_shutdown") && e.contains("c.toml"),
+            "{e}"
+        );
+        assert!(
+            e.contains("3h") && e.contains("1h, 6h, 12h, 1d, 1w, never"),
+            "{e}"
+        );
+        let e = Config::from_toml(
+            "[notebooks]\nready_timeout = \"soon\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ready_timeout") && e.contains("line 2"), "{e}");
+        let ok = Config::from_toml(
+            "[notebooks]\nready_timeout = \"90s\"\ndefault_auto_shutdown = \"never\"\n",
+            Path::new("c.toml"),
+        )
+        .expect("durations parse once");
+        assert_eq!(ok.notebooks.ready_timeout, Duration::from_secs(90));
+        assert_eq!(ok.notebooks.default_auto_shutdown, None);
+        assert_eq!(auto_shutdown_name(Some(Duration::from_secs(86_400))), "1d");
         let e = Config::from_toml("[gpu]\nbackend = \"cuda\"\n", Path::new("c.toml"))
             .unwrap_err()
             .to_string();

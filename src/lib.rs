@@ -94,7 +94,7 @@ pub async fn run(
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
             let inventory = gpu::inventory_from_config(&config);
-            gpu::telemetry::Telemetry::start(inventory, config.gpu_sample_interval())
+            gpu::telemetry::Telemetry::start(inventory, config.gpu.sample_interval)
         })
         .await
         .map_err(|e| StartError::Task(e.to_string()))?

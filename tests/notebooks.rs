@@ -353,7 +353,7 @@ async fn jupyter_that_never_answers_fails_with_its_log_and_removed_container_sho
     let Some(image) = test_image() else { return };
     let server = TestServer::start_with(|c| {
         docker_config(c, &image);
-        c.notebooks.ready_timeout = "6s".into();
+        c.notebooks.ready_timeout = std::time::Duration::from_secs(6);
         let mut silent = c.images[0].clone();
         silent.id = "silent".into();
         silent.launcher = notebox::config::Launcher::Command;

@@ -152,7 +152,7 @@ impl Accounts {
         };
         Accounts {
             db,
-            session_lifetime: config.session_lifetime(),
+            session_lifetime: config.auth.session_lifetime,
             limits: Arc::new(sessions::FailureLimits {
                 account_from_address: i64::from(config.auth.max_failures_per_account),
                 account: i64::from(config.auth.max_failures_per_account_total),

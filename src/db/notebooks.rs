@@ -351,7 +351,10 @@ mod tests {
             gpus::insert(c, "GPU-1", "nb1")?;
             assert!(transition(c, "nb1", &[Starting], Running, "ready", None)?);
             let row = by_id(c, "nb1")?.expect("row");
-            assert_eq!((row.state, row.desired_state), (Running, DesiredState::Running));
+            assert_eq!(
+                (row.state, row.desired_state),
+                (Running, DesiredState::Running)
+            );
             assert!(row.started_at.is_some() && row.auto_shutdown_at.is_some());
             // Still holding its GPU while stopping; released when it is at rest.
             assert!(transition(
@@ -387,6 +390,9 @@ mod tests {
             c.execute("UPDATE notebooks SET state = 'stoped' WHERE id = 'nb2'", [])?;
             by_id(c, "nb2")
         });
-        assert!(found.is_err(), "a typo in a stored state must not read as a state");
+        assert!(
+            found.is_err(),
+            "a typo in a stored state must not read as a state"
+        );
     }
 }

@@ -222,12 +222,18 @@ mod tests {
         for state in NotebookState::ALL {
             let json = serde_json::to_string(state).expect("json");
             assert_eq!(json, format!("\"{state}\""));
-            assert_eq!(serde_json::from_str::<NotebookState>(&json).expect("back"), *state);
+            assert_eq!(
+                serde_json::from_str::<NotebookState>(&json).expect("back"),
+                *state
+            );
         }
         assert_eq!(Launcher::parse("jupyter-lab"), Some(Launcher::JupyterLab));
         assert_eq!(DesiredState::Deleted.as_str(), "deleted");
         let bad = serde_json::from_str::<Visibility>("\"secret\"").expect_err("refused");
-        assert!(bad.to_string().contains("expected one of: link, public"), "{bad}");
+        assert!(
+            bad.to_string().contains("expected one of: link, public"),
+            "{bad}"
+        );
     }
 
     #[test]

@@ -242,12 +242,11 @@ impl Runtime {
         match choice {
             AutoShutdown::Never => None,
             AutoShutdown::After(d) => Some(d.as_secs() as i64),
-            AutoShutdown::Default => {
-                config::parse_auto_shutdown(&self.config().notebooks.default_auto_shutdown)
-                    .ok()
-                    .flatten()
-                    .map(|d| d.as_secs() as i64)
-            }
+            AutoShutdown::Default => self
+                .config()
+                .notebooks
+                .default_auto_shutdown
+                .map(|d| d.as_secs() as i64),
         }
     }
 }

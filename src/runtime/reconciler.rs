@@ -121,7 +121,7 @@ impl Runtime {
     /// Runs until the process ends: once now, then on every wake-up and tick.
     pub async fn run_reconciler(self) {
         let _events = AbortOnDrop(tokio::spawn(self.clone().watch_docker_events()));
-        let interval = self.config().reconcile_interval();
+        let interval = self.config().notebooks.reconcile_interval;
         loop {
             self.reconcile_all().await;
             tokio::select! {
@@ -605,7 +605,7 @@ impl Runtime {
         let id = nb.id.as_str();
         self.set_detail(id, NotebookState::Starting, "Starting Jupyter".into())
             .await;
-        let ready_timeout = self.config().ready_timeout();
+        let ready_timeout = self.config().notebooks.ready_timeout;
         let deadline = Instant::now() + ready_timeout;
         let network = self.config().docker.network.clone();
         let this_container = vec![container_id.to_string()];

@@ -415,8 +415,8 @@ pub fn docker_config(config: &mut Config, image: &str) {
         memory_mib: 1024,
         gpus: 0,
     }];
-    config.notebooks.ready_timeout = "90s".into();
-    config.notebooks.reconcile_interval = "1s".into();
+    config.notebooks.ready_timeout = Duration::from_secs(90);
+    config.notebooks.reconcile_interval = Duration::from_secs(1);
 }
 
 /// The same settings as a TOML file, for servers run as a child process.

@@ -127,7 +127,7 @@ pub async fn login_submit(
                 .secure(is_https(&req))
                 .same_site(SameSite::Lax)
                 .max_age(CookieDuration::seconds(
-                    state.config.session_lifetime().as_secs() as i64,
+                    state.config.auth.session_lifetime.as_secs() as i64,
                 ))
                 .finish();
             Ok(HttpResponse::SeeOther()

@@ -158,7 +158,7 @@ pub async fn new_notebook_form(
     let form = NewNotebookForm {
         image: c.images.first().map(|i| i.id.clone()).unwrap_or_default(),
         machine: c.machines.first().map(|m| m.id.clone()).unwrap_or_default(),
-        auto_shutdown: c.notebooks.default_auto_shutdown.clone(),
+        auto_shutdown: crate::config::auto_shutdown_name(c.notebooks.default_auto_shutdown),
         ..Default::default()
     };
     html(
