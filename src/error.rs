@@ -237,7 +237,7 @@ impl ResponseError for PageError {
     }
     fn error_response(&self) -> HttpResponse {
         if let Some(next) = &self.0.login_next {
-            let target = format!("/login?next={}", crate::web::urlencode(next));
+            let target = format!("/login?next={}", crate::http::urlencode(next));
             return HttpResponse::SeeOther()
                 .insert_header((header::LOCATION, target))
                 .finish();

@@ -8,6 +8,7 @@ pub mod db;
 pub mod doctor;
 pub mod error;
 pub mod gpu;
+pub mod http;
 pub mod model;
 pub mod proxy;
 pub mod runtime;
@@ -110,13 +111,18 @@ pub async fn run(
         config: config.clone(),
         db: db.clone(),
         accounts: accounts.clone(),
-        runtime,
-        proxy_cache: proxy::ProxyCache::default(),
+        runtime: runtime.clone(),
     });
+    let proxy_state = aw::Data::new(proxy::ProxyState::new(
+        accounts.clone(),
+        db.clone(),
+        runtime,
+    ));
 
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(proxy_state.clone())
             .app_data(aw::Data::new(proxy::UpstreamClient::default()))
             .app_data(web::pages::form_config())
             .app_data(web::pages::json_config())

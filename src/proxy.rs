@@ -3,8 +3,9 @@
 //! cookies and the caller's credentials never reach Jupyter, which gets the notebook's own
 //! token instead.
 //!
-//! Everything the proxy needs is in `ProxyRoutes` and `configure`, so it can later be
-//! mounted on a listener (and origin) of its own.
+//! Everything the proxy needs is in its own `ProxyState` (credential lookup, routing,
+//! caches); it knows nothing of Notebox's pages, which depend on it, not the reverse — so
+//! it can be mounted on a listener (and origin) of its own.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,12 +17,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use futures_util::{SinkExt, StreamExt};
 
-use crate::auth::{secrets, User};
+use crate::auth::{secrets, Accounts, User};
 use crate::db::notebooks::{self as q, ProxyTarget};
+use crate::db::Db;
 use crate::error::WebError;
+use crate::http::{authorization_token, here, PAGE_CSP, SESSION_COOKIE};
 use crate::model::NotebookState;
-use crate::web::extract::{authorization_token, SESSION_COOKIE};
-use crate::web::AppState;
+use crate::runtime::Runtime;
 
 /// Kernel messages can be large (plots, data frames); Jupyter's own limit is 10 MiB by
 /// default but can be raised. We pass up to this much in one frame.
@@ -124,10 +126,30 @@ struct CachedUser {
 /// Longest a cached credential is reused even with no change event (sessions expire).
 const CREDENTIAL_CACHE_MAX_AGE: Duration = Duration::from_secs(60);
 
+/// What the proxy needs, and nothing of the web pages: who a credential belongs to,
+/// where a notebook runs, and the caches that keep the database off the hot path.
+pub struct ProxyState {
+    accounts: Accounts,
+    db: Db,
+    runtime: Runtime,
+    cache: ProxyCache,
+}
+
+impl ProxyState {
+    pub fn new(accounts: Accounts, db: Db, runtime: Runtime) -> ProxyState {
+        ProxyState {
+            accounts,
+            db,
+            runtime,
+            cache: ProxyCache::default(),
+        }
+    }
+}
+
 /// Caches that keep the database off the proxy's hot path. Credentials are invalidated by
 /// change (logout, password, disable, revoke), not by time.
 #[derive(Default)]
-pub struct ProxyCache {
+struct ProxyCache {
     users: Mutex<HashMap<String, CachedUser>>,
     targets: Mutex<HashMap<String, (ProxyTarget, Instant)>>,
     activity: Mutex<HashMap<String, Instant>>,
@@ -159,7 +181,7 @@ impl ProxyCache {
     }
 
     /// Forgets a notebook's routing (its state changed).
-    pub fn forget_target(&self, notebook_id: &str) {
+    fn forget_target(&self, notebook_id: &str) {
         if let Ok(mut map) = self.targets.lock() {
             map.remove(notebook_id);
         }
@@ -186,7 +208,7 @@ fn query_token(req: &HttpRequest) -> Option<String> {
 
 /// The user behind a credential, from the cache when nothing changed since it was looked up.
 async fn credential_user(
-    state: &AppState,
+    state: &ProxyState,
     credential: &Credential,
 ) -> Result<Option<User>, WebError> {
     let generation = state.accounts.events().generation();
@@ -194,7 +216,7 @@ async fn credential_user(
         Credential::Token(t) => format!("t:{}", secrets::hash_secret(t)),
         Credential::Session(s) => format!("s:{}", secrets::hash_secret(s)),
     };
-    if let Some(user) = state.proxy_cache.get_user(&key, generation) {
+    if let Some(user) = state.cache.get_user(&key, generation) {
         return Ok(Some(user));
     }
     let found = match credential {
@@ -202,7 +224,7 @@ async fn credential_user(
         Credential::Session(s) => state.accounts.session_user(s).await?.map(|(u, _)| u),
     };
     if let Some(user) = &found {
-        state.proxy_cache.put_user(key, user.clone(), generation);
+        state.cache.put_user(key, user.clone(), generation);
     }
     Ok(found)
 }
@@ -216,7 +238,7 @@ async fn credential_user(
 /// somebody else's token. A header token for another user than the session's is refused too.
 async fn identify(
     req: &HttpRequest,
-    state: &AppState,
+    state: &ProxyState,
     jupyter_token: Option<&str>,
 ) -> Result<Caller, WebError> {
     let not_jupyters = |t: &String| !jupyter_token.is_some_and(|j| secrets::constant_time_eq(t, j));
@@ -260,8 +282,8 @@ async fn identify(
     })
 }
 
-async fn target(state: &AppState, notebook_id: &str) -> Result<Option<ProxyTarget>, WebError> {
-    if let Ok(map) = state.proxy_cache.targets.lock() {
+async fn target(state: &ProxyState, notebook_id: &str) -> Result<Option<ProxyTarget>, WebError> {
+    if let Ok(map) = state.cache.targets.lock() {
         if let Some((t, at)) = map.get(notebook_id) {
             if at.elapsed() < TARGET_CACHE_TTL {
                 return Ok(Some(t.clone()));
@@ -276,15 +298,15 @@ async fn target(state: &AppState, notebook_id: &str) -> Result<Option<ProxyTarge
             t.container_ip = state.runtime.container_ip(notebook_id).await;
         }
     }
-    if let (Some(t), Ok(mut map)) = (&found, state.proxy_cache.targets.lock()) {
+    if let (Some(t), Ok(mut map)) = (&found, state.cache.targets.lock()) {
         map.insert(notebook_id.to_string(), (t.clone(), Instant::now()));
     }
     Ok(found)
 }
 
 /// Records that someone used the notebook (for idle detection), at most every 30 s.
-fn record_activity(state: &AppState, notebook_id: &str) {
-    let due = match state.proxy_cache.activity.lock() {
+fn record_activity(state: &ProxyState, notebook_id: &str) {
+    let due = match state.cache.activity.lock() {
         Ok(mut map) => {
             let now = Instant::now();
             match map.get(notebook_id) {
@@ -364,7 +386,12 @@ fn error_response(req: &HttpRequest, e: WebError) -> HttpResponse {
     }
 }
 
-async fn not_running(req: &HttpRequest, id: &str, t: &ProxyTarget) -> HttpResponse {
+async fn not_running(
+    req: &HttpRequest,
+    state: &ProxyState,
+    id: &str,
+    t: &ProxyTarget,
+) -> HttpResponse {
     if !wants_html(req) {
         return error_response(
             req,
@@ -379,11 +406,16 @@ async fn not_running(req: &HttpRequest, id: &str, t: &ProxyTarget) -> HttpRespon
         );
     }
     // The start button needs the session's CSRF token; token-only callers get none.
-    let csrf = crate::web::extract::session_from_request(req)
-        .await
-        .ok()
-        .flatten()
-        .map(|s| s.csrf);
+    let csrf = match req.cookie(SESSION_COOKIE) {
+        Some(c) => state
+            .accounts
+            .session_user(c.value())
+            .await
+            .ok()
+            .flatten()
+            .map(|(_, csrf)| csrf),
+        None => None,
+    };
     let page = NotRunningPage {
         id,
         name: &t.name,
@@ -394,10 +426,7 @@ async fn not_running(req: &HttpRequest, id: &str, t: &ProxyTarget) -> HttpRespon
         Ok(body) => HttpResponse::build(StatusCode::CONFLICT)
             .content_type("text/html; charset=utf-8")
             .insert_header(("cache-control", "no-store"))
-            .insert_header((
-                header::CONTENT_SECURITY_POLICY,
-                crate::web::middleware::PAGE_CSP,
-            ))
+            .insert_header((header::CONTENT_SECURITY_POLICY, PAGE_CSP))
             .body(body),
         Err(e) => error_response(req, WebError::internal(e)),
     }
@@ -508,7 +537,7 @@ pub async fn add_slash(path: web::Path<String>) -> HttpResponse {
     HttpResponse::PermanentRedirect()
         .insert_header((
             header::LOCATION,
-            format!("/nb/{}/", crate::web::encode_segment(&path.into_inner())),
+            format!("/nb/{}/", crate::http::encode_segment(&path.into_inner())),
         ))
         .finish()
 }
@@ -517,7 +546,7 @@ pub async fn add_slash(path: web::Path<String>) -> HttpResponse {
 pub async fn proxy(
     req: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    state: web::Data<ProxyState>,
     upstream: web::Data<UpstreamClient>,
 ) -> HttpResponse {
     let id = req.match_info().get("id").unwrap_or_default().to_string();
@@ -540,10 +569,7 @@ pub async fn proxy(
             )
         }
         Ok(Caller::Anonymous) if wants_html(&req) => {
-            return error_response(
-                &req,
-                WebError::login_required(&crate::web::extract::here(&req)),
-            )
+            return error_response(&req, WebError::login_required(&here(&req)))
         }
         Ok(Caller::Anonymous) => return error_response(&req, WebError::unauthorized()),
         Err(e) => return error_response(&req, e),
@@ -563,7 +589,7 @@ pub async fn proxy(
     }
     let ip = match (&target.container_ip, target.state) {
         (Some(ip), NotebookState::Running) => ip.clone(),
-        _ => return not_running(&req, &id, &target).await,
+        _ => return not_running(&req, &state, &id, &target).await,
     };
     record_activity(&state, &id);
     let query = upstream_query(&req);
@@ -595,7 +621,7 @@ pub async fn proxy(
         Ok(res) => res,
         Err(message) => {
             tracing::warn!(notebook = %id, error = %message, "proxy cannot reach Jupyter");
-            state.proxy_cache.forget_target(&id);
+            state.cache.forget_target(&id);
             state.runtime.wake();
             error_response(
                 &req,
@@ -708,7 +734,7 @@ type UpstreamFramed = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
 
 /// One relayed WebSocket: whose credential keeps it open.
 struct Relay {
-    state: web::Data<AppState>,
+    state: web::Data<ProxyState>,
     notebook_id: String,
     user_id: i64,
     credential: Credential,

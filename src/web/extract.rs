@@ -13,9 +13,7 @@ use crate::error::{ApiError, PageError, WebError};
 
 use super::AppState;
 
-pub const SESSION_COOKIE: &str = "notebox_session";
-pub const LOGIN_CSRF_COOKIE: &str = "notebox_login_csrf";
-pub const CSRF_HEADER: &str = "x-csrf-token";
+pub use crate::http::{authorization_token, here, CSRF_HEADER, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
 
 /// A logged-in browser.
 pub struct SessionUser {
@@ -47,14 +45,6 @@ fn state(req: &HttpRequest) -> Result<web::Data<AppState>, WebError> {
     req.app_data::<web::Data<AppState>>()
         .cloned()
         .ok_or_else(|| WebError::internal("application state missing"))
-}
-
-/// The path and query the browser asked for, to come back to after logging in.
-pub fn here(req: &HttpRequest) -> String {
-    match req.uri().path_and_query() {
-        Some(pq) => pq.as_str().to_string(),
-        None => "/".to_string(),
-    }
 }
 
 pub async fn session_from_request(req: &HttpRequest) -> Result<Option<SessionUser>, WebError> {
@@ -102,21 +92,6 @@ pub fn client_address(req: &HttpRequest, trusted_proxies: &[std::net::IpAddr]) -
         .find(|a| !trusted_proxies.contains(a))
         .unwrap_or(peer)
         .to_string()
-}
-
-/// The token in `Authorization: Bearer <t>` or `Authorization: token <t>`.
-pub fn authorization_token(req: &HttpRequest) -> Option<String> {
-    let value = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
-        Some(token.trim().to_string())
-    } else {
-        None
-    }
 }
 
 impl FromRequest for SessionUser {

@@ -7,10 +7,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 
-/// Our pages' policy: nothing but our own scripts and styles, never framed.
-pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
-     form-action 'self'; frame-ancestors 'none'";
+pub use crate::http::PAGE_CSP;
 
 /// Adds security headers to everything notebox itself answers. The Jupyter proxy (/nb/)
 /// passes Jupyter's own headers through untouched; a response that set its own policy

@@ -21,7 +21,6 @@ pub struct AppState {
     pub db: Db,
     pub accounts: Accounts,
     pub runtime: Runtime,
-    pub proxy_cache: crate::proxy::ProxyCache,
 }
 
 /// The map of the product, top to bottom.
@@ -97,43 +96,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// Bytes that cannot stand in a query value as they are.
-const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~')
-    .remove(b'/');
-
-/// Bytes that cannot stand in one path segment as they are.
-const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// Bytes that cannot stand in a Location header (controls, spaces, non-ASCII).
-const LOCATION: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'<')
-    .add(b'>')
-    .add(b'`');
-
-/// Percent-encodes a string for use in a query value.
-pub fn urlencode(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
-}
-
-/// Percent-encodes one path segment (a token or id taken from the request's path).
-pub fn encode_segment(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string()
-}
-
-/// A redirect target that is always a valid header value, whatever it was built from.
-pub fn location(to: &str) -> String {
-    percent_encoding::utf8_percent_encode(to, LOCATION).to_string()
-}
+pub use crate::http::{encode_segment, location, urlencode};
 
 /// Where to go after logging in: a local path only, never another site.
 pub fn safe_next(next: Option<&str>) -> String {

@@ -1,0 +1,75 @@
+//! HTTP vocabulary shared by Notebox's own pages and the notebook proxy: cookie and header
+//! names, reading credentials from a request, the pages' security policy, and encoding of
+//! what goes into URLs and redirects. Both `web` and `proxy` build on it; it knows neither.
+
+use actix_web::HttpRequest;
+
+pub const SESSION_COOKIE: &str = "notebox_session";
+pub const LOGIN_CSRF_COOKIE: &str = "notebox_login_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Our pages' policy: nothing but our own scripts and styles, never framed.
+pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// The path and query the browser asked for, to come back to after logging in.
+pub fn here(req: &HttpRequest) -> String {
+    match req.uri().path_and_query() {
+        Some(pq) => pq.as_str().to_string(),
+        None => "/".to_string(),
+    }
+}
+
+/// The token in `Authorization: Bearer <t>` or `Authorization: token <t>`.
+pub fn authorization_token(req: &HttpRequest) -> Option<String> {
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
+        Some(token.trim().to_string())
+    } else {
+        None
+    }
+}
+
+/// Bytes that cannot stand in a query value as they are.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Bytes that cannot stand in one path segment as they are.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Bytes that cannot stand in a Location header (controls, spaces, non-ASCII).
+const LOCATION: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`');
+
+/// Percent-encodes a string for use in a query value.
+pub fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, QUERY_VALUE).to_string()
+}
+
+/// Percent-encodes one path segment (a token or id taken from the request's path).
+pub fn encode_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string()
+}
+
+/// A redirect target that is always a valid header value, whatever it was built from.
+pub fn location(to: &str) -> String {
+    percent_encoding::utf8_percent_encode(to, LOCATION).to_string()
+}
