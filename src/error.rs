@@ -149,9 +149,20 @@ impl From<crate::share::ShareError> for WebError {
                 "No such share: it may have been revoked.",
             ),
             ShareError::NoSuchFile => WebError::not_found(),
+            ShareError::NoSuchNotebook => {
+                WebError::new(StatusCode::NOT_FOUND, "not_found", "No such notebook.")
+            }
             ShareError::Invalid(m) => WebError::bad_request(m),
-            ShareError::Notebook(e) => e.into(),
+            ShareError::Db(e) => WebError::internal(e),
             ShareError::Io(m) => WebError::internal(m),
+        }
+    }
+}
+
+impl From<crate::runtime::GpuMapError> for WebError {
+    fn from(e: crate::runtime::GpuMapError) -> WebError {
+        match e {
+            crate::runtime::GpuMapError::Db(e) => WebError::internal(e),
         }
     }
 }

@@ -107,11 +107,16 @@ pub async fn run(
     );
     let runtime = runtime::Runtime::new(db.clone(), config.clone(), instance, telemetry);
     let reconciler = tokio::spawn(runtime.clone().run_reconciler());
+    let notebooks = runtime::Notebooks::new(runtime.clone());
+    let shares = share::Shares::new(runtime.clone(), notebooks.clone());
+    let previews = tokio::spawn(shares.clone().follow_stops());
     let state = aw::Data::new(web::AppState {
         config: config.clone(),
         db: db.clone(),
         accounts: accounts.clone(),
-        runtime: runtime.clone(),
+        notebooks: notebooks.clone(),
+        shares: shares.clone(),
+        gpu_map: runtime::GpuMap::new(runtime.clone()),
     });
     let proxy_state = aw::Data::new(proxy::ProxyState::new(
         accounts.clone(),
@@ -170,6 +175,7 @@ pub async fn run(
     };
     housekeeping.abort();
     credential_watch.abort();
+    previews.abort();
     reconciler.abort();
     watchdog.abort();
     result

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::db::gpus as gq;
 use crate::db::notebooks as q;
 
-use super::notebooks::{rfc3339, NotebookError};
+use super::notebooks::rfc3339;
 use super::Runtime;
 
 pub use crate::model::wire::{Gpu as GpuView, GpuProcess as ProcessView, Holder};
@@ -36,10 +36,32 @@ fn container_of_pid(pid: u32) -> Option<String> {
     })
 }
 
-impl Runtime {
-    pub async fn gpu_overview(&self) -> Result<Vec<GpuView>, NotebookError> {
-        let snapshot = self.gpus().snapshot();
+/// The GPU map: telemetry joined with the allocations.
+#[derive(Clone)]
+pub struct GpuMap {
+    core: Runtime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuMapError {
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+}
+
+impl GpuMap {
+    pub fn new(core: Runtime) -> GpuMap {
+        GpuMap { core }
+    }
+
+    /// The telemetry behind the map (backend, sampling interval, latest snapshot).
+    pub fn telemetry(&self) -> &crate::gpu::telemetry::Telemetry {
+        self.core.gpus()
+    }
+
+    pub async fn gpu_overview(&self) -> Result<Vec<GpuView>, GpuMapError> {
+        let snapshot = self.core.gpus().snapshot();
         let (allocations, notebooks) = self
+            .core
             .db()
             .call(|c| Ok((gq::all(c)?, q::list_all(c)?)))
             .await?;
@@ -109,9 +131,10 @@ impl Runtime {
             .collect())
     }
 
-    pub async fn gpu_counts(&self) -> Result<GpuCounts, NotebookError> {
-        let total = self.gpus().uuids().len();
+    pub async fn gpu_counts(&self) -> Result<GpuCounts, GpuMapError> {
+        let total = self.core.gpus().uuids().len();
         let (held, queued) = self
+            .core
             .db()
             .call(|c| Ok((gq::all(c)?.len(), gq::queue(c)?.len())))
             .await?;

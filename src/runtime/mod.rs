@@ -21,10 +21,15 @@ use crate::gpu::telemetry::Telemetry;
 
 use docker::{DockerEngine, DockerError};
 
-pub use notebooks::{AutoShutdown, CreateNotebook, Notebook, NotebookError};
+pub use gpus::{GpuMap, GpuMapError};
+pub use notebooks::{AutoShutdown, CreateNotebook, Notebook, NotebookError, Notebooks};
 
-/// How many share-page file jobs (listing, reading, rendering) run at once.
-const SHARE_WORKERS: usize = 4;
+/// What happened to a notebook, for the services that follow along (share previews are
+/// brought up to date when a notebook stops).
+#[derive(Debug, Clone)]
+pub enum RuntimeEvent {
+    Stopped { notebook_id: String },
+}
 
 /// The notebook runtime: shared by the web handlers and the reconciler task.
 #[derive(Clone)]
@@ -44,8 +49,7 @@ struct Inner {
     /// Notebooks with a Docker operation in flight; the reconciler leaves them alone.
     inflight: Mutex<HashSet<String>>,
     gpus: Telemetry,
-    /// Share pages' blocking file work (walks, reads, renders) runs a few at a time.
-    share_slots: Arc<tokio::sync::Semaphore>,
+    events: tokio::sync::broadcast::Sender<RuntimeEvent>,
 }
 
 impl Runtime {
@@ -61,13 +65,21 @@ impl Runtime {
                 wake: Notify::new(),
                 inflight: Mutex::new(HashSet::new()),
                 gpus,
-                share_slots: Arc::new(tokio::sync::Semaphore::new(SHARE_WORKERS)),
+                events: tokio::sync::broadcast::Sender::new(64),
             }),
         }
     }
 
-    pub fn share_slots(&self) -> Arc<tokio::sync::Semaphore> {
-        self.inner.share_slots.clone()
+    /// Events about notebooks (a receiver that falls behind misses the oldest).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RuntimeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn publish(&self, event: RuntimeEvent) {
+        // No receiver is fine: nobody follows along (e.g. in a CLI process).
+        if self.inner.events.send(event).is_err() {
+            tracing::trace!("no listener for runtime events");
+        }
     }
 
     pub fn db(&self) -> &Db {
@@ -155,6 +167,33 @@ impl Runtime {
             .lock()
             .map(|mut set| set.insert(notebook_id.to_string()))
             .unwrap_or(false)
+    }
+
+    /// A running notebook's address on the private network, asked of Docker (and
+    /// remembered) when the database does not have it.
+    pub async fn container_ip(&self, notebook_id: &str) -> Option<String> {
+        let docker = self.docker().await.ok()?;
+        let container = docker
+            .list_ours()
+            .await
+            .ok()?
+            .into_iter()
+            .find(|c| c.notebook_id == notebook_id && c.running)?;
+        let ip = docker
+            .inspect(&container.id, &self.config().docker.network)
+            .await
+            .ok()?
+            .ip?;
+        let (id, addr) = (notebook_id.to_string(), ip.clone());
+        if let Err(e) = self
+            .db()
+            .call(move |c| crate::db::notebooks::set_container_ip(c, &id, &addr))
+            .await
+        {
+            // The address works now; it is asked of Docker again next time.
+            tracing::warn!(notebook = %notebook_id, error = %e, "cannot remember the container's address");
+        }
+        Some(ip)
     }
 
     fn release(&self, notebook_id: &str) {

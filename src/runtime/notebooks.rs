@@ -10,6 +10,23 @@ use crate::model::{DesiredState, NotebookState};
 
 use super::docker::DockerError;
 use super::Runtime;
+
+/// Members' notebooks: create, start, stop, restart, delete, extend, logs, and the views
+/// the pages and the API show. Over the shared runtime; the reconciler does the Docker work.
+#[derive(Clone)]
+pub struct Notebooks {
+    core: Runtime,
+}
+
+impl Notebooks {
+    pub fn new(core: Runtime) -> Notebooks {
+        Notebooks { core }
+    }
+
+    pub fn config(&self) -> &crate::config::Config {
+        self.core.config()
+    }
+}
 use crate::db::gpus as gq;
 use crate::gpu::allocation::{self, Placement, PlacementRequest, Refusal};
 
@@ -120,7 +137,7 @@ pub fn new_notebook_id() -> String {
         .collect()
 }
 
-impl Runtime {
+impl Notebooks {
     /// The public view of a row, with its GPUs and place in the queue.
     pub fn view_with(
         &self,
@@ -136,7 +153,7 @@ impl Runtime {
 
     /// The public view of a row (without GPU details).
     pub fn view(&self, row: NotebookRow) -> Notebook {
-        let config = self.config();
+        let config = self.core.config();
         let image_name = row
             .image_id
             .as_deref()
@@ -185,14 +202,14 @@ impl Runtime {
     /// "alice’s “experiment”" for any notebook (used to say where a fork came from).
     pub async fn describe_notebook(&self, id: &str) -> Result<Option<String>, NotebookError> {
         let id = id.to_string();
-        let row = self.db().call(move |c| q::by_id(c, &id)).await?;
+        let row = self.core.db().call(move |c| q::by_id(c, &id)).await?;
         Ok(row.map(|r| format!("{}’s “{}”", r.owner, r.name)))
     }
 
     /// A notebook of `owner`; anyone else's is "not found".
     pub async fn notebook_row(&self, owner: &User, id: &str) -> Result<NotebookRow, NotebookError> {
         let id = id.to_string();
-        let row = self.db().call(move |c| q::by_id(c, &id)).await?;
+        let row = self.core.db().call(move |c| q::by_id(c, &id)).await?;
         match row {
             Some(r) if r.owner_id == owner.id && r.desired_state != DesiredState::Deleted => Ok(r),
             _ => Err(NotebookError::NotFound),
@@ -203,6 +220,7 @@ impl Runtime {
         let row = self.notebook_row(owner, id).await?;
         let nid = row.id.clone();
         let (gpus, positions) = self
+            .core
             .db()
             .call(move |c| Ok((gq::of_notebook(c, &nid)?, allocation::queue_positions(c)?)))
             .await?;
@@ -213,6 +231,7 @@ impl Runtime {
     pub async fn list_notebooks(&self, owner: &User) -> Result<Vec<Notebook>, NotebookError> {
         let owner_id = owner.id;
         let (rows, mut gpus, positions) = self
+            .core
             .db()
             .call(move |c| {
                 Ok((
@@ -235,7 +254,7 @@ impl Runtime {
     /// The most GPUs `user` may hold or wait for at once.
     pub fn gpu_limit(&self, user: &User) -> i64 {
         user.max_gpus
-            .unwrap_or(i64::from(self.config().gpu.max_gpus_per_user))
+            .unwrap_or(i64::from(self.core.config().gpu.max_gpus_per_user))
     }
 
     fn auto_shutdown_secs(&self, choice: AutoShutdown) -> Option<i64> {
@@ -243,6 +262,7 @@ impl Runtime {
             AutoShutdown::Never => None,
             AutoShutdown::After(d) => Some(d.as_secs() as i64),
             AutoShutdown::Default => self
+                .core
                 .config()
                 .notebooks
                 .default_auto_shutdown
@@ -322,14 +342,14 @@ fn request_stop(c: &rusqlite::Connection, id: &str, detail: &str) -> Result<(), 
     Ok(())
 }
 
-impl Runtime {
+impl Notebooks {
     /// Creates a notebook and starts it.
     pub async fn create_notebook(
         &self,
         owner: &User,
         req: CreateNotebook,
     ) -> Result<Notebook, NotebookError> {
-        let config = self.config();
+        let config = self.core.config();
         let name = validate_name(&req.name)?;
         let image_ref = req.image.trim();
         let catalog_ids = config
@@ -378,9 +398,10 @@ impl Runtime {
             machine.id.clone(),
         );
         let owner_id = owner.id;
-        let all_gpus = self.gpus().uuids();
-        let placement = (self.gpu_limit(owner), self.config().gpu.queue);
+        let all_gpus = self.core.gpus().uuids();
+        let placement = (self.gpu_limit(owner), self.core.config().gpu.queue);
         let (row, placed) = self
+            .core
             .db()
             .call(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -426,7 +447,7 @@ impl Runtime {
         let placement = placed?;
         let row = row.ok_or(NotebookError::NotFound)?;
         tracing::info!(notebook = %row.id, owner = %owner.username, image = %row.image, ?placement, "notebook created");
-        self.wake();
+        self.core.wake();
         let (gpus, position) = match placement {
             Placement::Starting(g) => (g, None),
             Placement::Queued { position } => (Vec::new(), Some(position)),
@@ -436,7 +457,7 @@ impl Runtime {
 
     pub async fn start_notebook(&self, owner: &User, id: &str) -> Result<Notebook, NotebookError> {
         let row = self.notebook_row(owner, id).await?;
-        check_image_allowed(self.config(), &row)?;
+        check_image_allowed(self.core.config(), &row)?;
         if !row.state.can_start() {
             return Err(NotebookError::Conflict(format!(
                 "The notebook is {}; only a stopped or failed notebook can be started.",
@@ -444,7 +465,7 @@ impl Runtime {
             )));
         }
         self.place_stopped(owner, &row).await?;
-        self.wake();
+        self.core.wake();
         self.get_notebook(owner, &row.id).await
     }
 
@@ -454,10 +475,11 @@ impl Runtime {
         owner: &User,
         row: &NotebookRow,
     ) -> Result<Placement, NotebookError> {
-        let all_gpus = self.gpus().uuids();
-        let (limit, queue) = (self.gpu_limit(owner), self.config().gpu.queue);
+        let all_gpus = self.core.gpus().uuids();
+        let (limit, queue) = (self.gpu_limit(owner), self.core.config().gpu.queue);
         let (id, owner_id, gpu_count) = (row.id.clone(), owner.id, row.gpu_count);
         let placed = self
+            .core
             .db()
             .call(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -492,7 +514,8 @@ impl Runtime {
     pub async fn stop_notebook(&self, owner: &User, id: &str) -> Result<Notebook, NotebookError> {
         let row = self.notebook_row(owner, id).await?;
         let id = row.id.clone();
-        self.db()
+        self.core
+            .db()
             .call(move |c| {
                 let tx = c.transaction()?;
                 request_stop(&tx, &id, "Stopping")?;
@@ -500,13 +523,14 @@ impl Runtime {
                 Ok(())
             })
             .await?;
-        self.wake();
+        self.core.wake();
         self.get_notebook(owner, &row.id).await
     }
 
     /// Stops every notebook of a member (their account was disabled), in one transaction.
     pub async fn stop_all_notebooks_of(&self, owner_id: i64) -> Result<usize, NotebookError> {
         let stopped = self
+            .core
             .db()
             .call(move |c| {
                 let tx = c.transaction()?;
@@ -518,7 +542,7 @@ impl Runtime {
                 Ok(ids.len())
             })
             .await?;
-        self.wake();
+        self.core.wake();
         Ok(stopped)
     }
 
@@ -529,9 +553,10 @@ impl Runtime {
         id: &str,
     ) -> Result<Notebook, NotebookError> {
         let row = self.notebook_row(owner, id).await?;
-        check_image_allowed(self.config(), &row)?;
+        check_image_allowed(self.core.config(), &row)?;
         let id = row.id.clone();
         let moved = self
+            .core
             .db()
             .call(move |c| {
                 if q::transition(
@@ -560,7 +585,7 @@ impl Runtime {
                 row.state
             )));
         }
-        self.wake();
+        self.core.wake();
         self.get_notebook(owner, &row.id).await
     }
 
@@ -568,7 +593,8 @@ impl Runtime {
     pub async fn delete_notebook(&self, owner: &User, id: &str) -> Result<(), NotebookError> {
         let row = self.notebook_row(owner, id).await?;
         let id = row.id.clone();
-        self.db()
+        self.core
+            .db()
             .call(move |c| {
                 q::set_desired(c, &id, DesiredState::Deleted)?;
                 q::set_detail(c, &id, row.state, "Deleting")?;
@@ -576,7 +602,7 @@ impl Runtime {
             })
             .await?;
         tracing::info!(notebook = %row.id, owner = %owner.username, "notebook deleted");
-        self.wake();
+        self.core.wake();
         Ok(())
     }
 
@@ -593,7 +619,8 @@ impl Runtime {
             None => row.auto_shutdown_secs,
         };
         let id = row.id.clone();
-        self.db()
+        self.core
+            .db()
             .call(move |c| q::set_auto_shutdown(c, &id, secs))
             .await?;
         self.get_notebook(owner, &row.id).await
@@ -613,7 +640,7 @@ impl Runtime {
         {
             return Ok(None);
         }
-        let docker = self.docker().await?;
+        let docker = self.core.docker().await?;
         let container = docker
             .list_ours()
             .await?
@@ -623,33 +650,6 @@ impl Runtime {
             Some(c) => Ok(Some(docker.logs_tail(&c.id, tail).await?)),
             None => Ok(None),
         }
-    }
-
-    /// A running notebook's address on the private network, asked of Docker (and
-    /// remembered) when the database does not have it.
-    pub async fn container_ip(&self, notebook_id: &str) -> Option<String> {
-        let docker = self.docker().await.ok()?;
-        let container = docker
-            .list_ours()
-            .await
-            .ok()?
-            .into_iter()
-            .find(|c| c.notebook_id == notebook_id && c.running)?;
-        let ip = docker
-            .inspect(&container.id, &self.config().docker.network)
-            .await
-            .ok()?
-            .ip?;
-        let (id, addr) = (notebook_id.to_string(), ip.clone());
-        if let Err(e) = self
-            .db()
-            .call(move |c| q::set_container_ip(c, &id, &addr))
-            .await
-        {
-            // The address works now; it is asked of Docker again next time.
-            tracing::warn!(notebook = %notebook_id, error = %e, "cannot remember the container's address");
-        }
-        Some(ip)
     }
 
     /// Seconds until auto-shutdown, for countdowns.

@@ -827,11 +827,8 @@ impl Runtime {
             tracing::warn!(notebook = %notebook_id, error = %e, "cannot record the stop");
             return;
         }
-        // The files are at rest now: the gallery's preview of this notebook is brought up
-        // to date here, never on an anonymous request.
-        if let Err(e) = self.refresh_share_previews(&notebook_id).await {
-            tracing::warn!(notebook = %notebook_id, error = %e, "cannot refresh share previews");
-        }
+        // The files are at rest now: whoever follows (the share previews) catches up.
+        self.publish(super::RuntimeEvent::Stopped { notebook_id });
     }
 
     async fn delete_op(&self, nb: &NotebookRow, containers: &[String], docker: &DockerEngine) {

@@ -8,6 +8,7 @@ pub mod markdown;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::auth::{secrets, User};
 use crate::config::ShareConfig;
@@ -15,7 +16,7 @@ use crate::db::notebooks::{self as q, NewNotebook, NotebookRow};
 use crate::db::shares::{self as sq, ShareRow};
 use crate::db::DbError;
 use crate::model::{DesiredState, NotebookState};
-use crate::runtime::{Notebook, NotebookError, Runtime};
+use crate::runtime::{Notebook, NotebookError, Notebooks, Runtime, RuntimeEvent};
 
 use tree::{Listing, MemberTree, TreeError};
 
@@ -41,17 +42,26 @@ pub enum ShareError {
     NotFound,
     #[error("no such file in this share")]
     NoSuchFile,
+    /// The notebook to share or fork is not the caller's (or not there).
+    #[error("no such notebook")]
+    NoSuchNotebook,
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
-    Notebook(#[from] NotebookError),
+    Db(#[from] DbError),
     #[error("{0}")]
     Io(String),
 }
 
-impl From<DbError> for ShareError {
-    fn from(e: DbError) -> ShareError {
-        ShareError::Notebook(NotebookError::Db(e))
+/// What the notebook service said, in the share service's terms.
+impl From<NotebookError> for ShareError {
+    fn from(e: NotebookError) -> ShareError {
+        match e {
+            NotebookError::NotFound => ShareError::NoSuchNotebook,
+            NotebookError::Invalid(m) | NotebookError::Conflict(m) => ShareError::Invalid(m),
+            NotebookError::Db(e) => ShareError::Db(e),
+            other => ShareError::Io(other.to_string()),
+        }
     }
 }
 
@@ -198,38 +208,83 @@ pub fn compute_preview(root: &Path, limit_mib: u64) -> String {
         .unwrap_or_default()
 }
 
-/// Runs blocking file work for a share page, a few at a time: a burst of anonymous
-/// requests queues instead of each holding a rendered notebook in memory at once.
-async fn on_share_pool<T: Send + 'static>(
-    runtime: &Runtime,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ShareError> {
-    let _slot = runtime
-        .share_slots()
-        .acquire_owned()
-        .await
-        .map_err(|e| ShareError::Io(e.to_string()))?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ShareError::Io(e.to_string()))
+/// How many share-page file jobs (listing, reading, rendering) run at once.
+const SHARE_WORKERS: usize = 4;
+
+/// Share links, the share pages' reads of notebook folders, the gallery, and fork. Over
+/// the shared runtime; asks the notebook service whose notebook is whose.
+#[derive(Clone)]
+pub struct Shares {
+    core: Runtime,
+    notebooks: Notebooks,
+    /// Share pages' blocking file work runs a few at a time: a burst of anonymous requests
+    /// queues instead of each holding a rendered notebook in memory at once.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
-impl Runtime {
+impl Shares {
+    pub fn new(core: Runtime, notebooks: Notebooks) -> Shares {
+        Shares {
+            core,
+            notebooks,
+            slots: Arc::new(tokio::sync::Semaphore::new(SHARE_WORKERS)),
+        }
+    }
+
+    /// Runs blocking file work on the blocking pool, at most `SHARE_WORKERS` at a time.
+    async fn on_pool<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ShareError> {
+        let _slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| ShareError::Io(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ShareError::Io(e.to_string()))
+    }
+
+    /// Follows the runtime's events: when a notebook stops, its shares' gallery previews
+    /// are recomputed (its files are at rest). Runs for as long as the server does.
+    pub async fn follow_stops(self) {
+        let mut events = self.core.subscribe();
+        loop {
+            match events.recv().await {
+                Ok(RuntimeEvent::Stopped { notebook_id }) => {
+                    if let Err(e) = self.refresh_share_previews(&notebook_id).await {
+                        tracing::warn!(notebook = %notebook_id, error = %e, "cannot refresh share previews");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "share previews fell behind the runtime's events"
+                    );
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
     pub async fn create_share(
         &self,
         owner: &User,
         notebook_id: &str,
         visibility: Visibility,
     ) -> Result<Share, ShareError> {
-        let row = self.notebook_row(owner, notebook_id).await?;
+        let row = self.notebooks.notebook_row(owner, notebook_id).await?;
         let (root, limit) = (
-            self.notebook_dir(&row.id),
-            self.config().share.max_render_mib,
+            self.core.notebook_dir(&row.id),
+            self.core.config().share.max_render_mib,
         );
-        let preview = on_share_pool(self, move || compute_preview(&root, limit)).await?;
+        let preview = self.on_pool(move || compute_preview(&root, limit)).await?;
         let token = secrets::random_secret(24); // 192 bits
         let t = token.clone();
         let share = self
+            .core
             .db()
             .call(move |c| {
                 sq::insert(c, &t, &row.id, visibility)?;
@@ -245,17 +300,22 @@ impl Runtime {
     /// are at rest). Does nothing for a notebook that has no share.
     pub async fn refresh_share_previews(&self, notebook_id: &str) -> Result<(), ShareError> {
         let id = notebook_id.to_string();
-        let shares = self.db().call(move |c| sq::for_notebook(c, &id)).await?;
+        let shares = self
+            .core
+            .db()
+            .call(move |c| sq::for_notebook(c, &id))
+            .await?;
         if shares.is_empty() {
             return Ok(());
         }
         let (root, limit) = (
-            self.notebook_dir(notebook_id),
-            self.config().share.max_render_mib,
+            self.core.notebook_dir(notebook_id),
+            self.core.config().share.max_render_mib,
         );
-        let preview = on_share_pool(self, move || compute_preview(&root, limit)).await?;
+        let preview = self.on_pool(move || compute_preview(&root, limit)).await?;
         let id = notebook_id.to_string();
-        self.db()
+        self.core
+            .db()
             .call(move |c| sq::set_previews(c, &id, &preview))
             .await?;
         Ok(())
@@ -266,8 +326,9 @@ impl Runtime {
         owner: &User,
         notebook_id: &str,
     ) -> Result<Vec<Share>, ShareError> {
-        let row = self.notebook_row(owner, notebook_id).await?;
+        let row = self.notebooks.notebook_row(owner, notebook_id).await?;
         let shares = self
+            .core
             .db()
             .call(move |c| sq::for_notebook(c, &row.id))
             .await?;
@@ -277,6 +338,7 @@ impl Runtime {
     pub async fn revoke_share(&self, owner: &User, token: &str) -> Result<(), ShareError> {
         let (token, owner_id) = (token.to_string(), owner.id);
         match self
+            .core
             .db()
             .call(move |c| sq::delete(c, &token, owner_id))
             .await?
@@ -293,11 +355,12 @@ impl Runtime {
         }
         let t = token.to_string();
         let share = self
+            .core
             .db()
             .call(move |c| sq::by_token(c, &t))
             .await?
             .ok_or(ShareError::NotFound)?;
-        let root = self.notebook_dir(&share.notebook_id);
+        let root = self.core.notebook_dir(&share.notebook_id);
         Ok(SharedNotebook { share, root })
     }
 
@@ -307,25 +370,26 @@ impl Runtime {
         token: &str,
     ) -> Result<(SharedNotebook, ShareOverview), ShareError> {
         let shared = self.open_share(token).await?;
-        let (root, limit) = (shared.root.clone(), self.config().share.max_render_mib);
-        let overview = on_share_pool(self, move || {
-            let Ok(tree) = MemberTree::open(&root) else {
-                return ShareOverview {
-                    listing: Listing::default(),
-                    main: None,
+        let (root, limit) = (shared.root.clone(), self.core.config().share.max_render_mib);
+        let overview = self
+            .on_pool(move || {
+                let Ok(tree) = MemberTree::open(&root) else {
+                    return ShareOverview {
+                        listing: Listing::default(),
+                        main: None,
+                    };
                 };
-            };
-            let listing = tree.walk();
-            let main = main_notebook(&listing.files).map(|f| {
-                let rendered = tree
-                    .open_file(&f.path)
-                    .map_err(|e| format!("cannot read it: {e}"))
-                    .and_then(|file| render_notebook_file(file, limit));
-                (f.path.clone(), rendered)
-            });
-            ShareOverview { listing, main }
-        })
-        .await?;
+                let listing = tree.walk();
+                let main = main_notebook(&listing.files).map(|f| {
+                    let rendered = tree
+                        .open_file(&f.path)
+                        .map_err(|e| format!("cannot read it: {e}"))
+                        .and_then(|file| render_notebook_file(file, limit));
+                    (f.path.clone(), rendered)
+                });
+                ShareOverview { listing, main }
+            })
+            .await?;
         Ok((shared, overview))
     }
 
@@ -337,15 +401,16 @@ impl Runtime {
     ) -> Result<(SharedNotebook, Listing, FilePreview), ShareError> {
         let shared = self.open_share(token).await?;
         let (root, rel) = (shared.root.clone(), relative.to_string());
-        let limits = self.config().share.clone();
-        let (listing, preview) = on_share_pool(self, move || {
-            let tree = MemberTree::open(&root).map_err(|_| ShareError::NoSuchFile)?;
-            let file = tree.open_file(&rel).map_err(|_| ShareError::NoSuchFile)?;
-            let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
-            let preview = preview_file(file, &name, &limits);
-            Ok::<_, ShareError>((tree.walk(), preview))
-        })
-        .await??;
+        let limits = self.core.config().share.clone();
+        let (listing, preview) = self
+            .on_pool(move || {
+                let tree = MemberTree::open(&root).map_err(|_| ShareError::NoSuchFile)?;
+                let file = tree.open_file(&rel).map_err(|_| ShareError::NoSuchFile)?;
+                let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
+                let preview = preview_file(file, &name, &limits);
+                Ok::<_, ShareError>((tree.walk(), preview))
+            })
+            .await??;
         Ok((shared, listing, preview))
     }
 
@@ -367,12 +432,12 @@ impl Runtime {
     }
 
     pub async fn public_shares(&self, limit: i64) -> Result<Vec<ShareRow>, ShareError> {
-        Ok(self.db().call(move |c| sq::public(c, limit)).await?)
+        Ok(self.core.db().call(move |c| sq::public(c, limit)).await?)
     }
 
     /// Forks one of `user`'s own notebooks.
     pub async fn fork_own(&self, user: &User, notebook_id: &str) -> Result<Notebook, ShareError> {
-        let source = self.notebook_row(user, notebook_id).await?;
+        let source = self.notebooks.notebook_row(user, notebook_id).await?;
         self.fork(user, source).await
     }
 
@@ -381,6 +446,7 @@ impl Runtime {
         let shared = self.open_share(token).await?;
         let id = shared.share.notebook_id.clone();
         let source = self
+            .core
             .db()
             .call(move |c| q::by_id(c, &id))
             .await?
@@ -391,7 +457,7 @@ impl Runtime {
     /// A new, stopped notebook of `user` with a copy of the source's /notebooks files, the
     /// same image and machine type. /storage is never copied.
     async fn fork(&self, user: &User, source: NotebookRow) -> Result<Notebook, ShareError> {
-        let config = self.config().clone();
+        let config = self.core.config().clone();
         crate::runtime::notebooks::check_image_allowed(&config, &source)?;
         // A catalog image is forked as the catalog describes it today.
         let (image, launcher, command) =
@@ -410,7 +476,10 @@ impl Runtime {
             .cloned()
             .ok_or_else(|| ShareError::Invalid("this Notebox has no machine types".into()))?;
         let id = crate::runtime::notebooks::new_notebook_id();
-        let (from, to) = (self.notebook_dir(&source.id), self.notebook_dir(&id));
+        let (from, to) = (
+            self.core.notebook_dir(&source.id),
+            self.core.notebook_dir(&id),
+        );
         let (uid, gid) = (config.storage.uid, config.storage.gid);
         let copy_to = to.clone();
         let copied = tokio::task::spawn_blocking(move || match MemberTree::open(&from) {
@@ -445,6 +514,7 @@ impl Runtime {
         let token = secrets::random_secret(32);
         let (nid, src) = (id.clone(), source.clone());
         let inserted = self
+            .core
             .db()
             .call(move |c| {
                 q::insert(
@@ -476,7 +546,7 @@ impl Runtime {
             return Err(e.into());
         }
         tracing::info!(notebook = %id, from = %source.id, by = %user.username, "notebook forked");
-        Ok(self.get_notebook(user, &id).await?)
+        Ok(self.notebooks.get_notebook(user, &id).await?)
     }
 }
 

@@ -13,14 +13,15 @@ use actix_web::web;
 use crate::auth::Accounts;
 use crate::config::Config;
 use crate::db::Db;
-use crate::runtime::Runtime;
 
 /// What every handler can reach. Built once in `run`.
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub accounts: Accounts,
-    pub runtime: Runtime,
+    pub notebooks: crate::runtime::Notebooks,
+    pub shares: crate::share::Shares,
+    pub gpu_map: crate::runtime::GpuMap,
 }
 
 /// The map of the product, top to bottom.

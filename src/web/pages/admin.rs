@@ -238,7 +238,7 @@ pub async fn set_disabled(
             if on {
                 // A disabled member's notebooks stop; their shares are hidden by the
                 // account flag itself.
-                let stopped = state.runtime.stop_all_notebooks_of(user.id).await?;
+                let stopped = state.notebooks.stop_all_notebooks_of(user.id).await?;
                 tracing::info!(by = %admin.0.user.username, user = %user.username, stopped, "account disabled");
             }
             let done = if on { "disabled" } else { "enabled" };

@@ -59,7 +59,7 @@ pub async fn list_notebooks(
     caller: ApiUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let notebooks = state.runtime.list_notebooks(&caller.user).await?;
+    let notebooks = state.notebooks.list_notebooks(&caller.user).await?;
     Ok(HttpResponse::Ok().json(wire::NotebookList { notebooks }))
 }
 
@@ -75,7 +75,10 @@ pub async fn create_notebook(
         machine: body.machine.unwrap_or_default(),
         auto_shutdown: auto_shutdown_from_minutes(body.auto_shutdown_minutes)?,
     };
-    let notebook = state.runtime.create_notebook(&caller.user, request).await?;
+    let notebook = state
+        .notebooks
+        .create_notebook(&caller.user, request)
+        .await?;
     Ok(HttpResponse::Created()
         .insert_header(("location", format!("/api/v1/notebooks/{}", notebook.id)))
         .json(notebook))
@@ -86,7 +89,7 @@ pub async fn get_notebook(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.runtime.get_notebook(&caller.user, &id).await?))
+    Ok(HttpResponse::Ok().json(state.notebooks.get_notebook(&caller.user, &id).await?))
 }
 
 pub async fn delete_notebook(
@@ -94,7 +97,7 @@ pub async fn delete_notebook(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.runtime.delete_notebook(&caller.user, &id).await?;
+    state.notebooks.delete_notebook(&caller.user, &id).await?;
     Ok(HttpResponse::Accepted().json(wire::Deleted {
         id: id.into_inner(),
         deleted: true,
@@ -106,7 +109,7 @@ pub async fn start_notebook(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Accepted().json(state.runtime.start_notebook(&caller.user, &id).await?))
+    Ok(HttpResponse::Accepted().json(state.notebooks.start_notebook(&caller.user, &id).await?))
 }
 
 pub async fn stop_notebook(
@@ -114,7 +117,7 @@ pub async fn stop_notebook(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Accepted().json(state.runtime.stop_notebook(&caller.user, &id).await?))
+    Ok(HttpResponse::Accepted().json(state.notebooks.stop_notebook(&caller.user, &id).await?))
 }
 
 pub async fn restart_notebook(
@@ -122,7 +125,7 @@ pub async fn restart_notebook(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Accepted().json(state.runtime.restart_notebook(&caller.user, &id).await?))
+    Ok(HttpResponse::Accepted().json(state.notebooks.restart_notebook(&caller.user, &id).await?))
 }
 
 #[derive(Deserialize)]
@@ -143,7 +146,7 @@ pub async fn extend_notebook(
     };
     Ok(HttpResponse::Ok().json(
         state
-            .runtime
+            .notebooks
             .extend_notebook(&caller.user, &id, choice)
             .await?,
     ))
@@ -161,7 +164,10 @@ pub async fn notebook_logs(
     q: web::Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let tail = q.tail.unwrap_or(500).clamp(1, 5000);
-    let logs = state.runtime.notebook_logs(&caller.user, &id, tail).await?;
+    let logs = state
+        .notebooks
+        .notebook_logs(&caller.user, &id, tail)
+        .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
         .json(wire::Logs {

@@ -13,15 +13,15 @@ pub async fn gpus_api(
     _caller: ApiUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let gpus = state.runtime.gpu_overview().await?;
-    let snapshot_at = state.runtime.gpus().snapshot().at;
+    let gpus = state.gpu_map.gpu_overview().await?;
+    let snapshot_at = state.gpu_map.telemetry().snapshot().at;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
         .json(wire::GpuList {
             gpus,
-            backend: state.runtime.gpus().inventory().backend(),
+            backend: state.gpu_map.telemetry().inventory().backend(),
             sampled_at: crate::runtime::notebooks::rfc3339(snapshot_at),
-            sample_interval_seconds: state.runtime.gpus().interval().as_secs_f64(),
+            sample_interval_seconds: state.gpu_map.telemetry().interval().as_secs_f64(),
         }))
 }
 
@@ -63,7 +63,7 @@ pub async fn gpus_page(
     session: SessionUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let gpus = state.runtime.gpu_overview().await?;
+    let gpus = state.gpu_map.gpu_overview().await?;
     let free = gpus.iter().filter(|g| g.holder.is_none()).count();
     let cards = gpus
         .into_iter()
@@ -84,7 +84,7 @@ pub async fn gpus_page(
     let page = GpusPage {
         chrome: Chrome::new(&session, "gpus"),
         cards,
-        backend: state.runtime.gpus().inventory().backend(),
+        backend: state.gpu_map.telemetry().inventory().backend(),
         free,
     };
     super::html(actix_web::http::StatusCode::OK, page)

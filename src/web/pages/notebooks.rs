@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::config::{ImageSpec, MachineType, AUTO_SHUTDOWN_CHOICES};
 use crate::error::{PageError, WebError};
 use crate::model::NotebookState;
-use crate::runtime::{AutoShutdown, CreateNotebook, Notebook, NotebookError, Runtime};
+use crate::runtime::{AutoShutdown, CreateNotebook, Notebook, NotebookError, Notebooks};
 use crate::web::extract::SessionUser;
 use crate::web::views::{relative_time, Chrome};
 use crate::web::AppState;
@@ -33,7 +33,7 @@ impl NotebookView {
             .started
             .map(crate::web::views::duration_since)
             .unwrap_or_default();
-        let seconds_left = Runtime::seconds_left(&nb).unwrap_or(-1);
+        let seconds_left = Notebooks::seconds_left(&nb).unwrap_or(-1);
         let countdown = if nb.state == NotebookState::Running {
             match nb.times.auto_shutdown {
                 Some(t) => relative_time(t),
@@ -89,7 +89,7 @@ pub async fn dashboard(
     session: SessionUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
-    let notebooks = state.runtime.list_notebooks(&session.user).await?;
+    let notebooks = state.notebooks.list_notebooks(&session.user).await?;
     html(
         StatusCode::OK,
         DashboardPage {
@@ -136,7 +136,7 @@ async fn new_page(
     error: Option<String>,
 ) -> Result<NewNotebookPage, PageError> {
     let c = &state.config;
-    let gpus = state.runtime.gpu_counts().await?;
+    let gpus = state.gpu_map.gpu_counts().await?;
     Ok(NewNotebookPage {
         chrome: Chrome::new(session, "notebooks"),
         images: c.images.clone(),
@@ -146,7 +146,7 @@ async fn new_page(
         form,
         error,
         gpus,
-        gpu_limit: state.runtime.gpu_limit(&session.user),
+        gpu_limit: state.notebooks.gpu_limit(&session.user),
     })
 }
 
@@ -201,7 +201,11 @@ pub async fn create_notebook(
         machine: form.machine.clone(),
         auto_shutdown,
     };
-    match state.runtime.create_notebook(&session.user, request).await {
+    match state
+        .notebooks
+        .create_notebook(&session.user, request)
+        .await
+    {
         Ok(nb) => Ok(see_other(&format!("/notebooks/{}", nb.id))),
         Err(e @ (NotebookError::Invalid(_) | NotebookError::Gpus(_))) => html(
             StatusCode::BAD_REQUEST,
@@ -236,12 +240,12 @@ pub async fn notebook_page(
     id: web::Path<String>,
     q: web::Query<NoticeQuery>,
 ) -> Result<HttpResponse, PageError> {
-    let nb = state.runtime.get_notebook(&session.user, &id).await?;
-    let shares = state.runtime.list_shares(&session.user, &id).await?;
+    let nb = state.notebooks.get_notebook(&session.user, &id).await?;
+    let shares = state.shares.list_shares(&session.user, &id).await?;
     let forked_from = match nb.forked_from.clone() {
         Some(source) => Some(
             state
-                .runtime
+                .notebooks
                 .describe_notebook(&source)
                 .await?
                 .unwrap_or_else(|| format!("a notebook that was deleted ({source})")),
@@ -282,7 +286,7 @@ pub async fn notebook_action(
 ) -> Result<HttpResponse, PageError> {
     session.check_csrf(&form.csrf)?;
     let (id, action) = path.into_inner();
-    let rt = &state.runtime;
+    let rt = &state.notebooks;
     match action.as_str() {
         "start" => rt.start_notebook(&session.user, &id).await?,
         "stop" => rt.stop_notebook(&session.user, &id).await?,
@@ -313,7 +317,7 @@ pub async fn extend_notebook(
         Some(parse_choice(&form.auto_shutdown)?)
     };
     state
-        .runtime
+        .notebooks
         .extend_notebook(&session.user, &id, choice)
         .await?;
     Ok(see_other(&format!("/notebooks/{id}?done=extended")))
@@ -331,7 +335,7 @@ pub async fn delete_confirm(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    let nb = state.runtime.get_notebook(&session.user, &id).await?;
+    let nb = state.notebooks.get_notebook(&session.user, &id).await?;
     html(
         StatusCode::OK,
         DeletePage {
@@ -348,6 +352,6 @@ pub async fn delete_notebook(
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, PageError> {
     session.check_csrf(&form.csrf)?;
-    state.runtime.delete_notebook(&session.user, &id).await?;
+    state.notebooks.delete_notebook(&session.user, &id).await?;
     Ok(see_other("/"))
 }

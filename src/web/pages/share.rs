@@ -125,7 +125,7 @@ pub async fn share_overview(
     state: web::Data<AppState>,
     token: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
-    let (shared, overview) = state.runtime.share_overview(&token).await?;
+    let (shared, overview) = state.shares.share_overview(&token).await?;
     let files = &overview.listing.files;
     let h = header_for(&state, &shared, files, viewer(&req).await);
     let (main_path, main_html, main_error) = match overview.main {
@@ -175,7 +175,7 @@ pub async fn share_view(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, PageError> {
     let (token, rel) = path.into_inner();
-    let (shared, listing, shown) = state.runtime.shared_file_preview(&token, &rel).await?;
+    let (shared, listing, shown) = state.shares.shared_file_preview(&token, &rel).await?;
     let h = header_for(&state, &shared, &listing.files, viewer(&req).await);
     let mut page = ShareFilePage {
         h,
@@ -200,7 +200,7 @@ pub async fn share_raw(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, PageError> {
     let (token, rel) = path.into_inner();
-    let (_, file) = state.runtime.shared_file(&token, &rel).await?;
+    let (_, file) = state.shares.shared_file(&token, &rel).await?;
     let handle = tokio::fs::File::from_std(file.file);
     let name = rel
         .rsplit('/')
@@ -246,7 +246,7 @@ pub async fn fork_share_form(
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, PageError> {
     session.check_csrf(&form.csrf)?;
-    let nb = state.runtime.fork_shared(&session.user, &token).await?;
+    let nb = state.shares.fork_shared(&session.user, &token).await?;
     Ok(see_other(&format!("/notebooks/{}", nb.id)))
 }
 
@@ -257,7 +257,7 @@ pub async fn fork_own_form(
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, PageError> {
     session.check_csrf(&form.csrf)?;
-    let nb = state.runtime.fork_own(&session.user, &id).await?;
+    let nb = state.shares.fork_own(&session.user, &id).await?;
     Ok(see_other(&format!("/notebooks/{}", nb.id)))
 }
 
@@ -278,7 +278,7 @@ pub async fn create_share_form(
     session.check_csrf(&form.csrf)?;
     let visibility = crate::share::parse_visibility(&form.visibility)?;
     state
-        .runtime
+        .shares
         .create_share(&session.user, &id, visibility)
         .await?;
     Ok(see_other(&format!("/notebooks/{id}?done=shared#sharing")))
@@ -292,7 +292,7 @@ pub async fn revoke_share_form(
 ) -> Result<HttpResponse, PageError> {
     session.check_csrf(&form.csrf)?;
     let (id, token) = path.into_inner();
-    state.runtime.revoke_share(&session.user, &token).await?;
+    state.shares.revoke_share(&session.user, &token).await?;
     Ok(see_other(&format!("/notebooks/{id}?done=unshared#sharing")))
 }
 
@@ -319,7 +319,7 @@ pub async fn gallery(
     // Previews were computed when each share was made or its notebook stopped: an
     // anonymous visit reads only the database.
     let cards = state
-        .runtime
+        .shares
         .public_shares(200)
         .await?
         .into_iter()
@@ -368,7 +368,7 @@ pub async fn create_share_api(
         .unwrap_or_else(|| "link".into());
     let visibility = crate::share::parse_visibility(&visibility)?;
     let share = state
-        .runtime
+        .shares
         .create_share(&caller.user, &id, visibility)
         .await?;
     Ok(HttpResponse::Created().json(share))
@@ -379,7 +379,7 @@ pub async fn list_shares_api(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let shares = state.runtime.list_shares(&caller.user, &id).await?;
+    let shares = state.shares.list_shares(&caller.user, &id).await?;
     Ok(HttpResponse::Ok().json(wire::ShareList { shares }))
 }
 
@@ -388,7 +388,7 @@ pub async fn delete_share_api(
     state: web::Data<AppState>,
     token: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.runtime.revoke_share(&caller.user, &token).await?;
+    state.shares.revoke_share(&caller.user, &token).await?;
     Ok(HttpResponse::Ok().json(wire::Revoked {
         token: token.into_inner(),
         revoked: true,
@@ -400,7 +400,7 @@ pub async fn fork_own_api(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Created().json(state.runtime.fork_own(&caller.user, &id).await?))
+    Ok(HttpResponse::Created().json(state.shares.fork_own(&caller.user, &id).await?))
 }
 
 pub async fn fork_share_api(
@@ -408,5 +408,5 @@ pub async fn fork_share_api(
     state: web::Data<AppState>,
     token: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Created().json(state.runtime.fork_shared(&caller.user, &token).await?))
+    Ok(HttpResponse::Created().json(state.shares.fork_shared(&caller.user, &token).await?))
 }
