@@ -11,6 +11,7 @@ pub mod spec;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, RwLock};
@@ -46,6 +47,9 @@ struct Inner {
     gpus: Telemetry,
     /// Share pages' blocking file work (walks, reads, renders) runs a few at a time.
     share_slots: Arc<tokio::sync::Semaphore>,
+    /// Reconciler passes completed since start (shown by /healthz, so tests can wait for
+    /// passes instead of sleeping).
+    passes: AtomicU64,
 }
 
 impl Runtime {
@@ -62,6 +66,7 @@ impl Runtime {
                 inflight: Mutex::new(HashSet::new()),
                 gpus,
                 share_slots: Arc::new(tokio::sync::Semaphore::new(SHARE_WORKERS)),
+                passes: AtomicU64::new(0),
             }),
         }
     }
@@ -85,6 +90,11 @@ impl Runtime {
 
     pub fn instance(&self) -> &str {
         &self.inner.instance
+    }
+
+    /// How many reconciler passes have completed since start.
+    pub fn reconciler_passes(&self) -> u64 {
+        self.inner.passes.load(Ordering::Acquire)
     }
 
     /// Asks the reconciler to look again soon.

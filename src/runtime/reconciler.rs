@@ -84,6 +84,9 @@ impl Runtime {
         let interval = self.config().reconcile_interval();
         loop {
             self.reconcile_all().await;
+            self.inner
+                .passes
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(interval) => {}
