@@ -114,6 +114,7 @@ pub async fn run(
         config: config.clone(),
         db: db.clone(),
         accounts: accounts.clone(),
+        runtime: runtime.clone(),
         notebooks: notebooks.clone(),
         shares: shares.clone(),
         gpu_map: runtime::GpuMap::new(runtime.clone()),

@@ -277,7 +277,7 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 }
 
 /// The real binary with the test catalog, no Docker, and `extra` TOML appended.
-fn spawn_server(dir: &Path, extra: &str) -> ServerProcess {
+async fn spawn_server(dir: &Path, extra: &str) -> ServerProcess {
     let data = dir.join("data");
     let config = dir.join("config.toml");
     let toml = docker_config_toml(&data, "notebox-test-missing:none")
@@ -293,6 +293,7 @@ fn spawn_server(dir: &Path, extra: &str) -> ServerProcess {
         &["--config", config.to_str().expect("utf-8 path")],
         &[],
     )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,7 +304,8 @@ async fn login_hammering_is_bounded_in_checks_and_memory() {
     let server = spawn_server(
         tmp.path(),
         "[auth]\nmax_failures_per_address = 100000\nmax_failures_per_account_total = 100000",
-    );
+    )
+    .await;
     let data = tmp.path().join("data");
     let out = run_cli(
         &data,
@@ -382,7 +384,7 @@ async fn login_hammering_is_bounded_in_checks_and_memory() {
 async fn anonymous_requests_stay_cheap_whatever_the_notebook_holds() {
     let _turn = CPU_HEAVY.lock().await;
     let tmp = tempfile::tempdir().expect("tmp");
-    let server = spawn_server(tmp.path(), "");
+    let server = spawn_server(tmp.path(), "").await;
     let data = tmp.path().join("data");
     let out = run_cli(
         &data,
@@ -504,7 +506,7 @@ async fn anonymous_requests_stay_cheap_whatever_the_notebook_holds() {
 async fn malformed_paths_get_4xx_and_share_tokens_stay_out_of_the_log() {
     use std::io::{Read, Write};
     let tmp = tempfile::tempdir().expect("tmp");
-    let server = spawn_server(tmp.path(), "");
+    let server = spawn_server(tmp.path(), "").await;
     let data = tmp.path().join("data");
     let out = run_cli(
         &data,

@@ -3,14 +3,13 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
 
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_start_with_no_config_creates_admin_and_serves() {
     let cwd = tempfile::tempdir().expect("tmp");
-    let server = ServerProcess::spawn(cwd.path(), &[], &[]);
+    let server = ServerProcess::spawn(cwd.path(), &[], &[]).await;
     let health = reqwest::get(format!("{}/healthz", server.url))
         .await
         .expect("healthz");
@@ -655,7 +654,6 @@ async fn api_writes_with_a_session_need_the_csrf_header() {
         .await
         .expect("GET");
     assert_eq!(me.status(), 401);
-    tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

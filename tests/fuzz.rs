@@ -1705,7 +1705,7 @@ memory_mib = 1024
     )
     .expect("config");
     let config = config_path.to_string_lossy().to_string();
-    let mut server = ServerProcess::spawn(dir.path(), &["--config", &config], &[]);
+    let mut server = ServerProcess::spawn(dir.path(), &["--config", &config], &[]).await;
     let pid = server.child.id();
     let rss_start = read_status_kib(pid, "VmRSS").unwrap_or(0);
     let base = server.url.clone();
@@ -1922,14 +1922,13 @@ memory_mib = 1024
         .map(|r| r.status().as_u16())
         .unwrap_or(0);
     let hwm = read_status_kib(pid, "VmHWM").unwrap_or(0);
-    let rss_deadline = Instant::now() + Duration::from_secs(10);
-    let rss = loop {
-        let rss = read_status_kib(pid, "VmRSS").unwrap_or(u64::MAX);
-        if rss < RSS_LIMIT_KIB || Instant::now() > rss_deadline {
-            break rss;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let rss_now = || read_status_kib(pid, "VmRSS").unwrap_or(u64::MAX);
+    let rss = try_wait_for(Duration::from_secs(10), || async {
+        let rss = rss_now();
+        (rss < RSS_LIMIT_KIB).then_some(rss)
+    })
+    .await
+    .unwrap_or_else(rss_now);
     let stderr = server.stderr();
     let panics: Vec<&str> = stderr
         .lines()

@@ -119,7 +119,8 @@ async fn gpus_are_exclusive_and_the_queue_starts_notebooks_by_itself() {
     assert_eq!(s, 201);
     assert_eq!(d["queue_position"], 2, "{d}");
     let d = d["id"].as_str().expect("id").to_string();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The reconciler looks at the queue on every pass: after a few, c still waits.
+    wait_reconciler_passes(&server.url, 3).await;
     assert_eq!(
         alice.get(&format!("/api/v1/notebooks/{c}")).await.1["state"],
         "queued"
@@ -256,11 +257,10 @@ async fn twenty_concurrent_requests_never_share_a_gpu() {
         .count();
     assert_eq!(starting, 4, "exactly four start, the rest queue");
 
-    // Watch for a while: never more than 4 holders, never a UUID twice.
+    // Until the four holders run, and for a few reconciler passes more: never more than 4
+    // holders, never a UUID twice, never a fifth notebook running.
     let db_path = server.data_dir().join("notebox.db");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut seen_running = 0;
-    while std::time::Instant::now() < deadline {
+    let check = || async {
         let conn = rusqlite::Connection::open(&db_path).expect("db");
         let held: i64 = conn
             .query_row("SELECT count(*) FROM gpu_allocations", [], |r| r.get(0))
@@ -274,6 +274,7 @@ async fn twenty_concurrent_requests_never_share_a_gpu() {
             .filter(|n| n["state"] == "running")
             .map(|n| n["id"].as_str().expect("id").to_string())
             .collect();
+        assert!(running.len() <= 4, "more than four run: {running:?}");
         let mut devices = Vec::new();
         for id in &running {
             devices.extend(visible_devices(id));
@@ -284,13 +285,14 @@ async fn twenty_concurrent_requests_never_share_a_gpu() {
             devices.len(),
             "a GPU given twice: {devices:?}"
         );
-        seen_running = seen_running.max(running.len());
-        if seen_running == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert_eq!(seen_running, 4, "the four holders run");
+        running.len()
+    };
+    wait_for("the four holders to run", READY, || async {
+        (check().await == 4).then_some(())
+    })
+    .await;
+    wait_reconciler_passes(&server.url, 3).await;
+    assert_eq!(check().await, 4, "still exactly the four holders run");
     let queued = ids.len() - 4;
     let (_, list) = alice.get("/api/v1/notebooks").await;
     let positions: HashSet<i64> = list["notebooks"]
@@ -330,7 +332,7 @@ async fn kill_9_while_gpu_notebooks_start_leaves_no_orphaned_gpus() {
     std::fs::write(&config, toml).expect("config");
     let config_arg = config.to_string_lossy().to_string();
 
-    let mut server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]);
+    let mut server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]).await;
     let out = run_cli(
         &data,
         &["--config", &config_arg, "token", "create", "admin"],
@@ -343,11 +345,14 @@ async fn kill_9_while_gpu_notebooks_start_leaves_no_orphaned_gpus() {
         assert_eq!(s, 201, "{nb}");
         ids.push(nb["id"].as_str().expect("id").to_string());
     }
-    // Kill it while they start (a container may or may not exist yet).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Kill it while they start: once the first has its container, before it runs.
+    wait_for("a container for the first notebook", READY, || async {
+        (!containers_of_notebook(&ids[0]).is_empty()).then_some(())
+    })
+    .await;
     server.kill9();
 
-    let server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]);
+    let server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]).await;
     let api = Api::new(&server.url, &api.token);
     for id in &ids {
         api.wait_state(id, "running", READY).await;

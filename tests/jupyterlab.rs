@@ -39,20 +39,13 @@ async fn js(b: &Browser, script: &str) -> serde_json::Value {
 
 /// Polls `check` until it returns Some; after `timeout`, panics with what helps to find
 /// out why: the page's text, the requests that failed, the container's log, a screenshot.
-async fn until<T, F, Fut>(b: &Browser, id: &str, what: &str, timeout: Duration, mut check: F) -> T
+async fn until<T, F, Fut>(b: &Browser, id: &str, what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    if let Some(v) = try_wait_for(timeout, check).await {
+        return v;
     }
     let shot = b.screenshot("jupyterlab-failure.png").await;
     let failed = b.failed_requests().await;
@@ -243,12 +236,11 @@ async fn jupyterlab_runs_a_cell_and_a_terminal_through_the_proxy() {
     // drops one); a run it did not take leaves the prompt at "[ ]:". Then, as a user would,
     // run the cell again.
     for attempt in 1..=3 {
-        let ran = b
-            .wait_for(Duration::from_secs(10), || async {
-                let p = b.visible(first_prompt).await?.text().await.ok()?;
-                (p.trim() != "[ ]:").then_some(())
-            })
-            .await;
+        let ran = try_wait_for(Duration::from_secs(10), || async {
+            let p = b.visible(first_prompt).await?.text().await.ok()?;
+            (p.trim() != "[ ]:").then_some(())
+        })
+        .await;
         if ran.is_some() {
             break;
         }

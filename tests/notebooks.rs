@@ -176,7 +176,7 @@ async fn kill_9_keeps_notebooks_running_without_duplicates() {
     std::fs::write(&config, docker_config_toml(&data, &image)).expect("config");
     let config_arg = config.to_string_lossy().to_string();
 
-    let mut server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]);
+    let mut server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]).await;
     let out = run_cli(
         &data,
         &["--config", &config_arg, "token", "create", "admin"],
@@ -196,7 +196,7 @@ async fn kill_9_keeps_notebooks_running_without_duplicates() {
     .await;
     server.kill9();
 
-    let server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]);
+    let server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]).await;
     let api = Api::new(&server.url, &api.token);
     let (_, nb) = api.get(&format!("/api/v1/notebooks/{running}")).await;
     assert_eq!(nb["state"], "running", "{nb}");
@@ -208,8 +208,8 @@ async fn kill_9_keeps_notebooks_running_without_duplicates() {
     );
     container_of(&half); // exactly one
     assert_eq!(jupyter_status(&before, &running).await, 200);
-    // Give the reconciler a few passes: still no duplicates.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // After a few reconciler passes: still no duplicates.
+    wait_reconciler_passes(&server.url, 3).await;
     assert_eq!(containers_of_notebook(&running).len(), 1);
     assert_eq!(containers_of_notebook(&half).len(), 1);
 }
@@ -445,7 +445,8 @@ async fn auto_shutdown_stops_and_extend_restarts_the_countdown() {
         .expect("deadline")
         .to_string();
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Extending to 12 h moves the deadline later than the first 1 h one, whatever the
+    // clock reads (no need to let a second pass first).
     let (s, nb) = alice
         .post(
             &format!("/api/v1/notebooks/{id}/extend"),

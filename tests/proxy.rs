@@ -516,9 +516,16 @@ async fn strangers_get_404_browsers_get_login_and_foreign_origins_403() {
         .post(&format!("/api/v1/notebooks/{id}/stop"), json!({}))
         .await;
     alice.wait_state(&id, "stopped", READY).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await; // routing cache
-    let (s, body) = alice.get(&format!("/nb/{id}/api/status")).await;
-    assert_eq!(s, 409, "{body}");
+    // The proxy's routing cache may still point at the old container for a moment.
+    let body = wait_for(
+        "the proxy to answer 409 for the stopped notebook",
+        Duration::from_secs(10),
+        || async {
+            let (s, body) = alice.get(&format!("/nb/{id}/api/status")).await;
+            (s == 409).then_some(body)
+        },
+    )
+    .await;
     assert_eq!(body["error"]["code"], "notebook_not_running");
     let browser = client();
     login_ok(&browser, &server.url, "alice", "alice-password").await;
@@ -560,7 +567,7 @@ async fn hundred_mib_round_trip_streams_in_little_memory() {
     let toml = docker_config_toml(&data, &image).replace("memory_mib = 1024", "memory_mib = 2048");
     std::fs::write(&config, toml).expect("config");
     let config_arg = config.to_string_lossy().to_string();
-    let server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]);
+    let server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]).await;
     let out = run_cli(
         &data,
         &["--config", &config_arg, "token", "create", "admin"],

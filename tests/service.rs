@@ -58,8 +58,8 @@ fn doctor_fails_with_a_fix_when_docker_is_unreachable() {
     );
 }
 
-#[test]
-fn serve_tells_systemd_it_is_ready() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_tells_systemd_it_is_ready() {
     let dir = tempfile::tempdir().expect("tmp");
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
@@ -67,7 +67,7 @@ fn serve_tells_systemd_it_is_ready() {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     let notify = socket_path.to_string_lossy().to_string();
-    let server = ServerProcess::spawn(dir.path(), &[], &[("NOTIFY_SOCKET", &notify)]);
+    let server = ServerProcess::spawn(dir.path(), &[], &[("NOTIFY_SOCKET", &notify)]).await;
     let mut buf = [0u8; 256];
     let n = socket.recv(&mut buf).expect("a notification from notebox");
     let message = String::from_utf8_lossy(&buf[..n]);

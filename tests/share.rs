@@ -438,8 +438,27 @@ async fn hostile_notebook_runs_no_script_in_chromium() {
     ] {
         browser.goto(&path).await;
         browser.wait_page_text(text, Duration::from_secs(15)).await;
-        // Give lazy iframes and image errors a moment to fire, then look.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Look once the page has loaded and every image has loaded or failed (an onerror
+        // has had its chance). The output iframes are sandboxed without scripts: nothing in
+        // them can run, lazily loaded or not.
+        browser
+            .wait(
+                "the page, its images and its iframes to finish loading",
+                Duration::from_secs(15),
+                || async {
+                    let done = browser
+                        .client
+                        .execute(
+                            "return document.readyState === 'complete' \
+                             && Array.from(document.images).every(i => i.complete)",
+                            vec![],
+                        )
+                        .await
+                        .ok()?;
+                    (done == serde_json::Value::Bool(true)).then_some(())
+                },
+            )
+            .await;
         let verdict = browser
             .client
             .execute(

@@ -170,3 +170,360 @@ pub fn queue_positions(
         .map(|(i, (id, _))| (id, i + 1))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::notebooks::{self as nq, NewNotebook};
+    use crate::db::{gpus as gq, users, Db};
+
+    fn gpus(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("GPU-{i}")).collect()
+    }
+
+    fn user(db: &Db, name: &str) -> i64 {
+        db.with_conn(|c| users::insert(c, name, "hash", false))
+            .expect("insert user")
+            .expect("new user")
+            .id
+    }
+
+    /// A stopped notebook asking for `gpu_count` GPUs. Ids sort in creation order, as the
+    /// queue breaks ties (same second) by id.
+    fn notebook(db: &Db, id: &str, owner_id: i64, gpu_count: i64) {
+        db.with_conn(|c| {
+            nq::insert(
+                c,
+                &NewNotebook {
+                    id,
+                    owner_id,
+                    name: id,
+                    image_id: Some("test"),
+                    image: "test:1",
+                    launcher: crate::model::Launcher::JupyterLab,
+                    command: &[],
+                    machine_id: "gpu",
+                    cpus: 1.0,
+                    memory_mib: 1024,
+                    gpu_count,
+                    jupyter_token: "t",
+                    auto_shutdown_secs: None,
+                    forked_from: None,
+                    desired_state: crate::model::DesiredState::Stopped,
+                    state: crate::model::NotebookState::Stopped,
+                    state_detail: "",
+                },
+            )
+        })
+        .expect("insert notebook");
+    }
+
+    /// Places a notebook the way the runtime does: in one transaction, committed only when
+    /// it was not refused.
+    fn place_in(
+        db: &Db,
+        id: &str,
+        owner_id: i64,
+        gpu_count: i64,
+        user_limit: i64,
+        queue: bool,
+        all: &[String],
+    ) -> Result<Placement, Refusal> {
+        db.with_conn(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let placed = place(
+                &tx,
+                &PlacementRequest {
+                    notebook_id: id,
+                    owner_id,
+                    gpu_count,
+                    user_limit,
+                    queue,
+                    gpus: all,
+                },
+            )?;
+            if placed.is_ok() {
+                tx.commit()?;
+            }
+            Ok(placed)
+        })
+        .expect("place")
+    }
+
+    fn state(db: &Db, id: &str) -> crate::model::NotebookState {
+        db.with_conn(|c| nq::by_id(c, id))
+            .expect("by_id")
+            .expect("row")
+            .state
+    }
+
+    fn held_by(db: &Db, id: &str) -> Vec<String> {
+        db.with_conn(|c| gq::of_notebook(c, id))
+            .expect("of_notebook")
+    }
+
+    /// Stops a notebook as the runtime does (which frees its GPUs).
+    fn stop(db: &Db, id: &str) {
+        let moved = db
+            .with_conn(|c| {
+                nq::transition(
+                    c,
+                    id,
+                    &[
+                        crate::model::NotebookState::Starting,
+                        crate::model::NotebookState::Running,
+                        crate::model::NotebookState::Queued,
+                    ],
+                    crate::model::NotebookState::Stopped,
+                    "",
+                    Some(crate::model::DesiredState::Stopped),
+                )
+            })
+            .expect("transition");
+        assert!(moved, "{id} was stopped");
+    }
+
+    #[test]
+    fn places_on_free_gpus_and_never_gives_one_twice() {
+        let (_dir, db) = crate::db::test_db();
+        let all = gpus(4);
+        let alice = user(&db, "alice");
+        let bob = user(&db, "bob");
+        notebook(&db, "nb-1", alice, 2);
+        notebook(&db, "nb-2", bob, 2);
+        let Ok(Placement::Starting(a)) = place_in(&db, "nb-1", alice, 2, 8, true, &all) else {
+            panic!("nb-1 starts");
+        };
+        let Ok(Placement::Starting(b)) = place_in(&db, "nb-2", bob, 2, 8, true, &all) else {
+            panic!("nb-2 starts");
+        };
+        assert_eq!(a.len(), 2);
+        assert_eq!(b.len(), 2);
+        let mut both: Vec<&String> = a.iter().chain(b.iter()).collect();
+        both.sort();
+        both.dedup();
+        assert_eq!(both.len(), 4, "disjoint: {a:?} {b:?}");
+        assert_eq!(held_by(&db, "nb-1"), a);
+        assert_eq!(held_by(&db, "nb-2"), b);
+        assert_eq!(state(&db, "nb-1"), crate::model::NotebookState::Starting);
+        assert_eq!(state(&db, "nb-2"), crate::model::NotebookState::Starting);
+
+        // The database itself refuses a second holder of a GPU.
+        let twice = db.with_conn(|c| gq::insert(c, &a[0], "nb-2"));
+        assert!(twice.is_err(), "a GPU given twice was accepted");
+    }
+
+    #[test]
+    fn a_cpu_notebook_starts_without_gpus() {
+        let (_dir, db) = crate::db::test_db();
+        let alice = user(&db, "alice");
+        notebook(&db, "cpu", alice, 0);
+        assert_eq!(
+            place_in(&db, "cpu", alice, 0, 0, false, &[]),
+            Ok(Placement::Starting(Vec::new()))
+        );
+        assert_eq!(state(&db, "cpu"), crate::model::NotebookState::Starting);
+    }
+
+    #[test]
+    fn busy_gpus_queue_in_order_and_stopping_one_admits_the_next() {
+        let (_dir, db) = crate::db::test_db();
+        let all = gpus(2);
+        let alice = user(&db, "alice");
+        let bob = user(&db, "bob");
+        for (id, owner) in [
+            ("nb-1", alice),
+            ("nb-2", bob),
+            ("nb-3", alice),
+            ("nb-4", bob),
+        ] {
+            notebook(&db, id, owner, 1);
+        }
+        assert!(matches!(
+            place_in(&db, "nb-1", alice, 1, 8, true, &all),
+            Ok(Placement::Starting(_))
+        ));
+        assert!(matches!(
+            place_in(&db, "nb-2", bob, 1, 8, true, &all),
+            Ok(Placement::Starting(_))
+        ));
+        assert_eq!(
+            place_in(&db, "nb-3", alice, 1, 8, true, &all),
+            Ok(Placement::Queued { position: 1 })
+        );
+        assert_eq!(
+            place_in(&db, "nb-4", bob, 1, 8, true, &all),
+            Ok(Placement::Queued { position: 2 })
+        );
+        assert_eq!(state(&db, "nb-3"), crate::model::NotebookState::Queued);
+        assert!(held_by(&db, "nb-3").is_empty());
+        let positions = db.with_conn(|c| queue_positions(c)).expect("positions");
+        assert_eq!(positions.get("nb-3"), Some(&1));
+        assert_eq!(positions.get("nb-4"), Some(&2));
+        assert_eq!(positions.len(), 2);
+
+        // Nothing is free: a pass admits nobody.
+        let started = db.with_conn(|c| admit_queued(c, &all)).expect("admit");
+        assert!(started.is_empty(), "{started:?}");
+
+        // Stopping nb-1 frees its GPU: the first in the queue gets exactly that one.
+        let freed = held_by(&db, "nb-1");
+        stop(&db, "nb-1");
+        assert!(held_by(&db, "nb-1").is_empty());
+        let started = db.with_conn(|c| admit_queued(c, &all)).expect("admit");
+        assert_eq!(started, vec!["nb-3".to_string()]);
+        assert_eq!(held_by(&db, "nb-3"), freed);
+        assert_eq!(state(&db, "nb-3"), crate::model::NotebookState::Starting);
+        assert_eq!(state(&db, "nb-4"), crate::model::NotebookState::Queued);
+        let positions = db.with_conn(|c| queue_positions(c)).expect("positions");
+        assert_eq!(positions.get("nb-4"), Some(&1), "nb-4 moved up");
+
+        // A newcomer does not overtake the queue, even when a GPU is free.
+        stop(&db, "nb-2");
+        notebook(&db, "nb-5", alice, 1);
+        assert_eq!(
+            place_in(&db, "nb-5", alice, 1, 8, true, &all),
+            Ok(Placement::Queued { position: 2 })
+        );
+        let started = db.with_conn(|c| admit_queued(c, &all)).expect("admit");
+        assert_eq!(started, vec!["nb-4".to_string()]);
+        assert_eq!(state(&db, "nb-5"), crate::model::NotebookState::Queued);
+        let mut holders: Vec<String> = held_by(&db, "nb-3");
+        holders.extend(held_by(&db, "nb-4"));
+        holders.sort();
+        assert_eq!(holders, all, "each GPU held once");
+    }
+
+    #[test]
+    fn admission_frees_gpus_a_crash_left_held() {
+        let (_dir, db) = crate::db::test_db();
+        let all = gpus(1);
+        let alice = user(&db, "alice");
+        notebook(&db, "nb-1", alice, 1);
+        notebook(&db, "nb-2", alice, 1);
+        assert!(matches!(
+            place_in(&db, "nb-1", alice, 1, 8, true, &all),
+            Ok(Placement::Starting(_))
+        ));
+        assert_eq!(
+            place_in(&db, "nb-2", alice, 1, 8, true, &all),
+            Ok(Placement::Queued { position: 1 })
+        );
+        // As if a crash left nb-1 stopped but still holding its GPU.
+        db.with_conn(|c| {
+            c.execute(
+                "UPDATE notebooks SET state = 'stopped', desired_state = 'stopped' WHERE id = 'nb-1'",
+                [],
+            )?;
+            Ok(())
+        })
+        .expect("update");
+        assert_eq!(held_by(&db, "nb-1"), all);
+        let started = db.with_conn(|c| admit_queued(c, &all)).expect("admit");
+        assert_eq!(started, vec!["nb-2".to_string()]);
+        assert!(held_by(&db, "nb-1").is_empty());
+        assert_eq!(held_by(&db, "nb-2"), all);
+    }
+
+    #[test]
+    fn without_a_queue_busy_is_refused_and_nothing_changes() {
+        let (_dir, db) = crate::db::test_db();
+        let all = gpus(2);
+        let alice = user(&db, "alice");
+        let bob = user(&db, "bob");
+        notebook(&db, "big", alice, 2);
+        notebook(&db, "late", bob, 1);
+        assert!(matches!(
+            place_in(&db, "big", alice, 2, 8, false, &all),
+            Ok(Placement::Starting(_))
+        ));
+        let refused = place_in(&db, "late", bob, 1, 8, false, &all);
+        let Err(Refusal::Busy {
+            wanted,
+            free,
+            total,
+            holders,
+        }) = refused
+        else {
+            panic!("busy: {refused:?}");
+        };
+        assert_eq!((wanted, free, total), (1, 0, 2));
+        assert!(
+            holders.contains("alice") && holders.contains("big") && holders.contains("2 GPUs"),
+            "{holders}"
+        );
+        assert_eq!(state(&db, "late"), crate::model::NotebookState::Stopped);
+        assert!(held_by(&db, "late").is_empty());
+    }
+
+    #[test]
+    fn the_per_user_limit_counts_held_and_queued_gpus() {
+        let (_dir, db) = crate::db::test_db();
+        let all = gpus(4);
+        let alice = user(&db, "alice");
+        let bob = user(&db, "bob");
+        for id in ["a-1", "a-2", "a-3"] {
+            notebook(&db, id, alice, 2);
+        }
+        notebook(&db, "b-1", bob, 2);
+        notebook(&db, "b-2", bob, 2);
+        assert!(matches!(
+            place_in(&db, "a-1", alice, 2, 3, true, &all),
+            Ok(Placement::Starting(_))
+        ));
+        // 2 held + 2 more is over a limit of 3.
+        assert_eq!(
+            place_in(&db, "a-2", alice, 2, 3, true, &all),
+            Err(Refusal::OverLimit { limit: 3, held: 2 })
+        );
+        // Bob fills the GPUs; his next one queues, and queued GPUs count against him too.
+        assert!(matches!(
+            place_in(&db, "b-1", bob, 2, 4, true, &all),
+            Ok(Placement::Starting(_))
+        ));
+        notebook(&db, "b-3", bob, 1);
+        assert_eq!(
+            place_in(&db, "b-2", bob, 2, 4, true, &all),
+            Ok(Placement::Queued { position: 1 })
+        );
+        assert_eq!(
+            place_in(&db, "b-3", bob, 1, 4, true, &all),
+            Err(Refusal::OverLimit { limit: 4, held: 4 })
+        );
+        // Placing a notebook again does not count its own GPUs against its owner.
+        assert_eq!(
+            place_in(&db, "b-2", bob, 2, 4, true, &all),
+            Ok(Placement::Queued { position: 1 })
+        );
+        // Once stopped, they no longer count: a-3 is within a limit of 2 and waits behind b-2.
+        stop(&db, "a-1");
+        assert_eq!(
+            place_in(&db, "a-3", alice, 2, 2, true, &all),
+            Ok(Placement::Queued { position: 2 })
+        );
+    }
+
+    #[test]
+    fn more_gpus_than_the_workstation_has_are_refused() {
+        let (_dir, db) = crate::db::test_db();
+        let all = gpus(4);
+        let alice = user(&db, "alice");
+        notebook(&db, "huge", alice, 8);
+        assert_eq!(
+            place_in(&db, "huge", alice, 8, 100, true, &all),
+            Err(Refusal::TooMany {
+                wanted: 8,
+                total: 4
+            })
+        );
+        assert_eq!(state(&db, "huge"), crate::model::NotebookState::Stopped);
+        notebook(&db, "none-here", alice, 1);
+        assert_eq!(
+            place_in(&db, "none-here", alice, 1, 100, true, &[]),
+            Err(Refusal::TooMany {
+                wanted: 1,
+                total: 0
+            })
+        );
+    }
+}

@@ -196,6 +196,8 @@ pub struct Health {
     pub status: &'static str,
     pub version: &'static str,
     pub schema_version: i64,
+    /// Reconciler passes completed since start (tests wait for passes, not for time).
+    pub reconciler_passes: u64,
 }
 
 /// Every API error: `{"error": {"code", "message"}}`.

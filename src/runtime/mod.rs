@@ -11,6 +11,7 @@ pub mod spec;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, RwLock};
@@ -50,6 +51,9 @@ struct Inner {
     inflight: Mutex<HashSet<String>>,
     gpus: Telemetry,
     events: tokio::sync::broadcast::Sender<RuntimeEvent>,
+    /// Reconciler passes completed since start (shown by /healthz, so tests can wait for
+    /// passes instead of sleeping).
+    passes: AtomicU64,
 }
 
 impl Runtime {
@@ -66,6 +70,7 @@ impl Runtime {
                 inflight: Mutex::new(HashSet::new()),
                 gpus,
                 events: tokio::sync::broadcast::Sender::new(64),
+                passes: AtomicU64::new(0),
             }),
         }
     }
@@ -97,6 +102,11 @@ impl Runtime {
 
     pub fn instance(&self) -> &str {
         &self.inner.instance
+    }
+
+    /// How many reconciler passes have completed since start.
+    pub fn reconciler_passes(&self) -> u64 {
+        self.inner.passes.load(Ordering::Acquire)
     }
 
     /// Asks the reconciler to look again soon.

@@ -124,6 +124,9 @@ impl Runtime {
         let interval = self.config().notebooks.reconcile_interval;
         loop {
             self.reconcile_all().await;
+            self.inner
+                .passes
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(interval) => {}

@@ -19,6 +19,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub accounts: Accounts,
+    /// The shared core (health reads its reconciler pass count).
+    pub runtime: crate::runtime::Runtime,
     pub notebooks: crate::runtime::Notebooks,
     pub shares: crate::share::Shares,
     pub gpu_map: crate::runtime::GpuMap,

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -110,26 +110,29 @@ impl Driver {
 
     /// Polls `GET /status` until chromedriver says it is ready.
     async fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
         let http = reqwest::Client::new();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!(
-                    "chromedriver exited with {status}: {}",
-                    self.log_tail()
-                ));
-            }
-            if let Ok(r) = http.get(format!("{}/status", self.url)).send().await {
-                if let Ok(v) = r.json::<serde_json::Value>().await {
-                    if v["value"]["ready"] == true {
-                        return Ok(());
-                    }
+        let url = self.url.clone();
+        let child = &mut self.child;
+        let answer = common::try_wait_for(timeout, || {
+            let exited = child.try_wait().ok().flatten();
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                if let Some(status) = exited {
+                    return Some(Err(status));
                 }
+                let r = http.get(format!("{url}/status")).send().await.ok()?;
+                let v = r.json::<serde_json::Value>().await.ok()?;
+                (v["value"]["ready"] == true).then_some(Ok(()))
             }
-            if Instant::now() > deadline {
-                return Err(format!("no answer on {} after {timeout:?}", self.url));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+        match answer {
+            Some(Ok(())) => Ok(()),
+            Some(Err(status)) => Err(format!(
+                "chromedriver exited with {status}: {}",
+                self.log_tail()
+            )),
+            None => Err(format!("no answer on {} after {timeout:?}", self.url)),
         }
     }
 
@@ -291,28 +294,22 @@ impl Browser {
         }
     }
 
-    /// Polls `check` (every 100 ms) until it returns Some, or panics after `timeout` with
-    /// what the page showed then.
-    pub async fn wait<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
+    /// Polls `check` (see `common::wait_for`) until it returns Some, or panics after
+    /// `timeout` with what the page showed then.
+    pub async fn wait<T, F, Fut>(&self, what: &str, timeout: Duration, check: F) -> T
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Option<T>>,
     {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = check().await {
-                return v;
-            }
-            if Instant::now() > deadline {
-                let path = self.path().await;
-                let text = self.page_text().await;
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}\n\
-                     page {path} shows:\n{text}"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(v) = common::try_wait_for(timeout, check).await {
+            return v;
         }
+        let path = self.path().await;
+        let text = self.page_text().await;
+        panic!(
+            "timed out after {timeout:?} waiting for {what}\n\
+             page {path} shows:\n{text}"
+        );
     }
 
     /// The first element matching `css` that is displayed, if any (no waiting).
@@ -685,26 +682,5 @@ fn string_list(v: Result<serde_json::Value, fantoccini::error::CmdError>) -> Vec
             })
             .unwrap_or_default(),
         Err(e) => vec![format!("(cannot read it from the page: {e})")],
-    }
-}
-
-impl Browser {
-    /// Polls `check` (every 100 ms) until it returns Some, or returns None after `timeout`
-    /// (`wait` without the panic, for what a test can recover from).
-    pub async fn wait_for<T, F, Fut>(&self, timeout: Duration, mut check: F) -> Option<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Option<T>>,
-    {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(v) = check().await {
-                return Some(v);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 }

@@ -11,8 +11,12 @@ use notebox::Config;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_notebox");
 
-/// Polls `check` until it returns Some or the deadline passes.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+/// How often `wait_for` looks again.
+const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// The test kit's one polling loop: runs `check` until it returns Some, or returns None
+/// once `timeout` has passed without it (for callers that report a timeout themselves).
+pub async fn try_wait_for<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -20,13 +24,51 @@ where
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = check().await {
-            return v;
+            return Some(v);
         }
         if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            return None;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(POLL_EVERY).await;
     }
+}
+
+/// Polls `check` until it returns Some; panics naming `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    match try_wait_for(timeout, check).await {
+        Some(v) => v,
+        None => panic!("timed out after {timeout:?} waiting for {what}"),
+    }
+}
+
+/// How many reconciler passes the notebox at `base_url` has completed (from /healthz).
+pub async fn reconciler_passes(base_url: &str) -> u64 {
+    let health: serde_json::Value = reqwest::get(format!("{base_url}/healthz"))
+        .await
+        .expect("GET /healthz")
+        .json()
+        .await
+        .expect("healthz JSON");
+    health["reconciler_passes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no reconciler_passes in /healthz: {health}"))
+}
+
+/// Waits until the reconciler has completed `n` more passes. The first of them may have
+/// begun before this call, so `n` passes guarantee `n - 1` whole passes after it: to check
+/// that something did NOT happen after an action, wait for a few (3) passes, then look.
+pub async fn wait_reconciler_passes(base_url: &str, n: u64) {
+    let target = reconciler_passes(base_url).await + n;
+    wait_for(
+        &format!("{n} reconciler passes"),
+        Duration::from_secs(30),
+        || async { (reconciler_passes(base_url).await >= target).then_some(()) },
+    )
+    .await
 }
 
 /// A config for tests: everything default but the data dir.
@@ -38,17 +80,27 @@ pub fn test_config(data_dir: &Path) -> Config {
     c
 }
 
-/// notebox running inside the test process.
+/// notebox running inside the test process, on a thread and Tokio runtime of its own: when
+/// that runtime is shut down, every task of the server (its reconciler and the Docker
+/// operations the reconciler started) has ended, whatever the test's runtime is doing.
 pub struct TestServer {
     pub url: String,
     pub dir: tempfile::TempDir,
     pub config: Config,
+    /// Asks `notebox::run` to shut down gracefully.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// Tears the server's runtime down at once (dropped test: no graceful shutdown needed).
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Closed once the server's runtime is shut down (or its thread panicked).
+    done: std::sync::mpsc::Receiver<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
     /// Containers are removed when the server is dropped, unless it was stopped to be
     /// started again on the same data.
     cleanup: bool,
 }
+
+/// How long a server's runtime may take to end its tasks when shut down.
+const SERVER_SHUTDOWN: Duration = Duration::from_secs(10);
 
 impl TestServer {
     pub async fn start() -> TestServer {
@@ -66,22 +118,43 @@ impl TestServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done) = std::sync::mpsc::channel::<()>();
         let c = config.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = notebox::run(c, listener, async {
-                let _ = stopped.await;
+        let thread = std::thread::Builder::new()
+            .name("notebox-test-server".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("server runtime");
+                rt.block_on(async move {
+                    let run = notebox::run(c, listener, async {
+                        let _ = stopped.await;
+                    });
+                    tokio::select! {
+                        r = run => {
+                            if let Err(e) = r {
+                                panic!("notebox::run failed: {e}");
+                            }
+                        }
+                        _ = killed => {}
+                    }
+                });
+                // Ends every task still running (operations the reconciler started).
+                rt.shutdown_timeout(SERVER_SHUTDOWN);
+                drop(done_tx);
             })
-            .await
-            {
-                panic!("notebox::run failed: {e}");
-            }
-        });
+            .expect("server thread");
         let server = TestServer {
             url,
             dir,
             config,
             stop: Some(stop),
-            task: Some(task),
+            kill: Some(kill),
+            done,
+            thread: Some(thread),
             cleanup: true,
         };
         server.wait_healthy().await;
@@ -89,21 +162,7 @@ impl TestServer {
     }
 
     async fn wait_healthy(&self) {
-        let url = format!("{}/healthz", self.url);
-        wait_for(
-            "notebox to answer /healthz",
-            Duration::from_secs(30),
-            || {
-                let url = url.clone();
-                async move {
-                    match reqwest::get(&url).await {
-                        Ok(r) if r.status() == 200 => Some(()),
-                        _ => None,
-                    }
-                }
-            },
-        )
-        .await
+        wait_healthy(&self.url).await
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -122,32 +181,129 @@ impl TestServer {
         run_cli(self.data_dir(), args, stdin)
     }
 
+    /// Blocks until the server's thread has ended: its runtime, and with it every task of
+    /// the server, is gone. Bounded; says so when the server did not end in time.
+    fn join(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let limit = SERVER_SHUTDOWN + Duration::from_secs(20);
+        match self.done.recv_timeout(limit) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                eprintln!(
+                    "notebox test server at {} did not end within {limit:?}",
+                    self.url
+                );
+            }
+            _ => {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// Stops the server gracefully, keeping its data and containers (to start it again).
     pub async fn stop(mut self) -> (tempfile::TempDir, Config) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
         self.cleanup = false;
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tmp"));
-        (dir, self.config.clone())
+        let config = self.config.clone();
+        // Joins on a blocking thread; `self`'s drop then has nothing left to wait for.
+        tokio::task::spawn_blocking(move || self.join())
+            .await
+            .expect("join the server");
+        (dir, config)
     }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
         }
+        // Once the server's runtime is gone nothing of it can ask Docker for a container
+        // any more: a sweep then finds everything it made, but for a create Docker had
+        // already received. Those notebooks are marked in the database (creating, no
+        // container yet): wait (bounded) for their containers to land, then sweep again.
+        self.join();
         if self.cleanup {
-            remove_containers_of(&self.config.data_dir);
-            // A container create already sent to Docker can land just after the first
-            // pass (the reconciler stops with the test's runtime): look once more.
-            std::thread::sleep(Duration::from_secs(1));
-            remove_containers_of(&self.config.data_dir);
+            let data_dir = self.config.data_dir.clone();
+            remove_containers_of(&data_dir);
+            let pending = creates_maybe_in_flight(&data_dir);
+            if !pending.is_empty() {
+                // Drop may run inside the test's runtime: wait on a runtime of its own.
+                let _ = std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(try_wait_for(Duration::from_secs(3), || async {
+                        pending
+                            .iter()
+                            .all(|name| container_exists(name))
+                            .then_some(())
+                    }));
+                    remove_containers_of(&data_dir);
+                })
+                .join();
+            }
         }
     }
+}
+
+/// Containers whose create may have been in flight when a server stopped: notebooks that
+/// were creating their container and have none recorded (by container name).
+fn creates_maybe_in_flight(data_dir: &Path) -> Vec<String> {
+    let Ok(conn) = rusqlite::Connection::open(data_dir.join("notebox.db")) else {
+        return Vec::new();
+    };
+    let Ok(instance) = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'instance_id'",
+        [],
+        |r| r.get::<_, String>(0),
+    ) else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare(
+        "SELECT id FROM notebooks WHERE state = 'starting'
+           AND state_detail = 'Creating the container' AND container_id IS NULL",
+    ) else {
+        return Vec::new();
+    };
+    let prefix = &instance[..instance.len().min(8)];
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .map(|rows| {
+            rows.filter_map(Result::ok)
+                .map(|id| format!("notebox-{prefix}-{id}"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn container_exists(name: &str) -> bool {
+    Command::new("docker")
+        .args(["container", "inspect", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Waits until /healthz at `base_url` answers 200 (the database is open and migrated).
+pub async fn wait_healthy(base_url: &str) {
+    let url = format!("{base_url}/healthz");
+    wait_for(
+        &format!("notebox at {base_url} to answer /healthz"),
+        Duration::from_secs(30),
+        || async {
+            match reqwest::get(&url).await {
+                Ok(r) if r.status() == 200 => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await
 }
 
 pub struct CliOutput {
@@ -191,8 +347,9 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `notebox serve` in `cwd` with extra env vars; returns once it printed its URL.
-    pub fn spawn(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+    /// Starts `notebox serve` in `cwd` with extra env vars; returns once it printed its URL
+    /// and answers /healthz.
+    pub async fn spawn(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let stderr_log = cwd.join(format!("notebox-stderr-{}.log", std::process::id()));
         let log = std::fs::File::create(&stderr_log).expect("log file");
         let mut cmd = Command::new(BIN);
@@ -226,31 +383,21 @@ impl ServerProcess {
             url,
             stderr_log,
         };
-        server.wait_healthy();
-        server
-    }
-
-    /// Blocks until /healthz answers 200 (the database is open and migrated).
-    fn wait_healthy(&self) {
-        use std::io::Read;
-        let addr = self.url.trim_start_matches("http://").to_string();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
-                let _ = s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n");
-                let mut buf = String::new();
-                let _ = s.read_to_string(&mut buf);
-                if buf.starts_with("HTTP/1.1 200") || buf.starts_with("HTTP/1.0 200") {
-                    return;
-                }
+        let healthy = try_wait_for(Duration::from_secs(30), || async {
+            match reqwest::get(format!("{}/healthz", server.url)).await {
+                Ok(r) if r.status() == 200 => Some(()),
+                _ => None,
             }
-            std::thread::sleep(Duration::from_millis(100));
+        })
+        .await;
+        if healthy.is_none() {
+            panic!(
+                "notebox at {} never became healthy:\n{}",
+                server.url,
+                server.stderr()
+            );
         }
-        panic!(
-            "notebox at {} never became healthy:\n{}",
-            self.url,
-            self.stderr()
-        );
+        server
     }
 
     pub fn stderr(&self) -> String {

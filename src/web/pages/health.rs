@@ -3,7 +3,8 @@ use actix_web::{web, HttpResponse};
 use crate::error::ApiError;
 use crate::web::AppState;
 
-/// `200 {"status":"ok"}` once the database answers.
+/// `200 {"status":"ok"}` once the database answers; also how many reconciler passes have
+/// completed (tests wait for passes rather than sleep).
 pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let version = state
         .db
@@ -15,5 +16,6 @@ pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
             status: "ok",
             version: env!("CARGO_PKG_VERSION"),
             schema_version: version,
+            reconciler_passes: state.runtime.reconciler_passes(),
         }))
 }
