@@ -721,8 +721,10 @@ gpus = 0
 
     #[test]
     fn bad_values_name_the_key() {
-        let mut c = Config::default();
-        c.listen = "nonsense".into();
+        let c = Config {
+            listen: "nonsense".into(),
+            ..Config::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("`listen`"));
         let e = Config::from_toml(
             "[notebooks]\ndefault_auto_shutdown = \"3h\"\n",
