@@ -5,6 +5,7 @@ use rand::rand_core::UnwrapErr;
 use rand::rngs::SysRng;
 use rand::{Rng, RngExt};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// The operating system's generator; like rand 0.8's `OsRng`, it panics if the kernel
 /// cannot supply randomness (there is nothing safe to fall back to).
@@ -26,12 +27,9 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// Compares two strings in time that does not depend on where they differ.
+/// (The length is not secret: unequal lengths return early.)
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// A password people can type: 20 characters without look-alikes (~114 bits).
