@@ -725,8 +725,10 @@ gpus = 0
 
     #[test]
     fn bad_values_name_the_key() {
-        let mut c = Config::default();
-        c.listen = "nonsense".into();
+        let c = Config {
+            listen: "nonsense".into(),
+            ..Config::default()
+        };
         assert!(c.validate().unwrap_err().to_string().contains("`listen`"));
         let mut c = Config::default();
         c.notebooks.default_auto_shutdown = "3h".into();

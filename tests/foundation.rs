@@ -53,10 +53,10 @@ async fn member_logs_in_with_csrf_and_is_greeted() {
     let c = client();
     let wrong = login(&c, &server.url, "alice", "not-her-password").await;
     assert_eq!(wrong.status(), 401);
-    assert!(wrong.headers().get("set-cookie").map_or(true, |v| !v
-        .to_str()
-        .unwrap_or("")
-        .contains("notebox_session")));
+    assert!(wrong
+        .headers()
+        .get("set-cookie")
+        .is_none_or(|v| !v.to_str().unwrap_or("").contains("notebox_session")));
     assert!(wrong
         .text()
         .await

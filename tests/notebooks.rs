@@ -56,9 +56,7 @@ async fn notebook_runs_hardened_and_jupyter_answers() {
     assert_eq!(hc["Memory"].as_i64(), Some(1024 * 1024 * 1024));
     assert_eq!(hc["Privileged"], json!(false));
     assert!(
-        hc["PortBindings"]
-            .as_object()
-            .map_or(true, |p| p.is_empty()),
+        hc["PortBindings"].as_object().is_none_or(|p| p.is_empty()),
         "no published port: {}",
         hc["PortBindings"]
     );

@@ -93,7 +93,9 @@ pub fn reserve_attempt(
     let count = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<(i64, Option<i64>), DbError> {
         Ok(tx.query_row(sql, args, |r| Ok((r.get(0)?, r.get(1)?)))?)
     };
-    let checks: [(&'static str, (i64, Option<i64>), i64); 3] = [
+    /// What is limited, (failures, oldest failure), the limit.
+    type Check = (&'static str, (i64, Option<i64>), i64);
+    let checks: [Check; 3] = [
         (
             "for this account from your address",
             count(

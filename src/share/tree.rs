@@ -153,7 +153,7 @@ impl MemberTree {
         Ok(OpenedFile {
             file: File::from(fd),
             size: stat.st_size.max(0) as u64,
-            modified: stat.st_mtime as i64,
+            modified: stat.st_mtime,
         })
     }
 
@@ -209,7 +209,7 @@ impl MemberTree {
                     format!("{prefix}/{name}")
                 };
                 match FileType::from_raw_mode(stat.st_mode) {
-                    FileType::Directory if depth + 1 <= MAX_WALK_DEPTH => {
+                    FileType::Directory if depth < MAX_WALK_DEPTH => {
                         pending.push((dir.clone(), Some(name.to_string()), path, depth + 1));
                     }
                     FileType::Directory => {
@@ -221,7 +221,7 @@ impl MemberTree {
                         listing.files.push(TreeFile {
                             path,
                             size: stat.st_size.max(0) as u64,
-                            modified: stat.st_mtime as i64,
+                            modified: stat.st_mtime,
                         });
                         if listing.files.len() >= MAX_LISTED_FILES {
                             listing.truncated = Some(format!(

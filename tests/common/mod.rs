@@ -31,11 +31,12 @@ where
 
 /// A config for tests: everything default but the data dir.
 pub fn test_config(data_dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.data_dir = data_dir.to_path_buf();
-    c.listen = "127.0.0.1:0".into();
-    c.source = "test".into();
-    c
+    Config {
+        data_dir: data_dir.to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        source: "test".into(),
+        ..Config::default()
+    }
 }
 
 /// notebox running inside the test process.
