@@ -858,11 +858,9 @@ async fn ws_connect(target: &Target, opts: &Opts) -> Result<Ws, String> {
         "sec-websocket-protocol",
         HeaderValue::from_static(SUBPROTOCOL),
     );
-    let config = WebSocketConfig {
-        max_message_size: Some(64 << 20),
-        max_frame_size: Some(64 << 20),
-        ..Default::default()
-    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
     let (ws, response) = timeout(
         Duration::from_secs(10),
         tokio_tungstenite::connect_async_with_config(request, Some(config), true),
@@ -929,7 +927,7 @@ async fn ws_round_trips(target: &Target, opts: &Opts, size: usize, n: usize) -> 
         let message = &messages[i % messages.len()];
         let t0 = Instant::now();
         let r = timeout(Duration::from_secs(5), async {
-            ws.send(Message::Text(message.clone()))
+            ws.send(Message::Text(message.into()))
                 .await
                 .map_err(|e| format!("send: {e}"))?;
             loop {
@@ -1052,7 +1050,7 @@ async fn ws_sessions(target: &Target, opts: &Opts) -> Sessions {
             let writer = tokio::spawn(async move {
                 let mut sent = 0u64;
                 for i in 0..m {
-                    if tx.feed(Message::Text(numbered(s, i))).await.is_err() {
+                    if tx.feed(Message::Text(numbered(s, i).into())).await.is_err() {
                         break;
                     }
                     sent += 1;

@@ -1,8 +1,6 @@
 //! Running under systemd (Type=notify): say READY once the database is open and the
 //! listener bound, and ping the watchdog only while the database answers.
 
-use std::time::Duration;
-
 use crate::db::Db;
 
 /// Makes the allocator give big blocks back to the system when they are freed. Each login
@@ -22,24 +20,24 @@ pub fn return_big_allocations_to_the_system() {
 
 /// Tells systemd the service is ready. A no-op outside systemd.
 pub fn notify_ready() {
-    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::debug!(error = %e, "sd_notify READY failed");
     }
 }
 
 pub fn notify_stopping() {
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
 }
 
 /// Pings systemd's watchdog at half its interval while a trivial query succeeds in time;
 /// a wedged database stops the pings and systemd restarts the service. Returns at once
 /// when no watchdog is configured.
 pub async fn watchdog(db: Db) {
-    let mut usec = 0u64;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return;
-    }
-    let every = Duration::from_micros(usec / 2);
+    let interval = match sd_notify::watchdog_enabled() {
+        Some(interval) if !interval.is_zero() => interval,
+        _ => return,
+    };
+    let every = interval / 2;
     tracing::info!(
         interval_ms = every.as_millis() as u64,
         "systemd watchdog enabled"
@@ -49,7 +47,7 @@ pub async fn watchdog(db: Db) {
         let probe = db.call(|c| crate::db::ping(c));
         match tokio::time::timeout(every, probe).await {
             Ok(Ok(())) => {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
             other => {
                 tracing::error!(result = ?other.map(|r| r.map_err(|e| e.to_string())), "database check failed; not pinging the watchdog")

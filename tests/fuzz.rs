@@ -1855,7 +1855,7 @@ memory_mib = 1024
             stopped_early = true;
             break;
         }
-        if sent % 100 == 0 && sent > 0 {
+        if sent.is_multiple_of(100) && sent > 0 {
             keep_identities(&base, &data, &config, &mut fx).await;
         }
         let r = render(&case, &fx);

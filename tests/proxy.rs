@@ -46,11 +46,9 @@ async fn execute(ws_url: &str, headers: &[(&'static str, String)], code: &str) -
             .headers_mut()
             .insert(*k, v.parse().expect("header value"));
     }
-    let config = WebSocketConfig {
-        max_message_size: Some(256 << 20),
-        max_frame_size: Some(256 << 20),
-        ..Default::default()
-    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(256 << 20))
+        .max_frame_size(Some(256 << 20));
     let (mut socket, _) =
         tokio_tungstenite::connect_async_with_config(request, Some(config), false)
             .await
@@ -62,7 +60,7 @@ async fn execute(ws_url: &str, headers: &[(&'static str, String)], code: &str) -
         "content": {"code": code, "silent": false, "store_history": false, "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
     });
     socket
-        .send(Message::Text(request.to_string()))
+        .send(Message::Text(request.to_string().into()))
         .await
         .expect("send");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -276,11 +274,9 @@ async fn websocket_relays_large_fragmented_and_control_frames() {
         "sec-websocket-protocol",
         "v1.kernel.websocket.jupyter.org".parse().expect("h"),
     );
-    let config = WebSocketConfig {
-        max_message_size: Some(256 << 20),
-        max_frame_size: Some(256 << 20),
-        ..Default::default()
-    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(256 << 20))
+        .max_frame_size(Some(256 << 20));
     let (mut socket, response) =
         tokio_tungstenite::connect_async_with_config(request, Some(config), false)
             .await
@@ -294,17 +290,21 @@ async fn websocket_relays_large_fragmented_and_control_frames() {
     // 64 MiB binary and text messages, both ways.
     let big: Vec<u8> = (0..(64usize << 20)).map(|i| (i % 251) as u8).collect();
     socket
-        .send(Message::Binary(big.clone()))
+        .send(Message::Binary(big.clone().into()))
         .await
         .expect("send binary");
     let back = recv_data(&mut socket).await;
-    assert_eq!(back, Message::Binary(big), "64 MiB binary echoed intact");
+    assert_eq!(
+        back,
+        Message::Binary(big.into()),
+        "64 MiB binary echoed intact"
+    );
     let text = "x".repeat(64 << 20);
     socket
-        .send(Message::Text(text.clone()))
+        .send(Message::Text(text.clone().into()))
         .await
         .expect("send text");
-    assert_eq!(recv_data(&mut socket).await, Message::Text(text));
+    assert_eq!(recv_data(&mut socket).await, Message::Text(text.into()));
 
     // A fragmented message arrives whole.
     socket
@@ -339,17 +339,20 @@ async fn websocket_relays_large_fragmented_and_control_frames() {
     // 1000 ordered messages.
     for i in 0..1000 {
         socket
-            .send(Message::Text(format!("m{i}")))
+            .send(Message::Text(format!("m{i}").into()))
             .await
             .expect("send");
     }
     for i in 0..1000 {
-        assert_eq!(recv_data(&mut socket).await, Message::Text(format!("m{i}")));
+        assert_eq!(
+            recv_data(&mut socket).await,
+            Message::Text(format!("m{i}").into())
+        );
     }
 
     // Ping gets a pong (from upstream, through the proxy); close is answered.
     socket
-        .send(Message::Ping(b"are you there".to_vec()))
+        .send(Message::Ping(b"are you there".as_slice().into()))
         .await
         .expect("ping");
     let pong = loop {
@@ -362,7 +365,7 @@ async fn websocket_relays_large_fragmented_and_control_frames() {
             other => panic!("no pong: {other:?}"),
         }
     };
-    assert_eq!(pong, b"are you there");
+    assert_eq!(&pong[..], b"are you there");
     socket.close(None).await.expect("close");
 }
 

@@ -1,7 +1,8 @@
 //! Password hashing: argon2id, 19 MiB, t = 2 (OWASP's minimum). CPU-heavy: callers run it
 //! on a blocking thread.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 
 pub const MEMORY_KIB: u32 = 19 * 1024;
@@ -13,10 +14,10 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// A PHC string with a fresh 16-byte salt from the operating system.
 pub fn hash_password(password: &str) -> Result<String, String> {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
     hasher()
-        .hash_password(password.as_bytes(), &salt)
+        .hash_password(password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| format!("cannot hash password: {e}"))
 }
@@ -49,5 +50,15 @@ mod tests {
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("wrong", &h));
         assert!(!verify_password("x", "not a hash"));
+    }
+
+    /// Hashes already in databases must keep verifying: this one was made by argon2 0.5
+    /// (password-hash 0.5) before the move to 0.6.
+    #[test]
+    fn hashes_from_argon2_0_5_still_verify() {
+        let stored = "$argon2id$v=19$m=19456,t=2,p=1$8jZUcTfoChrW0T02UDaraA$\
+                      PQxbMvUSPinhPWCz1Oz2GtfrXueN2EqaT8pv6P/aG8U";
+        assert!(verify_password("correct horse battery staple", stored));
+        assert!(!verify_password("correct horse battery stapler", stored));
     }
 }

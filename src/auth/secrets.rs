@@ -1,13 +1,22 @@
 //! Random secrets and their stored form.
 
 use base64::Engine;
-use rand::RngCore;
+use rand::rand_core::UnwrapErr;
+use rand::rngs::SysRng;
+use rand::{Rng, RngExt};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// The operating system's generator; like rand 0.8's `OsRng`, it panics if the kernel
+/// cannot supply randomness (there is nothing safe to fall back to).
+fn os_rng() -> UnwrapErr<SysRng> {
+    UnwrapErr(SysRng)
+}
 
 /// A URL-safe random string of `bytes` random bytes (256 bits for 32).
 pub fn random_secret(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut buf);
+    os_rng().fill_bytes(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
@@ -18,20 +27,17 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// Compares two strings in time that does not depend on where they differ.
+/// (The length is not secret: unequal lengths return early.)
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// A password people can type: 20 characters without look-alikes (~114 bits).
 pub fn random_password() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut rng = rand::rngs::OsRng;
+    let mut rng = os_rng();
     (0..20)
-        .map(|_| ALPHABET[(rng.next_u32() as usize) % ALPHABET.len()] as char)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
         .collect()
 }
 
@@ -50,5 +56,15 @@ mod tests {
         assert!(!constant_time_eq("abc", "abd"));
         assert!(!constant_time_eq("abc", "ab"));
         assert_eq!(random_password().len(), 20);
+    }
+
+    /// Session ids and tokens are stored as this hex; it must not change across upgrades
+    /// (the value was produced with sha2 0.10 before the move to 0.11).
+    #[test]
+    fn stored_secret_hashes_are_stable() {
+        assert_eq!(
+            hash_secret("session-id-example"),
+            "db35ebb09ef71a2378e8f72589e8310d7ead53b379b6bbc265f410abd0c09270"
+        );
     }
 }

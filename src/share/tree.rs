@@ -153,7 +153,7 @@ impl MemberTree {
         Ok(OpenedFile {
             file: File::from(fd),
             size: stat.st_size.max(0) as u64,
-            modified: stat.st_mtime as i64,
+            modified: stat.st_mtime,
         })
     }
 
