@@ -609,6 +609,15 @@ impl Config {
         })
     }
 
+    /// The catalog's image ids, for messages ("choose one of scipy, pytorch").
+    pub fn image_ids(&self) -> String {
+        self.images
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn image(&self, id: &str) -> Option<&ImageSpec> {
         self.images.iter().find(|i| i.id == id)
     }

@@ -284,19 +284,7 @@ fn gpus(config: &Config, json: bool) -> Result<(), String> {
         let out = notebox::model::wire::Inventory {
             backend: inventory.backend(),
             reason: reason.clone(),
-            gpus: gpus
-                .iter()
-                .map(|g| notebox::model::wire::InventoryGpu {
-                    index: g.index,
-                    uuid: g.uuid.clone(),
-                    name: g.name.clone(),
-                    memory_total_mib: g.memory_total_mib,
-                    memory_used_mib: g.memory_used_mib,
-                    utilization_percent: g.utilization_percent,
-                    temperature_c: g.temperature_c,
-                    processes: g.processes.clone(),
-                })
-                .collect(),
+            gpus: gpus.clone(),
         };
         println!(
             "{}",

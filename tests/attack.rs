@@ -296,6 +296,21 @@ async fn spawn_server(dir: &Path, extra: &str) -> ServerProcess {
     .await
 }
 
+/// The member "member" of a server run as a child process, with an API client.
+fn add_member(server: &ServerProcess, data: &Path) -> Api {
+    let out = run_cli(
+        data,
+        &["user", "add", "member", "--password-stdin"],
+        Some("member-password\n"),
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let token = run_cli(data, &["token", "create", "member"], None)
+        .stdout
+        .trim()
+        .to_string();
+    Api::new(&server.url, &token)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_hammering_is_bounded_in_checks_and_memory() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -386,17 +401,7 @@ async fn anonymous_requests_stay_cheap_whatever_the_notebook_holds() {
     let tmp = tempfile::tempdir().expect("tmp");
     let server = spawn_server(tmp.path(), "").await;
     let data = tmp.path().join("data");
-    let out = run_cli(
-        &data,
-        &["user", "add", "member", "--password-stdin"],
-        Some("member-password\n"),
-    );
-    assert!(out.status.success(), "{}", out.stderr);
-    let token = run_cli(&data, &["token", "create", "member"], None)
-        .stdout
-        .trim()
-        .to_string();
-    let member = Api::new(&server.url, &token);
+    let member = add_member(&server, &data);
 
     // Three shared notebooks, each hostile in its own way.
     let mut shares = Vec::new();
@@ -508,17 +513,7 @@ async fn malformed_paths_get_4xx_and_share_tokens_stay_out_of_the_log() {
     let tmp = tempfile::tempdir().expect("tmp");
     let server = spawn_server(tmp.path(), "").await;
     let data = tmp.path().join("data");
-    let out = run_cli(
-        &data,
-        &["user", "add", "member", "--password-stdin"],
-        Some("member-password\n"),
-    );
-    assert!(out.status.success(), "{}", out.stderr);
-    let token = run_cli(&data, &["token", "create", "member"], None)
-        .stdout
-        .trim()
-        .to_string();
-    let member = Api::new(&server.url, &token);
+    let member = add_member(&server, &data);
     let id = member.create_notebook("logged").await;
     let (_, share) = member
         .post(

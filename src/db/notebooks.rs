@@ -278,6 +278,22 @@ pub fn set_container_ip(conn: &Connection, id: &str, ip: &str) -> Result<(), DbE
     Ok(())
 }
 
+/// Sets a state without the rules of `transition` (GPUs are not released): what a crash
+/// in the middle of a change leaves behind, for tests of the recovery.
+#[cfg(test)]
+pub fn force_state_for_tests(
+    conn: &Connection,
+    id: &str,
+    state: NotebookState,
+    desired: DesiredState,
+) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE notebooks SET state = ?2, desired_state = ?3 WHERE id = ?1",
+        params![id, state, desired],
+    )?;
+    Ok(())
+}
+
 /// What the proxy needs to route a request, in one small query.
 #[derive(Debug, Clone)]
 pub struct ProxyTarget {

@@ -411,11 +411,12 @@ mod tests {
         );
         // As if a crash left nb-1 stopped but still holding its GPU.
         db.with_conn(|c| {
-            c.execute(
-                "UPDATE notebooks SET state = 'stopped', desired_state = 'stopped' WHERE id = 'nb-1'",
-                [],
-            )?;
-            Ok(())
+            nq::force_state_for_tests(
+                c,
+                "nb-1",
+                crate::model::NotebookState::Stopped,
+                crate::model::DesiredState::Stopped,
+            )
         })
         .expect("update");
         assert_eq!(held_by(&db, "nb-1"), all);

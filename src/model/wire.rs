@@ -168,26 +168,13 @@ pub struct GpuList {
     pub sample_interval_seconds: f64,
 }
 
-/// A GPU as `notebox gpus --json` prints it (what the inventory sees, no holders).
-#[derive(Debug, Serialize)]
-pub struct InventoryGpu {
-    pub index: u32,
-    pub uuid: String,
-    pub name: String,
-    pub memory_total_mib: u64,
-    pub memory_used_mib: u64,
-    pub utilization_percent: Option<u32>,
-    pub temperature_c: Option<u32>,
-    pub processes: Vec<crate::gpu::GpuProcess>,
-}
-
 /// `notebox gpus --json`.
 #[derive(Debug, Serialize)]
 pub struct Inventory {
     pub backend: &'static str,
     /// Why the backend is what it is (e.g. NVML could not be loaded), when there is a reason.
     pub reason: Option<String>,
-    pub gpus: Vec<InventoryGpu>,
+    pub gpus: Vec<crate::gpu::GpuSample>,
 }
 
 /// `GET /healthz`.

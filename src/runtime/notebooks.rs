@@ -285,12 +285,7 @@ pub fn check_image_allowed(
     {
         return Ok(());
     }
-    let catalog_ids = config
-        .images
-        .iter()
-        .map(|i| i.id.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let catalog_ids = config.image_ids();
     if let Some(id) = row.image_id.as_deref() {
         if !config.notebooks.allow_custom_images {
             return Err(NotebookError::Invalid(format!(
@@ -352,12 +347,7 @@ impl Notebooks {
         let config = self.core.config();
         let name = validate_name(&req.name)?;
         let image_ref = req.image.trim();
-        let catalog_ids = config
-            .images
-            .iter()
-            .map(|i| i.id.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let catalog_ids = config.image_ids();
         let (image_id, image, launcher, command) = match config.image(image_ref) {
             Some(spec) => (Some(spec.id.clone()), spec.image.clone(), spec.launcher, spec.command.clone()),
             None if image_ref.is_empty() => {

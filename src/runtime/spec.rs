@@ -274,7 +274,7 @@ mod tests {
         let cmd = jupyter_command(
             Launcher::Command,
             &[
-                "jupyter-server".into(),
+                "my-jupyter".into(),
                 "--port={port}".into(),
                 "--ServerApp.base_url={base_url}".into(),
                 "--ServerApp.root_dir={root_dir}".into(),
@@ -284,7 +284,7 @@ mod tests {
         assert_eq!(
             cmd,
             vec![
-                "jupyter-server",
+                "my-jupyter",
                 "--port=8888",
                 "--ServerApp.base_url=/nb/x1/",
                 "--ServerApp.root_dir=/notebooks"

@@ -96,6 +96,15 @@ fn components(relative: &str) -> Option<Vec<&str>> {
     parts.iter().all(|p| allowed_name(p)).then_some(parts)
 }
 
+/// Gives what Notebox created to the container user.
+fn give_to(fd: impl AsFd, uid: u32, gid: u32) -> std::io::Result<()> {
+    Ok(rustix::fs::fchown(
+        fd,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )?)
+}
+
 fn open_dir_at(parent: impl AsFd, name: &str) -> std::io::Result<OwnedFd> {
     Ok(rustix::fs::openat(
         parent,
@@ -250,12 +259,7 @@ impl MemberTree {
             Mode::empty(),
         )
         .map_err(std::io::Error::from)?;
-        rustix::fs::fchown(
-            &dest_fd,
-            Some(rustix::fs::Uid::from_raw(uid)),
-            Some(rustix::fs::Gid::from_raw(gid)),
-        )
-        .map_err(std::io::Error::from)?;
+        give_to(&dest_fd, uid, gid)?;
         let mut copied = 0u64;
         // (source folder, destination folder, depth)
         let mut pending = vec![(self.root.try_clone()?, dest_fd, 0usize)];
@@ -283,12 +287,7 @@ impl MemberTree {
                         rustix::fs::mkdirat(to.as_fd(), name.as_str(), Mode::from_raw_mode(0o755))
                             .map_err(std::io::Error::from)?;
                         let sub_to = open_dir_at(to.as_fd(), &name)?;
-                        rustix::fs::fchown(
-                            &sub_to,
-                            Some(rustix::fs::Uid::from_raw(uid)),
-                            Some(rustix::fs::Gid::from_raw(gid)),
-                        )
-                        .map_err(std::io::Error::from)?;
+                        give_to(&sub_to, uid, gid)?;
                         pending.push((sub, sub_to, depth + 1));
                     }
                     FileType::RegularFile => {
@@ -315,12 +314,7 @@ impl MemberTree {
                             Mode::from_raw_mode(0o644),
                         )
                         .map_err(std::io::Error::from)?;
-                        rustix::fs::fchown(
-                            &out,
-                            Some(rustix::fs::Uid::from_raw(uid)),
-                            Some(rustix::fs::Gid::from_raw(gid)),
-                        )
-                        .map_err(std::io::Error::from)?;
+                        give_to(&out, uid, gid)?;
                         let (mut src, mut out) = (File::from(src), File::from(out));
                         copied += std::io::copy(&mut src, &mut out)?;
                     }
