@@ -158,7 +158,8 @@ impl NotebookState {
             (Stopped | Failed, Queued | Pulling | Starting) => true,
             (Queued, Pulling | Starting | Stopped) => true,
             (Pulling, Starting | Stopping | Stopped) => true,
-            (Starting, Running | Stopping | Stopped) => true,
+            // Starting → pulling: the image is missing and is being pulled.
+            (Starting, Pulling | Running | Stopping | Stopped) => true,
             (Running, Stopping | Stopped) => true,
             (Stopping, Stopped | Starting) => true,
             _ => false,
@@ -244,6 +245,7 @@ mod tests {
         assert!(!Stopped.holds_gpus() && !Failed.holds_gpus());
         assert!(Queued.is_transient() && !Running.is_transient() && !Stopped.is_transient());
         assert!(Stopped.can_become(Starting) && Running.can_become(Stopping));
+        assert!(Starting.can_become(Pulling) && Pulling.can_become(Starting));
         assert!(!Stopped.can_become(Running) && !Queued.can_become(Running));
         assert!(Starting.can_become(Failed) && !Failed.can_become(Failed));
     }
