@@ -370,7 +370,14 @@ async fn login_hammering_is_bounded_in_checks_and_memory() {
         "at most 5 checked, got {verified}: {statuses:?}"
     );
     assert_eq!(verified + refused, 60, "{statuses:?}");
-    // ... and now the right password is refused too: the account is throttled from here.
+    // Up to the limit of 5 checked failures (fewer may have been checked: the rest of
+    // the burst was refused as busy), then even the right password is refused.
+    for i in verified..5 {
+        assert_eq!(
+            attempt("target".into(), format!("wrong-again-{i}")).await,
+            401
+        );
+    }
     assert_eq!(
         attempt("target".into(), "target-password".into()).await,
         429
