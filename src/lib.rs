@@ -134,6 +134,7 @@ pub async fn run(
             .app_data(web::pages::json_config())
             .app_data(web::pages::query_config())
             .app_data(web::pages::path_config())
+            .wrap(from_fn(web::middleware::refuse_stray_upgrades))
             .wrap(from_fn(web::middleware::security_headers))
             .wrap(from_fn(web::middleware::log_requests))
             .configure(web::routes)

@@ -560,6 +560,25 @@ async fn malformed_paths_get_4xx_and_share_tokens_stay_out_of_the_log() {
         assert!((200..500).contains(&status), "{path}: {head}");
     }
 
+    // An upgrade request with a body to a form route is answered at once, without the
+    // client having to close its side (it used to hold the connection until then).
+    for path in ["/logout", "/login", "/api/v1/notebooks"] {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 5\r\n\r\nabcde"
+        )
+        .expect("write");
+        let mut buf = [0u8; 64];
+        let n = s
+            .read(&mut buf)
+            .expect("an answer while the connection is still open");
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(head.starts_with("HTTP/1.1 400"), "{path}: {head}");
+    }
+
     reqwest::get(format!("{}/s/{share_token}/", server.url))
         .await
         .expect("share page");

@@ -2026,5 +2026,21 @@ memory_mib = 1024
     if !panics.is_empty() {
         problems.push(format!("the server panicked:\n{}", panics.join("\n")));
     }
+    // A request must be answered without the client closing its side first (an upgrade
+    // request with a body used to hold its connection until the client gave up).
+    if !waited_for_eof.is_empty() {
+        problems.push(format!(
+            "{} requests were answered only after the client closed its side:\n{}",
+            waited_for_eof.len(),
+            waited_for_eof.join("\n")
+        ));
+    }
+    if !no_answers.is_empty() {
+        problems.push(format!(
+            "{} requests got no answer:\n{}",
+            no_answers.len(),
+            no_answers.join("\n")
+        ));
+    }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }

@@ -9,6 +9,25 @@ use actix_web::middleware::Next;
 
 pub use crate::http::PAGE_CSP;
 
+/// Answers a request that asks to switch protocols outside `/nb/` with 400 at once, without
+/// reading its body: actix-web reads an upgrade request's body to the end of the stream,
+/// so such a request to a form route (say, `POST /logout` with `Upgrade: websocket` and a
+/// body) was answered only when the client closed its side — a cheap way for a LAN client
+/// to hold connections open. Only the notebook proxy switches protocols.
+pub async fn refuse_stray_upgrades(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    if req.headers().contains_key(header::UPGRADE) && !req.path().starts_with("/nb/") {
+        let response = actix_web::HttpResponse::BadRequest()
+            .insert_header((header::CONNECTION, "close"))
+            .content_type("text/plain; charset=utf-8")
+            .body("Only notebook WebSockets (/nb/…) switch protocols here.\n");
+        return Ok(req.into_response(response));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
 /// Adds security headers to everything notebox itself answers. The Jupyter proxy (/nb/)
 /// passes Jupyter's own headers through untouched; a response that set its own policy
 /// (share pages) keeps it.
