@@ -145,14 +145,7 @@ async fn symlink_races_leak_nothing_from_outside_the_notebook() {
     let id = mallory.create_notebook("racy").await;
     let dir = server.data_dir().join("notebooks").join(&id);
     std::fs::create_dir_all(&dir).expect("notebook dir");
-    let (status, share) = mallory
-        .post(
-            &format!("/api/v1/notebooks/{id}/shares"),
-            json!({"visibility": "public"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{share}");
-    let token = share["token"].as_str().expect("token").to_string();
+    let token = mallory.share(&id, "public").await;
 
     let flipper = Flipper::start(&dir, server.data_dir());
     let anon = reqwest::Client::new();
@@ -434,14 +427,7 @@ async fn anonymous_requests_stay_cheap_whatever_the_notebook_holds() {
                     .expect("write");
             }
         }
-        let (status, share) = member
-            .post(
-                &format!("/api/v1/notebooks/{id}/shares"),
-                json!({"visibility": "public"}),
-            )
-            .await;
-        assert_eq!(status, 201, "{share}");
-        shares.push((name, share["token"].as_str().expect("token").to_string()));
+        shares.push((name, member.share(&id, "public").await));
     }
 
     let pid = server.child.id();
@@ -522,13 +508,7 @@ async fn malformed_paths_get_4xx_and_share_tokens_stay_out_of_the_log() {
     let data = tmp.path().join("data");
     let member = add_member(&server, &data);
     let id = member.create_notebook("logged").await;
-    let (_, share) = member
-        .post(
-            &format!("/api/v1/notebooks/{id}/shares"),
-            json!({"visibility": "link"}),
-        )
-        .await;
-    let share_token = share["token"].as_str().expect("token").to_string();
+    let share_token = member.share(&id, "link").await;
 
     let addr = server.url.trim_start_matches("http://").to_string();
     for path in [
@@ -814,13 +794,7 @@ async fn cross_user_tokens_are_refused_and_revocation_closes_live_websockets() {
 
     // 4. Disabling Carol: her sockets close within a second, her token stops at once on
     //    /api/ and /nb/, her link share is gone, her notebooks stop.
-    let (_, share) = carol
-        .post(
-            &format!("/api/v1/notebooks/{carol_nb}/shares"),
-            json!({"visibility": "link"}),
-        )
-        .await;
-    let share_token = share["token"].as_str().expect("share token").to_string();
+    let share_token = carol.share(&carol_nb, "link").await;
     let (_, me) = carol.get("/api/v1/me").await;
     let carol_id = me["id"].as_i64().expect("carol's id");
     let (carol_session, _) = browser_login(&server.url, "carol", "carol-password").await;
@@ -900,13 +874,7 @@ async fn start_and_fork_apply_the_catalog_rules_of_the_moment() {
         .await;
     assert_eq!(status, 201, "{nb}");
     let id = nb["id"].as_str().expect("id").to_string();
-    let (_, share) = member
-        .post(
-            &format!("/api/v1/notebooks/{id}/shares"),
-            json!({"visibility": "link"}),
-        )
-        .await;
-    let share_token = share["token"].as_str().expect("token").to_string();
+    let share_token = member.share(&id, "link").await;
     member
         .post(&format!("/api/v1/notebooks/{id}/stop"), json!({}))
         .await;

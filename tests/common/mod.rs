@@ -741,6 +741,18 @@ impl Api {
         body["id"].as_str().expect("id").to_string()
     }
 
+    /// Shares a notebook ("link" or "public"); returns the share's token.
+    pub async fn share(&self, notebook_id: &str, visibility: &str) -> String {
+        let (status, share) = self
+            .post(
+                &format!("/api/v1/notebooks/{notebook_id}/shares"),
+                serde_json::json!({ "visibility": visibility }),
+            )
+            .await;
+        assert_eq!(status, 201, "share {notebook_id}: {share}");
+        share["token"].as_str().expect("share token").to_string()
+    }
+
     /// Polls until the notebook reaches `state`; panics with its detail on `failed`.
     pub async fn wait_state(&self, id: &str, state: &str, timeout: Duration) -> serde_json::Value {
         let path = format!("/api/v1/notebooks/{id}");
