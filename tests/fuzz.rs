@@ -1675,35 +1675,14 @@ async fn fuzz_every_route_as_anonymous_member_and_admin() {
     let data = dir.path().join("data");
     let _containers = ContainerGuard(data.clone());
     let config_path = dir.path().join("config.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"listen = "127.0.0.1:0"
-data_dir = "{}"
-[auth]
-max_failures_per_account = 100000
-max_failures_per_address = 100000
-max_failures_per_account_total = 100000
-[notebooks]
-ready_timeout = "90s"
-reconcile_interval = "1s"
-[gpu]
-backend = "none"
-[[images]]
-id = "test"
-name = "Test Jupyter"
-image = "{image}"
-launcher = "jupyter-lab"
-[[machines]]
-id = "cpu"
-name = "CPU · 1 core · 1 GB"
-cpus = 1.0
-memory_mib = 1024
-"#,
-            data.display(),
-        ),
-    )
-    .expect("config");
+    // The suite's Docker config, plus: no login throttling in the way, no GPUs.
+    let toml = docker_config_toml(&data, &image).replacen(
+        "[notebooks]",
+        "[auth]\nmax_failures_per_account = 100000\nmax_failures_per_address = 100000\n\
+         max_failures_per_account_total = 100000\n[gpu]\nbackend = \"none\"\n[notebooks]",
+        1,
+    );
+    std::fs::write(&config_path, toml).expect("config");
     let config = config_path.to_string_lossy().to_string();
     let mut server = ServerProcess::spawn(dir.path(), &["--config", &config], &[]).await;
     let pid = server.child.id();
