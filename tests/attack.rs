@@ -477,23 +477,21 @@ async fn anonymous_requests_stay_cheap_whatever_the_notebook_holds() {
         assert!(best.1 < 20 * 1024, "{p} grew RSS by {} KiB", best.1);
     }
     // The hostile notebooks are explained, not rendered.
-    let sparse = anon
-        .get(format!("{}/s/{}/view/huge.ipynb", server.url, shares[0].1))
-        .send()
-        .await
-        .expect("sparse")
-        .text()
-        .await
-        .expect("body");
+    let page = |path: String| {
+        let anon = anon.clone();
+        async move {
+            anon.get(path)
+                .send()
+                .await
+                .expect("share page")
+                .text()
+                .await
+                .expect("body")
+        }
+    };
+    let sparse = page(format!("{}/s/{}/view/huge.ipynb", server.url, shares[0].1)).await;
     assert!(sparse.contains("too large to show here"), "{sparse}");
-    let many = anon
-        .get(format!("{}/s/{}/", server.url, shares[2].1))
-        .send()
-        .await
-        .expect("many")
-        .text()
-        .await
-        .expect("body");
+    let many = page(format!("{}/s/{}/", server.url, shares[2].1)).await;
     assert!(
         many.contains("were looked at"),
         "the page says the listing was cut short"
