@@ -47,6 +47,7 @@ pub struct Config {
     pub gpu: GpuConfig,
     pub docker: DockerConfig,
     pub share: ShareConfig,
+    pub webhook: WebhookConfig,
     pub images: Vec<ImageSpec>,
     pub machines: Vec<MachineType>,
     /// Where the config came from ("built-in defaults" or a path); not a TOML key.
@@ -92,6 +93,44 @@ pub struct NotebooksConfig {
     pub pids_limit: i64,
     /// /dev/shm size per container (PyTorch data loaders need more than Docker's 64 MiB).
     pub shm_size_mib: i64,
+    /// How often running notebooks' activity (kernels, GPUs, CPU) is sampled.
+    #[serde(with = "humantime_serde")]
+    pub activity_interval: Duration,
+    /// A GPU above this utilization (percent) counts as computing.
+    pub busy_gpu_percent: u32,
+    /// A container above this CPU use (percent of one core) counts as computing.
+    pub busy_cpu_percent: u32,
+    /// How long before an idle reclaim the notebook shows (and the webhook sends) a
+    /// warning; at most half the machine type's idle timeout.
+    #[serde(with = "humantime_serde")]
+    pub idle_warning: Duration,
+}
+
+/// Outgoing notifications (idle warnings, reclaims, queued notebooks that started).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Where events are POSTed as JSON; empty = no webhook.
+    pub url: String,
+}
+
+/// What happens to an idle notebook once its machine type's idle timeout has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reclaim {
+    /// Stopped when idle past the timeout.
+    Always,
+    /// Stopped when idle past the timeout and another notebook waits for its GPUs.
+    WhenNeeded,
+}
+
+impl Reclaim {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reclaim::Always => "always",
+            Reclaim::WhenNeeded => "when_needed",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -128,6 +167,10 @@ pub struct SimulatedGpu {
     pub uuid: String,
     pub name: String,
     pub memory_mib: u64,
+    /// A file whose JSON `{"utilization_percent", "memory_used_mib"}` is read at each
+    /// sample (tests and demos write it); none = an idle GPU.
+    #[serde(default)]
+    pub utilization_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -188,6 +231,47 @@ pub struct MachineType {
     pub memory_mib: u64,
     #[serde(default)]
     pub gpus: u32,
+    /// Idle this long → reclaimed; None ("never") keeps it. Unset: 30 min for GPU types,
+    /// 4 h for CPU types.
+    #[serde(default, with = "optional_duration")]
+    pub idle_timeout: Option<Option<Duration>>,
+    #[serde(default)]
+    pub reclaim: Option<Reclaim>,
+}
+
+impl MachineType {
+    /// The idle timeout in force: the configured one, else 30 min with GPUs, 4 h without.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        match self.idle_timeout {
+            Some(t) => t,
+            None if self.gpus > 0 => Some(Duration::from_secs(30 * 60)),
+            None => Some(Duration::from_secs(4 * 3600)),
+        }
+    }
+
+    pub fn reclaim(&self) -> Reclaim {
+        self.reclaim.unwrap_or(Reclaim::Always)
+    }
+}
+
+/// serde for an optional duration that may also be "never": absent → None (the default
+/// applies), "never" → Some(None), "30m" → Some(Some(30 min)).
+mod optional_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<Duration>>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim() == "never" {
+            return Ok(Some(None));
+        }
+        super::parse_duration(&s)
+            .map(|d| Some(Some(d)))
+            .map_err(|e| serde::de::Error::custom(format!("{e}, or \"never\"")))
+    }
 }
 
 impl Default for Config {
@@ -204,6 +288,7 @@ impl Default for Config {
             gpu: GpuConfig::default(),
             docker: DockerConfig::default(),
             share: ShareConfig::default(),
+            webhook: WebhookConfig::default(),
             images: default_images(),
             machines: default_machines(),
             source: "built-in defaults".into(),
@@ -233,6 +318,10 @@ impl Default for NotebooksConfig {
             reconcile_interval: Duration::from_secs(10),
             pids_limit: 2048,
             shm_size_mib: 2048,
+            activity_interval: Duration::from_secs(5),
+            busy_gpu_percent: 10,
+            busy_cpu_percent: 10,
+            idle_warning: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -310,6 +399,8 @@ fn default_machines() -> Vec<MachineType> {
             cpus: 2.0,
             memory_mib: 4096,
             gpus: 0,
+            idle_timeout: None,
+            reclaim: None,
         },
         MachineType {
             id: "gpu-1".into(),
@@ -317,6 +408,8 @@ fn default_machines() -> Vec<MachineType> {
             cpus: 8.0,
             memory_mib: 32768,
             gpus: 1,
+            idle_timeout: None,
+            reclaim: None,
         },
         MachineType {
             id: "gpu-2".into(),
@@ -324,6 +417,8 @@ fn default_machines() -> Vec<MachineType> {
             cpus: 16.0,
             memory_mib: 65536,
             gpus: 2,
+            idle_timeout: None,
+            reclaim: None,
         },
     ]
 }
@@ -495,9 +590,27 @@ impl Config {
             ),
             ("auth.session_lifetime", self.auth.session_lifetime),
             ("gpu.sample_interval", self.gpu.sample_interval),
+            (
+                "notebooks.activity_interval",
+                self.notebooks.activity_interval,
+            ),
         ] {
             if d.is_zero() {
                 return Err(self.invalid(key, "must be longer than zero"));
+            }
+        }
+        for (key, percent) in [
+            ("notebooks.busy_gpu_percent", self.notebooks.busy_gpu_percent),
+            ("notebooks.busy_cpu_percent", self.notebooks.busy_cpu_percent),
+        ] {
+            if percent == 0 || percent > 100 {
+                return Err(self.invalid(key, "must be a percentage from 1 to 100"));
+            }
+        }
+        let url = self.webhook.url.trim();
+        if !url.is_empty() {
+            if let Err(e) = crate::webhook::WebhookUrl::parse(url) {
+                return Err(self.invalid("webhook.url", e));
             }
         }
         if self.notebooks.pids_limit < 64 {
@@ -568,6 +681,19 @@ impl Config {
             }
             if machine.memory_mib < 256 {
                 return Err(self.invalid(&key("memory_mib"), "must be at least 256"));
+            }
+            if machine.idle_timeout().is_some_and(|t| t.as_secs() < 1) {
+                return Err(self.invalid(
+                    &key("idle_timeout"),
+                    "must be at least one second, or \"never\"",
+                ));
+            }
+            if machine.reclaim() == Reclaim::WhenNeeded && machine.gpus == 0 {
+                return Err(self.invalid(
+                    &key("reclaim"),
+                    "\"when_needed\" only applies to machine types with GPUs (nobody queues \
+                     for a CPU notebook); use \"always\" or an idle_timeout of \"never\"",
+                ));
             }
         }
         if self.machines.is_empty() {
@@ -696,6 +822,9 @@ data_dir = "./notebox-data"
 default_auto_shutdown = "6h"
 ready_timeout = "120s"
 allow_custom_images = false
+activity_interval = "5s"
+[webhook]
+url = ""
 [storage]
 uid = 1000
 gid = 100
@@ -707,6 +836,7 @@ max_gpus_per_user = 8
 uuid = "GPU-00000000-0000-0000-0000-000000000000"
 name = "Simulated RTX A6000"
 memory_mib = 49152
+utilization_file = ""
 [[images]]
 id = "scipy"
 name = "SciPy"
@@ -720,12 +850,52 @@ name = "CPU · 2 cores · 4 GB"
 cpus = 2.0
 memory_mib = 4096
 gpus = 0
+idle_timeout = "4h"
+reclaim = "always"
 "#;
         let c = Config::from_toml(text, Path::new("c.toml")).expect("parses");
         c.validate().expect("validates");
         assert_eq!(c.images.len(), 1);
         assert_eq!(c.machines.len(), 1);
         assert_eq!(c.gpu.simulated.len(), 1);
+        assert_eq!(
+            c.machines[0].idle_timeout(),
+            Some(Duration::from_secs(4 * 3600))
+        );
+        assert_eq!(c.machines[0].reclaim(), Reclaim::Always);
+    }
+
+    #[test]
+    fn idle_policy_defaults_and_never() {
+        let c = Config::default();
+        let timeout = |id: &str| c.machine(id).and_then(MachineType::idle_timeout);
+        assert_eq!(timeout("cpu"), Some(Duration::from_secs(4 * 3600)));
+        assert_eq!(timeout("gpu-1"), Some(Duration::from_secs(30 * 60)));
+        let c = Config::from_toml(
+            "[[machines]]\nid = \"m\"\nname = \"M\"\ncpus = 1.0\nmemory_mib = 512\ngpus = 1\nidle_timeout = \"never\"\nreclaim = \"when_needed\"\n",
+            Path::new("c.toml"),
+        )
+        .expect("parses");
+        c.validate().expect("validates");
+        assert_eq!(c.machines[0].idle_timeout(), None);
+        assert_eq!(c.machines[0].reclaim(), Reclaim::WhenNeeded);
+        let e = Config::from_toml(
+            "[[machines]]\nid = \"m\"\nname = \"M\"\ncpus = 1.0\nmemory_mib = 512\nidle_timeout = \"soonish\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("idle_timeout") && e.contains("never"), "{e}");
+        let c = Config::from_toml(
+            "[[machines]]\nid = \"m\"\nname = \"M\"\ncpus = 1.0\nmemory_mib = 512\nreclaim = \"when_needed\"\n",
+            Path::new("c.toml"),
+        )
+        .expect("parses");
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("machines[0].reclaim"), "{e}");
+        let c = Config::from_toml("[webhook]\nurl = \"ftp://x\"\n", Path::new("c.toml")).expect("parses");
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("webhook.url"), "{e}");
     }
 
     #[test]

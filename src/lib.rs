@@ -2,6 +2,7 @@
 //!
 //! `run` is the whole server; the binary and the integration tests both call it.
 
+pub mod activity;
 pub mod auth;
 pub mod config;
 pub mod db;
@@ -15,6 +16,7 @@ pub mod runtime;
 pub mod service;
 pub mod share;
 pub mod web;
+pub mod webhook;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -107,6 +109,7 @@ pub async fn run(
     );
     let runtime = runtime::Runtime::new(db.clone(), config.clone(), instance, telemetry);
     let reconciler = tokio::spawn(runtime.clone().run_reconciler());
+    let sampler = tokio::spawn(runtime.clone().run_activity_sampler());
     let notebooks = runtime::Notebooks::new(runtime.clone());
     let shares = share::Shares::new(runtime.clone(), notebooks.clone());
     let previews = tokio::spawn(shares.clone().follow_stops());
@@ -179,6 +182,7 @@ pub async fn run(
     credential_watch.abort();
     previews.abort();
     reconciler.abort();
+    sampler.abort();
     watchdog.abort();
     result
 }

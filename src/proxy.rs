@@ -22,6 +22,7 @@ use crate::db::notebooks::{self as q, ProxyTarget};
 use crate::db::Db;
 use crate::error::WebError;
 use crate::http::{authorization_token, here, PAGE_CSP, SESSION_COOKIE};
+use crate::activity::MemberAction;
 use crate::model::NotebookState;
 use crate::runtime::Runtime;
 
@@ -32,8 +33,6 @@ pub const MAX_WS_FRAME: usize = 256 * 1024 * 1024;
 const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a routing decision is reused before asking the database again.
 const TARGET_CACHE_TTL: Duration = Duration::from_secs(1);
-/// Activity is written to the database at most this often per notebook.
-const ACTIVITY_WRITE_EVERY: Duration = Duration::from_secs(30);
 
 /// Request headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -152,7 +151,6 @@ impl ProxyState {
 struct ProxyCache {
     users: Mutex<HashMap<String, CachedUser>>,
     targets: Mutex<HashMap<String, (ProxyTarget, Instant)>>,
-    activity: Mutex<HashMap<String, Instant>>,
 }
 
 impl ProxyCache {
@@ -304,30 +302,77 @@ async fn target(state: &ProxyState, notebook_id: &str) -> Result<Option<ProxyTar
     Ok(found)
 }
 
-/// Records that someone used the notebook (for idle detection), at most every 30 s.
-fn record_activity(state: &ProxyState, notebook_id: &str) {
-    let due = match state.cache.activity.lock() {
-        Ok(mut map) => {
-            let now = Instant::now();
-            match map.get(notebook_id) {
-                Some(last) if now.duration_since(*last) < ACTIVITY_WRITE_EVERY => false,
-                _ => {
-                    map.insert(notebook_id.to_string(), now);
-                    true
-                }
-            }
+/// What a proxied HTTP request says about its member: saving or changing a file, opening
+/// a document, starting a kernel or terminal. The polling an open JupyterLab tab does by
+/// itself (kernel, session, terminal and directory listings, status, workspace saves) is
+/// not an action. `path` is the part after `/nb/{id}/`.
+fn member_action_http(method: &Method, path: &str, query: &str) -> Option<MemberAction> {
+    let api = path.strip_prefix("api/")?;
+    let (collection, rest) = api.split_once('/').unwrap_or((api, ""));
+    match (method.as_str(), collection) {
+        ("PUT" | "POST" | "PATCH" | "DELETE", "contents") => Some(MemberAction::FileChange),
+        // Opening a notebook or file (a listing of a directory has no `type=`).
+        ("GET", "contents")
+            if query.split('&').any(|p| p == "type=notebook" || p == "type=file")
+                && !query.split('&').any(|p| p == "content=0") =>
+        {
+            Some(MemberAction::Open)
         }
-        Err(_) => false,
-    };
-    if due {
-        let db = state.db.clone();
-        let id = notebook_id.to_string();
-        actix_web::rt::spawn(async move {
-            if let Err(e) = db.call(move |c| q::touch_activity(c, &id)).await {
-                tracing::debug!(error = %e, "cannot record activity");
-            }
-        });
+        ("POST" | "PATCH", "sessions" | "terminals") => Some(MemberAction::Open),
+        ("POST", "kernels") if rest.ends_with("/interrupt") || rest.ends_with("/restart") => {
+            Some(MemberAction::Execute)
+        }
+        ("POST", "kernels") => Some(MemberAction::Open),
+        _ => None,
     }
+}
+
+/// Which kind of relayed WebSocket a path is, for classifying what the member sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SocketKind {
+    /// `api/kernels/{id}/channels`: Jupyter messages.
+    KernelChannels,
+    /// `terminals/websocket/{name}`: terminado messages.
+    Terminal,
+    Other,
+}
+
+fn socket_kind(path: &str) -> SocketKind {
+    if path.starts_with("api/kernels/") && path.ends_with("/channels") {
+        SocketKind::KernelChannels
+    } else if path.starts_with("terminals/websocket/") {
+        SocketKind::Terminal
+    } else {
+        SocketKind::Other
+    }
+}
+
+/// What a message from the member's browser says: code sent to a kernel (an execute
+/// request, or an answer to `input()`), keys typed in a terminal. Kernel-info and
+/// completion requests, heartbeats and terminal resizes are not actions. Works on both
+/// kernel wire protocols (JSON text and the v1 binary framing, whose header is JSON too)
+/// without parsing the message.
+fn member_action_ws(kind: SocketKind, frame: &[u8]) -> Option<MemberAction> {
+    match kind {
+        SocketKind::KernelChannels => {
+            let finder = |needle: &str| memchr::memmem::find(frame, needle.as_bytes()).is_some();
+            (finder("\"execute_request\"") || finder("\"input_reply\""))
+                .then_some(MemberAction::Execute)
+        }
+        SocketKind::Terminal => {
+            let trimmed = frame.trim_ascii_start();
+            (trimmed.starts_with(b"[\"stdin\"") || trimmed.starts_with(b"[ \"stdin\""))
+                .then_some(MemberAction::TerminalInput)
+        }
+        SocketKind::Other => None,
+    }
+}
+
+fn record_action(state: &ProxyState, notebook_id: &str, action: MemberAction) {
+    state
+        .runtime
+        .activity()
+        .member_acted(notebook_id, action, crate::db::now());
 }
 
 fn wants_html(req: &HttpRequest) -> bool {
@@ -591,9 +636,15 @@ pub async fn proxy(
         (Some(ip), NotebookState::Running) => ip.clone(),
         _ => return not_running(&req, &state, &id, &target).await,
     };
-    record_activity(&state, &id);
     let query = upstream_query(&req);
     let path = req.path();
+    let inner_path = path
+        .strip_prefix("/nb/")
+        .and_then(|p| p.split_once('/'))
+        .map_or("", |(_, rest)| rest);
+    if let Some(action) = member_action_http(req.method(), inner_path, &query) {
+        record_action(&state, &id, action);
+    }
     let base = format!("{ip}:{}", crate::runtime::spec::JUPYTER_PORT);
     let headers = upstream_headers(&req, &target.jupyter_token);
     let result = if is_websocket(&req) {
@@ -607,6 +658,7 @@ pub async fn proxy(
             notebook_id: id.clone(),
             user_id: user.id,
             credential,
+            kind: socket_kind(inner_path),
         };
         proxy_websocket(&req, payload, &upstream, &url, headers, relay).await
     } else {
@@ -738,6 +790,7 @@ struct Relay {
     notebook_id: String,
     user_id: i64,
     credential: Credential,
+    kind: SocketKind,
 }
 
 impl Relay {
@@ -786,7 +839,14 @@ async fn relay(
                     let _ = to_up.send(U::Close(None)).await;
                     break;
                 };
-                record_activity(state, id);
+                let action = match &msg {
+                    C::Text(t) => member_action_ws(relay_to.kind, t.as_bytes()),
+                    C::Binary(b) => member_action_ws(relay_to.kind, b),
+                    _ => None,
+                };
+                if let Some(action) = action {
+                    record_action(state, id, action);
+                }
                 let out = match msg {
                     C::Text(t) => U::Text(t),
                     C::Binary(b) => U::Binary(b),
@@ -809,7 +869,6 @@ async fn relay(
                     let _ = client.close(None).await;
                     break;
                 };
-                record_activity(state, id);
                 let sent = match frame {
                     F::Text(bytes) => match bytestring::ByteString::try_from(bytes) {
                         Ok(text) => client.text(text).await,
@@ -840,6 +899,43 @@ mod tests {
     fn scoped(v: &str) -> Option<String> {
         scoped_set_cookie(&HeaderValue::from_str(v).expect("header"), "abc123")
             .map(|h| h.to_str().expect("ascii").to_string())
+    }
+
+    #[test]
+    fn member_actions_are_told_from_a_tab_polling() {
+        let http = |m: Method, p: &str, q: &str| member_action_http(&m, p, q);
+        assert_eq!(http(Method::PUT, "api/contents/a.ipynb", ""), Some(MemberAction::FileChange));
+        assert_eq!(http(Method::GET, "api/contents/a.ipynb", "type=notebook&content=1"), Some(MemberAction::Open));
+        assert_eq!(http(Method::POST, "api/kernels/k/interrupt", ""), Some(MemberAction::Execute));
+        assert_eq!(http(Method::POST, "api/sessions", ""), Some(MemberAction::Open));
+        // What an open, untouched JupyterLab asks every few seconds.
+        for (m, p, q) in [
+            (Method::GET, "api/kernels", ""),
+            (Method::GET, "api/sessions", ""),
+            (Method::GET, "api/terminals", ""),
+            (Method::GET, "api/contents/", "content=1&hash=0"),
+            (Method::GET, "api/contents/a.ipynb", "type=notebook&content=0"),
+            (Method::GET, "api/me", ""),
+            (Method::GET, "api/status", ""),
+            (Method::PUT, "lab/api/workspaces/default", ""),
+            (Method::GET, "lab", ""),
+        ] {
+            assert_eq!(http(m.clone(), p, q), None, "{m} {p}?{q}");
+        }
+        let k = SocketKind::KernelChannels;
+        assert_eq!(socket_kind("api/kernels/abc/channels"), k);
+        assert_eq!(socket_kind("terminals/websocket/1"), SocketKind::Terminal);
+        assert_eq!(
+            member_action_ws(k, br#"{"header":{"msg_type":"execute_request"},"content":{"code":"1"}}"#),
+            Some(MemberAction::Execute)
+        );
+        assert_eq!(
+            member_action_ws(k, br#"{"header": {"msg_type": "kernel_info_request"}}"#),
+            None
+        );
+        assert_eq!(member_action_ws(SocketKind::Terminal, br#"["stdin","ls\r"]"#), Some(MemberAction::TerminalInput));
+        assert_eq!(member_action_ws(SocketKind::Terminal, br#"["set_size",24,80]"#), None);
+        assert_eq!(member_action_ws(SocketKind::Other, b"execute_request"), None);
     }
 
     #[test]

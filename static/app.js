@@ -48,6 +48,14 @@ async function pollNotebooks() {
       if (detail && nb.transient) {
         detail.textContent = nb.state_detail;
       }
+      // Idle reclaim: a warning that appears or goes away changes the page's buttons.
+      const holder = el.dataset.warning !== undefined ? el : document.getElementById("activity");
+      const warning = Boolean(nb.activity && nb.activity.warning);
+      if (holder && holder.dataset.warning !== undefined && holder.dataset.warning !== String(warning)) {
+        window.location.reload(); return;
+      }
+      const summary = el.querySelector("[data-field=activity-summary]") || (holder && holder.querySelector("[data-field=activity-summary]"));
+      if (summary && nb.activity) summary.textContent = nb.activity.summary;
     }
   } catch (e) { /* offline for a moment: try again on the next tick */ }
 }
@@ -85,6 +93,17 @@ for (const el of document.querySelectorAll("[data-countdown]")) {
   setInterval(() => { if (left > 0) { left -= 1; show(); } }, 1000);
 }
 
+// Idle warning countdown: "4 min 12 s".
+for (const el of document.querySelectorAll("[data-countdown-short]")) {
+  let left = parseInt(el.dataset.countdownShort, 10);
+  const show = () => {
+    const m = Math.floor(left / 60), s = left % 60;
+    el.textContent = left <= 0 ? "a moment" : (m > 0 ? `${m} min ${s} s` : `${s} s`);
+  };
+  show();
+  setInterval(() => { if (left > 0) { left -= 1; show(); } }, 1000);
+}
+
 // GPU map: refresh numbers, bars and sparklines from the JSON API.
 async function refreshGpus() {
   const grid = document.getElementById("gpu-grid");
@@ -98,6 +117,13 @@ async function refreshGpus() {
       if (!card) { window.location.reload(); return; }
       const heldNow = g.holder !== null;
       if (heldNow !== card.classList.contains("held")) { window.location.reload(); return; }
+      const idleNow = heldNow && g.holder.busy === false;
+      if (idleNow !== card.classList.contains("idle")) { window.location.reload(); return; }
+      if (idleNow) {
+        const mins = Math.floor(g.holder.idle_seconds / 60);
+        const hold = card.querySelector("[data-field=hold]");
+        if (hold) hold.textContent = `held · idle ${g.holder.idle_seconds < 120 ? g.holder.idle_seconds + " s" : mins + " min"}`;
+      }
       const set = (field, text) => { const el = card.querySelector(`[data-field=${field}]`); if (el) el.textContent = text; };
       set("util", g.utilization_percent === null ? "–" : `${g.utilization_percent} %`);
       set("mem", `${g.memory_used_mib} / ${g.memory_total_mib} MiB`);

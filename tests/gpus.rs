@@ -25,6 +25,7 @@ fn gpu_config(c: &mut notebox::Config, image: &str) {
             uuid: sim_uuid(i),
             name: "Simulated RTX A6000".into(),
             memory_mib: 49152,
+            utilization_file: None,
         })
         .collect();
     for (id, gpus) in [("gpu1", 1), ("gpu2", 2), ("gpu8", 8)] {
@@ -34,6 +35,8 @@ fn gpu_config(c: &mut notebox::Config, image: &str) {
             cpus: 0.5,
             memory_mib: 768,
             gpus,
+            idle_timeout: None,
+            reclaim: None,
         });
     }
 }

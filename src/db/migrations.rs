@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("migrations/0004_gpus.sql")),
     (5, include_str!("migrations/0005_shares.sql")),
     (6, include_str!("migrations/0006_share_previews.sql")),
+    (7, include_str!("migrations/0007_activity.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -32,16 +32,19 @@ pub struct NotebookRow {
     pub started_at: Option<i64>,
     pub stopped_at: Option<i64>,
     pub updated_at: i64,
-    pub last_activity_at: Option<i64>,
     pub queued_at: Option<i64>,
     pub forked_from: Option<String>,
+    /// An admin exempted it from idle reclaim.
+    pub idle_exempt: bool,
+    /// A note for its member (why it got its GPUs, ...), until they start or stop it.
+    pub notice: Option<String>,
 }
 
 const SELECT: &str = "SELECT n.id, n.owner_id, u.username, n.name, n.image_id, n.image, n.launcher,
     n.command, n.machine_id, n.cpus, n.memory_mib, n.gpu_count, n.desired_state, n.state,
     n.state_detail, n.restart_requested, n.jupyter_token, n.container_id, n.auto_shutdown_secs,
     n.auto_shutdown_at, n.created_at, n.started_at, n.stopped_at, n.updated_at,
-    n.last_activity_at, n.queued_at, n.forked_from
+    n.queued_at, n.forked_from, n.idle_exempt, n.notice
     FROM notebooks n JOIN users u ON u.id = n.owner_id";
 
 fn from_row(r: &Row) -> rusqlite::Result<NotebookRow> {
@@ -71,9 +74,10 @@ fn from_row(r: &Row) -> rusqlite::Result<NotebookRow> {
         started_at: r.get(21)?,
         stopped_at: r.get(22)?,
         updated_at: r.get(23)?,
-        last_activity_at: r.get(24)?,
-        queued_at: r.get(25)?,
-        forked_from: r.get(26)?,
+        queued_at: r.get(24)?,
+        forked_from: r.get(25)?,
+        idle_exempt: r.get(26)?,
+        notice: r.get(27)?,
     })
 }
 
@@ -257,12 +261,54 @@ pub fn set_auto_shutdown(conn: &Connection, id: &str, secs: Option<i64>) -> Resu
     Ok(())
 }
 
-pub fn touch_activity(conn: &Connection, id: &str) -> Result<(), DbError> {
+pub fn set_idle_exempt(conn: &Connection, id: &str, exempt: bool) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "UPDATE notebooks SET idle_exempt = ?2 WHERE id = ?1",
+        params![id, exempt],
+    )? == 1)
+}
+
+pub fn set_notice(conn: &Connection, id: &str, notice: Option<&str>) -> Result<(), DbError> {
     conn.execute(
-        "UPDATE notebooks SET last_activity_at = ?2 WHERE id = ?1",
-        params![id, now()],
+        "UPDATE notebooks SET notice = ?2 WHERE id = ?1",
+        params![id, notice],
     )?;
     Ok(())
+}
+
+/// A running notebook, with what the activity sampler needs to reach it.
+#[derive(Debug, Clone)]
+pub struct RunningNotebook {
+    pub id: String,
+    pub owner: String,
+    pub name: String,
+    pub machine_id: String,
+    pub container_id: Option<String>,
+    pub container_ip: Option<String>,
+    pub jupyter_token: String,
+    pub idle_exempt: bool,
+}
+
+pub fn running(conn: &Connection) -> Result<Vec<RunningNotebook>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT n.id, u.username, n.name, n.machine_id, n.container_id, n.container_ip,
+                n.jupyter_token, n.idle_exempt
+         FROM notebooks n JOIN users u ON u.id = n.owner_id
+         WHERE n.state = ?1 AND n.desired_state = ?2",
+    )?;
+    let rows = stmt.query_map(params![NotebookState::Running, DesiredState::Running], |r| {
+        Ok(RunningNotebook {
+            id: r.get(0)?,
+            owner: r.get(1)?,
+            name: r.get(2)?,
+            machine_id: r.get(3)?,
+            container_id: r.get(4)?,
+            container_ip: r.get(5)?,
+            jupyter_token: r.get(6)?,
+            idle_exempt: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn delete(conn: &Connection, id: &str) -> Result<(), DbError> {

@@ -32,6 +32,13 @@ pub struct Notebook {
     pub transient: bool,
     /// It has, or is getting, a container (and so logs).
     pub has_container: bool,
+    /// What it is doing and when it will be reclaimed (while running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activity: Option<Activity>,
+    /// A note for its member (e.g. why it got its GPUs), until they start or stop it.
+    pub notice: Option<String>,
+    /// An admin exempted it from idle reclaim.
+    pub idle_exempt: bool,
     /// The same instants as Unix seconds, for pages that say "3 minutes ago".
     #[serde(skip)]
     pub times: NotebookTimes,
@@ -44,6 +51,67 @@ pub struct NotebookTimes {
     /// While running.
     pub started: Option<i64>,
     pub auto_shutdown: Option<i64>,
+}
+
+/// A running notebook's activity: what keeps it alive, and when it will be reclaimed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Activity {
+    pub busy: bool,
+    /// RFC 3339; now while busy.
+    pub idle_since: String,
+    pub idle_seconds: i64,
+    /// When it will be stopped for being idle (policy `always`), unless someone acts.
+    pub reclaim_at: Option<String>,
+    pub reclaim_in_seconds: Option<i64>,
+    /// The reclaim is near: pages show "Keep running".
+    pub warning: bool,
+    /// Idle past its timeout (with `when_needed`, it gives way to a queued notebook).
+    pub reclaimable: bool,
+    /// "idle 25 min: stops in 5 min", "busy: kernel busy for 42 s".
+    pub summary: String,
+    /// What keeps it alive now ("kernel busy for 42 s", "GPU 0 at 90 %").
+    pub keeping_alive: Vec<String>,
+    pub kernels: Vec<KernelActivity>,
+    /// The kernel list is from an earlier sample (Jupyter did not answer the last one).
+    pub kernels_stale: bool,
+    pub terminals: usize,
+    /// Its GPUs' utilization (the busiest), latest sample.
+    pub gpu_utilization_percent: Option<u32>,
+    pub gpu_memory_used_mib: Option<u64>,
+    /// Percent of one core over the last sampling interval.
+    pub cpu_percent: Option<f64>,
+    pub last_member_action: Option<MemberActionView>,
+    pub policy: IdlePolicy,
+    pub sampled_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelActivity {
+    pub id: String,
+    pub name: String,
+    /// "busy", "idle", "starting", ...
+    pub state: String,
+    /// RFC 3339: in this state since.
+    pub since: String,
+    pub seconds: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberActionView {
+    /// "execute", "terminal_input", "file_change", "open", "keep_alive".
+    pub kind: &'static str,
+    pub description: &'static str,
+    pub at: String,
+    pub seconds_ago: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IdlePolicy {
+    /// None: never reclaimed.
+    pub idle_timeout_seconds: Option<u64>,
+    /// "always" or "when_needed".
+    pub reclaim: &'static str,
+    pub exempt: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -133,6 +201,10 @@ pub struct Holder {
     pub since: String,
     #[serde(skip)]
     pub since_ts: i64,
+    /// Whether the holder is computing (null before its first activity sample).
+    pub busy: Option<bool>,
+    /// How long the holder has been idle, in seconds (0 while busy).
+    pub idle_seconds: Option<i64>,
 }
 
 /// A process on a GPU.

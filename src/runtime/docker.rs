@@ -86,6 +86,8 @@ pub struct ContainerStatus {
     pub oom_killed: bool,
     pub error: String,
     pub ip: Option<String>,
+    /// The container's first process, as the host sees it (to find its cgroup).
+    pub pid: Option<u32>,
 }
 
 /// Progress of one image pull, summed over its layers.
@@ -356,7 +358,25 @@ impl DockerEngine {
             oom_killed: state.oom_killed.unwrap_or(false),
             error: state.error.unwrap_or_default(),
             ip,
+            pid: state.pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0),
         })
+    }
+
+    /// The container's cumulative CPU time in nanoseconds, from one stats reading.
+    pub async fn cpu_usage_ns(&self, id: &str) -> Result<Option<u64>, DockerError> {
+        let options = bollard::query_parameters::StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stats = self.docker.stats(id, Some(options));
+        match stats.next().await {
+            Some(Ok(s)) => Ok(s
+                .cpu_stats
+                .and_then(|c| c.cpu_usage)
+                .and_then(|u| u.total_usage)),
+            Some(Err(e)) => Err(e.into()),
+            None => Ok(None),
+        }
     }
 
     /// Stops (SIGTERM, then SIGKILL after `grace_secs`) and removes a container. A container

@@ -72,6 +72,10 @@ impl GpuMap {
         let holders: HashMap<String, Holder> = allocations
             .into_iter()
             .map(|a| {
+                let status = notebooks.iter().find(|n| n.id == a.notebook_id).and_then(|n| {
+                    self.core
+                        .activity_status(&n.id, &n.machine_id, n.idle_exempt)
+                });
                 (
                     a.gpu_uuid.clone(),
                     Holder {
@@ -80,6 +84,8 @@ impl GpuMap {
                         user: a.owner,
                         since: rfc3339(a.since),
                         since_ts: a.since,
+                        busy: status.as_ref().map(|s| s.busy),
+                        idle_seconds: status.as_ref().map(|s| s.idle_seconds),
                     },
                 )
             })

@@ -2,6 +2,7 @@
 //! reconciler that drives Docker toward what the database says each notebook should be.
 //! Knows nothing of HTTP.
 
+pub mod activity;
 pub mod docker;
 pub mod gpus;
 pub mod jupyter;
@@ -54,6 +55,11 @@ struct Inner {
     /// Reconciler passes completed since start (shown by /healthz, so tests can wait for
     /// passes instead of sleeping).
     passes: AtomicU64,
+    /// What each running notebook is doing (fed by the activity sampler and the proxy).
+    activity: crate::activity::Tracker,
+    /// Rings the activity sampler: a notebook queued for GPUs (an idle one may make way).
+    activity_wake: Notify,
+    webhook: crate::webhook::Webhook,
 }
 
 impl Runtime {
@@ -62,7 +68,6 @@ impl Runtime {
         Runtime {
             inner: Arc::new(Inner {
                 db,
-                config,
                 instance,
                 docker: RwLock::new(None),
                 probe: jupyter::JupyterProbe::default(),
@@ -71,6 +76,13 @@ impl Runtime {
                 gpus,
                 events: tokio::sync::broadcast::Sender::new(64),
                 passes: AtomicU64::new(0),
+                activity: crate::activity::Tracker::new(crate::activity::Thresholds {
+                    gpu_percent: config.notebooks.busy_gpu_percent,
+                    cpu_percent: config.notebooks.busy_cpu_percent,
+                }),
+                activity_wake: Notify::new(),
+                webhook: crate::webhook::Webhook::start(&config.webhook.url),
+                config,
             }),
         }
     }
@@ -112,6 +124,20 @@ impl Runtime {
     /// Asks the reconciler to look again soon.
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// What each running notebook is doing.
+    pub fn activity(&self) -> &crate::activity::Tracker {
+        &self.inner.activity
+    }
+
+    /// Asks the idle policy to look again now (a notebook joined the GPU queue).
+    pub fn wake_activity(&self) {
+        self.inner.activity_wake.notify_one();
+    }
+
+    pub fn webhook(&self) -> &crate::webhook::Webhook {
+        &self.inner.webhook
     }
 
     /// The Docker engine, connecting (and negotiating the API version) on first use.

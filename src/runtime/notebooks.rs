@@ -189,6 +189,15 @@ impl Notebooks {
             url: super::spec::base_url(&row.id),
             transient: row.state.is_transient(),
             has_container: row.state.holds_gpus(),
+            activity: (row.state == NotebookState::Running)
+                .then(|| {
+                    self.core
+                        .activity_status(&row.id, &row.machine_id, row.idle_exempt)
+                        .map(|s| super::activity::activity_view(&s, now()))
+                })
+                .flatten(),
+            notice: row.notice.clone(),
+            idle_exempt: row.idle_exempt,
             times: NotebookTimes {
                 created: row.created_at,
                 started: row
@@ -313,6 +322,7 @@ pub fn check_image_allowed(
 /// does the rest.
 fn request_stop(c: &rusqlite::Connection, id: &str, detail: &str) -> Result<(), DbError> {
     q::set_restart_requested(c, id, false)?;
+    q::set_notice(c, id, None)?;
     q::transition(
         c,
         id,
@@ -436,6 +446,9 @@ impl Notebooks {
             .await?;
         let placement = placed?;
         let row = row.ok_or(NotebookError::NotFound)?;
+        if matches!(placement, Placement::Queued { .. }) {
+            self.core.wake_activity(); // an idle notebook may make way
+        }
         tracing::info!(notebook = %row.id, owner = %owner.username, image = %row.image, ?placement, "notebook created");
         self.core.wake();
         let (gpus, position) = match placement {
@@ -454,7 +467,9 @@ impl Notebooks {
                 row.state
             )));
         }
-        self.place_stopped(owner, &row).await?;
+        if let Placement::Queued { .. } = self.place_stopped(owner, &row).await? {
+            self.core.wake_activity(); // an idle notebook may make way
+        }
         self.core.wake();
         self.get_notebook(owner, &row.id).await
     }
@@ -478,6 +493,7 @@ impl Notebooks {
                     return Ok(None);
                 }
                 q::set_restart_requested(&tx, &id, false)?;
+                q::set_notice(&tx, &id, None)?;
                 let request = PlacementRequest {
                     notebook_id: &id,
                     owner_id,
@@ -614,6 +630,54 @@ impl Notebooks {
             .call(move |c| q::set_auto_shutdown(c, &id, secs))
             .await?;
         self.get_notebook(owner, &row.id).await
+    }
+
+    /// Resets the idle clock of a running notebook ("Keep running").
+    pub async fn keep_alive(&self, owner: &User, id: &str) -> Result<Notebook, NotebookError> {
+        let row = self.notebook_row(owner, id).await?;
+        if row.state != NotebookState::Running {
+            return Err(NotebookError::Conflict(format!(
+                "The notebook is {}; only a running notebook has an idle clock to reset.",
+                row.state
+            )));
+        }
+        self.core
+            .activity()
+            .member_acted(&row.id, crate::activity::MemberAction::KeepAlive, now());
+        tracing::info!(notebook = %row.id, owner = %owner.username, "kept running");
+        self.get_notebook(owner, &row.id).await
+    }
+
+    /// Exempts any member's notebook from idle reclaim (admins), or ends the exemption.
+    pub async fn set_idle_exempt(&self, id: &str, exempt: bool) -> Result<(), NotebookError> {
+        let nid = id.to_string();
+        let found = self
+            .core
+            .db()
+            .call(move |c| q::set_idle_exempt(c, &nid, exempt))
+            .await?;
+        if !found {
+            return Err(NotebookError::NotFound);
+        }
+        tracing::info!(notebook = %id, exempt, "idle reclaim exemption changed");
+        Ok(())
+    }
+
+    /// Every member's running notebooks with their activity (the admin page).
+    pub async fn running_notebooks(&self) -> Result<Vec<Notebook>, NotebookError> {
+        let (rows, mut gpus) = self
+            .core
+            .db()
+            .call(|c| Ok((q::list_all(c)?, gq::by_notebook(c)?)))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.state == NotebookState::Running && r.desired_state != DesiredState::Deleted)
+            .map(|r| {
+                let held = gpus.remove(&r.id).unwrap_or_default();
+                self.view_with(r, held, None)
+            })
+            .collect())
     }
 
     /// The last lines of the notebook's container output.

@@ -175,7 +175,8 @@ impl Runtime {
             .await;
         match admitted {
             Ok(started) if !started.is_empty() => {
-                tracing::info!(notebooks = ?started, "started from the GPU queue")
+                tracing::info!(notebooks = ?started, "started from the GPU queue");
+                self.tell_queued_started(started).await;
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot admit queued notebooks"),
@@ -235,6 +236,34 @@ impl Runtime {
                 rt.perform(action, nb, ids, docker).await;
                 rt.release(&id);
             });
+        }
+    }
+
+    /// The webhook hears of each queued notebook that got its GPUs.
+    async fn tell_queued_started(&self, started: Vec<String>) {
+        if !self.webhook().is_enabled() {
+            return;
+        }
+        for id in started {
+            let nid = id.clone();
+            match self.db().call(move |c| q::by_id(c, &nid)).await {
+                Ok(Some(row)) => {
+                    let reason = row
+                        .notice
+                        .clone()
+                        .unwrap_or_else(|| "its GPUs came free".to_string());
+                    self.notify(
+                        crate::webhook::EventKind::QueuedStarted,
+                        &row.id,
+                        &row.owner,
+                        &row.name,
+                        reason,
+                        None,
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(notebook = %id, error = %e, "cannot describe a queued start"),
+            }
         }
     }
 
@@ -754,7 +783,7 @@ impl Runtime {
 
     /// Stops a notebook: marks it stopping, removes its containers, and records the stop
     /// (or the restart) in one transaction.
-    async fn stop_op(
+    pub(super) async fn stop_op(
         &self,
         nb: &NotebookRow,
         containers: &[String],

@@ -195,9 +195,10 @@ pub(crate) mod tests_support {
             started_at: None,
             stopped_at: None,
             updated_at: 0,
-            last_activity_at: None,
             queued_at: None,
             forked_from: None,
+            idle_exempt: false,
+            notice: None,
         }
     }
 }

@@ -47,6 +47,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/notebooks/{id}/extend",           web::post().to(notebooks::extend_notebook))
         .route("/notebooks/{id}/delete",           web::get().to(notebooks::delete_confirm))
         .route("/notebooks/{id}/delete",           web::post().to(notebooks::delete_notebook))
+        .route("/notebooks/{id}/keepalive",        web::post().to(notebooks::keep_alive))
         .route("/notebooks/{id}/fork",             web::post().to(share::fork_own_form))
         .route("/notebooks/{id}/shares",           web::post().to(share::create_share_form))
         .route("/notebooks/{id}/shares/{token}/revoke", web::post().to(share::revoke_share_form))
@@ -74,6 +75,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/users/{id}/admin",          web::post().to(admin::set_admin))
         .route("/admin/users/{id}/disabled",       web::post().to(admin::set_disabled))
         .route("/admin/users/{id}/gpu-limit",      web::post().to(admin::set_gpu_limit))
+        .route("/admin/notebooks",                 web::get().to(admin::notebooks_page))
+        .route("/admin/notebooks/{id}/idle-exempt", web::post().to(admin::set_idle_exempt))
         // JSON API v1
         .service(
             web::scope("/api/v1")
@@ -90,6 +93,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/notebooks/{id}/restart",  web::post().to(api::restart_notebook))
                 .route("/notebooks/{id}/extend",   web::post().to(api::extend_notebook))
                 .route("/notebooks/{id}/logs",     web::get().to(api::notebook_logs))
+                .route("/notebooks/{id}/keepalive", web::post().to(api::keep_alive))
+                .route("/admin/notebooks/{id}/idle-exempt", web::post().to(api::set_idle_exempt))
                 .route("/notebooks/{id}/shares",   web::get().to(share::list_shares_api))
                 .route("/notebooks/{id}/shares",   web::post().to(share::create_share_api))
                 .route("/notebooks/{id}/fork",     web::post().to(share::fork_own_api))

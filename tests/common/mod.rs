@@ -562,6 +562,8 @@ pub fn docker_config(config: &mut Config, image: &str) {
         cpus: 1.0,
         memory_mib: 1024,
         gpus: 0,
+        idle_timeout: None,
+        reclaim: None,
     }];
     config.notebooks.ready_timeout = Duration::from_secs(90);
     config.notebooks.reconcile_interval = Duration::from_secs(1);

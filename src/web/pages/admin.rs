@@ -292,3 +292,49 @@ pub async fn set_gpu_limit(
         user.username
     )))
 }
+
+#[derive(Template)]
+#[template(path = "admin_notebooks.html")]
+struct NotebooksPage {
+    chrome: Chrome,
+    notebooks: Vec<crate::runtime::Notebook>,
+    notice: Option<String>,
+}
+
+/// Every running notebook with what keeps it alive, and the idle-reclaim exemption.
+pub async fn notebooks_page(
+    admin: AdminUser,
+    state: web::Data<AppState>,
+    q: web::Query<NoticeQuery>,
+) -> Result<HttpResponse, PageError> {
+    let notebooks = state.notebooks.running_notebooks().await?;
+    let notice = match q.done.as_deref() {
+        Some("exempt") => Some("The notebook is exempt from idle reclaim.".to_string()),
+        Some("unexempt") => Some("The notebook follows its machine type's idle policy again.".to_string()),
+        _ => None,
+    };
+    html(
+        StatusCode::OK,
+        NotebooksPage {
+            chrome: Chrome::new(&admin.0, "admin"),
+            notebooks,
+            notice,
+        },
+    )
+}
+
+pub async fn set_idle_exempt(
+    admin: AdminUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    form: web::Form<FlagForm>,
+) -> Result<HttpResponse, PageError> {
+    admin.0.check_csrf(&form.csrf)?;
+    let exempt = flag(&form)?;
+    state.notebooks.set_idle_exempt(&id, exempt).await?;
+    Ok(see_other(if exempt {
+        "/admin/notebooks?done=exempt"
+    } else {
+        "/admin/notebooks?done=unexempt"
+    }))
+}

@@ -152,6 +152,35 @@ pub async fn extend_notebook(
     ))
 }
 
+/// Resets the idle clock ("Keep running").
+pub async fn keep_alive(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.notebooks.keep_alive(&caller.user, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExemptBody {
+    exempt: bool,
+}
+
+/// Admins: exempt any notebook from idle reclaim (or end the exemption).
+pub async fn set_idle_exempt(
+    caller: ApiUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Json<ExemptBody>,
+) -> Result<HttpResponse, ApiError> {
+    if !caller.user.is_admin {
+        return Err(WebError::forbidden("Only admins can exempt notebooks from idle reclaim.").into());
+    }
+    state.notebooks.set_idle_exempt(&id, body.exempt).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"id": id.into_inner(), "idle_exempt": body.exempt})))
+}
+
 #[derive(Deserialize)]
 pub struct LogsQuery {
     tail: Option<usize>,

@@ -258,6 +258,7 @@ pub async fn notebook_page(
         Some("unshared") => {
             Some("The share link was revoked: it no longer opens anything.".to_string())
         }
+        Some("kept") => Some("Kept running: the idle clock starts again from now.".to_string()),
         _ => None,
     };
     html(
@@ -321,6 +322,31 @@ pub async fn extend_notebook(
         .extend_notebook(&session.user, &id, choice)
         .await?;
     Ok(see_other(&format!("/notebooks/{id}?done=extended")))
+}
+
+#[derive(Deserialize)]
+pub struct KeepAliveForm {
+    #[serde(default)]
+    csrf: String,
+    /// "dashboard" to go back to the list.
+    #[serde(default)]
+    back: String,
+}
+
+/// "Keep running": resets the idle clock.
+pub async fn keep_alive(
+    session: SessionUser,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    form: web::Form<KeepAliveForm>,
+) -> Result<HttpResponse, PageError> {
+    session.check_csrf(&form.csrf)?;
+    state.notebooks.keep_alive(&session.user, &id).await?;
+    Ok(if form.back == "dashboard" {
+        see_other("/")
+    } else {
+        see_other(&format!("/notebooks/{id}?done=kept"))
+    })
 }
 
 #[derive(Template)]

@@ -1,0 +1,606 @@
+//! What each running notebook is doing, from every signal Notebox has: its kernels and
+//! terminals (Jupyter's API), its GPUs' utilization (exclusive, so the GPU's numbers are
+//! the notebook's), its container's CPU, and what its member did through the proxy (ran
+//! code, typed in a terminal, saved a file) — never the polling of an open browser tab.
+//!
+//! A notebook is busy while any signal is; otherwise it is idle since the last moment one
+//! was. The idle policy (`Policy`) turns that into a reclaim time and a warning. Pure
+//! bookkeeping in memory: the sampler (runtime) feeds it, the proxy reports actions, pages
+//! and the API read it. Knows nothing of HTTP or Docker.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::config::Reclaim;
+
+/// Something a member did in their notebook (seen by the proxy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberAction {
+    /// Sent code to a kernel (or answered its `input()`).
+    Execute,
+    /// Typed in a terminal.
+    TerminalInput,
+    /// Saved, created, renamed or deleted a file.
+    FileChange,
+    /// Opened a notebook or file, started a kernel or a terminal.
+    Open,
+    /// Pressed "Keep running" (or called the keepalive API).
+    KeepAlive,
+}
+
+impl MemberAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberAction::Execute => "execute",
+            MemberAction::TerminalInput => "terminal_input",
+            MemberAction::FileChange => "file_change",
+            MemberAction::Open => "open",
+            MemberAction::KeepAlive => "keep_alive",
+        }
+    }
+
+    /// "ran code", for "ran code 2 min ago".
+    pub fn describe(self) -> &'static str {
+        match self {
+            MemberAction::Execute => "ran code",
+            MemberAction::TerminalInput => "typed in a terminal",
+            MemberAction::FileChange => "saved a file",
+            MemberAction::Open => "opened a file or kernel",
+            MemberAction::KeepAlive => "pressed Keep running",
+        }
+    }
+}
+
+/// A kernel as Jupyter's `/api/kernels` reports it.
+#[derive(Debug, Clone)]
+pub struct KernelReading {
+    pub id: String,
+    pub name: String,
+    /// "busy", "idle", "starting", ...
+    pub execution_state: String,
+    /// Jupyter's last message time (Unix seconds), when it parses.
+    pub last_activity: Option<i64>,
+}
+
+/// One GPU the notebook holds, at one sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuReading {
+    pub index: u32,
+    pub utilization_percent: Option<u32>,
+    pub memory_used_mib: u64,
+}
+
+/// One sample of a notebook's signals. `None` where a source did not answer.
+#[derive(Debug, Clone, Default)]
+pub struct Reading {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    pub kernels: Option<Vec<KernelReading>>,
+    pub terminals: Option<usize>,
+    /// The container's cumulative CPU time.
+    pub cpu_usage_ns: Option<u64>,
+    pub gpus: Vec<GpuReading>,
+}
+
+/// Above these a GPU or the container counts as computing.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub gpu_percent: u32,
+    /// Percent of one core.
+    pub cpu_percent: u32,
+}
+
+/// A kernel's state and since when (Unix seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelState {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+    pub since: i64,
+}
+
+impl KernelState {
+    pub fn is_busy(&self) -> bool {
+        self.state == "busy"
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    /// When tracking began (the notebook started, or Notebox did): idle time never
+    /// counts from before.
+    tracked_since: i64,
+    /// The last instant a signal was busy.
+    last_busy: Option<i64>,
+    /// Whether the last sample found a signal busy.
+    busy_now: bool,
+    sampled_at: Option<i64>,
+    kernels: Vec<KernelState>,
+    /// Jupyter did not answer at the last sample (the kernels shown are older).
+    kernels_stale: bool,
+    terminals: usize,
+    /// The previous CPU counter: (ns, Unix ms).
+    cpu_counter: Option<(u64, i64)>,
+    cpu_percent: Option<f64>,
+    gpus: Vec<GpuReading>,
+    last_action: Option<(MemberAction, i64)>,
+    /// The idle period (its start) a warning was already given for.
+    warned_for: Option<i64>,
+}
+
+impl Record {
+    fn new(now: i64) -> Record {
+        Record {
+            tracked_since: now,
+            last_busy: None,
+            busy_now: false,
+            sampled_at: None,
+            kernels: Vec::new(),
+            kernels_stale: false,
+            terminals: 0,
+            cpu_counter: None,
+            cpu_percent: None,
+            gpus: Vec::new(),
+            last_action: None,
+            warned_for: None,
+        }
+    }
+}
+
+/// The idle policy for one notebook: its machine type's, unless an admin exempted it.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// None: never reclaimed.
+    pub idle_timeout: Option<Duration>,
+    pub reclaim: Reclaim,
+    pub exempt: bool,
+    /// How long ahead of a reclaim to warn (at most half the timeout).
+    pub warning: Duration,
+}
+
+impl Policy {
+    fn timeout_secs(&self) -> Option<i64> {
+        if self.exempt {
+            return None;
+        }
+        self.idle_timeout.map(|t| t.as_secs().max(1) as i64)
+    }
+
+    fn warning_secs(&self) -> i64 {
+        let timeout = self.timeout_secs().unwrap_or(0);
+        (self.warning.as_secs() as i64).min(timeout / 2)
+    }
+}
+
+/// What a notebook is doing now and what will happen to it.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub busy: bool,
+    /// Unix seconds; now while busy.
+    pub idle_since: i64,
+    pub idle_seconds: i64,
+    /// When it will be stopped (policy `always`), unless someone acts first.
+    pub reclaim_at: Option<i64>,
+    /// Idle past the timeout: with `when_needed`, it may be stopped for a queued notebook.
+    pub reclaimable: bool,
+    /// The reclaim is near: pages and the webhook warn.
+    pub warning: bool,
+    /// The reclaim is due now.
+    pub due: bool,
+    pub policy: Policy,
+    pub kernels: Vec<KernelState>,
+    pub kernels_stale: bool,
+    pub terminals: usize,
+    pub cpu_percent: Option<f64>,
+    pub gpus: Vec<GpuReading>,
+    pub last_action: Option<(MemberAction, i64)>,
+    pub sampled_at: Option<i64>,
+    /// What keeps it alive right now, in words ("kernel busy for 42 s", "GPU 0 at 90 %").
+    pub keeping_alive: Vec<String>,
+}
+
+/// "42 s", "12 min", "3 h 5 min", "2 days".
+pub fn describe_duration(secs: impl std::borrow::Borrow<i64>) -> String {
+    let secs = (*secs.borrow()).max(0);
+    match secs {
+        0..=119 => format!("{secs} s"),
+        120..=3599 => format!("{} min", secs / 60),
+        3600..=86_399 if secs % 3600 < 60 => format!("{} h", secs / 3600),
+        3600..=86_399 => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
+        86_400..=172_799 => "1 day".into(),
+        _ => format!("{} days", secs / 86_400),
+    }
+}
+
+impl Status {
+    /// Why it is idle, for the reclaim message: "no kernel running, GPU 0 at 0 %, CPU 0 %".
+    pub fn idle_signals(&self) -> String {
+        let mut parts = Vec::new();
+        let idle_kernels = self.kernels.len();
+        parts.push(match idle_kernels {
+            0 => "no kernel running".to_string(),
+            1 => "1 kernel idle".to_string(),
+            n => format!("{n} kernels idle"),
+        });
+        for g in &self.gpus {
+            parts.push(format!(
+                "GPU {} at {} %",
+                g.index,
+                g.utilization_percent.unwrap_or(0)
+            ));
+        }
+        if let Some(cpu) = self.cpu_percent {
+            parts.push(format!("CPU {:.0} %", cpu));
+        }
+        parts.join(", ")
+    }
+
+    /// One line for lists: "busy: kernel busy for 42 s", "idle 25 min: stops in 5 min".
+    pub fn summary(&self, now: i64) -> String {
+        if self.busy {
+            return if self.keeping_alive.is_empty() {
+                "busy".into()
+            } else {
+                format!("busy: {}", self.keeping_alive.join(", "))
+            };
+        }
+        let idle = format!("idle {}", describe_duration(self.idle_seconds));
+        if self.policy.exempt {
+            return format!("{idle} · exempt from idle reclaim");
+        }
+        match (self.policy.timeout_secs(), self.policy.reclaim) {
+            (None, _) => idle,
+            (Some(_), Reclaim::Always) => match self.reclaim_at {
+                Some(at) if at <= now => format!("{idle}: stopping now"),
+                Some(at) => format!("{idle}: stops in {}", describe_duration(at - now)),
+                None => idle,
+            },
+            (Some(_), Reclaim::WhenNeeded) if self.reclaimable => {
+                format!("{idle}: stops if another notebook queues for its GPUs")
+            }
+            (Some(t), Reclaim::WhenNeeded) => format!(
+                "{idle}: after {} idle it gives its GPUs to a queued notebook",
+                describe_duration(t)
+            ),
+        }
+    }
+}
+
+/// Every running notebook's activity record.
+pub struct Tracker {
+    records: Mutex<HashMap<String, Record>>,
+    thresholds: Thresholds,
+}
+
+impl Tracker {
+    pub fn new(thresholds: Thresholds) -> Tracker {
+        Tracker {
+            records: Mutex::new(HashMap::new()),
+            thresholds,
+        }
+    }
+
+    pub fn thresholds(&self) -> Thresholds {
+        self.thresholds
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Record>) -> T) -> Option<T> {
+        // A poisoned lock only means a panic elsewhere mid-update: the data is still a map.
+        let mut map = match self.records.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Some(f(&mut map))
+    }
+
+    /// The member did something: the idle clock starts again.
+    pub fn member_acted(&self, notebook_id: &str, action: MemberAction, now: i64) {
+        self.with(|map| {
+            let record = match map.get_mut(notebook_id) {
+                Some(r) => r,
+                None => map
+                    .entry(notebook_id.to_string())
+                    .or_insert_with(|| Record::new(now)),
+            };
+            record.last_action = Some((action, now));
+        });
+    }
+
+    /// Forgets notebooks that no longer run (their next start tracks afresh).
+    pub fn retain(&self, running: &HashSet<&str>) {
+        self.with(|map| map.retain(|id, _| running.contains(id.as_str())));
+    }
+
+    pub fn forget(&self, notebook_id: &str) {
+        self.with(|map| map.remove(notebook_id));
+    }
+
+    /// Records one sample.
+    pub fn observe(&self, notebook_id: &str, reading: Reading) {
+        let t = self.thresholds;
+        self.with(|map| {
+            let now = reading.at_ms.div_euclid(1000);
+            let record = map
+                .entry(notebook_id.to_string())
+                .or_insert_with(|| Record::new(now));
+            observe_into(record, reading, t);
+        });
+    }
+
+    /// Marks that the warning for the idle period starting at `idle_since` was given;
+    /// false when it already was.
+    pub fn mark_warned(&self, notebook_id: &str, idle_since: i64) -> bool {
+        self.with(|map| match map.get_mut(notebook_id) {
+            Some(r) if r.warned_for != Some(idle_since) => {
+                r.warned_for = Some(idle_since);
+                true
+            }
+            _ => false,
+        })
+        .unwrap_or(false)
+    }
+
+    /// The notebook's status under `policy`, if it is tracked.
+    pub fn status(&self, notebook_id: &str, policy: Policy, now: i64) -> Option<Status> {
+        let t = self.thresholds;
+        self.with(|map| map.get(notebook_id).map(|r| status_of(r, policy, now, t)))
+            .flatten()
+    }
+}
+
+fn observe_into(record: &mut Record, reading: Reading, t: Thresholds) {
+    let now = reading.at_ms.div_euclid(1000);
+    let mut busy = false;
+    if let Some(kernels) = reading.kernels {
+        let mut next = Vec::with_capacity(kernels.len());
+        for k in kernels {
+            let previous = record.kernels.iter().find(|p| p.id == k.id);
+            let last_message = k.last_activity.map(|t| t.min(now));
+            let since = match previous {
+                Some(p) if p.state == k.execution_state => p.since,
+                // It finished between two samples: busy until its last message.
+                Some(p) if p.is_busy() => {
+                    let end = last_message.unwrap_or(now).clamp(p.since, now);
+                    record.last_busy = Some(record.last_busy.map_or(end, |b| b.max(end)));
+                    end
+                }
+                _ if k.execution_state == "busy" => now,
+                _ => last_message.unwrap_or(now),
+            };
+            next.push(KernelState {
+                id: k.id,
+                name: k.name,
+                state: k.execution_state,
+                since,
+            });
+        }
+        record.kernels = next;
+        record.kernels_stale = false;
+    } else {
+        // Jupyter did not answer: what it said last still stands (a kernel seen busy is
+        // not taken for idle because its server was slow to answer).
+        record.kernels_stale = true;
+    }
+    busy |= record.kernels.iter().any(KernelState::is_busy);
+    if let Some(n) = reading.terminals {
+        record.terminals = n;
+    }
+    if let Some(ns) = reading.cpu_usage_ns {
+        if let Some((prev_ns, prev_ms)) = record.cpu_counter {
+            let elapsed_ms = reading.at_ms - prev_ms;
+            if elapsed_ms > 0 && ns >= prev_ns {
+                record.cpu_percent =
+                    Some((ns - prev_ns) as f64 / (elapsed_ms as f64 * 1e6) * 100.0);
+            }
+        }
+        record.cpu_counter = Some((ns, reading.at_ms));
+    }
+    busy |= record
+        .cpu_percent
+        .is_some_and(|p| p >= f64::from(t.cpu_percent));
+    busy |= reading
+        .gpus
+        .iter()
+        .any(|g| g.utilization_percent.unwrap_or(0) >= t.gpu_percent);
+    record.gpus = reading.gpus;
+    record.sampled_at = Some(now);
+    record.busy_now = busy;
+    if busy {
+        record.last_busy = Some(now);
+    }
+}
+
+fn status_of(r: &Record, policy: Policy, now: i64, t: Thresholds) -> Status {
+    let mut keeping_alive = Vec::new();
+    if r.busy_now {
+        for k in r.kernels.iter().filter(|k| k.is_busy()) {
+            keeping_alive.push(format!(
+                "kernel busy for {}",
+                describe_duration(now - k.since)
+            ));
+        }
+    }
+    // Thresholds were applied when sampling; repeat the figures that made it busy.
+    let gpu_busy: Vec<String> = if r.busy_now {
+        r.gpus
+            .iter()
+            .filter(|g| g.utilization_percent.unwrap_or(0) >= t.gpu_percent)
+            .map(|g| format!("GPU {} at {} %", g.index, g.utilization_percent.unwrap_or(0)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let busy = r.busy_now;
+    keeping_alive.extend(gpu_busy);
+    if busy {
+        if let Some(cpu) = r.cpu_percent.filter(|c| *c >= f64::from(t.cpu_percent)) {
+            keeping_alive.push(format!("CPU {cpu:.0} %"));
+        }
+    }
+    let idle_since = [
+        Some(r.tracked_since),
+        r.last_busy,
+        r.last_action.map(|(_, at)| at),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(now);
+    let idle_since = if busy { now } else { idle_since.min(now) };
+    if let Some((action, at)) = r.last_action.filter(|(_, at)| now - at < 60) {
+        keeping_alive.push(format!(
+            "you {} {} ago",
+            action.describe(),
+            describe_duration(now - at)
+        ));
+    }
+    let reclaimable_at = policy.timeout_secs().map(|t| idle_since + t);
+    let reclaim_at = match policy.reclaim {
+        Reclaim::Always => reclaimable_at,
+        Reclaim::WhenNeeded => None,
+    };
+    let warning = !busy && reclaim_at.is_some_and(|at| now >= at - policy.warning_secs());
+    Status {
+        busy,
+        idle_since,
+        idle_seconds: now - idle_since,
+        reclaim_at,
+        reclaimable: !busy && reclaimable_at.is_some_and(|at| now >= at),
+        warning,
+        due: !busy && reclaim_at.is_some_and(|at| now >= at),
+        policy,
+        kernels: r.kernels.clone(),
+        kernels_stale: r.kernels_stale,
+        terminals: r.terminals,
+        cpu_percent: r.cpu_percent,
+        gpus: r.gpus.clone(),
+        last_action: r.last_action,
+        sampled_at: r.sampled_at,
+        keeping_alive,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Thresholds = Thresholds {
+        gpu_percent: 10,
+        cpu_percent: 10,
+    };
+
+    fn policy(timeout: u64, reclaim: Reclaim) -> Policy {
+        Policy {
+            idle_timeout: Some(Duration::from_secs(timeout)),
+            reclaim,
+            exempt: false,
+            warning: Duration::from_secs(60),
+        }
+    }
+
+    fn kernel(state: &str, last: i64) -> KernelReading {
+        KernelReading {
+            id: "k1".into(),
+            name: "python3".into(),
+            execution_state: state.into(),
+            last_activity: Some(last),
+        }
+    }
+
+    fn reading(at: i64) -> Reading {
+        Reading {
+            at_ms: at * 1000,
+            kernels: Some(Vec::new()),
+            terminals: Some(0),
+            cpu_usage_ns: None,
+            gpus: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_busy_kernel_is_never_idle_and_its_end_starts_the_clock() {
+        let tracker = Tracker::new(T);
+        let p = policy(300, Reclaim::Always);
+        tracker.observe("n", Reading { kernels: Some(vec![kernel("busy", 1000)]), ..reading(1000) });
+        for t in [2000, 5000, 100_000] {
+            tracker.observe("n", Reading { kernels: Some(vec![kernel("busy", t)]), ..reading(t) });
+            let s = tracker.status("n", p, t + 2).expect("tracked");
+            assert!(s.busy && !s.due && !s.warning, "{s:?}");
+            assert_eq!(s.keeping_alive[0], format!("kernel busy for {}", describe_duration(t + 2 - 1000)));
+        }
+        // Finished at 100 010 (its last message), seen idle at 100 020.
+        tracker.observe("n", Reading { kernels: Some(vec![kernel("idle", 100_010)]), ..reading(100_020) });
+        let s = tracker.status("n", p, 100_020).expect("tracked");
+        assert!(!s.busy);
+        assert_eq!(s.idle_since, 100_010);
+        assert_eq!(s.reclaim_at, Some(100_310));
+        assert!(!tracker.status("n", p, 100_249).expect("t").warning);
+        assert!(tracker.status("n", p, 100_250).expect("t").warning);
+        assert!(tracker.status("n", p, 100_310).expect("t").due);
+        assert_eq!(
+            tracker.status("n", p, 100_310).expect("t").idle_signals(),
+            "1 kernel idle"
+        );
+    }
+
+    #[test]
+    fn gpu_and_cpu_utilization_count_and_member_actions_reset_the_clock() {
+        let tracker = Tracker::new(T);
+        let p = policy(100, Reclaim::Always);
+        let gpu = |u| vec![GpuReading { index: 0, utilization_percent: Some(u), memory_used_mib: 100 }];
+        tracker.observe("n", Reading { gpus: gpu(90), ..reading(1000) });
+        assert!(tracker.status("n", p, 1000).expect("t").busy);
+        tracker.observe("n", Reading { gpus: gpu(0), ..reading(1005) });
+        let s = tracker.status("n", p, 1105).expect("t");
+        assert!(s.due, "{s:?}");
+        assert_eq!(s.idle_signals(), "no kernel running, GPU 0 at 0 %");
+        tracker.member_acted("n", MemberAction::Execute, 1104);
+        let s = tracker.status("n", p, 1105).expect("t");
+        assert!(!s.due && s.reclaim_at == Some(1204), "{s:?}");
+        // CPU: 2 s of CPU time in 4 s of wall time = 50 % of a core.
+        tracker.observe("n", Reading { cpu_usage_ns: Some(1_000_000_000), ..reading(2000) });
+        tracker.observe("n", Reading { cpu_usage_ns: Some(3_000_000_000), ..reading(2004) });
+        let s = tracker.status("n", p, 2004).expect("t");
+        assert!(s.busy);
+        assert_eq!(s.cpu_percent.map(|c| c.round()), Some(50.0));
+        tracker.observe("n", Reading { cpu_usage_ns: Some(3_010_000_000), ..reading(2014) });
+        let s = tracker.status("n", p, 2014).expect("t");
+        assert!(!s.busy && s.idle_since == 2004, "{s:?}");
+    }
+
+    #[test]
+    fn policies_never_when_needed_and_exempt() {
+        let tracker = Tracker::new(T);
+        tracker.observe("n", reading(1000));
+        let never = Policy { idle_timeout: None, ..policy(10, Reclaim::Always) };
+        let s = tracker.status("n", never, 99_999).expect("t");
+        assert!(!s.due && !s.warning && s.reclaim_at.is_none());
+        let needed = policy(10, Reclaim::WhenNeeded);
+        let s = tracker.status("n", needed, 1011).expect("t");
+        assert!(!s.due && s.reclaimable && s.reclaim_at.is_none());
+        let exempt = Policy { exempt: true, ..policy(10, Reclaim::Always) };
+        let s = tracker.status("n", exempt, 99_999).expect("t");
+        assert!(!s.due && !s.reclaimable);
+        assert!(s.summary(99_999).contains("exempt"));
+        // Unanswered Jupyter: the busy kernel it reported last still counts.
+        tracker.observe("m", Reading { kernels: Some(vec![kernel("busy", 1000)]), ..reading(1000) });
+        tracker.observe("m", Reading { kernels: None, ..reading(2000) });
+        assert!(tracker.status("m", policy(10, Reclaim::Always), 2000).expect("t").busy);
+        // A warning is given once per idle period.
+        assert!(tracker.mark_warned("n", 1000));
+        assert!(!tracker.mark_warned("n", 1000));
+        assert!(tracker.mark_warned("n", 1500));
+        tracker.retain(&HashSet::from(["m"]));
+        assert!(tracker.status("n", needed, 0).is_none());
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(describe_duration(42), "42 s");
+        assert_eq!(describe_duration(1500), "25 min");
+        assert_eq!(describe_duration(7200), "2 h");
+        assert_eq!(describe_duration(7500), "2 h 5 min");
+        assert_eq!(describe_duration(3 * 86_400), "3 days");
+    }
+}
