@@ -426,7 +426,13 @@ fn status_of(r: &Record, policy: Policy, now: i64, t: Thresholds) -> Status {
         r.gpus
             .iter()
             .filter(|g| g.utilization_percent.unwrap_or(0) >= t.gpu_percent)
-            .map(|g| format!("GPU {} at {} %", g.index, g.utilization_percent.unwrap_or(0)))
+            .map(|g| {
+                format!(
+                    "GPU {} at {} %",
+                    g.index,
+                    g.utilization_percent.unwrap_or(0)
+                )
+            })
             .collect()
     } else {
         Vec::new()
@@ -522,15 +528,36 @@ mod tests {
     fn a_busy_kernel_is_never_idle_and_its_end_starts_the_clock() {
         let tracker = Tracker::new(T);
         let p = policy(300, Reclaim::Always);
-        tracker.observe("n", Reading { kernels: Some(vec![kernel("busy", 1000)]), ..reading(1000) });
+        tracker.observe(
+            "n",
+            Reading {
+                kernels: Some(vec![kernel("busy", 1000)]),
+                ..reading(1000)
+            },
+        );
         for t in [2000, 5000, 100_000] {
-            tracker.observe("n", Reading { kernels: Some(vec![kernel("busy", t)]), ..reading(t) });
+            tracker.observe(
+                "n",
+                Reading {
+                    kernels: Some(vec![kernel("busy", t)]),
+                    ..reading(t)
+                },
+            );
             let s = tracker.status("n", p, t + 2).expect("tracked");
             assert!(s.busy && !s.due && !s.warning, "{s:?}");
-            assert_eq!(s.keeping_alive[0], format!("kernel busy for {}", describe_duration(t + 2 - 1000)));
+            assert_eq!(
+                s.keeping_alive[0],
+                format!("kernel busy for {}", describe_duration(t + 2 - 1000))
+            );
         }
         // Finished at 100 010 (its last message), seen idle at 100 020.
-        tracker.observe("n", Reading { kernels: Some(vec![kernel("idle", 100_010)]), ..reading(100_020) });
+        tracker.observe(
+            "n",
+            Reading {
+                kernels: Some(vec![kernel("idle", 100_010)]),
+                ..reading(100_020)
+            },
+        );
         let s = tracker.status("n", p, 100_020).expect("tracked");
         assert!(!s.busy);
         assert_eq!(s.idle_since, 100_010);
@@ -548,10 +575,28 @@ mod tests {
     fn gpu_and_cpu_utilization_count_and_member_actions_reset_the_clock() {
         let tracker = Tracker::new(T);
         let p = policy(100, Reclaim::Always);
-        let gpu = |u| vec![GpuReading { index: 0, utilization_percent: Some(u), memory_used_mib: 100 }];
-        tracker.observe("n", Reading { gpus: gpu(90), ..reading(1000) });
+        let gpu = |u| {
+            vec![GpuReading {
+                index: 0,
+                utilization_percent: Some(u),
+                memory_used_mib: 100,
+            }]
+        };
+        tracker.observe(
+            "n",
+            Reading {
+                gpus: gpu(90),
+                ..reading(1000)
+            },
+        );
         assert!(tracker.status("n", p, 1000).expect("t").busy);
-        tracker.observe("n", Reading { gpus: gpu(0), ..reading(1005) });
+        tracker.observe(
+            "n",
+            Reading {
+                gpus: gpu(0),
+                ..reading(1005)
+            },
+        );
         let s = tracker.status("n", p, 1105).expect("t");
         assert!(s.due, "{s:?}");
         assert_eq!(s.idle_signals(), "no kernel running, GPU 0 at 0 %");
@@ -559,12 +604,30 @@ mod tests {
         let s = tracker.status("n", p, 1105).expect("t");
         assert!(!s.due && s.reclaim_at == Some(1204), "{s:?}");
         // CPU: 2 s of CPU time in 4 s of wall time = 50 % of a core.
-        tracker.observe("n", Reading { cpu_usage_ns: Some(1_000_000_000), ..reading(2000) });
-        tracker.observe("n", Reading { cpu_usage_ns: Some(3_000_000_000), ..reading(2004) });
+        tracker.observe(
+            "n",
+            Reading {
+                cpu_usage_ns: Some(1_000_000_000),
+                ..reading(2000)
+            },
+        );
+        tracker.observe(
+            "n",
+            Reading {
+                cpu_usage_ns: Some(3_000_000_000),
+                ..reading(2004)
+            },
+        );
         let s = tracker.status("n", p, 2004).expect("t");
         assert!(s.busy);
         assert_eq!(s.cpu_percent.map(|c| c.round()), Some(50.0));
-        tracker.observe("n", Reading { cpu_usage_ns: Some(3_010_000_000), ..reading(2014) });
+        tracker.observe(
+            "n",
+            Reading {
+                cpu_usage_ns: Some(3_010_000_000),
+                ..reading(2014)
+            },
+        );
         let s = tracker.status("n", p, 2014).expect("t");
         assert!(!s.busy && s.idle_since == 2004, "{s:?}");
     }
@@ -573,20 +636,43 @@ mod tests {
     fn policies_never_when_needed_and_exempt() {
         let tracker = Tracker::new(T);
         tracker.observe("n", reading(1000));
-        let never = Policy { idle_timeout: None, ..policy(10, Reclaim::Always) };
+        let never = Policy {
+            idle_timeout: None,
+            ..policy(10, Reclaim::Always)
+        };
         let s = tracker.status("n", never, 99_999).expect("t");
         assert!(!s.due && !s.warning && s.reclaim_at.is_none());
         let needed = policy(10, Reclaim::WhenNeeded);
         let s = tracker.status("n", needed, 1011).expect("t");
         assert!(!s.due && s.reclaimable && s.reclaim_at.is_none());
-        let exempt = Policy { exempt: true, ..policy(10, Reclaim::Always) };
+        let exempt = Policy {
+            exempt: true,
+            ..policy(10, Reclaim::Always)
+        };
         let s = tracker.status("n", exempt, 99_999).expect("t");
         assert!(!s.due && !s.reclaimable);
         assert!(s.summary(99_999).contains("exempt"));
         // Unanswered Jupyter: the busy kernel it reported last still counts.
-        tracker.observe("m", Reading { kernels: Some(vec![kernel("busy", 1000)]), ..reading(1000) });
-        tracker.observe("m", Reading { kernels: None, ..reading(2000) });
-        assert!(tracker.status("m", policy(10, Reclaim::Always), 2000).expect("t").busy);
+        tracker.observe(
+            "m",
+            Reading {
+                kernels: Some(vec![kernel("busy", 1000)]),
+                ..reading(1000)
+            },
+        );
+        tracker.observe(
+            "m",
+            Reading {
+                kernels: None,
+                ..reading(2000)
+            },
+        );
+        assert!(
+            tracker
+                .status("m", policy(10, Reclaim::Always), 2000)
+                .expect("t")
+                .busy
+        );
         // A warning is given once per idle period.
         assert!(tracker.mark_warned("n", 1000));
         assert!(!tracker.mark_warned("n", 1000));

@@ -600,8 +600,14 @@ impl Config {
             }
         }
         for (key, percent) in [
-            ("notebooks.busy_gpu_percent", self.notebooks.busy_gpu_percent),
-            ("notebooks.busy_cpu_percent", self.notebooks.busy_cpu_percent),
+            (
+                "notebooks.busy_gpu_percent",
+                self.notebooks.busy_gpu_percent,
+            ),
+            (
+                "notebooks.busy_cpu_percent",
+                self.notebooks.busy_cpu_percent,
+            ),
         ] {
             if percent == 0 || percent > 100 {
                 return Err(self.invalid(key, "must be a percentage from 1 to 100"));
@@ -893,7 +899,8 @@ reclaim = "always"
         .expect("parses");
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("machines[0].reclaim"), "{e}");
-        let c = Config::from_toml("[webhook]\nurl = \"ftp://x\"\n", Path::new("c.toml")).expect("parses");
+        let c = Config::from_toml("[webhook]\nurl = \"ftp://x\"\n", Path::new("c.toml"))
+            .expect("parses");
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("webhook.url"), "{e}");
     }

@@ -17,12 +17,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use futures_util::{SinkExt, StreamExt};
 
+use crate::activity::MemberAction;
 use crate::auth::{secrets, Accounts, User};
 use crate::db::notebooks::{self as q, ProxyTarget};
 use crate::db::Db;
 use crate::error::WebError;
 use crate::http::{authorization_token, here, PAGE_CSP, SESSION_COOKIE};
-use crate::activity::MemberAction;
 use crate::model::NotebookState;
 use crate::runtime::Runtime;
 
@@ -313,7 +313,9 @@ fn member_action_http(method: &Method, path: &str, query: &str) -> Option<Member
         ("PUT" | "POST" | "PATCH" | "DELETE", "contents") => Some(MemberAction::FileChange),
         // Opening a notebook or file (a listing of a directory has no `type=`).
         ("GET", "contents")
-            if query.split('&').any(|p| p == "type=notebook" || p == "type=file")
+            if query
+                .split('&')
+                .any(|p| p == "type=notebook" || p == "type=file")
                 && !query.split('&').any(|p| p == "content=0") =>
         {
             Some(MemberAction::Open)
@@ -904,17 +906,37 @@ mod tests {
     #[test]
     fn member_actions_are_told_from_a_tab_polling() {
         let http = |m: Method, p: &str, q: &str| member_action_http(&m, p, q);
-        assert_eq!(http(Method::PUT, "api/contents/a.ipynb", ""), Some(MemberAction::FileChange));
-        assert_eq!(http(Method::GET, "api/contents/a.ipynb", "type=notebook&content=1"), Some(MemberAction::Open));
-        assert_eq!(http(Method::POST, "api/kernels/k/interrupt", ""), Some(MemberAction::Execute));
-        assert_eq!(http(Method::POST, "api/sessions", ""), Some(MemberAction::Open));
+        assert_eq!(
+            http(Method::PUT, "api/contents/a.ipynb", ""),
+            Some(MemberAction::FileChange)
+        );
+        assert_eq!(
+            http(
+                Method::GET,
+                "api/contents/a.ipynb",
+                "type=notebook&content=1"
+            ),
+            Some(MemberAction::Open)
+        );
+        assert_eq!(
+            http(Method::POST, "api/kernels/k/interrupt", ""),
+            Some(MemberAction::Execute)
+        );
+        assert_eq!(
+            http(Method::POST, "api/sessions", ""),
+            Some(MemberAction::Open)
+        );
         // What an open, untouched JupyterLab asks every few seconds.
         for (m, p, q) in [
             (Method::GET, "api/kernels", ""),
             (Method::GET, "api/sessions", ""),
             (Method::GET, "api/terminals", ""),
             (Method::GET, "api/contents/", "content=1&hash=0"),
-            (Method::GET, "api/contents/a.ipynb", "type=notebook&content=0"),
+            (
+                Method::GET,
+                "api/contents/a.ipynb",
+                "type=notebook&content=0",
+            ),
             (Method::GET, "api/me", ""),
             (Method::GET, "api/status", ""),
             (Method::PUT, "lab/api/workspaces/default", ""),
@@ -926,16 +948,28 @@ mod tests {
         assert_eq!(socket_kind("api/kernels/abc/channels"), k);
         assert_eq!(socket_kind("terminals/websocket/1"), SocketKind::Terminal);
         assert_eq!(
-            member_action_ws(k, br#"{"header":{"msg_type":"execute_request"},"content":{"code":"1"}}"#),
+            member_action_ws(
+                k,
+                br#"{"header":{"msg_type":"execute_request"},"content":{"code":"1"}}"#
+            ),
             Some(MemberAction::Execute)
         );
         assert_eq!(
             member_action_ws(k, br#"{"header": {"msg_type": "kernel_info_request"}}"#),
             None
         );
-        assert_eq!(member_action_ws(SocketKind::Terminal, br#"["stdin","ls\r"]"#), Some(MemberAction::TerminalInput));
-        assert_eq!(member_action_ws(SocketKind::Terminal, br#"["set_size",24,80]"#), None);
-        assert_eq!(member_action_ws(SocketKind::Other, b"execute_request"), None);
+        assert_eq!(
+            member_action_ws(SocketKind::Terminal, br#"["stdin","ls\r"]"#),
+            Some(MemberAction::TerminalInput)
+        );
+        assert_eq!(
+            member_action_ws(SocketKind::Terminal, br#"["set_size",24,80]"#),
+            None
+        );
+        assert_eq!(
+            member_action_ws(SocketKind::Other, b"execute_request"),
+            None
+        );
     }
 
     #[test]

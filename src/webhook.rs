@@ -29,17 +29,14 @@ pub struct WebhookUrl(hyper::Uri);
 
 impl WebhookUrl {
     pub fn parse(text: &str) -> Result<WebhookUrl, String> {
-        let uri: hyper::Uri = text
-            .trim()
-            .parse()
-            .map_err(|e| format!("'{text}' is not a URL ({e}); write it like https://chat.lab.example/hooks/notebox"))?;
+        let uri: hyper::Uri = text.trim().parse().map_err(|e| {
+            format!(
+                "'{text}' is not a URL ({e}); write it like https://chat.lab.example/hooks/notebox"
+            )
+        })?;
         match uri.scheme_str() {
             Some("http" | "https") => {}
-            _ => {
-                return Err(format!(
-                    "'{text}' must start with http:// or https://"
-                ))
-            }
+            _ => return Err(format!("'{text}' must start with http:// or https://")),
         }
         if uri.host().is_none_or(str::is_empty) {
             return Err(format!("'{text}' names no host"));
@@ -186,10 +183,7 @@ async fn deliver_all(
 async fn deliver(client: &HttpsClient, url: &WebhookUrl, body: Bytes) -> Result<(), String> {
     let request = hyper::Request::post(url.0.clone())
         .header("content-type", "application/json")
-        .header(
-            "user-agent",
-            concat!("notebox/", env!("CARGO_PKG_VERSION")),
-        )
+        .header("user-agent", concat!("notebox/", env!("CARGO_PKG_VERSION")))
         .body(Full::new(body))
         .map_err(|e| e.to_string())?;
     match tokio::time::timeout(ATTEMPT_TIMEOUT, client.request(request)).await {
@@ -208,7 +202,9 @@ mod tests {
     fn urls_are_checked() {
         assert!(WebhookUrl::parse("https://chat.lab.example/hooks/x").is_ok());
         assert!(WebhookUrl::parse("http://127.0.0.1:9000/").is_ok());
-        assert!(WebhookUrl::parse("ftp://x/").unwrap_err().contains("http://"));
+        assert!(WebhookUrl::parse("ftp://x/")
+            .unwrap_err()
+            .contains("http://"));
         assert!(WebhookUrl::parse("not a url").is_err());
         assert!(WebhookUrl::parse("/relative").is_err());
     }

@@ -338,3 +338,114 @@ async fn jupyterlab_runs_a_cell_and_a_terminal_through_the_proxy() {
     b.close().await;
     eprintln!("done after {:?}", started.elapsed());
 }
+
+/// Issue 12, acceptance 4: JupyterLab open and untouched keeps polling Notebox every few
+/// seconds, and none of that is activity: the notebook is reclaimed on time. Running a
+/// cell before the timeout starts the clock again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_untouched_jupyterlab_is_idle_and_running_a_cell_resets_the_clock() {
+    if !chromium::available() {
+        return;
+    }
+    let Some(image) = test_image() else {
+        return;
+    };
+    const TIMEOUT: Duration = Duration::from_secs(20);
+    const INTERVAL: Duration = Duration::from_secs(1);
+    let server = TestServer::start_with(|c| {
+        docker_config(c, &image);
+        c.notebooks.activity_interval = INTERVAL;
+        c.notebooks.idle_warning = Duration::from_secs(5);
+        c.machines[0].idle_timeout = Some(Some(TIMEOUT));
+    })
+    .await;
+    let _containers = ContainerGuard(server.data_dir().to_path_buf());
+    add_user(&server, "ada", "ada-password-1", false);
+    let api = Api::new(&server.url, &token_for(&server, "ada"));
+    let id = api.create_notebook("left open").await;
+    let b = Browser::start(&server.url).await;
+    b.login("ada", "ada-password-1").await;
+    api.wait_state(&id, "running", READY).await;
+    lab_setting(
+        &api,
+        &id,
+        "@jupyterlab/apputils-extension:notification",
+        r#"{"fetchNews": "false"}"#,
+    )
+    .await;
+    b.goto(&format!("/nb/{id}/lab")).await;
+    click_launcher_card(&b, &id, "Python 3 (ipykernel)").await;
+    shown(&b, &id, ".jp-NotebookPanel .jp-Cell .cm-content", LAB).await;
+    shows(
+        &b,
+        &id,
+        "#jp-main-statusbar",
+        "Python 3 (ipykernel) | Idle",
+        LAB,
+    )
+    .await;
+
+    // Untouched, the tab polls on; the idle clock runs on regardless.
+    let activity = || async {
+        let (_, nb) = api.get(&format!("/api/v1/notebooks/{id}")).await;
+        nb["activity"].clone()
+    };
+    let a = wait_for(
+        "12 s of idleness with the tab open",
+        Duration::from_secs(40),
+        || async {
+            let a = activity().await;
+            (a["idle_seconds"].as_i64() >= Some(12)).then_some(a)
+        },
+    )
+    .await;
+    assert_eq!(a["busy"], false, "{a}");
+    let opened = a["last_member_action"].clone();
+    assert!(
+        opened["kind"] == "open" || opened["kind"] == "file_change",
+        "opening the notebook was the last thing the member did: {a}"
+    );
+
+    // Running a cell before the timeout resets the clock.
+    let first_cell = ".jp-NotebookPanel .jp-Cell .cm-content";
+    shown(&b, &id, first_cell, SHORT)
+        .await
+        .click()
+        .await
+        .expect("click the cell");
+    b.type_keys("print(6*7)").await;
+    b.type_keys(SHIFT_ENTER).await;
+    shows(
+        &b,
+        &id,
+        ".jp-NotebookPanel .jp-OutputArea-output",
+        "42",
+        LAB,
+    )
+    .await;
+    let ran = Instant::now();
+    let a = activity().await;
+    assert_eq!(a["last_member_action"]["kind"], "execute", "{a}");
+    assert!(a["idle_seconds"].as_i64() <= Some(2), "{a}");
+
+    // Untouched again: past the first timeout it still runs (the cell reset the clock),
+    // then it is reclaimed on time while the tab keeps polling.
+    let (nb, took) = {
+        let start = Instant::now();
+        let nb = wait_for("the reclaim", Duration::from_secs(60), || async {
+            let (_, nb) = api.get(&format!("/api/v1/notebooks/{id}")).await;
+            (nb["state"] != "running").then_some(nb)
+        })
+        .await;
+        (nb, start.elapsed() + (start - ran))
+    };
+    assert!(
+        took >= TIMEOUT - INTERVAL && took <= TIMEOUT + 2 * INTERVAL + Duration::from_secs(2),
+        "reclaimed {took:?} after the cell ran (timeout {TIMEOUT:?}): {nb}"
+    );
+    eprintln!(
+        "reclaimed {took:?} after the cell ran, the tab still open: {}",
+        nb["state_detail"]
+    );
+    b.close().await;
+}

@@ -296,18 +296,21 @@ pub fn running(conn: &Connection) -> Result<Vec<RunningNotebook>, DbError> {
          FROM notebooks n JOIN users u ON u.id = n.owner_id
          WHERE n.state = ?1 AND n.desired_state = ?2",
     )?;
-    let rows = stmt.query_map(params![NotebookState::Running, DesiredState::Running], |r| {
-        Ok(RunningNotebook {
-            id: r.get(0)?,
-            owner: r.get(1)?,
-            name: r.get(2)?,
-            machine_id: r.get(3)?,
-            container_id: r.get(4)?,
-            container_ip: r.get(5)?,
-            jupyter_token: r.get(6)?,
-            idle_exempt: r.get(7)?,
-        })
-    })?;
+    let rows = stmt.query_map(
+        params![NotebookState::Running, DesiredState::Running],
+        |r| {
+            Ok(RunningNotebook {
+                id: r.get(0)?,
+                owner: r.get(1)?,
+                name: r.get(2)?,
+                machine_id: r.get(3)?,
+                container_id: r.get(4)?,
+                container_ip: r.get(5)?,
+                jupyter_token: r.get(6)?,
+                idle_exempt: r.get(7)?,
+            })
+        },
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

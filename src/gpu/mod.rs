@@ -194,9 +194,17 @@ mod tests {
             (s[0].utilization_percent, s[0].memory_used_mib)
         };
         assert_eq!(read(&gpus), (Some(0), 0), "no file yet: idle");
-        std::fs::write(&file, r#"{"utilization_percent": 90, "memory_used_mib": 512}"#).expect("write");
+        std::fs::write(
+            &file,
+            r#"{"utilization_percent": 90, "memory_used_mib": 512}"#,
+        )
+        .expect("write");
         assert_eq!(read(&gpus), (Some(90), 512));
-        std::fs::write(&file, r#"{"utilization_percent": 250, "memory_used_mib": 5000}"#).expect("write");
+        std::fs::write(
+            &file,
+            r#"{"utilization_percent": 250, "memory_used_mib": 5000}"#,
+        )
+        .expect("write");
         assert_eq!(read(&gpus), (Some(100), 1000), "clamped to the GPU");
         std::fs::write(&file, "ninety").expect("write");
         assert_eq!(read(&gpus), (None, 0), "malformed: no made-up figure");

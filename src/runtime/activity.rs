@@ -165,9 +165,7 @@ impl Runtime {
                 .await
                 .ok()
                 .and_then(|s| s.pid);
-            let source = pid
-                .and_then(cpu_source_of_pid)
-                .unwrap_or(CpuSource::Docker);
+            let source = pid.and_then(cpu_source_of_pid).unwrap_or(CpuSource::Docker);
             tracing::debug!(notebook = %nb.id, ?source, "container CPU source");
             cpu_sources.insert(container.to_string(), source);
         }
@@ -227,8 +225,10 @@ impl Runtime {
                     probe.terminal_count(ip, &nb.id, &nb.jupyter_token)
                 );
                 (
-                    k.map_err(|e| tracing::debug!(notebook = %nb.id, error = %e, "cannot read kernels"))
-                        .ok(),
+                    k.map_err(
+                        |e| tracing::debug!(notebook = %nb.id, error = %e, "cannot read kernels"),
+                    )
+                    .ok(),
                     t.ok(),
                 )
             }
@@ -282,7 +282,10 @@ impl Runtime {
             let Some(status) = self.activity().status(&nb.id, policy, t) else {
                 continue;
             };
-            if status.warning && !status.due && self.activity().mark_warned(&nb.id, status.idle_since) {
+            if status.warning
+                && !status.due
+                && self.activity().mark_warned(&nb.id, status.idle_since)
+            {
                 self.notify(
                     EventKind::IdleWarning,
                     &nb.id,
@@ -347,26 +350,38 @@ impl Runtime {
     }
 
     /// Stops an idle notebook, saying why on its page (and the beneficiary's).
-    async fn reclaim(&self, nb: &RunningNotebook, status: &Status, for_queued: Option<&Beneficiary>) {
+    async fn reclaim(
+        &self,
+        nb: &RunningNotebook,
+        status: &Status,
+        for_queued: Option<&Beneficiary>,
+    ) {
         if !self.try_claim(&nb.id) {
             return; // the reconciler is at it; next time
         }
         let idle = crate::activity::describe_duration(status.idle_seconds);
         let signals = status.idle_signals();
         let gpus: Vec<u32> = status.gpus.iter().map(|g| g.index).collect();
-        let reason = match for_queued {
-            None => format!("Stopped after {idle} idle: {signals}"),
-            Some(b) => format!(
+        let reason =
+            match for_queued {
+                None => format!("Stopped after {idle} idle: {signals}"),
+                Some(b) => {
+                    format!(
                 "Stopped after {idle} idle to free {} for {}’s queued notebook “{}”: {signals}",
                 if gpus.is_empty() { "its GPUs".to_string() } else { gpu_list(&gpus) },
                 b.owner,
                 b.name
-            ),
-        };
+            )
+                }
+            };
         let notice = for_queued.map(|_| {
             format!(
                 "{} came free for this notebook when {}’s “{}” was stopped after {idle} idle.",
-                if gpus.is_empty() { "GPUs".to_string() } else { gpu_list(&gpus) },
+                if gpus.is_empty() {
+                    "GPUs".to_string()
+                } else {
+                    gpu_list(&gpus)
+                },
                 nb.owner,
                 nb.name
             )
@@ -423,15 +438,24 @@ impl Runtime {
         let id = nb.id.clone();
         let containers: Vec<String> = nb.container_id.iter().cloned().collect();
         tokio::spawn(async move {
-            match (rt.docker().await, rt.db().call({
-                let id = id.clone();
-                move |c| q::by_id(c, &id)
-            }).await) {
+            match (
+                rt.docker().await,
+                rt.db()
+                    .call({
+                        let id = id.clone();
+                        move |c| q::by_id(c, &id)
+                    })
+                    .await,
+            ) {
                 (Ok(docker), Ok(Some(row))) => {
                     rt.stop_op(&row, &containers, &docker, Some(reason)).await;
                 }
-                (Err(e), _) => tracing::warn!(notebook = %id, error = %e, "reclaim waits for Docker"),
-                (_, Err(e)) => tracing::warn!(notebook = %id, error = %e, "reclaim cannot read the notebook"),
+                (Err(e), _) => {
+                    tracing::warn!(notebook = %id, error = %e, "reclaim waits for Docker")
+                }
+                (_, Err(e)) => {
+                    tracing::warn!(notebook = %id, error = %e, "reclaim cannot read the notebook")
+                }
                 (_, Ok(None)) => {}
             }
             // The reconciler finishes whatever is left (and admits the queue).
@@ -541,7 +565,10 @@ mod tests {
 
     #[test]
     fn jupyter_times_parse() {
-        assert_eq!(parse_rfc3339("2026-12-01T03:14:11.123456Z"), Some(1_796_094_851));
+        assert_eq!(
+            parse_rfc3339("2026-12-01T03:14:11.123456Z"),
+            Some(1_796_094_851)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
         assert_eq!(gpu_list(&[0]), "GPU 0");
         assert_eq!(gpu_list(&[1, 3]), "GPUs 1, 3");

@@ -358,7 +358,10 @@ impl DockerEngine {
             oom_killed: state.oom_killed.unwrap_or(false),
             error: state.error.unwrap_or_default(),
             ip,
-            pid: state.pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0),
+            pid: state
+                .pid
+                .and_then(|p| u32::try_from(p).ok())
+                .filter(|p| *p > 0),
         })
     }
 

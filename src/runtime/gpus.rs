@@ -72,10 +72,13 @@ impl GpuMap {
         let holders: HashMap<String, Holder> = allocations
             .into_iter()
             .map(|a| {
-                let status = notebooks.iter().find(|n| n.id == a.notebook_id).and_then(|n| {
-                    self.core
-                        .activity_status(&n.id, &n.machine_id, n.idle_exempt)
-                });
+                let status = notebooks
+                    .iter()
+                    .find(|n| n.id == a.notebook_id)
+                    .and_then(|n| {
+                        self.core
+                            .activity_status(&n.id, &n.machine_id, n.idle_exempt)
+                    });
                 (
                     a.gpu_uuid.clone(),
                     Holder {

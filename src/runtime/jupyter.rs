@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use serde::Deserialize;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
 
 use super::spec::{base_url, JUPYTER_PORT};
 
@@ -70,10 +70,7 @@ impl JupyterProbe {
         token: &str,
         path: &str,
     ) -> Result<T, String> {
-        let uri = format!(
-            "http://{ip}:{JUPYTER_PORT}{}{path}",
-            base_url(notebook_id)
-        );
+        let uri = format!("http://{ip}:{JUPYTER_PORT}{}{path}", base_url(notebook_id));
         let request = hyper::Request::get(uri)
             .header("authorization", format!("token {token}"))
             .body(Empty::<Bytes>::new())

@@ -672,7 +672,9 @@ impl Notebooks {
             .await?;
         Ok(rows
             .into_iter()
-            .filter(|r| r.state == NotebookState::Running && r.desired_state != DesiredState::Deleted)
+            .filter(|r| {
+                r.state == NotebookState::Running && r.desired_state != DesiredState::Deleted
+            })
             .map(|r| {
                 let held = gpus.remove(&r.id).unwrap_or_default();
                 self.view_with(r, held, None)

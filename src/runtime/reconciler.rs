@@ -262,7 +262,9 @@ impl Runtime {
                     );
                 }
                 Ok(None) => {}
-                Err(e) => tracing::debug!(notebook = %id, error = %e, "cannot describe a queued start"),
+                Err(e) => {
+                    tracing::debug!(notebook = %id, error = %e, "cannot describe a queued start")
+                }
             }
         }
     }

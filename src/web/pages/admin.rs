@@ -310,7 +310,9 @@ pub async fn notebooks_page(
     let notebooks = state.notebooks.running_notebooks().await?;
     let notice = match q.done.as_deref() {
         Some("exempt") => Some("The notebook is exempt from idle reclaim.".to_string()),
-        Some("unexempt") => Some("The notebook follows its machine type's idle policy again.".to_string()),
+        Some("unexempt") => {
+            Some("The notebook follows its machine type's idle policy again.".to_string())
+        }
         _ => None,
     };
     html(

@@ -175,10 +175,13 @@ pub async fn set_idle_exempt(
     body: web::Json<ExemptBody>,
 ) -> Result<HttpResponse, ApiError> {
     if !caller.user.is_admin {
-        return Err(WebError::forbidden("Only admins can exempt notebooks from idle reclaim.").into());
+        return Err(
+            WebError::forbidden("Only admins can exempt notebooks from idle reclaim.").into(),
+        );
     }
     state.notebooks.set_idle_exempt(&id, body.exempt).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"id": id.into_inner(), "idle_exempt": body.exempt})))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"id": id.into_inner(), "idle_exempt": body.exempt})))
 }
 
 #[derive(Deserialize)]
