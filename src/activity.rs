@@ -466,15 +466,25 @@ fn status_of(r: &Record, policy: Policy, now: i64, t: Thresholds) -> Status {
         Reclaim::Always => reclaimable_at,
         Reclaim::WhenNeeded => None,
     };
-    let warning = !busy && reclaim_at.is_some_and(|at| now >= at - policy.warning_secs());
+    // Nothing is reclaimed on missing information: before the first sample, or while
+    // Jupyter does not answer (a kernel might be running).
+    let known = r.sampled_at.is_some() && !r.kernels_stale;
+    if !known {
+        keeping_alive.push(if r.kernels_stale {
+            "Jupyter is not answering, so its kernels are unknown".to_string()
+        } else {
+            "not measured yet".to_string()
+        });
+    }
+    let warning = known && !busy && reclaim_at.is_some_and(|at| now >= at - policy.warning_secs());
     Status {
         busy,
         idle_since,
         idle_seconds: now - idle_since,
         reclaim_at,
-        reclaimable: !busy && reclaimable_at.is_some_and(|at| now >= at),
+        reclaimable: known && !busy && reclaimable_at.is_some_and(|at| now >= at),
         warning,
-        due: !busy && reclaim_at.is_some_and(|at| now >= at),
+        due: known && !busy && reclaim_at.is_some_and(|at| now >= at),
         policy,
         kernels: r.kernels.clone(),
         kernels_stale: r.kernels_stale,
@@ -672,6 +682,25 @@ mod tests {
                 .status("m", policy(10, Reclaim::Always), 2000)
                 .expect("t")
                 .busy
+        );
+        // Never answered, or not sampled yet: idle, but never reclaimed on that.
+        tracker.observe(
+            "j",
+            Reading {
+                kernels: None,
+                ..reading(1000)
+            },
+        );
+        let s = tracker
+            .status("j", policy(10, Reclaim::Always), 5000)
+            .expect("t");
+        assert!(!s.busy && !s.due && !s.warning, "{s:?}");
+        tracker.member_acted("a", MemberAction::Open, 1000);
+        assert!(
+            !tracker
+                .status("a", policy(10, Reclaim::Always), 5000)
+                .expect("t")
+                .due
         );
         // A warning is given once per idle period.
         assert!(tracker.mark_warned("n", 1000));

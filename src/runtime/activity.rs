@@ -218,7 +218,12 @@ impl Runtime {
         gpus: Vec<GpuReading>,
     ) -> Reading {
         let probe = &self.inner.probe;
-        let (kernels, terminals) = match nb.container_ip.as_deref() {
+        // A notebook adopted from before Notebox knew container addresses: ask Docker.
+        let ip = match nb.container_ip.clone() {
+            Some(ip) => Some(ip),
+            None => self.container_ip(&nb.id).await,
+        };
+        let (kernels, terminals) = match ip.as_deref() {
             Some(ip) => {
                 let (k, t) = tokio::join!(
                     probe.kernels(ip, &nb.id, &nb.jupyter_token),

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# What the idle-reclaim activity sampler costs (docs/PERFORMANCE.md, issue 12): N running
+# notebooks with real Jupyter servers, Notebox's CPU measured over the same window with
+# the sampler at its default interval (5 s) and with it effectively off (1 h), in one run.
+#
+#   benches/run-activity.sh                  # 20 notebooks, 60 s windows
+#   BENCH_NOTEBOOKS=5 BENCH_WINDOW=30 benches/run-activity.sh
+#
+# Each sample of a notebook is two requests to its Jupyter (kernels, terminals), one read
+# of its cgroup's CPU counter and a look at the GPU telemetry already in memory. The table
+# shows the CPU time (percent of one core) of notebox, of dockerd and of all the notebook
+# containers together in each window; the sampler's cost is the difference between the
+# windows. Needs: a running Docker engine, Rust, curl. The image is $BENCH_IMAGE, else the
+# test image (built with tests/image/build.sh when missing). BENCH_KEEP=1 keeps the temp
+# dir (config, logs).
+# shellcheck disable=SC2317 # cleanup is called by the trap
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+N=${BENCH_NOTEBOOKS:-20}
+WINDOW=${BENCH_WINDOW:-60}
+
+say() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'run-activity: %s\n' "$*" >&2; exit 2; }
+
+WORK=""
+NOTEBOX_PID=""
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    if [ -n "$NOTEBOX_PID" ] && kill -0 "$NOTEBOX_PID" 2>/dev/null; then
+        kill -TERM "$NOTEBOX_PID"
+        wait "$NOTEBOX_PID" 2>/dev/null
+    fi
+    if [ -n "$WORK" ]; then
+        local ids=()
+        mapfile -t ids < <(docker ps -aq --filter "label=io.notebox.instance=$(cat "$WORK/instance" 2>/dev/null || echo none)" 2>/dev/null)
+        ((${#ids[@]})) && docker rm -f "${ids[@]}" >/dev/null 2>&1
+        if [ "${BENCH_KEEP:-0}" = 1 ]; then
+            printf 'run-activity: kept %s\n' "$WORK" >&2
+        else
+            rm -rf "$WORK"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+wait_until() {
+    local secs=$1 what=$2
+    shift 2
+    local deadline=$((SECONDS + secs))
+    until "$@"; do
+        [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${secs}s waiting for $what"
+        sleep 0.5
+    done
+}
+
+docker info >/dev/null 2>&1 || die "Docker is not reachable (docker info failed)"
+IMAGE=${BENCH_IMAGE:-}
+if [ -z "$IMAGE" ]; then
+    IMAGE=$(tests/image/build.sh | tail -n 1)
+fi
+
+say "cargo build --release"
+cargo build --release --locked --bin notebox
+NOTEBOX=${CARGO_TARGET_DIR:-$ROOT/target}/release/notebox
+
+say "machine"
+printf 'nproc %s · %s · kernel %s · notebox %s\n' "$(nproc)" \
+    "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" "$(uname -r)" \
+    "$(git describe --always --dirty 2>/dev/null || echo '?')"
+
+WORK=$(mktemp -d /tmp/notebox-activity-bench.XXXXXX)
+config() { # config INTERVAL
+    cat >"$WORK/config.toml" <<EOF
+listen = "127.0.0.1:0"
+data_dir = "$WORK/data"
+
+[notebooks]
+ready_timeout = "300s"
+activity_interval = "$1"
+default_auto_shutdown = "never"
+
+[gpu]
+backend = "none"
+
+[[images]]
+id = "test"
+name = "Test Jupyter"
+image = "$IMAGE"
+launcher = "jupyter-lab"
+
+[[machines]]
+id = "small"
+name = "Small"
+cpus = 0.5
+memory_mib = 512
+gpus = 0
+idle_timeout = "never"
+EOF
+}
+
+start_notebox() {
+    "$NOTEBOX" --config "$WORK/config.toml" serve >"$WORK/notebox.out" 2>>"$WORK/notebox.log" &
+    NOTEBOX_PID=$!
+    listening() {
+        kill -0 "$NOTEBOX_PID" 2>/dev/null || die "notebox exited: $(tail -n 20 "$WORK/notebox.log")"
+        grep -q 'http://' "$WORK/notebox.out"
+    }
+    wait_until 30 "notebox to start" listening
+    URL=$(grep -m 1 -o 'http://[^ ]*' "$WORK/notebox.out")
+    URL=${URL%/}
+}
+
+stop_notebox() {
+    kill -TERM "$NOTEBOX_PID"
+    wait "$NOTEBOX_PID" 2>/dev/null || true
+    NOTEBOX_PID=""
+}
+
+running_count() {
+    curl -s --max-time 10 -H "Authorization: Bearer $TOKEN" "$URL/api/v1/notebooks" \
+        | grep -o '"state":"running"' | wc -l
+}
+
+# CPU ticks (user + system) of a process, and of every notebook container together.
+ticks_of() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+containers_ns() {
+    local total=0 id pid f v
+    for id in $(docker ps -q --filter "label=io.notebox.instance=$(cat "$WORK/instance")"); do
+        pid=$(docker inspect -f '{{.State.Pid}}' "$id")
+        f=""
+        while IFS=: read -r _ ctrl path; do
+            case ",$ctrl," in *,cpuacct,*) f=/sys/fs/cgroup/cpuacct$path/cpuacct.usage ;; esac
+            if [ -z "$ctrl" ] && [ -z "$f" ] && [ -f "/sys/fs/cgroup$path/cpu.stat" ]; then
+                f=/sys/fs/cgroup$path/cpu.stat
+            fi
+        done <"/proc/$pid/cgroup"
+        case "$f" in
+            */cpuacct.usage) v=$(cat "$f") ;;
+            */cpu.stat) v=$(($(awk '/^usage_usec/ {print $2}' "$f") * 1000)) ;;
+            *) v=0 ;;
+        esac
+        total=$((total + v))
+    done
+    echo "$total"
+}
+
+HZ=$(getconf CLK_TCK)
+DOCKERD=$(pgrep -x dockerd | head -n 1 || true)
+measure() { # measure LABEL
+    local n0 d0 c0 n1 d1 c1
+    sleep 10 # settle
+    n0=$(ticks_of "$NOTEBOX_PID"); d0=$( [ -n "$DOCKERD" ] && ticks_of "$DOCKERD" || echo 0); c0=$(containers_ns)
+    sleep "$WINDOW"
+    n1=$(ticks_of "$NOTEBOX_PID"); d1=$( [ -n "$DOCKERD" ] && ticks_of "$DOCKERD" || echo 0); c1=$(containers_ns)
+    awk -v l="$1" -v n=$((n1 - n0)) -v d=$((d1 - d0)) -v c=$((c1 - c0)) -v hz="$HZ" -v w="$WINDOW" \
+        'BEGIN { printf "%-28s notebox %6.2f %%   dockerd %6.2f %%   containers %6.2f %%   (of one core)\n",
+                 l, 100 * n / hz / w, 100 * d / hz / w, 100 * c / 1e9 / w }' | tee -a "$WORK/results.txt"
+}
+
+say "starting notebox and $N notebooks"
+config "5s"
+start_notebox
+TOKEN=$("$NOTEBOX" --config "$WORK/config.toml" token create admin --name activity-bench 2>/dev/null)
+FIRST=""
+for i in $(seq "$N"); do
+    created=$(curl -sS --max-time 30 -X POST -H "Authorization: Bearer $TOKEN" \
+        -H 'Content-Type: application/json' \
+        -d "{\"name\": \"bench $i\", \"image\": \"test\", \"machine\": \"small\"}" \
+        "$URL/api/v1/notebooks")
+    [ -n "$FIRST" ] || FIRST=$(printf '%s' "$created" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p' | head -n 1)
+done
+[ -n "$FIRST" ] || die "no notebook was created: $created"
+all_running() { [ "$(running_count)" -ge "$N" ]; }
+wait_until 600 "$N notebooks to be running" all_running
+# This installation's containers carry its instance id as a label.
+docker inspect -f '{{index .Config.Labels "io.notebox.instance"}}' \
+    "$(docker ps -q --filter "label=io.notebox.notebook=$FIRST" | head -n 1)" >"$WORK/instance"
+
+say "measuring ${WINDOW}s with the sampler every 5 s"
+measure "sampler every 5 s"
+say "restarting notebox with the sampler every hour (the notebooks keep running)"
+stop_notebox
+config "1h"
+start_notebox
+measure "sampler off (every 1 h)"
+say "restarting notebox with the sampler every second"
+stop_notebox
+config "1s"
+start_notebox
+measure "sampler every 1 s"
+
+say "results ($N running notebooks, ${WINDOW}s windows)"
+cat "$WORK/results.txt"
