@@ -22,6 +22,9 @@ use super::Runtime;
 
 /// Notebooks sampled at once.
 const SAMPLE_CONCURRENCY: usize = 8;
+/// Terminals are counted every this many samples (the count is shown, it keeps nothing
+/// alive): each request costs the notebook's Jupyter about 1.5 ms of CPU.
+const TERMINALS_EVERY: u64 = 6;
 
 /// Where a container's CPU time is read.
 #[derive(Debug, Clone)]
@@ -114,10 +117,12 @@ impl Runtime {
     pub async fn run_activity_sampler(self) {
         let interval = self.config().notebooks.activity_interval;
         let mut cpu_sources: HashMap<String, CpuSource> = HashMap::new();
-        loop {
-            self.sample_activity(&mut cpu_sources).await;
-            self.apply_idle_policy().await;
+        for pass in 0u64.. {
+            // A fixed rate: a slow pass (Jupyter slow to answer) does not push the next.
             let next = tokio::time::Instant::now() + interval;
+            self.sample_activity(&mut cpu_sources, pass % TERMINALS_EVERY == 0)
+                .await;
+            self.apply_idle_policy().await;
             // A notebook that joins the GPU queue gets an answer at once, not next tick.
             loop {
                 tokio::select! {
@@ -128,7 +133,11 @@ impl Runtime {
         }
     }
 
-    async fn sample_activity(&self, cpu_sources: &mut HashMap<String, CpuSource>) {
+    async fn sample_activity(
+        &self,
+        cpu_sources: &mut HashMap<String, CpuSource>,
+        count_terminals: bool,
+    ) {
         let running = match self
             .db()
             .call(|c| Ok((q::running(c)?, gq::by_notebook(c)?)))
@@ -198,7 +207,9 @@ impl Runtime {
             .map(|(nb, source, gpus)| {
                 let docker = docker.clone();
                 async move {
-                    let reading = self.read_notebook(&nb, source, docker, gpus).await;
+                    let reading = self
+                        .read_notebook(&nb, source, docker, gpus, count_terminals)
+                        .await;
                     (nb.id, reading)
                 }
             })
@@ -216,6 +227,7 @@ impl Runtime {
         cpu: Option<CpuSource>,
         docker: Option<super::docker::DockerEngine>,
         gpus: Vec<GpuReading>,
+        count_terminals: bool,
     ) -> Reading {
         let probe = &self.inner.probe;
         // A notebook adopted from before Notebox knew container addresses: ask Docker.
@@ -225,10 +237,14 @@ impl Runtime {
         };
         let (kernels, terminals) = match ip.as_deref() {
             Some(ip) => {
-                let (k, t) = tokio::join!(
-                    probe.kernels(ip, &nb.id, &nb.jupyter_token),
-                    probe.terminal_count(ip, &nb.id, &nb.jupyter_token)
-                );
+                let terminals = async {
+                    if count_terminals {
+                        probe.terminal_count(ip, &nb.id, &nb.jupyter_token).await
+                    } else {
+                        Err("not this time".to_string())
+                    }
+                };
+                let (k, t) = tokio::join!(probe.kernels(ip, &nb.id, &nb.jupyter_token), terminals);
                 (
                     k.map_err(
                         |e| tracing::debug!(notebook = %nb.id, error = %e, "cannot read kernels"),
