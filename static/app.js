@@ -27,6 +27,17 @@ for (const a of document.querySelectorAll(".tabs a")) {
   if (a.getAttribute("href") === window.location.pathname) a.setAttribute("aria-current", "page");
 }
 
+// Reloads the page for a new state; a one-time notice ("?done=kept") is not shown again.
+function refresh() {
+  const url = new URL(window.location.href);
+  if (url.searchParams.has("done")) {
+    url.searchParams.delete("done");
+    window.location.replace(url.href);
+  } else {
+    window.location.reload();
+  }
+}
+
 // Live state: poll the JSON API while a page shows notebooks. A changed state reloads the
 // page (its buttons depend on it); a changed detail (pull progress) is updated in place.
 async function pollNotebooks() {
@@ -34,16 +45,16 @@ async function pollNotebooks() {
   if (!list) return;
   try {
     const res = await fetch(list.dataset.poll, { headers: { Accept: "application/json" } });
-    if (res.status === 401) { window.location.reload(); return; }
+    if (res.status === 401) { refresh(); return; }
     if (!res.ok) return;
     const data = await res.json();
     const notebooks = data.notebooks || [data];
     const rows = document.querySelectorAll("[data-notebook]");
-    if (data.notebooks && rows.length !== notebooks.length) { window.location.reload(); return; }
+    if (data.notebooks && rows.length !== notebooks.length) { refresh(); return; }
     for (const el of rows) {
       const nb = notebooks.find((n) => n.id === el.dataset.notebook);
-      if (!nb) { window.location.reload(); return; }
-      if (nb.state !== el.dataset.state) { window.location.reload(); return; }
+      if (!nb) { refresh(); return; }
+      if (nb.state !== el.dataset.state) { refresh(); return; }
       const detail = el.querySelector("[data-field=detail]") || document.querySelector("[data-field=detail]");
       if (detail && nb.transient) {
         detail.textContent = nb.state_detail;
@@ -52,7 +63,7 @@ async function pollNotebooks() {
       const holder = el.dataset.warning !== undefined ? el : document.getElementById("activity");
       const warning = Boolean(nb.activity && nb.activity.warning);
       if (holder && holder.dataset.warning !== undefined && holder.dataset.warning !== String(warning)) {
-        window.location.reload(); return;
+        refresh(); return;
       }
       const summary = el.querySelector("[data-field=activity-summary]") || (holder && holder.querySelector("[data-field=activity-summary]"));
       if (summary && nb.activity) summary.textContent = nb.activity.summary;
@@ -114,11 +125,11 @@ async function refreshGpus() {
     const data = await res.json();
     for (const g of data.gpus) {
       const card = grid.querySelector(`[data-uuid="${CSS.escape(g.uuid)}"]`);
-      if (!card) { window.location.reload(); return; }
+      if (!card) { refresh(); return; }
       const heldNow = g.holder !== null;
-      if (heldNow !== card.classList.contains("held")) { window.location.reload(); return; }
+      if (heldNow !== card.classList.contains("held")) { refresh(); return; }
       const idleNow = heldNow && g.holder.busy === false;
-      if (idleNow !== card.classList.contains("idle")) { window.location.reload(); return; }
+      if (idleNow !== card.classList.contains("idle")) { refresh(); return; }
       if (idleNow) {
         const mins = Math.floor(g.holder.idle_seconds / 60);
         const hold = card.querySelector("[data-field=hold]");

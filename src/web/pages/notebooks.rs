@@ -73,6 +73,12 @@ impl NotebookView {
             d => d,
         }
     }
+    /// Stopped by Notebox (idle, or the auto-shutdown), not by its member: worth a look.
+    pub fn stopped_for_a_reason(&self) -> bool {
+        self.nb.state == NotebookState::Stopped
+            && self.nb.state_detail.starts_with("Stopped ")
+            && self.nb.state_detail.contains(" after ")
+    }
     pub fn busy(&self) -> bool {
         self.nb.state.is_transient()
     }
