@@ -328,6 +328,12 @@ impl Tracker {
         });
     }
 
+    /// The container's CPU use at the last sample (percent of one core).
+    pub fn cpu_percent(&self, notebook_id: &str) -> Option<f64> {
+        self.with(|map| map.get(notebook_id).and_then(|r| r.cpu_percent))
+            .flatten()
+    }
+
     /// Marks that the warning for the idle period starting at `idle_since` was given;
     /// false when it already was.
     pub fn mark_warned(&self, notebook_id: &str, idle_since: i64) -> bool {

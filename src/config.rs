@@ -48,6 +48,8 @@ pub struct Config {
     pub docker: DockerConfig,
     pub share: ShareConfig,
     pub webhook: WebhookConfig,
+    pub metrics: MetricsConfig,
+    pub usage: UsageConfig,
     pub images: Vec<ImageSpec>,
     pub machines: Vec<MachineType>,
     /// Where the config came from ("built-in defaults" or a path); not a TOML key.
@@ -112,6 +114,39 @@ pub struct NotebooksConfig {
 pub struct WebhookConfig {
     /// Where events are POSTed as JSON; empty = no webhook.
     pub url: String,
+}
+
+/// `/metrics` (Prometheus): off unless a token or an allow list is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Bearer token a scraper sends (`Authorization: Bearer …`); empty = none.
+    pub token: String,
+    /// Client addresses allowed without the token.
+    pub allow: Vec<std::net::IpAddr>,
+}
+
+impl MetricsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.token.is_empty() || !self.allow.is_empty()
+    }
+}
+
+/// What a monthly GPU-hour budget does when a member goes over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OverBudget {
+    /// Show a warning; nothing is refused.
+    #[default]
+    Warn,
+    /// Also refuse to start GPU notebooks until the next month (or a bigger budget).
+    Block,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    pub over_budget: OverBudget,
 }
 
 /// What happens to an idle notebook once its machine type's idle timeout has passed.
@@ -289,6 +324,8 @@ impl Default for Config {
             docker: DockerConfig::default(),
             share: ShareConfig::default(),
             webhook: WebhookConfig::default(),
+            metrics: MetricsConfig::default(),
+            usage: UsageConfig::default(),
             images: default_images(),
             machines: default_machines(),
             source: "built-in defaults".into(),
@@ -618,6 +655,12 @@ impl Config {
             if let Err(e) = crate::webhook::WebhookUrl::parse(url) {
                 return Err(self.invalid("webhook.url", e));
             }
+        }
+        if !self.metrics.token.is_empty() && self.metrics.token.len() < 16 {
+            return Err(self.invalid(
+                "metrics.token",
+                "must be at least 16 characters (it guards who can read the metrics)",
+            ));
         }
         if self.notebooks.pids_limit < 64 {
             return Err(self.invalid("notebooks.pids_limit", "must be at least 64"));

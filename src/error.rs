@@ -125,6 +125,9 @@ impl From<NotebookError> for WebError {
             NotebookError::Gpus(Refusal::OverLimit { .. }) => {
                 WebError::new(StatusCode::FORBIDDEN, "gpu_quota_exceeded", message)
             }
+            NotebookError::Gpus(Refusal::OverBudget { .. }) => {
+                WebError::new(StatusCode::FORBIDDEN, "gpu_budget_exceeded", message)
+            }
             NotebookError::Gpus(Refusal::Busy { .. }) => {
                 WebError::new(StatusCode::CONFLICT, "gpus_busy", message)
             }
@@ -163,6 +166,19 @@ impl From<crate::runtime::GpuMapError> for WebError {
     fn from(e: crate::runtime::GpuMapError) -> WebError {
         match e {
             crate::runtime::GpuMapError::Db(e) => WebError::internal(e),
+        }
+    }
+}
+
+impl From<crate::runtime::UsageError> for WebError {
+    fn from(e: crate::runtime::UsageError) -> WebError {
+        use crate::runtime::UsageError;
+        match e {
+            UsageError::NoSuchMember => {
+                WebError::new(StatusCode::NOT_FOUND, "not_found", "No such member.")
+            }
+            UsageError::Invalid(m) => WebError::bad_request(m),
+            UsageError::Db(e) => WebError::internal(e),
         }
     }
 }

@@ -10,11 +10,13 @@ pub mod doctor;
 pub mod error;
 pub mod gpu;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod proxy;
 pub mod runtime;
 pub mod service;
 pub mod share;
+pub mod usage;
 pub mod web;
 pub mod webhook;
 
@@ -121,6 +123,7 @@ pub async fn run(
         notebooks: notebooks.clone(),
         shares: shares.clone(),
         gpu_map: runtime::GpuMap::new(runtime.clone()),
+        usage: runtime::UsageReports::new(runtime.clone()),
     });
     let proxy_state = aw::Data::new(proxy::ProxyState::new(
         accounts.clone(),

@@ -589,8 +589,25 @@ pub async fn add_slash(path: web::Path<String>) -> HttpResponse {
         .finish()
 }
 
-/// Every request under `/nb/{id}/`.
+/// Every request under `/nb/{id}/`, counted for /metrics (status class and the time to
+/// the response's head).
 pub async fn proxy(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ProxyState>,
+    upstream: web::Data<UpstreamClient>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let metrics = state.runtime.metrics().clone();
+    let response = proxy_request(req, payload, state, upstream).await;
+    metrics.proxy_request(
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+async fn proxy_request(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<ProxyState>,
@@ -819,6 +836,8 @@ async fn relay(
     use actix_ws::Message as C;
     use awc::ws::{Frame as F, Message as U};
     let (state, id) = (&relay_to.state, relay_to.notebook_id.as_str());
+    let metrics = state.runtime.metrics().clone();
+    metrics.websocket_opened();
     let (mut to_up, mut from_up) = upstream.split();
     loop {
         tokio::select! {
@@ -892,6 +911,7 @@ async fn relay(
             }
         }
     }
+    metrics.websocket_closed();
 }
 
 #[cfg(test)]

@@ -55,15 +55,19 @@ pub fn of_notebook(conn: &Connection, notebook_id: &str) -> Result<Vec<String>, 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Takes a GPU for a notebook, and opens its usage interval in the same transaction.
 pub fn insert(conn: &Connection, gpu_uuid: &str, notebook_id: &str) -> Result<(), DbError> {
+    let t = now();
     conn.execute(
         "INSERT INTO gpu_allocations (gpu_uuid, notebook_id, since) VALUES (?1, ?2, ?3)",
-        params![gpu_uuid, notebook_id, now()],
+        params![gpu_uuid, notebook_id, t],
     )?;
-    Ok(())
+    super::usage::open_gpu(conn, notebook_id, gpu_uuid, t)
 }
 
+/// Releases a notebook's GPUs and closes its usage intervals (now).
 pub fn release(conn: &Connection, notebook_id: &str) -> Result<usize, DbError> {
+    super::usage::close(conn, notebook_id, now())?;
     Ok(conn.execute(
         "DELETE FROM gpu_allocations WHERE notebook_id = ?1",
         [notebook_id],
@@ -72,6 +76,25 @@ pub fn release(conn: &Connection, notebook_id: &str) -> Result<usize, DbError> {
 
 /// Allocations of notebooks that cannot be holding a GPU (left by a crash).
 pub fn release_stale(conn: &Connection) -> Result<usize, DbError> {
+    // Their intervals end when they were last seen running, not now.
+    let mut stale = conn.prepare(
+        "SELECT DISTINCT i.notebook_id FROM usage_intervals i JOIN notebooks n ON n.id = i.notebook_id
+         WHERE i.ended_at IS NULL AND n.state IN (?1, ?2, ?3)",
+    )?;
+    let ids: Vec<String> = stale
+        .query_map(
+            params![
+                NotebookState::Stopped,
+                NotebookState::Failed,
+                NotebookState::Queued
+            ],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    for id in ids {
+        let at = super::usage::last_seen(conn, &id)?.unwrap_or_else(now);
+        super::usage::close(conn, &id, at)?;
+    }
     Ok(conn.execute(
         "DELETE FROM gpu_allocations WHERE notebook_id IN
             (SELECT id FROM notebooks WHERE state IN (?1, ?2, ?3))",
@@ -131,7 +154,9 @@ pub fn mark_queued(conn: &Connection, notebook_id: &str, detail: &str) -> Result
     Ok(())
 }
 
+/// Moves a placed notebook to starting; a CPU notebook's usage interval opens here.
 pub fn mark_starting(conn: &Connection, notebook_id: &str) -> Result<(), DbError> {
+    super::usage::open_cpu(conn, notebook_id, now())?;
     conn.execute(
         "UPDATE notebooks SET state = ?3, desired_state = ?4,
             state_detail = 'Waiting to start', queued_at = NULL, updated_at = ?2

@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("migrations/0005_shares.sql")),
     (6, include_str!("migrations/0006_share_previews.sql")),
     (7, include_str!("migrations/0007_activity.sql")),
+    (8, include_str!("migrations/0008_usage.sql")),
 ];
 
 pub fn latest_version() -> i64 {

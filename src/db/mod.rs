@@ -7,6 +7,7 @@ pub mod notebooks;
 pub mod sessions;
 pub mod shares;
 pub mod tokens;
+pub mod usage;
 pub mod users;
 
 use std::path::{Path, PathBuf};

@@ -123,3 +123,30 @@ pub fn active_admin_count(conn: &Connection) -> Result<i64, DbError> {
         |r| r.get(0),
     )?)
 }
+
+/// A member's monthly GPU-hour budget (None: no budget).
+pub fn set_gpu_hours_budget(conn: &Connection, id: i64, hours: Option<f64>) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "UPDATE users SET gpu_hours_budget = ?2 WHERE id = ?1",
+        params![id, hours],
+    )? == 1)
+}
+
+pub fn gpu_hours_budget(conn: &Connection, id: i64) -> Result<Option<f64>, DbError> {
+    Ok(conn
+        .query_row(
+            "SELECT gpu_hours_budget FROM users WHERE id = ?1",
+            [id],
+            |r| r.get::<_, Option<f64>>(0),
+        )
+        .optional()?
+        .flatten())
+}
+
+/// Every member's budget, for the admin page.
+pub fn gpu_hours_budgets(conn: &Connection) -> Result<std::collections::HashMap<i64, f64>, DbError> {
+    let mut stmt =
+        conn.prepare("SELECT id, gpu_hours_budget FROM users WHERE gpu_hours_budget IS NOT NULL")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -17,6 +17,9 @@ pub struct PlacementRequest<'a> {
     pub queue: bool,
     /// Every GPU of the workstation, in index order.
     pub gpus: &'a [String],
+    /// Refuse GPU notebooks of members over their monthly GPU-hour budget (from this
+    /// month's start, Unix seconds); None: budgets only warn.
+    pub block_over_budget_since: Option<i64>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -27,12 +30,14 @@ pub enum Placement {
     Queued { position: usize },
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Refusal {
     #[error("This machine type needs {wanted} GPU(s), but this workstation has {total}. Choose a smaller machine type.")]
     TooMany { wanted: i64, total: usize },
     #[error("Your limit is {limit} GPU(s) at once and your other notebooks already hold or wait for {held}. Stop one of them first, or ask an admin to raise your limit.")]
     OverLimit { limit: i64, held: i64 },
+    #[error("You have used {used:.1} of your {budget:.1} GPU-hours this month, and this Notebox starts no GPU notebook over budget. Use a CPU machine type, or ask an admin to raise your budget.")]
+    OverBudget { used: f64, budget: f64 },
     #[error("Not enough free GPUs: this needs {wanted}, and {free} of {total} are free. {holders}Try again when one is stopped.")]
     Busy {
         wanted: i64,
@@ -97,6 +102,14 @@ pub fn place(
             wanted: req.gpu_count,
             total,
         }));
+    }
+    if let Some(since) = req.block_over_budget_since {
+        if let Some(budget) = crate::db::users::gpu_hours_budget(conn, req.owner_id)? {
+            let used = crate::db::usage::gpu_seconds_since(conn, req.owner_id, since)? / 3600.0;
+            if used >= budget {
+                return Ok(Err(Refusal::OverBudget { used, budget }));
+            }
+        }
     }
     let held = q::user_demand(conn, req.owner_id, req.notebook_id)?;
     if held + req.gpu_count > req.user_limit {
@@ -240,6 +253,7 @@ mod tests {
                     user_limit,
                     queue,
                     gpus: all,
+                    block_over_budget_since: None,
                 },
             )?;
             if placed.is_ok() {

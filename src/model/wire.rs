@@ -270,3 +270,45 @@ pub struct ErrorDetail<'a> {
     pub code: &'a str,
     pub message: &'a str,
 }
+
+/// `GET /api/v1/usage`: one row per member, day or GPU over `[from, to)`.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageReport {
+    pub from: String,
+    pub to: String,
+    pub group_by: &'static str,
+    pub rows: Vec<UsageRow>,
+    pub totals: UsageRow,
+}
+
+/// A usage row; exactly one of `member`, `day`, `gpu` is set (none for the totals).
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    pub gpu_seconds_held: f64,
+    pub gpu_seconds_busy: f64,
+    /// Busy / held (null when nothing was held).
+    pub efficiency: Option<f64>,
+    /// CPU notebooks: cores reserved × time.
+    pub cpu_core_seconds: f64,
+    /// CPU notebooks: CPU time used.
+    pub cpu_seconds_used: f64,
+    pub notebooks: usize,
+    pub peak_memory_mib: i64,
+}
+
+/// A member's monthly GPU-hour budget and how much of it is used.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetView {
+    pub gpu_hours_budget: f64,
+    pub gpu_hours_used: f64,
+    pub gpu_hours_left: f64,
+    pub over: bool,
+    /// Over budget starts no GPU notebook (`usage.over_budget = "block"`).
+    pub blocks: bool,
+}

@@ -219,6 +219,66 @@ impl Runtime {
         for (id, reading) in readings {
             self.activity().observe(&id, reading);
         }
+        self.account_usage(&snapshot).await;
+    }
+
+    /// Adds this sample to every open usage interval: a GPU's busy seconds (above
+    /// `busy_gpu_percent`, by the trapezoid between this sample and the last, so a gap —
+    /// Notebox restarted — counts as busy only when busy at both ends) and peak memory; a
+    /// CPU notebook's CPU-seconds used. Split by hour for reports.
+    async fn account_usage(&self, snapshot: &crate::gpu::telemetry::Snapshot) {
+        let open = match self.db().call(|c| crate::db::usage::open_intervals(c)).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "usage accounting cannot read the ledger");
+                return;
+            }
+        };
+        if open.is_empty() {
+            return;
+        }
+        let at_ms = now_ms();
+        let threshold = self.config().notebooks.busy_gpu_percent;
+        let interval = self.config().notebooks.activity_interval.as_secs_f64();
+        let samples: Vec<crate::db::usage::Sample> = open
+            .into_iter()
+            .map(|i| {
+                let since_ms = i.sampled_at_ms.unwrap_or(i.started_at * 1000).min(at_ms);
+                let elapsed = (at_ms - since_ms) as f64 / 1000.0;
+                let (busy, busy_seconds, memory) = match &i.gpu_uuid {
+                    Some(uuid) => {
+                        let gpu = snapshot.gpus.iter().find(|g| &g.uuid == uuid);
+                        let busy = gpu.is_some_and(|g| g.utilization_percent.unwrap_or(0) >= threshold);
+                        let ends = f64::from(u8::from(busy)) + f64::from(u8::from(i.sampled_busy));
+                        (busy, elapsed * ends / 2.0, gpu.map_or(0, |g| g.memory_used_mib))
+                    }
+                    None => {
+                        let cpu = self.activity().cpu_percent(&i.notebook_id).unwrap_or(0.0);
+                        // CPU time is only known for the last sampling interval.
+                        (cpu > 0.0, cpu / 100.0 * elapsed.min(2.0 * interval), 0)
+                    }
+                };
+                crate::db::usage::Sample {
+                    interval_id: i.id,
+                    at_ms,
+                    busy,
+                    busy_by_hour: split_by_hour(since_ms, at_ms, busy_seconds),
+                    memory_mib: memory,
+                }
+            })
+            .collect();
+        let recorded = self
+            .db()
+            .call(move |c| {
+                let tx = c.transaction()?;
+                crate::db::usage::record(&tx, &samples)?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "cannot record usage");
+        }
     }
 
     async fn read_notebook(
@@ -567,6 +627,27 @@ pub fn activity_view(status: &Status, now: i64) -> crate::model::wire::Activity 
     }
 }
 
+/// Spreads `seconds` over the hours between two instants (Unix ms), in proportion.
+fn split_by_hour(from_ms: i64, to_ms: i64, seconds: f64) -> Vec<(i64, f64)> {
+    const HOUR_MS: i64 = 3_600_000;
+    if seconds <= 0.0 {
+        return Vec::new();
+    }
+    if to_ms <= from_ms {
+        return vec![(to_ms.div_euclid(HOUR_MS), seconds)];
+    }
+    let span = (to_ms - from_ms) as f64;
+    let mut out = Vec::new();
+    let mut start = from_ms;
+    while start < to_ms {
+        let hour = start.div_euclid(HOUR_MS);
+        let end = ((hour + 1) * HOUR_MS).min(to_ms);
+        out.push((hour, seconds * (end - start) as f64 / span));
+        start = end;
+    }
+    out
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -593,6 +674,15 @@ mod tests {
         assert_eq!(parse_rfc3339("yesterday"), None);
         assert_eq!(gpu_list(&[0]), "GPU 0");
         assert_eq!(gpu_list(&[1, 3]), "GPUs 1, 3");
+    }
+
+    #[test]
+    fn busy_time_is_spread_over_the_hours_it_covers() {
+        assert_eq!(split_by_hour(0, 1000, 1.0), vec![(0, 1.0)]);
+        let h = 3_600_000;
+        let parts = split_by_hour(h - 1000, h + 3000, 4.0);
+        assert_eq!(parts, vec![(0, 1.0), (1, 3.0)]);
+        assert!(split_by_hour(0, 1000, 0.0).is_empty());
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct ContainerStatus {
     pub ip: Option<String>,
     /// The container's first process, as the host sees it (to find its cgroup).
     pub pid: Option<u32>,
+    /// When it stopped (Unix seconds), if it has.
+    pub finished_at: Option<i64>,
 }
 
 /// Progress of one image pull, summed over its layers.
@@ -362,6 +364,16 @@ impl DockerEngine {
                 .pid
                 .and_then(|p| u32::try_from(p).ok())
                 .filter(|p| *p > 0),
+            // Docker says "0001-01-01T00:00:00Z" for a container that never stopped.
+            finished_at: state
+                .finished_at
+                .as_deref()
+                .and_then(|t| {
+                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .map(|t| t.unix_timestamp())
+                .filter(|t| *t > 0),
         })
     }
 

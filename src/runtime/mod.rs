@@ -9,6 +9,7 @@ pub mod jupyter;
 pub mod notebooks;
 pub mod reconciler;
 pub mod spec;
+pub mod usage;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use docker::{DockerEngine, DockerError};
 
 pub use gpus::{GpuMap, GpuMapError};
 pub use notebooks::{AutoShutdown, CreateNotebook, Notebook, NotebookError, Notebooks};
+pub use usage::{UsageError, UsageReports};
 
 /// What happened to a notebook, for the services that follow along (share previews are
 /// brought up to date when a notebook stops).
@@ -60,6 +62,7 @@ struct Inner {
     /// Rings the activity sampler: a notebook queued for GPUs (an idle one may make way).
     activity_wake: Notify,
     webhook: crate::webhook::Webhook,
+    metrics: crate::metrics::Metrics,
 }
 
 impl Runtime {
@@ -82,6 +85,7 @@ impl Runtime {
                 }),
                 activity_wake: Notify::new(),
                 webhook: crate::webhook::Webhook::start(&config.webhook.url),
+                metrics: crate::metrics::Metrics::default(),
                 config,
             }),
         }
@@ -138,6 +142,82 @@ impl Runtime {
 
     pub fn webhook(&self) -> &crate::webhook::Webhook {
         &self.inner.webhook
+    }
+
+    /// Counters and histograms for /metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// Everything /metrics shows, in the Prometheus text format.
+    pub async fn metrics_text(&self) -> Result<String, MetricsError> {
+        use crate::metrics::{GpuLabels, Scrape};
+        let snapshot = self.gpus().snapshot();
+        let t = crate::db::now();
+        let (allocations, states, queue_len, oldest, members) = self
+            .db()
+            .call(move |c| {
+                let allocations = crate::db::gpus::all(c)?;
+                let mut stmt = c.prepare_cached(
+                    "SELECT state, count(*) FROM notebooks WHERE desired_state != ?1 GROUP BY state",
+                )?;
+                let states: Vec<(String, i64)> = stmt
+                    .query_map([crate::model::DesiredState::Deleted], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?
+                    .collect::<Result<_, _>>()?;
+                let (queue_len, oldest): (i64, Option<i64>) = c.query_row(
+                    "SELECT count(*), MIN(queued_at) FROM notebooks WHERE state = ?1 AND desired_state = ?2",
+                    rusqlite::params![
+                        crate::model::NotebookState::Queued,
+                        crate::model::DesiredState::Running
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                Ok((allocations, states, queue_len, oldest, crate::db::usage::totals_by_member(c)?))
+            })
+            .await?;
+        let mut notebooks_by_state: Vec<(String, i64)> = crate::model::NotebookState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_string(), 0))
+            .collect();
+        for (state, n) in states {
+            if let Some(entry) = notebooks_by_state.iter_mut().find(|(s, _)| *s == state) {
+                entry.1 = n;
+            }
+        }
+        let gpus = snapshot
+            .gpus
+            .iter()
+            .map(|g| {
+                let holder = allocations.iter().find(|a| a.gpu_uuid == g.uuid);
+                (
+                    GpuLabels {
+                        gpu: g.index.to_string(),
+                        uuid: g.uuid.clone(),
+                        name: g.name.clone(),
+                        holder: holder.map(|a| a.owner.clone()).unwrap_or_default(),
+                        notebook: holder.map(|a| a.notebook_id.clone()).unwrap_or_default(),
+                    },
+                    g.utilization_percent.map(f64::from),
+                    g.memory_used_mib as f64 * 1_048_576.0,
+                    g.memory_total_mib as f64 * 1_048_576.0,
+                    g.temperature_c.map(f64::from),
+                )
+            })
+            .collect();
+        let scrape = Scrape {
+            gpus,
+            notebooks_by_state,
+            queue_length: queue_len,
+            queue_oldest_wait_seconds: oldest.map_or(0.0, |q| (t - q).max(0) as f64),
+            member_gpu_seconds: members,
+            resident_memory_bytes: crate::metrics::resident_memory_bytes(),
+            reconciler_passes: self.reconciler_passes(),
+        };
+        self.metrics()
+            .encode(scrape)
+            .map_err(|_| MetricsError::Encode)
     }
 
     /// The Docker engine, connecting (and negotiating the API version) on first use.
@@ -238,6 +318,14 @@ impl Runtime {
         }
         self.wake();
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("the metrics could not be encoded")]
+    Encode,
 }
 
 impl From<DbError> for NotebookError {

@@ -260,6 +260,12 @@ impl Notebooks {
             .collect())
     }
 
+    /// With `usage.over_budget = "block"`: this month's start, from which budgets count.
+    fn block_over_budget_since(&self) -> Option<i64> {
+        (self.core.config().usage.over_budget == crate::config::OverBudget::Block)
+            .then(|| crate::usage::month_start(now()))
+    }
+
     /// The most GPUs `user` may hold or wait for at once.
     pub fn gpu_limit(&self, user: &User) -> i64 {
         user.max_gpus
@@ -399,6 +405,7 @@ impl Notebooks {
         );
         let owner_id = owner.id;
         let all_gpus = self.core.gpus().uuids();
+        let block_over_budget_since = self.block_over_budget_since();
         let placement = (self.gpu_limit(owner), self.core.config().gpu.queue);
         let (row, placed) = self
             .core
@@ -434,6 +441,7 @@ impl Notebooks {
                     user_limit: placement.0,
                     queue: placement.1,
                     gpus: &all_gpus,
+                    block_over_budget_since,
                 };
                 let placed = allocation::place(&tx, &request)?;
                 if placed.is_err() {
@@ -481,6 +489,7 @@ impl Notebooks {
         row: &NotebookRow,
     ) -> Result<Placement, NotebookError> {
         let all_gpus = self.core.gpus().uuids();
+        let block_over_budget_since = self.block_over_budget_since();
         let (limit, queue) = (self.gpu_limit(owner), self.core.config().gpu.queue);
         let (id, owner_id, gpu_count) = (row.id.clone(), owner.id, row.gpu_count);
         let placed = self
@@ -501,6 +510,7 @@ impl Notebooks {
                     user_limit: limit,
                     queue,
                     gpus: &all_gpus,
+                    block_over_budget_since,
                 };
                 let placed = allocation::place(&tx, &request)?;
                 if placed.is_ok() {

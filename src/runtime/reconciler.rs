@@ -123,7 +123,10 @@ impl Runtime {
         let _events = AbortOnDrop(tokio::spawn(self.clone().watch_docker_events()));
         let interval = self.config().notebooks.reconcile_interval;
         loop {
+            let started = Instant::now();
             self.reconcile_all().await;
+            self.metrics()
+                .reconcile_pass(started.elapsed().as_secs_f64());
             self.inner
                 .passes
                 .fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -191,6 +194,7 @@ impl Runtime {
         let docker = match self.docker().await {
             Ok(d) => d,
             Err(e) => {
+                self.metrics().docker_error("connect");
                 self.fail_waiting_notebooks(&notebooks, &e).await;
                 return;
             }
@@ -198,6 +202,7 @@ impl Runtime {
         let containers = match docker.list_ours().await {
             Ok(c) => c,
             Err(e) => {
+                self.metrics().docker_error("list");
                 tracing::warn!(error = %e, "reconciler cannot list containers");
                 return;
             }
@@ -300,6 +305,10 @@ impl Runtime {
                     .db()
                     .call(move |c| {
                         let tx = c.transaction()?;
+                        // Its usage ends when it was last seen running, not now.
+                        if let Some(seen) = crate::db::usage::last_seen(&tx, &id)? {
+                            crate::db::usage::close(&tx, &id, seen)?;
+                        }
                         q::set_container(&tx, &id, None)?;
                         q::transition(
                             &tx,
@@ -318,6 +327,9 @@ impl Runtime {
                 }
             }
             Action::Crashed => {
+                // Its usage ends when the container stopped (Notebox may have been down).
+                self.close_usage_when_stopped(&nb.id, &containers, &docker)
+                    .await;
                 let detail = self
                     .exit_explanation(&docker, &containers, "Jupyter stopped by itself")
                     .await;
@@ -330,6 +342,40 @@ impl Runtime {
                 self.remove_containers(&nb.id, &containers, &docker, STOP_GRACE_SECS)
                     .await;
             }
+        }
+    }
+
+    /// Closes a notebook's usage intervals at the time its container stopped, as Docker
+    /// reports it (else when it was last seen running).
+    async fn close_usage_when_stopped(
+        &self,
+        id: &str,
+        containers: &[String],
+        docker: &DockerEngine,
+    ) {
+        let network = self.config().docker.network.clone();
+        let mut stopped_at = None;
+        for c in containers {
+            if let Ok(status) = docker.inspect(c, &network).await {
+                stopped_at = stopped_at.max(status.finished_at);
+            }
+        }
+        let nid = id.to_string();
+        let closed = self
+            .db()
+            .call(move |c| {
+                let at = match stopped_at {
+                    Some(t) => Some(t.min(now())),
+                    None => crate::db::usage::last_seen(c, &nid)?,
+                };
+                match at {
+                    Some(at) => crate::db::usage::close(c, &nid, at),
+                    None => Ok(0),
+                }
+            })
+            .await;
+        if let Err(e) = closed {
+            tracing::warn!(notebook = %id, error = %e, "cannot close the usage of a crashed notebook");
         }
     }
 
@@ -378,6 +424,7 @@ impl Runtime {
         let mut all = true;
         for c in containers {
             if let Err(e) = docker.stop_and_remove(c, grace_secs).await {
+                self.metrics().docker_error("remove");
                 tracing::warn!(notebook = %notebook_id, container = %c, error = %e, "cannot remove container");
                 all = false;
             }

@@ -84,7 +84,16 @@ pub async fn log_requests(
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
+    let metrics = req
+        .app_data::<actix_web::web::Data<crate::web::AppState>>()
+        .map(|s| s.runtime.metrics().clone());
+    if let Some(m) = &metrics {
+        m.request_started();
+    }
     let res = next.call(req).await;
+    if let Some(m) = &metrics {
+        m.request_ended();
+    }
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     match &res {
         Ok(r) => {

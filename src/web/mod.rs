@@ -24,16 +24,18 @@ pub struct AppState {
     pub notebooks: crate::runtime::Notebooks,
     pub shares: crate::share::Shares,
     pub gpu_map: crate::runtime::GpuMap,
+    pub usage: crate::runtime::UsageReports,
 }
 
 /// The map of the product, top to bottom.
 #[rustfmt::skip]
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, api, gpus, health, login, notebooks, share};
+    use pages::{account, admin, api, gpus, health, login, notebooks, share, usage};
     // Jupyter, proxied: first, because it is the hot path (routes are tried in order).
     cfg.route("/nb/{id}/{tail:.*}",                web::route().to(crate::proxy::proxy))
         .route("/nb/{id}",                         web::route().to(crate::proxy::add_slash))
         .route("/healthz",                         web::get().to(health::healthz))
+        .route("/metrics",                         web::get().to(health::metrics))
         .route("/static/{path:.*}",                web::get().to(assets::serve_static))
         // logging in and out
         .route("/login",                           web::get().to(login::login_form))
@@ -61,6 +63,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/gallery",                         web::get().to(share::gallery))
         // GPUs
         .route("/gpus",                            web::get().to(gpus::gpus_page))
+        // usage
+        .route("/usage",                           web::get().to(usage::usage_page))
+        .route("/usage.csv",                       web::get().to(usage::usage_csv))
         // a member's own settings
         .route("/settings",                        web::get().to(account::account_page))
         .route("/settings/password",               web::post().to(account::change_password))
@@ -75,6 +80,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/users/{id}/admin",          web::post().to(admin::set_admin))
         .route("/admin/users/{id}/disabled",       web::post().to(admin::set_disabled))
         .route("/admin/users/{id}/gpu-limit",      web::post().to(admin::set_gpu_limit))
+        .route("/admin/users/{id}/gpu-budget",     web::post().to(admin::set_gpu_budget))
         .route("/admin/notebooks",                 web::get().to(admin::notebooks_page))
         .route("/admin/notebooks/{id}/idle-exempt", web::post().to(admin::set_idle_exempt))
         // JSON API v1
@@ -84,6 +90,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/images",                  web::get().to(api::images))
                 .route("/machines",                web::get().to(api::machines))
                 .route("/gpus",                    web::get().to(gpus::gpus_api))
+                .route("/usage",                   web::get().to(usage::usage_api))
+                .route("/admin/users/{id}/gpu-budget", web::post().to(usage::set_budget_api))
                 .route("/notebooks",               web::get().to(api::list_notebooks))
                 .route("/notebooks",               web::post().to(api::create_notebook))
                 .route("/notebooks/{id}",          web::get().to(api::get_notebook))

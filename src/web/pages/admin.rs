@@ -27,6 +27,8 @@ struct UsersPage {
 
 struct UserRow {
     id: i64,
+    /// Monthly GPU-hour budget, empty for none.
+    budget: String,
     max_gpus: String,
     username: String,
     is_admin: bool,
@@ -38,6 +40,7 @@ impl From<User> for UserRow {
     fn from(u: User) -> UserRow {
         UserRow {
             id: u.id,
+            budget: String::new(),
             max_gpus: u.max_gpus.map(|m| m.to_string()).unwrap_or_default(),
             username: u.username,
             is_admin: u.is_admin,
@@ -62,9 +65,19 @@ async fn render_users(
     form_username: String,
 ) -> Result<HttpResponse, PageError> {
     let users = state.accounts.list_users().await?;
+    let budgets = state.usage.budgets().await?;
     let page = UsersPage {
         chrome: Chrome::new(&admin.0, "admin"),
-        users: users.into_iter().map(UserRow::from).collect(),
+        users: users
+            .into_iter()
+            .map(|u| {
+                let budget = budgets.get(&u.id).map(|b| b.to_string()).unwrap_or_default();
+                UserRow {
+                    budget,
+                    ..UserRow::from(u)
+                }
+            })
+            .collect(),
         notice,
         error,
         form_username,
@@ -94,6 +107,7 @@ pub async fn users_page(
         "disabled" => Some(format!("Disabled {who}; they were logged out everywhere.")),
         "enabled" => Some(format!("Enabled {who}.")),
         "gpu-limit" => Some(format!("Changed the GPU limit of {who}.")),
+        "gpu-budget" => Some(format!("Changed the monthly GPU-hour budget of {who}.")),
         _ => None,
     });
     render_users(&admin, &state, StatusCode::OK, notice, None, String::new()).await
@@ -289,6 +303,48 @@ pub async fn set_gpu_limit(
     state.accounts.set_max_gpus(user.id, limit).await?;
     Ok(see_other(&format!(
         "/admin/users?done=gpu-limit&user={}",
+        user.username
+    )))
+}
+
+#[derive(Deserialize)]
+pub struct GpuBudgetForm {
+    #[serde(default)]
+    csrf: String,
+    /// GPU-hours per month, or empty for none.
+    #[serde(default)]
+    hours: String,
+}
+
+pub async fn set_gpu_budget(
+    admin: AdminUser,
+    state: web::Data<AppState>,
+    path: web::Path<i64>,
+    form: web::Form<GpuBudgetForm>,
+) -> Result<HttpResponse, PageError> {
+    admin.0.check_csrf(&form.csrf)?;
+    let user = state.accounts.user_by_id(path.into_inner()).await?;
+    let hours = match form.hours.trim() {
+        "" => None,
+        n => match n.parse::<f64>() {
+            Ok(v) if v.is_finite() && (0.0..=1_000_000.0).contains(&v) => Some(v),
+            _ => {
+                let message = format!("The budget must be a number of GPU-hours per month (like 40 or 12.5), or empty for none; got '{n}'.");
+                return render_users(
+                    &admin,
+                    &state,
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    Some(message),
+                    String::new(),
+                )
+                .await;
+            }
+        },
+    };
+    state.usage.set_budget(user.id, hours).await?;
+    Ok(see_other(&format!(
+        "/admin/users?done=gpu-budget&user={}",
         user.username
     )))
 }

@@ -19,3 +19,62 @@ pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
             reconciler_passes: state.runtime.reconciler_passes(),
         }))
 }
+
+/// `/metrics` in the Prometheus text format, for a scraper holding `[metrics] token` or
+/// calling from an address in `[metrics] allow`. Off (404) unless one of them is set.
+pub async fn metrics(
+    req: actix_web::HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    use actix_web::http::StatusCode;
+
+    use crate::error::WebError;
+    let config = &state.config.metrics;
+    if !config.enabled() {
+        return Err(WebError::new(
+            StatusCode::NOT_FOUND,
+            "metrics_off",
+            "Metrics are off here: an admin can set [metrics] token or allow in the config.",
+        )
+        .into());
+    }
+    let client = crate::web::extract::client_address(&req, &state.config.auth.trusted_proxies);
+    let allowed = client
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| config.allow.contains(&ip));
+    if !allowed {
+        match crate::http::authorization_token(&req) {
+            Some(t)
+                if !config.token.is_empty()
+                    && crate::auth::secrets::constant_time_eq(&t, &config.token) => {}
+            Some(_) => {
+                return Err(WebError::forbidden("This token does not open /metrics.").into())
+            }
+            None if config.token.is_empty() => {
+                return Err(WebError::forbidden(
+                    "/metrics answers only the addresses in [metrics] allow.",
+                )
+                .into())
+            }
+            None => {
+                return Ok(HttpResponse::Unauthorized()
+                    .insert_header(("www-authenticate", "Bearer realm=\"notebox metrics\""))
+                    .json(crate::model::wire::ErrorBody {
+                        error: crate::model::wire::ErrorDetail {
+                            code: "unauthorized",
+                            message: "Send the [metrics] token as `Authorization: Bearer <token>`.",
+                        },
+                    }))
+            }
+        }
+    }
+    let text = state
+        .runtime
+        .metrics_text()
+        .await
+        .map_err(WebError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .insert_header(("cache-control", "no-store"))
+        .body(text))
+}

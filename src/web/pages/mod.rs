@@ -6,6 +6,7 @@ pub mod health;
 pub mod login;
 pub mod notebooks;
 pub mod share;
+pub mod usage;
 
 use actix_web::http::header;
 use actix_web::HttpResponse;

@@ -89,6 +89,20 @@ impl NotebookView {
 struct DashboardPage {
     chrome: Chrome,
     notebooks: Vec<NotebookView>,
+    budget: Option<crate::model::wire::BudgetView>,
+}
+
+impl DashboardPage {
+    /// The budget bar's fill, out of 100.
+    fn budget_percent(&self) -> f64 {
+        self.budget.as_ref().map_or(0.0, |b| {
+            if b.gpu_hours_budget <= 0.0 {
+                100.0
+            } else {
+                (b.gpu_hours_used / b.gpu_hours_budget * 100.0).clamp(0.0, 100.0).round()
+            }
+        })
+    }
 }
 
 pub async fn dashboard(
@@ -96,11 +110,13 @@ pub async fn dashboard(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
     let notebooks = state.notebooks.list_notebooks(&session.user).await?;
+    let budget = state.usage.budget(session.user.id).await?;
     html(
         StatusCode::OK,
         DashboardPage {
             chrome: Chrome::new(&session, "notebooks"),
             notebooks: notebooks.into_iter().map(NotebookView::new).collect(),
+            budget,
         },
     )
 }
