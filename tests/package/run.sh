@@ -115,7 +115,8 @@ dpkg-deb -c "$DEB" | awk '{print $6}' | sed 's|^\./|/|' >"$WORK/contents"
 for path in /usr/bin/notebox /lib/systemd/system/notebox.service /etc/notebox/config.toml \
     /usr/share/doc/notebox/README.md /usr/share/doc/notebox/INSTALL.md \
     /usr/share/doc/notebox/copyright /usr/share/doc/notebox/changelog.Debian.gz \
-    /usr/share/man/man1/notebox.1.gz /usr/share/notebox/notebox-firewall.nft; do
+    /usr/share/man/man1/notebox.1.gz /usr/share/notebox/notebox-firewall.nft \
+    /usr/share/notebox/grafana-dashboard.json; do
     check "dpkg-deb -c lists $path" grep -qx "$path" "$WORK/contents"
 done
 check "binary is mode 0755" sh -c "dpkg-deb -c '$DEB' | grep -q '^-rwxr-xr-x .* ./usr/bin/notebox$'"
@@ -132,6 +133,10 @@ check "Suggests: nvidia-container-toolkit" sh -c "[ \"\$(dpkg-deb -f '$DEB' Sugg
 for script in postinst prerm postrm; do
     check "$script: POSIX sh syntax" sh -n "$WORK/control/$script"
 done
+
+check "packaged Grafana dashboard is packaging/grafana-dashboard.json, valid JSON on notebox_ metrics" \
+    sh -c "dpkg-deb --fsys-tarfile '$DEB' | tar -xO ./usr/share/notebox/grafana-dashboard.json | cmp -s - packaging/grafana-dashboard.json &&
+           python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d[\"panels\"] and all(\"notebox_\" in t[\"expr\"] for p in d[\"panels\"] for t in p[\"targets\"])' packaging/grafana-dashboard.json"
 
 # --- 2b. the firewall rule for notebooks (shipped, documented, never loaded) -----------
 say "firewall rule"
