@@ -11,11 +11,12 @@ cd "$(dirname "$0")/.."
 say() { printf '\n==> %s\n' "$*" >&2; }
 
 # 1. System packages the tests use: mmdebstrap (test image), Chromium and its driver
-#    (browser tests).
+#    (browser tests), Prometheus (it scrapes /metrics in tests/usage.rs).
 need=()
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v prometheus >/dev/null || need+=(prometheus)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ]; then
     say "installing ${need[*]}"

@@ -389,6 +389,9 @@ async fn budgets_warn_and_can_block_new_gpu_notebooks() {
     .await;
     add_user(&server, "root", "root-password-1", true);
     add_user(&server, "ada", "ada-password-1", false);
+    // Without [metrics] token or allow, /metrics does not exist, even for an admin.
+    let r = reqwest::get(format!("{}/metrics", server.url)).await.expect("GET");
+    assert_eq!(r.status(), 404);
     let root = Api::new(&server.url, &token_for(&server, "root"));
     let ada = Api::new(&server.url, &token_for(&server, "ada"));
     let (_, me) = ada.get("/api/v1/me").await;

@@ -246,11 +246,13 @@ pub async fn usage_page(
     let first_day = range.from.div_euclid(86_400);
     let last_day = (range.to - 1).div_euclid(86_400);
     let n_days = (last_day - first_day + 1).max(1) as usize;
+    let index: std::collections::HashMap<String, usize> = (0..n_days)
+        .map(|i| (date((first_day + i as i64) * 86_400), i))
+        .collect();
     let mut per_day: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n_days];
     for (m, (_, days)) in daily.iter().enumerate() {
         for (day, held) in days {
-            let index = (0..n_days).find(|i| date((first_day + *i as i64) * 86_400) == *day);
-            if let Some(i) = index {
+            if let Some(&i) = index.get(day) {
                 per_day[i].push((m, *held));
             }
         }
