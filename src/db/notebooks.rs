@@ -314,7 +314,9 @@ pub fn running(conn: &Connection) -> Result<Vec<RunningNotebook>, DbError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Deletes a notebook's row (its GPUs go with it); its usage stays in the ledger, closed.
 pub fn delete(conn: &Connection, id: &str) -> Result<(), DbError> {
+    super::usage::close(conn, id, now())?;
     conn.execute("DELETE FROM notebooks WHERE id = ?1", [id])?;
     Ok(())
 }

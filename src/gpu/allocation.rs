@@ -297,6 +297,54 @@ mod tests {
         assert!(moved, "{id} was stopped");
     }
 
+    /// (notebook, GPU, open?) of every ledger interval.
+    fn ledger(db: &Db) -> Vec<(String, Option<String>, bool)> {
+        db.with_conn(|c| {
+            let mut stmt = c.prepare(
+                "SELECT notebook_id, gpu_uuid, ended_at IS NULL FROM usage_intervals ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .expect("ledger")
+    }
+
+    #[test]
+    fn the_ledger_opens_and_closes_with_the_allocation() {
+        let (_dir, db) = crate::db::test_db();
+        let ada = user(&db, "ada");
+        let all = gpus(2);
+        notebook(&db, "a", ada, 2);
+        notebook(&db, "b", ada, 1);
+        notebook(&db, "c", ada, 0);
+        assert!(place_in(&db, "a", ada, 2, 8, true, &all).is_ok());
+        // Queued: no GPU, no interval. Refused: nothing at all.
+        assert_eq!(place_in(&db, "b", ada, 1, 8, true, &all), Ok(Placement::Queued { position: 1 }));
+        assert!(place_in(&db, "c", ada, 0, 8, true, &all).is_ok());
+        let open: Vec<_> = ledger(&db).into_iter().filter(|l| l.2).collect();
+        assert_eq!(
+            open,
+            vec![
+                ("a".to_string(), Some("GPU-0".to_string()), true),
+                ("a".to_string(), Some("GPU-1".to_string()), true),
+                ("c".to_string(), None, true),
+            ]
+        );
+        // Stopping "a" closes its intervals in the same transaction and admits "b".
+        stop(&db, "a");
+        let started = db
+            .with_conn(|c| admit_queued(c, &all))
+            .expect("admit");
+        assert_eq!(started, vec!["b".to_string()]);
+        let l = ledger(&db);
+        assert_eq!(l.iter().filter(|x| x.0 == "a" && x.2).count(), 0, "{l:?}");
+        assert_eq!(l.iter().filter(|x| x.0 == "b" && x.2).count(), 1, "{l:?}");
+        // Deleting a notebook's row keeps its usage, closed.
+        db.with_conn(|c| nq::delete(c, "c")).expect("delete");
+        let l = ledger(&db);
+        assert!(l.iter().any(|x| x.0 == "c" && !x.2), "{l:?}");
+    }
+
     #[test]
     fn places_on_free_gpus_and_never_gives_one_twice() {
         let (_dir, db) = crate::db::test_db();
