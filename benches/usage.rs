@@ -39,7 +39,13 @@ impl Rng {
 }
 
 /// Writes `days` of usage ending now; returns (intervals, hourly rows).
-fn generate(db: &rusqlite::Connection, members: usize, gpus: usize, days: i64, now: i64) -> (usize, usize) {
+fn generate(
+    db: &rusqlite::Connection,
+    members: usize,
+    gpus: usize,
+    days: i64,
+    now: i64,
+) -> (usize, usize) {
     let tx = db.unchecked_transaction().expect("transaction");
     let mut user_ids = Vec::new();
     for m in 0..members {
@@ -63,33 +69,34 @@ fn generate(db: &rusqlite::Connection, members: usize, gpus: usize, days: i64, n
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let (mut intervals, mut hours) = (0, 0);
     let start = now - days * 86_400;
-    let mut write = |user: usize, gpu: Option<usize>, from: i64, to: i64, busy_fraction: f64, rng: &mut Rng| {
-        let busy = (to - from) as f64 * busy_fraction;
-        interval
-            .execute(rusqlite::params![
-                user_ids[user],
-                format!("member{user:02}"),
-                format!("nb{}", rng.next() % 1_000_000),
-                if gpu.is_some() { "gpu-1" } else { "cpu" },
-                gpu.map(|g| format!("GPU-bench-{g}")),
-                if gpu.is_some() { 8.0 } else { 2.0 },
-                from,
-                to,
-                busy,
-                rng.range(1000, 80_000)
-            ])
-            .expect("interval");
-        let id = tx.last_insert_rowid();
-        let mut h = from.div_euclid(3600);
-        while h * 3600 < to {
-            let covered = ((h + 1) * 3600).min(to) - (h * 3600).max(from);
-            hour.execute(rusqlite::params![id, h, covered as f64 * busy_fraction])
-                .expect("hour");
-            h += 1;
-            hours += 1;
-        }
-        intervals += 1;
-    };
+    let mut write =
+        |user: usize, gpu: Option<usize>, from: i64, to: i64, busy_fraction: f64, rng: &mut Rng| {
+            let busy = (to - from) as f64 * busy_fraction;
+            interval
+                .execute(rusqlite::params![
+                    user_ids[user],
+                    format!("member{user:02}"),
+                    format!("nb{}", rng.next() % 1_000_000),
+                    if gpu.is_some() { "gpu-1" } else { "cpu" },
+                    gpu.map(|g| format!("GPU-bench-{g}")),
+                    if gpu.is_some() { 8.0 } else { 2.0 },
+                    from,
+                    to,
+                    busy,
+                    rng.range(1000, 80_000)
+                ])
+                .expect("interval");
+            let id = tx.last_insert_rowid();
+            let mut h = from.div_euclid(3600);
+            while h * 3600 < to {
+                let covered = ((h + 1) * 3600).min(to) - (h * 3600).max(from);
+                hour.execute(rusqlite::params![id, h, covered as f64 * busy_fraction])
+                    .expect("hour");
+                h += 1;
+                hours += 1;
+            }
+            intervals += 1;
+        };
     for g in 0..gpus {
         let mut t = start + rng.range(0, 4 * 3600);
         while t < now {
@@ -220,7 +227,11 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let (members, gpus, days) = if benching { (MEMBERS, GPUS, DAYS) } else { (3, 2, 3) };
+    let (members, gpus, days) = if benching {
+        (MEMBERS, GPUS, DAYS)
+    } else {
+        (3, 2, 3)
+    };
     let served = serve(members, gpus, days);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -233,14 +244,28 @@ fn main() {
     let from = notebox::usage::day_key(now() - (days - 1) * 86_400);
     let to = notebox::usage::day_key(now());
     let queries = [
-        ("GET /api/v1/usage group_by=member", format!("/api/v1/usage?from={from}&to={to}&group_by=member")),
-        ("GET /api/v1/usage group_by=day", format!("/api/v1/usage?from={from}&to={to}&group_by=day")),
-        ("GET /api/v1/usage group_by=gpu", format!("/api/v1/usage?from={from}&to={to}&group_by=gpu")),
+        (
+            "GET /api/v1/usage group_by=member",
+            format!("/api/v1/usage?from={from}&to={to}&group_by=member"),
+        ),
+        (
+            "GET /api/v1/usage group_by=day",
+            format!("/api/v1/usage?from={from}&to={to}&group_by=day"),
+        ),
+        (
+            "GET /api/v1/usage group_by=gpu",
+            format!("/api/v1/usage?from={from}&to={to}&group_by=gpu"),
+        ),
     ];
     rt.block_on(async {
         // Notebox is up once /healthz answers.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while client.get(format!("{}/healthz", served.url)).send().await.is_err() {
+        while client
+            .get(format!("{}/healthz", served.url))
+            .send()
+            .await
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "notebox did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -260,7 +285,10 @@ fn main() {
                 let body: serde_json::Value = r.json().await.expect("json");
                 let ms = t.elapsed().as_secs_f64() * 1000.0;
                 rows = body["rows"].as_array().map_or(0, Vec::len);
-                assert!(body["totals"]["gpu_seconds_held"].as_f64() > Some(0.0), "{body}");
+                assert!(
+                    body["totals"]["gpu_seconds_held"].as_f64() > Some(0.0),
+                    "{body}"
+                );
                 if i > 0 {
                     times.push(ms); // the first one warms the caches
                 }
@@ -341,4 +369,3 @@ fn main() {
         }
     });
 }
-

@@ -76,11 +76,20 @@ impl Default for Metrics {
     }
 }
 
+/// One GPU as a scrape sees it.
+#[derive(Debug)]
+pub struct GpuFigures {
+    pub labels: GpuLabels,
+    pub utilization_percent: Option<f64>,
+    pub memory_used_bytes: f64,
+    pub memory_total_bytes: f64,
+    pub temperature_c: Option<f64>,
+}
+
 /// What a scrape reads from the rest of Notebox.
 #[derive(Debug, Default)]
 pub struct Scrape {
-    /// Per GPU: labels, utilization %, memory used and total (bytes), temperature °C.
-    pub gpus: Vec<(GpuLabels, Option<f64>, f64, f64, Option<f64>)>,
+    pub gpus: Vec<GpuFigures>,
     pub notebooks_by_state: Vec<(String, i64)>,
     pub queue_length: i64,
     pub queue_oldest_wait_seconds: f64,
@@ -172,14 +181,14 @@ impl Metrics {
         let mem_used = Family::<GpuLabels, Gauge<f64, AtomicU64>>::default();
         let mem_total = Family::<GpuLabels, Gauge<f64, AtomicU64>>::default();
         let temp = Family::<GpuLabels, Gauge<f64, AtomicU64>>::default();
-        for (labels, u, used, total, t) in &scrape.gpus {
-            if let Some(u) = u {
-                util.get_or_create(labels).set(*u);
+        for g in &scrape.gpus {
+            if let Some(u) = g.utilization_percent {
+                util.get_or_create(&g.labels).set(u);
             }
-            mem_used.get_or_create(labels).set(*used);
-            mem_total.get_or_create(labels).set(*total);
-            if let Some(t) = t {
-                temp.get_or_create(labels).set(*t);
+            mem_used.get_or_create(&g.labels).set(g.memory_used_bytes);
+            mem_total.get_or_create(&g.labels).set(g.memory_total_bytes);
+            if let Some(t) = g.temperature_c {
+                temp.get_or_create(&g.labels).set(t);
             }
         }
         r.register(
@@ -266,7 +275,11 @@ impl Metrics {
 pub fn resident_memory_bytes() -> f64 {
     let pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<f64>().ok())
+        })
         .unwrap_or(0.0);
     pages * rustix::param::page_size() as f64
 }
@@ -283,19 +296,19 @@ mod tests {
         m.docker_error("list");
         let text = m
             .encode(Scrape {
-                gpus: vec![(
-                    GpuLabels {
+                gpus: vec![GpuFigures {
+                    labels: GpuLabels {
                         gpu: "0".into(),
                         uuid: "GPU-x".into(),
                         name: "Sim".into(),
                         holder: "ada".into(),
                         notebook: "abc".into(),
                     },
-                    Some(90.0),
-                    1024.0,
-                    2048.0,
-                    None,
-                )],
+                    utilization_percent: Some(90.0),
+                    memory_used_bytes: 1024.0,
+                    memory_total_bytes: 2048.0,
+                    temperature_c: None,
+                }],
                 notebooks_by_state: vec![("running".into(), 2)],
                 queue_length: 1,
                 member_gpu_seconds: vec![("ada".into(), 120.0, 60.0)],

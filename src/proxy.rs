@@ -600,10 +600,7 @@ pub async fn proxy(
     let started = Instant::now();
     let metrics = state.runtime.metrics().clone();
     let response = proxy_request(req, payload, state, upstream).await;
-    metrics.proxy_request(
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    metrics.proxy_request(response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
 

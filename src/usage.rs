@@ -261,7 +261,14 @@ fn busy_within(by_hour: &[(i64, f64)], start: i64, end: i64, p: i64, q: i64) -> 
 mod tests {
     use super::*;
 
-    fn interval(id: i64, member: &str, gpu: Option<&str>, start: i64, end: Option<i64>, busy: f64) -> Interval {
+    fn interval(
+        id: i64,
+        member: &str,
+        gpu: Option<&str>,
+        start: i64,
+        end: Option<i64>,
+        busy: f64,
+    ) -> Interval {
         Interval {
             id,
             user_id: 1,
@@ -287,7 +294,8 @@ mod tests {
             interval(2, "bob", Some("g1"), 2000, Some(2600), 600.0),
             interval(3, "ada", None, 0, Some(3600), 900.0),
         ];
-        let (rows, total) = report(&list, 0, 10_000, 10_000, GroupBy::Member, no_hours).expect("report");
+        let (rows, total) =
+            report(&list, 0, 10_000, 10_000, GroupBy::Member, no_hours).expect("report");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].key, "ada");
         assert_eq!(rows[0].gpu_seconds_held, 3600.0);
@@ -327,19 +335,36 @@ mod tests {
         let now = 1_796_094_851;
         assert_eq!(
             parse_range(None, None, now),
-            Ok(Range { from: 1_796_083_200, to: now })
+            Ok(Range {
+                from: 1_796_083_200,
+                to: now
+            })
         );
         assert_eq!(
             parse_range(Some("2026-12-01"), Some("2026-12-01"), now),
-            Ok(Range { from: 1_796_083_200, to: 1_796_083_200 + DAY })
+            Ok(Range {
+                from: 1_796_083_200,
+                to: 1_796_083_200 + DAY
+            })
         );
         assert_eq!(
-            parse_range(Some("2026-12-01T00:00:10Z"), Some("2026-12-01T00:01:00Z"), now),
-            Ok(Range { from: 1_796_083_210, to: 1_796_083_260 })
+            parse_range(
+                Some("2026-12-01T00:00:10Z"),
+                Some("2026-12-01T00:01:00Z"),
+                now
+            ),
+            Ok(Range {
+                from: 1_796_083_210,
+                to: 1_796_083_260
+            })
         );
-        assert!(parse_range(Some("yesterday"), None, now).unwrap_err().starts_with("from: 'yesterday'"));
+        assert!(parse_range(Some("yesterday"), None, now)
+            .unwrap_err()
+            .starts_with("from: 'yesterday'"));
         assert!(parse_range(Some("2026-12-02"), Some("2026-12-01"), now).is_err());
-        assert!(parse_range(Some("2020-01-01"), Some("2026-01-01"), now).unwrap_err().contains("longer"));
+        assert!(parse_range(Some("2020-01-01"), Some("2026-01-01"), now)
+            .unwrap_err()
+            .contains("longer"));
     }
 
     #[test]
@@ -347,20 +372,36 @@ mod tests {
         // 2026-12-01T03:14:11Z → 2026-12-01T00:00:00Z
         assert_eq!(month_start(1_796_094_851), 1_796_083_200);
         assert_eq!(month_start(1_796_083_200), 1_796_083_200);
-        let b = Budget { hours: 10.0, used_hours: 12.0 };
+        let b = Budget {
+            hours: 10.0,
+            used_hours: 12.0,
+        };
         assert!(b.over() && b.left_hours() == 0.0 && b.fraction() == 1.0);
     }
 
     #[test]
     fn days_split_at_midnight_utc() {
-        let list = vec![interval(1, "ada", Some("g0"), DAY - 600, Some(DAY + 1200), 0.0)];
-        let (rows, total) = report(&list, 0, 3 * DAY, 3 * DAY, GroupBy::Day, |_, _, _| Ok::<_, ()>(Vec::new())).expect("report");
+        let list = vec![interval(
+            1,
+            "ada",
+            Some("g0"),
+            DAY - 600,
+            Some(DAY + 1200),
+            0.0,
+        )];
+        let (rows, total) = report(&list, 0, 3 * DAY, 3 * DAY, GroupBy::Day, |_, _, _| {
+            Ok::<_, ()>(Vec::new())
+        })
+        .expect("report");
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].key, "1970-01-01");
         assert_eq!(rows[0].gpu_seconds_held, 600.0);
         assert_eq!(rows[1].key, "1970-01-02");
         assert_eq!(rows[1].gpu_seconds_held, 1200.0);
         assert_eq!(total.gpu_seconds_held, 1800.0);
-        assert_eq!(GroupBy::parse("week").unwrap_err(), "group_by must be member, day or gpu, not 'week'");
+        assert_eq!(
+            GroupBy::parse("week").unwrap_err(),
+            "group_by must be member, day or gpu, not 'week'"
+        );
     }
 }

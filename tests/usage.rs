@@ -113,10 +113,18 @@ async fn held_and_busy_gpu_seconds_are_exact_across_kill_9() {
         run_cli(&data, &all, stdin)
     };
     for (name, password) in [("ada", "ada-password-1"), ("bob", "bob-password-1")] {
-        let out = cli(&["user", "add", name, "--password-stdin"], Some(&format!("{password}\n")));
+        let out = cli(
+            &["user", "add", name, "--password-stdin"],
+            Some(&format!("{password}\n")),
+        );
         assert!(out.status.success(), "{}", out.stderr);
     }
-    let token = |user: &str| cli(&["token", "create", user], None).stdout.trim().to_string();
+    let token = |user: &str| {
+        cli(&["token", "create", user], None)
+            .stdout
+            .trim()
+            .to_string()
+    };
     let (admin_token, ada_token, bob_token) = (token("admin"), token("ada"), token("bob"));
     let ada = Api::new(&server.url, &ada_token);
     let bob = Api::new(&server.url, &bob_token);
@@ -149,16 +157,27 @@ async fn held_and_busy_gpu_seconds_are_exact_across_kill_9() {
         .args(["kill", &ada_container])
         .output()
         .expect("docker kill");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let ada_released = Instant::now();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]).await;
-    let (ada, bob) = (Api::new(&server.url, &ada_token), Api::new(&server.url, &bob_token));
+    let (ada, bob) = (
+        Api::new(&server.url, &ada_token),
+        Api::new(&server.url, &bob_token),
+    );
     let admin = Api::new(&server.url, &admin_token);
     // Ada's notebook is found dead; Bob's keeps running (adopted).
-    ada.wait_state(&ada_nb, "failed", Duration::from_secs(30)).await;
+    ada.wait_state(&ada_nb, "failed", Duration::from_secs(30))
+        .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(bob.get(&format!("/api/v1/notebooks/{bob_nb}")).await.1["state"], "running");
+    assert_eq!(
+        bob.get(&format!("/api/v1/notebooks/{bob_nb}")).await.1["state"],
+        "running"
+    );
     let bob_released = stop(&bob, &bob_nb).await;
 
     let truth_ada_held = ada_released.duration_since(ada_taken).as_secs_f64();
@@ -168,12 +187,32 @@ async fn held_and_busy_gpu_seconds_are_exact_across_kill_9() {
     let a = row(&report, "member", "ada");
     let b = row(&report, "member", "bob");
     // Held: exact to the second at both ends (allocation and release or container exit).
-    close_to("ada held", a["gpu_seconds_held"].as_f64().expect("f"), truth_ada_held, 2.0);
-    close_to("bob held", b["gpu_seconds_held"].as_f64().expect("f"), truth_bob_held, 2.0);
+    close_to(
+        "ada held",
+        a["gpu_seconds_held"].as_f64().expect("f"),
+        truth_ada_held,
+        2.0,
+    );
+    close_to(
+        "bob held",
+        b["gpu_seconds_held"].as_f64().expect("f"),
+        truth_bob_held,
+        2.0,
+    );
     // Busy: within 2 s for Ada; Bob's includes the 4 s Notebox was down (busy before and
     // after), within the sampling interval.
-    close_to("ada busy", a["gpu_seconds_busy"].as_f64().expect("f"), ada_busy, 2.0);
-    close_to("bob busy", b["gpu_seconds_busy"].as_f64().expect("f"), truth_bob_held, 2.0);
+    close_to(
+        "ada busy",
+        a["gpu_seconds_busy"].as_f64().expect("f"),
+        ada_busy,
+        2.0,
+    );
+    close_to(
+        "bob busy",
+        b["gpu_seconds_busy"].as_f64().expect("f"),
+        truth_bob_held,
+        2.0,
+    );
     assert_eq!(a["notebooks"], 1);
     assert!(a["peak_memory_mib"].as_i64() >= Some(1090), "{a}");
 
@@ -182,21 +221,37 @@ async fn held_and_busy_gpu_seconds_are_exact_across_kill_9() {
     let (_, by_day) = admin.get("/api/v1/usage?group_by=day").await;
     for other in [&by_gpu, &by_day] {
         let t = other["totals"]["gpu_seconds_held"].as_f64().expect("f");
-        assert!((t - report["totals"]["gpu_seconds_held"].as_f64().expect("f")).abs() < 0.5, "{other}");
+        assert!(
+            (t - report["totals"]["gpu_seconds_held"].as_f64().expect("f")).abs() < 0.5,
+            "{other}"
+        );
     }
     let (_, mine) = ada.get("/api/v1/usage").await;
     assert_eq!(mine["rows"].as_array().map(Vec::len), Some(1), "{mine}");
     assert_eq!(mine["rows"][0]["member"], "ada");
     // Bad input is a 400 that says what to fix.
-    for bad in ["group_by=week", "from=yesterday", "from=2026-12-02&to=2026-12-01"] {
+    for bad in [
+        "group_by=week",
+        "from=yesterday",
+        "from=2026-12-02&to=2026-12-01",
+    ] {
         let (status, body) = ada.get(&format!("/api/v1/usage?{bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| m.len() > 10), "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.len() > 10),
+            "{body}"
+        );
     }
 
     // /metrics: 401 without the token, 403 with a wrong one, the ledger's counters with it.
     let http = reqwest::Client::new();
-    let r = http.get(format!("{}/metrics", server.url)).send().await.expect("GET");
+    let r = http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .expect("GET");
     assert_eq!(r.status(), 401);
     let r = http
         .get(format!("{}/metrics", server.url))
@@ -213,8 +268,14 @@ async fn held_and_busy_gpu_seconds_are_exact_across_kill_9() {
         .expect("GET");
     assert_eq!(r.status(), 200);
     let text = r.text().await.expect("text");
-    assert!(text.contains("notebox_gpu_held_seconds_total{member=\"ada\"}"), "{text}");
-    assert!(text.contains("notebox_notebooks{state=\"failed\"} 1"), "{text}");
+    assert!(
+        text.contains("notebox_gpu_held_seconds_total{member=\"ada\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("notebox_notebooks{state=\"failed\"} 1"),
+        "{text}"
+    );
 }
 
 /// Writes a few days of ledger rows for `members` straight into the database (the page
@@ -227,7 +288,9 @@ fn seed_ledger(data: &Path, members: &[&str], days: i64) {
         .as_secs() as i64;
     for (m, member) in members.iter().enumerate() {
         let user_id: i64 = conn
-            .query_row("SELECT id FROM users WHERE username = ?1", [member], |r| r.get(0))
+            .query_row("SELECT id FROM users WHERE username = ?1", [member], |r| {
+                r.get(0)
+            })
             .expect("user");
         for d in 0..days {
             let start = now - d * 86_400 - 3 * 3600 - m as i64 * 600;
@@ -290,17 +353,34 @@ async fn the_usage_page_charts_without_csp_violations_and_its_csv_is_the_table()
         notebox::usage::day_key(now)
     );
     b.goto(&format!("/usage?{range}")).await;
-    let csp = b.client.execute("return window.__csp;", vec![]).await.expect("js");
+    let csp = b
+        .client
+        .execute("return window.__csp;", vec![])
+        .await
+        .expect("js");
     assert_eq!(csp, json!([]), "CSP violations on the usage page");
     let text = b.page_text().await;
     assert!(text.contains("GPU-hours per member"), "{text}");
-    assert!(b.visible("#member-bars rect.busy").await.is_some(), "the bar chart renders");
-    assert!(b.visible("#daily-chart rect").await.is_some(), "the daily chart renders");
+    assert!(
+        b.visible("#member-bars rect.busy").await.is_some(),
+        "the bar chart renders"
+    );
+    assert!(
+        b.visible("#daily-chart rect").await.is_some(),
+        "the daily chart renders"
+    );
     b.goto("/usage").await;
     b.screenshot("usage.png").await;
     b.goto(&format!("/usage?{range}")).await;
-    assert!(b.visible(".alert.error").await.is_none(), "the range is accepted");
-    let csp = b.client.execute("return window.__csp;", vec![]).await.expect("js");
+    assert!(
+        b.visible(".alert.error").await.is_none(),
+        "the range is accepted"
+    );
+    let csp = b
+        .client
+        .execute("return window.__csp;", vec![])
+        .await
+        .expect("js");
     assert_eq!(csp, json!([]), "CSP violations");
     // The table as shown, cell by cell.
     let cells = b
@@ -327,7 +407,10 @@ async fn the_usage_page_charts_without_csp_violations_and_its_csv_is_the_table()
         .await
         .expect("csv");
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().expect("ct").starts_with("text/csv"));
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .expect("ct")
+        .starts_with("text/csv"));
     let csv = r.text().await.expect("body");
     let lines: Vec<Vec<String>> = csv
         .lines()
@@ -390,7 +473,9 @@ async fn budgets_warn_and_can_block_new_gpu_notebooks() {
     add_user(&server, "root", "root-password-1", true);
     add_user(&server, "ada", "ada-password-1", false);
     // Without [metrics] token or allow, /metrics does not exist, even for an admin.
-    let r = reqwest::get(format!("{}/metrics", server.url)).await.expect("GET");
+    let r = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .expect("GET");
     assert_eq!(r.status(), 404);
     let root = Api::new(&server.url, &token_for(&server, "root"));
     let ada = Api::new(&server.url, &token_for(&server, "ada"));
@@ -398,19 +483,31 @@ async fn budgets_warn_and_can_block_new_gpu_notebooks() {
     let ada_id = me["id"].as_i64().expect("id");
     // Only admins set budgets; bad values are 400s.
     let (status, _) = ada
-        .post(&format!("/api/v1/admin/users/{ada_id}/gpu-budget"), json!({"gpu_hours": 100}))
+        .post(
+            &format!("/api/v1/admin/users/{ada_id}/gpu-budget"),
+            json!({"gpu_hours": 100}),
+        )
         .await;
     assert_eq!(status, 403);
     let (status, body) = root
-        .post(&format!("/api/v1/admin/users/{ada_id}/gpu-budget"), json!({"gpu_hours": -1}))
+        .post(
+            &format!("/api/v1/admin/users/{ada_id}/gpu-budget"),
+            json!({"gpu_hours": -1}),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     let (status, _) = root
-        .post("/api/v1/admin/users/999999/gpu-budget", json!({"gpu_hours": 1}))
+        .post(
+            "/api/v1/admin/users/999999/gpu-budget",
+            json!({"gpu_hours": 1}),
+        )
         .await;
     assert_eq!(status, 404);
     let (status, _) = root
-        .post(&format!("/api/v1/admin/users/{ada_id}/gpu-budget"), json!({"gpu_hours": 2.5}))
+        .post(
+            &format!("/api/v1/admin/users/{ada_id}/gpu-budget"),
+            json!({"gpu_hours": 2.5}),
+        )
         .await;
     assert_eq!(status, 200);
     // 10 minutes used this month.
@@ -441,7 +538,10 @@ async fn budgets_warn_and_can_block_new_gpu_notebooks() {
     // Over budget: a warning on the dashboard; with "block", GPU notebooks are refused
     // with a message that says what to do, CPU notebooks still start.
     let (status, _) = root
-        .post(&format!("/api/v1/admin/users/{ada_id}/gpu-budget"), json!({"gpu_hours": 0.1}))
+        .post(
+            &format!("/api/v1/admin/users/{ada_id}/gpu-budget"),
+            json!({"gpu_hours": 0.1}),
+        )
         .await;
     assert_eq!(status, 200);
     let home = browser
@@ -454,19 +554,33 @@ async fn budgets_warn_and_can_block_new_gpu_notebooks() {
         .expect("page");
     assert!(home.contains("id=\"budget-over\""), "{home}");
     let (status, body) = ada
-        .post("/api/v1/notebooks", json!({"name": "big", "image": "scipy", "machine": "gpu1"}))
+        .post(
+            "/api/v1/notebooks",
+            json!({"name": "big", "image": "scipy", "machine": "gpu1"}),
+        )
         .await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"]["code"], "gpu_budget_exceeded", "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("GPU-hours this month")), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("GPU-hours this month")),
+        "{body}"
+    );
     // Removing the budget lifts it (no container is started by this test: the catalog
     // image is not on this machine, so only the refusal is checked).
     let (status, _) = root
-        .post(&format!("/api/v1/admin/users/{ada_id}/gpu-budget"), json!({"gpu_hours": null}))
+        .post(
+            &format!("/api/v1/admin/users/{ada_id}/gpu-budget"),
+            json!({"gpu_hours": null}),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, body) = ada
-        .post("/api/v1/notebooks", json!({"name": "big", "image": "scipy", "machine": "gpu1"}))
+        .post(
+            "/api/v1/notebooks",
+            json!({"name": "big", "image": "scipy", "machine": "gpu1"}),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
 }
@@ -486,7 +600,11 @@ async fn a_real_prometheus_scrapes_gpu_holders_and_notebook_states() {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !require("prometheus", available, "Debian's prometheus package scrapes /metrics") {
+    if !require(
+        "prometheus",
+        available,
+        "Debian's prometheus package scrapes /metrics",
+    ) {
         return;
     }
     let Some(image) = test_image() else { return };
@@ -515,7 +633,10 @@ async fn a_real_prometheus_scrapes_gpu_holders_and_notebook_states() {
     add_user(&server, "ada", "ada-password-1", false);
     let ada = Api::new(&server.url, &token_for(&server, "ada"));
     let (status, nb) = ada
-        .post("/api/v1/notebooks", json!({"name": "scraped", "image": "test", "machine": "gpu1"}))
+        .post(
+            "/api/v1/notebooks",
+            json!({"name": "scraped", "image": "test", "machine": "gpu1"}),
+        )
         .await;
     assert_eq!(status, 201, "{nb}");
     let id = nb["id"].as_str().expect("id").to_string();
@@ -542,8 +663,14 @@ async fn a_real_prometheus_scrapes_gpu_holders_and_notebook_states() {
     }
     let _prometheus = Kill(
         std::process::Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -553,25 +680,37 @@ async fn a_real_prometheus_scrapes_gpu_holders_and_notebook_states() {
     let query = |q: &'static str| {
         let url = format!("http://127.0.0.1:{port}/api/v1/query");
         async move {
-            let r = reqwest::Client::new().get(&url).query(&[("query", q)]).send().await.ok()?;
+            let r = reqwest::Client::new()
+                .get(&url)
+                .query(&[("query", q)])
+                .send()
+                .await
+                .ok()?;
             let v: Value = r.json().await.ok()?;
             let result = v["data"]["result"].as_array()?.clone();
             (!result.is_empty()).then_some(result)
         }
     };
-    let gpu = try_wait_for(Duration::from_secs(45), || query("notebox_gpu_utilization_percent")).await;
+    let gpu = try_wait_for(Duration::from_secs(45), || {
+        query("notebox_gpu_utilization_percent")
+    })
+    .await;
     let Some(gpu) = gpu else {
         let log = std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
         panic!("Prometheus never stored notebox_gpu_utilization_percent; its log:\n{log}");
     };
     assert_eq!(gpu[0]["metric"]["holder"], "ada", "{gpu:?}");
     assert_eq!(gpu[0]["metric"]["notebook"], id.as_str(), "{gpu:?}");
-    let running = wait_for("notebooks{state=running} in Prometheus", Duration::from_secs(20), || {
-        query("notebox_notebooks{state=\"running\"}")
-    })
+    let running = wait_for(
+        "notebooks{state=running} in Prometheus",
+        Duration::from_secs(20),
+        || query("notebox_notebooks{state=\"running\"}"),
+    )
     .await;
     assert_eq!(running[0]["value"][1], "1", "{running:?}");
-    let up = wait_for("up{job=notebox}", Duration::from_secs(10), || query("up{job=\"notebox\"}")).await;
+    let up = wait_for("up{job=notebox}", Duration::from_secs(10), || {
+        query("up{job=\"notebox\"}")
+    })
+    .await;
     assert_eq!(up[0]["value"][1], "1", "the scrape succeeds: {up:?}");
 }
-

@@ -9,7 +9,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{now, DbError};
 
 /// Opens a GPU interval for `notebook_id` (call where the GPU is taken).
-pub fn open_gpu(conn: &Connection, notebook_id: &str, gpu_uuid: &str, at: i64) -> Result<(), DbError> {
+pub fn open_gpu(
+    conn: &Connection,
+    notebook_id: &str,
+    gpu_uuid: &str,
+    at: i64,
+) -> Result<(), DbError> {
     conn.execute(
         "INSERT INTO usage_intervals (user_id, member, notebook_id, notebook_name, machine_id,
                 gpu_uuid, cores, started_at)

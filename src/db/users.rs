@@ -125,7 +125,11 @@ pub fn active_admin_count(conn: &Connection) -> Result<i64, DbError> {
 }
 
 /// A member's monthly GPU-hour budget (None: no budget).
-pub fn set_gpu_hours_budget(conn: &Connection, id: i64, hours: Option<f64>) -> Result<bool, DbError> {
+pub fn set_gpu_hours_budget(
+    conn: &Connection,
+    id: i64,
+    hours: Option<f64>,
+) -> Result<bool, DbError> {
     Ok(conn.execute(
         "UPDATE users SET gpu_hours_budget = ?2 WHERE id = ?1",
         params![id, hours],
@@ -144,7 +148,9 @@ pub fn gpu_hours_budget(conn: &Connection, id: i64) -> Result<Option<f64>, DbErr
 }
 
 /// Every member's budget, for the admin page.
-pub fn gpu_hours_budgets(conn: &Connection) -> Result<std::collections::HashMap<i64, f64>, DbError> {
+pub fn gpu_hours_budgets(
+    conn: &Connection,
+) -> Result<std::collections::HashMap<i64, f64>, DbError> {
     let mut stmt =
         conn.prepare("SELECT id, gpu_hours_budget FROM users WHERE gpu_hours_budget IS NOT NULL")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;

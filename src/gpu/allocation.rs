@@ -319,7 +319,10 @@ mod tests {
         notebook(&db, "c", ada, 0);
         assert!(place_in(&db, "a", ada, 2, 8, true, &all).is_ok());
         // Queued: no GPU, no interval. Refused: nothing at all.
-        assert_eq!(place_in(&db, "b", ada, 1, 8, true, &all), Ok(Placement::Queued { position: 1 }));
+        assert_eq!(
+            place_in(&db, "b", ada, 1, 8, true, &all),
+            Ok(Placement::Queued { position: 1 })
+        );
         assert!(place_in(&db, "c", ada, 0, 8, true, &all).is_ok());
         let open: Vec<_> = ledger(&db).into_iter().filter(|l| l.2).collect();
         assert_eq!(
@@ -332,9 +335,7 @@ mod tests {
         );
         // Stopping "a" closes its intervals in the same transaction and admits "b".
         stop(&db, "a");
-        let started = db
-            .with_conn(|c| admit_queued(c, &all))
-            .expect("admit");
+        let started = db.with_conn(|c| admit_queued(c, &all)).expect("admit");
         assert_eq!(started, vec!["b".to_string()]);
         let l = ledger(&db);
         assert_eq!(l.iter().filter(|x| x.0 == "a" && x.2).count(), 0, "{l:?}");

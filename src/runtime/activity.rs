@@ -227,7 +227,11 @@ impl Runtime {
     /// Notebox restarted — counts as busy only when busy at both ends) and peak memory; a
     /// CPU notebook's CPU-seconds used. Split by hour for reports.
     async fn account_usage(&self, snapshot: &crate::gpu::telemetry::Snapshot) {
-        let open = match self.db().call(|c| crate::db::usage::open_intervals(c)).await {
+        let open = match self
+            .db()
+            .call(|c| crate::db::usage::open_intervals(c))
+            .await
+        {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "usage accounting cannot read the ledger");
@@ -248,9 +252,14 @@ impl Runtime {
                 let (busy, busy_seconds, memory) = match &i.gpu_uuid {
                     Some(uuid) => {
                         let gpu = snapshot.gpus.iter().find(|g| &g.uuid == uuid);
-                        let busy = gpu.is_some_and(|g| g.utilization_percent.unwrap_or(0) >= threshold);
+                        let busy =
+                            gpu.is_some_and(|g| g.utilization_percent.unwrap_or(0) >= threshold);
                         let ends = f64::from(u8::from(busy)) + f64::from(u8::from(i.sampled_busy));
-                        (busy, elapsed * ends / 2.0, gpu.map_or(0, |g| g.memory_used_mib))
+                        (
+                            busy,
+                            elapsed * ends / 2.0,
+                            gpu.map_or(0, |g| g.memory_used_mib),
+                        )
                     }
                     None => {
                         let cpu = self.activity().cpu_percent(&i.notebook_id).unwrap_or(0.0);

@@ -191,19 +191,19 @@ impl Runtime {
             .iter()
             .map(|g| {
                 let holder = allocations.iter().find(|a| a.gpu_uuid == g.uuid);
-                (
-                    GpuLabels {
+                crate::metrics::GpuFigures {
+                    labels: GpuLabels {
                         gpu: g.index.to_string(),
                         uuid: g.uuid.clone(),
                         name: g.name.clone(),
                         holder: holder.map(|a| a.owner.clone()).unwrap_or_default(),
                         notebook: holder.map(|a| a.notebook_id.clone()).unwrap_or_default(),
                     },
-                    g.utilization_percent.map(f64::from),
-                    g.memory_used_mib as f64 * 1_048_576.0,
-                    g.memory_total_mib as f64 * 1_048_576.0,
-                    g.temperature_c.map(f64::from),
-                )
+                    utilization_percent: g.utilization_percent.map(f64::from),
+                    memory_used_bytes: g.memory_used_mib as f64 * 1_048_576.0,
+                    memory_total_bytes: g.memory_total_mib as f64 * 1_048_576.0,
+                    temperature_c: g.temperature_c.map(f64::from),
+                }
             })
             .collect();
         let scrape = Scrape {

@@ -106,10 +106,16 @@ impl UsageReports {
                 let mut out = Vec::new();
                 for (member, list) in by_member {
                     // Held time needs no hourly buckets.
-                    let (rows, _) = usage::report(&list, range.from, range.to, t, GroupBy::Day, |_, _, _| {
-                        Ok::<_, DbError>(Vec::new())
-                    })?;
-                    out.push((member, rows.into_iter().map(|r| (r.key, r.gpu_seconds_held)).collect()));
+                    let (rows, _) =
+                        usage::report(&list, range.from, range.to, t, GroupBy::Day, |_, _, _| {
+                            Ok::<_, DbError>(Vec::new())
+                        })?;
+                    out.push((
+                        member,
+                        rows.into_iter()
+                            .map(|r| (r.key, r.gpu_seconds_held))
+                            .collect(),
+                    ));
                 }
                 Ok(out)
             })

@@ -71,7 +71,10 @@ async fn render_users(
         users: users
             .into_iter()
             .map(|u| {
-                let budget = budgets.get(&u.id).map(|b| b.to_string()).unwrap_or_default();
+                let budget = budgets
+                    .get(&u.id)
+                    .map(|b| b.to_string())
+                    .unwrap_or_default();
                 UserRow {
                     budget,
                     ..UserRow::from(u)

@@ -47,9 +47,7 @@ pub async fn metrics(
             Some(t)
                 if !config.token.is_empty()
                     && crate::auth::secrets::constant_time_eq(&t, &config.token) => {}
-            Some(_) => {
-                return Err(WebError::forbidden("This token does not open /metrics.").into())
-            }
+            Some(_) => return Err(WebError::forbidden("This token does not open /metrics.").into()),
             None if config.token.is_empty() => {
                 return Err(WebError::forbidden(
                     "/metrics answers only the addresses in [metrics] allow.",

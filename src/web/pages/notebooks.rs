@@ -99,7 +99,9 @@ impl DashboardPage {
             if b.gpu_hours_budget <= 0.0 {
                 100.0
             } else {
-                (b.gpu_hours_used / b.gpu_hours_budget * 100.0).clamp(0.0, 100.0).round()
+                (b.gpu_hours_used / b.gpu_hours_budget * 100.0)
+                    .clamp(0.0, 100.0)
+                    .round()
             }
         })
     }

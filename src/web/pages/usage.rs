@@ -31,8 +31,8 @@ pub async fn usage_api(
     q: web::Query<UsageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let range = range_of(&q)?;
-    let group = GroupBy::parse(q.group_by.as_deref().unwrap_or("member"))
-        .map_err(WebError::bad_request)?;
+    let group =
+        GroupBy::parse(q.group_by.as_deref().unwrap_or("member")).map_err(WebError::bad_request)?;
     let report = state.usage.report(&caller.user, range, group).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
@@ -228,12 +228,17 @@ pub async fn usage_page(
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let scale = if max_held > 0.0 { BAR_WIDTH / max_held } else { 0.0 };
+            let scale = if max_held > 0.0 {
+                BAR_WIDTH / max_held
+            } else {
+                0.0
+            };
             MemberBar {
                 member: r.member.clone().unwrap_or_default(),
                 y: i as u32 * 30 + 4,
                 held_width: (r.gpu_seconds_held * scale * 10.0).round() / 10.0,
-                busy_width: (r.gpu_seconds_busy.min(r.gpu_seconds_held) * scale * 10.0).round() / 10.0,
+                busy_width: (r.gpu_seconds_busy.min(r.gpu_seconds_held) * scale * 10.0).round()
+                    / 10.0,
                 label: format!(
                     "{} h held · {} h busy",
                     hours(r.gpu_seconds_held),
@@ -272,7 +277,11 @@ pub async fn usage_page(
                 .into_iter()
                 .filter(|(_, h)| *h > 0.0)
                 .map(|(m, held)| {
-                    let height = if max_day > 0.0 { held / max_day * CHART_HEIGHT } else { 0.0 };
+                    let height = if max_day > 0.0 {
+                        held / max_day * CHART_HEIGHT
+                    } else {
+                        0.0
+                    };
                     y -= height;
                     Segment {
                         y: (y * 10.0).round() / 10.0,
