@@ -119,6 +119,8 @@ struct Record {
     kernels: Vec<KernelState>,
     /// Jupyter did not answer at the last sample (the kernels shown are older).
     kernels_stale: bool,
+    /// A GPU it holds gave no utilization at the last sample.
+    gpus_unknown: bool,
     terminals: usize,
     /// The previous CPU counter: (ns, Unix ms).
     cpu_counter: Option<(u64, i64)>,
@@ -138,6 +140,7 @@ impl Record {
             sampled_at: None,
             kernels: Vec::new(),
             kernels_stale: false,
+            gpus_unknown: false,
             terminals: 0,
             cpu_counter: None,
             cpu_percent: None,
@@ -224,11 +227,10 @@ impl Status {
             n => format!("{n} kernels idle"),
         });
         for g in &self.gpus {
-            parts.push(format!(
-                "GPU {} at {} %",
-                g.index,
-                g.utilization_percent.unwrap_or(0)
-            ));
+            match g.utilization_percent {
+                Some(u) => parts.push(format!("GPU {} at {u} %", g.index)),
+                None => parts.push("GPU utilization unknown".to_string()),
+            }
         }
         if let Some(cpu) = self.cpu_percent {
             parts.push(format!("CPU {:.0} %", cpu));
@@ -367,7 +369,8 @@ fn observe_into(record: &mut Record, reading: Reading, t: Thresholds) {
                 Some(p) if p.state == k.execution_state => p.since,
                 // It finished between two samples: busy until its last message.
                 Some(p) if p.is_busy() => {
-                    let end = last_message.unwrap_or(now).clamp(p.since, now);
+                    // (min/max, not clamp: a clock stepped back must not panic)
+                    let end = last_message.unwrap_or(now).max(p.since.min(now)).min(now);
                     record.last_busy = Some(record.last_busy.map_or(end, |b| b.max(end)));
                     end
                 }
@@ -392,15 +395,21 @@ fn observe_into(record: &mut Record, reading: Reading, t: Thresholds) {
     if let Some(n) = reading.terminals {
         record.terminals = n;
     }
-    if let Some(ns) = reading.cpu_usage_ns {
-        if let Some((prev_ns, prev_ms)) = record.cpu_counter {
-            let elapsed_ms = reading.at_ms - prev_ms;
-            if elapsed_ms > 0 && ns >= prev_ns {
-                record.cpu_percent =
-                    Some((ns - prev_ns) as f64 / (elapsed_ms as f64 * 1e6) * 100.0);
-            }
+    match reading.cpu_usage_ns {
+        Some(ns) => {
+            record.cpu_percent = match record.cpu_counter {
+                Some((prev_ns, prev_ms)) if reading.at_ms > prev_ms && ns >= prev_ns => {
+                    Some((ns - prev_ns) as f64 / ((reading.at_ms - prev_ms) as f64 * 1e6) * 100.0)
+                }
+                _ => None,
+            };
+            record.cpu_counter = Some((ns, reading.at_ms));
         }
-        record.cpu_counter = Some((ns, reading.at_ms));
+        // No reading: no figure (an old one must not keep it busy, nor count as used).
+        None => {
+            record.cpu_percent = None;
+            record.cpu_counter = None;
+        }
     }
     busy |= record
         .cpu_percent
@@ -409,6 +418,7 @@ fn observe_into(record: &mut Record, reading: Reading, t: Thresholds) {
         .gpus
         .iter()
         .any(|g| g.utilization_percent.unwrap_or(0) >= t.gpu_percent);
+    record.gpus_unknown = reading.gpus.iter().any(|g| g.utilization_percent.is_none());
     record.gpus = reading.gpus;
     record.sampled_at = Some(now);
     record.busy_now = busy;
@@ -474,13 +484,15 @@ fn status_of(r: &Record, policy: Policy, now: i64, t: Thresholds) -> Status {
     };
     // Nothing is reclaimed on missing information: before the first sample, or while
     // Jupyter does not answer (a kernel might be running).
-    let known = r.sampled_at.is_some() && !r.kernels_stale;
-    if !known {
-        keeping_alive.push(if r.kernels_stale {
-            "Jupyter is not answering, so its kernels are unknown".to_string()
-        } else {
-            "not measured yet".to_string()
-        });
+    let known = r.sampled_at.is_some() && !r.kernels_stale && !r.gpus_unknown;
+    if r.sampled_at.is_none() {
+        keeping_alive.push("not measured yet".to_string());
+    }
+    if r.kernels_stale {
+        keeping_alive.push("Jupyter is not answering, so its kernels are unknown".to_string());
+    }
+    if r.gpus_unknown {
+        keeping_alive.push("its GPU's utilization cannot be read".to_string());
     }
     let warning = known && !busy && reclaim_at.is_some_and(|at| now >= at - policy.warning_secs());
     Status {

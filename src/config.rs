@@ -731,10 +731,13 @@ impl Config {
             if machine.memory_mib < 256 {
                 return Err(self.invalid(&key("memory_mib"), "must be at least 256"));
             }
-            if machine.idle_timeout().is_some_and(|t| t.as_secs() < 1) {
+            if machine
+                .idle_timeout()
+                .is_some_and(|t| t.as_secs() < 1 || t.as_secs() > 366 * 86_400)
+            {
                 return Err(self.invalid(
                     &key("idle_timeout"),
-                    "must be at least one second, or \"never\"",
+                    "must be from one second to a year, or \"never\"",
                 ));
             }
             if machine.reclaim() == Reclaim::WhenNeeded && machine.gpus == 0 {

@@ -127,7 +127,8 @@ pub fn parse_range(from: Option<&str>, to: Option<&str>, now: i64) -> Result<Ran
     };
     let to = match to.filter(|t| !t.trim().is_empty()) {
         Some(t) => parse_instant(t, true).map_err(|e| format!("to: {e}"))?,
-        None => now,
+        // (at least one second: the very first second of a month is a valid default)
+        None => now.max(from + 1),
     };
     if to <= from {
         return Err("to must be after from".into());

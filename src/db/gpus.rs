@@ -106,6 +106,18 @@ pub fn release_stale(conn: &Connection) -> Result<usize, DbError> {
     )?)
 }
 
+/// GPUs held by notebooks on their way down (no longer wanted running; a restart keeps
+/// its GPUs):
+/// they come free without anyone else being stopped.
+pub fn leaving(conn: &Connection) -> Result<i64, DbError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM gpu_allocations a JOIN notebooks n ON n.id = a.notebook_id
+         WHERE n.desired_state != ?1",
+        params![DesiredState::Running],
+        |r| r.get(0),
+    )?)
+}
+
 /// GPUs a user's notebooks hold or wait for, not counting `except`.
 pub fn user_demand(conn: &Connection, owner_id: i64, except: &str) -> Result<i64, DbError> {
     Ok(conn.query_row(

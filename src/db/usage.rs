@@ -199,13 +199,16 @@ pub fn hours_of(
 }
 
 /// All-time totals per member, for the Prometheus counters: (member, GPU-seconds held,
-/// GPU-seconds busy), open intervals counted up to now.
+/// GPU-seconds busy), open intervals counted up to their last sample (so the total does
+/// not go down when a crashed notebook's interval is closed at its last sign of life).
 pub fn totals_by_member(conn: &Connection) -> Result<Vec<(String, f64, f64)>, DbError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT member, SUM(COALESCE(ended_at, ?1) - started_at), SUM(busy_seconds)
+        "SELECT member,
+                SUM(COALESCE(ended_at, sampled_at_ms / 1000, started_at) - started_at),
+                SUM(busy_seconds)
          FROM usage_intervals WHERE gpu_uuid IS NOT NULL GROUP BY member ORDER BY member",
     )?;
-    let rows = stmt.query_map([now()], |r| {
+    let rows = stmt.query_map([], |r| {
         Ok((r.get(0)?, r.get::<_, f64>(1)?, r.get::<_, f64>(2)?))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

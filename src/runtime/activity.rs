@@ -179,18 +179,28 @@ impl Runtime {
             cpu_sources.insert(container.to_string(), source);
         }
         let snapshot = self.gpus().snapshot();
+        // Every GPU the notebook holds; one the telemetry does not list reads as unknown.
         let gpu_readings = |nb: &RunningNotebook| -> Vec<GpuReading> {
-            let mine = held.get(&nb.id).cloned().unwrap_or_default();
-            snapshot
-                .gpus
-                .iter()
-                .filter(|g| mine.contains(&g.uuid))
-                .map(|g| GpuReading {
-                    index: g.index,
-                    utilization_percent: g.utilization_percent,
-                    memory_used_mib: g.memory_used_mib,
+            held.get(&nb.id)
+                .map(|mine| {
+                    mine.iter()
+                        .map(
+                            |uuid| match snapshot.gpus.iter().find(|g| &g.uuid == uuid) {
+                                Some(g) => GpuReading {
+                                    index: g.index,
+                                    utilization_percent: g.utilization_percent,
+                                    memory_used_mib: g.memory_used_mib,
+                                },
+                                None => GpuReading {
+                                    index: u32::MAX,
+                                    utilization_percent: None,
+                                    memory_used_mib: 0,
+                                },
+                            },
+                        )
+                        .collect()
                 })
-                .collect()
+                .unwrap_or_default()
         };
         let jobs: Vec<_> = notebooks
             .iter()
@@ -244,6 +254,9 @@ impl Runtime {
         let at_ms = now_ms();
         let threshold = self.config().notebooks.busy_gpu_percent;
         let interval = self.config().notebooks.activity_interval.as_secs_f64();
+        // Longer than this between two samples is a gap (Notebox was down): it counts as
+        // busy only when busy at both ends, and not at all without an earlier sample.
+        let gap = 3.0 * interval + 2.0;
         let samples: Vec<crate::db::usage::Sample> = open
             .into_iter()
             .map(|i| {
@@ -254,12 +267,16 @@ impl Runtime {
                         let gpu = snapshot.gpus.iter().find(|g| &g.uuid == uuid);
                         let busy =
                             gpu.is_some_and(|g| g.utilization_percent.unwrap_or(0) >= threshold);
-                        let ends = f64::from(u8::from(busy)) + f64::from(u8::from(i.sampled_busy));
-                        (
-                            busy,
-                            elapsed * ends / 2.0,
-                            gpu.map_or(0, |g| g.memory_used_mib),
-                        )
+                        let busy_seconds = if elapsed <= gap {
+                            let ends =
+                                f64::from(u8::from(busy)) + f64::from(u8::from(i.sampled_busy));
+                            elapsed * ends / 2.0
+                        } else if busy && i.sampled_busy && i.sampled_at_ms.is_some() {
+                            elapsed
+                        } else {
+                            0.0
+                        };
+                        (busy, busy_seconds, gpu.map_or(0, |g| g.memory_used_mib))
                     }
                     None => {
                         let cpu = self.activity().cpu_percent(&i.notebook_id).unwrap_or(0.0);
@@ -336,7 +353,15 @@ impl Runtime {
         });
         let cpu_usage_ns = match (cpu, nb.container_id.as_deref(), docker) {
             (Some(CpuSource::Docker), Some(container), Some(docker)) => {
-                docker.cpu_usage_ns(container).await.ok().flatten()
+                // A slow Docker must not hold up the whole pass.
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(3),
+                    docker.cpu_usage_ns(container),
+                )
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .flatten()
             }
             (Some(source), _, _) => read_cpu(&source),
             _ => None,
@@ -356,9 +381,16 @@ impl Runtime {
     async fn apply_idle_policy(&self) {
         let loaded = self
             .db()
-            .call(|c| Ok((q::running(c)?, gq::by_notebook(c)?, gq::queue(c)?)))
+            .call(|c| {
+                Ok((
+                    q::running(c)?,
+                    gq::by_notebook(c)?,
+                    gq::queue(c)?,
+                    gq::leaving(c)?,
+                ))
+            })
             .await;
-        let (notebooks, held, queue) = match loaded {
+        let (notebooks, held, queue, leaving) = match loaded {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "idle policy cannot read notebooks");
@@ -405,9 +437,11 @@ impl Runtime {
         if candidates.is_empty() {
             return;
         }
+        // GPUs of notebooks already on their way down (reclaimed a moment ago, or stopped by
+        // their member) count as free: nobody is stopped for a GPU that is coming free.
         let total = self.gpus().uuids().len() as i64;
         let taken: i64 = held.values().map(|g| g.len() as i64).sum();
-        let needed = wanted - (total - taken).max(0);
+        let needed = wanted - (total - taken + leaving).max(0);
         if needed <= 0 {
             return; // the reconciler admits it on its own
         }
@@ -446,8 +480,17 @@ impl Runtime {
         status: &Status,
         for_queued: Option<&Beneficiary>,
     ) {
-        if !self.try_claim(&nb.id) {
-            return; // the reconciler is at it; next time
+        // The member may have acted since the status was computed: look again.
+        let policy = self.idle_policy(&nb.machine_id, nb.idle_exempt);
+        let still_idle = self
+            .activity()
+            .status(&nb.id, policy, now())
+            .is_some_and(|s| match for_queued {
+                None => s.due,
+                Some(_) => s.reclaimable,
+            });
+        if !still_idle || !self.try_claim(&nb.id) {
+            return; // busy again, or the reconciler is at it; next time
         }
         let idle = crate::activity::describe_duration(status.idle_seconds);
         let signals = status.idle_signals();
@@ -580,7 +623,11 @@ impl Runtime {
                 url: format!("/notebooks/{id}"),
             },
             member: member.to_string(),
-            text: format!("Notebox: {member}’s notebook “{name}” {what}: {reason}"),
+            // Chat servers read `text` as markup: a notebook named "<!channel>" must not
+            // ping a whole channel.
+            text: chat_escape(&format!(
+                "Notebox: {member}’s notebook “{name}” {what}: {reason}"
+            )),
             reason,
             reclaim_at: reclaim_at.map(rfc3339),
         });
@@ -657,6 +704,13 @@ fn split_by_hour(from_ms: i64, to_ms: i64, seconds: f64) -> Vec<(i64, f64)> {
     out
 }
 
+/// `&`, `<` and `>` as Slack and Mattermost want them escaped in `text`.
+fn chat_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -683,6 +737,10 @@ mod tests {
         assert_eq!(parse_rfc3339("yesterday"), None);
         assert_eq!(gpu_list(&[0]), "GPU 0");
         assert_eq!(gpu_list(&[1, 3]), "GPUs 1, 3");
+        assert_eq!(
+            chat_escape("“<!channel>” & co"),
+            "“&lt;!channel&gt;” &amp; co"
+        );
     }
 
     #[test]

@@ -713,7 +713,13 @@ impl Notebooks {
             .into_iter()
             .find(|c| c.notebook_id == row.id);
         match container {
-            Some(c) => Ok(Some(docker.logs_tail(&c.id, tail).await?)),
+            Some(c) => match docker.logs_tail(&c.id, tail).await {
+                Ok(logs) => Ok(Some(logs)),
+                // Removed (or being removed) between the listing and the read: a stop
+                // racing the page's log poll. No container, no logs.
+                Err(DockerError::NotFound(_) | DockerError::Conflict(_)) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
             None => Ok(None),
         }
     }

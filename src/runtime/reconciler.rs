@@ -305,6 +305,9 @@ impl Runtime {
                     .db()
                     .call(move |c| {
                         let tx = c.transaction()?;
+                        if !q::by_id(&tx, &id)?.is_some_and(|r| r.state == NotebookState::Running) {
+                            return Ok(()); // moved meanwhile (a restart): nothing to record
+                        }
                         // Its usage ends when it was last seen running, not now.
                         if let Some(seen) = crate::db::usage::last_seen(&tx, &id)? {
                             crate::db::usage::close(&tx, &id, seen)?;
@@ -328,14 +331,14 @@ impl Runtime {
             }
             Action::Crashed => {
                 // Its usage ends when the container stopped (Notebox may have been down).
-                self.close_usage_when_stopped(&nb.id, &containers, &docker)
-                    .await;
+                let stopped_at = self.container_stopped_at(&containers, &docker).await;
                 let detail = self
                     .exit_explanation(&docker, &containers, "Jupyter stopped by itself")
                     .await;
                 self.remove_containers(&nb.id, &containers, &docker, 0)
                     .await;
-                self.fail(&nb.id, &[NotebookState::Running], &detail).await;
+                self.fail_at(&nb.id, &[NotebookState::Running], &detail, Some(stopped_at))
+                    .await;
             }
             Action::AutoShutdown => self.auto_shutdown(nb, &containers, &docker).await,
             Action::RemoveLeftover => {
@@ -345,14 +348,12 @@ impl Runtime {
         }
     }
 
-    /// Closes a notebook's usage intervals at the time its container stopped, as Docker
-    /// reports it (else when it was last seen running).
-    async fn close_usage_when_stopped(
+    /// When a notebook's containers stopped, as Docker reports it (None: it cannot say).
+    async fn container_stopped_at(
         &self,
-        id: &str,
         containers: &[String],
         docker: &DockerEngine,
-    ) {
+    ) -> Option<i64> {
         let network = self.config().docker.network.clone();
         let mut stopped_at = None;
         for c in containers {
@@ -360,23 +361,7 @@ impl Runtime {
                 stopped_at = stopped_at.max(status.finished_at);
             }
         }
-        let nid = id.to_string();
-        let closed = self
-            .db()
-            .call(move |c| {
-                let at = match stopped_at {
-                    Some(t) => Some(t.min(now())),
-                    None => crate::db::usage::last_seen(c, &nid)?,
-                };
-                match at {
-                    Some(at) => crate::db::usage::close(c, &nid, at),
-                    None => Ok(0),
-                }
-            })
-            .await;
-        if let Err(e) = closed {
-            tracing::warn!(notebook = %id, error = %e, "cannot close the usage of a crashed notebook");
-        }
+        stopped_at.map(|t| t.min(now()))
     }
 
     /// Stops a notebook whose auto-shutdown time has come.
@@ -434,12 +419,37 @@ impl Runtime {
 
     /// Marks a notebook failed with a reason (only from one of `from`).
     async fn fail(&self, id: &str, from: &'static [NotebookState], detail: &str) {
+        self.fail_at(id, from, detail, None).await
+    }
+
+    /// `fail`, for a notebook whose container stopped earlier than now: `Some(when)`
+    /// (None inside: Docker cannot say, so when it was last seen running) closes its usage
+    /// then, in the same transaction, and only if it is still in one of `from`.
+    async fn fail_at(
+        &self,
+        id: &str,
+        from: &'static [NotebookState],
+        detail: &str,
+        stopped_at: Option<Option<i64>>,
+    ) {
         let (nid, reason) = (id.to_string(), detail.to_string());
         tracing::warn!(notebook = %id, reason = %detail, "notebook failed");
         let recorded = self
             .db()
             .call(move |c| {
                 let tx = c.transaction()?;
+                if let Some(known) = stopped_at {
+                    if !q::by_id(&tx, &nid)?.is_some_and(|r| from.contains(&r.state)) {
+                        return Ok(()); // moved meanwhile (a restart): nothing to record
+                    }
+                    let at = match known {
+                        Some(t) => Some(t),
+                        None => crate::db::usage::last_seen(&tx, &nid)?,
+                    };
+                    if let Some(at) = at {
+                        crate::db::usage::close(&tx, &nid, at)?;
+                    }
+                }
                 q::set_container(&tx, &nid, None)?;
                 q::transition(
                     &tx,

@@ -94,6 +94,34 @@ pub fn client_address(req: &HttpRequest, trusted_proxies: &[std::net::IpAddr]) -
         .to_string()
 }
 
+/// The client's address for an access decision: like `client_address`, but reading
+/// `X-Forwarded-For` right to left and giving up (None) on anything it cannot parse, or
+/// when a trusted proxy sent none, instead of falling back to the proxy's own address.
+pub fn client_ip(
+    req: &HttpRequest,
+    trusted_proxies: &[std::net::IpAddr],
+) -> Option<std::net::IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    if !trusted_proxies.contains(&peer) {
+        return Some(peer);
+    }
+    let entries: Vec<String> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .map(|v| v.to_str().map(str::to_string))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let mut last = None;
+    for entry in entries.iter().flat_map(|v| v.split(',')).rev() {
+        let ip = entry.trim().parse::<std::net::IpAddr>().ok()?;
+        if !trusted_proxies.contains(&ip) {
+            return Some(ip);
+        }
+        last = Some(ip);
+    }
+    last
+}
+
 impl FromRequest for SessionUser {
     type Error = PageError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;

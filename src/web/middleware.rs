@@ -84,16 +84,21 @@ pub async fn log_requests(
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
-    let metrics = req
+    // Counted down when this future ends, also when the client goes away mid-request.
+    struct InFlight(crate::metrics::Metrics);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            self.0.request_ended();
+        }
+    }
+    let _in_flight = req
         .app_data::<actix_web::web::Data<crate::web::AppState>>()
-        .map(|s| s.runtime.metrics().clone());
-    if let Some(m) = &metrics {
-        m.request_started();
-    }
+        .map(|s| {
+            let m = s.runtime.metrics().clone();
+            m.request_started();
+            InFlight(m)
+        });
     let res = next.call(req).await;
-    if let Some(m) = &metrics {
-        m.request_ended();
-    }
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     match &res {
         Ok(r) => {

@@ -38,10 +38,9 @@ pub async fn metrics(
         )
         .into());
     }
-    let client = crate::web::extract::client_address(&req, &state.config.auth.trusted_proxies);
-    let allowed = client
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| config.allow.contains(&ip));
+    // An address the allow list can trust: a malformed forwarding chain counts as none.
+    let allowed = crate::web::extract::client_ip(&req, &state.config.auth.trusted_proxies)
+        .is_some_and(|ip| config.allow.contains(&ip));
     if !allowed {
         match crate::http::authorization_token(&req) {
             Some(t)
