@@ -140,11 +140,7 @@ async fn open_socket(api: &Api, path: &str) -> Socket {
 async fn start_running(api: &Api, id: &str, kernel: &str, code: &str) {
     let mut socket = open_socket(api, &format!("/nb/{id}/api/kernels/{kernel}/channels")).await;
     let msg_id = "idle-test-1";
-    let request = json!({
-        "header": {"msg_id": msg_id, "username": "t", "session": "s", "msg_type": "execute_request", "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "buffers": [], "channel": "shell",
-        "content": {"code": code, "silent": false, "store_history": false, "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
-    });
+    let request = execute_request(msg_id, code);
     socket
         .send(Message::Text(request.to_string().into()))
         .await

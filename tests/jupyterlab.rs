@@ -146,6 +146,21 @@ async fn click_launcher_card(b: &Browser, id: &str, label: &str) {
         .unwrap_or_else(|e| panic!("click the launcher card {label:?}: {e}"));
 }
 
+/// A new Python notebook from the launcher, once its kernel is connected and idle (the
+/// status bar says so only once the kernel's WebSocket is open).
+async fn new_python_notebook(b: &Browser, id: &str) {
+    click_launcher_card(b, id, "Python 3 (ipykernel)").await;
+    shown(b, id, ".jp-NotebookPanel .jp-Cell .cm-content", LAB).await;
+    shows(
+        b,
+        id,
+        "#jp-main-statusbar",
+        "Python 3 (ipykernel) | Idle",
+        LAB,
+    )
+    .await;
+}
+
 /// The text of the terminal as the user sees it: xterm paints on a canvas (WebGL or 2D),
 /// so this reads the screen-reader mirror of its rows, or the DOM renderer's rows.
 const TERMINAL_TEXT: &str = r#"
@@ -207,18 +222,8 @@ async fn jupyterlab_runs_a_cell_and_a_terminal_through_the_proxy() {
     shown(&b, &id, ".jp-Launcher .jp-LauncherCard", LAB).await;
     eprintln!("launcher shown after {:?}", started.elapsed());
 
-    // A new notebook from the launcher; its kernel starts, connects and goes idle (the
-    // status bar says so only once the kernel's WebSocket is open).
-    click_launcher_card(&b, &id, "Python 3 (ipykernel)").await;
-    shown(&b, &id, ".jp-NotebookPanel .jp-Cell .cm-content", LAB).await;
-    shows(
-        &b,
-        &id,
-        "#jp-main-statusbar",
-        "Python 3 (ipykernel) | Idle",
-        LAB,
-    )
-    .await;
+    // A new notebook from the launcher; its kernel starts, connects and goes idle.
+    new_python_notebook(&b, &id).await;
     eprintln!("kernel idle after {:?}", started.elapsed());
 
     // Type into the first cell and run it with Shift+Enter: the output area shows 42.
@@ -374,16 +379,7 @@ async fn an_open_untouched_jupyterlab_is_idle_and_running_a_cell_resets_the_cloc
     )
     .await;
     b.goto(&format!("/nb/{id}/lab")).await;
-    click_launcher_card(&b, &id, "Python 3 (ipykernel)").await;
-    shown(&b, &id, ".jp-NotebookPanel .jp-Cell .cm-content", LAB).await;
-    shows(
-        &b,
-        &id,
-        "#jp-main-statusbar",
-        "Python 3 (ipykernel) | Idle",
-        LAB,
-    )
-    .await;
+    new_python_notebook(&b, &id).await;
 
     // Untouched, the tab polls on; the idle clock runs on regardless.
     let activity = || async {

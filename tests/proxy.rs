@@ -54,11 +54,7 @@ async fn execute(ws_url: &str, headers: &[(&'static str, String)], code: &str) -
             .await
             .expect("websocket connects through the proxy");
     let msg_id = format!("exec-{}", std::process::id());
-    let request = json!({
-        "header": {"msg_id": msg_id, "username": "test", "session": "s-1", "msg_type": "execute_request", "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "buffers": [], "channel": "shell",
-        "content": {"code": code, "silent": false, "store_history": false, "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
-    });
+    let request = execute_request(&msg_id, code);
     socket
         .send(Message::Text(request.to_string().into()))
         .await

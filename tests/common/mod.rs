@@ -685,6 +685,15 @@ pub fn docker_exec(container: &str, script: &str) -> (bool, String) {
     )
 }
 
+/// A Jupyter `execute_request` for a kernel's channels WebSocket (JSON protocol).
+pub fn execute_request(msg_id: &str, code: &str) -> serde_json::Value {
+    serde_json::json!({
+        "header": {"msg_id": msg_id, "username": "test", "session": "s-1", "msg_type": "execute_request", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "buffers": [], "channel": "shell",
+        "content": {"code": code, "silent": false, "store_history": false, "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
+    })
+}
+
 /// A JSON API client for one user.
 #[derive(Clone)]
 pub struct Api {

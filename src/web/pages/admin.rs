@@ -285,29 +285,37 @@ pub async fn set_gpu_limit(
 ) -> Result<HttpResponse, PageError> {
     admin.0.check_csrf(&form.csrf)?;
     let user = state.accounts.user_by_id(path.into_inner()).await?;
-    let limit = match form.limit.trim() {
-        "" => None,
-        n => match n.parse::<i64>() {
-            Ok(v) if (0..=1024).contains(&v) => Some(v),
-            _ => {
-                let message = format!("The GPU limit must be a number from 0 to 1024, or empty for the default; got '{n}'.");
-                return render_users(
-                    &admin,
-                    &state,
-                    StatusCode::BAD_REQUEST,
-                    None,
-                    Some(message),
-                    String::new(),
-                )
-                .await;
-            }
-        },
+    let Ok(limit) = optional_number(&form.limit, |v: &i64| (0..=1024).contains(v)) else {
+        let message = format!(
+            "The GPU limit must be a number from 0 to 1024, or empty for the default; got '{}'.",
+            form.limit.trim()
+        );
+        return render_users(
+            &admin,
+            &state,
+            StatusCode::BAD_REQUEST,
+            None,
+            Some(message),
+            String::new(),
+        )
+        .await;
     };
     state.accounts.set_max_gpus(user.id, limit).await?;
     Ok(see_other(&format!(
         "/admin/users?done=gpu-limit&user={}",
         user.username
     )))
+}
+
+/// A form's optional number: empty is None; Err when it does not parse or `ok` refuses it.
+fn optional_number<T: std::str::FromStr>(
+    text: &str,
+    ok: impl Fn(&T) -> bool,
+) -> Result<Option<T>, ()> {
+    match text.trim() {
+        "" => Ok(None),
+        n => n.parse::<T>().ok().filter(|v| ok(v)).map(Some).ok_or(()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -327,23 +335,22 @@ pub async fn set_gpu_budget(
 ) -> Result<HttpResponse, PageError> {
     admin.0.check_csrf(&form.csrf)?;
     let user = state.accounts.user_by_id(path.into_inner()).await?;
-    let hours = match form.hours.trim() {
-        "" => None,
-        n => match n.parse::<f64>() {
-            Ok(v) if v.is_finite() && (0.0..=1_000_000.0).contains(&v) => Some(v),
-            _ => {
-                let message = format!("The budget must be a number of GPU-hours per month (like 40 or 12.5), or empty for none; got '{n}'.");
-                return render_users(
-                    &admin,
-                    &state,
-                    StatusCode::BAD_REQUEST,
-                    None,
-                    Some(message),
-                    String::new(),
-                )
-                .await;
-            }
-        },
+    let Ok(hours) = optional_number(&form.hours, |v: &f64| {
+        v.is_finite() && (0.0..=1_000_000.0).contains(v)
+    }) else {
+        let message = format!(
+            "The budget must be a number of GPU-hours per month (like 40 or 12.5), or empty for none; got '{}'.",
+            form.hours.trim()
+        );
+        return render_users(
+            &admin,
+            &state,
+            StatusCode::BAD_REQUEST,
+            None,
+            Some(message),
+            String::new(),
+        )
+        .await;
     };
     state.usage.set_budget(user.id, hours).await?;
     Ok(see_other(&format!(
