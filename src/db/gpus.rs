@@ -150,6 +150,15 @@ pub fn queue(conn: &Connection) -> Result<Vec<(String, i64)>, DbError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// How many notebooks wait for GPUs, and since when the first one waits.
+pub fn queue_summary(conn: &Connection) -> Result<(i64, Option<i64>), DbError> {
+    Ok(conn.query_row(
+        "SELECT count(*), MIN(queued_at) FROM notebooks WHERE state = ?1 AND desired_state = ?2",
+        params![NotebookState::Queued, DesiredState::Running],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
+}
+
 pub fn mark_queued(conn: &Connection, notebook_id: &str, detail: &str) -> Result<(), DbError> {
     conn.execute(
         "UPDATE notebooks SET state = ?4, desired_state = ?5, state_detail = ?2,

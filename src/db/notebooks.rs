@@ -155,6 +155,15 @@ pub fn list_all(conn: &Connection) -> Result<Vec<NotebookRow>, DbError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// How many notebooks are in each state (deleted ones not counted).
+pub fn count_by_state(conn: &Connection) -> Result<Vec<(String, i64)>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, count(*) FROM notebooks WHERE desired_state != ?1 GROUP BY state",
+    )?;
+    let rows = stmt.query_map([DesiredState::Deleted], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Moves a notebook from one of `from` to `to`, optionally changing what it should be.
 /// Returns false (changing nothing) when it was not in one of `from`. Reaching a state at
 /// rest (stopped, failed) releases its GPUs in the same statement's transaction.

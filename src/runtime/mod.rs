@@ -157,24 +157,14 @@ impl Runtime {
         let (allocations, states, queue_len, oldest, members) = self
             .db()
             .call(move |c| {
-                let allocations = crate::db::gpus::all(c)?;
-                let mut stmt = c.prepare_cached(
-                    "SELECT state, count(*) FROM notebooks WHERE desired_state != ?1 GROUP BY state",
-                )?;
-                let states: Vec<(String, i64)> = stmt
-                    .query_map([crate::model::DesiredState::Deleted], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })?
-                    .collect::<Result<_, _>>()?;
-                let (queue_len, oldest): (i64, Option<i64>) = c.query_row(
-                    "SELECT count(*), MIN(queued_at) FROM notebooks WHERE state = ?1 AND desired_state = ?2",
-                    rusqlite::params![
-                        crate::model::NotebookState::Queued,
-                        crate::model::DesiredState::Running
-                    ],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
-                Ok((allocations, states, queue_len, oldest, crate::db::usage::totals_by_member(c)?))
+                let (queue_len, oldest) = crate::db::gpus::queue_summary(c)?;
+                Ok((
+                    crate::db::gpus::all(c)?,
+                    crate::db::notebooks::count_by_state(c)?,
+                    queue_len,
+                    oldest,
+                    crate::db::usage::totals_by_member(c)?,
+                ))
             })
             .await?;
         let mut notebooks_by_state: Vec<(String, i64)> = crate::model::NotebookState::ALL
