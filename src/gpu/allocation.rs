@@ -104,11 +104,8 @@ pub fn place(
         }));
     }
     if let Some(since) = req.block_over_budget_since {
-        if let Some(budget) = crate::db::users::gpu_hours_budget(conn, req.owner_id)? {
-            let used = crate::db::usage::gpu_seconds_since(conn, req.owner_id, since)? / 3600.0;
-            if used >= budget {
-                return Ok(Err(Refusal::OverBudget { used, budget }));
-            }
+        if let Some(refusal) = over_budget(conn, req.notebook_id, since)? {
+            return Ok(Err(refusal));
         }
     }
     let held = q::user_demand(conn, req.owner_id, req.notebook_id)?;
@@ -157,9 +154,33 @@ pub fn place(
 /// frees GPUs held by notebooks that cannot be using them (after a crash). Returns the
 /// notebooks it started.
 pub fn admit_queued(conn: &Connection, gpus: &[String]) -> Result<Vec<String>, DbError> {
+    admit_queued_within_budgets(conn, gpus, None)
+}
+
+/// `admit_queued`, and with `block_over_budget_since` (budgets that block, counted from
+/// this month's start) a queued notebook whose member went over budget while it waited
+/// leaves the queue, saying why, instead of starting (or holding up those behind it).
+pub fn admit_queued_within_budgets(
+    conn: &Connection,
+    gpus: &[String],
+    block_over_budget_since: Option<i64>,
+) -> Result<Vec<String>, DbError> {
     q::release_stale(conn)?;
     let mut started = Vec::new();
     for (id, wanted) in q::queue(conn)? {
+        if let Some(since) = block_over_budget_since {
+            if let Some(refusal) = over_budget(conn, &id, since)? {
+                crate::db::notebooks::transition(
+                    conn,
+                    &id,
+                    &[crate::model::NotebookState::Queued],
+                    crate::model::NotebookState::Stopped,
+                    &format!("Removed from the queue: {refusal}"),
+                    Some(crate::model::DesiredState::Stopped),
+                )?;
+                continue;
+            }
+        }
         let free = free_gpus(conn, gpus)?;
         if free.len() < wanted.max(0) as usize {
             break;
@@ -171,6 +192,22 @@ pub fn admit_queued(conn: &Connection, gpus: &[String]) -> Result<Vec<String>, D
         started.push(id);
     }
     Ok(started)
+}
+
+/// The budget refusal for a notebook's member, if they are over their monthly budget.
+fn over_budget(
+    conn: &Connection,
+    notebook_id: &str,
+    since: i64,
+) -> Result<Option<Refusal>, DbError> {
+    let Some(owner) = crate::db::notebooks::by_id(conn, notebook_id)?.map(|n| n.owner_id) else {
+        return Ok(None);
+    };
+    let Some(budget) = crate::db::users::gpu_hours_budget(conn, owner)? else {
+        return Ok(None);
+    };
+    let used = crate::db::usage::gpu_seconds_since(conn, owner, since)? / 3600.0;
+    Ok((used >= budget).then_some(Refusal::OverBudget { used, budget }))
 }
 
 /// Each queued notebook's place in the queue (1 is next).
@@ -344,6 +381,42 @@ mod tests {
         db.with_conn(|c| nq::delete(c, "c")).expect("delete");
         let l = ledger(&db);
         assert!(l.iter().any(|x| x.0 == "c" && !x.2), "{l:?}");
+    }
+
+    #[test]
+    fn a_member_over_a_blocking_budget_leaves_the_queue_and_the_next_starts() {
+        let (_dir, db) = crate::db::test_db();
+        let (ada, bob) = (user(&db, "ada"), user(&db, "bob"));
+        let all = gpus(1);
+        notebook(&db, "a", ada, 1);
+        notebook(&db, "b", ada, 1);
+        notebook(&db, "c", bob, 1);
+        assert!(place_in(&db, "a", ada, 1, 8, true, &all).is_ok());
+        assert!(place_in(&db, "b", ada, 1, 8, true, &all).is_ok());
+        assert!(place_in(&db, "c", bob, 1, 8, true, &all).is_ok());
+        // Ada goes over her budget while "b" waits; "a" stops.
+        db.with_conn(|c| users::set_gpu_hours_budget(c, ada, Some(0.0)))
+            .expect("budget");
+        stop(&db, "a");
+        let started = db
+            .with_conn(|c| admit_queued_within_budgets(c, &all, Some(0)))
+            .expect("admit");
+        assert_eq!(
+            started,
+            vec!["c".to_string()],
+            "Bob's starts, Ada's leaves the queue"
+        );
+        let b = db
+            .with_conn(|c| nq::by_id(c, "b"))
+            .expect("b")
+            .expect("row");
+        assert_eq!(b.state, crate::model::NotebookState::Stopped);
+        assert!(
+            b.state_detail
+                .starts_with("Removed from the queue: You have used"),
+            "{}",
+            b.state_detail
+        );
     }
 
     #[test]

@@ -167,11 +167,14 @@ impl Runtime {
         // Queued notebooks whose GPUs came free start first (and GPUs a crash left held
         // by stopped notebooks are freed).
         let gpus = self.gpus().uuids();
+        let block = (self.config().usage.over_budget == crate::config::OverBudget::Block)
+            .then(|| crate::usage::month_start(now()));
         let admitted = self
             .db()
             .call(move |c| {
                 let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let started = crate::gpu::allocation::admit_queued(&tx, &gpus)?;
+                let started =
+                    crate::gpu::allocation::admit_queued_within_budgets(&tx, &gpus, block)?;
                 tx.commit()?;
                 Ok(started)
             })
