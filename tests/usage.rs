@@ -448,6 +448,28 @@ async fn the_usage_page_charts_without_csp_violations_and_its_csv_is_the_table()
     b.close().await;
 }
 
+/// Sets a member's monthly GPU-hour budget through the API as `caller`.
+async fn set_budget(caller: &Api, user_id: i64, hours: Value) -> (u16, Value) {
+    caller
+        .post(
+            &format!("/api/v1/admin/users/{user_id}/gpu-budget"),
+            json!({ "gpu_hours": hours }),
+        )
+        .await
+}
+
+/// The dashboard's HTML for a logged-in browser.
+async fn dashboard(browser: &reqwest::Client, base: &str) -> String {
+    browser
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .expect("GET /")
+        .text()
+        .await
+        .expect("page")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budgets_warn_and_can_block_new_gpu_notebooks() {
     let server = TestServer::start_with(|c| {
@@ -482,34 +504,30 @@ async fn budgets_warn_and_can_block_new_gpu_notebooks() {
     let (_, me) = ada.get("/api/v1/me").await;
     let ada_id = me["id"].as_i64().expect("id");
     // Only admins set budgets; bad values are 400s.
-    let (status, _) = ada
-        .post(
-            &format!("/api/v1/admin/users/{ada_id}/gpu-budget"),
-            json!({"gpu_hours": 100}),
-        )
-        .await;
+    let (status, _) = set_budget(&ada, ada_id, json!(100)).await;
     assert_eq!(status, 403);
-    let (status, body) = root
-        .post(
-            &format!("/api/v1/admin/users/{ada_id}/gpu-budget"),
-            json!({"gpu_hours": -1}),
-        )
-        .await;
+    let (status, body) = set_budget(&root, ada_id, json!(-1)).await;
     assert_eq!(status, 400, "{body}");
-    let (status, _) = root
-        .post(
-            "/api/v1/admin/users/999999/gpu-budget",
-            json!({"gpu_hours": 1}),
-        )
-        .await;
+    let (status, _) = set_budget(&root, 999_999, json!(1)).await;
     assert_eq!(status, 404);
-    let (status, _) = root
-        .post(
-            &format!("/api/v1/admin/users/{ada_id}/gpu-budget"),
-            json!({"gpu_hours": 2.5}),
-        )
-        .await;
+    let (status, _) = set_budget(&root, ada_id, json!(2.5)).await;
     assert_eq!(status, 200);
+    // The admin page's form: not a number, or out of range, is a 400 that says so.
+    let admin_browser = client();
+    let csrf = login_ok(&admin_browser, &server.url, "root", "root-password-1").await;
+    for (hours, says) in [
+        ("lots", "must be a number of GPU-hours"),
+        ("-3", "from 0 to 1000000"),
+    ] {
+        let r = admin_browser
+            .post(format!("{}/admin/users/{ada_id}/gpu-budget", server.url))
+            .form(&[("csrf", csrf.as_str()), ("hours", hours)])
+            .send()
+            .await
+            .expect("POST budget form");
+        assert_eq!(r.status(), 400, "{hours}");
+        assert!(r.text().await.expect("page").contains(says), "{hours}");
+    }
     // 10 minutes used this month.
     {
         let conn = rusqlite::Connection::open(server.data_dir().join("notebox.db")).expect("db");
@@ -526,32 +544,13 @@ async fn budgets_warn_and_can_block_new_gpu_notebooks() {
     }
     let browser = client();
     login_ok(&browser, &server.url, "ada", "ada-password-1").await;
-    let home = browser
-        .get(format!("{}/", server.url))
-        .send()
-        .await
-        .expect("GET /")
-        .text()
-        .await
-        .expect("page");
+    let home = dashboard(&browser, &server.url).await;
     assert!(home.contains("GPU-hours this month"), "{home}");
     // Over budget: a warning on the dashboard; with "block", GPU notebooks are refused
     // with a message that says what to do, CPU notebooks still start.
-    let (status, _) = root
-        .post(
-            &format!("/api/v1/admin/users/{ada_id}/gpu-budget"),
-            json!({"gpu_hours": 0.1}),
-        )
-        .await;
+    let (status, _) = set_budget(&root, ada_id, json!(0.1)).await;
     assert_eq!(status, 200);
-    let home = browser
-        .get(format!("{}/", server.url))
-        .send()
-        .await
-        .expect("GET /")
-        .text()
-        .await
-        .expect("page");
+    let home = dashboard(&browser, &server.url).await;
     assert!(home.contains("id=\"budget-over\""), "{home}");
     let (status, body) = ada
         .post(
@@ -569,12 +568,7 @@ async fn budgets_warn_and_can_block_new_gpu_notebooks() {
     );
     // Removing the budget lifts it (no container is started by this test: the catalog
     // image is not on this machine, so only the refusal is checked).
-    let (status, _) = root
-        .post(
-            &format!("/api/v1/admin/users/{ada_id}/gpu-budget"),
-            json!({"gpu_hours": null}),
-        )
-        .await;
+    let (status, _) = set_budget(&root, ada_id, json!(null)).await;
     assert_eq!(status, 200);
     let (status, body) = ada
         .post(

@@ -335,13 +335,16 @@ pub async fn set_gpu_budget(
 ) -> Result<HttpResponse, PageError> {
     admin.0.check_csrf(&form.csrf)?;
     let user = state.accounts.user_by_id(path.into_inner()).await?;
-    let Ok(hours) = optional_number(&form.hours, |v: &f64| {
-        v.is_finite() && (0.0..=1_000_000.0).contains(v)
-    }) else {
-        let message = format!(
+    // What a budget may be is the domain's rule (UsageReports::set_budget); the form only
+    // has to be a number.
+    let set = match optional_number(&form.hours, |_: &f64| true) {
+        Ok(hours) => state.usage.set_budget(user.id, hours).await,
+        Err(()) => Err(crate::runtime::UsageError::Invalid(format!(
             "The budget must be a number of GPU-hours per month (like 40 or 12.5), or empty for none; got '{}'.",
             form.hours.trim()
-        );
+        ))),
+    };
+    if let Err(crate::runtime::UsageError::Invalid(message)) = set {
         return render_users(
             &admin,
             &state,
@@ -351,8 +354,8 @@ pub async fn set_gpu_budget(
             String::new(),
         )
         .await;
-    };
-    state.usage.set_budget(user.id, hours).await?;
+    }
+    set?;
     Ok(see_other(&format!(
         "/admin/users?done=gpu-budget&user={}",
         user.username
