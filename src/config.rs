@@ -106,6 +106,100 @@ pub struct NotebooksConfig {
     /// warning; at most half the machine type's idle timeout.
     #[serde(with = "humantime_serde")]
     pub idle_warning: Duration,
+    /// Where notebooks are served: each on its own origin (a port of `origin_ports`, or a
+    /// subdomain of `origin_domain`), or on Notebox's own origin (`same`, weaker).
+    pub origin: OriginMode,
+    /// With `origin = "ports"`: the ports Notebox binds, one per running notebook.
+    pub origin_ports: PortRange,
+    /// With `origin = "subdomains"`: notebooks are at `{id}.{origin_domain}` (wildcard DNS
+    /// and TLS in front of Notebox).
+    pub origin_domain: String,
+}
+
+/// Where notebooks are served (`notebooks.origin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginMode {
+    /// Each running notebook on a port of its own: an origin of its own with no DNS work.
+    #[default]
+    Ports,
+    /// Each notebook on `{id}.{origin_domain}`.
+    Subdomains,
+    /// Every notebook on Notebox's own origin: code in a notebook can act as its member.
+    Same,
+}
+
+impl OriginMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginMode::Ports => "ports",
+            OriginMode::Subdomains => "subdomains",
+            OriginMode::Same => "same",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<OriginMode, String> {
+        match value {
+            "ports" => Ok(OriginMode::Ports),
+            "subdomains" => Ok(OriginMode::Subdomains),
+            "same" => Ok(OriginMode::Same),
+            other => Err(format!(
+                "'{other}' is not an origin mode; use ports, subdomains or same"
+            )),
+        }
+    }
+}
+
+/// An inclusive range of TCP ports, written "8100-8199".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn parse(value: &str) -> Result<PortRange, String> {
+        let bad =
+            || format!("'{value}' is not a port range; write it as FIRST-LAST, e.g. \"8100-8199\"");
+        let (a, b) = value.trim().split_once('-').ok_or_else(bad)?;
+        let first: u16 = a.trim().parse().map_err(|_| bad())?;
+        let last: u16 = b.trim().parse().map_err(|_| bad())?;
+        if first == 0 || last < first {
+            return Err(format!(
+                "'{value}': the first port must be above 0 and not above the last"
+            ));
+        }
+        Ok(PortRange { first, last })
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.last - self.first) + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn ports(&self) -> std::ops::RangeInclusive<u16> {
+        self.first..=self.last
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PortRange, D::Error> {
+        let text = String::deserialize(d)?;
+        PortRange::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Outgoing notifications (idle warnings, reclaims, queued notebooks that started).
@@ -359,6 +453,12 @@ impl Default for NotebooksConfig {
             busy_gpu_percent: 10,
             busy_cpu_percent: 10,
             idle_warning: Duration::from_secs(5 * 60),
+            origin: OriginMode::Ports,
+            origin_ports: PortRange {
+                first: 8100,
+                last: 8199,
+            },
+            origin_domain: String::new(),
         }
     }
 }
@@ -591,12 +691,18 @@ impl Config {
                 "GPU_QUEUE" => self.gpu.queue = parse_bool(&value)?,
                 "DOCKER_SOCKET" => self.docker.socket = value,
                 "DOCKER_NETWORK" => self.docker.network = value,
+                "ORIGIN" => self.notebooks.origin = OriginMode::parse(&value).map_err(invalid)?,
+                "ORIGIN_PORTS" => {
+                    self.notebooks.origin_ports = PortRange::parse(&value).map_err(invalid)?
+                }
+                "ORIGIN_DOMAIN" => self.notebooks.origin_domain = value,
                 _ => {
                     return Err(invalid(
                         "unknown setting; known ones are NOTEBOX_LISTEN, NOTEBOX_DATA_DIR, \
                          NOTEBOX_ALLOW_CUSTOM_IMAGES, NOTEBOX_READY_TIMEOUT, \
                          NOTEBOX_DEFAULT_AUTO_SHUTDOWN, NOTEBOX_GPU_BACKEND, NOTEBOX_GPU_QUEUE, \
-                         NOTEBOX_DOCKER_SOCKET, NOTEBOX_DOCKER_NETWORK"
+                         NOTEBOX_DOCKER_SOCKET, NOTEBOX_DOCKER_NETWORK, NOTEBOX_ORIGIN, \
+                         NOTEBOX_ORIGIN_PORTS, NOTEBOX_ORIGIN_DOMAIN"
                             .into(),
                     ))
                 }
@@ -661,6 +767,44 @@ impl Config {
                 "metrics.token",
                 "must be at least 16 characters (it guards who can read the metrics)",
             ));
+        }
+        match self.notebooks.origin {
+            OriginMode::Ports => {
+                if let Ok(listen) = self.listen_addr() {
+                    if self.notebooks.origin_ports.contains(listen.port()) {
+                        return Err(self.invalid(
+                            "notebooks.origin_ports",
+                            format!(
+                                "{} includes Notebox's own port {} (listen); choose a range without it",
+                                self.notebooks.origin_ports,
+                                listen.port()
+                            ),
+                        ));
+                    }
+                }
+            }
+            OriginMode::Subdomains => {
+                let domain = self.notebooks.origin_domain.trim();
+                let valid = !domain.is_empty()
+                    && domain.len() <= 200
+                    && domain.split('.').count() >= 2
+                    && domain.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    });
+                if !valid {
+                    return Err(self.invalid(
+                        "notebooks.origin_domain",
+                        format!(
+                            "'{domain}' is not a domain; with origin = \"subdomains\" name the \
+                             wildcard domain notebooks live under, e.g. \"nb.lab.example\" \
+                             (a notebook is then at https://{{id}}.nb.lab.example/)"
+                        ),
+                    ));
+                }
+            }
+            OriginMode::Same => {}
         }
         if self.notebooks.pids_limit < 64 {
             return Err(self.invalid("notebooks.pids_limit", "must be at least 64"));
@@ -842,6 +986,43 @@ mod tests {
         c.validate().expect("defaults validate");
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.data_dir, PathBuf::from("./notebox-data"));
+    }
+
+    #[test]
+    fn notebook_origins_are_checked() {
+        let c = Config::default();
+        assert_eq!(c.notebooks.origin, OriginMode::Ports);
+        assert_eq!(c.notebooks.origin_ports.to_string(), "8100-8199");
+        let parse = |toml: &str| {
+            Config::from_toml(toml, Path::new("c.toml"))
+                .and_then(|c| c.validate().map(|_| c))
+                .map_err(|e| e.to_string())
+        };
+        let c = parse("[notebooks]\norigin = \"subdomains\"\norigin_domain = \"nb.lab.example\"\n")
+            .expect("subdomains");
+        assert_eq!(c.notebooks.origin, OriginMode::Subdomains);
+        let err = parse("[notebooks]\norigin = \"subdomains\"\n").unwrap_err();
+        assert!(err.contains("notebooks.origin_domain"), "{err}");
+        let err = parse("[notebooks]\norigin_ports = \"8199-8100\"\n").unwrap_err();
+        assert!(
+            err.contains("origin_ports") && err.contains("8199-8100"),
+            "{err}"
+        );
+        let err = parse("[notebooks]\norigin_ports = \"8000-8100\"\n").unwrap_err();
+        assert!(err.contains("Notebox's own port 8080"), "{err}");
+        let err = parse("[notebooks]\norigin = \"separate\"\n").unwrap_err();
+        assert!(err.contains("separate"), "{err}");
+        let mut c = Config::default();
+        c.apply_env(
+            vec![
+                ("NOTEBOX_ORIGIN".to_string(), "same".to_string()),
+                ("NOTEBOX_ORIGIN_PORTS".to_string(), "9000-9009".to_string()),
+            ]
+            .into_iter(),
+        )
+        .expect("env");
+        assert_eq!(c.notebooks.origin, OriginMode::Same);
+        assert_eq!(c.notebooks.origin_ports.len(), 10);
     }
 
     #[test]

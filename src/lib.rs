@@ -12,6 +12,7 @@ pub mod gpu;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod origin;
 pub mod proxy;
 pub mod runtime;
 pub mod service;
@@ -115,6 +116,24 @@ pub async fn run(
     let notebooks = runtime::Notebooks::new(runtime.clone());
     let shares = share::Shares::new(runtime.clone(), notebooks.clone());
     let previews = tokio::spawn(shares.clone().follow_stops());
+    let local = listener.local_addr()?;
+    let proxy_state = aw::Data::new(proxy::ProxyState::new(
+        accounts.clone(),
+        db.clone(),
+        runtime.clone(),
+        local.port(),
+    ));
+    let sites = Arc::new(web::sites::Sites::new(
+        origin::Origins::new(
+            config.notebooks.origin,
+            config.notebooks.origin_ports,
+            &config.notebooks.origin_domain,
+        ),
+        local.ip(),
+        db.clone(),
+        proxy_state.clone(),
+    ));
+    let site_follower = tokio::spawn(sites.clone().follow(runtime.clone()));
     let state = aw::Data::new(web::AppState {
         config: config.clone(),
         db: db.clone(),
@@ -124,12 +143,8 @@ pub async fn run(
         shares: shares.clone(),
         gpu_map: runtime::GpuMap::new(runtime.clone()),
         usage: runtime::UsageReports::new(runtime.clone()),
+        sites: sites.clone(),
     });
-    let proxy_state = aw::Data::new(proxy::ProxyState::new(
-        accounts.clone(),
-        db.clone(),
-        runtime,
-    ));
 
     let server = HttpServer::new(move || {
         App::new()
@@ -141,6 +156,8 @@ pub async fn run(
             .app_data(web::pages::query_config())
             .app_data(web::pages::path_config())
             .wrap(from_fn(web::middleware::refuse_stray_upgrades))
+            .wrap(from_fn(web::middleware::refuse_notebook_origins))
+            .wrap(from_fn(web::middleware::refuse_duplicate_cookies))
             .wrap(from_fn(web::middleware::security_headers))
             .wrap(from_fn(web::middleware::log_requests))
             .configure(web::routes)
@@ -181,6 +198,8 @@ pub async fn run(
             Ok(())
         }
     };
+    site_follower.abort();
+    sites.close_all().await;
     housekeeping.abort();
     credential_watch.abort();
     previews.abort();

@@ -1,0 +1,270 @@
+//! Where notebooks are served, and telling origins apart: each running notebook on an
+//! origin of its own (a port of its own, or a subdomain), so that code in a notebook's page
+//! can never act as its member on Notebox. Pure: no HTTP framework, no I/O.
+//!
+//! Cookies ignore ports (RFC 6265 §8.5) and a notebook's script can write `document.cookie`
+//! for the whole host, so the names below never collide, a request that carries one of
+//! them twice is refused, and under TLS they carry the `__Host-` prefix.
+
+use crate::config::{OriginMode, PortRange};
+
+/// Notebox's session cookie: `__Host-` under TLS (no notebook can set or shadow it there).
+pub fn session_cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-notebox_session"
+    } else {
+        "notebox_session"
+    }
+}
+
+/// A notebook's own cookie: its name carries the notebook's id.
+pub fn notebook_cookie_name(notebook_id: &str, https: bool) -> String {
+    if https {
+        format!("__Host-notebox_nb_{notebook_id}")
+    } else {
+        format!("notebox_nb_{notebook_id}")
+    }
+}
+
+/// Whether a cookie name is one Notebox reads (or would): those are never passed to
+/// Jupyter, never planted by a notebook's `Set-Cookie`, and never accepted twice.
+pub fn is_notebox_cookie(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.starts_with("notebox") || lower.starts_with("__host-") || lower.starts_with("__secure-")
+}
+
+/// The first cookie name of Notebox's that a `Cookie` header list carries more than once
+/// (a page planted a second one next to the real one: cookie tossing).
+pub fn duplicate_cookie<'a>(headers: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut seen: Vec<&str> = Vec::new();
+    for header in headers {
+        for pair in header.split(';') {
+            let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+            if name.is_empty() || !is_notebox_cookie(name) {
+                continue;
+            }
+            if seen.contains(&name) {
+                return Some(name.to_string());
+            }
+            seen.push(name);
+        }
+    }
+    None
+}
+
+/// The host name of a `host[:port]` (brackets kept for IPv6), and its port if given.
+pub fn split_host(host: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        if let Some(end) = rest.find(']') {
+            let name = &host[..end + 2];
+            let port = rest[end + 1..]
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok());
+            return (name, port);
+        }
+        return (host, None);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => (name, port.parse().ok()),
+        _ => (host, None),
+    }
+}
+
+/// The scheme and `host[:port]` of an `Origin` header value.
+fn parse_origin(origin: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = origin.split_once("://")?;
+    if rest.is_empty() || rest.contains('/') {
+        return None;
+    }
+    Some((scheme, rest))
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+/// What the admin pages and `notebox doctor` say about notebook isolation: whether it is
+/// the weaker mode, and a sentence.
+pub fn isolation_note(mode: OriginMode, ports: PortRange, domain: &str) -> (bool, String) {
+    match mode {
+        OriginMode::Ports => (
+            false,
+            format!(
+                "Each running notebook is served on a port of its own ({ports}), an origin of \
+                 its own: code in a notebook cannot act as its member on Notebox. Members' \
+                 browsers must reach these ports (open them in the firewall)."
+            ),
+        ),
+        OriginMode::Subdomains => (
+            false,
+            format!(
+                "Each notebook is served on a subdomain of its own (https://{{id}}.{domain}/): \
+                 code in a notebook cannot act as its member on Notebox."
+            ),
+        ),
+        OriginMode::Same => (
+            true,
+            "Notebook isolation is off (notebooks.origin = \"same\"): every notebook is served \
+             on Notebox's own origin, so code in a notebook (a package, a forked notebook, a \
+             custom image) can act as its member on Notebox — read their pages, create \
+             access tokens, publish their notebooks. Use origin = \"ports\" unless the ports \
+             cannot be opened."
+                .to_string(),
+        ),
+    }
+}
+
+/// How notebooks are placed on origins: built from the config once.
+#[derive(Debug, Clone)]
+pub struct Origins {
+    pub mode: OriginMode,
+    pub ports: PortRange,
+    /// Lower case, no leading dot.
+    pub domain: String,
+}
+
+impl Origins {
+    pub fn new(mode: OriginMode, ports: PortRange, domain: &str) -> Origins {
+        Origins {
+            mode,
+            ports,
+            domain: domain.trim().trim_start_matches('.').to_ascii_lowercase(),
+        }
+    }
+
+    /// Whether notebooks live on origins of their own (`ports` or `subdomains`).
+    pub fn isolated(&self) -> bool {
+        self.mode != OriginMode::Same
+    }
+
+    /// The notebook a request's `Host` names, with `origin = "subdomains"`:
+    /// `{id}.{domain}[:port]`.
+    pub fn notebook_of_host(&self, host: &str) -> Option<String> {
+        if self.mode != OriginMode::Subdomains || self.domain.is_empty() {
+            return None;
+        }
+        let (name, _) = split_host(host);
+        let name = name.to_ascii_lowercase();
+        let id = name.strip_suffix(&self.domain)?.strip_suffix('.')?;
+        (!id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            .then(|| id.to_string())
+    }
+
+    /// Whether an `Origin` header names a notebook's origin, seen from a request to
+    /// Notebox's own origin at `host` (its `Host` header).
+    pub fn is_notebook_origin(&self, origin: &str, host: &str) -> bool {
+        let Some((scheme, origin_host)) = parse_origin(origin.trim()) else {
+            return false;
+        };
+        let (origin_name, origin_port) = split_host(origin_host);
+        match self.mode {
+            OriginMode::Same => false,
+            OriginMode::Ports => {
+                let (name, _) = split_host(host);
+                let port = origin_port.or_else(|| default_port(scheme));
+                origin_name.eq_ignore_ascii_case(name)
+                    && port.is_some_and(|p| self.ports.contains(p))
+            }
+            OriginMode::Subdomains => self.notebook_of_host(origin_host).is_some(),
+        }
+    }
+
+    /// The origin (scheme://host[:port]) a notebook is served on, for a browser that
+    /// reached Notebox as `scheme://host`; `port` is the notebook's with `ports`.
+    pub fn notebook_origin(
+        &self,
+        notebook_id: &str,
+        scheme: &str,
+        host: &str,
+        port: Option<u16>,
+    ) -> Option<String> {
+        match self.mode {
+            OriginMode::Same => Some(format!("{scheme}://{host}")),
+            OriginMode::Ports => {
+                let (name, _) = split_host(host);
+                port.map(|p| format!("{scheme}://{name}:{p}"))
+            }
+            // Subdomains sit behind TLS by design.
+            OriginMode::Subdomains => Some(format!("https://{notebook_id}.{}", self.domain)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ports() -> Origins {
+        Origins::new(
+            OriginMode::Ports,
+            PortRange {
+                first: 8100,
+                last: 8199,
+            },
+            "",
+        )
+    }
+
+    #[test]
+    fn notebook_origins_are_told_from_notebox_s_own() {
+        let o = ports();
+        assert!(o.is_notebook_origin("http://lab:8101", "lab:8080"));
+        assert!(o.is_notebook_origin("http://LAB:8199", "lab:8080"));
+        assert!(!o.is_notebook_origin("http://lab:8080", "lab:8080"));
+        assert!(!o.is_notebook_origin("http://lab:8200", "lab:8080"));
+        assert!(!o.is_notebook_origin("http://other:8101", "lab:8080"));
+        assert!(!o.is_notebook_origin("null", "lab:8080"));
+        assert!(o.is_notebook_origin("http://[::1]:8101", "[::1]:8080"));
+        assert_eq!(
+            o.notebook_origin("x", "http", "lab:8080", Some(8101))
+                .as_deref(),
+            Some("http://lab:8101")
+        );
+
+        let s = Origins::new(OriginMode::Subdomains, o.ports, ".NB.lab.example");
+        assert_eq!(
+            s.notebook_of_host("ab12.nb.lab.example").as_deref(),
+            Some("ab12")
+        );
+        assert_eq!(
+            s.notebook_of_host("AB12.nb.lab.example:443").as_deref(),
+            Some("ab12")
+        );
+        assert_eq!(s.notebook_of_host("nb.lab.example"), None);
+        assert_eq!(s.notebook_of_host("a.b.nb.lab.example"), None);
+        assert_eq!(s.notebook_of_host("xnb.lab.example"), None);
+        assert!(s.is_notebook_origin("https://ab12.nb.lab.example", "lab.example"));
+        assert!(!s.is_notebook_origin("https://lab.example", "lab.example"));
+
+        let same = Origins::new(OriginMode::Same, o.ports, "");
+        assert!(!same.is_notebook_origin("http://lab:8101", "lab:8080"));
+    }
+
+    #[test]
+    fn a_cookie_planted_next_to_notebox_s_is_found() {
+        assert_eq!(
+            duplicate_cookie(["a=1; notebox_session=x"].into_iter()),
+            None
+        );
+        assert_eq!(
+            duplicate_cookie(["notebox_session=x; b=2", "notebox_session=y"].into_iter())
+                .as_deref(),
+            Some("notebox_session")
+        );
+        assert_eq!(
+            duplicate_cookie(["notebox_nb_a=1; notebox_nb_a=2"].into_iter()).as_deref(),
+            Some("notebox_nb_a")
+        );
+        // Jupyter's own cookies may repeat (per-path _xsrf); they are not ours.
+        assert_eq!(duplicate_cookie(["_xsrf=1; _xsrf=2"].into_iter()), None);
+        assert_eq!(split_host("lab:8080"), ("lab", Some(8080)));
+        assert_eq!(split_host("[::1]:8080"), ("[::1]", Some(8080)));
+        assert_eq!(split_host("lab"), ("lab", None));
+        assert_eq!(notebook_cookie_name("ab", true), "__Host-notebox_nb_ab");
+    }
+}
