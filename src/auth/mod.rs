@@ -1,6 +1,7 @@
 //! Accounts, logins, sessions, CSRF and personal access tokens. Knows nothing of HTTP:
 //! the web layer turns cookies and headers into the strings these functions take.
 
+pub mod entry;
 pub mod passwords;
 pub mod secrets;
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::db::{self, sessions, tokens, users, Db, DbError};
+use crate::db::{self, grants, sessions, tokens, users, Db, DbError};
 
 pub use db::tokens::TokenInfo;
 pub use db::users::User;
@@ -105,6 +106,8 @@ pub struct Accounts {
     /// Password checks in flight (argon2 takes 19 MiB each): bounded, the rest refused.
     password_checks: Arc<tokio::sync::Semaphore>,
     events: CredentialEvents,
+    /// Codes that let a member into a notebook's own origin (30 s, single use).
+    entry_codes: Arc<entry::EntryCodes>,
 }
 
 pub fn validate_username(name: &str) -> Result<(), AuthError> {
@@ -160,6 +163,7 @@ impl Accounts {
             }),
             password_checks: Arc::new(tokio::sync::Semaphore::new(checks)),
             events: CredentialEvents::default(),
+            entry_codes: Arc::new(entry::EntryCodes::default()),
         }
     }
 
@@ -271,6 +275,61 @@ impl Accounts {
         self.db.call(move |c| sessions::delete(c, &id_hash)).await?;
         self.events.changed();
         Ok(())
+    }
+
+    /// A single-use code that lets the member of `session_cookie` into `notebook_id`'s own
+    /// origin at `path` (the caller checked they own it).
+    pub fn issue_entry(
+        &self,
+        user_id: i64,
+        session_cookie: &str,
+        notebook_id: &str,
+        path: &str,
+    ) -> String {
+        self.entry_codes.issue(entry::Entry {
+            user_id,
+            session_hash: secrets::hash_secret(session_cookie),
+            notebook_id: notebook_id.to_string(),
+            path: path.to_string(),
+        })
+    }
+
+    /// Exchanges an entry code, brought to `notebook_id`'s origin, for the value of that
+    /// notebook's cookie and where to go. `None` when the code is unknown, used, expired,
+    /// for another notebook, or its session ended meanwhile.
+    pub async fn enter(
+        &self,
+        code: &str,
+        notebook_id: &str,
+    ) -> Result<Option<(String, entry::Entry)>, AuthError> {
+        let Ok(entry) = self.entry_codes.redeem(code, notebook_id) else {
+            return Ok(None);
+        };
+        let cookie_value = secrets::random_secret(32);
+        let id_hash = secrets::hash_secret(&cookie_value);
+        let e = entry.clone();
+        let granted = self
+            .db
+            .call(move |c| grants::insert(c, &id_hash, &e.session_hash, &e.notebook_id, e.user_id))
+            .await?;
+        Ok(granted.then_some((cookie_value, entry)))
+    }
+
+    /// The user behind a notebook's own cookie, for that notebook only.
+    pub async fn grant_user(
+        &self,
+        cookie_value: &str,
+        notebook_id: &str,
+    ) -> Result<Option<User>, AuthError> {
+        if cookie_value.is_empty() || cookie_value.len() > 128 {
+            return Ok(None);
+        }
+        let id_hash = secrets::hash_secret(cookie_value);
+        let notebook_id = notebook_id.to_string();
+        Ok(self
+            .db
+            .call(move |c| grants::lookup(c, &id_hash, &notebook_id))
+            .await?)
     }
 
     /// The user a personal access token belongs to. Its last use is recorded in the
@@ -405,6 +464,8 @@ impl Accounts {
                     }
                     None => sessions::delete_for_user(&tx, user_id)?,
                 }
+                // Every notebook cookie ends, the changing session's too.
+                grants::delete_for_user(&tx, user_id)?;
                 sessions::bump_credentials_epoch(&tx)?;
                 tx.commit()?;
                 Ok(found)

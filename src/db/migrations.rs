@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("migrations/0006_share_previews.sql")),
     (7, include_str!("migrations/0007_activity.sql")),
     (8, include_str!("migrations/0008_usage.sql")),
+    (9, include_str!("migrations/0009_origins.sql")),
 ];
 
 pub fn latest_version() -> i64 {

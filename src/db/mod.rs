@@ -1,6 +1,7 @@
 //! SQLite: open with the right pragmas, migrate, and run blocking work off the executor.
 
 pub mod gpus;
+pub mod grants;
 pub mod meta;
 pub mod migrations;
 pub mod notebooks;

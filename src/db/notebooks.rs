@@ -323,6 +323,26 @@ pub fn running(conn: &Connection) -> Result<Vec<RunningNotebook>, DbError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The port each notebook was last served on (`origin = "ports"`).
+pub fn origin_port(conn: &Connection, id: &str) -> Result<Option<u16>, DbError> {
+    Ok(conn
+        .query_row(
+            "SELECT origin_port FROM notebooks WHERE id = ?1",
+            [id],
+            |r| r.get::<_, Option<u16>>(0),
+        )
+        .optional()?
+        .flatten())
+}
+
+pub fn set_origin_port(conn: &Connection, id: &str, port: u16) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE notebooks SET origin_port = ?2 WHERE id = ?1",
+        params![id, port],
+    )?;
+    Ok(())
+}
+
 /// Deletes a notebook's row (its GPUs go with it); its usage stays in the ledger, closed.
 pub fn delete(conn: &Connection, id: &str) -> Result<(), DbError> {
     super::usage::close(conn, id, now())?;
