@@ -268,6 +268,43 @@ async fn check_gpus(config: &Config, docker: Option<&DockerEngine>) -> Vec<Check
     out
 }
 
+/// Where notebooks are served; `same` is the weaker mode. With `ports`, how many of the
+/// range can be bound right now.
+fn check_origins(config: &Config) -> Check {
+    let n = &config.notebooks;
+    let (weak, note) = crate::origin::isolation_note(n.origin, n.origin_ports, &n.origin_domain);
+    if weak {
+        return check(
+            "notebook origins",
+            Level::Warn,
+            note,
+            Some("set [notebooks] origin = \"ports\" (and open origin_ports in the firewall)"),
+        );
+    }
+    if n.origin == crate::config::OriginMode::Ports {
+        let ip = config
+            .listen_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let free = n
+            .origin_ports
+            .ports()
+            .filter(|p| std::net::TcpListener::bind((ip, *p)).is_ok())
+            .count();
+        let level = if free == 0 { Level::Fail } else { Level::Ok };
+        return check(
+            "notebook origins",
+            level,
+            format!(
+                "{note} {free} of {} ports free now (one per running notebook).",
+                n.origin_ports.len()
+            ),
+            (free == 0).then_some("choose a free range for [notebooks] origin_ports"),
+        );
+    }
+    check("notebook origins", Level::Ok, note, None)
+}
+
 /// Runs every check. `config` was already parsed (that is the first check).
 pub async fn run_checks(config: &Config) -> Vec<Check> {
     let mut checks = vec![check(
@@ -277,6 +314,7 @@ pub async fn run_checks(config: &Config) -> Vec<Check> {
         None,
     )];
     checks.extend(check_data_dir(config));
+    checks.push(check_origins(config));
     let (docker_checks, engine) = check_docker(config).await;
     checks.extend(docker_checks);
     checks.extend(check_gpus(config, engine.as_ref()).await);
@@ -298,5 +336,27 @@ mod tests {
         assert!(parse_version("1.17.3").expect("v") < TOOLKIT_SAFE_FROM);
         assert!(parse_version("1.17.8").expect("v") >= TOOLKIT_SAFE_FROM);
         assert!(parse_version("1.18.0").expect("v") >= TOOLKIT_SAFE_FROM);
+    }
+
+    #[test]
+    fn the_same_origin_mode_is_called_weaker() {
+        let mut config = Config::default();
+        config.notebooks.origin = crate::config::OriginMode::Same;
+        let c = check_origins(&config);
+        assert_eq!(c.level, Level::Warn);
+        assert!(c.message.contains("isolation is off"), "{}", c.message);
+        assert!(c.fix.is_some_and(|f| f.contains("\"ports\"")));
+
+        // A range where one port is held: counted, still fine.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = held.local_addr().expect("addr").port();
+        config.notebooks.origin = crate::config::OriginMode::Ports;
+        config.notebooks.origin_ports = crate::config::PortRange {
+            first: port,
+            last: port,
+        };
+        let c = check_origins(&config);
+        assert_eq!(c.level, Level::Fail, "{}", c.message);
+        assert!(c.message.contains("0 of 1 ports free"), "{}", c.message);
     }
 }

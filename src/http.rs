@@ -4,6 +4,8 @@
 
 use actix_web::HttpRequest;
 
+/// The session cookie's name without TLS; under TLS it is `__Host-notebox_session`
+/// (see `session_cookie`).
 pub const SESSION_COOKIE: &str = "notebox_session";
 pub const LOGIN_CSRF_COOKIE: &str = "notebox_login_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -12,6 +14,17 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
+
+/// Whether the browser reached us over TLS (directly or through a reverse proxy that
+/// says so): cookies then get `Secure` and the `__Host-` prefix.
+pub fn is_https(req: &HttpRequest) -> bool {
+    req.connection_info().scheme() == "https"
+}
+
+/// The name of Notebox's session cookie for this request.
+pub fn session_cookie(req: &HttpRequest) -> &'static str {
+    crate::origin::session_cookie_name(is_https(req))
+}
 
 /// The path and query the browser asked for, to come back to after logging in.
 pub fn here(req: &HttpRequest) -> String {

@@ -22,8 +22,9 @@ use crate::auth::{secrets, Accounts, User};
 use crate::db::notebooks::{self as q, ProxyTarget};
 use crate::db::Db;
 use crate::error::WebError;
-use crate::http::{authorization_token, here, PAGE_CSP, SESSION_COOKIE};
+use crate::http::{authorization_token, here, PAGE_CSP};
 use crate::model::NotebookState;
+use crate::origin::Origins;
 use crate::runtime::Runtime;
 
 /// Kernel messages can be large (plots, data frames); Jupyter's own limit is 10 MiB by
@@ -112,6 +113,20 @@ impl Default for UpstreamClient {
 enum Credential {
     Token(String),
     Session(String),
+    /// A notebook's own cookie (`notebook id`, value): good for that notebook only.
+    Grant(String, String),
+}
+
+/// Which origin a proxied request arrived on, and so which credentials count there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Site {
+    /// Notebox's own origin. With isolated origins only an `Authorization` header counts
+    /// (a browser cannot send one on a navigation, so no page of a notebook is ever
+    /// rendered here with the member's cookies).
+    Main,
+    /// The notebook's own origin (its port or subdomain): its own cookie or a token;
+    /// Notebox's session cookie never counts (and never reaches Jupyter).
+    Notebook(String),
 }
 
 #[derive(Clone)]
@@ -132,16 +147,45 @@ pub struct ProxyState {
     db: Db,
     runtime: Runtime,
     cache: ProxyCache,
+    origins: Origins,
+    /// The port of Notebox's own listener (links back from a notebook's port).
+    main_port: u16,
 }
 
 impl ProxyState {
-    pub fn new(accounts: Accounts, db: Db, runtime: Runtime) -> ProxyState {
+    pub fn new(accounts: Accounts, db: Db, runtime: Runtime, main_port: u16) -> ProxyState {
+        let n = &runtime.config().notebooks;
+        let origins = Origins::new(n.origin, n.origin_ports, &n.origin_domain);
         ProxyState {
             accounts,
             db,
             runtime,
             cache: ProxyCache::default(),
+            origins,
+            main_port,
         }
+    }
+
+    /// Notebox's own origin as seen from a request on a notebook's origin: known with
+    /// `ports` (same host, Notebox's port), not with `subdomains`.
+    pub fn main_url(&self, req: &HttpRequest) -> Option<String> {
+        match self.origins.mode {
+            crate::config::OriginMode::Ports => {
+                let info = req.connection_info();
+                let (host, _) = crate::origin::split_host(info.host());
+                Some(format!("{}://{host}:{}", info.scheme(), self.main_port))
+            }
+            crate::config::OriginMode::Same => Some(String::new()),
+            crate::config::OriginMode::Subdomains => None,
+        }
+    }
+
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    pub fn origins(&self) -> &Origins {
+        &self.origins
     }
 }
 
@@ -213,6 +257,7 @@ async fn credential_user(
     let key = match credential {
         Credential::Token(t) => format!("t:{}", secrets::hash_secret(t)),
         Credential::Session(s) => format!("s:{}", secrets::hash_secret(s)),
+        Credential::Grant(nb, g) => format!("g:{nb}:{}", secrets::hash_secret(g)),
     };
     if let Some(user) = state.cache.get_user(&key, generation) {
         return Ok(Some(user));
@@ -220,6 +265,7 @@ async fn credential_user(
     let found = match credential {
         Credential::Token(t) => state.accounts.token_user(t).await?,
         Credential::Session(s) => state.accounts.session_user(s).await?.map(|(u, _)| u),
+        Credential::Grant(nb, g) => state.accounts.grant_user(g, nb).await?,
     };
     if let Some(user) = &found {
         state.cache.put_user(key, user.clone(), generation);
@@ -238,6 +284,7 @@ async fn identify(
     req: &HttpRequest,
     state: &ProxyState,
     jupyter_token: Option<&str>,
+    site: &Site,
 ) -> Result<Caller, WebError> {
     let not_jupyters = |t: &String| !jupyter_token.is_some_and(|j| secrets::constant_time_eq(t, j));
     let header_token = if req.headers().contains_key(header::AUTHORIZATION) {
@@ -248,18 +295,36 @@ async fn identify(
     } else {
         None
     };
-    let url_token = query_token(req).filter(not_jupyters);
-    let session = req
-        .cookie(SESSION_COOKIE)
-        .map(|c| c.value().to_string())
-        .filter(|v| !v.is_empty() && v.len() <= 128);
-    if url_token.is_some() && req.cookie(SESSION_COOKIE).is_some() {
+    let isolated_main = *site == Site::Main && state.origins.isolated();
+    let url_token = query_token(req)
+        .filter(not_jupyters)
+        .filter(|_| !isolated_main);
+    // The cookie that counts on this origin: Notebox's session on its own origin (only
+    // with origin = "same"), the notebook's own cookie on the notebook's origin.
+    let cookie_name = match site {
+        Site::Main if isolated_main => None,
+        Site::Main => Some(crate::http::session_cookie(req).to_string()),
+        Site::Notebook(id) => Some(crate::origin::notebook_cookie_name(
+            id,
+            crate::http::is_https(req),
+        )),
+    };
+    let cookie = cookie_name.as_deref().and_then(|name| req.cookie(name));
+    if url_token.is_some() && cookie.is_some() {
         return Ok(Caller::Refused(
-            "A token in the URL is not accepted from a browser that is logged in to Notebox;              open the notebook from Notebox instead.",
+            "A token in the URL is not accepted from a browser that is logged in to Notebox; \
+             open the notebook from Notebox instead.",
         ));
     }
+    let session = cookie
+        .map(|c| c.value().to_string())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(|v| match site {
+            Site::Notebook(id) => Credential::Grant(id.clone(), v),
+            Site::Main => Credential::Session(v),
+        });
     let session_user = match &session {
-        Some(s) => credential_user(state, &Credential::Session(s.clone())).await?,
+        Some(s) => credential_user(state, s).await?,
         None => None,
     };
     if let Some(token) = header_token.or(url_token) {
@@ -275,7 +340,7 @@ async fn identify(
         });
     }
     Ok(match (session_user, session) {
-        (Some(user), Some(s)) => Caller::User(user, Credential::Session(s)),
+        (Some(user), Some(s)) => Caller::User(user, s),
         _ => Caller::Anonymous,
     })
 }
@@ -394,12 +459,40 @@ fn is_websocket(req: &HttpRequest) -> bool {
 }
 
 /// Jupyter skips its origin checks for token-authenticated calls, and we always send a
-/// token: so the proxy refuses cross-site WebSockets and writes itself.
-fn origin_allowed(req: &HttpRequest) -> bool {
+/// token: so the proxy refuses cross-site WebSockets and writes itself. On a notebook's
+/// own origin nothing from another origin gets through, reads included: not another
+/// notebook's page (`fetch` with credentials, `<script src>`), not Notebox's.
+fn origin_allowed(req: &HttpRequest, site: &Site) -> bool {
+    if matches!(site, Site::Notebook(_)) {
+        let fetch_site = req
+            .headers()
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let navigation = req
+            .headers()
+            .get("sec-fetch-mode")
+            .is_some_and(|v| v.as_bytes() == b"navigate");
+        // Another origin's page loading something of this notebook's (a link clicked is a
+        // navigation, and fine).
+        if matches!(fetch_site, "same-site" | "cross-site") && !navigation {
+            return false;
+        }
+        if req.headers().contains_key(header::ORIGIN) {
+            return same_origin(req);
+        }
+        return true;
+    }
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if safe && !is_websocket(req) {
         return true;
     }
+    same_origin(req)
+}
+
+/// Whether the request's `Origin` is the origin it was sent to (no `Origin`: not a
+/// browser, or a same-origin navigation).
+fn same_origin(req: &HttpRequest) -> bool {
     let Some(origin) = req.headers().get(header::ORIGIN) else {
         // Not a browser (browsers send Origin on WebSockets and cross-site writes).
         return true;
@@ -408,6 +501,12 @@ fn origin_allowed(req: &HttpRequest) -> bool {
         return false;
     };
     let host = req.connection_info().host().to_string();
+    let scheme_ok = origin
+        .split_once("://")
+        .is_some_and(|(s, _)| s.eq_ignore_ascii_case(req.connection_info().scheme()));
+    if !scheme_ok {
+        return false;
+    }
     let origin_host = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"))
@@ -422,6 +521,9 @@ struct NotRunningPage<'a> {
     name: &'a str,
     state: NotebookState,
     csrf: Option<String>,
+    /// Where Notebox's own pages are, seen from this origin ("" on Notebox's own;
+    /// `None` when not known, on a subdomain).
+    main: Option<String>,
 }
 
 fn error_response(req: &HttpRequest, e: WebError) -> HttpResponse {
@@ -438,6 +540,7 @@ async fn not_running(
     state: &ProxyState,
     id: &str,
     t: &ProxyTarget,
+    site: &Site,
 ) -> HttpResponse {
     if !wants_html(req) {
         return error_response(
@@ -452,8 +555,13 @@ async fn not_running(
             ),
         );
     }
-    // The start button needs the session's CSRF token; token-only callers get none.
-    let csrf = match req.cookie(SESSION_COOKIE) {
+    // The start button needs the session's CSRF token; token-only callers get none, and
+    // so does a notebook's origin (Notebox's session is not sent there, or not read).
+    let session = match site {
+        Site::Main => req.cookie(crate::http::session_cookie(req)),
+        Site::Notebook(_) => None,
+    };
+    let csrf = match session {
         Some(c) => state
             .accounts
             .session_user(c.value())
@@ -463,11 +571,16 @@ async fn not_running(
             .map(|(_, csrf)| csrf),
         None => None,
     };
+    let main = match site {
+        Site::Main => Some(String::new()),
+        Site::Notebook(_) => state.main_url(req),
+    };
     let page = NotRunningPage {
         id,
         name: &t.name,
         state: t.state,
         csrf,
+        main,
     };
     match page.render() {
         Ok(body) => HttpResponse::build(StatusCode::CONFLICT)
@@ -515,7 +628,10 @@ fn upstream_headers(req: &HttpRequest, jupyter_token: &str) -> HeaderMap {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|c| !c.is_empty() && !c.starts_with("notebox_"))
+        .filter(|c| {
+            let name = c.split_once('=').map_or(*c, |(n, _)| n).trim();
+            !c.is_empty() && !crate::origin::is_notebox_cookie(name)
+        })
         .collect();
     if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
         if !cookies.is_empty() {
@@ -557,8 +673,7 @@ fn scoped_set_cookie(value: &HeaderValue, notebook_id: &str) -> Option<HeaderVal
     let mut parts = value.split(';');
     let pair = parts.next()?.trim();
     let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
-    let lower = name.to_ascii_lowercase();
-    if name.is_empty() || lower.starts_with("notebox") || lower.starts_with("__host-") {
+    if name.is_empty() || crate::origin::is_notebox_cookie(name) {
         return None;
     }
     let mut out = pair.to_string();
@@ -589,17 +704,108 @@ pub async fn add_slash(path: web::Path<String>) -> HttpResponse {
         .finish()
 }
 
-/// Every request under `/nb/{id}/`, counted for /metrics (status class and the time to
-/// the response's head).
+/// Every request under `/nb/{id}/` on Notebox's own origin. With isolated origins only
+/// calls with an `Authorization` header (scripts, VS Code) are served here; a browser is
+/// sent through the entry handshake to the notebook's own origin.
 pub async fn proxy(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<ProxyState>,
     upstream: web::Data<UpstreamClient>,
 ) -> HttpResponse {
+    let id = req.match_info().get("id").unwrap_or_default().to_string();
+    if state.origins.isolated() && !req.headers().contains_key(header::AUTHORIZATION) {
+        return elsewhere(&req, &id);
+    }
+    serve(req, payload, state, upstream, id, Site::Main).await
+}
+
+/// A browser's request for a notebook on Notebox's own origin, with isolated origins:
+/// pages go through `/notebooks/{id}/open` (which hands the browser to the notebook's
+/// origin); anything else is told where the notebook is.
+fn elsewhere(req: &HttpRequest, id: &str) -> HttpResponse {
+    let tail = req
+        .path()
+        .strip_prefix("/nb/")
+        .and_then(|p| p.split_once('/'))
+        .map_or("", |(_, rest)| rest);
+    if wants_html(req) && !is_websocket(req) {
+        let mut path = tail.to_string();
+        let query = upstream_query(req);
+        if !query.is_empty() {
+            path = format!("{path}?{query}");
+        }
+        return HttpResponse::SeeOther()
+            .insert_header((
+                header::LOCATION,
+                format!(
+                    "/notebooks/{}/open?path={}",
+                    crate::http::encode_segment(id),
+                    crate::http::urlencode(&path)
+                ),
+            ))
+            .finish();
+    }
+    error_response(
+        req,
+        WebError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "notebook_on_own_origin",
+            "Notebooks are served on their own origin here: use the notebook's `jupyter_url` \
+             (GET /api/v1/notebooks/{id}) with your access token, or send the token in an \
+             Authorization header.",
+        ),
+    )
+}
+
+/// A browser on a notebook's origin without that notebook's cookie (never entered, or
+/// logged out since): back to Notebox, which checks who it is and hands it over again.
+fn enter_again(req: &HttpRequest, state: &ProxyState, id: &str) -> HttpResponse {
+    let tail = req
+        .path()
+        .strip_prefix("/nb/")
+        .and_then(|p| p.split_once('/'))
+        .map_or("", |(_, rest)| rest);
+    let mut path = tail.to_string();
+    let query = upstream_query(req);
+    if !query.is_empty() {
+        path = format!("{path}?{query}");
+    }
+    match state.main_url(req) {
+        Some(main) => HttpResponse::SeeOther()
+            .insert_header((
+                header::LOCATION,
+                crate::http::location(&format!(
+                    "{main}/notebooks/{}/open?path={}",
+                    crate::http::encode_segment(id),
+                    crate::http::urlencode(&path)
+                )),
+            ))
+            .finish(),
+        None => error_response(
+            req,
+            WebError::new(
+                StatusCode::UNAUTHORIZED,
+                "open_from_notebox",
+                "Open this notebook from its page on Notebox: that lets this browser in.",
+            ),
+        ),
+    }
+}
+
+/// Every request for a notebook, counted for /metrics (status class and the time to the
+/// response's head).
+pub async fn serve(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ProxyState>,
+    upstream: web::Data<UpstreamClient>,
+    id: String,
+    site: Site,
+) -> HttpResponse {
     let started = Instant::now();
     let metrics = state.runtime.metrics().clone();
-    let response = proxy_request(req, payload, state, upstream).await;
+    let response = proxy_request(req, payload, state, upstream, id, site).await;
     metrics.proxy_request(response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
@@ -609,14 +815,15 @@ async fn proxy_request(
     payload: web::Payload,
     state: web::Data<ProxyState>,
     upstream: web::Data<UpstreamClient>,
+    id: String,
+    site: Site,
 ) -> HttpResponse {
-    let id = req.match_info().get("id").unwrap_or_default().to_string();
     let found = target(&state, &id).await;
     let jupyter_token = match &found {
         Ok(Some(t)) => Some(t.jupyter_token.as_str()),
         _ => None,
     };
-    let (user, credential) = match identify(&req, &state, jupyter_token).await {
+    let (user, credential) = match identify(&req, &state, jupyter_token, &site).await {
         Ok(Caller::User(u, c)) => (u, c),
         Ok(Caller::Refused(why)) => return error_response(&req, WebError::forbidden(why)),
         Ok(Caller::BadCredentials) => {
@@ -630,7 +837,10 @@ async fn proxy_request(
             )
         }
         Ok(Caller::Anonymous) if wants_html(&req) => {
-            return error_response(&req, WebError::login_required(&here(&req)))
+            return match &site {
+                Site::Main => error_response(&req, WebError::login_required(&here(&req))),
+                Site::Notebook(_) => enter_again(&req, &state, &id),
+            };
         }
         Ok(Caller::Anonymous) => return error_response(&req, WebError::unauthorized()),
         Err(e) => return error_response(&req, e),
@@ -640,17 +850,18 @@ async fn proxy_request(
         Ok(_) => return error_response(&req, WebError::not_found()),
         Err(e) => return error_response(&req, e),
     };
-    if !origin_allowed(&req) {
+    if !origin_allowed(&req, &site) {
         return error_response(
             &req,
             WebError::forbidden(
-                "Cross-site requests to notebooks are refused (the Origin is not this Notebox).",
+                "Cross-origin requests to notebooks are refused (the request comes from \
+                 another origin than the notebook's own).",
             ),
         );
     }
     let ip = match (&target.container_ip, target.state) {
         (Some(ip), NotebookState::Running) => ip.clone(),
-        _ => return not_running(&req, &state, &id, &target).await,
+        _ => return not_running(&req, &state, &id, &target, &site).await,
     };
     let query = upstream_query(&req);
     let path = req.path();

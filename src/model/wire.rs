@@ -28,6 +28,12 @@ pub struct Notebook {
     pub auto_shutdown_at: Option<String>,
     pub forked_from: Option<String>,
     pub url: String,
+    /// The whole URL Jupyter clients use with a personal access token (VS Code, scripts):
+    /// on the notebook's own origin, as the caller reached Notebox. While running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jupyter_url: Option<String>,
+    /// Where a browser opens it: Notebox hands it over to the notebook's own origin.
+    pub open_url: String,
     /// On its way somewhere (queued, pulling, starting, stopping): pages keep polling.
     pub transient: bool,
     /// It has, or is getting, a container (and so logs).

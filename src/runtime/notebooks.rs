@@ -187,6 +187,8 @@ impl Notebooks {
             auto_shutdown_at: row.auto_shutdown_at.map(rfc3339),
             forked_from: row.forked_from.clone(),
             url: super::spec::base_url(&row.id),
+            jupyter_url: None,
+            open_url: format!("/notebooks/{}/open", row.id),
             transient: row.state.is_transient(),
             has_container: row.state.holds_gpus(),
             activity: (row.state == NotebookState::Running)

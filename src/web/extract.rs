@@ -48,7 +48,7 @@ fn state(req: &HttpRequest) -> Result<web::Data<AppState>, WebError> {
 }
 
 pub async fn session_from_request(req: &HttpRequest) -> Result<Option<SessionUser>, WebError> {
-    let Some(cookie) = req.cookie(SESSION_COOKIE) else {
+    let Some(cookie) = req.cookie(crate::http::session_cookie(req)) else {
         return Ok(None);
     };
     let value = cookie.value().to_string();

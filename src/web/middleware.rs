@@ -28,6 +28,95 @@ pub async fn refuse_stray_upgrades(
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
+/// Refuses a request that carries one of Notebox's cookies twice. Cookies ignore ports, so
+/// a notebook's page can write `notebox_session=…` (with another path or domain, next to
+/// the real one) for the whole host: that request gets 400, and every copy of the cookie
+/// it could have come with is deleted, so the next one starts clean (log in again).
+pub async fn refuse_duplicate_cookies(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let duplicate = crate::origin::duplicate_cookie(
+        req.headers()
+            .get_all(header::COOKIE)
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let Some(name) = duplicate else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    tracing::warn!(cookie = %name, path = %redact_path(req.path()), "refused a request with a duplicated Notebox cookie");
+    let mut response = actix_web::HttpResponse::BadRequest();
+    response
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        // Honoured on secure contexts (https, localhost): every cookie of the site goes.
+        .insert_header((HeaderName::from_static("clear-site-data"), "\"cookies\""));
+    let host = req.connection_info().host().to_string();
+    let (host, _) = crate::origin::split_host(&host);
+    // The copies this request could carry: any path that is a prefix of this one, host-only
+    // or with a Domain.
+    let mut paths = vec!["/".to_string()];
+    let mut prefix = String::new();
+    for segment in req.path().split('/').filter(|s| !s.is_empty()).take(16) {
+        prefix.push('/');
+        prefix.push_str(segment);
+        paths.push(prefix.clone());
+        paths.push(format!("{prefix}/"));
+    }
+    for path in &paths {
+        for domain in [None, Some(host)] {
+            let mut removal = format!("{name}=; Max-Age=0; Path={path}");
+            if let Some(d) = domain {
+                removal.push_str(&format!("; Domain={d}"));
+            }
+            if name.starts_with("__Host-") || name.starts_with("__Secure-") {
+                removal.push_str("; Secure");
+            }
+            if let Ok(v) = HeaderValue::from_str(&removal) {
+                response.append_header((header::SET_COOKIE, v));
+            }
+        }
+    }
+    let body = format!(
+        "Your browser sent Notebox's cookie {name} twice: a page opened from this machine (for \
+         example a notebook's) may have tried to plant one next to yours. This request was \
+         refused and both were deleted; log in to Notebox again.\n"
+    );
+    Ok(req.into_response(response.body(body)))
+}
+
+/// Refuses requests to Notebox's own pages and API whose `Origin` is a notebook's origin:
+/// a notebook's page may send them (cookies ignore ports), and none of them is meant to.
+pub async fn refuse_notebook_origins(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let from_notebook = match (
+        req.headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok()),
+        req.app_data::<actix_web::web::Data<crate::proxy::ProxyState>>(),
+    ) {
+        (Some(origin), Some(proxy)) => {
+            let host = req.connection_info().host().to_string();
+            // A notebook's own subdomain is routed to the notebook, not refused here.
+            proxy.origins().notebook_of_host(&host).is_none()
+                && proxy.origins().is_notebook_origin(origin, &host)
+        }
+        _ => false,
+    };
+    if from_notebook {
+        tracing::warn!(path = %redact_path(req.path()), "refused a request from a notebook's origin");
+        let response = actix_web::HttpResponse::Forbidden()
+            .content_type("application/json")
+            .body(
+                r#"{"error": {"code": "notebook_origin", "message": "Requests from a notebook's page to Notebox are refused: notebooks run on origins of their own and cannot act as their member on Notebox."}}"#,
+            );
+        return Ok(req.into_response(response));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
 /// Adds security headers to everything notebox itself answers. The Jupyter proxy (/nb/)
 /// passes Jupyter's own headers through untouched; a response that set its own policy
 /// (share pages) keeps it.

@@ -23,6 +23,8 @@ struct UsersPage {
     form_username: String,
     me: i64,
     default_gpu_limit: u32,
+    /// Notebook isolation: (weaker mode?, what it means).
+    isolation: (bool, String),
 }
 
 struct UserRow {
@@ -86,6 +88,7 @@ async fn render_users(
         form_username,
         me: admin.0.user.id,
         default_gpu_limit: state.config.gpu.max_gpus_per_user,
+        isolation: isolation(state),
     };
     html(status, page)
 }
@@ -368,6 +371,8 @@ struct NotebooksPage {
     chrome: Chrome,
     notebooks: Vec<crate::runtime::Notebook>,
     notice: Option<String>,
+    /// Notebook isolation: (weaker mode?, what it means).
+    isolation: (bool, String),
 }
 
 /// Every running notebook with what keeps it alive, and the idle-reclaim exemption.
@@ -390,8 +395,14 @@ pub async fn notebooks_page(
             chrome: Chrome::new(&admin.0, "admin"),
             notebooks,
             notice,
+            isolation: isolation(&state),
         },
     )
+}
+
+fn isolation(state: &AppState) -> (bool, String) {
+    let n = &state.config.notebooks;
+    crate::origin::isolation_note(n.origin, n.origin_ports, &n.origin_domain)
 }
 
 pub async fn set_idle_exempt(

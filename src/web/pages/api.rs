@@ -56,10 +56,14 @@ fn auto_shutdown_from_minutes(minutes: Option<i64>) -> Result<AutoShutdown, WebE
 }
 
 pub async fn list_notebooks(
+    req: actix_web::HttpRequest,
     caller: ApiUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let notebooks = state.notebooks.list_notebooks(&caller.user).await?;
+    let mut notebooks = state.notebooks.list_notebooks(&caller.user).await?;
+    for nb in &mut notebooks {
+        state.sites.fill_jupyter_url(&req, nb);
+    }
     Ok(HttpResponse::Ok().json(wire::NotebookList { notebooks }))
 }
 
@@ -85,11 +89,14 @@ pub async fn create_notebook(
 }
 
 pub async fn get_notebook(
+    req: actix_web::HttpRequest,
     caller: ApiUser,
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.notebooks.get_notebook(&caller.user, &id).await?))
+    let mut nb = state.notebooks.get_notebook(&caller.user, &id).await?;
+    state.sites.fill_jupyter_url(&req, &mut nb);
+    Ok(HttpResponse::Ok().json(nb))
 }
 
 pub async fn delete_notebook(

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::auth::{secrets, AuthError};
 use crate::error::{PageError, WebError};
-use crate::web::extract::{session_from_request, SessionUser, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
+use crate::web::extract::{session_from_request, SessionUser, LOGIN_CSRF_COOKIE};
 use crate::web::{safe_next, AppState};
 
 use super::see_other;
@@ -45,11 +45,7 @@ pub struct CsrfForm {
     pub csrf: String,
 }
 
-/// Cookies get `Secure` when the browser reached us over TLS (directly or through a
-/// reverse proxy that says so).
-pub fn is_https(req: &HttpRequest) -> bool {
-    req.connection_info().scheme() == "https"
-}
+pub use crate::http::is_https;
 
 fn render_login(
     status: StatusCode,
@@ -121,7 +117,7 @@ pub async fn login_submit(
     {
         Ok(session) => {
             tracing::info!(user = %session.user.username, "logged in");
-            let cookie = Cookie::build(SESSION_COOKIE, session.cookie_value)
+            let cookie = Cookie::build(crate::http::session_cookie(&req), session.cookie_value)
                 .path("/")
                 .http_only(true)
                 .secure(is_https(&req))
@@ -170,7 +166,7 @@ pub async fn logout(
 ) -> Result<HttpResponse, PageError> {
     session.check_csrf(&form.csrf)?;
     state.accounts.logout(&session.cookie).await?;
-    let mut gone = Cookie::build(SESSION_COOKIE, "")
+    let mut gone = Cookie::build(crate::http::session_cookie(&req), "")
         .path("/")
         .http_only(true)
         .secure(is_https(&req))

@@ -248,8 +248,8 @@ struct NotebookPage {
     notice: Option<String>,
     shares: Vec<crate::share::Share>,
     forked_from: Option<String>,
-    /// scheme://host as the browser reached us, for absolute URLs to copy.
-    origin: String,
+    /// Where notebooks are served (the page says how to reach this one).
+    isolation: crate::config::OriginMode,
 }
 
 #[derive(Deserialize)]
@@ -264,7 +264,8 @@ pub async fn notebook_page(
     id: web::Path<String>,
     q: web::Query<NoticeQuery>,
 ) -> Result<HttpResponse, PageError> {
-    let nb = state.notebooks.get_notebook(&session.user, &id).await?;
+    let mut nb = state.notebooks.get_notebook(&session.user, &id).await?;
+    state.sites.fill_jupyter_url(&req, &mut nb);
     let shares = state.shares.list_shares(&session.user, &id).await?;
     let forked_from = match nb.forked_from.clone() {
         Some(source) => Some(
@@ -294,10 +295,7 @@ pub async fn notebook_page(
             notice,
             shares,
             forked_from,
-            origin: {
-                let info = req.connection_info();
-                format!("{}://{}", info.scheme(), info.host())
-            },
+            isolation: state.sites.origins().mode,
         },
     )
 }
