@@ -1,9 +1,10 @@
-//! JupyterLab end to end, in headless Chromium, through the Notebox proxy: the member logs
-//! in through the Notebox form, opens `/nb/{id}/lab`, creates a notebook from the
-//! launcher, runs `print(6*7)` and sees `42`, then opens a terminal and sees
-//! `echo notebox-$((40+2))` answer `notebox-42`. Every asset, API call and WebSocket goes
-//! through the proxy with only the browser's Notebox session cookie (and whatever
-//! JupyterLab itself adds to its requests). Screenshots: jupyterlab-notebook.png and
+//! JupyterLab end to end, in headless Chromium, through the Notebox proxy, with notebooks
+//! on origins of their own (`origin = "ports"`, the default): the member logs in through
+//! the Notebox form, opens the notebook from Notebox (the entry handshake hands the
+//! browser to the notebook's own port), creates a notebook from the launcher, runs
+//! `print(6*7)` and sees `42`, then opens a terminal and sees `echo notebox-$((40+2))`
+//! answer `notebox-42`. Every asset, API call and WebSocket goes through the proxy with
+//! only the notebook's own cookie (and whatever JupyterLab itself adds to its requests). Screenshots: jupyterlab-notebook.png and
 //! jupyterlab-terminal.png in the kit's screenshot folder.
 //!
 //! When a step times out, the failure shows the page's text, every fetch/XHR/WebSocket of
@@ -185,7 +186,11 @@ async fn jupyterlab_runs_a_cell_and_a_terminal_through_the_proxy() {
         .with_test_writer()
         .try_init();
     let started = Instant::now();
-    let server = TestServer::start_with(|c| docker_config(c, &image)).await;
+    let server = TestServer::start_with(|c| {
+        docker_config(c, &image);
+        c.notebooks.origin = notebox::config::OriginMode::Ports;
+    })
+    .await;
     let _containers = ContainerGuard(server.data_dir().to_path_buf());
     add_user(&server, "ada", "ada-password-1", false);
     let api = Api::new(&server.url, &token_for(&server, "ada"));
@@ -217,9 +222,18 @@ async fn jupyterlab_runs_a_cell_and_a_terminal_through_the_proxy() {
     )
     .await;
 
-    // JupyterLab loads through the proxy and shows its launcher.
-    b.goto(&format!("/nb/{id}/lab")).await;
+    // JupyterLab loads through the proxy, on the notebook's own origin, and shows its
+    // launcher.
+    b.goto(&format!("/notebooks/{id}/open?path=lab")).await;
+    let (_, nb) = api.get(&format!("/api/v1/notebooks/{id}")).await;
+    let own = nb["jupyter_url"].as_str().expect("jupyter_url").to_string();
+    assert!(!own.starts_with(&server.url), "{own}");
     shown(&b, &id, ".jp-Launcher .jp-LauncherCard", LAB).await;
+    let at = b.client.current_url().await.expect("url");
+    assert!(
+        at.as_str().starts_with(&format!("{own}lab")),
+        "JupyterLab at {at}, not {own}lab"
+    );
     eprintln!("launcher shown after {:?}", started.elapsed());
 
     // A new notebook from the launcher; its kernel starts, connects and goes idle.
@@ -307,6 +321,41 @@ async fn jupyterlab_runs_a_cell_and_a_terminal_through_the_proxy() {
     eprintln!("terminal answered after {:?}", started.elapsed());
     b.screenshot("jupyterlab-terminal.png").await;
 
+    // An upload from the page, as JupyterLab's uploader sends it (PUT of base64 content
+    // with the `_xsrf` cookie's value as `X-XSRFToken`), with the page's own credentials:
+    // the notebook's cookie on its own origin.
+    let status = js(
+        &b,
+        &format!(
+            r#"const xsrf = (document.cookie.match(/_xsrf=([^;]+)/) || [])[1] || '';
+            return fetch('/nb/{id}/api/contents/uploaded-through-lab.txt', {{
+                method: 'PUT', credentials: 'same-origin',
+                headers: {{'Content-Type': 'application/json', 'X-XSRFToken': decodeURIComponent(xsrf)}},
+                body: JSON.stringify({{type: 'file', format: 'base64', name: 'uploaded-through-lab.txt',
+                                      content: btoa("uploaded on the notebook's own origin\n")}})
+            }}).then(r => r.status);"#
+        ),
+    )
+    .await;
+    assert!(
+        status.as_i64().is_some_and(|s| s == 200 || s == 201),
+        "upload answered {status}"
+    );
+    let file_url = format!("{own}api/contents/uploaded-through-lab.txt?content=1");
+    let uploaded = wait_for("the upload to land", LAB, || async {
+        let r = reqwest::Client::new()
+            .get(&file_url)
+            .bearer_auth(&api.token)
+            .send()
+            .await
+            .ok()?;
+        let v: serde_json::Value = r.json().await.ok()?;
+        v["content"].as_str().map(str::to_string)
+    })
+    .await;
+    assert_eq!(uploaded, "uploaded on the notebook's own origin\n");
+    eprintln!("upload landed after {:?}", started.elapsed());
+
     // Nothing JupyterLab asked for was refused on the way.
     let failed = b.failed_requests().await;
     assert!(failed.is_empty(), "requests that failed: {failed:#?}");
@@ -362,6 +411,7 @@ async fn an_open_untouched_jupyterlab_is_idle_and_running_a_cell_resets_the_cloc
         c.notebooks.activity_interval = INTERVAL;
         c.notebooks.idle_warning = Duration::from_secs(5);
         c.machines[0].idle_timeout = Some(Some(TIMEOUT));
+        c.notebooks.origin = notebox::config::OriginMode::Ports;
     })
     .await;
     let _containers = ContainerGuard(server.data_dir().to_path_buf());
@@ -378,7 +428,7 @@ async fn an_open_untouched_jupyterlab_is_idle_and_running_a_cell_resets_the_cloc
         r#"{"fetchNews": "false"}"#,
     )
     .await;
-    b.goto(&format!("/nb/{id}/lab")).await;
+    b.goto(&format!("/notebooks/{id}/open?path=lab")).await;
     new_python_notebook(&b, &id).await;
 
     // Untouched, the tab polls on; the idle clock runs on regardless.

@@ -142,7 +142,7 @@ async fn member_creates_watches_stops_and_deletes_a_notebook() {
     let open = b.control("Open JupyterLab").await;
     assert_eq!(
         open.attr("href").await.expect("href").as_deref(),
-        Some(format!("/nb/{id}/lab").as_str())
+        Some(format!("/notebooks/{id}/open").as_str())
     );
     assert_eq!(
         open.attr("target").await.expect("target").as_deref(),

@@ -71,14 +71,19 @@ pub async fn wait_reconciler_passes(base_url: &str, n: u64) {
     .await
 }
 
-/// A config for tests: everything default but the data dir.
+/// A config for tests: everything default but the data dir, and notebooks on Notebox's
+/// own origin (`origin = "same"`): most suites exercise the proxy itself at
+/// `{server}/nb/{id}/`. The isolated modes (`ports`, the default, and `subdomains`) are
+/// tested in tests/origins.rs and by the JupyterLab browser tests, which set `ports`.
 pub fn test_config(data_dir: &Path) -> Config {
-    Config {
+    let mut config = Config {
         data_dir: data_dir.to_path_buf(),
         listen: "127.0.0.1:0".into(),
         source: "test".into(),
         ..Config::default()
-    }
+    };
+    config.notebooks.origin = notebox::config::OriginMode::Same;
+    config
 }
 
 /// notebox running inside the test process, on a thread and Tokio runtime of its own: when

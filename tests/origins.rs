@@ -1,0 +1,896 @@
+//! Issue 14: every notebook on its own origin. With `origin = "ports"` (the default) a
+//! running notebook is served on a port of its own, entered through a single-use code,
+//! with a cookie for that notebook only; Notebox's own origin serves no notebook page to a
+//! browser and refuses requests from notebook origins. `subdomains` routes by `Host`.
+
+mod chromium;
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use notebox::config::OriginMode;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const READY: Duration = Duration::from_secs(90);
+
+/// The echo upstream (tests/upstream/echo.py) as the catalog's only "Jupyter".
+fn echo_config(c: &mut notebox::Config, image: &str) {
+    docker_config(c, image);
+    c.images[0].launcher = notebox::config::Launcher::Command;
+    c.images[0].command = vec![
+        "python3".into(),
+        "-c".into(),
+        include_str!("upstream/echo.py").into(),
+        "{base_url}".into(),
+    ];
+}
+
+/// A server with notebooks on ports of their own, and two running echo notebooks of alice.
+async fn two_echo_notebooks(image: &str) -> (TestServer, Api, String, String) {
+    let image = image.to_string();
+    let server = TestServer::start_with(move |c| {
+        echo_config(c, &image);
+        c.notebooks.origin = OriginMode::Ports;
+    })
+    .await;
+    add_user(&server, "alice", "alice-password", false);
+    let alice = Api::new(&server.url, &token_for(&server, "alice"));
+    let a = alice.create_notebook("a").await;
+    let b = alice.create_notebook("b").await;
+    alice.wait_state(&a, "running", READY).await;
+    alice.wait_state(&b, "running", READY).await;
+    (server, alice, a, b)
+}
+
+/// A notebook's `jupyter_url`, once its port is bound.
+async fn jupyter_url(api: &Api, id: &str) -> String {
+    wait_for(
+        &format!("notebook {id} to have its own URL"),
+        Duration::from_secs(10),
+        || async {
+            let (_, nb) = api.get(&format!("/api/v1/notebooks/{id}")).await;
+            nb["jupyter_url"].as_str().map(str::to_string)
+        },
+    )
+    .await
+}
+
+/// `http://127.0.0.1:PORT` of a `http://127.0.0.1:PORT/nb/{id}/` URL.
+fn origin_of(url: &str) -> String {
+    let rest = url.trim_start_matches("http://");
+    format!("http://{}", rest.split('/').next().unwrap_or(""))
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn set_cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect()
+}
+
+/// Opens the notebook from Notebox as a browser does: `/notebooks/{id}/open` → the code
+/// on the notebook's origin → the notebook. Returns (the enter URL, its response).
+async fn enter(
+    browser: &reqwest::Client,
+    main: &str,
+    id: &str,
+    path: &str,
+) -> (String, reqwest::Response) {
+    let r = browser
+        .get(format!("{main}/notebooks/{id}/open?path={path}"))
+        .send()
+        .await
+        .expect("open");
+    assert_eq!(
+        r.status(),
+        303,
+        "open: {}",
+        r.text().await.unwrap_or_default()
+    );
+    let to = location(&r);
+    assert!(to.contains("/__notebox/enter?code="), "{to}");
+    let entered = browser.get(&to).send().await.expect("enter");
+    (to, entered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_alone() {
+    let Some(image) = test_image() else { return };
+    let (server, alice, a, b) = two_echo_notebooks(&image).await;
+    let main = server.url.clone();
+    let url_a = jupyter_url(&alice, &a).await;
+    let url_b = jupyter_url(&alice, &b).await;
+    let (origin_a, origin_b) = (origin_of(&url_a), origin_of(&url_b));
+    assert_eq!(url_a, format!("{origin_a}/nb/{a}/"));
+    let port_a: u16 = origin_a
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    assert!((8100..=8199).contains(&port_a), "{url_a}");
+    assert_ne!(origin_a, origin_b, "each notebook has an origin of its own");
+
+    // Tokens keep working on the notebook's URL (VS Code, scripts): header and URL.
+    let plain = reqwest::Client::new();
+    let seen: serde_json::Value = plain
+        .get(format!("{url_a}api/status"))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("echo json");
+    assert!(
+        seen["authorization"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("token ") && !a.contains("nbx_")),
+        "{seen}"
+    );
+    let r = plain
+        .get(format!("{url_a}api/status?token={}", alice.token))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+    // ...and a header token still works on Notebox's own origin (no browser sends one).
+    assert_eq!(alice.get(&format!("/nb/{a}/api/status")).await.0, 200);
+
+    // A browser logged in to Notebox. Its cookie store, like a browser's, ignores ports:
+    // Notebox's session cookie goes to the notebook's port too, where it counts for nothing.
+    let browser = client();
+    login_ok(&browser, &main, "alice", "alice-password").await;
+    let r = browser
+        .get(format!("{url_a}api/status"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        r.status(),
+        401,
+        "Notebox's session is no credential on a notebook's origin"
+    );
+    let r = browser
+        .get(format!("{url_a}lab"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("GET lab");
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), format!("{main}/notebooks/{a}/open?path=lab"));
+    // On Notebox's origin a browser gets no notebook: pages go through the handshake,
+    // anything else is told where the notebook is.
+    let r = browser
+        .get(format!("{main}/nb/{a}/lab/tree"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), format!("/notebooks/{a}/open?path=lab/tree"));
+    let r = browser
+        .get(format!("{main}/nb/{a}/api/status"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 421);
+    let r = plain
+        .get(format!("{main}/nb/{a}/api/status?token={}", alice.token))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        r.status(),
+        421,
+        "a token in the URL is for the notebook's own URL"
+    );
+
+    // The handshake: a code on the notebook's origin, exchanged for its cookie.
+    let (enter_url, r) = enter(&browser, &main, &a, "api/status").await;
+    assert!(
+        enter_url.starts_with(&format!("{origin_a}/__notebox/enter?code=")),
+        "{enter_url}"
+    );
+    let code = enter_url.split("code=").nth(1).expect("code");
+    assert!(code.len() >= 22, "at least 128 bits: {code}");
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), format!("/nb/{a}/api/status"));
+    let cookies = set_cookies(&r);
+    let cookie = cookies
+        .iter()
+        .find(|c| c.starts_with(&format!("notebox_nb_{a}=")))
+        .unwrap_or_else(|| panic!("the notebook's cookie: {cookies:?}"));
+    for attribute in ["HttpOnly", "SameSite=Lax", &format!("Path=/nb/{a}/")] {
+        assert!(cookie.contains(attribute), "{attribute} in {cookie}");
+    }
+    let seen: serde_json::Value = browser
+        .get(format!("{url_a}api/status"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("echo json");
+    let upstream_cookies = seen["cookie"].as_str().unwrap_or_default();
+    assert!(
+        !upstream_cookies.contains("notebox"),
+        "Notebox's cookies reach Jupyter: {upstream_cookies}"
+    );
+    assert!(seen["authorization"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("token ")));
+
+    // Single use; bound to its notebook.
+    let again = browser.get(&enter_url).send().await.expect("enter again");
+    assert_eq!(again.status(), 403, "a code works once");
+    let r = browser
+        .get(format!("{main}/notebooks/{a}/open?path=lab"))
+        .send()
+        .await
+        .expect("open");
+    let for_a = location(&r);
+    let at_b = for_a.replace(&origin_a, &origin_b);
+    let r = browser
+        .get(&at_b)
+        .send()
+        .await
+        .expect("enter b with a's code");
+    assert_eq!(r.status(), 403, "a's code is refused on b's origin");
+    assert_eq!(
+        browser.get(&for_a).send().await.expect("enter").status(),
+        403,
+        "and used up"
+    );
+    // a's cookie does not open b (the browser sends it to b's port too).
+    let r = browser
+        .get(format!("{url_b}api/status"))
+        .send()
+        .await
+        .expect("GET b");
+    assert_eq!(r.status(), 401, "a's cookie opens a only");
+    // Not a landing path outside the notebook.
+    let r = browser
+        .get(format!("{main}/notebooks/{a}/open?path=//evil.example/"))
+        .send()
+        .await
+        .expect("open");
+    assert_eq!(r.status(), 400);
+
+    // Nothing from another origin gets through on the notebook's origin, reads included.
+    let with_origin = |origin: &str| {
+        browser
+            .get(format!("{url_a}api/status"))
+            .header("origin", origin.to_string())
+    };
+    assert_eq!(
+        with_origin(&origin_a).send().await.expect("GET").status(),
+        200
+    );
+    assert_eq!(with_origin(&main).send().await.expect("GET").status(), 403);
+    assert_eq!(
+        with_origin(&origin_b).send().await.expect("GET").status(),
+        403
+    );
+    let r = browser
+        .get(format!("{url_a}hello"))
+        .header("sec-fetch-site", "same-site")
+        .header("sec-fetch-mode", "no-cors")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 403, "another origin's <script src> is refused");
+    let r = browser
+        .get(format!("{url_a}hello"))
+        .header("sec-fetch-site", "same-site")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200, "a link from elsewhere is fine");
+    // The notebook's origin serves the notebook and nothing of Notebox's.
+    for path in [
+        "/api/v1/me",
+        "/settings",
+        "/login",
+        &format!("/nb/{b}/api/status"),
+    ] {
+        let r = browser
+            .get(format!("{origin_a}{path}"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), 404, "{path} on a notebook's origin");
+    }
+
+    // Notebox refuses whatever a notebook's page sends it, with any credential.
+    let r = plain
+        .post(format!("{main}/api/v1/notebooks"))
+        .bearer_auth(&alice.token)
+        .header("origin", origin_a.clone())
+        .json(&serde_json::json!({"name": "x", "image": "test", "machine": "cpu"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "notebook_origin");
+    let r = browser
+        .get(format!("{main}/api/v1/me"))
+        .header("origin", origin_b.clone())
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        browser
+            .get(format!("{main}/api/v1/me"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        200
+    );
+
+    // Cookie tossing: a request that carries Notebox's session cookie twice is refused,
+    // and every copy it could have come with is deleted.
+    let r = plain
+        .get(format!("{main}/settings"))
+        .header("cookie", "notebox_session=planted; notebox_session=real")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 400);
+    let removals = set_cookies(&r);
+    for expected in [
+        "notebox_session=; Max-Age=0; Path=/",
+        "notebox_session=; Max-Age=0; Path=/settings",
+        "notebox_session=; Max-Age=0; Path=/; Domain=127.0.0.1",
+    ] {
+        assert!(
+            removals.iter().any(|c| c == expected),
+            "{expected} in {removals:?}"
+        );
+    }
+    assert!(r.text().await.expect("body").contains("twice"));
+    let r = plain
+        .get(format!("{url_a}api/status"))
+        .header("cookie", format!("notebox_nb_{a}=x; notebox_nb_{a}=y"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 400, "on a notebook's origin too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_and_password_change_end_notebook_cookies_and_a_stop_closes_the_port() {
+    let Some(image) = test_image() else { return };
+    let (server, alice, a, _b) = two_echo_notebooks(&image).await;
+    let main = server.url.clone();
+    let url_a = jupyter_url(&alice, &a).await;
+    let browser = client();
+    let csrf = login_ok(&browser, &main, "alice", "alice-password").await;
+    let (_, r) = enter(&browser, &main, &a, "hello").await;
+    let grant = set_cookies(&r)
+        .into_iter()
+        .find(|c| c.starts_with("notebox_nb_"))
+        .expect("grant cookie");
+    let grant = grant.split(';').next().expect("pair").to_string();
+    assert_eq!(
+        browser
+            .get(format!("{url_a}hello"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        200
+    );
+
+    // A WebSocket on the notebook's origin with the notebook's cookie.
+    let ws_url = format!("{}echo", url_a.replacen("http://", "ws://", 1));
+    let mut request = ws_url.as_str().into_client_request().expect("ws request");
+    request
+        .headers_mut()
+        .insert("cookie", grant.parse().expect("header"));
+    request
+        .headers_mut()
+        .insert("origin", origin_of(&url_a).parse().expect("header"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the notebook's WebSocket opens with its cookie");
+    socket
+        .send(Message::Text("ping".into()))
+        .await
+        .expect("send");
+    let echoed = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("echo in time")
+        .expect("open")
+        .expect("frame");
+    assert_eq!(echoed, Message::Text("ping".into()));
+
+    // Logging out of Notebox ends the notebook's cookie and closes its WebSocket at once.
+    let r = browser
+        .post(format!("{main}/logout"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), 303);
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the WebSocket outlived the logout");
+    let r = reqwest::Client::new()
+        .get(format!("{url_a}hello"))
+        .header("cookie", grant.clone())
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        r.status(),
+        401,
+        "the notebook's cookie ended with the session"
+    );
+
+    // A password change ends them too (also those of the session that changed it).
+    let csrf = login_ok(&browser, &main, "alice", "alice-password").await;
+    enter(&browser, &main, &a, "hello").await;
+    assert_eq!(
+        browser
+            .get(format!("{url_a}hello"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        200
+    );
+    let r = browser
+        .post(format!("{main}/settings/password"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("current", "alice-password"),
+            ("new", "alice-password-2"),
+            ("confirm", "alice-password-2"),
+        ])
+        .send()
+        .await
+        .expect("password");
+    assert!(
+        r.status().is_redirection() || r.status().is_success(),
+        "{}",
+        r.status()
+    );
+    assert_eq!(
+        browser
+            .get(format!("{main}/api/v1/me"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        200,
+        "the changing session stays"
+    );
+    assert_eq!(
+        browser
+            .get(format!("{url_a}hello"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        401,
+        "its notebook cookie does not"
+    );
+
+    // Stopping the notebook closes its port.
+    let (status, _) = alice
+        .post(
+            &format!("/api/v1/notebooks/{a}/stop"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    alice.wait_state(&a, "stopped", READY).await;
+    let addr = origin_of(&url_a).trim_start_matches("http://").to_string();
+    wait_for(
+        "the notebook's port to close",
+        Duration::from_secs(5),
+        || async {
+            tokio::net::TcpStream::connect(&addr)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    let (_, nb) = alice.get(&format!("/api/v1/notebooks/{a}")).await;
+    assert!(nb["jupyter_url"].is_null(), "{nb}");
+
+    // Started again, it gets the same port back (VS Code keeps its URL).
+    let (status, _) = alice
+        .post(
+            &format!("/api/v1/notebooks/{a}/start"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    alice.wait_state(&a, "running", READY).await;
+    assert_eq!(jupyter_url(&alice, &a).await, url_a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subdomains_serve_each_notebook_by_its_host_alone() {
+    let Some(image) = test_image() else { return };
+    let image2 = image.clone();
+    let server = TestServer::start_with(move |c| {
+        echo_config(c, &image2);
+        c.notebooks.origin = OriginMode::Subdomains;
+        c.notebooks.origin_domain = "nb.lab.test".into();
+    })
+    .await;
+    add_user(&server, "alice", "alice-password", false);
+    let alice = Api::new(&server.url, &token_for(&server, "alice"));
+    let id = alice.create_notebook("sub").await;
+    alice.wait_state(&id, "running", READY).await;
+    let (_, nb) = alice.get(&format!("/api/v1/notebooks/{id}")).await;
+    assert_eq!(
+        nb["jupyter_url"],
+        format!("https://{id}.nb.lab.test/nb/{id}/")
+    );
+
+    // Names resolved to the test server, as wildcard DNS would.
+    let addr: std::net::SocketAddr = server
+        .url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
+    let port = addr.port();
+    let nb_host = format!("{id}.nb.lab.test");
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve("lab.test", addr)
+        .resolve(&nb_host, addr)
+        .build()
+        .expect("client");
+    let main = format!("http://lab.test:{port}");
+    login_ok(&browser, &main, "alice", "alice-password").await;
+    let r = browser
+        .get(format!("{main}/notebooks/{id}/open?path=hello"))
+        .send()
+        .await
+        .expect("open");
+    assert_eq!(r.status(), 303);
+    let to = location(&r);
+    assert!(
+        to.starts_with(&format!("https://{nb_host}/__notebox/enter?code=")),
+        "{to}"
+    );
+    // (No TLS here: the same request, over plain HTTP to the test server.)
+    let nb_origin = format!("http://{nb_host}:{port}");
+    let to = to.replace(&format!("https://{nb_host}"), &nb_origin);
+    assert_eq!(
+        browser
+            .get(format!("{nb_origin}/nb/{id}/hello"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        401
+    );
+    let r = browser.get(&to).send().await.expect("enter");
+    assert_eq!(r.status(), 303);
+    let r = browser
+        .get(format!("{nb_origin}/nb/{id}/hello"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.expect("body"), "hello\n");
+    // The subdomain is that notebook only; Notebox refuses its pages' requests.
+    for path in ["/api/v1/me", "/settings", "/"] {
+        let r = browser
+            .get(format!("{nb_origin}{path}"))
+            .send()
+            .await
+            .expect("GET");
+        assert_ne!(r.status(), 200, "{path} on the notebook's subdomain");
+    }
+    let r = browser
+        .get(format!("{main}/api/v1/me"))
+        .header("origin", format!("https://{nb_host}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 403);
+}
+
+/// What the attack page (served by the notebook itself, on its own origin, with the
+/// member's browser logged in to Notebox) tries; it writes what it managed into #report.
+const ATTACK_PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>attack</title></head><body>
+<pre id="report">running</pre>
+<script>
+const q = new URLSearchParams(location.search);
+const MAIN = q.get('main'), OTHER = q.get('other'), KERNEL = q.get('kernel'), PLANT = q.get('plant');
+const report = {};
+async function attempt(name, f) {
+  try { report[name] = await f(); } catch (e) { report[name] = 'failed: ' + e; }
+}
+function socket(url) {
+  return new Promise((resolve) => {
+    let ws;
+    try { ws = new WebSocket(url); } catch (e) { resolve('failed: ' + e); return; }
+    const timer = setTimeout(() => resolve('failed: no answer'), 8000);
+    ws.onopen = () => { clearTimeout(timer); ws.close(); resolve('OPENED'); };
+    ws.onerror = () => { clearTimeout(timer); resolve('failed: refused'); };
+  });
+}
+(async () => {
+  await attempt('read_session_cookie', async () =>
+    document.cookie.includes('notebox_session') ? 'READ ' + document.cookie : 'failed: not visible');
+  await attempt('api_me', async () => {
+    const r = await fetch(MAIN + '/api/v1/me', {credentials: 'include'});
+    const t = await r.text();
+    return r.ok ? 'READ ' + t : 'failed: ' + r.status;
+  });
+  await attempt('settings_csrf', async () => {
+    const r = await fetch(MAIN + '/settings', {credentials: 'include'});
+    const t = await r.text();
+    return t.includes('name="csrf"') ? 'READ csrf' : 'failed: ' + r.status;
+  });
+  await attempt('create_notebook_json', async () => {
+    const r = await fetch(MAIN + '/api/v1/notebooks', {method: 'POST', credentials: 'include',
+      headers: {'content-type': 'application/json'},
+      body: JSON.stringify({name: 'pwned', image: 'test', machine: 'cpu'})});
+    return r.ok ? 'CREATED' : 'failed: ' + r.status;
+  });
+  await attempt('create_notebook_form', async () => {
+    await fetch(MAIN + '/notebooks', {method: 'POST', mode: 'no-cors', credentials: 'include',
+      body: new URLSearchParams({name: 'pwned-form', image: 'test', machine: 'cpu', csrf: 'x'})});
+    return 'sent (the test checks the server)';
+  });
+  await attempt('create_token', async () => {
+    await fetch(MAIN + '/settings/tokens', {method: 'POST', mode: 'no-cors', credentials: 'include',
+      body: new URLSearchParams({name: 'pwned', csrf: 'x'})});
+    const r = await fetch(MAIN + '/api/v1/me', {credentials: 'include'});
+    return r.ok ? 'READ' : 'failed: ' + r.status;
+  });
+  await attempt('other_notebook_http', async () => {
+    const r = await fetch(OTHER + 'api/contents', {credentials: 'include'});
+    const t = await r.text();
+    return r.ok ? 'READ ' + t.slice(0, 80) : 'failed: ' + r.status;
+  });
+  await attempt('other_notebook_via_notebox', async () => {
+    const r = await fetch(MAIN + OTHER.replace(/^https?:\/\/[^/]+/, '') + 'api/contents', {credentials: 'include'});
+    const t = await r.text();
+    return r.ok ? 'READ ' + t.slice(0, 80) : 'failed: ' + r.status;
+  });
+  await attempt('other_notebook_websocket', () =>
+    socket(OTHER.replace(/^http/, 'ws') + 'api/kernels/' + KERNEL + '/channels'));
+  await attempt('other_notebook_websocket_via_notebox', () =>
+    socket(MAIN.replace(/^http/, 'ws') + OTHER.replace(/^https?:\/\/[^/]+/, '') + 'api/kernels/' + KERNEL + '/channels'));
+  await attempt('plant_session_cookie', async () => {
+    document.cookie = 'notebox_session=' + PLANT + '; path=/';
+    document.cookie = 'notebox_session=' + PLANT + '; path=/settings';
+    document.cookie = 'notebox_session=' + PLANT + '; path=/api';
+    return 'planted; document.cookie now: ' + document.cookie;
+  });
+  document.getElementById('report').textContent = JSON.stringify(report);
+  document.title = 'done';
+})();
+</script>
+</body></html>
+"#;
+
+/// The acceptance test: a page a notebook serves, on its own origin, with the member's
+/// browser logged in to Notebox, fails at everything it tries against the member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_served_by_a_notebook_cannot_act_as_its_member() {
+    if !chromium::available() {
+        return;
+    }
+    let Some(image) = test_image() else { return };
+    // JupyterLab with an extra static directory: pages there are served with the
+    // notebook's own origin and no sandbox (unlike /files/), as a package's or an
+    // extension's would be.
+    let image2 = image.clone();
+    let server = TestServer::start_with(move |c| {
+        docker_config(c, &image2);
+        c.notebooks.origin = OriginMode::Ports;
+        c.images[0].launcher = notebox::config::Launcher::Command;
+        c.images[0].command = [
+            "jupyter-lab",
+            "--ip=0.0.0.0",
+            "--port={port}",
+            "--no-browser",
+            "--ServerApp.base_url={base_url}",
+            "--ServerApp.root_dir={root_dir}",
+            "--ServerApp.extra_static_paths=['/notebooks/attack']",
+        ]
+        .map(String::from)
+        .to_vec();
+    })
+    .await;
+    let _containers = ContainerGuard(server.data_dir().to_path_buf());
+    add_user(&server, "ada", "ada-password-1", false);
+    add_user(&server, "mallory", "mallory-password", false);
+    let ada = Api::new(&server.url, &token_for(&server, "ada"));
+    let evil = ada.create_notebook("forked from a stranger").await;
+    let other = ada.create_notebook("thesis").await;
+    ada.wait_state(&evil, "running", READY).await;
+    ada.wait_state(&other, "running", READY).await;
+    let evil_url = jupyter_url(&ada, &evil).await;
+    let other_url = jupyter_url(&ada, &other).await;
+
+    // The page, written into the notebook's files (as a package could), and a kernel in
+    // the other notebook for the WebSocket attempt (started with ada's token, as VS Code
+    // would).
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{evil_url}api/contents/attack"))
+        .bearer_auth(&ada.token)
+        .json(&serde_json::json!({"type": "directory"}))
+        .send()
+        .await
+        .expect("mkdir");
+    assert!(r.status().is_success(), "mkdir attack: {}", r.status());
+    let r = http
+        .put(format!("{evil_url}api/contents/attack/attack.html"))
+        .bearer_auth(&ada.token)
+        .json(&serde_json::json!({"type": "file", "format": "text", "content": ATTACK_PAGE}))
+        .send()
+        .await
+        .expect("put");
+    assert!(r.status().is_success(), "write attack.html: {}", r.status());
+    let r = http
+        .post(format!("{other_url}api/kernels"))
+        .bearer_auth(&ada.token)
+        .json(&serde_json::json!({"name": "python3"}))
+        .send()
+        .await
+        .expect("kernel");
+    assert_eq!(r.status(), 201);
+    let kernel: serde_json::Value = r.json().await.expect("kernel json");
+    let kernel = kernel["id"].as_str().expect("kernel id").to_string();
+
+    // Mallory's own, valid session: what the page tries to plant in ada's browser.
+    let mallory = client();
+    login_ok(&mallory, &server.url, "mallory", "mallory-password").await;
+    let plant = {
+        let r = login(&client(), &server.url, "mallory", "mallory-password").await;
+        set_cookies(&r)
+            .into_iter()
+            .find_map(|c| {
+                c.strip_prefix("notebox_session=")
+                    .map(|v| v.split(';').next().unwrap_or("").to_string())
+            })
+            .expect("mallory's session cookie")
+    };
+    let ada_pages = client();
+    login_ok(&ada_pages, &server.url, "ada", "ada-password-1").await;
+    let tokens_page = || async {
+        ada_pages
+            .get(format!("{}/settings/tokens", server.url))
+            .send()
+            .await
+            .expect("tokens page")
+            .text()
+            .await
+            .expect("body")
+    };
+    assert!(!tokens_page().await.contains("pwned"));
+    let notebooks_before = ada.get("/api/v1/notebooks").await.1["notebooks"]
+        .as_array()
+        .map_or(0, Vec::len);
+
+    let b = chromium::Browser::start(&server.url).await;
+    b.login("ada", "ada-password-1").await;
+    // Ada opens the notebook from Notebox (the handshake), then the page it serves.
+    b.goto(&format!("/notebooks/{evil}/open?path=lab")).await;
+    b.wait("JupyterLab on the notebook's own origin", READY, || async {
+        let url = b.client.current_url().await.ok()?;
+        (url.as_str().starts_with(&evil_url)).then_some(())
+    })
+    .await;
+    let attack = format!(
+        "{evil_url}static/attack.html?main={}&other={}&kernel={kernel}&plant={plant}",
+        server.url, other_url
+    );
+    b.goto(&attack).await;
+    let report = b
+        .wait(
+            "the attack page's report",
+            Duration::from_secs(60),
+            || async {
+                let t = b.client.title().await.ok()?;
+                if t != "done" {
+                    return None;
+                }
+                let text = b
+                    .client
+                    .find(fantoccini::Locator::Css("#report"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                serde_json::from_str::<serde_json::Value>(&text).ok()
+            },
+        )
+        .await;
+    eprintln!("attack report: {report:#}");
+    b.screenshot("origins-attack-report.png").await;
+    let report = report.as_object().expect("report object");
+    for attempt in [
+        "read_session_cookie",
+        "api_me",
+        "settings_csrf",
+        "create_notebook_json",
+        "other_notebook_http",
+        "other_notebook_via_notebox",
+        "other_notebook_websocket",
+        "other_notebook_websocket_via_notebox",
+    ] {
+        let outcome = report[attempt].as_str().unwrap_or_default();
+        assert!(
+            outcome.starts_with("failed"),
+            "{attempt} succeeded: {outcome}"
+        );
+    }
+    // Nothing was created on the member's behalf.
+    let notebooks_after = ada.get("/api/v1/notebooks").await.1["notebooks"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(notebooks_after, notebooks_before, "a notebook was created");
+    assert!(
+        !tokens_page().await.contains("pwned"),
+        "a token was created"
+    );
+
+    // The planted cookie: reloading a Notebox page never makes ada mallory. Either the
+    // browser refused to plant it, or Notebox refuses the request that carries two.
+    b.goto("/settings").await;
+    let text = b.page_text().await;
+    assert!(
+        !text.contains("mallory"),
+        "ada's browser acts as mallory:\n{text}"
+    );
+    let refused = text.contains("twice");
+    eprintln!(
+        "Notebox page after planting: {}",
+        if refused {
+            "refused (two session cookies)"
+        } else {
+            "still ada's"
+        }
+    );
+    if refused {
+        // Both copies were deleted: the next page asks to log in, and logging in works.
+        b.goto("/").await;
+        b.wait_path("/login", Duration::from_secs(10)).await;
+        b.login("ada", "ada-password-1").await;
+        b.goto("/settings").await;
+        assert!(b.page_text().await.contains("ada"));
+    } else {
+        assert!(text.contains("ada"), "{text}");
+    }
+    b.close().await;
+}
