@@ -14,8 +14,13 @@
 # (also on failure or Ctrl-C) stops nginx and notebox and removes the container.
 #
 # Needs: Debian 12 (or similar), a running Docker engine, Rust, root for the apt-get step.
-# The container image is $NOTEBOX_TEST_IMAGE, else notebox-test-jupyter:latest, built
-# with tests/image/build.sh when missing.
+# The container image is $BENCH_IMAGE, else notebox-test-jupyter:latest, built with
+# tests/image/build.sh when missing. (The bench's knobs are BENCH_*: Notebox itself
+# refuses NOTEBOX_* variables it does not know.)
+#
+# BENCH_ORIGIN=ports (default) measures the notebook on its own origin (its own port, as
+# browsers and VS Code reach it with `origin = "ports"`); BENCH_ORIGIN=same serves it on
+# Notebox's own port (`origin = "same"`), the path measured before issue 14.
 #
 # Environment: BENCH_WRK=0 skips the wrk cross-check; BENCH_KEEP=1 keeps the temp dir
 # (configs, logs); BENCH_PERF=1 samples notebox with `perf record` (when perf is
@@ -108,7 +113,9 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 docker info >/dev/null 2>&1 || die "Docker is not reachable (docker info failed)"
-IMAGE=${NOTEBOX_TEST_IMAGE:-notebox-test-jupyter:latest}
+IMAGE=${BENCH_IMAGE:-notebox-test-jupyter:latest}
+ORIGIN=${BENCH_ORIGIN:-ports}
+case "$ORIGIN" in ports | same) ;; *) die "BENCH_ORIGIN must be ports or same" ;; esac
 if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     say "building the test image"
     IMAGE=$(tests/image/build.sh | tail -n 1)
@@ -144,6 +151,7 @@ data_dir = "$WORK/data"
 
 [notebooks]
 ready_timeout = "90s"
+origin = "$ORIGIN"
 
 [gpu]
 backend = "none"
@@ -198,6 +206,15 @@ running() {
 }
 wait_until 120 "notebook $NB_ID to be running" running
 PREFIX="/nb/$NB_ID/"
+# Where the notebook is served: its own port (origin = "ports"), or Notebox's.
+own_url() {
+    JUPYTER_URL=$(curl -s --max-time 5 -H "Authorization: Bearer $API_TOKEN" "$NB_URL/api/v1/notebooks/$NB_ID" \
+        | sed -n 's/.*"jupyter_url":"\([^"]*\)".*/\1/p')
+    [ -n "$JUPYTER_URL" ]
+}
+wait_until 10 "the notebook's own URL" own_url
+SERVED=${JUPYTER_URL%"$PREFIX"}
+printf 'notebook served at %s (origin = "%s")\n' "$JUPYTER_URL" "$ORIGIN"
 CONTAINER=$(docker ps -q --filter "label=io.notebox.notebook=$NB_ID" | head -n 1)
 [ -n "$CONTAINER" ] || die "no container labelled io.notebox.notebook=$NB_ID"
 UP_IP=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$CONTAINER" | awk '{print $1}')
@@ -294,7 +311,7 @@ if [ -n "${BENCH_HOLD:-}" ]; then
     case "$BENCH_HOLD" in *[!0-9]* | "") die "BENCH_HOLD must be a number of seconds" ;; esac
     [ "$BENCH_HOLD" -le 1800 ] || BENCH_HOLD=1800
     say "holding for ${BENCH_HOLD}s; Ctrl-C to end early"
-    printf '%s\n' "BENCH_NGINX=http://127.0.0.1:$NGINX_PORT" "BENCH_NOTEBOX=$NB_URL" \
+    printf '%s\n' "BENCH_NGINX=http://127.0.0.1:$NGINX_PORT" "BENCH_NOTEBOX=$SERVED" \
         "BENCH_DIRECT=http://$UP_IP:8888" "BENCH_PREFIX=$PREFIX" "BENCH_TOKEN=$API_TOKEN" \
         "BENCH_NGINX_PIDS=$NGINX_PIDS" "BENCH_NOTEBOX_PIDS=$NOTEBOX_PID" "BENCH_BIN=$BENCH_BIN"
     sleep "$BENCH_HOLD" &
@@ -321,7 +338,7 @@ say "load generator (benches/proxy.rs, built by cargo bench --no-run)"
 # `wait`, but not until a foreground command ends.
 BENCH_TOKEN=$API_TOKEN BENCH_NGINX_PIDS=$NGINX_PIDS BENCH_NOTEBOX_PIDS=$NOTEBOX_PID \
     timeout 600 "$BENCH_BIN" --bench \
-    --nginx "http://127.0.0.1:$NGINX_PORT" --notebox "$NB_URL" --direct "http://$UP_IP:8888" \
+    --nginx "http://127.0.0.1:$NGINX_PORT" --notebox "$SERVED" --direct "http://$UP_IP:8888" \
     --prefix "$PREFIX" --json "$OUT/$STAMP.json" "$@" >"$OUT/$STAMP.txt" &
 BENCH_PID=$!
 BENCH_RC=0
@@ -340,7 +357,7 @@ fi
 
 if [ "${BENCH_WRK:-1}" != 0 ]; then
     say "cross-check with wrk (1 thread, 32 connections, 5 s each)"
-    for t in "nginx http://127.0.0.1:$NGINX_PORT" "notebox $NB_URL"; do
+    for t in "nginx http://127.0.0.1:$NGINX_PORT" "notebox $SERVED"; do
         read -r name base <<<"$t"
         rps=$(timeout --foreground 30 wrk -t1 -c32 -d5s -H "Authorization: token $API_TOKEN" "$base${PREFIX}hello" \
             | awk '/Requests\/sec/ {print $2} /Non-2xx/ {print "non-2xx:", $NF}' | paste -sd' ')
