@@ -21,6 +21,17 @@ pub fn is_https(req: &HttpRequest) -> bool {
     req.connection_info().scheme() == "https"
 }
 
+/// The `Host` the client asked for, as it sent it (never `X-Forwarded-Host`, which any
+/// client can send): what routes a request to a notebook's subdomain.
+pub fn request_host(req: &HttpRequest) -> String {
+    req.headers()
+        .get(actix_web::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().host().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// The name of Notebox's session cookie for this request.
 pub fn session_cookie(req: &HttpRequest) -> &'static str {
     crate::origin::session_cookie_name(is_https(req))

@@ -17,6 +17,16 @@ pub fn session_cookie_name(https: bool) -> &'static str {
     }
 }
 
+/// The login form's CSRF cookie (double submit): `__Host-` under TLS, so that no other
+/// origin of the site (a notebook's subdomain) can plant one.
+pub fn login_csrf_cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-notebox_login_csrf"
+    } else {
+        "notebox_login_csrf"
+    }
+}
+
 /// A notebook's own cookie: its name carries the notebook's id.
 pub fn notebook_cookie_name(notebook_id: &str, https: bool) -> String {
     if https {

@@ -310,6 +310,15 @@ async fn identify(
         )),
     };
     let cookie = cookie_name.as_deref().and_then(|name| req.cookie(name));
+    // A page opened with a token in its URL shows the token to every script of the page
+    // (`location.href`), and the notebook's scripts are not to be trusted with it.
+    if url_token.is_some() && matches!(site, Site::Notebook(_)) && is_navigation(req) {
+        return Ok(Caller::Refused(
+            "A token in the URL is not accepted for a page in the browser (the notebook's \
+             scripts could read it from the address bar); open the notebook from Notebox, or \
+             send the token in an Authorization header.",
+        ));
+    }
     if url_token.is_some() && cookie.is_some() {
         return Ok(Caller::Refused(
             "A token in the URL is not accepted from a browser that is logged in to Notebox; \
@@ -451,6 +460,14 @@ fn wants_html(req: &HttpRequest) -> bool {
             .is_some_and(|v| v.contains("text/html"))
 }
 
+/// A browser loading a page (not a script's request, not a WebSocket).
+fn is_navigation(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("sec-fetch-mode")
+        .is_some_and(|v| v.as_bytes() == b"navigate")
+        || wants_html(req)
+}
+
 fn is_websocket(req: &HttpRequest) -> bool {
     req.headers()
         .get(header::UPGRADE)
@@ -469,13 +486,13 @@ fn origin_allowed(req: &HttpRequest, site: &Site) -> bool {
             .get("sec-fetch-site")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let navigation = req
-            .headers()
-            .get("sec-fetch-mode")
-            .is_some_and(|v| v.as_bytes() == b"navigate");
-        // Another origin's page loading something of this notebook's (a link clicked is a
-        // navigation, and fine).
-        if matches!(fetch_site, "same-site" | "cross-site") && !navigation {
+        let header = |name: &str| req.headers().get(name).map(|v| v.as_bytes());
+        // A link followed to the notebook, in a tab or window: fine. Framing it (iframe,
+        // embed) is not: another origin's page could then click for the member.
+        let top_level_navigation = header("sec-fetch-mode") == Some(b"navigate")
+            && header("sec-fetch-dest").is_none_or(|d| d == b"document");
+        // Another origin's page loading something of this notebook's.
+        if matches!(fetch_site, "same-site" | "cross-site") && !top_level_navigation {
             return false;
         }
         if req.headers().contains_key(header::ORIGIN) {
@@ -943,6 +960,10 @@ async fn proxy_http(
             if let Some(v) = scoped_set_cookie(value, notebook_id) {
                 out.append_header((header::SET_COOKIE, v));
             }
+        } else if name.as_str() == "service-worker-allowed" {
+            // A service worker stays inside `/nb/{id}/`: it must not reach the entry path,
+            // nor the next notebook served on this port.
+            continue;
         } else if !is_hop_by_hop(name) {
             out.append_header((name.clone(), value.clone()));
         }

@@ -299,6 +299,62 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
         .await
         .expect("GET");
     assert_eq!(r.status(), 200, "a link from elsewhere is fine");
+    let r = browser
+        .get(format!("{url_a}hello"))
+        .header("sec-fetch-site", "same-site")
+        .header("sec-fetch-mode", "navigate")
+        .header("sec-fetch-dest", "iframe")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(
+        r.status(),
+        403,
+        "another origin framing the notebook is refused"
+    );
+    // A page with a token in its URL would show it to the notebook's scripts.
+    let r = plain
+        .get(format!("{url_a}hello?token={}", alice.token))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 403, "a token in a page's URL");
+    // A service worker stays inside the notebook's folder.
+    let r = browser
+        .get(format!("{url_a}sw.js"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers().get("service-worker-allowed").is_none(),
+        "{:?}",
+        r.headers()
+    );
+    // A code brought by another site is refused; sent from elsewhere, `open` lands on
+    // JupyterLab's start, not on the sender's path.
+    let r = browser
+        .get(format!("{main}/notebooks/{a}/open?path=hello"))
+        .send()
+        .await
+        .expect("open");
+    let r = browser
+        .get(location(&r))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .expect("enter");
+    assert_eq!(r.status(), 403, "a code from another site");
+    let r = browser
+        .get(format!("{main}/notebooks/{a}/open?path=hello"))
+        .header("sec-fetch-site", "same-site")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .expect("open");
+    let r = browser.get(location(&r)).send().await.expect("enter");
+    assert_eq!(location(&r), format!("/nb/{a}/lab"));
     // The notebook's origin serves the notebook and nothing of Notebox's.
     for path in [
         "/api/v1/me",
@@ -342,6 +398,63 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
             .status(),
         200
     );
+    // Nor writes from an opaque origin (a sandboxed frame), nor writes or sub-resource
+    // loads from another origin of the site.
+    let r = plain
+        .post(format!("{main}/login"))
+        .header("origin", "null")
+        .form(&[
+            ("username", "alice"),
+            ("password", "alice-password"),
+            ("csrf", "x"),
+        ])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 403, "a login posted from an opaque origin");
+    assert!(r.text().await.expect("body").contains("notebook_origin"));
+    let r = browser
+        .post(format!("{main}/logout"))
+        .header("sec-fetch-site", "same-site")
+        .header("sec-fetch-mode", "navigate")
+        .form(&[("csrf", "x")])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.expect("body").contains("notebook_origin"));
+    let r = browser
+        .get(format!("{main}/settings"))
+        .header("sec-fetch-site", "same-site")
+        .header("sec-fetch-mode", "no-cors")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 403);
+    let r = browser
+        .get(format!("{main}/settings"))
+        .header("sec-fetch-site", "same-site")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200, "a link from a notebook to Notebox is fine");
+    // Under TLS (as a reverse proxy says) the login form's cookie is a `__Host-` one.
+    let r = plain
+        .get(format!("{main}/login"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .expect("GET");
+    assert!(
+        set_cookies(&r)
+            .iter()
+            .any(|c| c.starts_with("__Host-notebox_login_csrf=")
+                && c.contains("Secure")
+                && c.contains("Path=/;")),
+        "{:?}",
+        set_cookies(&r)
+    );
 
     // Cookie tossing: a request that carries Notebox's session cookie twice is refused,
     // and every copy it could have come with is deleted.
@@ -364,6 +477,19 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
         );
     }
     assert!(r.text().await.expect("body").contains("twice"));
+    // A `;` in the path never becomes an attribute of the removals.
+    let r = plain
+        .get(format!("{main}/x;Max-Age=99999/y"))
+        .header("cookie", "notebox_session=a; notebox_session=b")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 400);
+    assert!(
+        set_cookies(&r).iter().all(|c| !c.contains("99999")),
+        "{:?}",
+        set_cookies(&r)
+    );
     let r = plain
         .get(format!("{url_a}api/status"))
         .header("cookie", format!("notebox_nb_{a}=x; notebox_nb_{a}=y"))

@@ -13,6 +13,9 @@ use super::secrets;
 pub const CODE_LIFETIME: Duration = Duration::from_secs(30);
 /// Codes waiting at once; beyond this the oldest are dropped (each is 30 s at most).
 const MAX_PENDING: usize = 10_000;
+/// Codes waiting at once for one member: their oldest goes first, so nobody can push
+/// everyone else's codes out.
+const MAX_PENDING_PER_USER: usize = 16;
 
 /// What a code stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,12 +53,18 @@ impl EntryCodes {
         let code = secrets::random_secret(32);
         if let Ok(mut pending) = self.pending.lock() {
             pending.retain(|_, (_, at)| now.saturating_duration_since(*at) < CODE_LIFETIME);
-            if pending.len() >= MAX_PENDING {
-                if let Some(oldest) = pending
+            let theirs = pending
+                .values()
+                .filter(|(e, _)| e.user_id == entry.user_id)
+                .count();
+            let full = pending.len() >= MAX_PENDING;
+            if theirs >= MAX_PENDING_PER_USER || full {
+                let oldest = pending
                     .iter()
+                    .filter(|(_, (e, _))| full || e.user_id == entry.user_id)
                     .min_by_key(|(_, (_, at))| *at)
-                    .map(|(k, _)| k.clone())
-                {
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
                     pending.remove(&oldest);
                 }
             }
@@ -137,6 +146,21 @@ mod tests {
         // Used up by the wrong notebook: the right one cannot take it afterwards.
         assert_eq!(codes.redeem_at(&elsewhere, "a", t0), Err(Refused::Unknown));
         assert_eq!(codes.redeem_at("", "a", t0), Err(Refused::Unknown));
+
+        // One member minting codes pushes out their own oldest, never someone else's.
+        let bobs = codes.issue_at(
+            Entry {
+                user_id: 2,
+                ..entry("a")
+            },
+            t0,
+        );
+        let first = codes.issue_at(entry("a"), t0);
+        for _ in 0..MAX_PENDING_PER_USER {
+            codes.issue_at(entry("a"), t0 + Duration::from_millis(1));
+        }
+        assert_eq!(codes.redeem_at(&first, "a", t0), Err(Refused::Unknown));
+        assert!(codes.redeem_at(&bobs, "a", t0).is_ok());
         assert_eq!(
             codes.redeem_at(&"x".repeat(500), "a", t0),
             Err(Refused::Unknown)

@@ -335,6 +335,15 @@ pub fn origin_port(conn: &Connection, id: &str) -> Result<Option<u16>, DbError> 
         .flatten())
 }
 
+/// Every port some notebook was last served on (a port is best not handed to another
+/// notebook: what a page left in the browser for that origin would be the next one's).
+pub fn claimed_origin_ports(conn: &Connection) -> Result<Vec<(String, u16)>, DbError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, origin_port FROM notebooks WHERE origin_port IS NOT NULL")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 pub fn set_origin_port(conn: &Connection, id: &str, port: u16) -> Result<(), DbError> {
     conn.execute(
         "UPDATE notebooks SET origin_port = ?2 WHERE id = ?1",

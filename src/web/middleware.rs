@@ -57,7 +57,18 @@ pub async fn refuse_duplicate_cookies(
     // or with a Domain.
     let mut paths = vec!["/".to_string()];
     let mut prefix = String::new();
-    for segment in req.path().split('/').filter(|s| !s.is_empty()).take(16) {
+    // Only plain segments: a `;` or `,` in the path must not become a cookie attribute.
+    let plain = |s: &&str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b))
+    };
+    for segment in req
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .take(16)
+        .take_while(plain)
+    {
         prefix.push('/');
         prefix.push_str(segment);
         paths.push(prefix.clone());
@@ -85,25 +96,24 @@ pub async fn refuse_duplicate_cookies(
     Ok(req.into_response(response.body(body)))
 }
 
-/// Refuses requests to Notebox's own pages and API whose `Origin` is a notebook's origin:
-/// a notebook's page may send them (cookies ignore ports), and none of them is meant to.
+/// Refuses requests to Notebox's own pages and API that a notebook's page may send
+/// (cookies ignore ports, and a notebook's subdomain is the same site): any whose `Origin`
+/// is a notebook's origin; with isolated origins also writes from an opaque origin
+/// (`Origin: null`: a sandboxed frame, or a redirect across origins), writes from another
+/// origin of the site or another site (`Sec-Fetch-Site`), and sub-resource loads from
+/// another origin of the site. Notebox's own pages send none of these.
 pub async fn refuse_notebook_origins(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let from_notebook = match (
-        req.headers()
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok()),
-        req.app_data::<actix_web::web::Data<crate::proxy::ProxyState>>(),
-    ) {
-        (Some(origin), Some(proxy)) => {
-            let host = req.connection_info().host().to_string();
+    let from_notebook = match req.app_data::<actix_web::web::Data<crate::proxy::ProxyState>>() {
+        Some(proxy) => {
+            let host = crate::http::request_host(req.request());
             // A notebook's own subdomain is routed to the notebook, not refused here.
             proxy.origins().notebook_of_host(&host).is_none()
-                && proxy.origins().is_notebook_origin(origin, &host)
+                && from_another_origin(&req, proxy.origins(), &host)
         }
-        _ => false,
+        None => false,
     };
     if from_notebook {
         tracing::warn!(path = %redact_path(req.path()), "refused a request from a notebook's origin");
@@ -115,6 +125,34 @@ pub async fn refuse_notebook_origins(
         return Ok(req.into_response(response));
     }
     Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+fn from_another_origin(req: &ServiceRequest, origins: &crate::origin::Origins, host: &str) -> bool {
+    let headers = req.headers();
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if origin.is_some_and(|o| origins.is_notebook_origin(o, host)) {
+        return true;
+    }
+    if !origins.isolated() {
+        return false;
+    }
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let write = !matches!(
+        *req.method(),
+        actix_web::http::Method::GET
+            | actix_web::http::Method::HEAD
+            | actix_web::http::Method::OPTIONS
+    );
+    let site = text("sec-fetch-site");
+    let navigation = text("sec-fetch-mode") == "navigate";
+    (write && origin.is_some_and(|o| o.trim() == "null"))
+        || (write && matches!(site, "same-site" | "cross-site"))
+        || (!navigation && site == "same-site")
 }
 
 /// Adds security headers to everything notebox itself answers. The Jupyter proxy (/nb/)

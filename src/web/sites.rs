@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::dev::ServerHandle;
@@ -29,12 +29,18 @@ use crate::proxy::{ProxyState, Site, UpstreamClient};
 pub const ENTER_PATH: &str = "/__notebox/enter";
 
 /// The notebook a listener serves (one per notebook port).
-struct SiteOf(String);
+struct SiteOf {
+    id: String,
+    /// The port was another notebook's before: what that notebook's pages left in the
+    /// browser for this origin (storage, caches) is cleared when the member enters.
+    inherited: bool,
+}
 
 /// A notebook's listener.
 struct Served {
     port: u16,
     handle: ServerHandle,
+    bound_at: Instant,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +63,8 @@ pub struct Sites {
     proxy: web::Data<ProxyState>,
     servers: Mutex<HashMap<String, Served>>,
     workers: usize,
+    /// Notebox's own runtime: listeners are driven there, whichever worker bound them.
+    rt: tokio::runtime::Handle,
 }
 
 impl Sites {
@@ -67,6 +75,7 @@ impl Sites {
             db,
             proxy,
             servers: Mutex::new(HashMap::new()),
+            rt: tokio::runtime::Handle::current(),
             // One member per notebook: two workers keep a big download from stalling the
             // rest of its JupyterLab.
             workers: std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
@@ -102,18 +111,26 @@ impl Sites {
     }
 
     /// Serves a running notebook on its own port (from `ports`), binding one if needed:
-    /// the port it had last time when it is free, else the lowest free one.
+    /// the port it had last time when it is free, else the lowest free one no other
+    /// notebook had, else the lowest free one.
     pub async fn ensure(&self, notebook_id: &str) -> Result<u16, SiteError> {
         if let Some(port) = self.port_of(notebook_id) {
             return Ok(port);
         }
-        let id = notebook_id.to_string();
-        let preferred = self
+        let claimed = self
             .db
-            .call(move |c| q::origin_port(c, &id))
+            .call(|c| q::claimed_origin_ports(c))
             .await
-            .ok()
-            .flatten();
+            .unwrap_or_default();
+        let preferred = claimed
+            .iter()
+            .find(|(id, _)| id == notebook_id)
+            .map(|(_, port)| *port);
+        let others: Vec<u16> = claimed
+            .iter()
+            .filter(|(id, _)| id != notebook_id)
+            .map(|(_, port)| *port)
+            .collect();
         let port = {
             let mut servers = self
                 .servers
@@ -123,10 +140,12 @@ impl Sites {
                 return Ok(s.port);
             }
             let taken: Vec<u16> = servers.values().map(|s| s.port).collect();
+            let range = self.origins.ports.ports();
             let candidates = preferred
                 .filter(|p| self.origins.ports.contains(*p))
                 .into_iter()
-                .chain(self.origins.ports.ports())
+                .chain(range.clone().filter(|p| !others.contains(p)))
+                .chain(range.filter(|p| others.contains(p)))
                 .filter(|p| !taken.contains(p));
             let mut bound = None;
             for port in candidates {
@@ -139,8 +158,16 @@ impl Sites {
             let Some((port, listener)) = bound else {
                 return Err(SiteError::NoFreePort(self.origins.ports));
             };
-            let handle = self.start_server(notebook_id, listener)?;
-            servers.insert(notebook_id.to_string(), Served { port, handle });
+            let inherited = Some(port) != preferred && others.contains(&port);
+            let handle = self.start_server(notebook_id, listener, inherited)?;
+            servers.insert(
+                notebook_id.to_string(),
+                Served {
+                    port,
+                    handle,
+                    bound_at: Instant::now(),
+                },
+            );
             port
         };
         tracing::info!(notebook = %notebook_id, port, "serving the notebook on its own port");
@@ -161,9 +188,14 @@ impl Sites {
         &self,
         notebook_id: &str,
         listener: std::net::TcpListener,
+        inherited: bool,
     ) -> Result<ServerHandle, std::io::Error> {
         let proxy = self.proxy.clone();
-        let site = web::Data::new(SiteOf(notebook_id.to_string()));
+        let site = web::Data::new(SiteOf {
+            id: notebook_id.to_string(),
+            inherited,
+        });
+        let _in_notebox_runtime = self.rt.enter();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(proxy.clone())
@@ -182,7 +214,7 @@ impl Sites {
         .shutdown_timeout(1)
         .run();
         let handle = server.handle();
-        tokio::spawn(server);
+        self.rt.spawn(server);
         Ok(handle)
     }
 
@@ -204,6 +236,7 @@ impl Sites {
         if self.origins.mode != OriginMode::Ports {
             return;
         }
+        let listed_at = Instant::now();
         let running = match self.db.call(|c| q::running(c)).await {
             Ok(r) => r,
             Err(e) => {
@@ -215,7 +248,13 @@ impl Sites {
         let gone: Vec<String> = self
             .servers
             .lock()
-            .map(|s| s.keys().filter(|k| !ids.contains(k)).cloned().collect())
+            .map(|s| {
+                s.iter()
+                    // Bound after the list was taken: for a notebook that started since.
+                    .filter(|(k, served)| !ids.contains(k) && served.bound_at < listed_at)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         for id in gone {
             self.close(&id).await;
@@ -270,6 +309,7 @@ pub fn is_notebook_host(ctx: &actix_web::guard::GuardContext<'_>) -> bool {
     if proxy.origins().mode != OriginMode::Subdomains {
         return false;
     }
+    // The same source as `crate::http::request_host`: the Host the client sent.
     let host = ctx
         .head()
         .headers()
@@ -288,11 +328,12 @@ pub async fn notebook_site(
     proxy: web::Data<ProxyState>,
     upstream: web::Data<UpstreamClient>,
 ) -> HttpResponse {
-    let id = match req.app_data::<web::Data<SiteOf>>() {
-        Some(site) => site.0.clone(),
+    let site = req.app_data::<web::Data<SiteOf>>().cloned();
+    let id = match &site {
+        Some(site) => site.id.clone(),
         None => match proxy
             .origins()
-            .notebook_of_host(req.connection_info().host())
+            .notebook_of_host(&crate::http::request_host(&req))
         {
             Some(id) => id,
             None => return not_here(&req),
@@ -300,7 +341,8 @@ pub async fn notebook_site(
     };
     let path = req.path();
     if path == ENTER_PATH {
-        return enter(&req, &proxy, &id).await;
+        let inherited = site.is_some_and(|s| s.inherited);
+        return enter(&req, &proxy, &id, inherited).await;
     }
     let base = format!("/nb/{id}/");
     if path.starts_with(&base) {
@@ -341,9 +383,16 @@ struct EnterQuery {
 /// `GET /__notebox/enter?code=…` on the notebook's origin: the code for this notebook,
 /// once, within 30 s, from a session that still lives → this notebook's own cookie, and on
 /// to where the member was going.
-async fn enter(req: &HttpRequest, proxy: &ProxyState, id: &str) -> HttpResponse {
+async fn enter(req: &HttpRequest, proxy: &ProxyState, id: &str, inherited: bool) -> HttpResponse {
+    // Codes come from Notebox (the same site); another site sending the member here with a
+    // code (one of its own member's) is refused.
+    let cross_site = req
+        .headers()
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site");
     let code = web::Query::<EnterQuery>::from_query(req.query_string())
         .map(|q| q.into_inner().code)
+        .filter(|_| !cross_site)
         .unwrap_or_default();
     let entered = match proxy.accounts().enter(&code, id).await {
         Ok(e) => e,
@@ -385,15 +434,23 @@ async fn enter(req: &HttpRequest, proxy: &ProxyState, id: &str) -> HttpResponse 
         .secure(https)
         .same_site(SameSite::Lax)
         .finish();
-    HttpResponse::SeeOther()
+    let mut response = HttpResponse::SeeOther();
+    response
         .insert_header((
             header::LOCATION,
             location(&format!("/nb/{}/{}", encode_segment(id), entry.path)),
         ))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
-        .cookie(cookie)
-        .finish()
+        .cookie(cookie);
+    if inherited {
+        // Honoured on secure contexts (https, localhost).
+        response.insert_header((
+            header::HeaderName::from_static("clear-site-data"),
+            "\"cache\", \"storage\"",
+        ));
+    }
+    response.finish()
 }
 
 #[derive(Deserialize)]
@@ -414,7 +471,17 @@ pub async fn open_notebook(
 ) -> Result<HttpResponse, PageError> {
     let id = id.into_inner();
     let nb = state.notebooks.get_notebook(&session.user, &id).await?;
-    let path = query.into_inner().path.unwrap_or_else(|| "lab".to_string());
+    // Sent here by another origin of the site (a notebook's page) or another site: to
+    // JupyterLab's start, not to a path of their choosing (a GET with side effects).
+    let from_elsewhere = req
+        .headers()
+        .get("sec-fetch-site")
+        .is_some_and(|v| matches!(v.as_bytes(), b"same-site" | b"cross-site"));
+    let path = query
+        .into_inner()
+        .path
+        .filter(|_| !from_elsewhere)
+        .unwrap_or_else(|| "lab".to_string());
     if !crate::auth::entry::valid_path(&path) {
         return Err(WebError::bad_request(
             "`path` must be a path inside the notebook, like lab or lab/tree/analysis.ipynb",

@@ -28,6 +28,15 @@ class Hello(tornado.web.RequestHandler):
         self.write("hello\n")
 
 
+class ServiceWorker(tornado.web.RequestHandler):
+    """A script that asks to control more than its folder (Notebox must drop the header)."""
+
+    def get(self):
+        self.set_header("Content-Type", "text/javascript")
+        self.set_header("Service-Worker-Allowed", "/")
+        self.write("self.addEventListener('fetch', () => {});\n")
+
+
 class Echo(tornado.websocket.WebSocketHandler):
     def check_origin(self, origin):
         return True
@@ -40,7 +49,8 @@ class Echo(tornado.websocket.WebSocketHandler):
 
 
 app = tornado.web.Application(
-    [(BASE + "api/status", Status), (BASE + "hello", Hello), (BASE + "echo", Echo)],
+    [(BASE + "api/status", Status), (BASE + "hello", Hello), (BASE + "sw.js", ServiceWorker),
+     (BASE + "echo", Echo)],
     websocket_max_message_size=256 << 20,
     websocket_ping_interval=None,
 )

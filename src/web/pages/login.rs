@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::auth::{secrets, AuthError};
 use crate::error::{PageError, WebError};
-use crate::web::extract::{session_from_request, SessionUser, LOGIN_CSRF_COOKIE};
+use crate::web::extract::{session_from_request, SessionUser};
 use crate::web::{safe_next, AppState};
 
 use super::see_other;
@@ -64,16 +64,19 @@ fn render_login(
 
 /// The pre-session CSRF token lives in its own cookie and is echoed by the form.
 fn login_csrf(req: &HttpRequest) -> (String, Option<Cookie<'static>>) {
-    if let Some(c) = req.cookie(LOGIN_CSRF_COOKIE) {
+    let https = is_https(req);
+    let name = crate::origin::login_csrf_cookie_name(https);
+    if let Some(c) = req.cookie(name) {
         if c.value().len() >= 32 && c.value().len() <= 128 {
             return (c.value().to_string(), None);
         }
     }
     let token = secrets::random_secret(32);
-    let cookie = Cookie::build(LOGIN_CSRF_COOKIE, token.clone())
-        .path("/login")
+    // `__Host-` cookies must have Path=/.
+    let cookie = Cookie::build(name, token.clone())
+        .path(if https { "/" } else { "/login" })
         .http_only(true)
-        .secure(is_https(req))
+        .secure(https)
         .same_site(SameSite::Lax)
         .finish();
     (token, Some(cookie))
@@ -103,7 +106,9 @@ pub async fn login_submit(
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, PageError> {
     let form = form.into_inner();
-    let expected = req.cookie(LOGIN_CSRF_COOKIE).map(|c| c.value().to_string());
+    let expected = req
+        .cookie(crate::origin::login_csrf_cookie_name(is_https(&req)))
+        .map(|c| c.value().to_string());
     let csrf_ok = matches!(&expected, Some(e) if !form.csrf.is_empty() && secrets::constant_time_eq(e, &form.csrf));
     if !csrf_ok {
         return Err(WebError::csrf().into());
