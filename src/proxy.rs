@@ -741,17 +741,8 @@ pub async fn proxy(
 /// pages go through `/notebooks/{id}/open` (which hands the browser to the notebook's
 /// origin); anything else is told where the notebook is.
 fn elsewhere(req: &HttpRequest, id: &str) -> HttpResponse {
-    let tail = req
-        .path()
-        .strip_prefix("/nb/")
-        .and_then(|p| p.split_once('/'))
-        .map_or("", |(_, rest)| rest);
     if wants_html(req) && !is_websocket(req) {
-        let mut path = tail.to_string();
-        let query = upstream_query(req);
-        if !query.is_empty() {
-            path = format!("{path}?{query}");
-        }
+        let path = landing_path(req);
         return HttpResponse::SeeOther()
             .insert_header((
                 header::LOCATION,
@@ -775,19 +766,26 @@ fn elsewhere(req: &HttpRequest, id: &str) -> HttpResponse {
     )
 }
 
-/// A browser on a notebook's origin without that notebook's cookie (never entered, or
-/// logged out since): back to Notebox, which checks who it is and hands it over again.
-fn enter_again(req: &HttpRequest, state: &ProxyState, id: &str) -> HttpResponse {
+/// Where a request for `/nb/{id}/{tail}?{query}` wanted to land, relative to the
+/// notebook (our own `token` parameter left out).
+fn landing_path(req: &HttpRequest) -> String {
     let tail = req
         .path()
         .strip_prefix("/nb/")
         .and_then(|p| p.split_once('/'))
         .map_or("", |(_, rest)| rest);
-    let mut path = tail.to_string();
     let query = upstream_query(req);
-    if !query.is_empty() {
-        path = format!("{path}?{query}");
+    if query.is_empty() {
+        tail.to_string()
+    } else {
+        format!("{tail}?{query}")
     }
+}
+
+/// A browser on a notebook's origin without that notebook's cookie (never entered, or
+/// logged out since): back to Notebox, which checks who it is and hands it over again.
+fn enter_again(req: &HttpRequest, state: &ProxyState, id: &str) -> HttpResponse {
+    let path = landing_path(req);
     match state.main_url(req) {
         Some(main) => HttpResponse::SeeOther()
             .insert_header((

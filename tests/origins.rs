@@ -67,6 +67,24 @@ fn origin_of(url: &str) -> String {
     format!("http://{}", rest.split('/').next().unwrap_or(""))
 }
 
+/// Sends a request the test expects an answer to.
+trait Go {
+    async fn go(self) -> reqwest::Response;
+    /// The Fetch Metadata a browser adds: which site the request comes from, and how.
+    fn fetch_meta(self, site: &str, mode: &str) -> Self;
+}
+
+impl Go for reqwest::RequestBuilder {
+    async fn go(self) -> reqwest::Response {
+        self.send().await.expect("request")
+    }
+
+    fn fetch_meta(self, site: &str, mode: &str) -> Self {
+        self.header("sec-fetch-site", site)
+            .header("sec-fetch-mode", mode)
+    }
+}
+
 fn location(r: &reqwest::Response) -> String {
     r.headers()
         .get("location")
@@ -93,9 +111,8 @@ async fn enter(
 ) -> (String, reqwest::Response) {
     let r = browser
         .get(format!("{main}/notebooks/{id}/open?path={path}"))
-        .send()
-        .await
-        .expect("open");
+        .go()
+        .await;
     assert_eq!(
         r.status(),
         303,
@@ -130,9 +147,8 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     let seen: serde_json::Value = plain
         .get(format!("{url_a}api/status"))
         .bearer_auth(&alice.token)
-        .send()
+        .go()
         .await
-        .expect("GET")
         .json()
         .await
         .expect("echo json");
@@ -144,9 +160,8 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     );
     let r = plain
         .get(format!("{url_a}api/status?token={}", alice.token))
-        .send()
-        .await
-        .expect("GET");
+        .go()
+        .await;
     assert_eq!(r.status(), 200);
     // ...and a header token still works on Notebox's own origin (no browser sends one).
     assert_eq!(alice.get(&format!("/nb/{a}/api/status")).await.0, 200);
@@ -155,11 +170,7 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     // Notebox's session cookie goes to the notebook's port too, where it counts for nothing.
     let browser = client();
     login_ok(&browser, &main, "alice", "alice-password").await;
-    let r = browser
-        .get(format!("{url_a}api/status"))
-        .send()
-        .await
-        .expect("GET");
+    let r = browser.get(format!("{url_a}api/status")).go().await;
     assert_eq!(
         r.status(),
         401,
@@ -168,9 +179,8 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     let r = browser
         .get(format!("{url_a}lab"))
         .header("accept", "text/html")
-        .send()
-        .await
-        .expect("GET lab");
+        .go()
+        .await;
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), format!("{main}/notebooks/{a}/open?path=lab"));
     // On Notebox's origin a browser gets no notebook: pages go through the handshake,
@@ -178,22 +188,16 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     let r = browser
         .get(format!("{main}/nb/{a}/lab/tree"))
         .header("accept", "text/html")
-        .send()
-        .await
-        .expect("GET");
+        .go()
+        .await;
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), format!("/notebooks/{a}/open?path=lab/tree"));
-    let r = browser
-        .get(format!("{main}/nb/{a}/api/status"))
-        .send()
-        .await
-        .expect("GET");
+    let r = browser.get(format!("{main}/nb/{a}/api/status")).go().await;
     assert_eq!(r.status(), 421);
     let r = plain
         .get(format!("{main}/nb/{a}/api/status?token={}", alice.token))
-        .send()
-        .await
-        .expect("GET");
+        .go()
+        .await;
     assert_eq!(
         r.status(),
         421,
@@ -220,9 +224,8 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     }
     let seen: serde_json::Value = browser
         .get(format!("{url_a}api/status"))
-        .send()
+        .go()
         .await
-        .expect("GET")
         .json()
         .await
         .expect("echo json");
@@ -240,16 +243,11 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     assert_eq!(again.status(), 403, "a code works once");
     let r = browser
         .get(format!("{main}/notebooks/{a}/open?path=lab"))
-        .send()
-        .await
-        .expect("open");
+        .go()
+        .await;
     let for_a = location(&r);
     let at_b = for_a.replace(&origin_a, &origin_b);
-    let r = browser
-        .get(&at_b)
-        .send()
-        .await
-        .expect("enter b with a's code");
+    let r = browser.get(&at_b).go().await;
     assert_eq!(r.status(), 403, "a's code is refused on b's origin");
     assert_eq!(
         browser.get(&for_a).send().await.expect("enter").status(),
@@ -257,18 +255,13 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
         "and used up"
     );
     // a's cookie does not open b (the browser sends it to b's port too).
-    let r = browser
-        .get(format!("{url_b}api/status"))
-        .send()
-        .await
-        .expect("GET b");
+    let r = browser.get(format!("{url_b}api/status")).go().await;
     assert_eq!(r.status(), 401, "a's cookie opens a only");
     // Not a landing path outside the notebook.
     let r = browser
         .get(format!("{main}/notebooks/{a}/open?path=//evil.example/"))
-        .send()
-        .await
-        .expect("open");
+        .go()
+        .await;
     assert_eq!(r.status(), 400);
 
     // Nothing from another origin gets through on the notebook's origin, reads included.
@@ -288,28 +281,22 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     );
     let r = browser
         .get(format!("{url_a}hello"))
-        .header("sec-fetch-site", "same-site")
-        .header("sec-fetch-mode", "no-cors")
-        .send()
-        .await
-        .expect("GET");
+        .fetch_meta("same-site", "no-cors")
+        .go()
+        .await;
     assert_eq!(r.status(), 403, "another origin's <script src> is refused");
     let r = browser
         .get(format!("{url_a}hello"))
-        .header("sec-fetch-site", "same-site")
-        .header("sec-fetch-mode", "navigate")
-        .send()
-        .await
-        .expect("GET");
+        .fetch_meta("same-site", "navigate")
+        .go()
+        .await;
     assert_eq!(r.status(), 200, "a link from elsewhere is fine");
     let r = browser
         .get(format!("{url_a}hello"))
-        .header("sec-fetch-site", "same-site")
-        .header("sec-fetch-mode", "navigate")
+        .fetch_meta("same-site", "navigate")
         .header("sec-fetch-dest", "iframe")
-        .send()
-        .await
-        .expect("GET");
+        .go()
+        .await;
     assert_eq!(
         r.status(),
         403,
@@ -319,16 +306,11 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     let r = plain
         .get(format!("{url_a}hello?token={}", alice.token))
         .header("accept", "text/html")
-        .send()
-        .await
-        .expect("GET");
+        .go()
+        .await;
     assert_eq!(r.status(), 403, "a token in a page's URL");
     // A service worker stays inside the notebook's folder.
-    let r = browser
-        .get(format!("{url_a}sw.js"))
-        .send()
-        .await
-        .expect("GET");
+    let r = browser.get(format!("{url_a}sw.js")).go().await;
     assert_eq!(r.status(), 200);
     assert!(
         r.headers().get("service-worker-allowed").is_none(),
@@ -339,23 +321,19 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     // JupyterLab's start, not on the sender's path.
     let r = browser
         .get(format!("{main}/notebooks/{a}/open?path=hello"))
-        .send()
-        .await
-        .expect("open");
+        .go()
+        .await;
     let r = browser
         .get(location(&r))
         .header("sec-fetch-site", "cross-site")
-        .send()
-        .await
-        .expect("enter");
+        .go()
+        .await;
     assert_eq!(r.status(), 403, "a code from another site");
     let r = browser
         .get(format!("{main}/notebooks/{a}/open?path=hello"))
-        .header("sec-fetch-site", "same-site")
-        .header("sec-fetch-mode", "navigate")
-        .send()
-        .await
-        .expect("open");
+        .fetch_meta("same-site", "navigate")
+        .go()
+        .await;
     let r = browser.get(location(&r)).send().await.expect("enter");
     assert_eq!(location(&r), format!("/nb/{a}/lab"));
     // The notebook's origin serves the notebook and nothing of Notebox's.
@@ -365,11 +343,7 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
         "/login",
         &format!("/nb/{b}/api/status"),
     ] {
-        let r = browser
-            .get(format!("{origin_a}{path}"))
-            .send()
-            .await
-            .expect("GET");
+        let r = browser.get(format!("{origin_a}{path}")).go().await;
         assert_eq!(r.status(), 404, "{path} on a notebook's origin");
     }
 
@@ -379,26 +353,19 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
         .bearer_auth(&alice.token)
         .header("origin", origin_a.clone())
         .json(&serde_json::json!({"name": "x", "image": "test", "machine": "cpu"}))
-        .send()
-        .await
-        .expect("POST");
+        .go()
+        .await;
     assert_eq!(r.status(), 403);
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["error"]["code"], "notebook_origin");
     let r = browser
         .get(format!("{main}/api/v1/me"))
         .header("origin", origin_b.clone())
-        .send()
-        .await
-        .expect("GET");
+        .go()
+        .await;
     assert_eq!(r.status(), 403);
     assert_eq!(
-        browser
-            .get(format!("{main}/api/v1/me"))
-            .send()
-            .await
-            .expect("GET")
-            .status(),
+        browser.get(format!("{main}/api/v1/me")).go().await.status(),
         200
     );
     // Nor writes from an opaque origin (a sandboxed frame), nor writes or sub-resource
@@ -411,44 +378,36 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
             ("password", "alice-password"),
             ("csrf", "x"),
         ])
-        .send()
-        .await
-        .expect("POST");
+        .go()
+        .await;
     assert_eq!(r.status(), 403, "a login posted from an opaque origin");
     assert!(r.text().await.expect("body").contains("notebook_origin"));
     let r = browser
         .post(format!("{main}/logout"))
-        .header("sec-fetch-site", "same-site")
-        .header("sec-fetch-mode", "navigate")
+        .fetch_meta("same-site", "navigate")
         .form(&[("csrf", "x")])
-        .send()
-        .await
-        .expect("POST");
+        .go()
+        .await;
     assert_eq!(r.status(), 403);
     assert!(r.text().await.expect("body").contains("notebook_origin"));
     let r = browser
         .get(format!("{main}/settings"))
-        .header("sec-fetch-site", "same-site")
-        .header("sec-fetch-mode", "no-cors")
-        .send()
-        .await
-        .expect("GET");
+        .fetch_meta("same-site", "no-cors")
+        .go()
+        .await;
     assert_eq!(r.status(), 403);
     let r = browser
         .get(format!("{main}/settings"))
-        .header("sec-fetch-site", "same-site")
-        .header("sec-fetch-mode", "navigate")
-        .send()
-        .await
-        .expect("GET");
+        .fetch_meta("same-site", "navigate")
+        .go()
+        .await;
     assert_eq!(r.status(), 200, "a link from a notebook to Notebox is fine");
     // Under TLS (as a reverse proxy says) the login form's cookie is a `__Host-` one.
     let r = plain
         .get(format!("{main}/login"))
         .header("x-forwarded-proto", "https")
-        .send()
-        .await
-        .expect("GET");
+        .go()
+        .await;
     assert!(
         set_cookies(&r)
             .iter()
@@ -464,9 +423,8 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     let r = plain
         .get(format!("{main}/settings"))
         .header("cookie", "notebox_session=planted; notebox_session=real")
-        .send()
-        .await
-        .expect("GET");
+        .go()
+        .await;
     assert_eq!(r.status(), 400);
     let removals = set_cookies(&r);
     for expected in [
@@ -484,9 +442,8 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     let r = plain
         .get(format!("{main}/x;Max-Age=99999/y"))
         .header("cookie", "notebox_session=a; notebox_session=b")
-        .send()
-        .await
-        .expect("GET");
+        .go()
+        .await;
     assert_eq!(r.status(), 400);
     assert!(
         set_cookies(&r).iter().all(|c| !c.contains("99999")),
@@ -496,9 +453,8 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     let r = plain
         .get(format!("{url_a}api/status"))
         .header("cookie", format!("notebox_nb_{a}=x; notebox_nb_{a}=y"))
-        .send()
-        .await
-        .expect("GET");
+        .go()
+        .await;
     assert_eq!(r.status(), 400, "on a notebook's origin too");
 }
 
@@ -517,12 +473,7 @@ async fn logout_and_password_change_end_notebook_cookies_and_a_stop_closes_the_p
         .expect("grant cookie");
     let grant = grant.split(';').next().expect("pair").to_string();
     assert_eq!(
-        browser
-            .get(format!("{url_a}hello"))
-            .send()
-            .await
-            .expect("GET")
-            .status(),
+        browser.get(format!("{url_a}hello")).go().await.status(),
         200
     );
 
@@ -553,9 +504,8 @@ async fn logout_and_password_change_end_notebook_cookies_and_a_stop_closes_the_p
     let r = browser
         .post(format!("{main}/logout"))
         .form(&[("csrf", csrf.as_str())])
-        .send()
-        .await
-        .expect("logout");
+        .go()
+        .await;
     assert_eq!(r.status(), 303);
     let closed = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
@@ -570,9 +520,8 @@ async fn logout_and_password_change_end_notebook_cookies_and_a_stop_closes_the_p
     let r = reqwest::Client::new()
         .get(format!("{url_a}hello"))
         .header("cookie", grant.clone())
-        .send()
-        .await
-        .expect("GET");
+        .go()
+        .await;
     assert_eq!(
         r.status(),
         401,
@@ -583,12 +532,7 @@ async fn logout_and_password_change_end_notebook_cookies_and_a_stop_closes_the_p
     let csrf = login_ok(&browser, &main, "alice", "alice-password").await;
     enter(&browser, &main, &a, "hello").await;
     assert_eq!(
-        browser
-            .get(format!("{url_a}hello"))
-            .send()
-            .await
-            .expect("GET")
-            .status(),
+        browser.get(format!("{url_a}hello")).go().await.status(),
         200
     );
     let r = browser
@@ -599,31 +543,20 @@ async fn logout_and_password_change_end_notebook_cookies_and_a_stop_closes_the_p
             ("new", "alice-password-2"),
             ("confirm", "alice-password-2"),
         ])
-        .send()
-        .await
-        .expect("password");
+        .go()
+        .await;
     assert!(
         r.status().is_redirection() || r.status().is_success(),
         "{}",
         r.status()
     );
     assert_eq!(
-        browser
-            .get(format!("{main}/api/v1/me"))
-            .send()
-            .await
-            .expect("GET")
-            .status(),
+        browser.get(format!("{main}/api/v1/me")).go().await.status(),
         200,
         "the changing session stays"
     );
     assert_eq!(
-        browser
-            .get(format!("{url_a}hello"))
-            .send()
-            .await
-            .expect("GET")
-            .status(),
+        browser.get(format!("{url_a}hello")).go().await.status(),
         401,
         "its notebook cookie does not"
     );
@@ -703,9 +636,8 @@ async fn subdomains_serve_each_notebook_by_its_host_alone() {
     login_ok(&browser, &main, "alice", "alice-password").await;
     let r = browser
         .get(format!("{main}/notebooks/{id}/open?path=hello"))
-        .send()
-        .await
-        .expect("open");
+        .go()
+        .await;
     assert_eq!(r.status(), 303);
     let to = location(&r);
     assert!(
@@ -718,36 +650,26 @@ async fn subdomains_serve_each_notebook_by_its_host_alone() {
     assert_eq!(
         browser
             .get(format!("{nb_origin}/nb/{id}/hello"))
-            .send()
+            .go()
             .await
-            .expect("GET")
             .status(),
         401
     );
     let r = browser.get(&to).send().await.expect("enter");
     assert_eq!(r.status(), 303);
-    let r = browser
-        .get(format!("{nb_origin}/nb/{id}/hello"))
-        .send()
-        .await
-        .expect("GET");
+    let r = browser.get(format!("{nb_origin}/nb/{id}/hello")).go().await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.expect("body"), "hello\n");
     // The subdomain is that notebook only; Notebox refuses its pages' requests.
     for path in ["/api/v1/me", "/settings", "/"] {
-        let r = browser
-            .get(format!("{nb_origin}{path}"))
-            .send()
-            .await
-            .expect("GET");
+        let r = browser.get(format!("{nb_origin}{path}")).go().await;
         assert_ne!(r.status(), 200, "{path} on the notebook's subdomain");
     }
     let r = browser
         .get(format!("{main}/api/v1/me"))
         .header("origin", format!("https://{nb_host}"))
-        .send()
-        .await
-        .expect("GET");
+        .go()
+        .await;
     assert_eq!(r.status(), 403);
 }
 
@@ -877,25 +799,22 @@ async fn a_page_served_by_a_notebook_cannot_act_as_its_member() {
         .put(format!("{evil_url}api/contents/attack"))
         .bearer_auth(&ada.token)
         .json(&serde_json::json!({"type": "directory"}))
-        .send()
-        .await
-        .expect("mkdir");
+        .go()
+        .await;
     assert!(r.status().is_success(), "mkdir attack: {}", r.status());
     let r = http
         .put(format!("{evil_url}api/contents/attack/attack.html"))
         .bearer_auth(&ada.token)
         .json(&serde_json::json!({"type": "file", "format": "text", "content": ATTACK_PAGE}))
-        .send()
-        .await
-        .expect("put");
+        .go()
+        .await;
     assert!(r.status().is_success(), "write attack.html: {}", r.status());
     let r = http
         .post(format!("{other_url}api/kernels"))
         .bearer_auth(&ada.token)
         .json(&serde_json::json!({"name": "python3"}))
-        .send()
-        .await
-        .expect("kernel");
+        .go()
+        .await;
     assert_eq!(r.status(), 201);
     let kernel: serde_json::Value = r.json().await.expect("kernel json");
     let kernel = kernel["id"].as_str().expect("kernel id").to_string();
@@ -918,9 +837,8 @@ async fn a_page_served_by_a_notebook_cannot_act_as_its_member() {
     let tokens_page = || async {
         ada_pages
             .get(format!("{}/settings/tokens", server.url))
-            .send()
+            .go()
             .await
-            .expect("tokens page")
             .text()
             .await
             .expect("body")

@@ -39,16 +39,7 @@ pub fn lookup(
              WHERE g.id_hash = ?1 AND g.notebook_id = ?2 AND s.expires_at > ?3
                AND u.disabled = 0",
             params![id_hash, notebook_id, now()],
-            |r| {
-                Ok(User {
-                    id: r.get(0)?,
-                    username: r.get(1)?,
-                    is_admin: r.get(2)?,
-                    disabled: r.get(3)?,
-                    max_gpus: r.get(4)?,
-                    created_at: r.get(5)?,
-                })
-            },
+            super::users::from_row,
         )
         .optional()?)
 }

@@ -17,7 +17,8 @@ pub struct User {
 
 const COLUMNS: &str = "id, username, is_admin, disabled, max_gpus, created_at";
 
-fn from_row(r: &Row) -> rusqlite::Result<User> {
+/// A user from a row whose first six columns are `COLUMNS` (also for joins elsewhere).
+pub(super) fn from_row(r: &Row) -> rusqlite::Result<User> {
     Ok(User {
         id: r.get(0)?,
         username: r.get(1)?,
