@@ -16,18 +16,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const READY: Duration = Duration::from_secs(90);
 
-/// The echo upstream (tests/upstream/echo.py) as the catalog's only "Jupyter".
-fn echo_config(c: &mut notebox::Config, image: &str) {
-    docker_config(c, image);
-    c.images[0].launcher = notebox::config::Launcher::Command;
-    c.images[0].command = vec![
-        "python3".into(),
-        "-c".into(),
-        include_str!("upstream/echo.py").into(),
-        "{base_url}".into(),
-    ];
-}
-
 /// A server with notebooks on ports of their own (from `ports`: tests that run at the same
 /// time use ranges of their own), and two running echo notebooks of alice.
 async fn two_echo_notebooks(image: &str, ports: &str) -> (TestServer, Api, String, String) {

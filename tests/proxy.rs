@@ -192,17 +192,7 @@ async fn kernel_runs_code_with_a_session_cookie_and_with_a_token_alone() {
 /// echoes WebSocket messages.
 async fn echo_notebook(image: &str) -> (TestServer, Api, String) {
     let image = image.to_string();
-    let server = TestServer::start_with(move |c| {
-        docker_config(c, &image);
-        c.images[0].launcher = notebox::config::Launcher::Command;
-        c.images[0].command = vec![
-            "python3".into(),
-            "-c".into(),
-            include_str!("upstream/echo.py").into(),
-            "{base_url}".into(),
-        ];
-    })
-    .await;
+    let server = TestServer::start_with(move |c| echo_config(c, &image)).await;
     add_user(&server, "alice", "alice-password", false);
     let alice = Api::new(&server.url, &token_for(&server, "alice"));
     let id = alice.create_notebook("echo").await;

@@ -574,6 +574,19 @@ pub fn docker_config(config: &mut Config, image: &str) {
     config.notebooks.reconcile_interval = Duration::from_secs(1);
 }
 
+/// `docker_config` with tests/upstream/echo.py as the catalog's only "Jupyter": it reports
+/// the headers it got (`api/status`) and echoes WebSocket messages (`echo`).
+pub fn echo_config(config: &mut Config, image: &str) {
+    docker_config(config, image);
+    config.images[0].launcher = notebox::config::Launcher::Command;
+    config.images[0].command = vec![
+        "python3".into(),
+        "-c".into(),
+        include_str!("../upstream/echo.py").into(),
+        "{base_url}".into(),
+    ];
+}
+
 /// The same settings as a TOML file, for servers run as a child process.
 pub fn docker_config_toml(data_dir: &Path, image: &str) -> String {
     format!(
