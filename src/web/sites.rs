@@ -336,7 +336,7 @@ pub async fn notebook_site(
             .notebook_of_host(&crate::http::request_host(&req))
         {
             Some(id) => id,
-            None => return not_here(&req),
+            None => return not_here(),
         },
     };
     let path = req.path();
@@ -364,11 +364,10 @@ pub async fn notebook_site(
     if let Some(file) = path.strip_prefix("/static/") {
         return super::assets::serve_static(req.clone(), web::Path::from(file.to_string())).await;
     }
-    not_here(&req)
+    not_here()
 }
 
-fn not_here(req: &HttpRequest) -> HttpResponse {
-    let _ = req;
+fn not_here() -> HttpResponse {
     HttpResponse::NotFound()
         .content_type("text/plain; charset=utf-8")
         .body("This address serves one notebook only, under /nb/{id}/; Notebox's own pages are on its main address.\n")

@@ -58,6 +58,23 @@ pub struct NoticeQuery {
     user: Option<String>,
 }
 
+/// The users page again with 400 and what to fix (a form's value was refused).
+async fn form_error(
+    admin: &AdminUser,
+    state: &AppState,
+    message: String,
+) -> Result<HttpResponse, PageError> {
+    render_users(
+        admin,
+        state,
+        StatusCode::BAD_REQUEST,
+        None,
+        Some(message),
+        String::new(),
+    )
+    .await
+}
+
 async fn render_users(
     admin: &AdminUser,
     state: &AppState,
@@ -293,15 +310,7 @@ pub async fn set_gpu_limit(
             "The GPU limit must be a number from 0 to 1024, or empty for the default; got '{}'.",
             form.limit.trim()
         );
-        return render_users(
-            &admin,
-            &state,
-            StatusCode::BAD_REQUEST,
-            None,
-            Some(message),
-            String::new(),
-        )
-        .await;
+        return form_error(&admin, &state, message).await;
     };
     state.accounts.set_max_gpus(user.id, limit).await?;
     Ok(see_other(&format!(
@@ -348,15 +357,7 @@ pub async fn set_gpu_budget(
         ))),
     };
     if let Err(crate::runtime::UsageError::Invalid(message)) = set {
-        return render_users(
-            &admin,
-            &state,
-            StatusCode::BAD_REQUEST,
-            None,
-            Some(message),
-            String::new(),
-        )
-        .await;
+        return form_error(&admin, &state, message).await;
     }
     set?;
     Ok(see_other(&format!(
