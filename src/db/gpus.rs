@@ -18,7 +18,7 @@ pub struct Allocation {
 }
 
 pub fn all(conn: &Connection) -> Result<Vec<Allocation>, DbError> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT a.gpu_uuid, a.notebook_id, n.name, u.username, a.since
          FROM gpu_allocations a JOIN notebooks n ON n.id = a.notebook_id JOIN users u ON u.id = n.owner_id
          ORDER BY a.gpu_uuid",
@@ -38,7 +38,7 @@ pub fn all(conn: &Connection) -> Result<Vec<Allocation>, DbError> {
 /// GPU UUIDs held by each notebook.
 pub fn by_notebook(conn: &Connection) -> Result<HashMap<String, Vec<String>>, DbError> {
     let mut stmt =
-        conn.prepare("SELECT notebook_id, gpu_uuid FROM gpu_allocations ORDER BY gpu_uuid")?;
+        conn.prepare_cached("SELECT notebook_id, gpu_uuid FROM gpu_allocations ORDER BY gpu_uuid")?;
     let mut map: HashMap<String, Vec<String>> = HashMap::new();
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     for row in rows {
@@ -49,8 +49,9 @@ pub fn by_notebook(conn: &Connection) -> Result<HashMap<String, Vec<String>>, Db
 }
 
 pub fn of_notebook(conn: &Connection, notebook_id: &str) -> Result<Vec<String>, DbError> {
-    let mut stmt = conn
-        .prepare("SELECT gpu_uuid FROM gpu_allocations WHERE notebook_id = ?1 ORDER BY gpu_uuid")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT gpu_uuid FROM gpu_allocations WHERE notebook_id = ?1 ORDER BY gpu_uuid",
+    )?;
     let rows = stmt.query_map([notebook_id], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -77,7 +78,7 @@ pub fn release(conn: &Connection, notebook_id: &str) -> Result<usize, DbError> {
 /// Allocations of notebooks that cannot be holding a GPU (left by a crash).
 pub fn release_stale(conn: &Connection) -> Result<usize, DbError> {
     // Their intervals end when they were last seen running, not now.
-    let mut stale = conn.prepare(
+    let mut stale = conn.prepare_cached(
         "SELECT DISTINCT i.notebook_id FROM usage_intervals i JOIN notebooks n ON n.id = i.notebook_id
          WHERE i.ended_at IS NULL AND n.state IN (?1, ?2, ?3)",
     )?;
@@ -140,7 +141,7 @@ pub fn user_demand(conn: &Connection, owner_id: i64, except: &str) -> Result<i64
 
 /// Queued notebooks, first come first.
 pub fn queue(conn: &Connection) -> Result<Vec<(String, i64)>, DbError> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT id, gpu_count FROM notebooks WHERE state = ?1 AND desired_state = ?2
          ORDER BY queued_at, created_at, id",
     )?;

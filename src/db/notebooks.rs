@@ -136,12 +136,13 @@ pub fn insert(conn: &Connection, n: &NewNotebook) -> Result<(), DbError> {
 
 pub fn by_id(conn: &Connection, id: &str) -> Result<Option<NotebookRow>, DbError> {
     Ok(conn
-        .query_row(&format!("{SELECT} WHERE n.id = ?1"), [id], from_row)
+        .prepare_cached(&format!("{SELECT} WHERE n.id = ?1"))?
+        .query_row([id], from_row)
         .optional()?)
 }
 
 pub fn list_for_owner(conn: &Connection, owner_id: i64) -> Result<Vec<NotebookRow>, DbError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "{SELECT} WHERE n.owner_id = ?1 AND n.desired_state != ?2 ORDER BY n.created_at DESC, n.id"
     ))?;
     let rows = stmt.query_map(params![owner_id, DesiredState::Deleted], from_row)?;
@@ -150,8 +151,28 @@ pub fn list_for_owner(conn: &Connection, owner_id: i64) -> Result<Vec<NotebookRo
 
 /// Every notebook, deleted-but-not-yet-cleaned-up ones included (for the reconciler).
 pub fn list_all(conn: &Connection) -> Result<Vec<NotebookRow>, DbError> {
-    let mut stmt = conn.prepare(&format!("{SELECT} ORDER BY n.created_at, n.id"))?;
+    let mut stmt = conn.prepare_cached(&format!("{SELECT} ORDER BY n.created_at, n.id"))?;
     let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Notebooks that are not at rest (queued, pulling, starting, running, stopping), deleted
+/// ones on their way out included: what the GPU map and the admin's running page show.
+/// Reads the state index, so it costs what is running, not a lab's whole history.
+pub fn list_active(conn: &Connection) -> Result<Vec<NotebookRow>, DbError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{SELECT} WHERE n.state IN (?1, ?2, ?3, ?4, ?5) ORDER BY n.created_at, n.id"
+    ))?;
+    let rows = stmt.query_map(
+        params![
+            NotebookState::Queued,
+            NotebookState::Pulling,
+            NotebookState::Starting,
+            NotebookState::Running,
+            NotebookState::Stopping
+        ],
+        from_row,
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -225,8 +246,8 @@ pub fn set_detail(
 
 /// The ids of a member's notebooks that are not being deleted.
 pub fn ids_of_owner(conn: &Connection, owner_id: i64) -> Result<Vec<String>, DbError> {
-    let mut stmt =
-        conn.prepare("SELECT id FROM notebooks WHERE owner_id = ?1 AND desired_state != ?2")?;
+    let mut stmt = conn
+        .prepare_cached("SELECT id FROM notebooks WHERE owner_id = ?1 AND desired_state != ?2")?;
     let ids = stmt.query_map(params![owner_id, DesiredState::Deleted], |r| r.get(0))?;
     Ok(ids.collect::<Result<_, _>>()?)
 }

@@ -23,25 +23,14 @@ pub fn insert(
 /// The live session's user and CSRF token; expired sessions and disabled users find nothing.
 pub fn lookup(conn: &Connection, id_hash: &str) -> Result<Option<(User, String)>, DbError> {
     Ok(conn
-        .query_row(
+        .prepare_cached(
             "SELECT u.id, u.username, u.is_admin, u.disabled, u.max_gpus, u.created_at, s.csrf_token
              FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.id_hash = ?1 AND s.expires_at > ?2 AND u.disabled = 0",
-            params![id_hash, now()],
-            |r| {
-                Ok((
-                    User {
-                        id: r.get(0)?,
-                        username: r.get(1)?,
-                        is_admin: r.get(2)?,
-                        disabled: r.get(3)?,
-                        max_gpus: r.get(4)?,
-                        created_at: r.get(5)?,
-                    },
-                    r.get(6)?,
-                ))
-            },
-        )
+        )?
+        .query_row(params![id_hash, now()], |r| {
+            Ok((super::users::from_row(r)?, r.get(6)?))
+        })
         .optional()?)
 }
 

@@ -66,7 +66,7 @@ pub fn by_token(conn: &Connection, token: &str) -> Result<Option<ShareRow>, DbEr
 }
 
 pub fn for_notebook(conn: &Connection, notebook_id: &str) -> Result<Vec<ShareRow>, DbError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "{SELECT} WHERE s.notebook_id = ?1 ORDER BY s.created_at DESC"
     ))?;
     let rows = stmt.query_map([notebook_id], from_row)?;
@@ -74,7 +74,7 @@ pub fn for_notebook(conn: &Connection, notebook_id: &str) -> Result<Vec<ShareRow
 }
 
 pub fn public(conn: &Connection, limit: i64) -> Result<Vec<ShareRow>, DbError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "{SELECT} WHERE s.visibility = ?2 AND n.desired_state != ?3 AND u.disabled = 0
          ORDER BY s.created_at DESC LIMIT ?1"
     ))?;

@@ -31,7 +31,7 @@ pub fn insert(
 }
 
 pub fn list_for_user(conn: &Connection, user_id: i64) -> Result<Vec<TokenInfo>, DbError> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT id, name, prefix, created_at, last_used_at FROM api_tokens
          WHERE user_id = ?1 ORDER BY created_at DESC, id DESC",
     )?;
@@ -59,27 +59,26 @@ pub fn delete(conn: &Connection, user_id: i64, token_id: i64) -> Result<bool, Db
 /// once a minute). Read-only, so a busy writer never holds up a request.
 pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<(User, Option<i64>)>, DbError> {
     let found = conn
-        .query_row(
+        .prepare_cached(
             "SELECT t.id, u.id, u.username, u.is_admin, u.disabled, u.max_gpus, u.created_at,
                     t.last_used_at
              FROM api_tokens t JOIN users u ON u.id = t.user_id
              WHERE t.token_hash = ?1 AND u.disabled = 0",
-            [token_hash],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    User {
-                        id: r.get(1)?,
-                        username: r.get(2)?,
-                        is_admin: r.get(3)?,
-                        disabled: r.get(4)?,
-                        max_gpus: r.get(5)?,
-                        created_at: r.get(6)?,
-                    },
-                    r.get::<_, Option<i64>>(7)?,
-                ))
-            },
-        )
+        )?
+        .query_row([token_hash], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                User {
+                    id: r.get(1)?,
+                    username: r.get(2)?,
+                    is_admin: r.get(3)?,
+                    disabled: r.get(4)?,
+                    max_gpus: r.get(5)?,
+                    created_at: r.get(6)?,
+                },
+                r.get::<_, Option<i64>>(7)?,
+            ))
+        })
         .optional()?;
     Ok(found.map(|(token_id, user, last_used)| {
         let due = last_used.is_none_or(|l| now() - l >= 60);

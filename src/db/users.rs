@@ -53,11 +53,8 @@ pub fn insert(
 
 pub fn by_id(conn: &Connection, id: i64) -> Result<Option<User>, DbError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
-            [id],
-            from_row,
-        )
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM users WHERE id = ?1"))?
+        .query_row([id], from_row)
         .optional()?)
 }
 
@@ -83,7 +80,8 @@ pub fn credentials(conn: &Connection, username: &str) -> Result<Option<(User, St
 }
 
 pub fn list(conn: &Connection) -> Result<Vec<User>, DbError> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM users ORDER BY username"))?;
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM users ORDER BY username"))?;
     let rows = stmt.query_map([], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -152,8 +150,9 @@ pub fn gpu_hours_budget(conn: &Connection, id: i64) -> Result<Option<f64>, DbErr
 pub fn gpu_hours_budgets(
     conn: &Connection,
 ) -> Result<std::collections::HashMap<i64, f64>, DbError> {
-    let mut stmt =
-        conn.prepare("SELECT id, gpu_hours_budget FROM users WHERE gpu_hours_budget IS NOT NULL")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, gpu_hours_budget FROM users WHERE gpu_hours_budget IS NOT NULL",
+    )?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

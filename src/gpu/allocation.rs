@@ -337,7 +337,7 @@ mod tests {
     /// (notebook, GPU, open?) of every ledger interval.
     fn ledger(db: &Db) -> Vec<(String, Option<String>, bool)> {
         db.with_conn(|c| {
-            let mut stmt = c.prepare(
+            let mut stmt = c.prepare_cached(
                 "SELECT notebook_id, gpu_uuid, ended_at IS NULL FROM usage_intervals ORDER BY id",
             )?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
