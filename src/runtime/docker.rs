@@ -443,7 +443,7 @@ impl DockerEngine {
         Ok(out)
     }
 
-    /// Container events of this instance (start, die, destroy, oom, ...).
+    /// Container events of this instance that need the reconciler: exits and removals.
     pub fn events(&self) -> impl Stream<Item = Result<EventMessage, DockerError>> {
         let options = EventsOptions {
             filters: Some(HashMap::from([
@@ -451,6 +451,13 @@ impl DockerEngine {
                 (
                     "label".to_string(),
                     vec![format!("{LABEL_INSTANCE}={}", self.instance)],
+                ),
+                // What Notebox did not do itself: a container exiting (a crash, an OOM
+                // kill) or removed. Its own creates and starts wake nobody: a pass per
+                // event would list every container while Jupyter is starting.
+                (
+                    "event".to_string(),
+                    vec!["die".to_string(), "destroy".to_string(), "oom".to_string()],
                 ),
             ])),
             ..Default::default()

@@ -63,7 +63,7 @@ impl GpuMap {
         let (allocations, notebooks) = self
             .core
             .db()
-            .call(|c| Ok((gq::all(c)?, q::list_all(c)?)))
+            .call(|c| Ok((gq::all(c)?, q::list_active(c)?)))
             .await?;
         let by_container: HashMap<String, String> = notebooks
             .iter()

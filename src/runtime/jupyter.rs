@@ -21,7 +21,12 @@ impl Default for JupyterProbe {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
         JupyterProbe {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            // No idle connections kept: a notebook is asked every few seconds at most, and
+            // a pooled connection (with its buffers) per running notebook costs more
+            // memory than a connect on the bridge costs time (docs/PERFORMANCE.md, "Memory").
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build(connector),
         }
     }
 }

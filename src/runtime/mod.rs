@@ -13,7 +13,7 @@ pub mod usage;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, RwLock};
@@ -57,6 +57,10 @@ struct Inner {
     /// Reconciler passes completed since start (shown by /healthz, so tests can wait for
     /// passes instead of sleeping).
     passes: AtomicU64,
+    /// The notebooks' network was found or made (checked again after a failed start).
+    network_ready: AtomicBool,
+    /// Images found on the engine (looked up again after a failed start).
+    images_present: Mutex<HashSet<String>>,
     /// What each running notebook is doing (fed by the activity sampler and the proxy).
     activity: crate::activity::Tracker,
     /// Rings the activity sampler: a notebook queued for GPUs (an idle one may make way).
@@ -79,6 +83,8 @@ impl Runtime {
                 gpus,
                 events: tokio::sync::broadcast::Sender::new(64),
                 passes: AtomicU64::new(0),
+                network_ready: AtomicBool::new(false),
+                images_present: Mutex::new(HashSet::new()),
                 activity: crate::activity::Tracker::new(crate::activity::Thresholds {
                     gpu_percent: config.notebooks.busy_gpu_percent,
                     cpu_percent: config.notebooks.busy_cpu_percent,

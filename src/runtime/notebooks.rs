@@ -460,7 +460,13 @@ impl Notebooks {
             self.core.wake_activity(); // an idle notebook may make way
         }
         tracing::info!(notebook = %row.id, owner = %owner.username, image = %row.image, ?placement, "notebook created");
-        self.core.wake();
+        // Started here and now; a pass (a listing of every notebook and container) would
+        // only compete with it for the CPU while Jupyter starts.
+        let started =
+            matches!(placement, Placement::Starting(_)) && self.core.start_now(row.clone(), true);
+        if !started {
+            self.core.wake();
+        }
         let (gpus, position) = match placement {
             Placement::Starting(g) => (g, None),
             Placement::Queued { position } => (Vec::new(), Some(position)),
@@ -680,7 +686,7 @@ impl Notebooks {
         let (rows, mut gpus) = self
             .core
             .db()
-            .call(|c| Ok((q::list_all(c)?, gq::by_notebook(c)?)))
+            .call(|c| Ok((q::list_active(c)?, gq::by_notebook(c)?)))
             .await?;
         Ok(rows
             .into_iter()

@@ -3,6 +3,7 @@
 //! a periodic tick, and once at start-up — so a crash at any moment loses nothing.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -19,6 +20,55 @@ use super::Runtime;
 const LOG_TAIL_LINES: usize = 15;
 /// SIGTERM grace before Docker kills a notebook.
 const STOP_GRACE_SECS: i32 = 10;
+/// How often a starting notebook's Jupyter is asked whether it is ready.
+const PROBE_EVERY: Duration = Duration::from_millis(20);
+/// How often Docker (still running?) and the database (still wanted?) are asked meanwhile.
+const LOOK_EVERY: Duration = Duration::from_millis(500);
+
+/// Times the steps of a start, logged at debug level when it ends (or is dropped).
+struct StepTrace<'a> {
+    notebook: &'a str,
+    began: Instant,
+    last: Instant,
+    steps: Vec<(&'static str, Duration)>,
+}
+
+impl<'a> StepTrace<'a> {
+    fn new(notebook: &'a str) -> StepTrace<'a> {
+        let now = Instant::now();
+        StepTrace {
+            notebook,
+            began: now,
+            last: now,
+            steps: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.steps.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl Drop for StepTrace<'_> {
+    fn drop(&mut self) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|(name, d)| format!("{name} {:.1} ms", d.as_secs_f64() * 1e3))
+            .collect();
+        tracing::debug!(
+            notebook = %self.notebook,
+            total_ms = self.began.elapsed().as_secs_f64() * 1e3,
+            steps = %steps.join(", "),
+            "start steps"
+        );
+    }
+}
 
 /// Ends a helper task when its owner (the reconciler task) ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -298,7 +348,7 @@ impl Runtime {
         tracing::debug!(notebook = %nb.id, ?action, "reconciling");
         match action {
             Action::Nothing => {}
-            Action::Start => self.start_op(&nb, &docker).await,
+            Action::Start => self.start_op(&nb, &docker, false).await,
             Action::Stop => self.stop_op(&nb, &containers, &docker, None).await,
             Action::Delete => self.delete_op(&nb, &containers, &docker).await,
             Action::Vanished => {
@@ -526,10 +576,33 @@ impl Runtime {
         out
     }
 
+    /// Starts a notebook the API has just moved to starting, without waiting for the
+    /// reconciler's next pass (which would first read every notebook and list every
+    /// container). `fresh`: a notebook created a moment ago, which cannot have a container
+    /// yet. When a pass got to it first, the pass carries on and this does nothing.
+    /// Returns whether it started (false: a pass has it, or it is not to start).
+    pub(super) fn start_now(&self, nb: NotebookRow, fresh: bool) -> bool {
+        if nb.desired_state != DesiredState::Running
+            || !COMING_UP.contains(&nb.state)
+            || !self.try_claim(&nb.id)
+        {
+            return false;
+        }
+        let rt = self.clone();
+        tokio::spawn(async move {
+            // Without Docker the next pass says so on the notebook's page.
+            if let Ok(docker) = rt.docker().await {
+                rt.start_op(&nb, &docker, fresh).await;
+            }
+            rt.release(&nb.id);
+        });
+        true
+    }
+
     /// Pull if needed, create (or adopt) the container, start it, wait for Jupyter. Each
     /// step says why it stopped; the failure is recorded once, here.
-    async fn start_op(&self, nb: &NotebookRow, docker: &DockerEngine) {
-        match self.start_steps(nb, docker).await {
+    async fn start_op(&self, nb: &NotebookRow, docker: &DockerEngine, fresh: bool) {
+        match self.start_steps(nb, docker, fresh).await {
             Ok(()) => tracing::info!(notebook = %nb.id, "notebook running"),
             Err(StartAbort::NoLongerWanted) => {}
             Err(StartAbort::Failed { from, reason }) => self.fail(&nb.id, from, &reason).await,
@@ -539,16 +612,41 @@ impl Runtime {
         }
     }
 
-    async fn start_steps(&self, nb: &NotebookRow, docker: &DockerEngine) -> Result<(), StartAbort> {
+    async fn start_steps(
+        &self,
+        nb: &NotebookRow,
+        docker: &DockerEngine,
+        fresh: bool,
+    ) -> Result<(), StartAbort> {
+        // Each step's time, at debug level (`NOTEBOX_LOG=notebox::runtime=debug`): where a
+        // start's time goes (docs/PERFORMANCE.md, "Start path").
+        let mut trace = StepTrace::new(&nb.id);
         let dirs = self.prepare_directories(nb).await?;
+        trace.step("directories");
         self.ensure_network(docker).await?;
+        trace.step("network");
         self.ensure_image(nb, docker).await?;
+        trace.step("image");
         self.check_still_wanted(&nb.id).await?;
         let gpus = self.held_gpus(nb).await?;
+        trace.step("database");
         let container = self
-            .create_or_adopt_container(nb, docker, &dirs, &gpus)
-            .await?;
-        self.await_ready(nb, docker, &container).await
+            .create_or_adopt_container(nb, docker, &dirs, &gpus, fresh)
+            .await
+            .inspect_err(|_| self.forget_checks())?;
+        trace.step("create+start");
+        self.await_ready(nb, docker, &container).await?;
+        trace.step("jupyter ready");
+        Ok(())
+    }
+
+    /// A failed create or start may mean the network or the image went away: both are
+    /// looked up again by the next start.
+    fn forget_checks(&self) {
+        self.inner.network_ready.store(false, Ordering::Release);
+        if let Ok(mut images) = self.inner.images_present.lock() {
+            images.clear();
+        }
     }
 
     /// The member's storage, the notebook's folder and the datasets folder, owned by the
@@ -577,14 +675,20 @@ impl Runtime {
         .map_err(|e| failed(COMING_UP, e.to_string()))
     }
 
+    /// Checked once per process (and again after a failed create or start).
     async fn ensure_network(&self, docker: &DockerEngine) -> Result<(), StartAbort> {
+        if self.inner.network_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let network = &self.config().docker.network;
         docker.ensure_network(network).await.map_err(|e| {
             failed(
                 COMING_UP,
                 format!("Cannot create the Docker network '{network}': {e}"),
             )
-        })
+        })?;
+        self.inner.network_ready.store(true, Ordering::Release);
+        Ok(())
     }
 
     async fn ensure_image(
@@ -592,14 +696,29 @@ impl Runtime {
         nb: &NotebookRow,
         docker: &DockerEngine,
     ) -> Result<(), StartAbort> {
-        match docker.image_exists(&nb.image).await {
+        let known = |rt: &Self| {
+            rt.inner
+                .images_present
+                .lock()
+                .is_ok_and(|images| images.contains(&nb.image))
+        };
+        if known(self) {
+            return Ok(());
+        }
+        let found = match docker.image_exists(&nb.image).await {
             Ok(true) => Ok(()),
             Ok(false) => self.pull(nb, docker).await,
             Err(e) => Err(failed(
                 COMING_UP,
                 format!("Docker could not look up the image '{}': {e}", nb.image),
             )),
+        };
+        if found.is_ok() {
+            if let Ok(mut images) = self.inner.images_present.lock() {
+                images.insert(nb.image.clone());
+            }
         }
+        found
     }
 
     /// The GPUs this notebook was given when it moved to starting.
@@ -630,16 +749,21 @@ impl Runtime {
         docker: &DockerEngine,
         dirs: &NotebookDirs,
         gpus: &[String],
+        fresh: bool,
     ) -> Result<String, StartAbort> {
         let id = nb.id.as_str();
         self.set_detail(id, NotebookState::Starting, "Creating the container".into())
             .await;
-        let existing = docker
-            .list_ours()
-            .await
-            .map_err(|e| failed(COMING_UP, format!("Docker could not list containers: {e}")))?
-            .into_iter()
-            .find(|c| c.notebook_id == nb.id);
+        let existing = if fresh {
+            None
+        } else {
+            docker
+                .list_ours()
+                .await
+                .map_err(|e| failed(COMING_UP, format!("Docker could not list containers: {e}")))?
+                .into_iter()
+                .find(|c| c.notebook_id == nb.id)
+        };
         if let Some(old) = existing.as_ref().filter(|c| c.is_finished()) {
             self.remove_containers(id, std::slice::from_ref(&old.id), docker, 0)
                 .await;
@@ -703,52 +827,45 @@ impl Runtime {
         let deadline = Instant::now() + ready_timeout;
         let network = self.config().docker.network.clone();
         let this_container = vec![container_id.to_string()];
+        let mut ip: Option<String> = None;
+        let mut looked_at: Option<Instant> = None;
         loop {
-            self.check_still_wanted(id).await?;
-            match docker.inspect(container_id, &network).await {
-                Ok(status) if !status.running => {
-                    let detail = self
-                        .exit_explanation(docker, &this_container, "Jupyter exited while starting")
-                        .await;
-                    self.remove_containers(id, &this_container, docker, 0).await;
-                    return Err(failed(STARTING, detail));
+            // Jupyter is asked every 20 ms (a refused connection costs microseconds); Docker
+            // and the database every 500 ms (still running? still wanted?).
+            if looked_at.is_none_or(|t| t.elapsed() >= LOOK_EVERY) {
+                looked_at = Some(Instant::now());
+                self.check_still_wanted(id).await?;
+                ip = self
+                    .look_at_starting(nb, docker, container_id, &network, &this_container)
+                    .await?
+                    .or(ip);
+            }
+            if let Some(ip) = ip.clone() {
+                if self.inner.probe.is_ready(&ip, id, &nb.jupyter_token).await {
+                    let nid = id.to_string();
+                    let moved = self
+                        .db()
+                        .call(move |c| {
+                            let tx = c.transaction()?;
+                            q::set_container_ip(&tx, &nid, &ip)?;
+                            let moved = q::transition(
+                                &tx,
+                                &nid,
+                                STARTING,
+                                NotebookState::Running,
+                                "Jupyter is ready",
+                                None,
+                            )?;
+                            tx.commit()?;
+                            Ok(moved)
+                        })
+                        .await?;
+                    return if moved {
+                        Ok(())
+                    } else {
+                        Err(StartAbort::NoLongerWanted)
+                    };
                 }
-                Ok(status) => {
-                    if let Some(ip) = status.ip {
-                        if self.inner.probe.is_ready(&ip, id, &nb.jupyter_token).await {
-                            let nid = id.to_string();
-                            let moved = self
-                                .db()
-                                .call(move |c| {
-                                    let tx = c.transaction()?;
-                                    q::set_container_ip(&tx, &nid, &ip)?;
-                                    let moved = q::transition(
-                                        &tx,
-                                        &nid,
-                                        STARTING,
-                                        NotebookState::Running,
-                                        "Jupyter is ready",
-                                        None,
-                                    )?;
-                                    tx.commit()?;
-                                    Ok(moved)
-                                })
-                                .await?;
-                            return if moved {
-                                Ok(())
-                            } else {
-                                Err(StartAbort::NoLongerWanted)
-                            };
-                        }
-                    }
-                }
-                Err(DockerError::NotFound(_)) => {
-                    return Err(failed(
-                        STARTING,
-                        "The container disappeared while Jupyter was starting.",
-                    ));
-                }
-                Err(e) => tracing::warn!(notebook = %id, error = %e, "cannot inspect container"),
             }
             if Instant::now() > deadline {
                 let headline = format!(
@@ -761,7 +878,38 @@ impl Runtime {
                 self.remove_containers(id, &this_container, docker, 0).await;
                 return Err(failed(STARTING, detail));
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            tokio::time::sleep(PROBE_EVERY).await;
+        }
+    }
+
+    /// A starting container, as Docker sees it: its address once it has one; an error
+    /// (with the end of its log) when it exited or disappeared.
+    async fn look_at_starting(
+        &self,
+        nb: &NotebookRow,
+        docker: &DockerEngine,
+        container_id: &str,
+        network: &str,
+        this_container: &[String],
+    ) -> Result<Option<String>, StartAbort> {
+        let id = nb.id.as_str();
+        match docker.inspect(container_id, network).await {
+            Ok(status) if !status.running => {
+                let detail = self
+                    .exit_explanation(docker, this_container, "Jupyter exited while starting")
+                    .await;
+                self.remove_containers(id, this_container, docker, 0).await;
+                Err(failed(STARTING, detail))
+            }
+            Ok(status) => Ok(status.ip),
+            Err(DockerError::NotFound(_)) => Err(failed(
+                STARTING,
+                "The container disappeared while Jupyter was starting.",
+            )),
+            Err(e) => {
+                tracing::warn!(notebook = %id, error = %e, "cannot inspect container");
+                Ok(None)
+            }
         }
     }
 
