@@ -49,10 +49,14 @@ async function pollNotebooks() {
     if (!res.ok) return;
     const data = await res.json();
     const notebooks = data.notebooks || [data];
+    const byId = new Map(notebooks.map((n) => [n.id, n]));
     const rows = document.querySelectorAll("[data-notebook]");
-    if (data.notebooks && rows.length !== notebooks.length) { refresh(); return; }
+    // A dashboard that lists only some (a member with hundreds) reloads for new ones only
+    // when its own rows change.
+    const complete = list.dataset.complete !== "false";
+    if (data.notebooks && complete && rows.length !== notebooks.length) { refresh(); return; }
     for (const el of rows) {
-      const nb = notebooks.find((n) => n.id === el.dataset.notebook);
+      const nb = byId.get(el.dataset.notebook);
       if (!nb) { refresh(); return; }
       if (nb.state !== el.dataset.state) { refresh(); return; }
       const detail = el.querySelector("[data-field=detail]") || document.querySelector("[data-field=detail]");

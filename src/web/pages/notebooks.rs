@@ -84,11 +84,17 @@ impl NotebookView {
     }
 }
 
+/// How many notebooks the dashboard lists before it asks to "show all": a member with a
+/// year of notebooks gets a page that loads at once (docs/PERFORMANCE.md, "Pages at scale").
+pub const DASHBOARD_ROWS: usize = 100;
+
 #[derive(Template)]
 #[template(path = "dashboard.html")]
 struct DashboardPage {
     chrome: Chrome,
     notebooks: Vec<NotebookView>,
+    /// How many the member has in all (more than listed when `notebooks` was cut).
+    total: usize,
     budget: Option<crate::model::wire::BudgetView>,
 }
 
@@ -105,19 +111,55 @@ impl DashboardPage {
             }
         })
     }
+
+    /// Some of the member's notebooks are not listed.
+    fn cut(&self) -> bool {
+        self.notebooks.len() < self.total
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DashboardQuery {
+    /// `?all=1`: every notebook, however many.
+    #[serde(default)]
+    all: Option<String>,
+}
+
+/// The rows a dashboard lists: everything up to [`DASHBOARD_ROWS`]; past that, every
+/// notebook that is not at rest, then the newest of the others (in the list's order).
+fn dashboard_rows(notebooks: Vec<Notebook>, all: bool) -> Vec<Notebook> {
+    if all || notebooks.len() <= DASHBOARD_ROWS {
+        return notebooks;
+    }
+    let at_rest =
+        |nb: &Notebook| matches!(nb.state, NotebookState::Stopped | NotebookState::Failed);
+    let (active, rest): (Vec<Notebook>, Vec<Notebook>) =
+        notebooks.into_iter().partition(|nb| !at_rest(nb));
+    let room = DASHBOARD_ROWS.saturating_sub(active.len());
+    active
+        .into_iter()
+        .chain(rest.into_iter().take(room))
+        .collect()
 }
 
 pub async fn dashboard(
     session: SessionUser,
     state: web::Data<AppState>,
+    query: web::Query<DashboardQuery>,
 ) -> Result<HttpResponse, PageError> {
     let notebooks = state.notebooks.list_notebooks(&session.user).await?;
     let budget = state.usage.budget(session.user.id).await?;
+    let total = notebooks.len();
+    let all = query.all.as_deref().is_some_and(|v| v != "0");
     html(
         StatusCode::OK,
         DashboardPage {
             chrome: Chrome::new(&session, "notebooks"),
-            notebooks: notebooks.into_iter().map(NotebookView::new).collect(),
+            notebooks: dashboard_rows(notebooks, all)
+                .into_iter()
+                .map(NotebookView::new)
+                .collect(),
+            total,
             budget,
         },
     )
