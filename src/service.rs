@@ -3,10 +3,11 @@
 
 use crate::db::Db;
 
-/// Makes the allocator give big blocks back to the system when they are freed. Each login
-/// check allocates 19 MiB for argon2; with glibc's adaptive threshold those blocks come
-/// from per-thread arenas after the first free and stay resident (200 concurrent logins
-/// left 333 MiB behind). A fixed threshold keeps them in their own mappings.
+/// Makes the allocator keep less memory resident. Big blocks go back to the system when
+/// they are freed: each login check allocates 19 MiB for argon2; with glibc's adaptive
+/// threshold those blocks come from per-thread arenas after the first free and stay
+/// resident (200 concurrent logins left 333 MiB behind). A fixed threshold keeps them in
+/// their own mappings. And the threads share two arenas (below).
 pub fn return_big_allocations_to_the_system() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -14,6 +15,15 @@ pub fn return_big_allocations_to_the_system() {
         let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) };
         if ok != 1 {
             tracing::debug!("mallopt(M_MMAP_THRESHOLD) was refused");
+        }
+        // glibc gives each thread that allocates an arena of its own (up to 8 per core),
+        // and each keeps its freed memory: with a dozen threads that was ~3 MiB of free
+        // but resident memory (docs/PERFORMANCE.md, "Memory"). Two arenas serve our few
+        // busy threads without contention worth measuring.
+        // SAFETY: as above.
+        let ok = unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+        if ok != 1 {
+            tracing::debug!("mallopt(M_ARENA_MAX) was refused");
         }
     }
 }

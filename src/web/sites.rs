@@ -5,16 +5,23 @@
 //! (`/__notebox/enter`) and Notebox's static files — nothing of Notebox's pages or API.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use actix_http::{HttpService, Protocol};
+use actix_service::{map_config, Service, ServiceFactory};
 use actix_web::cookie::{Cookie, SameSite};
-use actix_web::dev::ServerHandle;
+use actix_web::dev::{AppConfig, Extensions};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::OriginMode;
 use crate::db::notebooks as q;
@@ -28,19 +35,25 @@ use crate::proxy::{ProxyState, Site, UpstreamClient};
 /// origin (outside `/nb/{id}/`, so it can never shadow a path of Jupyter's).
 pub const ENTER_PATH: &str = "/__notebox/enter";
 
-/// The notebook a listener serves (one per notebook port).
+/// The notebook a listener serves (one per notebook port); every connection accepted on
+/// the port carries it (the request's connection data).
 struct SiteOf {
     id: String,
     /// The port was another notebook's before: what that notebook's pages left in the
     /// browser for this origin (storage, caches) is cleared when the member enters.
     inherited: bool,
+    /// Ends (its sender is dropped) when the port closes: every connection accepted on it
+    /// ends with it, WebSockets included.
+    closed: watch::Receiver<()>,
 }
 
 /// A notebook's listener.
 struct Served {
     port: u16,
-    handle: ServerHandle,
     bound_at: Instant,
+    accept: tokio::task::JoinHandle<()>,
+    /// Dropped to close every connection of the port.
+    close: watch::Sender<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +75,9 @@ pub struct Sites {
     db: Db,
     proxy: web::Data<ProxyState>,
     servers: Mutex<HashMap<String, Served>>,
-    workers: usize,
-    /// Notebox's own runtime: listeners are driven there, whichever worker bound them.
+    /// The threads that serve every notebook port, started with the first port.
+    workers: OnceLock<SiteWorkers>,
+    /// Notebox's own runtime: listeners accept there, whichever worker bound them.
     rt: tokio::runtime::Handle,
 }
 
@@ -76,9 +90,7 @@ impl Sites {
             proxy,
             servers: Mutex::new(HashMap::new()),
             rt: tokio::runtime::Handle::current(),
-            // One member per notebook: two workers keep a big download from stalling the
-            // rest of its JupyterLab.
-            workers: std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
+            workers: OnceLock::new(),
         }
     }
 
@@ -159,15 +171,8 @@ impl Sites {
                 return Err(SiteError::NoFreePort(self.origins.ports));
             };
             let inherited = Some(port) != preferred && others.contains(&port);
-            let handle = self.start_server(notebook_id, listener, inherited)?;
-            servers.insert(
-                notebook_id.to_string(),
-                Served {
-                    port,
-                    handle,
-                    bound_at: Instant::now(),
-                },
-            );
+            let served = self.serve(notebook_id, port, listener, inherited)?;
+            servers.insert(notebook_id.to_string(), served);
             port
         };
         tracing::info!(notebook = %notebook_id, port, "serving the notebook on its own port");
@@ -184,38 +189,63 @@ impl Sites {
         Ok(port)
     }
 
-    fn start_server(
+    /// Accepts connections on a notebook's port (a task on Notebox's runtime) and deals
+    /// them to the site workers.
+    fn serve(
         &self,
         notebook_id: &str,
+        port: u16,
         listener: std::net::TcpListener,
         inherited: bool,
-    ) -> Result<ServerHandle, std::io::Error> {
-        let proxy = self.proxy.clone();
-        let site = web::Data::new(SiteOf {
+    ) -> Result<Served, std::io::Error> {
+        let workers = match self.workers.get() {
+            Some(w) => w,
+            None => {
+                let started = SiteWorkers::start(self.proxy.clone())?;
+                self.workers.get_or_init(|| started)
+            }
+        };
+        let queues = workers.clone();
+        let (close, closed) = watch::channel(());
+        let site = Arc::new(SiteOf {
             id: notebook_id.to_string(),
             inherited,
+            closed,
         });
-        let _in_notebox_runtime = self.rt.enter();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(proxy.clone())
-                .app_data(site.clone())
-                .app_data(web::Data::new(UpstreamClient::default()))
-                .app_data(super::pages::query_config())
-                .wrap(from_fn(super::middleware::refuse_stray_upgrades))
-                .wrap(from_fn(super::middleware::refuse_duplicate_cookies))
-                .wrap(from_fn(super::middleware::security_headers))
-                .wrap(from_fn(super::middleware::log_requests))
-                .default_service(web::to(notebook_site))
+        listener.set_nonblocking(true)?;
+        let listener = {
+            let _in_notebox_runtime = self.rt.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
+        let accept = self.rt.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        // Small answers and WebSocket frames go out at once (as actix does).
+                        let _ = stream.set_nodelay(true);
+                        match stream.into_std() {
+                            Ok(stream) => queues.deal(Accepted {
+                                stream,
+                                peer,
+                                site: site.clone(),
+                            }),
+                            Err(e) => tracing::debug!(error = %e, "cannot hand over a connection"),
+                        }
+                    }
+                    Err(e) => {
+                        // Out of file descriptors, say: wait rather than spin.
+                        tracing::warn!(port, error = %e, "cannot accept on a notebook port");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        Ok(Served {
+            port,
+            bound_at: Instant::now(),
+            accept,
+            close,
         })
-        .workers(self.workers)
-        .listen(listener)?
-        .disable_signals()
-        .shutdown_timeout(1)
-        .run();
-        let handle = server.handle();
-        self.rt.spawn(server);
-        Ok(handle)
     }
 
     /// Closes a notebook's port, and every connection on it (its WebSockets end).
@@ -226,8 +256,11 @@ impl Sites {
             .ok()
             .and_then(|mut s| s.remove(notebook_id));
         if let Some(served) = served {
+            served.accept.abort();
+            // The listener is dropped with the task: the port is closed once this returns.
+            let _ = served.accept.await;
+            drop(served.close);
             tracing::info!(notebook = %notebook_id, port = served.port, "notebook port closed");
-            served.handle.stop(false).await;
         }
     }
 
@@ -328,7 +361,7 @@ pub async fn notebook_site(
     proxy: web::Data<ProxyState>,
     upstream: web::Data<UpstreamClient>,
 ) -> HttpResponse {
-    let site = req.app_data::<web::Data<SiteOf>>().cloned();
+    let site = req.conn_data::<Arc<SiteOf>>().cloned();
     let id = match &site {
         Some(site) => site.id.clone(),
         None => match proxy
@@ -526,4 +559,155 @@ pub async fn open_notebook(
         ))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish())
+}
+
+/// A connection accepted on a notebook's port, on its way to a site worker.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    site: Arc<SiteOf>,
+}
+
+/// The threads that serve every notebook's port: one per core, at most two (a big download
+/// does not stall the rest), each running the notebook site's actix service for every
+/// notebook. A running notebook thus costs a listening socket and a task, not a server
+/// with threads of its own (docs/PERFORMANCE.md, "Memory").
+#[derive(Clone)]
+struct SiteWorkers {
+    queues: Arc<Vec<mpsc::UnboundedSender<Accepted>>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl SiteWorkers {
+    fn start(proxy: web::Data<ProxyState>) -> Result<SiteWorkers, std::io::Error> {
+        let count = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+        let mut queues = Vec::with_capacity(count);
+        for n in 0..count {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let proxy = proxy.clone();
+            std::thread::Builder::new()
+                .name(format!("notebook-sites-{n}"))
+                .spawn(move || site_worker(proxy, rx))?;
+            queues.push(tx);
+        }
+        Ok(SiteWorkers {
+            queues: Arc::new(queues),
+            next: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Hands a connection to the next worker in turn.
+    fn deal(&self, accepted: Accepted) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
+        if self.queues[n].send(accepted).is_err() {
+            tracing::error!("a notebook site worker has stopped; the connection is dropped");
+        }
+    }
+}
+
+/// One site worker: an actix runtime serving the connections dealt to it until Notebox
+/// ends (or the port a connection came from closes).
+fn site_worker(proxy: web::Data<ProxyState>, mut queue: mpsc::UnboundedReceiver<Accepted>) {
+    let rt = match actix_web::rt::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start a notebook site worker");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let app = App::new()
+            .app_data(proxy)
+            .app_data(web::Data::new(UpstreamClient::default()))
+            .app_data(super::pages::query_config())
+            .wrap(from_fn(super::middleware::refuse_stray_upgrades))
+            .wrap(from_fn(super::middleware::refuse_duplicate_cookies))
+            .wrap(from_fn(super::middleware::security_headers))
+            .wrap(from_fn(super::middleware::log_requests))
+            .default_service(web::to(notebook_site));
+        // As Notebox's own listener: idle keep-alive 5 s, the request head within 5 s.
+        let factory = HttpService::build()
+            .keep_alive(Duration::from_secs(5))
+            .client_request_timeout(Duration::from_secs(5))
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .on_connect_ext(|io: &SiteStream, data: &mut Extensions| {
+                data.insert(io.site.clone());
+            })
+            .finish(map_config(app, |_| AppConfig::default()));
+        let service = match factory.new_service(()).await {
+            Ok(s) => std::rc::Rc::new(s),
+            Err(e) => {
+                tracing::error!(error = ?e, "cannot build the notebook site service");
+                return;
+            }
+        };
+        while let Some(accepted) = queue.recv().await {
+            let stream = match tokio::net::TcpStream::from_std(accepted.stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot take over a connection");
+                    continue;
+                }
+            };
+            let mut closed = accepted.site.closed.clone();
+            let io = SiteStream {
+                io: stream,
+                site: accepted.site,
+            };
+            let connection = service.call((io, Protocol::Http1, Some(accepted.peer)));
+            actix_web::rt::spawn(async move {
+                tokio::select! {
+                    _ = connection => {}
+                    // The port closed: the connection (and a WebSocket relayed on it) ends.
+                    _ = closed.changed() => {}
+                }
+            });
+        }
+    });
+}
+
+/// A connection on a notebook's port, with the notebook it is for.
+struct SiteStream {
+    io: tokio::net::TcpStream,
+    site: Arc<SiteOf>,
+}
+
+impl AsyncRead for SiteStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SiteStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
