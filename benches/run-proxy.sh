@@ -32,23 +32,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+BENCH_NAME=run-proxy
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
-say() { printf '\n==> %s\n' "$*" >&2; }
-die() { printf 'run-proxy: %s\n' "$*" >&2; exit 2; }
-
-WORK=""
-NOTEBOX_PID=""
 NGINX_PID=""
 BENCH_PID=""
 PERF_PID=""
-NB_URL=""
-API_TOKEN=""
 NB_ID=""
-
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
+# Before Notebox stops (lib.sh then removes the notebook's container).
+stop_load_and_nginx() {
     if [ -n "$BENCH_PID" ]; then
         kill -TERM "$BENCH_PID" 2>/dev/null
         wait "$BENCH_PID" 2>/dev/null
@@ -62,44 +55,8 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$NGINX_PID" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$NGINX_PID" 2>/dev/null
     fi
-    if [ -n "$NB_ID" ] && [ -n "$NOTEBOX_PID" ] && kill -0 "$NOTEBOX_PID" 2>/dev/null; then
-        curl -s -o /dev/null --max-time 10 -X DELETE \
-            -H "Authorization: Bearer $API_TOKEN" "$NB_URL/api/v1/notebooks/$NB_ID"
-    fi
-    if [ -n "$NOTEBOX_PID" ] && kill -0 "$NOTEBOX_PID" 2>/dev/null; then
-        kill -TERM "$NOTEBOX_PID" 2>/dev/null
-        for _ in $(seq 100); do kill -0 "$NOTEBOX_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$NOTEBOX_PID" 2>/dev/null
-        wait "$NOTEBOX_PID" 2>/dev/null
-    fi
-    if [ -n "$NB_ID" ]; then
-        local ids=()
-        mapfile -t ids < <(docker ps -aq --filter "label=io.notebox.notebook=$NB_ID" 2>/dev/null)
-        ((${#ids[@]})) && docker rm -f "${ids[@]}" >/dev/null 2>&1
-    fi
-    if [ -n "$WORK" ]; then
-        if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$rc" = 2 ]; then
-            printf 'run-proxy: kept %s (configs and logs)\n' "$WORK" >&2
-        else
-            rm -rf "$WORK"
-        fi
-    fi
-    exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Polls a command (bounded): wait_until SECONDS WHAT COMMAND...
-wait_until() {
-    local secs=$1 what=$2
-    shift 2
-    local deadline=$((SECONDS + secs))
-    until "$@"; do
-        [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${secs}s waiting for $what"
-        sleep 0.2
-    done
-}
+BENCH_CLEANUP=stop_load_and_nginx
 
 # 1. Tools.
 need=()
@@ -112,87 +69,30 @@ if ((${#need[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-docker info >/dev/null 2>&1 || die "Docker is not reachable (docker info failed)"
-IMAGE=${BENCH_IMAGE:-notebox-test-jupyter:latest}
 ORIGIN=${BENCH_ORIGIN:-ports}
 case "$ORIGIN" in ports | same) ;; *) die "BENCH_ORIGIN must be ports or same" ;; esac
-if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    say "building the test image"
-    IMAGE=$(tests/image/build.sh | tail -n 1)
-fi
+bench_image
 
 # 2. Release builds, before anything runs (the machine has few cores).
-say "cargo build --release (notebox) and the load generator"
-cargo build --release --locked --bin notebox
+bench_build
+say "the load generator (benches/proxy.rs)"
 # The load generator runs as the built binary: a `cargo bench` at measuring time could
 # start recompiling (while notebox and the container wait) if the sources changed since.
 BENCH_BIN=$(cargo bench --locked --bench proxy --no-run --message-format=json \
     | grep -o '"executable":"[^"]*"' | sed 's/^"executable":"//; s/"$//' | grep '/proxy-' | tail -n 1)
 [ -x "$BENCH_BIN" ] || die "cannot find the built load generator (benches/proxy.rs)"
-NOTEBOX=${CARGO_TARGET_DIR:-$ROOT/target}/release/notebox
 
 # 3. The machine, for the record.
 say "machine"
-CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-MEM=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
-printf 'nproc %s · %s · %s RAM · kernel %s · load average %s\n' \
-    "$(nproc)" "${CPU:-unknown CPU}" "$MEM" "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%s · %s · notebox %s\n' "$(nginx -v 2>&1)" "$(rustc -V)" \
-    "$(git describe --always --dirty 2>/dev/null || echo '?')"
+bench_machine
+nginx -v
 
-# 4. Notebox with a throw-away data dir; the catalog's only image runs echo.py.
-WORK=$(mktemp -d /tmp/notebox-proxy-bench.XXXXXX)
-chmod 711 "$WORK" # nginx's workers (not root) reach their temp dirs below it
-ECHO_PY=$(cat tests/upstream/echo.py)
-case "$ECHO_PY" in *"'''"*) die "tests/upstream/echo.py contains ''' (cannot inline it as a TOML literal)" ;; esac
-cat >"$WORK/config.toml" <<EOF
-listen = "127.0.0.1:0"
-data_dir = "$WORK/data"
-
-[notebooks]
-ready_timeout = "90s"
-origin = "$ORIGIN"
-
-[gpu]
-backend = "none"
-
-[[images]]
-id = "echo"
-name = "Echo upstream (tests/upstream/echo.py)"
-image = "$IMAGE"
-launcher = "command"
-command = ["python3", "-c", '''
-$ECHO_PY
-''', "{base_url}"]
-
-[[machines]]
-id = "bench"
-name = "Benchmark · 2 cores · 1 GB"
-cpus = 2.0
-memory_mib = 1024
-gpus = 0
-EOF
-
-say "starting notebox"
-"$NOTEBOX" --config "$WORK/config.toml" serve >"$WORK/notebox.out" 2>"$WORK/notebox.log" &
-NOTEBOX_PID=$!
-listening() {
-    kill -0 "$NOTEBOX_PID" 2>/dev/null || die "notebox exited: $(tail -n 20 "$WORK/notebox.log")"
-    grep -q 'http://' "$WORK/notebox.out"
-}
-wait_until 30 "notebox to start" listening
-NB_URL=$(grep -m 1 -o 'http://[^ ]*' "$WORK/notebox.out")
-NB_URL=${NB_URL%/}
-healthy() { curl -sf --max-time 2 -o /dev/null "$NB_URL/healthz"; }
-wait_until 30 "notebox /healthz" healthy
-API_TOKEN=$("$NOTEBOX" --config "$WORK/config.toml" token create admin --name proxy-bench 2>/dev/null)
-[ -n "$API_TOKEN" ] || die "notebox token create admin printed no token"
+# 4. Notebox with a throw-away data dir; the notebook runs echo.py.
+bench_config "origin = \"$ORIGIN\""
+bench_start_notebox
 
 say "creating the echo notebook"
-CREATED=$(curl -sS --max-time 30 -X POST -H "Authorization: Bearer $API_TOKEN" \
-    -H 'Content-Type: application/json' \
-    -d '{"name": "proxy-bench", "image": "echo", "machine": "bench"}' \
-    "$NB_URL/api/v1/notebooks")
+CREATED=$(api POST /api/v1/notebooks '{"name": "proxy-bench", "image": "echo", "machine": "bench"}')
 NB_ID=$(printf '%s' "$CREATED" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p' | head -n 1)
 [ -n "$NB_ID" ] || die "notebook not created: $CREATED"
 running() {
@@ -295,16 +195,6 @@ wait_until 15 "nginx to answer" nginx_up
 NGINX_PIDS=$NGINX_PID
 for w in $(pgrep -P "$NGINX_PID" 2>/dev/null); do NGINX_PIDS="$NGINX_PIDS,$w"; done
 
-# How busy the machine is without us: everything shares these cores.
-cpu_busy() {
-    local a b a1 a2 a3 a4 a5 a6 a7 a8 b1 b2 b3 b4 b5 b6 b7 b8
-    read -r _ a1 a2 a3 a4 a5 a6 a7 a8 _ </proc/stat
-    sleep 2
-    read -r _ b1 b2 b3 b4 b5 b6 b7 b8 _ </proc/stat
-    a=$((b1 + b2 + b3 + b6 + b7 + b8 - a1 - a2 - a3 - a6 - a7 - a8))
-    b=$((a + b4 + b5 - a4 - a5))
-    echo $((b > 0 ? 100 * a / b : 0))
-}
 printf 'CPU busy before the run (2 s sample, everything on the machine): %s%%\n' "$(cpu_busy)"
 
 if [ -n "${BENCH_HOLD:-}" ]; then

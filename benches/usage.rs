@@ -13,7 +13,11 @@
 //! target: every p95 under 200 ms. Under `cargo test --all-targets` it only checks a tiny
 //! ledger and measures nothing.
 
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::{now, percentile};
 
 const MEMBERS: usize = 30;
 const GPUS: usize = 8;
@@ -122,33 +126,13 @@ fn generate(
     (intervals, hours)
 }
 
-struct Served {
-    url: String,
-    token: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// A data dir with `days` of usage, and Notebox serving it.
+/// Notebox serving the ledger, and an admin's token.
+struct Served {
+    served: common::Served,
+    token: String,
+}
+
 fn serve(members: usize, gpus: usize, days: i64) -> Served {
     let dir = tempfile::tempdir().expect("tmp");
     let mut config = notebox::Config {
@@ -188,34 +172,10 @@ fn serve(members: usize, gpus: usize, days: i64) -> Served {
             .0
     });
     drop(runtime);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let _ = notebox::run(config, listener, async {
-                let _ = stopped.await;
-            })
-            .await;
-        });
-    });
     Served {
-        url,
+        served: common::serve(config, dir),
         token,
-        stop: Some(stop),
-        thread: Some(thread),
-        _dir: dir,
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn main() {
@@ -258,17 +218,6 @@ fn main() {
         ),
     ];
     rt.block_on(async {
-        // Notebox is up once /healthz answers.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client
-            .get(format!("{}/healthz", served.url))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "notebox did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         let mut worst = 0.0f64;
         for (label, path) in &queries {
             let mut times = Vec::new();
@@ -276,7 +225,7 @@ fn main() {
             for i in 0..runs.max(1) + 1 {
                 let t = Instant::now();
                 let r = client
-                    .get(format!("{}{path}", served.url))
+                    .get(format!("{}{path}", served.served.url))
                     .bearer_auth(&served.token)
                     .send()
                     .await
@@ -302,42 +251,14 @@ fn main() {
             );
         }
         // The usage page for the whole year, as an admin's browser gets it.
-        let browser = reqwest::Client::builder()
-            .cookie_store(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("client");
-        let login = browser
-            .get(format!("{}/login", served.url))
-            .send()
-            .await
-            .expect("login page")
-            .text()
-            .await
-            .expect("body");
-        let csrf = login
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .expect("csrf field")
-            .to_string();
-        let r = browser
-            .post(format!("{}/login", served.url))
-            .form(&[
-                ("username", "bench-admin"),
-                ("password", "bench-admin-password"),
-                ("csrf", csrf.as_str()),
-            ])
-            .send()
-            .await
-            .expect("login");
-        assert_eq!(r.status(), 303, "login");
+        let browser =
+            common::log_in(&served.served.url, "bench-admin", "bench-admin-password").await;
         let mut times = Vec::new();
         let mut size = 0;
         for i in 0..runs.max(1) + 1 {
             let t = Instant::now();
             let r = browser
-                .get(format!("{}/usage?from={from}&to={to}", served.url))
+                .get(format!("{}/usage?from={from}&to={to}", served.served.url))
                 .send()
                 .await
                 .expect("page");
