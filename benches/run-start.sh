@@ -128,9 +128,30 @@ while api("GET", f"/api/v1/notebooks/{warm}")["state"] != "stopped":
 time.sleep(2)  # its container's exit settles
 print(f"raw containers: {spec['Image']} {json.dumps(spec.get('Cmd'))[:120]}… on {network}", flush=True)
 
+# Each Notebox notebook gets a new, empty notebook folder (mounted at /notebooks); so does
+# each raw container, made like Notebox makes it (same owner and mode as the warm-up's):
+# reusing the warm-up's folder would hand the raw side what Jupyter left there.
+import os, shutil
+def fresh_binds(i):
+    binds = []
+    for b in spec["HostConfig"].get("Binds", []):
+        host, rest = b.split(":", 1)
+        if rest.startswith("/notebooks:"):
+            st = os.stat(host)
+            fresh = f"{host}-raw-{i}"
+            os.mkdir(fresh, st.st_mode & 0o7777)
+            os.chown(fresh, st.st_uid, st.st_gid)
+            os.chmod(fresh, st.st_mode & 0o7777)
+            raw_dirs.append(fresh)
+            host = fresh
+        binds.append(f"{host}:{rest}")
+    return binds
+raw_dirs = []
+
 def raw_start(i):
+    body = dict(spec, HostConfig=dict(spec["HostConfig"], Binds=fresh_binds(i)))
     t0 = time.perf_counter()
-    rid = docker("POST", f"/containers/create?name=notebox-bench-raw-{i}", spec)["Id"]
+    rid = docker("POST", f"/containers/create?name=notebox-bench-raw-{i}", body)["Id"]
     docker("POST", f"/containers/{rid}/start")
     started = time.perf_counter() - t0
     ip = docker("GET", f"/containers/{rid}/json")["NetworkSettings"]["Networks"][network]["IPAddress"]
@@ -149,6 +170,7 @@ def raw_start(i):
         time.sleep(PROBE)
     took = time.perf_counter() - t0
     docker("DELETE", f"/containers/{rid}?force=1")
+    shutil.rmtree(raw_dirs.pop(), ignore_errors=True)
     raw_steps.append(f"create+start {started * 1e3:.1f} ms, jupyter ready {(took - started) * 1e3:.1f} ms")
     return took
 

@@ -6,11 +6,10 @@
 #   tests/run-all.sh foundation # only tests whose name matches (any cargo test filter works;
 #                               # the package checks then are skipped)
 #
-# Work that waits on the network or the disk runs beside the compiler rather than after
-# it: the test image builds while the tests compile, and the package checks' preparation
-# (cargo-deb, the Debian root file system, the release build) runs at idle CPU priority
-# meanwhile, so it only takes the CPU time the rest leaves. Each stage's time is printed
-# at the end.
+# Work runs beside other work where that is faster: the test image (mostly downloads)
+# builds while the tests compile, and the package checks' preparation (cargo-deb, the
+# Debian root file system, the release build) runs at idle CPU priority while the tests
+# run, in the gaps they leave. Each stage's time is printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -80,18 +79,6 @@ mkdir -p "$LOGS"
 tests/image/build.sh >"$LOGS/image.out" 2>"$LOGS/image.log" &
 IMAGE_PID=$!
 
-# 4. The package checks' preparation, at idle priority: it only gets the CPU the compile
-#    and the tests leave (while tests wait on containers and browsers), so it slows them
-#    down as little as possible, and the package stage later has little left to do.
-if [ "$PACKAGE" = 1 ]; then
-  # SCHED_IDLE (inherited by every compiler it starts); nice 19 where chrt is missing.
-  idle=(nice -n 19)
-  chrt --idle 0 true 2>/dev/null && idle=(chrt --idle 0)
-  setsid "${idle[@]}" bash -c 'set -e; tests/package/run.sh --prepare; cargo build --release --locked' \
-    >"$LOGS/package-prepare.log" 2>&1 &
-  BACKGROUND=$!
-fi
-
 stage_start "compile the tests (debug)"
 cargo test --locked --all-targets --no-run
 stage_end
@@ -108,6 +95,20 @@ TEST_JUPYTER_IMAGE=$(tail -n 1 "$LOGS/image.out")
 export TEST_JUPYTER_IMAGE
 say "using $TEST_JUPYTER_IMAGE"
 stage_end
+
+# 4. The package checks' preparation, at idle priority, once the tests are compiled: the
+#    tests leave the cores idle at times (waiting on containers and browsers), and the
+#    release build, the Debian root file system and cargo-deb (when missing) use those
+#    gaps instead of running after the tests. (Started beside the compile instead, it made
+#    the compile twice as long: docs/PERFORMANCE.md, "Suite time".)
+if [ "$PACKAGE" = 1 ]; then
+  # SCHED_IDLE (inherited by every compiler it starts); nice 19 where chrt is missing.
+  idle=(nice -n 19)
+  chrt --idle 0 true 2>/dev/null && idle=(chrt --idle 0)
+  setsid "${idle[@]}" bash -c 'set -e; tests/package/run.sh --prepare; cargo build --release --locked' \
+    >"$LOGS/package-prepare.log" 2>&1 &
+  BACKGROUND=$!
+fi
 
 # 5. Every test: unit tests, integration tests against the real server, Docker, Chromium.
 #    One binary at a time, two tests at a time: the tests themselves keep both cores busy
