@@ -23,7 +23,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{log_in, now, percentile};
+use common::{log_in, now, percentile, Rng};
 
 const GPUS: usize = 8;
 
@@ -47,24 +47,6 @@ const TINY: Lab = Lab {
 };
 /// What the dashboard lists before "Show all" (src/web/pages/notebooks.rs).
 const DASHBOARD_ROWS: usize = 100;
-
-/// A small deterministic generator (xorshift), so every run writes the same year.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo) as u64) as i64
-    }
-    fn hex(&mut self) -> String {
-        format!("{:016x}{:016x}", self.next(), self.next())
-    }
-}
 
 fn gpu_uuid(i: usize) -> String {
     format!("GPU-5ca1e000-0000-0000-0000-00000000000{i}")

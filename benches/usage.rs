@@ -17,30 +17,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{now, percentile};
+use common::{now, percentile, Rng};
 
 const MEMBERS: usize = 30;
 const GPUS: usize = 8;
 const DAYS: i64 = 365;
 const TARGET_MS: f64 = 200.0;
-
-/// A small deterministic generator (xorshift), so every run writes the same year.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo) as u64) as i64
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() % 10_000) as f64 / 10_000.0
-    }
-}
 
 /// Writes `days` of usage ending now; returns (intervals, hourly rows).
 fn generate(

@@ -6,10 +6,10 @@
 #   tests/run-all.sh foundation # only tests whose name matches (any cargo test filter works;
 #                               # the package checks then are skipped)
 #
-# Work runs beside other work where that is faster: the test image (mostly downloads)
-# builds while the tests compile, and the package checks' preparation (cargo-deb, the
-# Debian root file system, the release build) runs at idle CPU priority while the tests
-# run, in the gaps they leave. Each stage's time is printed at the end.
+# The test image (mostly downloads) builds while the tests compile. Nothing else runs
+# beside the tests: on a 2-core machine a build beside them, even at idle CPU priority,
+# made JupyterLab miss a test's start deadline (docs/PERFORMANCE.md, "Suite time").
+# Each stage's time is printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,8 +30,6 @@ report() {
         printf '  %s\n' "${STAGES[@]}" >&2
         printf '  %-44s %4d s\n' "total" $((SECONDS - T0)) >&2
     fi
-    # The preparation runs in a session of its own: this ends it with every compiler.
-    [ -n "${BACKGROUND:-}" ] && kill -- -"$BACKGROUND" 2>/dev/null
     [ -n "${IMAGE_PID:-}" ] && kill "$IMAGE_PID" 2>/dev/null
     exit "$rc"
 }
@@ -96,25 +94,10 @@ export TEST_JUPYTER_IMAGE
 say "using $TEST_JUPYTER_IMAGE"
 stage_end
 
-# 4. The package checks' preparation, at idle priority, once the tests are compiled: the
-#    tests leave the cores idle at times (waiting on containers and browsers), and the
-#    release build, the Debian root file system and cargo-deb (when missing) use those
-#    gaps instead of running after the tests. (Started beside the compile instead, it made
-#    the compile twice as long: docs/PERFORMANCE.md, "Suite time".)
-if [ "$PACKAGE" = 1 ]; then
-  # SCHED_IDLE (inherited by every compiler it starts); nice 19 where chrt is missing.
-  idle=(nice -n 19)
-  chrt --idle 0 true 2>/dev/null && idle=(chrt --idle 0)
-  setsid "${idle[@]}" bash -c 'set -e; tests/package/run.sh --prepare; cargo build --release --locked' \
-    >"$LOGS/package-prepare.log" 2>&1 &
-  BACKGROUND=$!
-fi
-
 # 5. Every test: unit tests, integration tests against the real server, Docker, Chromium.
 #    One binary at a time, two tests at a time: the tests themselves keep both cores busy
-#    (JupyterLab starts, Chromium, the symlink races), and running two binaries side by side
-#    made them no faster here but made Jupyter miss short start deadlines
-#    (docs/PERFORMANCE.md, "Suite time").
+#    (JupyterLab starts, Chromium, the symlink races); two binaries side by side were no
+#    faster here and made Jupyter miss short start deadlines.
 stage_start "cargo test"
 cargo test --locked --all-targets -- --test-threads=2 "$@"
 stage_end
@@ -122,17 +105,7 @@ stage_end
 # 6. The .deb: build it, lint it, install it into a fresh Debian 12 root (upgrade, purge,
 #    and under a real systemd). Skipped when a filter was given.
 if [ "$PACKAGE" = 1 ]; then
-  stage_start "package: the rest of its preparation"
-  # Nothing else runs now: at idle priority the rest of the build still gets every core.
-  if ! wait "$BACKGROUND"; then
-    BACKGROUND=
-    tail -n 40 "$LOGS/package-prepare.log" >&2
-    say "preparing the package checks failed (log above, whole in $LOGS/package-prepare.log)"
-    exit 1
-  fi
-  BACKGROUND=
-  stage_end
-  stage_start "package checks"
+  stage_start "package checks (with the release build)"
   tests/package/run.sh
   stage_end
 fi

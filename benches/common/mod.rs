@@ -1,5 +1,5 @@
 //! What the in-process benchmarks (usage.rs, scale.rs) share: Notebox serving a prepared
-//! data dir on loopback, a browser's login, percentiles.
+//! data dir on loopback, a browser's login, percentiles, a deterministic generator.
 
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,30 @@ fn healthz(url: &str) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::other("not healthy yet"))
+    }
+}
+
+/// A small deterministic generator (xorshift), so every run writes the same data.
+pub struct Rng(pub u64);
+
+#[allow(dead_code)] // each bench uses some of it
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + (self.next() % (hi - lo) as u64) as i64
+    }
+    /// A number in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next() % 10_000) as f64 / 10_000.0
+    }
+    /// 32 hex digits.
+    pub fn hex(&mut self) -> String {
+        format!("{:016x}{:016x}", self.next(), self.next())
     }
 }
 

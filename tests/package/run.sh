@@ -9,8 +9,6 @@
 #   tests/package/run.sh                                  # build target/debian/*.deb, test it
 #   NOTEBOX_DEB=path/to/notebox.deb tests/package/run.sh  # test a given package
 #   NOTEBOX_PACKAGE_BOOT=0 tests/package/run.sh           # without the systemd part
-#   tests/package/run.sh --prepare                        # only install the tools and build
-#                                                         # the root file system, then exit
 #
 # Needs root (chroot), cargo, and the Debian mirror of the host's apt sources the first
 # time on a machine: the root file system is built once with mmdebstrap and cached as a
@@ -73,47 +71,6 @@ fi
 if [ -z "${NOTEBOX_DEB:-}" ] && ! cargo deb --version >/dev/null 2>&1; then
     say "installing cargo-deb $CARGO_DEB_VERSION"
     cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
-fi
-
-# The root file system tarball, built once per machine (a concurrent run waits, then
-# reuses it).
-ROOTFS_TAR=$CACHE/rootfs-$(printf '%s' "$ROOTFS_RECIPE" | sha256sum | cut -c1-12).tar
-ensure_rootfs() {
-    mkdir -p "$CACHE"
-    exec 9>"$CACHE/rootfs.lock"
-    flock 9 # one build per machine; a concurrent run waits, then reuses it
-    if [ ! -s "$ROOTFS_TAR" ]; then
-        # The host's own apt sources for $SUITE (as tests/image/build.sh), else Debian's.
-        sources=()
-        shopt -s nullglob
-        for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-            [[ -s $f ]] || continue
-            if grep -v '^[[:space:]]*#' "$f" | grep -qE "(^|[[:space:]])${SUITE}([[:space:]]|$)"; then
-                sources+=("$f")
-            fi
-        done
-        shopt -u nullglob
-        hooks=()
-        for d in /usr/share/mmdebstrap/hooks/maybe-merged-usr /usr/share/mmdebstrap/hooks/merged-usr; do
-            if [[ -d $d ]]; then hooks=(--hook-dir="$d"); break; fi
-        done
-        say "building $ROOTFS_TAR with mmdebstrap (once per machine; about 30 s)"
-        mmdebstrap --variant=apt --format=tar "${hooks[@]}" --include="$ROOTFS_PACKAGES" \
-            --dpkgopt='path-exclude=/usr/share/man/*' \
-            --dpkgopt='path-exclude=/usr/share/locale/*' \
-            --dpkgopt='path-exclude=/usr/share/doc/*' \
-            --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-            "$SUITE" "$ROOTFS_TAR.tmp" "${sources[@]}" >&2
-        mv "$ROOTFS_TAR.tmp" "$ROOTFS_TAR"
-    fi
-    exec 9>&-
-}
-
-# `--prepare`: only the tools and the root file system, then exit (tests/run-all.sh runs
-# this in the background while the Rust tests run, so the checks later wait for nothing).
-if [ "${1:-}" = --prepare ]; then
-    ensure_rootfs
-    exit 0
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/notebox-package.XXXXXX")
@@ -249,7 +206,35 @@ check "shipped config: listen = \"0.0.0.0:8080\", data_dir = \"/var/lib/notebox\
 
 # --- 5. a fresh Debian 12 root file system ---------------------------------------------
 say "root file system"
-ensure_rootfs
+mkdir -p "$CACHE"
+ROOTFS_TAR=$CACHE/rootfs-$(printf '%s' "$ROOTFS_RECIPE" | sha256sum | cut -c1-12).tar
+exec 9>"$CACHE/rootfs.lock"
+flock 9 # one build per machine; a concurrent run waits, then reuses it
+if [ ! -s "$ROOTFS_TAR" ]; then
+    # The host's own apt sources for $SUITE (as tests/image/build.sh), else Debian's.
+    sources=()
+    shopt -s nullglob
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [[ -s $f ]] || continue
+        if grep -v '^[[:space:]]*#' "$f" | grep -qE "(^|[[:space:]])${SUITE}([[:space:]]|$)"; then
+            sources+=("$f")
+        fi
+    done
+    shopt -u nullglob
+    hooks=()
+    for d in /usr/share/mmdebstrap/hooks/maybe-merged-usr /usr/share/mmdebstrap/hooks/merged-usr; do
+        if [[ -d $d ]]; then hooks=(--hook-dir="$d"); break; fi
+    done
+    say "building $ROOTFS_TAR with mmdebstrap (once per machine; about 30 s)"
+    mmdebstrap --variant=apt --format=tar "${hooks[@]}" --include="$ROOTFS_PACKAGES" \
+        --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+        "$SUITE" "$ROOTFS_TAR.tmp" "${sources[@]}" >&2
+    mv "$ROOTFS_TAR.tmp" "$ROOTFS_TAR"
+fi
+exec 9>&-
 mkdir "$ROOT"
 tar -C "$ROOT" -xpf "$ROOTFS_TAR"
 check "root file system is Debian 12" grep -q '^VERSION_ID="12"' "$ROOT/etc/os-release"
