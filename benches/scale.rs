@@ -24,6 +24,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{log_in, now, percentile, Rng};
+use notebox::web::pages::notebooks::DASHBOARD_ROWS;
 
 const GPUS: usize = 8;
 
@@ -45,8 +46,6 @@ const TINY: Lab = Lab {
     per_member: 5,
     ada: 120,
 };
-/// What the dashboard lists before "Show all" (src/web/pages/notebooks.rs).
-const DASHBOARD_ROWS: usize = 100;
 
 fn gpu_uuid(i: usize) -> String {
     format!("GPU-5ca1e000-0000-0000-0000-00000000000{i}")

@@ -590,11 +590,18 @@ impl Runtime {
         }
         let rt = self.clone();
         tokio::spawn(async move {
-            // Without Docker the next pass says so on the notebook's page.
-            if let Ok(docker) = rt.docker().await {
-                rt.start_op(&nb, &docker, fresh).await;
+            match rt.docker().await {
+                Ok(docker) => {
+                    rt.start_op(&nb, &docker, fresh).await;
+                    rt.release(&nb.id);
+                }
+                Err(_) => {
+                    // A pass at once, which says so on the notebook's page (not at the
+                    // next tick).
+                    rt.release(&nb.id);
+                    rt.wake();
+                }
             }
-            rt.release(&nb.id);
         });
         true
     }

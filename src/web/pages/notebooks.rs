@@ -131,10 +131,9 @@ fn dashboard_rows(notebooks: Vec<Notebook>, all: bool) -> Vec<Notebook> {
     if all || notebooks.len() <= DASHBOARD_ROWS {
         return notebooks;
     }
-    let at_rest =
-        |nb: &Notebook| matches!(nb.state, NotebookState::Stopped | NotebookState::Failed);
+    // At rest: stopped or failed, what a member may start.
     let (active, rest): (Vec<Notebook>, Vec<Notebook>) =
-        notebooks.into_iter().partition(|nb| !at_rest(nb));
+        notebooks.into_iter().partition(|nb| !nb.state.can_start());
     let room = DASHBOARD_ROWS.saturating_sub(active.len());
     active
         .into_iter()
