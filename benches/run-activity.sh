@@ -13,66 +13,18 @@
 # windows. Needs: a running Docker engine, Rust, curl. The image is $BENCH_IMAGE, else the
 # test image (built with tests/image/build.sh when missing). BENCH_KEEP=1 keeps the temp
 # dir (config, logs).
-# shellcheck disable=SC2317 # cleanup is called by the trap
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
+BENCH_NAME=run-activity
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 N=${BENCH_NOTEBOOKS:-20}
 WINDOW=${BENCH_WINDOW:-60}
 
-say() { printf '\n==> %s\n' "$*" >&2; }
-die() { printf 'run-activity: %s\n' "$*" >&2; exit 2; }
-
-WORK=""
-NOTEBOX_PID=""
-cleanup() {
-    local rc=$?
-    set +e
-    trap - EXIT INT TERM
-    if [ -n "$NOTEBOX_PID" ] && kill -0 "$NOTEBOX_PID" 2>/dev/null; then
-        kill -TERM "$NOTEBOX_PID"
-        wait "$NOTEBOX_PID" 2>/dev/null
-    fi
-    if [ -n "$WORK" ]; then
-        local ids=()
-        mapfile -t ids < <(docker ps -aq --filter "label=io.notebox.instance=$(cat "$WORK/instance" 2>/dev/null || echo none)" 2>/dev/null)
-        ((${#ids[@]})) && docker rm -f "${ids[@]}" >/dev/null 2>&1
-        if [ "${BENCH_KEEP:-0}" = 1 ]; then
-            printf 'run-activity: kept %s\n' "$WORK" >&2
-        else
-            rm -rf "$WORK"
-        fi
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-wait_until() {
-    local secs=$1 what=$2
-    shift 2
-    local deadline=$((SECONDS + secs))
-    until "$@"; do
-        [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${secs}s waiting for $what"
-        sleep 0.5
-    done
-}
-
-docker info >/dev/null 2>&1 || die "Docker is not reachable (docker info failed)"
-IMAGE=${BENCH_IMAGE:-}
-if [ -z "$IMAGE" ]; then
-    IMAGE=$(tests/image/build.sh | tail -n 1)
-fi
-
-say "cargo build --release"
-cargo build --release --locked --bin notebox
-NOTEBOX=${CARGO_TARGET_DIR:-$ROOT/target}/release/notebox
-
+bench_image
+bench_build
 say "machine"
-printf 'nproc %s · %s · kernel %s · notebox %s\n' "$(nproc)" \
-    "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" "$(uname -r)" \
-    "$(git describe --always --dirty 2>/dev/null || echo '?')"
+bench_machine
 
 WORK=$(mktemp -d /tmp/notebox-activity-bench.XXXXXX)
 config() { # config INTERVAL
@@ -131,7 +83,7 @@ running_count() {
 ticks_of() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 containers_ns() {
     local total=0 id pid f v
-    for id in $(docker ps -q --filter "label=io.notebox.instance=$(cat "$WORK/instance")"); do
+    for id in $(docker ps -q --filter "label=io.notebox.instance=$INSTANCE"); do
         pid=$(docker inspect -f '{{.State.Pid}}' "$id")
         f=""
         while IFS=: read -r _ ctrl path; do
@@ -166,6 +118,8 @@ measure() { # measure LABEL
 say "starting notebox and $N notebooks"
 config "5s"
 start_notebox
+# This installation's containers carry its instance id as a label (lib.sh removes them on exit).
+INSTANCE=$(sqlite_meta instance_id)
 TOKEN=$("$NOTEBOX" --config "$WORK/config.toml" token create admin --name activity-bench 2>/dev/null)
 FIRST=""
 for i in $(seq "$N"); do
@@ -178,9 +132,6 @@ done
 [ -n "$FIRST" ] || die "no notebook was created: $created"
 all_running() { [ "$(running_count)" -ge "$N" ]; }
 wait_until 600 "$N notebooks to be running" all_running
-# This installation's containers carry its instance id as a label.
-docker inspect -f '{{index .Config.Labels "io.notebox.instance"}}' \
-    "$(docker ps -q --filter "label=io.notebox.notebook=$FIRST" | head -n 1)" >"$WORK/instance"
 
 say "measuring ${WINDOW}s with the sampler every 5 s"
 measure "sampler every 5 s"
