@@ -56,18 +56,6 @@ idle_timeout = "never"
 EOF
 }
 
-start_notebox() {
-    "$NOTEBOX" --config "$WORK/config.toml" serve >"$WORK/notebox.out" 2>>"$WORK/notebox.log" &
-    NOTEBOX_PID=$!
-    listening() {
-        kill -0 "$NOTEBOX_PID" 2>/dev/null || die "notebox exited: $(tail -n 20 "$WORK/notebox.log")"
-        grep -q 'http://' "$WORK/notebox.out"
-    }
-    wait_until 30 "notebox to start" listening
-    URL=$(grep -m 1 -o 'http://[^ ]*' "$WORK/notebox.out")
-    URL=${URL%/}
-}
-
 stop_notebox() {
     kill -TERM "$NOTEBOX_PID"
     wait "$NOTEBOX_PID" 2>/dev/null || true
@@ -75,7 +63,7 @@ stop_notebox() {
 }
 
 running_count() {
-    curl -s --max-time 10 -H "Authorization: Bearer $TOKEN" "$URL/api/v1/notebooks" \
+    curl -s --max-time 10 -H "Authorization: Bearer $API_TOKEN" "$NB_URL/api/v1/notebooks" \
         | grep -o '"state":"running"' | wc -l
 }
 
@@ -117,16 +105,14 @@ measure() { # measure LABEL
 
 say "starting notebox and $N notebooks"
 config "5s"
-start_notebox
-# This installation's containers carry its instance id as a label (lib.sh removes them on exit).
-INSTANCE=$(sqlite_meta instance_id)
-TOKEN=$("$NOTEBOX" --config "$WORK/config.toml" token create admin --name activity-bench 2>/dev/null)
+# Sets NB_URL, API_TOKEN and INSTANCE (whose containers lib.sh removes on exit).
+bench_start_notebox
 FIRST=""
 for i in $(seq "$N"); do
-    created=$(curl -sS --max-time 30 -X POST -H "Authorization: Bearer $TOKEN" \
+    created=$(curl -sS --max-time 30 -X POST -H "Authorization: Bearer $API_TOKEN" \
         -H 'Content-Type: application/json' \
         -d "{\"name\": \"bench $i\", \"image\": \"test\", \"machine\": \"small\"}" \
-        "$URL/api/v1/notebooks")
+        "$NB_URL/api/v1/notebooks")
     [ -n "$FIRST" ] || FIRST=$(printf '%s' "$created" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p' | head -n 1)
 done
 [ -n "$FIRST" ] || die "no notebook was created: $created"
@@ -138,12 +124,12 @@ measure "sampler every 5 s"
 say "restarting notebox with the sampler every hour (the notebooks keep running)"
 stop_notebox
 config "1h"
-start_notebox
+bench_start_notebox
 measure "sampler off (every 1 h)"
 say "restarting notebox with the sampler every second"
 stop_notebox
 config "1s"
-start_notebox
+bench_start_notebox
 measure "sampler every 1 s"
 
 say "results ($N running notebooks, ${WINDOW}s windows)"
