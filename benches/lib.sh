@@ -98,6 +98,8 @@ data_dir = "$WORK/data"
 
 [notebooks]
 ready_timeout = "90s"
+# One bench member runs many notebooks at once (50 in run-memory.sh), and needs a port each.
+max_running_per_user = 1000
 $notebooks_extra
 
 [gpu]

@@ -114,6 +114,10 @@ pub struct NotebooksConfig {
     /// With `origin = "subdomains"`: notebooks are at `{id}.{origin_domain}` (wildcard DNS
     /// and TLS in front of Notebox).
     pub origin_domain: String,
+    /// The most notebooks one member may have running, starting or queued at once. With
+    /// `ports` each running notebook holds a port of the member's own, so the range must
+    /// hold `members × max_running_per_user` ports (doctor and the admin pages check).
+    pub max_running_per_user: u32,
 }
 
 /// Where notebooks are served (`notebooks.origin`).
@@ -459,6 +463,7 @@ impl Default for NotebooksConfig {
                 last: 8199,
             },
             origin_domain: String::new(),
+            max_running_per_user: 4,
         }
     }
 }
@@ -696,6 +701,11 @@ impl Config {
                     self.notebooks.origin_ports = PortRange::parse(&value).map_err(invalid)?
                 }
                 "ORIGIN_DOMAIN" => self.notebooks.origin_domain = value,
+                "MAX_RUNNING_PER_USER" => {
+                    self.notebooks.max_running_per_user = value.trim().parse().map_err(|_| {
+                        invalid(format!("'{value}' is not a whole number of notebooks"))
+                    })?
+                }
                 _ => {
                     return Err(invalid(
                         "unknown setting; known ones are NOTEBOX_LISTEN, NOTEBOX_DATA_DIR, \
@@ -755,6 +765,12 @@ impl Config {
             if percent == 0 || percent > 100 {
                 return Err(self.invalid(key, "must be a percentage from 1 to 100"));
             }
+        }
+        if self.notebooks.max_running_per_user == 0 {
+            return Err(self.invalid(
+                "notebooks.max_running_per_user",
+                "must be at least 1 (it is how many notebooks a member may run at once)",
+            ));
         }
         let url = self.webhook.url.trim();
         if !url.is_empty() {

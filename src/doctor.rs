@@ -291,15 +291,41 @@ fn check_origins(config: &Config) -> Check {
             .ports()
             .filter(|p| std::net::TcpListener::bind((ip, *p)).is_ok())
             .count();
-        let level = if free == 0 { Level::Fail } else { Level::Ok };
+        let usage = crate::db::origin_ports::usage_of_file(
+            &config.data_dir.join("notebox.db"),
+            n.origin_ports.first,
+            n.origin_ports.last,
+        );
+        let capacity = match usage {
+            Ok(Some(usage)) => {
+                crate::origin::port_capacity_warning(n.origin_ports, usage, n.max_running_per_user)
+            }
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot read which member owns which port: {e}")),
+        };
+        let level = if free == 0 {
+            Level::Fail
+        } else if capacity.is_some() {
+            Level::Warn
+        } else {
+            Level::Ok
+        };
+        let fix = if free == 0 {
+            Some("choose a free range for [notebooks] origin_ports")
+        } else if capacity.is_some() {
+            Some("widen [notebooks] origin_ports (and the firewall rule), or lower max_running_per_user")
+        } else {
+            None
+        };
         return check(
             "notebook origins",
             level,
             format!(
-                "{note} {free} of {} ports free now (one per running notebook).",
-                n.origin_ports.len()
+                "{note} {free} of {} ports free now (one per running notebook).{}",
+                n.origin_ports.len(),
+                capacity.map(|c| format!(" {c}")).unwrap_or_default()
             ),
-            (free == 0).then_some("choose a free range for [notebooks] origin_ports"),
+            fix,
         );
     }
     check("notebook origins", Level::Ok, note, None)

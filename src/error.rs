@@ -119,6 +119,9 @@ impl From<NotebookError> for WebError {
                 WebError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
             }
             NotebookError::Conflict(_) => WebError::new(StatusCode::CONFLICT, "conflict", message),
+            NotebookError::Gpus(Refusal::TooManyRunning { .. }) => {
+                WebError::new(StatusCode::CONFLICT, "too_many_running", message)
+            }
             NotebookError::Gpus(Refusal::TooMany { .. }) => {
                 WebError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
             }

@@ -132,6 +132,7 @@ pub async fn run(
         local.ip(),
         db.clone(),
         proxy_state.clone(),
+        config.notebooks.max_running_per_user,
     ));
     let site_follower = tokio::spawn(sites.clone().follow(runtime.clone()));
     let state = aw::Data::new(web::AppState {

@@ -129,6 +129,33 @@ pub fn isolation_note(mode: OriginMode, ports: PortRange, domain: &str) -> (bool
     }
 }
 
+/// With `origin = "ports"`: a warning when the range cannot give every member a port for
+/// each notebook they may run (ports belong to members for good), or when every port of it
+/// already belongs to someone. `None` when it is roomy enough.
+pub fn port_capacity_warning(
+    ports: PortRange,
+    usage: crate::db::origin_ports::PortUsage,
+    per_member: u32,
+) -> Option<String> {
+    let len = ports.len() as i64;
+    let needed = usage.members.saturating_mul(i64::from(per_member));
+    if usage.owned >= len {
+        return Some(format!(
+            "Every notebook port of {ports} belongs to a member now (a port serves one member's \
+             notebooks for good): a member who has none gets no port. Widen \
+             notebooks.origin_ports."
+        ));
+    }
+    (needed > len).then(|| {
+        format!(
+            "The notebook ports ({ports}: {len}) are fewer than members × notebooks each may run \
+             ({} × {per_member} = {needed}): when the lab is busy a member may find no port \
+             free. Widen notebooks.origin_ports, or lower notebooks.max_running_per_user.",
+            usage.members
+        )
+    })
+}
+
 /// How notebooks are placed on origins: built from the config once.
 #[derive(Debug, Clone)]
 pub struct Origins {
@@ -207,6 +234,35 @@ impl Origins {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn port_capacity_warns_when_members_times_limit_exceed_the_range() {
+        use crate::db::origin_ports::PortUsage;
+        let range = PortRange {
+            first: 8100,
+            last: 8199,
+        };
+        let roomy = PortUsage {
+            owned: 10,
+            members: 25,
+        };
+        assert_eq!(port_capacity_warning(range, roomy, 4), None);
+        let crowded = PortUsage {
+            owned: 10,
+            members: 30,
+        };
+        let w = port_capacity_warning(range, crowded, 4).unwrap_or_default();
+        assert!(
+            w.contains("30 × 4 = 120") && w.contains("origin_ports"),
+            "{w}"
+        );
+        let full = PortUsage {
+            owned: 100,
+            members: 3,
+        };
+        let w = port_capacity_warning(range, full, 4).unwrap_or_default();
+        assert!(w.contains("Every notebook port"), "{w}");
+    }
+
     use super::*;
 
     fn ports() -> Origins {

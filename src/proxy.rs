@@ -184,6 +184,13 @@ impl ProxyState {
         &self.accounts
     }
 
+    /// Where the browser finds a notebook's Jupyter: `/nb/{id}/`, or `/nb/{id}/{key}/` while
+    /// its container has a path key (`origin = "ports"`).
+    pub async fn browser_base(&self, notebook_id: &str) -> Result<String, WebError> {
+        let key = target(self, notebook_id).await?.and_then(|t| t.path_key);
+        Ok(crate::runtime::spec::base_url(notebook_id, key.as_deref()))
+    }
+
     pub fn origins(&self) -> &Origins {
         &self.origins
     }
@@ -285,6 +292,7 @@ async fn identify(
     state: &ProxyState,
     jupyter_token: Option<&str>,
     site: &Site,
+    cookie_counts: bool,
 ) -> Result<Caller, WebError> {
     let not_jupyters = |t: &String| !jupyter_token.is_some_and(|j| secrets::constant_time_eq(t, j));
     let header_token = if req.headers().contains_key(header::AUTHORIZATION) {
@@ -309,7 +317,10 @@ async fn identify(
             crate::http::is_https(req),
         )),
     };
-    let cookie = cookie_name.as_deref().and_then(|name| req.cookie(name));
+    let cookie = cookie_name
+        .as_deref()
+        .filter(|_| cookie_counts)
+        .and_then(|name| req.cookie(name));
     // A page opened with a token in its URL shows the token to every script of the page
     // (`location.href`), and the notebook's scripts are not to be trusted with it.
     if url_token.is_some() && matches!(site, Site::Notebook(_)) && is_navigation(req) {
@@ -711,6 +722,33 @@ fn scoped_set_cookie(value: &HeaderValue, notebook_id: &str) -> Option<HeaderVal
     HeaderValue::from_str(&out).ok()
 }
 
+/// The part of `/nb/{id}/{rest}` after the notebook's base URL, and whether the request
+/// named the notebook's path key (`/nb/{id}/{key}/{rest}`). A stale key (an earlier run's)
+/// is dropped but does not count.
+fn inner_path<'a>(path: &'a str, key: Option<&str>) -> (&'a str, bool) {
+    let rest = path
+        .strip_prefix("/nb/")
+        .and_then(|p| p.split_once('/'))
+        .map_or("", |(_, rest)| rest);
+    let (first, after) = rest.split_once('/').unwrap_or((rest, ""));
+    match key {
+        Some(key) if secrets::constant_time_eq(first, key) => (after, true),
+        _ if crate::runtime::spec::is_path_key(first) => (after, false),
+        _ => (rest, false),
+    }
+}
+
+/// A browser fetching a script to register as a service worker.
+fn is_service_worker_script(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("service-worker")
+        .is_some_and(|v| v.as_bytes() == b"script")
+        || req
+            .headers()
+            .get("sec-fetch-dest")
+            .is_some_and(|v| v.as_bytes() == b"serviceworker")
+}
+
 /// `/nb/{id}` → `/nb/{id}/`.
 pub async fn add_slash(path: web::Path<String>) -> HttpResponse {
     HttpResponse::PermanentRedirect()
@@ -774,6 +812,12 @@ fn landing_path(req: &HttpRequest) -> String {
         .strip_prefix("/nb/")
         .and_then(|p| p.split_once('/'))
         .map_or("", |(_, rest)| rest);
+    // A path key (this run's or an earlier run's) is Notebox's, not a place to land.
+    let tail = match tail.split_once('/') {
+        Some((first, rest)) if crate::runtime::spec::is_path_key(first) => rest,
+        None if crate::runtime::spec::is_path_key(tail) => "",
+        _ => tail,
+    };
     let query = upstream_query(req);
     if query.is_empty() {
         tail.to_string()
@@ -838,7 +882,17 @@ async fn proxy_request(
         Ok(Some(t)) => Some(t.jupyter_token.as_str()),
         _ => None,
     };
-    let (user, credential) = match identify(&req, &state, jupyter_token, &site).await {
+    let path_key = match &found {
+        Ok(Some(t)) => t.path_key.clone(),
+        _ => None,
+    };
+    let path = req.path().to_string();
+    let (inner_path, keyed) = inner_path(&path, path_key.as_deref());
+    // With a path key, the notebook's cookie counts only under it: a page of another
+    // notebook that had this port cannot name these URLs (it never learns the key).
+    let cookie_counts = keyed || path_key.is_none() || site == Site::Main;
+    let (user, credential) = match identify(&req, &state, jupyter_token, &site, cookie_counts).await
+    {
         Ok(Caller::User(u, c)) => (u, c),
         Ok(Caller::Refused(why)) => return error_response(&req, WebError::forbidden(why)),
         Ok(Caller::BadCredentials) => {
@@ -874,19 +928,27 @@ async fn proxy_request(
             ),
         );
     }
+    if is_service_worker_script(&req) {
+        // A service worker outlives its notebook in the browser and sees every page of
+        // the origin (and so the next notebook's URLs on this port); JupyterLab uses none.
+        return error_response(
+            &req,
+            WebError::forbidden("Service workers are not allowed for notebooks."),
+        );
+    }
     let ip = match (&target.container_ip, target.state) {
         (Some(ip), NotebookState::Running) => ip.clone(),
         _ => return not_running(&req, &state, &id, &target, &site).await,
     };
     let query = upstream_query(&req);
-    let path = req.path();
-    let inner_path = path
-        .strip_prefix("/nb/")
-        .and_then(|p| p.split_once('/'))
-        .map_or("", |(_, rest)| rest);
     if let Some(action) = member_action_http(req.method(), inner_path, &query) {
         record_action(&state, &id, action);
     }
+    // Jupyter's own path: its base URL (with the key its container has), then the rest.
+    let path = format!(
+        "{}{inner_path}",
+        crate::runtime::spec::base_url(&id, path_key.as_deref())
+    );
     let base = format!("{ip}:{}", crate::runtime::spec::JUPYTER_PORT);
     let headers = upstream_headers(&req, &target.jupyter_token);
     let result = if is_websocket(&req) {

@@ -240,6 +240,7 @@ async fn twenty_concurrent_requests_never_share_a_gpu() {
     let server = TestServer::start_with(|c| {
         gpu_config(c, &image);
         c.gpu.max_gpus_per_user = 32;
+        c.notebooks.max_running_per_user = 32;
     })
     .await;
     add_user(&server, "alice", "alice-password", false);

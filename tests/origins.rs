@@ -81,6 +81,18 @@ fn location(r: &reqwest::Response) -> String {
         .to_string()
 }
 
+/// `{origin}/nb/{id}/{key}/`: where the entry handshake (`r`, its answer) sent the browser,
+/// under the notebook's path key (where the notebook's cookie counts).
+fn keyed_base(origin: &str, r: &reqwest::Response) -> String {
+    let to = location(r);
+    let mut parts = to.trim_start_matches('/').splitn(4, '/');
+    let (nb, id, key) = (parts.next(), parts.next(), parts.next());
+    assert_eq!(nb, Some("nb"), "{to}");
+    let (id, key) = (id.unwrap_or_default(), key.unwrap_or_default());
+    assert!(key.starts_with("k-"), "a path key in {to}");
+    format!("{origin}/nb/{id}/{key}/")
+}
+
 fn set_cookies(r: &reqwest::Response) -> Vec<String> {
     r.headers()
         .get_all("set-cookie")
@@ -201,17 +213,45 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     let code = enter_url.split("code=").nth(1).expect("code");
     assert!(code.len() >= 22, "at least 128 bits: {code}");
     assert_eq!(r.status(), 303);
-    assert_eq!(location(&r), format!("/nb/{a}/api/status"));
+    // The browser lands under the notebook's path key: a secret segment of this run's base
+    // URL, which no page that had this port before can know.
+    let landed = location(&r);
+    let key = landed
+        .strip_prefix(&format!("/nb/{a}/"))
+        .and_then(|rest| rest.strip_suffix("/api/status"))
+        .unwrap_or_else(|| panic!("landed under the path key: {landed}"));
+    assert!(key.starts_with("k-") && key.len() == 34, "{key}");
+    let keyed_a = format!("{origin_a}/nb/{a}/{key}/");
     let cookies = set_cookies(&r);
     let cookie = cookies
         .iter()
         .find(|c| c.starts_with(&format!("notebox_nb_{a}=")))
         .unwrap_or_else(|| panic!("the notebook's cookie: {cookies:?}"));
-    for attribute in ["HttpOnly", "SameSite=Lax", &format!("Path=/nb/{a}/")] {
+    for attribute in ["HttpOnly", "SameSite=Lax", &format!("Path=/nb/{a}/{key}/")] {
         assert!(cookie.contains(attribute), "{attribute} in {cookie}");
     }
-    let seen: serde_json::Value = browser
+    // Without the key the cookie counts for nothing, even when it is sent.
+    let grant = cookie.split(';').next().unwrap_or_default().to_string();
+    let r = plain
         .get(format!("{url_a}api/status"))
+        .header("cookie", grant.clone())
+        .go()
+        .await;
+    assert_eq!(
+        r.status(),
+        401,
+        "the notebook's cookie outside its path key"
+    );
+    let r = plain
+        .get(format!(
+            "{origin_a}/nb/{a}/k-00000000000000000000000000000000/api/status"
+        ))
+        .header("cookie", grant)
+        .go()
+        .await;
+    assert_eq!(r.status(), 401, "the notebook's cookie under a wrong key");
+    let seen: serde_json::Value = browser
+        .get(format!("{keyed_a}api/status"))
         .go()
         .await
         .json()
@@ -255,7 +295,7 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
     // Nothing from another origin gets through on the notebook's origin, reads included.
     let with_origin = |origin: &str| {
         browser
-            .get(format!("{url_a}api/status"))
+            .get(format!("{keyed_a}api/status"))
             .header("origin", origin.to_string())
     };
     assert_eq!(
@@ -268,19 +308,19 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
         403
     );
     let r = browser
-        .get(format!("{url_a}hello"))
+        .get(format!("{keyed_a}hello"))
         .fetch_meta("same-site", "no-cors")
         .go()
         .await;
     assert_eq!(r.status(), 403, "another origin's <script src> is refused");
     let r = browser
-        .get(format!("{url_a}hello"))
+        .get(format!("{keyed_a}hello"))
         .fetch_meta("same-site", "navigate")
         .go()
         .await;
     assert_eq!(r.status(), 200, "a link from elsewhere is fine");
     let r = browser
-        .get(format!("{url_a}hello"))
+        .get(format!("{keyed_a}hello"))
         .fetch_meta("same-site", "navigate")
         .header("sec-fetch-dest", "iframe")
         .go()
@@ -297,14 +337,22 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
         .go()
         .await;
     assert_eq!(r.status(), 403, "a token in a page's URL");
-    // A service worker stays inside the notebook's folder.
-    let r = browser.get(format!("{url_a}sw.js")).go().await;
+    // A service worker stays inside the notebook's folder; none is registered at all (it
+    // would outlive the notebook and see the next notebook's pages on this port).
+    let r = browser.get(format!("{keyed_a}sw.js")).go().await;
     assert_eq!(r.status(), 200);
     assert!(
         r.headers().get("service-worker-allowed").is_none(),
         "{:?}",
         r.headers()
     );
+    let r = browser
+        .get(format!("{keyed_a}sw.js"))
+        .header("service-worker", "script")
+        .header("sec-fetch-dest", "serviceworker")
+        .go()
+        .await;
+    assert_eq!(r.status(), 403, "a service worker's script");
     // A code brought by another site is refused; sent from elsewhere, `open` lands on
     // JupyterLab's start, not on the sender's path.
     let r = browser
@@ -317,13 +365,58 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
         .go()
         .await;
     assert_eq!(r.status(), 403, "a code from another site");
-    let r = browser
-        .get(format!("{main}/notebooks/{a}/open?path=hello"))
-        .fetch_meta("same-site", "navigate")
-        .go()
-        .await;
-    let r = browser.get(location(&r)).send().await.expect("enter");
-    assert_eq!(location(&r), format!("/nb/{a}/lab"));
+    // Sent from elsewhere (a notebook's page, another site) or loaded in a frame, `open`
+    // issues no code: the member confirms on Notebox's page, which cuts the window off from
+    // its opener.
+    for (site, dest) in [
+        ("same-site", "document"),
+        ("cross-site", "document"),
+        ("same-origin", "iframe"),
+    ] {
+        let r = browser
+            .get(format!("{main}/notebooks/{a}/open?path=hello"))
+            .fetch_meta(site, "navigate")
+            .header("sec-fetch-dest", dest)
+            .go()
+            .await;
+        assert_eq!(r.status(), 200, "{site} {dest}");
+        assert_eq!(
+            r.headers()
+                .get("cross-origin-opener-policy")
+                .and_then(|v| v.to_str().ok()),
+            Some("same-origin")
+        );
+        assert_eq!(
+            r.headers()
+                .get("x-frame-options")
+                .and_then(|v| v.to_str().ok()),
+            Some("DENY")
+        );
+        let page = r.text().await.expect("page");
+        assert!(
+            page.contains("open-confirm") && !page.contains("__notebox/enter"),
+            "{page}"
+        );
+    }
+    // The handshake sets no cookie but in a top-level navigation.
+    for (mode, dest) in [
+        ("navigate", "iframe"),
+        ("cors", "empty"),
+        ("no-cors", "script"),
+    ] {
+        let r = browser
+            .get(format!("{main}/notebooks/{a}/open?path=hello"))
+            .go()
+            .await;
+        let r = browser
+            .get(location(&r))
+            .fetch_meta("same-site", mode)
+            .header("sec-fetch-dest", dest)
+            .go()
+            .await;
+        assert_eq!(r.status(), 403, "enter as {mode} {dest}");
+        assert!(set_cookies(&r).is_empty(), "{:?}", set_cookies(&r));
+    }
     // The notebook's origin serves the notebook and nothing of Notebox's.
     for path in [
         "/api/v1/me",
@@ -455,18 +548,19 @@ async fn logout_and_password_change_end_notebook_cookies_and_a_stop_closes_the_p
     let browser = client();
     let csrf = login_ok(&browser, &main, "alice", "alice-password").await;
     let (_, r) = enter(&browser, &main, &a, "hello").await;
+    let keyed_a = keyed_base(&origin_of(&url_a), &r);
     let grant = set_cookies(&r)
         .into_iter()
         .find(|c| c.starts_with("notebox_nb_"))
         .expect("grant cookie");
     let grant = grant.split(';').next().expect("pair").to_string();
     assert_eq!(
-        browser.get(format!("{url_a}hello")).go().await.status(),
+        browser.get(format!("{keyed_a}hello")).go().await.status(),
         200
     );
 
     // A WebSocket on the notebook's origin with the notebook's cookie.
-    let ws_url = format!("{}echo", url_a.replacen("http://", "ws://", 1));
+    let ws_url = format!("{}echo", keyed_a.replacen("http://", "ws://", 1));
     let mut request = ws_url.as_str().into_client_request().expect("ws request");
     request
         .headers_mut()
@@ -506,7 +600,7 @@ async fn logout_and_password_change_end_notebook_cookies_and_a_stop_closes_the_p
     .await;
     assert!(closed.is_ok(), "the WebSocket outlived the logout");
     let r = reqwest::Client::new()
-        .get(format!("{url_a}hello"))
+        .get(format!("{keyed_a}hello"))
         .header("cookie", grant.clone())
         .go()
         .await;
@@ -520,7 +614,7 @@ async fn logout_and_password_change_end_notebook_cookies_and_a_stop_closes_the_p
     let csrf = login_ok(&browser, &main, "alice", "alice-password").await;
     enter(&browser, &main, &a, "hello").await;
     assert_eq!(
-        browser.get(format!("{url_a}hello")).go().await.status(),
+        browser.get(format!("{keyed_a}hello")).go().await.status(),
         200
     );
     let r = browser
@@ -544,7 +638,7 @@ async fn logout_and_password_change_end_notebook_cookies_and_a_stop_closes_the_p
         "the changing session stays"
     );
     assert_eq!(
-        browser.get(format!("{url_a}hello")).go().await.status(),
+        browser.get(format!("{keyed_a}hello")).go().await.status(),
         401,
         "its notebook cookie does not"
     );
@@ -928,4 +1022,433 @@ async fn a_page_served_by_a_notebook_cannot_act_as_its_member() {
         assert!(text.contains("ada"), "{text}");
     }
     b.close().await;
+}
+
+/// What a page left open in the member's browser tries against the notebook now served on
+/// its port (`arguments`: Notebox's URL, that notebook's id): read and write its files
+/// directly, after the entry handshake in a frame, and after it in a popup (whose window
+/// it keeps as `window.__popup`, named `nbpopup`).
+const PORT_REUSE_ATTACK: &str = r#"
+const [MAIN, NB, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
+const report = {};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const files = (name) => '/nb/' + NB + '/api/contents/' + name;
+const read = async (tag) => {
+  try {
+    const r = await fetch(files('secret.txt'), {credentials: 'include'});
+    const t = await r.text();
+    report[tag] = r.ok ? 'READ ' + t.slice(0, 200) : 'failed: ' + r.status;
+  } catch (e) { report[tag] = 'failed: ' + e; }
+};
+const write = async (tag) => {
+  try {
+    const r = await fetch(files('planted.txt'), {method: 'PUT', credentials: 'include',
+      headers: {'content-type': 'application/json'},
+      body: JSON.stringify({type: 'file', format: 'text', content: 'planted'})});
+    report[tag] = r.ok ? 'WROTE' : 'failed: ' + r.status;
+  } catch (e) { report[tag] = 'failed: ' + e; }
+};
+(async () => {
+  await read('read'); await write('write');
+  const f = document.createElement('iframe');
+  f.src = MAIN + '/notebooks/' + NB + '/open?path=api/contents/secret.txt';
+  document.body.appendChild(f);
+  await sleep(3000);
+  try { report.frame_url = f.contentWindow.location.href; } catch (e) { report.frame_url = 'failed: ' + e.name; }
+  await read('read_after_frame'); await write('write_after_frame');
+  const w = window.open(MAIN + '/notebooks/' + NB + '/open?path=api/contents/secret.txt', 'nbpopup');
+  window.__popup = w;
+  await sleep(3000);
+  try { report.popup_url = w.location.href; } catch (e) { report.popup_url = 'failed: ' + e.name; }
+  await read('read_after_popup'); await write('write_after_popup');
+  done(report);
+})();
+"#;
+
+/// After the member confirmed the popup's "Open": what the old page can reach of it now.
+const PORT_REUSE_AFTER_CONFIRM: &str = r#"
+const [NB, done] = [arguments[0], arguments[arguments.length - 1]];
+const report = {};
+(async () => {
+  const w = window.__popup;
+  try { report.popup_url = w.location.href; } catch (e) { report.popup_url = 'failed: ' + e.name; }
+  try { report.popup_text = w.document.body.innerText.slice(0, 200); } catch (e) { report.popup_text = 'failed: ' + e.name; }
+  try {
+    const named = window.open('', 'nbpopup');
+    report.named_url = named.location.href;
+    if (named !== w) named.close();
+  } catch (e) { report.named_url = 'failed: ' + e.name; }
+  for (const path of ['/nb/' + NB + '/api/contents/secret.txt', '/nb/' + NB + '/lab']) {
+    try {
+      const r = await fetch(path, {credentials: 'include'});
+      const t = await r.text();
+      report['fetch ' + path] = r.ok ? 'READ ' + t.slice(0, 200) : 'failed: ' + r.status;
+    } catch (e) { report['fetch ' + path] = 'failed: ' + e; }
+  }
+  done(report);
+})();
+"#;
+
+/// The port number of a notebook's `jupyter_url`.
+fn port_of(url: &str) -> u16 {
+    origin_of(url)
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("a port in {url}"))
+}
+
+/// Writes `secret.txt` into a running notebook with its member's token.
+async fn plant_secret(api: &Api, id: &str, secret: &str) {
+    let url = jupyter_url(api, id).await;
+    let r = reqwest::Client::new()
+        .put(format!("{url}api/contents/secret.txt"))
+        .bearer_auth(&api.token)
+        .json(&serde_json::json!({"type": "file", "format": "text", "content": secret}))
+        .go()
+        .await;
+    assert!(r.status().is_success(), "write secret.txt: {}", r.status());
+}
+
+/// Every attempt of an attack report failed: no secret read, nothing written, no path key
+/// of `next` learned.
+fn assert_all_failed(round: usize, report: &serde_json::Value, secret: &str, next: &str) {
+    for (tag, outcome) in report.as_object().into_iter().flatten() {
+        let outcome = outcome.as_str().unwrap_or_default();
+        assert!(
+            !outcome.contains(secret) && !outcome.starts_with("READ") && outcome != "WROTE",
+            "round {round}: {tag} succeeded: {outcome}"
+        );
+        assert!(
+            !outcome.contains(&format!("/nb/{next}/k-")),
+            "round {round}: {tag} learned the path key: {outcome}"
+        );
+    }
+}
+
+/// Whether a notebook has `planted.txt` (what the attack tried to write).
+async fn has_planted(api: &Api, id: &str) -> bool {
+    let url = jupyter_url(api, id).await;
+    reqwest::Client::new()
+        .get(format!("{url}api/contents/planted.txt"))
+        .bearer_auth(&api.token)
+        .go()
+        .await
+        .status()
+        == 200
+}
+
+/// Issue 22, finding 1: a page of notebook A, still open in the member's tab after A was
+/// stopped (and, separately, deleted), on a port that now serves the member's next notebook,
+/// cannot read or write that notebook's files — not directly, not through the entry
+/// handshake in a frame or a popup, not after the member confirms the popup's "Open". And
+/// a port that served one member's notebook never serves another member's, even with every
+/// port of the range used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_an_earlier_notebook_on_the_port_cannot_reach_the_next_one() {
+    if !chromium::available() {
+        return;
+    }
+    let Some(image) = test_image() else { return };
+    let image2 = image.clone();
+    // Two ports: every port of the range gets used (one is ada's, one bob's).
+    let server = TestServer::start_with(move |c| {
+        docker_config(c, &image2);
+        c.notebooks.origin = OriginMode::Ports;
+        c.notebooks.origin_ports =
+            notebox::config::PortRange::parse("8650-8651").expect("port range");
+        c.images[0].launcher = notebox::config::Launcher::Command;
+        c.images[0].command = [
+            "jupyter-lab",
+            "--ip=0.0.0.0",
+            "--port={port}",
+            "--no-browser",
+            "--ServerApp.base_url={base_url}",
+            "--ServerApp.root_dir={root_dir}",
+            "--ServerApp.extra_static_paths=['/notebooks/attack']",
+        ]
+        .map(String::from)
+        .to_vec();
+    })
+    .await;
+    let _containers = ContainerGuard(server.data_dir().to_path_buf());
+    add_user(&server, "ada", "ada-password-1", false);
+    add_user(&server, "bob", "bob-password-1", false);
+    let ada = Api::new(&server.url, &token_for(&server, "ada"));
+    let bob = Api::new(&server.url, &token_for(&server, "bob"));
+
+    let a = ada.create_notebook("forked from a stranger").await;
+    ada.wait_state(&a, "running", READY).await;
+    let port = port_of(&jupyter_url(&ada, &a).await);
+    let x = bob.create_notebook("bob's").await;
+    bob.wait_state(&x, "running", READY).await;
+    let bob_port = port_of(&jupyter_url(&bob, &x).await);
+    assert_ne!(bob_port, port, "bob never gets ada's port");
+
+    // A's page: any page a notebook serves (here from an extra static folder).
+    let a_url = jupyter_url(&ada, &a).await;
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        ("attack", serde_json::json!({"type": "directory"})),
+        (
+            "attack/page.html",
+            serde_json::json!({"type": "file", "format": "text",
+                               "content": "<!doctype html><title>old page</title><body>old page</body>"}),
+        ),
+    ] {
+        let r = http
+            .put(format!("{a_url}api/contents/{path}"))
+            .bearer_auth(&ada.token)
+            .json(&body)
+            .go()
+            .await;
+        assert!(r.status().is_success(), "write {path}: {}", r.status());
+    }
+
+    let b = chromium::Browser::start(&server.url).await;
+    b.login("ada", "ada-password-1").await;
+    b.goto(&format!("/notebooks/{a}/open?path=static/page.html"))
+        .await;
+    b.wait("A's page on its own origin", READY, || async {
+        let url = b.client.current_url().await.ok()?;
+        (url.as_str().starts_with(&a_url) && url.path().ends_with("static/page.html")).then_some(())
+    })
+    .await;
+    let old_tab = b.client.window().await.expect("the old page's window");
+
+    // Each way A can leave the port: stopped, then deleted. Each time ada's next notebook
+    // gets the port, with a secret in it.
+    for (round, a_leaves) in ["stopped", "deleted"].into_iter().enumerate() {
+        match a_leaves {
+            "stopped" => {
+                let (status, _) = ada
+                    .post(
+                        &format!("/api/v1/notebooks/{a}/stop"),
+                        serde_json::json!({}),
+                    )
+                    .await;
+                assert_eq!(status, 202);
+                ada.wait_state(&a, "stopped", READY).await;
+            }
+            _ => {
+                let (status, _) = ada
+                    .send(
+                        reqwest::Method::DELETE,
+                        &format!("/api/v1/notebooks/{a}"),
+                        None,
+                    )
+                    .await;
+                assert!(
+                    status == 200 || status == 202 || status == 204,
+                    "delete: {status}"
+                );
+            }
+        }
+        let next = ada.create_notebook(&format!("thesis {round}")).await;
+        ada.wait_state(&next, "running", READY).await;
+        assert_eq!(
+            port_of(&jupyter_url(&ada, &next).await),
+            port,
+            "ada's next notebook has her port (the range is used up)"
+        );
+        let secret = format!("the-secret-of-round-{round}");
+        plant_secret(&ada, &next, &secret).await;
+
+        b.client
+            .switch_to_window(old_tab.clone())
+            .await
+            .expect("back to the old page");
+        let report = b
+            .client
+            .execute_async(
+                PORT_REUSE_ATTACK,
+                vec![server.url.clone().into(), next.clone().into()],
+            )
+            .await
+            .expect("the attack runs");
+        eprintln!("round {round} ({a_leaves}), before the member confirms: {report:#}");
+        assert_all_failed(round, &report, &secret, &next);
+        // The member confirms the popup's "Open", as a member might.
+        let windows = b.client.windows().await.expect("windows");
+        let popup = windows
+            .into_iter()
+            .find(|w| *w != old_tab)
+            .expect("the popup");
+        b.client
+            .switch_to_window(popup)
+            .await
+            .expect("to the popup");
+        let open = b.wait_css("#open-notebook", Duration::from_secs(10)).await;
+        if round == 0 {
+            b.screenshot("open-confirm.png").await;
+        }
+        open.click().await.expect("click Open");
+        b.wait("the member's notebook in the popup", READY, || async {
+            let url = b.client.current_url().await.ok()?;
+            url.path()
+                .starts_with(&format!("/nb/{next}/k-"))
+                .then_some(())
+        })
+        .await;
+        b.client.close_window().await.expect("close the popup");
+        b.client
+            .switch_to_window(old_tab.clone())
+            .await
+            .expect("back to the old page");
+        let after = b
+            .client
+            .execute_async(PORT_REUSE_AFTER_CONFIRM, vec![next.clone().into()])
+            .await
+            .expect("the attack runs");
+        eprintln!("round {round} ({a_leaves}), after the member confirmed: {after:#}");
+        assert_all_failed(round, &after, &secret, &next);
+        assert!(!has_planted(&ada, &next).await, "a file was planted");
+        // Out of the way for the next round (ada's port comes free again).
+        let (status, _) = ada
+            .post(
+                &format!("/api/v1/notebooks/{next}/stop"),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, 202);
+        ada.wait_state(&next, "stopped", READY).await;
+    }
+    b.screenshot("origins-port-reuse.png").await;
+    b.close().await;
+
+    // Bob's next notebook, with ada's port free and his own taken: it waits for a port of
+    // his own rather than get hers.
+    let y = bob.create_notebook("bob's second").await;
+    bob.wait_state(&y, "running", READY).await;
+    let (_, nb) = bob.get(&format!("/api/v1/notebooks/{y}")).await;
+    assert!(
+        nb["jupyter_url"].is_null(),
+        "bob's second notebook got a port: {nb}"
+    );
+    let browser = client();
+    login_ok(&browser, &server.url, "bob", "bob-password-1").await;
+    let r = browser
+        .get(format!("{}/notebooks/{y}/open", server.url))
+        .go()
+        .await;
+    assert_eq!(r.status(), 503);
+    let text = r.text().await.expect("body");
+    assert!(text.contains("belongs to another member"), "{text}");
+    // Once his first notebook stops, the second gets his port — never ada's.
+    let (status, _) = bob
+        .post(
+            &format!("/api/v1/notebooks/{x}/stop"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    bob.wait_state(&x, "stopped", READY).await;
+    assert_eq!(port_of(&jupyter_url(&bob, &y).await), bob_port);
+}
+
+/// Issue 22, finding 5: one member cannot take every notebook port. A member may run
+/// `notebooks.max_running_per_user` notebooks (queued and starting ones count), and is told
+/// so clearly beyond it; another member under the limit still gets a port and opens their
+/// notebook; the admin page warns when the range is smaller than members × the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_cannot_take_every_port_and_the_admin_is_warned_of_a_small_range() {
+    let Some(image) = test_image() else { return };
+    let image2 = image.clone();
+    // Six ports; admin, bob and alice may run 3 × 2 = 6 notebooks.
+    let server = TestServer::start_with(move |c| {
+        echo_config(c, &image2);
+        c.notebooks.origin = OriginMode::Ports;
+        c.notebooks.origin_ports =
+            notebox::config::PortRange::parse("8670-8675").expect("port range");
+        c.notebooks.max_running_per_user = 2;
+    })
+    .await;
+    add_user(&server, "bob", "bob-password-1", false);
+    add_user(&server, "alice", "alice-password", false);
+    let bob = Api::new(&server.url, &token_for(&server, "bob"));
+    let alice = Api::new(&server.url, &token_for(&server, "alice"));
+    let b1 = bob.create_notebook("b1").await;
+    let b2 = bob.create_notebook("b2").await;
+    let (status, body) = bob
+        .post(
+            "/api/v1/notebooks",
+            serde_json::json!({"name": "b3", "image": "test", "machine": "cpu"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_running", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("2 at once") && message.contains("Stop one"),
+        "{message}"
+    );
+    // A stopped notebook of his cannot be started past the limit either.
+    bob.wait_state(&b1, "running", READY).await;
+    bob.wait_state(&b2, "running", READY).await;
+    let (status, _) = bob
+        .post(
+            &format!("/api/v1/notebooks/{b2}/stop"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 202);
+    bob.wait_state(&b2, "stopped", READY).await;
+    let b3 = bob.create_notebook("b3").await;
+    let (status, body) = bob
+        .post(
+            &format!("/api/v1/notebooks/{b2}/start"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_running");
+
+    // Alice, under her limit, gets a port and opens her notebook.
+    let a1 = alice.create_notebook("a1").await;
+    alice.wait_state(&a1, "running", READY).await;
+    bob.wait_state(&b3, "running", READY).await;
+    let a_url = jupyter_url(&alice, &a1).await;
+    let browser = client();
+    login_ok(&browser, &server.url, "alice", "alice-password").await;
+    let r = browser
+        .get(format!("{}/notebooks/{a1}/open", server.url))
+        .go()
+        .await;
+    assert_eq!(r.status(), 303, "alice opens her notebook");
+    assert!(
+        location(&r).starts_with(&origin_of(&a_url)),
+        "{}",
+        location(&r)
+    );
+    for id in [&b1, &b3] {
+        assert_ne!(
+            port_of(&jupyter_url(&bob, id).await),
+            port_of(&a_url),
+            "one port, one member"
+        );
+    }
+
+    // The admin page: roomy now (3 members × 2 ≤ 6 ports), crowded with a fourth member.
+    let admin = client();
+    login_ok(&admin, &server.url, "admin", &server.admin_password()).await;
+    let page = admin
+        .get(format!("{}/admin/users", server.url))
+        .go()
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(!page.contains("port-warning"), "no warning yet");
+    add_user(&server, "carol", "carol-password", false);
+    let page = admin
+        .get(format!("{}/admin/notebooks", server.url))
+        .go()
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        page.contains("port-warning") && page.contains("4 × 2 = 8"),
+        "the admin is warned: {page}"
+    );
 }

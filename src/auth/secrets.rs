@@ -20,6 +20,13 @@ pub fn random_secret(bytes: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
+/// `bytes` random bytes as lower-case hex (for places where only `[0-9a-f]` fits).
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    os_rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
 /// How high-entropy secrets (session ids, tokens) are stored: SHA-256, hex.
 /// No salt is needed: the secrets are random, not chosen by people.
 pub fn hash_secret(secret: &str) -> String {

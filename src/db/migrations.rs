@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("migrations/0007_activity.sql")),
     (8, include_str!("migrations/0008_usage.sql")),
     (9, include_str!("migrations/0009_origins.sql")),
+    (10, include_str!("migrations/0010_origin_ports.sql")),
 ];
 
 pub fn latest_version() -> i64 {

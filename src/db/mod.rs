@@ -5,6 +5,7 @@ pub mod grants;
 pub mod meta;
 pub mod migrations;
 pub mod notebooks;
+pub mod origin_ports;
 pub mod sessions;
 pub mod shares;
 pub mod tokens;

@@ -38,13 +38,15 @@ pub struct NotebookRow {
     pub idle_exempt: bool,
     /// A note for its member (why it got its GPUs, ...), until they start or stop it.
     pub notice: Option<String>,
+    /// With `origin = "ports"`: the secret segment of its container's base URL.
+    pub path_key: Option<String>,
 }
 
 const SELECT: &str = "SELECT n.id, n.owner_id, u.username, n.name, n.image_id, n.image, n.launcher,
     n.command, n.machine_id, n.cpus, n.memory_mib, n.gpu_count, n.desired_state, n.state,
     n.state_detail, n.restart_requested, n.jupyter_token, n.container_id, n.auto_shutdown_secs,
     n.auto_shutdown_at, n.created_at, n.started_at, n.stopped_at, n.updated_at,
-    n.queued_at, n.forked_from, n.idle_exempt, n.notice
+    n.queued_at, n.forked_from, n.idle_exempt, n.notice, n.path_key
     FROM notebooks n JOIN users u ON u.id = n.owner_id";
 
 fn from_row(r: &Row) -> rusqlite::Result<NotebookRow> {
@@ -78,6 +80,7 @@ fn from_row(r: &Row) -> rusqlite::Result<NotebookRow> {
         forked_from: r.get(25)?,
         idle_exempt: r.get(26)?,
         notice: r.get(27)?,
+        path_key: r.get(28)?,
     })
 }
 
@@ -317,12 +320,13 @@ pub struct RunningNotebook {
     pub container_ip: Option<String>,
     pub jupyter_token: String,
     pub idle_exempt: bool,
+    pub path_key: Option<String>,
 }
 
 pub fn running(conn: &Connection) -> Result<Vec<RunningNotebook>, DbError> {
     let mut stmt = conn.prepare_cached(
         "SELECT n.id, u.username, n.name, n.machine_id, n.container_id, n.container_ip,
-                n.jupyter_token, n.idle_exempt
+                n.jupyter_token, n.idle_exempt, n.path_key
          FROM notebooks n JOIN users u ON u.id = n.owner_id
          WHERE n.state = ?1 AND n.desired_state = ?2",
     )?;
@@ -338,6 +342,7 @@ pub fn running(conn: &Connection) -> Result<Vec<RunningNotebook>, DbError> {
                 container_ip: r.get(5)?,
                 jupyter_token: r.get(6)?,
                 idle_exempt: r.get(7)?,
+                path_key: r.get(8)?,
             })
         },
     )?;
@@ -356,13 +361,33 @@ pub fn origin_port(conn: &Connection, id: &str) -> Result<Option<u16>, DbError> 
         .flatten())
 }
 
-/// Every port some notebook was last served on (a port is best not handed to another
-/// notebook: what a page left in the browser for that origin would be the next one's).
-pub fn claimed_origin_ports(conn: &Connection) -> Result<Vec<(String, u16)>, DbError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT id, origin_port FROM notebooks WHERE origin_port IS NOT NULL")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// A new secret segment for the notebook's base URL (before its container is created);
+/// `None` outside `origin = "ports"`.
+pub fn set_path_key(conn: &Connection, id: &str, key: Option<&str>) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE notebooks SET path_key = ?2 WHERE id = ?1",
+        params![id, key],
+    )?;
+    Ok(())
+}
+
+/// How many of a member's notebooks are running or on their way (queued, pulling,
+/// starting, running), `except` not counted: what `notebooks.max_running_per_user` limits.
+pub fn active_count_of(conn: &Connection, owner_id: i64, except: &str) -> Result<i64, DbError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM notebooks
+         WHERE owner_id = ?1 AND id != ?2 AND desired_state = ?3 AND state IN (?4, ?5, ?6, ?7)",
+        params![
+            owner_id,
+            except,
+            DesiredState::Running,
+            NotebookState::Queued,
+            NotebookState::Pulling,
+            NotebookState::Starting,
+            NotebookState::Running
+        ],
+        |r| r.get(0),
+    )?)
 }
 
 pub fn set_origin_port(conn: &Connection, id: &str, port: u16) -> Result<(), DbError> {
@@ -412,12 +437,14 @@ pub struct ProxyTarget {
     pub jupyter_token: String,
     pub container_ip: Option<String>,
     pub name: String,
+    /// The secret segment of its base URL (`origin = "ports"`), if its container has one.
+    pub path_key: Option<String>,
 }
 
 pub fn proxy_target(conn: &Connection, id: &str) -> Result<Option<ProxyTarget>, DbError> {
     Ok(conn
         .query_row(
-            "SELECT owner_id, state, jupyter_token, container_ip, name FROM notebooks
+            "SELECT owner_id, state, jupyter_token, container_ip, name, path_key FROM notebooks
              WHERE id = ?1 AND desired_state != ?2",
             params![id, DesiredState::Deleted],
             |r| {
@@ -427,6 +454,7 @@ pub fn proxy_target(conn: &Connection, id: &str) -> Result<Option<ProxyTarget>, 
                     jupyter_token: r.get(2)?,
                     container_ip: r.get(3)?,
                     name: r.get(4)?,
+                    path_key: r.get(5)?,
                 })
             },
         )

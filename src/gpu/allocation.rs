@@ -20,6 +20,10 @@ pub struct PlacementRequest<'a> {
     /// Refuse GPU notebooks of members over their monthly GPU-hour budget (from this
     /// month's start, Unix seconds); None: budgets only warn.
     pub block_over_budget_since: Option<i64>,
+    /// The most notebooks the member may have running or on their way at once
+    /// (`notebooks.max_running_per_user`); None: not checked (a queued notebook moving up
+    /// was counted when it joined the queue).
+    pub running_limit: Option<i64>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -32,6 +36,8 @@ pub enum Placement {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum Refusal {
+    #[error("You have {active} notebook(s) running, starting or queued, and a member may have {limit} at once here. Stop one of them first.")]
+    TooManyRunning { limit: i64, active: i64 },
     #[error("This machine type needs {wanted} GPU(s), but this workstation has {total}. Choose a smaller machine type.")]
     TooMany { wanted: i64, total: usize },
     #[error("Your limit is {limit} GPU(s) at once and your other notebooks already hold or wait for {held}. Stop one of them first, or ask an admin to raise your limit.")]
@@ -92,6 +98,12 @@ pub fn place(
     conn: &Connection,
     req: &PlacementRequest,
 ) -> Result<Result<Placement, Refusal>, DbError> {
+    if let Some(limit) = req.running_limit {
+        let active = crate::db::notebooks::active_count_of(conn, req.owner_id, req.notebook_id)?;
+        if active >= limit {
+            return Ok(Err(Refusal::TooManyRunning { limit, active }));
+        }
+    }
     if req.gpu_count <= 0 {
         q::mark_starting(conn, req.notebook_id)?;
         return Ok(Ok(Placement::Starting(Vec::new())));
@@ -291,6 +303,7 @@ mod tests {
                     queue,
                     gpus: all,
                     block_over_budget_since: None,
+                    running_limit: None,
                 },
             )?;
             if placed.is_ok() {

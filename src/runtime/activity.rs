@@ -321,16 +321,17 @@ impl Runtime {
             Some(ip) => Some(ip),
             None => self.container_ip(&nb.id).await,
         };
+        let base = super::spec::base_url(&nb.id, nb.path_key.as_deref());
         let (kernels, terminals) = match ip.as_deref() {
             Some(ip) => {
                 let terminals = async {
                     if count_terminals {
-                        probe.terminal_count(ip, &nb.id, &nb.jupyter_token).await
+                        probe.terminal_count(ip, &base, &nb.jupyter_token).await
                     } else {
                         Err("not this time".to_string())
                     }
                 };
-                let (k, t) = tokio::join!(probe.kernels(ip, &nb.id, &nb.jupyter_token), terminals);
+                let (k, t) = tokio::join!(probe.kernels(ip, &base, &nb.jupyter_token), terminals);
                 (
                     k.map_err(
                         |e| tracing::debug!(notebook = %nb.id, error = %e, "cannot read kernels"),

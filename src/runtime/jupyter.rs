@@ -9,7 +9,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-use super::spec::{base_url, JUPYTER_PORT};
+use super::spec::JUPYTER_PORT;
 
 #[derive(Clone)]
 pub struct JupyterProbe {
@@ -32,12 +32,10 @@ impl Default for JupyterProbe {
 }
 
 impl JupyterProbe {
-    /// True once `GET /nb/{id}/api/status` answers 200 with the notebook's token.
-    pub async fn is_ready(&self, ip: &str, notebook_id: &str, token: &str) -> bool {
-        let uri = format!(
-            "http://{ip}:{JUPYTER_PORT}{}api/status",
-            base_url(notebook_id)
-        );
+    /// True once `GET {base}api/status` answers 200 with the notebook's token (`base`:
+    /// its Jupyter's base URL, `spec::base_url`).
+    pub async fn is_ready(&self, ip: &str, base: &str, token: &str) -> bool {
+        let uri = format!("http://{ip}:{JUPYTER_PORT}{base}api/status");
         let Ok(request) = hyper::Request::get(uri)
             .header("authorization", format!("token {token}"))
             .body(Empty::<Bytes>::new())
@@ -71,11 +69,11 @@ impl JupyterProbe {
     async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         ip: &str,
-        notebook_id: &str,
+        base: &str,
         token: &str,
         path: &str,
     ) -> Result<T, String> {
-        let uri = format!("http://{ip}:{JUPYTER_PORT}{}{path}", base_url(notebook_id));
+        let uri = format!("http://{ip}:{JUPYTER_PORT}{base}{path}");
         let request = hyper::Request::get(uri)
             .header("authorization", format!("token {token}"))
             .body(Empty::<Bytes>::new())
@@ -102,23 +100,18 @@ impl JupyterProbe {
     pub async fn kernels(
         &self,
         ip: &str,
-        notebook_id: &str,
+        base: &str,
         token: &str,
     ) -> Result<Vec<JupyterKernel>, String> {
-        self.get_json(ip, notebook_id, token, "api/kernels").await
+        self.get_json(ip, base, token, "api/kernels").await
     }
 
     /// How many terminals are open (0 where terminals are disabled).
-    pub async fn terminal_count(
-        &self,
-        ip: &str,
-        notebook_id: &str,
-        token: &str,
-    ) -> Result<usize, String> {
+    pub async fn terminal_count(&self, ip: &str, base: &str, token: &str) -> Result<usize, String> {
         #[derive(Deserialize)]
         struct Terminal {}
         match self
-            .get_json::<Vec<Terminal>>(ip, notebook_id, token, "api/terminals")
+            .get_json::<Vec<Terminal>>(ip, base, token, "api/terminals")
             .await
         {
             Ok(list) => Ok(list.len()),

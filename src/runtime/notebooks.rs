@@ -186,7 +186,7 @@ impl Notebooks {
             auto_shutdown: describe_auto_shutdown(row.auto_shutdown_secs),
             auto_shutdown_at: row.auto_shutdown_at.map(rfc3339),
             forked_from: row.forked_from.clone(),
-            url: super::spec::base_url(&row.id),
+            url: super::spec::base_url(&row.id, None),
             jupyter_url: None,
             open_url: format!("/notebooks/{}/open", row.id),
             transient: row.state.is_transient(),
@@ -272,6 +272,11 @@ impl Notebooks {
     pub fn gpu_limit(&self, user: &User) -> i64 {
         user.max_gpus
             .unwrap_or(i64::from(self.core.config().gpu.max_gpus_per_user))
+    }
+
+    /// The most notebooks a member may have running, starting or queued at once.
+    fn running_limit(&self) -> i64 {
+        i64::from(self.core.config().notebooks.max_running_per_user)
     }
 
     fn auto_shutdown_secs(&self, choice: AutoShutdown) -> Option<i64> {
@@ -409,6 +414,7 @@ impl Notebooks {
         let all_gpus = self.core.gpus().uuids();
         let block_over_budget_since = self.block_over_budget_since();
         let placement = (self.gpu_limit(owner), self.core.config().gpu.queue);
+        let running_limit = self.running_limit();
         let (row, placed) = self
             .core
             .db()
@@ -444,6 +450,7 @@ impl Notebooks {
                     queue: placement.1,
                     gpus: &all_gpus,
                     block_over_budget_since,
+                    running_limit: Some(running_limit),
                 };
                 let placed = allocation::place(&tx, &request)?;
                 if placed.is_err() {
@@ -499,6 +506,7 @@ impl Notebooks {
         let all_gpus = self.core.gpus().uuids();
         let block_over_budget_since = self.block_over_budget_since();
         let (limit, queue) = (self.gpu_limit(owner), self.core.config().gpu.queue);
+        let running_limit = self.running_limit();
         let (id, owner_id, gpu_count) = (row.id.clone(), owner.id, row.gpu_count);
         let placed = self
             .core
@@ -519,6 +527,7 @@ impl Notebooks {
                     queue,
                     gpus: &all_gpus,
                     block_over_budget_since,
+                    running_limit: Some(running_limit),
                 };
                 let placed = allocation::place(&tx, &request)?;
                 if placed.is_ok() {

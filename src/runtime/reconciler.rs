@@ -637,12 +637,12 @@ impl Runtime {
         self.check_still_wanted(&nb.id).await?;
         let gpus = self.held_gpus(nb).await?;
         trace.step("database");
-        let container = self
+        let (container, base) = self
             .create_or_adopt_container(nb, docker, &dirs, &gpus, fresh)
             .await
             .inspect_err(|_| self.forget_checks())?;
         trace.step("create+start");
-        self.await_ready(nb, docker, &container).await?;
+        self.await_ready(nb, docker, &container, &base).await?;
         trace.step("jupyter ready");
         Ok(())
     }
@@ -749,7 +749,8 @@ impl Runtime {
     }
 
     /// Creates and starts the container, or carries on with the one an interrupted start
-    /// left behind. Returns its id.
+    /// left behind. Returns its id and Jupyter's base URL in it: a new container gets a new
+    /// path key with `origin = "ports"` (recorded before the container exists).
     async fn create_or_adopt_container(
         &self,
         nb: &NotebookRow,
@@ -757,7 +758,7 @@ impl Runtime {
         dirs: &NotebookDirs,
         gpus: &[String],
         fresh: bool,
-    ) -> Result<String, StartAbort> {
+    ) -> Result<(String, String), StartAbort> {
         let id = nb.id.as_str();
         self.set_detail(id, NotebookState::Starting, "Creating the container".into())
             .await;
@@ -775,16 +776,27 @@ impl Runtime {
             self.remove_containers(id, std::slice::from_ref(&old.id), docker, 0)
                 .await;
         }
+        let mut path_key = nb.path_key.clone();
         let container_id = match existing.filter(|c| c.is_reusable()) {
             Some(c) => c.id,
             None => {
+                path_key = (self.config().notebooks.origin == crate::config::OriginMode::Ports)
+                    .then(super::spec::new_path_key);
+                let (nid, key) = (id.to_string(), path_key.clone());
+                self.db()
+                    .call(move |c| q::set_path_key(c, &nid, key.as_deref()))
+                    .await?;
+                let keyed = NotebookRow {
+                    path_key: path_key.clone(),
+                    ..nb.clone()
+                };
                 let mounts = Mounts {
                     storage: &dirs.storage,
                     notebooks: &dirs.notebooks,
                     datasets: &dirs.datasets,
                 };
                 let body = container_spec(
-                    nb,
+                    &keyed,
                     self.config(),
                     self.instance(),
                     &mounts,
@@ -817,7 +829,7 @@ impl Runtime {
                 format!("Docker could not start the container: {e}"),
             ));
         }
-        Ok(container_id)
+        Ok((container_id, super::spec::base_url(id, path_key.as_deref())))
     }
 
     /// Waits for Jupyter to answer with its token, then marks the notebook running.
@@ -826,6 +838,7 @@ impl Runtime {
         nb: &NotebookRow,
         docker: &DockerEngine,
         container_id: &str,
+        base: &str,
     ) -> Result<(), StartAbort> {
         let id = nb.id.as_str();
         self.set_detail(id, NotebookState::Starting, "Starting Jupyter".into())
@@ -848,7 +861,12 @@ impl Runtime {
                     .or(ip);
             }
             if let Some(ip) = ip.clone() {
-                if self.inner.probe.is_ready(&ip, id, &nb.jupyter_token).await {
+                if self
+                    .inner
+                    .probe
+                    .is_ready(&ip, base, &nb.jupyter_token)
+                    .await
+                {
                     let nid = id.to_string();
                     let moved = self
                         .db()

@@ -24,8 +24,26 @@ pub const ROOT_DIR: &str = "/notebooks";
 const LARGE_MESSAGES: &str =
     r#"--ServerApp.tornado_settings={"websocket_max_message_size": 268435456}"#;
 
-pub fn base_url(notebook_id: &str) -> String {
-    format!("/nb/{notebook_id}/")
+/// Where Jupyter serves a notebook: `/nb/{id}/`, or `/nb/{id}/{path_key}/` when its
+/// container got a secret segment (`origin = "ports"`).
+pub fn base_url(notebook_id: &str, path_key: Option<&str>) -> String {
+    match path_key {
+        Some(key) => format!("/nb/{notebook_id}/{key}/"),
+        None => format!("/nb/{notebook_id}/"),
+    }
+}
+
+/// A fresh secret segment for a notebook's base URL: 128 random bits, in a shape no
+/// JupyterLab route has (so a stale one in a bookmarked URL is recognised and dropped).
+pub fn new_path_key() -> String {
+    format!("k-{}", crate::auth::secrets::random_hex(16))
+}
+
+/// Whether a path segment has the shape of a path key.
+pub fn is_path_key(segment: &str) -> bool {
+    segment.len() == 34
+        && segment.starts_with("k-")
+        && segment[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 pub fn container_name(instance: &str, notebook_id: &str) -> String {
@@ -43,8 +61,7 @@ pub struct Mounts<'a> {
 }
 
 /// The command that starts Jupyter, by launcher.
-pub fn jupyter_command(launcher: Launcher, command: &[String], notebook_id: &str) -> Vec<String> {
-    let base = base_url(notebook_id);
+pub fn jupyter_command(launcher: Launcher, command: &[String], base: &str) -> Vec<String> {
     let common = |program: &str| -> Vec<String> {
         vec![
             program.to_string(),
@@ -155,7 +172,11 @@ pub fn container_spec(
     let launcher = notebook.launcher;
     ContainerCreateBody {
         image: Some(notebook.image.clone()),
-        cmd: Some(jupyter_command(launcher, &notebook.command, &notebook.id)),
+        cmd: Some(jupyter_command(
+            launcher,
+            &notebook.command,
+            &base_url(&notebook.id, notebook.path_key.as_deref()),
+        )),
         env: Some(env),
         user: Some(format!("{}:{}", config.storage.uid, config.storage.gid)),
         working_dir: Some(ROOT_DIR.into()),
@@ -199,6 +220,7 @@ pub(crate) mod tests_support {
             forked_from: None,
             idle_exempt: false,
             notice: None,
+            path_key: None,
         }
     }
 }
@@ -242,6 +264,14 @@ mod tests {
         assert_eq!(spec.user.as_deref(), Some("1000:100"));
         let cmd = spec.cmd.expect("cmd");
         assert!(cmd.contains(&"--ServerApp.base_url=/nb/abc123/".to_string()));
+        // With a path key (origin = "ports"), Jupyter's base URL carries it.
+        let mut keyed = notebook();
+        keyed.path_key = Some(new_path_key());
+        let key = keyed.path_key.clone().unwrap_or_default();
+        assert!(is_path_key(&key) && !is_path_key("lab") && !is_path_key("k-lab"));
+        let spec = container_spec(&keyed, &Config::default(), "i", &mounts, &[], true);
+        let cmd = spec.cmd.expect("cmd");
+        assert!(cmd.contains(&format!("--ServerApp.base_url=/nb/abc123/{key}/")));
     }
 
     #[test]
@@ -280,7 +310,7 @@ mod tests {
                 "--ServerApp.base_url={base_url}".into(),
                 "--ServerApp.root_dir={root_dir}".into(),
             ],
-            "x1",
+            &base_url("x1", None),
         );
         assert_eq!(
             cmd,

@@ -169,8 +169,14 @@ pub async fn security_headers(
         return Ok(res);
     }
     let headers = res.headers_mut();
-    let defaults: [(HeaderName, &'static str); 5] = [
+    let defaults: [(HeaderName, &'static str); 6] = [
         (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
+        // A window that loads one of Notebox's pages is cut off from whoever opened it
+        // (a notebook's page cannot keep a handle on it).
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "same-origin"),
         (header::X_FRAME_OPTIONS, "DENY"),

@@ -59,10 +59,12 @@ struct Served {
 #[derive(Debug, thiserror::Error)]
 pub enum SiteError {
     #[error(
-        "every notebook port ({0}) is taken; stop a notebook, or ask the admin to widen \
-         notebooks.origin_ports"
+        "no notebook port is free for you: each port of {0} is in use or belongs to another \
+         member; stop one of your notebooks, or ask the admin to widen notebooks.origin_ports"
     )]
     NoFreePort(crate::config::PortRange),
+    #[error("the notebook no longer exists")]
+    Gone,
     #[error("cannot serve the notebook on its own port: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -79,11 +81,20 @@ pub struct Sites {
     workers: OnceLock<SiteWorkers>,
     /// Notebox's own runtime: listeners accept there, whichever worker bound them.
     rt: tokio::runtime::Handle,
+    /// `notebooks.max_running_per_user`: how many ports each member may need at once.
+    max_running_per_user: u32,
 }
 
 impl Sites {
-    pub fn new(origins: Origins, bind_ip: IpAddr, db: Db, proxy: web::Data<ProxyState>) -> Sites {
+    pub fn new(
+        origins: Origins,
+        bind_ip: IpAddr,
+        db: Db,
+        proxy: web::Data<ProxyState>,
+        max_running_per_user: u32,
+    ) -> Sites {
         Sites {
+            max_running_per_user,
             origins,
             bind_ip,
             db,
@@ -122,71 +133,101 @@ impl Sites {
             .map(|origin| format!("{origin}{}", nb.url));
     }
 
-    /// Serves a running notebook on its own port (from `ports`), binding one if needed:
-    /// the port it had last time when it is free, else the lowest free one no other
-    /// notebook had, else the lowest free one.
+    /// With `ports`: why the range may be too small for the members (see
+    /// `origin::port_capacity_warning`), for the admin pages.
+    pub async fn port_capacity_warning(&self) -> Option<String> {
+        if self.origins.mode != OriginMode::Ports {
+            return None;
+        }
+        let (first, last) = (self.origins.ports.first, self.origins.ports.last);
+        match self
+            .db
+            .call(move |c| crate::db::origin_ports::usage(c, first, last))
+            .await
+        {
+            Ok(usage) => crate::origin::port_capacity_warning(
+                self.origins.ports,
+                usage,
+                self.max_running_per_user,
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read which member owns which port");
+                None
+            }
+        }
+    }
+
+    /// Serves a running notebook on its own port (from `ports`), binding one if needed. Ports
+    /// belong to members: the notebook gets the port it had last when that is free, else
+    /// another free port of its member's (least recently used first), else a port nobody
+    /// owns yet, which becomes its member's — never a port that served another member.
     pub async fn ensure(&self, notebook_id: &str) -> Result<u16, SiteError> {
         if let Some(port) = self.port_of(notebook_id) {
             return Ok(port);
         }
-        let claimed = self
+        let (first, last) = (self.origins.ports.first, self.origins.ports.last);
+        let id = notebook_id.to_string();
+        let found = self
             .db
-            .call(|c| q::claimed_origin_ports(c))
+            .call(move |c| {
+                let Some(row) = q::by_id(c, &id)? else {
+                    return Ok(None);
+                };
+                let ports = crate::db::origin_ports::candidates(c, &id, row.owner_id, first, last)?;
+                Ok(Some((row.owner_id, ports)))
+            })
             .await
-            .unwrap_or_default();
-        let preferred = claimed
-            .iter()
-            .find(|(id, _)| id == notebook_id)
-            .map(|(_, port)| *port);
-        let others: Vec<u16> = claimed
-            .iter()
-            .filter(|(id, _)| id != notebook_id)
-            .map(|(_, port)| *port)
-            .collect();
-        let port = {
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let Some((owner_id, candidates)) = found else {
+            return Err(SiteError::Gone);
+        };
+        for port in candidates {
+            let listener = {
+                let servers = self
+                    .servers
+                    .lock()
+                    .map_err(|_| std::io::Error::other("notebook listeners lock poisoned"))?;
+                if let Some(s) = servers.get(notebook_id) {
+                    return Ok(s.port);
+                }
+                if servers.values().any(|s| s.port == port) {
+                    continue;
+                }
+                // Something else on the machine may hold it: try the next.
+                match std::net::TcpListener::bind((self.bind_ip, port)) {
+                    Ok(listener) => listener,
+                    Err(_) => continue,
+                }
+            };
+            let id = notebook_id.to_string();
+            let claim = self
+                .db
+                .call(move |c| crate::db::origin_ports::claim(c, port, owner_id, &id))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let inherited = match claim {
+                crate::db::origin_ports::Claim::Taken { previous } => previous.is_some(),
+                // Another member's since the candidates were read: never theirs.
+                crate::db::origin_ports::Claim::Theirs => continue,
+            };
             let mut servers = self
                 .servers
                 .lock()
                 .map_err(|_| std::io::Error::other("notebook listeners lock poisoned"))?;
             if let Some(s) = servers.get(notebook_id) {
+                // Served meanwhile by a concurrent call; this listener is dropped.
                 return Ok(s.port);
             }
-            let taken: Vec<u16> = servers.values().map(|s| s.port).collect();
-            let range = self.origins.ports.ports();
-            let candidates = preferred
-                .filter(|p| self.origins.ports.contains(*p))
-                .into_iter()
-                .chain(range.clone().filter(|p| !others.contains(p)))
-                .chain(range.filter(|p| others.contains(p)))
-                .filter(|p| !taken.contains(p));
-            let mut bound = None;
-            for port in candidates {
-                // Something else on the machine may hold it: try the next.
-                if let Ok(listener) = std::net::TcpListener::bind((self.bind_ip, port)) {
-                    bound = Some((port, listener));
-                    break;
-                }
+            if servers.values().any(|s| s.port == port) {
+                continue;
             }
-            let Some((port, listener)) = bound else {
-                return Err(SiteError::NoFreePort(self.origins.ports));
-            };
-            let inherited = Some(port) != preferred && others.contains(&port);
             let served = self.serve(notebook_id, port, listener, inherited)?;
             servers.insert(notebook_id.to_string(), served);
-            port
-        };
-        tracing::info!(notebook = %notebook_id, port, "serving the notebook on its own port");
-        if preferred != Some(port) {
-            let id = notebook_id.to_string();
-            if let Err(e) = self
-                .db
-                .call(move |c| q::set_origin_port(c, &id, port))
-                .await
-            {
-                tracing::warn!(notebook = %notebook_id, error = %e, "cannot remember the notebook's port");
-            }
+            drop(servers);
+            tracing::info!(notebook = %notebook_id, port, inherited, "serving the notebook on its own port");
+            return Ok(port);
         }
-        Ok(port)
+        Err(SiteError::NoFreePort(self.origins.ports))
     }
 
     /// Accepts connections on a notebook's port (a task on Notebox's runtime) and deals
@@ -293,8 +334,16 @@ impl Sites {
             self.close(&id).await;
         }
         for id in ids {
-            if let Err(e) = self.ensure(&id).await {
-                tracing::warn!(notebook = %id, error = %e, "cannot serve the notebook on its own port");
+            match self.ensure(&id).await {
+                Ok(_) => {}
+                // Tried again every second until a port of its member's comes free; the
+                // member is told when they open it, the admin by the port warning.
+                Err(e @ SiteError::NoFreePort(_)) => {
+                    tracing::debug!(notebook = %id, error = %e, "no port for the notebook yet")
+                }
+                Err(e) => {
+                    tracing::warn!(notebook = %id, error = %e, "cannot serve the notebook on its own port")
+                }
             }
         }
     }
@@ -417,11 +466,19 @@ struct EnterQuery {
 /// to where the member was going.
 async fn enter(req: &HttpRequest, proxy: &ProxyState, id: &str, inherited: bool) -> HttpResponse {
     // Codes come from Notebox (the same site); another site sending the member here with a
-    // code (one of its own member's) is refused.
-    let cross_site = req
-        .headers()
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes() == b"cross-site");
+    // code (one of its own member's) is refused. So is any context but a top-level
+    // navigation: a frame, a fetch or a script of a page already on this origin (another
+    // notebook's that had the port) must never get the cookie set for it.
+    let header = |name: &str| req.headers().get(name).map(|v| v.as_bytes());
+    let cross_site = header("sec-fetch-site") == Some(b"cross-site");
+    let top_level = header("sec-fetch-dest").is_none_or(|d| d == b"document")
+        && header("sec-fetch-mode").is_none_or(|m| m == b"navigate");
+    if !top_level {
+        return HttpResponse::Forbidden()
+            .content_type("text/plain; charset=utf-8")
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .body("A notebook is entered only by opening it in a tab or window, not in a frame or by a script.\n");
+    }
     let code = web::Query::<EnterQuery>::from_query(req.query_string())
         .ok()
         .map(|q| q.into_inner().code)
@@ -454,13 +511,17 @@ async fn enter(req: &HttpRequest, proxy: &ProxyState, id: &str, inherited: bool)
             .insert_header((header::REFERRER_POLICY, "no-referrer"))
             .body(body);
     };
-    let https = is_https(req);
-    // `__Host-` cookies must have Path=/; without TLS the path confines it to the notebook.
-    let path = if https {
-        "/".to_string()
-    } else {
-        format!("/nb/{id}/")
+    let base = match proxy.browser_base(id).await {
+        Ok(base) => base,
+        Err(e) => {
+            use actix_web::ResponseError;
+            return PageError(e).error_response();
+        }
     };
+    let https = is_https(req);
+    // `__Host-` cookies must have Path=/; without TLS the path confines it to the notebook
+    // (and its path key). Either way the proxy takes it only under the path key.
+    let path = if https { "/".to_string() } else { base.clone() };
     let cookie = Cookie::build(notebook_cookie_name(id, https), value)
         .path(path)
         .http_only(true)
@@ -469,10 +530,7 @@ async fn enter(req: &HttpRequest, proxy: &ProxyState, id: &str, inherited: bool)
         .finish();
     let mut response = HttpResponse::SeeOther();
     response
-        .insert_header((
-            header::LOCATION,
-            location(&format!("/nb/{}/{}", encode_segment(id), entry.path)),
-        ))
+        .insert_header((header::LOCATION, location(&format!("{base}{}", entry.path))))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .cookie(cookie);
@@ -484,6 +542,13 @@ async fn enter(req: &HttpRequest, proxy: &ProxyState, id: &str, inherited: bool)
         ));
     }
     response.finish()
+}
+
+#[derive(askama::Template)]
+#[template(path = "notebook_open.html")]
+struct OpenConfirmPage<'a> {
+    id: &'a str,
+    name: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -504,17 +569,24 @@ pub async fn open_notebook(
 ) -> Result<HttpResponse, PageError> {
     let id = id.into_inner();
     let nb = state.notebooks.get_notebook(&session.user, &id).await?;
-    // Sent here by another origin of the site (a notebook's page) or another site: to
-    // JupyterLab's start, not to a path of their choosing (a GET with side effects).
-    let from_elsewhere = req
-        .headers()
-        .get("sec-fetch-site")
-        .is_some_and(|v| matches!(v.as_bytes(), b"same-site" | b"cross-site"));
-    let path = query
-        .into_inner()
-        .path
-        .filter(|_| !from_elsewhere)
-        .unwrap_or_else(|| "lab".to_string());
+    // Sent here by another origin of the site (a notebook's page, maybe one of an earlier
+    // notebook on the same port) or another site, or loaded in a frame or by a script:
+    // the member confirms on Notebox's own page first. That page's opener policy cuts a
+    // popup off from whoever opened it, so no page can hold a handle on the window the
+    // notebook then opens in (and read its URL, path key included).
+    let header = |name: &str| req.headers().get(name).map(|v| v.as_bytes());
+    let from_elsewhere = matches!(header("sec-fetch-site"), Some(b"same-site" | b"cross-site"))
+        || header("sec-fetch-dest").is_some_and(|d| d != b"document");
+    if from_elsewhere && nb.state == crate::model::NotebookState::Running {
+        return super::pages::html(
+            StatusCode::OK,
+            OpenConfirmPage {
+                id: &nb.id,
+                name: &nb.name,
+            },
+        );
+    }
+    let path = query.into_inner().path.unwrap_or_else(|| "lab".to_string());
     if !crate::auth::entry::valid_path(&path) {
         return Err(WebError::bad_request(
             "`path` must be a path inside the notebook, like lab or lab/tree/analysis.ipynb",

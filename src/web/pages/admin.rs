@@ -25,6 +25,8 @@ struct UsersPage {
     default_gpu_limit: u32,
     /// Notebook isolation: (weaker mode?, what it means).
     isolation: (bool, String),
+    /// The notebook port range is too small for the members and their limit.
+    port_warning: Option<String>,
 }
 
 struct UserRow {
@@ -106,6 +108,7 @@ async fn render_users(
         me: admin.0.user.id,
         default_gpu_limit: state.config.gpu.max_gpus_per_user,
         isolation: isolation(state),
+        port_warning: state.sites.port_capacity_warning().await,
     };
     html(status, page)
 }
@@ -374,6 +377,8 @@ struct NotebooksPage {
     notice: Option<String>,
     /// Notebook isolation: (weaker mode?, what it means).
     isolation: (bool, String),
+    /// The notebook port range is too small for the members and their limit.
+    port_warning: Option<String>,
 }
 
 /// Every running notebook with what keeps it alive, and the idle-reclaim exemption.
@@ -397,6 +402,7 @@ pub async fn notebooks_page(
             notebooks,
             notice,
             isolation: isolation(&state),
+            port_warning: state.sites.port_capacity_warning().await,
         },
     )
 }
