@@ -229,11 +229,15 @@ async fn jupyterlab_runs_a_cell_and_a_terminal_through_the_proxy() {
     let own = nb["jupyter_url"].as_str().expect("jupyter_url").to_string();
     assert!(!own.starts_with(&server.url), "{own}");
     shown(&b, &id, ".jp-Launcher .jp-LauncherCard", LAB).await;
+    // Under this run's path key (`/nb/{id}/k-…/`), which the notebook's cookie is
+    // confined to.
     let at = b.client.current_url().await.expect("url");
-    assert!(
-        at.as_str().starts_with(&format!("{own}lab")),
-        "JupyterLab at {at}, not {own}lab"
-    );
+    let under_key = at
+        .as_str()
+        .strip_prefix(own.as_str())
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(key, rest)| key.starts_with("k-") && rest == "lab");
+    assert!(under_key, "JupyterLab at {at}, not {own}k-…/lab");
     eprintln!("launcher shown after {:?}", started.elapsed());
 
     // A new notebook from the launcher; its kernel starts, connects and goes idle.
@@ -322,13 +326,15 @@ async fn jupyterlab_runs_a_cell_and_a_terminal_through_the_proxy() {
     b.screenshot("jupyterlab-terminal.png").await;
 
     // An upload from the page, as JupyterLab's uploader sends it (PUT of base64 content
-    // with the `_xsrf` cookie's value as `X-XSRFToken`), with the page's own credentials:
-    // the notebook's cookie on its own origin.
+    // with the `_xsrf` cookie's value as `X-XSRFToken`, under the base URL in its page
+    // config), with the page's own credentials: the notebook's cookie on its own origin.
     let status = js(
         &b,
         &format!(
             r#"const xsrf = (document.cookie.match(/_xsrf=([^;]+)/) || [])[1] || '';
-            return fetch('/nb/{id}/api/contents/uploaded-through-lab.txt', {{
+            const base = JSON.parse(document.getElementById('jupyter-config-data').textContent).baseUrl;
+            if (!base.startsWith('/nb/{id}/k-')) return 'base URL ' + base;
+            return fetch(base + 'api/contents/uploaded-through-lab.txt', {{
                 method: 'PUT', credentials: 'same-origin',
                 headers: {{'Content-Type': 'application/json', 'X-XSRFToken': decodeURIComponent(xsrf)}},
                 body: JSON.stringify({{type: 'file', format: 'base64', name: 'uploaded-through-lab.txt',
