@@ -4,6 +4,7 @@
 //! symlinks to host files while strangers and members read, list, render and fork.
 
 mod common;
+mod webhook_receiver;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::json;
+use webhook_receiver::Receiver;
 
 /// Appears only in files outside the notebook's directory.
 const MARKER: &str = "NOTEBOX-HOST-SECRET-7f3a9c";
@@ -1070,4 +1072,75 @@ async fn log_reads_stay_bounded_whatever_the_container_logged() {
     let (status, body) = member.get(&format!("{logs}?tail=10000")).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["logs"].as_str().is_some_and(|l| l.len() <= 1 << 20));
+}
+
+/// Nothing a chat acts on: no mention, no link syntax, no URL, nothing invisible.
+fn live_in_chat(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = ["@", "<", ">", "](", "://"]
+        .iter()
+        .filter(|p| text.contains(**p))
+        .map(|p| p.to_string())
+        .collect();
+    found.extend(
+        text.chars()
+            .filter(|c| {
+                c.is_control()
+                    || matches!(c, '\u{61C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+            })
+            .map(|c| format!("U+{:04X}", c as u32)),
+    );
+    found
+}
+
+/// Finding 7 of issue 22: a notebook's name reached the webhook's chat `text` with only
+/// `& < >` escaped, so a member could ping or phish the lab's channel by letting it idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_text_carries_no_mentions_links_or_hidden_characters() {
+    let Some(image) = test_image() else { return };
+    let hook = Receiver::start(0).await;
+    let server = TestServer::start_with(|c| {
+        docker_config(c, &image);
+        c.notebooks.activity_interval = Duration::from_secs(1);
+        c.notebooks.idle_warning = Duration::from_secs(4);
+        c.machines[0].idle_timeout = Some(Some(Duration::from_secs(16)));
+        c.machines[0].reclaim = Some(notebox::config::Reclaim::Always);
+        c.webhook.url = hook.url.clone();
+    })
+    .await;
+    let _containers = ContainerGuard(server.data_dir().to_path_buf());
+    add_user(&server, "ada", "ada-password-1", false);
+    let ada = Api::new(&server.url, &token_for(&server, "ada"));
+    // Mattermost, Rocket.Chat and Discord mentions, Slack's; Markdown and Slack links,
+    // a bare URL; bidi overrides and isolates, a zero-width space.
+    let names = [
+        "@channel @all @here @everyone <!channel> <!here> <@U024BE7LH> look",
+        "[Notebox login](http://evil.example/login) <https://evil.example|Notebox> \
+         \u{202E}gpj.exe\u{202C} \u{2066}x\u{2069}\u{200B}",
+    ];
+    let mut ids = Vec::new();
+    for name in names {
+        ids.push(ada.create_notebook(name).await);
+    }
+    for id in &ids {
+        ada.wait_state(id, "running", Duration::from_secs(120))
+            .await;
+    }
+    let warned = hook
+        .wait_event("idle_warning", 2, Duration::from_secs(60))
+        .await;
+    let reclaimed = hook
+        .wait_event("reclaimed", 2, Duration::from_secs(60))
+        .await;
+    for event in warned.iter().chain(&reclaimed) {
+        let name = event["notebook"]["name"].as_str().expect("name");
+        assert!(
+            names.contains(&name),
+            "the raw name stays in its field: {event}"
+        );
+        let text = event["text"].as_str().expect("text");
+        eprintln!("{}: {text}", event["event"]);
+        let live = live_in_chat(text);
+        assert!(live.is_empty(), "{live:?} live in {text:?}");
+        assert!(text.contains("ada"), "{text}");
+    }
 }
