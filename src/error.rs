@@ -8,6 +8,7 @@ use askama::Template;
 use crate::auth::AuthError;
 use crate::db::DbError;
 use crate::gpu::allocation::Refusal;
+use crate::runtime::logs::LogReadRefusal;
 use crate::runtime::NotebookError;
 
 #[derive(Debug, Clone)]
@@ -141,6 +142,16 @@ impl From<NotebookError> for WebError {
             ),
             NotebookError::Host(m) => WebError::internal(m),
             NotebookError::Db(e) => WebError::internal(e),
+            NotebookError::LogReadsBusy(refusal) => {
+                let status = match refusal {
+                    LogReadRefusal::Member => StatusCode::TOO_MANY_REQUESTS,
+                    LogReadRefusal::Everyone => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                WebError {
+                    retry_after: Some(1),
+                    ..WebError::new(status, "busy", message)
+                }
+            }
         }
     }
 }

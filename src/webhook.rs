@@ -77,8 +77,55 @@ pub struct Event {
     /// When an idle warning's notebook will be stopped (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reclaim_at: Option<String>,
-    /// One line for a chat message (Slack, Mattermost and Rocket.Chat show `text`).
+    /// One line for a chat message (Slack, Mattermost and Rocket.Chat show `text`), made
+    /// with [`chat_text`]; the fields above carry the names as they are.
     pub text: String,
+}
+
+/// A line for the chats that post an incoming webhook's `text`, with whatever a member
+/// chose (notebook and member names, which reasons quote too) made inert:
+///
+/// - Slack (mrkdwn; also Discord's Slack-compatible hook): `&`, `<`, `>` are escaped, so
+///   no `<!channel>`, `<!here>`, `<@U…>` or `<https://evil|Notebox login>` can form.
+/// - Mattermost, Rocket.Chat, Discord (Markdown): `@` becomes a full-width `＠`, which
+///   reads the same and mentions nobody (`@channel`, `@all`, `@here`, `@everyone`, a
+///   member); `](` becomes `] (`, which no Markdown reads as a link (`[label](url)`,
+///   `![x](url)`); `://` becomes `[:]//`, the usual defanged URL, which no autolinker
+///   turns into a link.
+/// - Every chat: C0 and C1 controls, bidi controls (U+061C, U+200E/F, U+202A–U+202E,
+///   U+2066–U+2069) and other invisible format characters are dropped, line breaks become
+///   spaces: what the line shows is what it says, on one line.
+pub fn chat_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '@' => out.push('＠'),
+            '\n' | '\r' | '\t' | '\u{85}' | '\u{2028}' | '\u{2029}' => out.push(' '),
+            c if c.is_control() || is_invisible_format(c) => {}
+            c => out.push(c),
+        }
+    }
+    // After the invisible characters are gone: "]\u{200B}(" must not rejoin into a link.
+    out.replace("](", "] (").replace("://", "[:]//")
+}
+
+/// Format characters that show nothing yet change how the text around them reads: bidi
+/// embeddings, overrides, isolates and marks, zero-width spaces and joiners, the BOM,
+/// soft hyphens, invisible operators and tag characters.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{AD}' | '\u{34F}' | '\u{61C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{3164}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E007F}')
 }
 
 /// Hands events to the delivery task.
@@ -207,5 +254,80 @@ mod tests {
             .contains("http://"));
         assert!(WebhookUrl::parse("not a url").is_err());
         assert!(WebhookUrl::parse("/relative").is_err());
+    }
+
+    /// Nothing in `text` that a chat would act on: no mention, no link, nothing hidden.
+    fn inert(text: &str) -> bool {
+        !text.contains(['@', '<', '>'])
+            && !text.contains("](")
+            && !text.contains("://")
+            && !text
+                .chars()
+                .any(|c| c.is_control() || is_invisible_format(c))
+    }
+
+    #[test]
+    fn slack_markup_is_escaped() {
+        for name in [
+            "<!channel>",
+            "<!here|here>",
+            "<!everyone>",
+            "<@U024BE7LH>",
+            "<!subteam^SAZ94GDB8>",
+            "<#C024BE7LR>",
+            "<https://evil.example/login|Notebox login>",
+        ] {
+            let text = chat_text(name);
+            assert!(inert(&text), "{name} → {text}");
+        }
+        assert_eq!(
+            chat_text("“<!channel>” & co"),
+            "“&lt;!channel&gt;” &amp; co"
+        );
+    }
+
+    #[test]
+    fn markdown_mentions_and_links_are_defused() {
+        // Mattermost, Rocket.Chat and Discord.
+        for name in [
+            "@channel",
+            "@all",
+            "@here",
+            "@everyone",
+            "hi @ada",
+            "[Notebox login](http://evil.example/login)",
+            "![x](https://evil.example/pixel.png)",
+            "[Notebox login]\u{200B}(http://evil.example/login)",
+            "[Notebox login]\n(http://evil.example/login)",
+            "see http://evil.example/login now",
+        ] {
+            let text = chat_text(name);
+            assert!(inert(&text), "{name} → {text}");
+        }
+        assert_eq!(chat_text("@channel"), "＠channel");
+        assert_eq!(
+            chat_text("[Notebox login](http://evil.example/login)"),
+            "[Notebox login] (http[:]//evil.example/login)"
+        );
+    }
+
+    #[test]
+    fn bidi_and_control_characters_are_dropped() {
+        let name = "\u{202E}gpj.exe\u{202C} \u{2066}a\u{2069}\u{200E}\u{200F}\u{61C}\u{200B}b\u{FEFF}\u{1b}[31m\u{9b}x\u{7f}\u{0}";
+        let text = chat_text(name);
+        assert!(inert(&text), "{text:?}");
+        assert_eq!(text, "gpj.exe ab[31mx");
+        assert_eq!(chat_text("one\ntwo\u{2028}three"), "one two three");
+    }
+
+    #[test]
+    fn ordinary_names_read_as_they_are() {
+        for name in [
+            "ResNet-50 (v2) – Ada’s run",
+            "a*b_c ~d~ `e` #1",
+            "Übersicht: 北京 データ",
+        ] {
+            assert_eq!(chat_text(name), name);
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! symlinks to host files while strangers and members read, list, render and fork.
 
 mod common;
+mod webhook_receiver;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::json;
+use webhook_receiver::Receiver;
 
 /// Appears only in files outside the notebook's directory.
 const MARKER: &str = "NOTEBOX-HOST-SECRET-7f3a9c";
@@ -895,5 +897,250 @@ async fn start_and_fork_apply_the_catalog_rules_of_the_moment() {
         assert_eq!(status, 400, "{what}: {body}");
         let message = body["error"]["message"].as_str().unwrap_or("");
         assert!(message.contains("custom images"), "{what}: {message}");
+    }
+}
+
+/// Samples a process's resident memory until stopped; the highest value seen (KiB).
+struct RssPeak {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl RssPeak {
+    fn start(pid: u32) -> RssPeak {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !s.load(Ordering::Relaxed) {
+                peak = peak.max(rss_kib(pid).0);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak.max(rss_kib(pid).0)
+        });
+        RssPeak {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("sampler"))
+            .unwrap_or(0)
+    }
+}
+
+/// Finding 6 of issue 22: `logs?tail=5000` on a container that logged 11 MiB in long lines
+/// read the whole answer into memory, once per call, with no bound on calls at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_reads_stay_bounded_whatever_the_container_logged() {
+    let Some(image) = test_image() else { return };
+    let _turn = CPU_HEAVY.lock().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    // Dropped last: the server is gone before its containers are removed.
+    let _containers = ContainerGuard(data.clone());
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, docker_config_toml(&data, &image)).expect("config");
+    let server = ServerProcess::spawn(
+        tmp.path(),
+        &["--config", config.to_str().expect("utf-8 path")],
+        &[],
+    )
+    .await;
+    let member = add_member(&server, &data);
+    let id = member.create_notebook("chatty").await;
+    member
+        .wait_state(&id, "running", Duration::from_secs(120))
+        .await;
+
+    // The container writes 5000 lines of 2.3 KB (11.5 MB) to its own log.
+    let (ok, out) = docker_exec(
+        &container_of(&id),
+        "python3 -c \"import sys; x = 'x' * 2300; \
+         sys.stdout.write(''.join('%05d %s\\n' % (i, x) for i in range(5000))); \
+         print('END-OF-CHATTER')\" > /proc/1/fd/1",
+    );
+    assert!(ok, "writing the log: {out}");
+    let logs = format!("/api/v1/notebooks/{id}/logs");
+    wait_for(
+        "the log to hold the chatter",
+        Duration::from_secs(30),
+        || {
+            let (member, path) = (member.clone(), format!("{logs}?tail=1"));
+            async move {
+                let (_, body) = member.get(&path).await;
+                body["logs"]
+                    .as_str()
+                    .is_some_and(|l| l.contains("END-OF-CHATTER"))
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
+    // 64 calls at once, each asking for the last 5000 lines.
+    let pid = server.child.id();
+    let (rss_before, _) = rss_kib(pid);
+    let sampler = RssPeak::start(pid);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("client");
+    let call = || {
+        let req = http
+            .get(format!("{}{logs}?tail=5000", server.url))
+            .bearer_auth(&member.token);
+        async move {
+            let r = req.send().await.expect("logs call");
+            let status = r.status().as_u16();
+            let retry_after = r.headers().contains_key("retry-after");
+            let body: serde_json::Value = r.json().await.expect("JSON answer");
+            (status, retry_after, body)
+        }
+    };
+    let answers = futures_util::future::join_all((0..64).map(|_| call())).await;
+    let peak = sampler.finish();
+    let growth_mib = peak.saturating_sub(rss_before) / 1024;
+    let served: Vec<&serde_json::Value> = answers
+        .iter()
+        .filter(|(s, _, _)| *s == 200)
+        .map(|(_, _, b)| b)
+        .collect();
+    let largest = served
+        .iter()
+        .map(|b| b["logs"].as_str().map_or(0, str::len))
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "64 concurrent logs?tail=5000 on an 11.5 MB log: {} served (largest {} KiB), {} refused; \
+         RSS {} MiB before, peak +{growth_mib} MiB",
+        served.len(),
+        largest / 1024,
+        answers.len() - served.len(),
+        rss_before / 1024,
+    );
+    // At most 4 reads at once Notebox-wide (2 per member), each streaming through a
+    // buffer of 2 MiB and answering with at most 1 MiB (text and JSON body): about 16 MiB
+    // at worst, plus the allocator's slack. Before the bound: hundreds of MiB.
+    assert!(growth_mib < 40, "64 log reads grew RSS by {growth_mib} MiB");
+    assert!(!served.is_empty(), "some calls were served");
+    for body in &served {
+        let text = body["logs"].as_str().expect("logs");
+        assert!(text.len() <= 1 << 20, "{} bytes in one answer", text.len());
+        assert_eq!(body["truncated"], true, "the answer says it was cut");
+        // The end of the log, from the start of a line.
+        assert!(
+            text.ends_with("END-OF-CHATTER\n"),
+            "{:?}",
+            &text[text.len().saturating_sub(80)..]
+        );
+        assert!(
+            text.split_once(' ')
+                .is_some_and(|(n, _)| n.len() == 5 && n.parse::<u32>().is_ok()),
+            "{:?}",
+            &text[..80.min(text.len())]
+        );
+    }
+    for (status, retry_after, body) in &answers {
+        if *status != 200 {
+            assert!(
+                [429, 503].contains(status) && *retry_after,
+                "{status} {body}"
+            );
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("try again")),
+                "{body}"
+            );
+        }
+    }
+
+    // The number of lines is capped, with a message saying so.
+    let (status, body) = member.get(&format!("{logs}?tail=10001")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("10000")),
+        "{body}"
+    );
+    let (status, body) = member.get(&format!("{logs}?tail=10000")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["logs"].as_str().is_some_and(|l| l.len() <= 1 << 20));
+}
+
+/// Nothing a chat acts on: no mention, no link syntax, no URL, nothing invisible.
+fn live_in_chat(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = ["@", "<", ">", "](", "://"]
+        .iter()
+        .filter(|p| text.contains(**p))
+        .map(|p| p.to_string())
+        .collect();
+    found.extend(
+        text.chars()
+            .filter(|c| {
+                c.is_control()
+                    || matches!(c, '\u{61C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+            })
+            .map(|c| format!("U+{:04X}", c as u32)),
+    );
+    found
+}
+
+/// Finding 7 of issue 22: a notebook's name reached the webhook's chat `text` with only
+/// `& < >` escaped, so a member could ping or phish the lab's channel by letting it idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_text_carries_no_mentions_links_or_hidden_characters() {
+    let Some(image) = test_image() else { return };
+    let hook = Receiver::start(0).await;
+    let server = TestServer::start_with(|c| {
+        docker_config(c, &image);
+        c.notebooks.activity_interval = Duration::from_secs(1);
+        c.notebooks.idle_warning = Duration::from_secs(4);
+        c.machines[0].idle_timeout = Some(Some(Duration::from_secs(16)));
+        c.machines[0].reclaim = Some(notebox::config::Reclaim::Always);
+        c.webhook.url = hook.url.clone();
+    })
+    .await;
+    let _containers = ContainerGuard(server.data_dir().to_path_buf());
+    add_user(&server, "ada", "ada-password-1", false);
+    let ada = Api::new(&server.url, &token_for(&server, "ada"));
+    // Mattermost, Rocket.Chat and Discord mentions, Slack's; Markdown and Slack links,
+    // a bare URL; bidi overrides and isolates, a zero-width space.
+    let names = [
+        "@channel @all @here @everyone <!channel> <!here> <@U024BE7LH> look",
+        "[Notebox login](http://evil.example/login) <https://evil.example|Notebox> \
+         \u{202E}gpj.exe\u{202C} \u{2066}x\u{2069}\u{200B}",
+    ];
+    let mut ids = Vec::new();
+    for name in names {
+        ids.push(ada.create_notebook(name).await);
+    }
+    for id in &ids {
+        ada.wait_state(id, "running", Duration::from_secs(120))
+            .await;
+    }
+    let warned = hook
+        .wait_event("idle_warning", 2, Duration::from_secs(60))
+        .await;
+    let reclaimed = hook
+        .wait_event("reclaimed", 2, Duration::from_secs(60))
+        .await;
+    for event in warned.iter().chain(&reclaimed) {
+        let name = event["notebook"]["name"].as_str().expect("name");
+        assert!(
+            names.contains(&name),
+            "the raw name stays in its field: {event}"
+        );
+        let text = event["text"].as_str().expect("text");
+        eprintln!("{}: {text}", event["event"]);
+        let live = live_in_chat(text);
+        assert!(live.is_empty(), "{live:?} live in {text:?}");
+        assert!(text.contains("ada"), "{text}");
     }
 }

@@ -135,6 +135,8 @@ pub struct Deleted {
 pub struct Logs {
     pub running: bool,
     pub logs: String,
+    /// Older lines were left out: an answer holds at most 1 MiB of log.
+    pub truncated: bool,
 }
 
 /// A share as its owner sees it.

@@ -624,9 +624,9 @@ impl Runtime {
                 url: format!("/notebooks/{id}"),
             },
             member: member.to_string(),
-            // Chat servers read `text` as markup: a notebook named "<!channel>" must not
-            // ping a whole channel.
-            text: chat_escape(&format!(
+            // Chat servers read `text` as markup: a notebook named "<!channel>" or
+            // "[Notebox login](http://evil.example)" must not ping or phish a channel.
+            text: crate::webhook::chat_text(&format!(
                 "Notebox: {member}’s notebook “{name}” {what}: {reason}"
             )),
             reason,
@@ -705,13 +705,6 @@ fn split_by_hour(from_ms: i64, to_ms: i64, seconds: f64) -> Vec<(i64, f64)> {
     out
 }
 
-/// `&`, `<` and `>` as Slack and Mattermost want them escaped in `text`.
-fn chat_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -738,10 +731,6 @@ mod tests {
         assert_eq!(parse_rfc3339("yesterday"), None);
         assert_eq!(gpu_list(&[0]), "GPU 0");
         assert_eq!(gpu_list(&[1, 3]), "GPUs 1, 3");
-        assert_eq!(
-            chat_escape("“<!channel>” & co"),
-            "“&lt;!channel&gt;” &amp; co"
-        );
     }
 
     #[test]

@@ -422,25 +422,33 @@ impl DockerEngine {
         }
     }
 
-    /// The last `tail` lines of a container's output (stdout and stderr).
-    pub async fn logs_tail(&self, id: &str, tail: usize) -> Result<String, DockerError> {
+    /// The last `tail` lines of a container's output (stdout and stderr), at most
+    /// `max_bytes` of them. The engine reads the tail from the end of its log file; what it
+    /// sends is streamed through a buffer that keeps only the last `max_bytes`, so a
+    /// container that logs long lines costs at most twice that much memory per read.
+    pub async fn logs_tail(
+        &self,
+        id: &str,
+        tail: usize,
+        max_bytes: usize,
+    ) -> Result<LogTail, DockerError> {
         let options = LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
             .tail(&tail.to_string())
             .build();
         let mut stream = self.docker.logs(id, Some(options));
-        let mut out = String::new();
+        let mut out = TailBuffer::new(max_bytes);
         while let Some(chunk) = stream.next().await {
             match chunk {
-                Ok(c) => out.push_str(&String::from_utf8_lossy(&c.into_bytes())),
+                Ok(c) => out.push(&c.into_bytes()),
                 Err(e) => match DockerError::from(e) {
                     DockerError::NotFound(_) => break,
                     other => return Err(other),
                 },
             }
         }
-        Ok(out)
+        Ok(out.finish())
     }
 
     /// Container events of this instance that need the reconciler: exits and removals.
@@ -468,6 +476,61 @@ impl DockerEngine {
     }
 }
 
+/// The end of a container's log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogTail {
+    pub text: String,
+    /// Older lines were left out to stay within the byte budget.
+    pub truncated: bool,
+}
+
+/// Keeps the last `max` bytes of what goes through it, in at most twice that much memory;
+/// when it had to leave something out, the answer starts at a whole line.
+struct TailBuffer {
+    bytes: Vec<u8>,
+    max: usize,
+    dropped: bool,
+}
+
+impl TailBuffer {
+    fn new(max: usize) -> TailBuffer {
+        TailBuffer {
+            bytes: Vec::new(),
+            max,
+            dropped: false,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        self.bytes.extend_from_slice(chunk);
+        if self.bytes.len() > 2 * self.max {
+            self.keep_last();
+        }
+    }
+
+    fn keep_last(&mut self) {
+        let cut = self.bytes.len().saturating_sub(self.max);
+        if cut > 0 {
+            self.bytes.drain(..cut);
+            self.dropped = true;
+        }
+    }
+
+    fn finish(mut self) -> LogTail {
+        self.keep_last();
+        if self.dropped {
+            // The cut fell inside a line (or a character): start after it.
+            if let Some(newline) = self.bytes.iter().position(|b| *b == b'\n') {
+                self.bytes.drain(..=newline);
+            }
+        }
+        LogTail {
+            text: String::from_utf8_lossy(&self.bytes).into_owned(),
+            truncated: self.dropped,
+        }
+    }
+}
+
 /// "repo:tag" → ("repo", "tag"); no tag means "latest"; digests stay whole.
 pub fn split_image(image: &str) -> (&str, &str) {
     if image.contains('@') {
@@ -482,7 +545,38 @@ pub fn split_image(image: &str) -> (&str, &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::split_image;
+    use super::{split_image, LogTail, TailBuffer};
+
+    fn tail_of(chunks: &[&str], max: usize) -> LogTail {
+        let mut buffer = TailBuffer::new(max);
+        for c in chunks {
+            buffer.push(c.as_bytes());
+            assert!(buffer.bytes.len() <= 2 * max + c.len());
+        }
+        buffer.finish()
+    }
+
+    #[test]
+    fn log_tails_keep_the_last_whole_lines_within_the_budget() {
+        let whole = tail_of(&["a\n", "b\n"], 10);
+        assert_eq!(whole.text, "a\nb\n");
+        assert!(!whole.truncated);
+        let exact = tail_of(&["0123456\n", "89\n"], 11);
+        assert_eq!(
+            (exact.text.as_str(), exact.truncated),
+            ("0123456\n89\n", false)
+        );
+        let lines: Vec<String> = (0..1000).map(|i| format!("line {i:04}\n")).collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let cut = tail_of(&refs, 35);
+        assert!(cut.truncated);
+        assert_eq!(cut.text, "line 0997\nline 0998\nline 0999\n");
+        // One line longer than the budget: its end, lossily decoded.
+        let long = tail_of(&["ééééé"], 5);
+        assert!(long.truncated);
+        assert!(long.text.ends_with("éé"), "{:?}", long.text);
+        assert!(long.text.len() <= 5 + 2, "{:?}", long.text);
+    }
 
     #[test]
     fn image_references_split_into_repo_and_tag() {

@@ -6,6 +6,7 @@ pub mod activity;
 pub mod docker;
 pub mod gpus;
 pub mod jupyter;
+pub mod logs;
 pub mod notebooks;
 pub mod reconciler;
 pub mod spec;

@@ -8,7 +8,8 @@ use crate::db::notebooks::{self as q, NewNotebook, NotebookRow};
 use crate::db::{now, DbError};
 use crate::model::{DesiredState, NotebookState};
 
-use super::docker::DockerError;
+use super::docker::{DockerError, LogTail};
+use super::logs::{self, LogReadRefusal, LogReads};
 use super::Runtime;
 
 /// Members' notebooks: create, start, stop, restart, delete, extend, logs, and the views
@@ -16,11 +17,15 @@ use super::Runtime;
 #[derive(Clone)]
 pub struct Notebooks {
     core: Runtime,
+    log_reads: LogReads,
 }
 
 impl Notebooks {
     pub fn new(core: Runtime) -> Notebooks {
-        Notebooks { core }
+        Notebooks {
+            core,
+            log_reads: LogReads::default(),
+        }
     }
 
     pub fn config(&self) -> &crate::config::Config {
@@ -47,6 +52,9 @@ pub enum NotebookError {
     Host(String),
     #[error(transparent)]
     Db(DbError),
+    /// Too many log reads at once (the member's, or everyone's).
+    #[error("{}", .0.message())]
+    LogReadsBusy(LogReadRefusal),
 }
 
 /// How long a notebook runs before it is stopped for the next person.
@@ -709,13 +717,20 @@ impl Notebooks {
             .collect())
     }
 
-    /// The last lines of the notebook's container output.
+    /// The last `tail` lines of the notebook's container output, at most
+    /// `logs::MAX_BYTES` of them; a few reads at once (see `logs`).
     pub async fn notebook_logs(
         &self,
         owner: &User,
         id: &str,
         tail: usize,
-    ) -> Result<Option<String>, NotebookError> {
+    ) -> Result<Option<LogTail>, NotebookError> {
+        if tail > logs::MAX_LINES {
+            return Err(NotebookError::Invalid(format!(
+                "A log read can ask for at most {} lines (tail={tail}).",
+                logs::MAX_LINES
+            )));
+        }
         let row = self.notebook_row(owner, id).await?;
         // Never had a container (or it was removed): nothing to ask Docker for.
         if row.container_id.is_none()
@@ -723,6 +738,11 @@ impl Notebooks {
         {
             return Ok(None);
         }
+        let _slot = self
+            .log_reads
+            .acquire(owner.id)
+            .await
+            .map_err(NotebookError::LogReadsBusy)?;
         let docker = self.core.docker().await?;
         let container = docker
             .list_ours()
@@ -730,7 +750,7 @@ impl Notebooks {
             .into_iter()
             .find(|c| c.notebook_id == row.id);
         match container {
-            Some(c) => match docker.logs_tail(&c.id, tail).await {
+            Some(c) => match docker.logs_tail(&c.id, tail, logs::MAX_BYTES).await {
                 Ok(logs) => Ok(Some(logs)),
                 // Removed (or being removed) between the listing and the read: a stop
                 // racing the page's log poll. No container, no logs.

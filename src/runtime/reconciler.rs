@@ -566,8 +566,8 @@ impl Runtime {
                 out.push_str(&format!(": {}", status.error));
             }
         }
-        if let Ok(logs) = docker.logs_tail(id, 200).await {
-            let tail = tail_lines(&logs, LOG_TAIL_LINES);
+        if let Ok(logs) = docker.logs_tail(id, 200, 64 * 1024).await {
+            let tail = tail_lines(&logs.text, LOG_TAIL_LINES);
             if !tail.is_empty() {
                 out.push_str(".\nLast lines of its log:\n");
                 out.push_str(&tail);

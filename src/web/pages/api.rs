@@ -202,16 +202,16 @@ pub async fn notebook_logs(
     id: web::Path<String>,
     q: web::Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let tail = q.tail.unwrap_or(500).clamp(1, 5000);
     let logs = state
         .notebooks
-        .notebook_logs(&caller.user, &id, tail)
+        .notebook_logs(&caller.user, &id, q.tail.unwrap_or(500))
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
         .json(wire::Logs {
             running: logs.is_some(),
-            logs: logs.unwrap_or_default(),
+            truncated: logs.as_ref().is_some_and(|l| l.truncated),
+            logs: logs.map(|l| l.text).unwrap_or_default(),
         }))
 }
 
