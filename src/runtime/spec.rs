@@ -88,7 +88,7 @@ pub fn jupyter_command(launcher: Launcher, command: &[String], base: &str) -> Ve
             .iter()
             .map(|part| {
                 part.replace("{port}", &JUPYTER_PORT.to_string())
-                    .replace("{base_url}", &base)
+                    .replace("{base_url}", base)
                     .replace("{root_dir}", ROOT_DIR)
             })
             .collect(),
