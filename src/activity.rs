@@ -7,9 +7,14 @@
 //! was. The idle policy (`Policy`) turns that into a reclaim time and a warning. Pure
 //! bookkeeping in memory: the sampler (runtime) feeds it, the proxy reports actions, pages
 //! and the API read it. Knows nothing of HTTP or Docker.
+//!
+//! A notebook's Jupyter is its member's program and may answer anything: the work per
+//! sample is linear in its answer and the kernels kept are capped (`MAX_TRACKED_KERNELS`);
+//! the one lock every request touches is held only to look up or swap a record, never
+//! while a sample is compared or a status computed.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::Reclaim;
@@ -63,6 +68,41 @@ pub struct KernelReading {
     pub last_activity: Option<i64>,
 }
 
+/// Kernels kept one by one per notebook (in Jupyter's order). Past these, kernels are only
+/// counted, and the notebook is busy while any of them is: a member never loses a busy
+/// notebook to the cap, and a Jupyter listing 65 000 kernels costs a sample no more than
+/// one listing a thousand.
+pub const MAX_TRACKED_KERNELS: usize = 1000;
+
+/// The kernels of one answer from Jupyter.
+#[derive(Debug, Clone, Default)]
+pub struct Kernels {
+    /// The first `MAX_TRACKED_KERNELS` (any more are only counted, like the untracked).
+    pub tracked: Vec<KernelReading>,
+    /// How many Jupyter listed, those tracked included.
+    pub total: usize,
+    /// A kernel past the cap was busy.
+    pub untracked_busy: bool,
+}
+
+impl Kernels {
+    /// A whole list, as Jupyter answered it.
+    pub fn from_list(list: Vec<KernelReading>) -> Kernels {
+        let total = list.len();
+        let untracked_busy = list
+            .iter()
+            .skip(MAX_TRACKED_KERNELS)
+            .any(|k| k.execution_state == "busy");
+        let mut tracked = list;
+        tracked.truncate(MAX_TRACKED_KERNELS);
+        Kernels {
+            tracked,
+            total,
+            untracked_busy,
+        }
+    }
+}
+
 /// One GPU the notebook holds, at one sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpuReading {
@@ -76,7 +116,7 @@ pub struct GpuReading {
 pub struct Reading {
     /// Unix milliseconds.
     pub at_ms: i64,
-    pub kernels: Option<Vec<KernelReading>>,
+    pub kernels: Option<Kernels>,
     pub terminals: Option<usize>,
     /// The container's cumulative CPU time.
     pub cpu_usage_ns: Option<u64>,
@@ -106,17 +146,45 @@ impl KernelState {
     }
 }
 
+/// A notebook's activity: what its member did (small, written by the proxy on every
+/// action) and its last sample (replaced whole by the sampler, so a clone is a pointer
+/// copy and nothing is compared while the tracker's lock is held).
 #[derive(Debug, Clone)]
 struct Record {
     /// When tracking began (the notebook started, or Notebox did): idle time never
     /// counts from before.
     tracked_since: i64,
+    last_action: Option<(MemberAction, i64)>,
+    /// The idle period (its start) a warning was already given for.
+    warned_for: Option<i64>,
+    sample: Arc<Sample>,
+}
+
+impl Record {
+    fn new(now: i64) -> Record {
+        Record {
+            tracked_since: now,
+            last_action: None,
+            warned_for: None,
+            sample: Arc::default(),
+        }
+    }
+}
+
+/// What the samples of a notebook found, as of the last one.
+#[derive(Debug, Clone, Default)]
+struct Sample {
     /// The last instant a signal was busy.
     last_busy: Option<i64>,
     /// Whether the last sample found a signal busy.
     busy_now: bool,
     sampled_at: Option<i64>,
-    kernels: Vec<KernelState>,
+    /// At most `MAX_TRACKED_KERNELS`.
+    kernels: Arc<[KernelState]>,
+    /// How many kernels Jupyter listed, those past the cap included.
+    kernels_total: usize,
+    /// A kernel past the cap was busy.
+    untracked_busy: bool,
     /// Jupyter did not answer at the last sample (the kernels shown are older).
     kernels_stale: bool,
     /// A GPU it holds gave no utilization at the last sample.
@@ -126,29 +194,6 @@ struct Record {
     cpu_counter: Option<(u64, i64)>,
     cpu_percent: Option<f64>,
     gpus: Vec<GpuReading>,
-    last_action: Option<(MemberAction, i64)>,
-    /// The idle period (its start) a warning was already given for.
-    warned_for: Option<i64>,
-}
-
-impl Record {
-    fn new(now: i64) -> Record {
-        Record {
-            tracked_since: now,
-            last_busy: None,
-            busy_now: false,
-            sampled_at: None,
-            kernels: Vec::new(),
-            kernels_stale: false,
-            gpus_unknown: false,
-            terminals: 0,
-            cpu_counter: None,
-            cpu_percent: None,
-            gpus: Vec::new(),
-            last_action: None,
-            warned_for: None,
-        }
-    }
 }
 
 /// The idle policy for one notebook: its machine type's, unless an admin exempted it.
@@ -192,7 +237,11 @@ pub struct Status {
     /// The reclaim is due now.
     pub due: bool,
     pub policy: Policy,
-    pub kernels: Vec<KernelState>,
+    /// The first `MAX_TRACKED_KERNELS` kernels (shared with the tracker: a status of a
+    /// notebook with a thousand kernels copies none).
+    pub kernels: Arc<[KernelState]>,
+    /// How many kernels Jupyter listed, those past the cap included.
+    pub kernels_total: usize,
     pub kernels_stale: bool,
     pub terminals: usize,
     pub cpu_percent: Option<f64>,
@@ -220,7 +269,7 @@ impl Status {
     /// Why it is idle, for the reclaim message: "no kernel running, GPU 0 at 0 %, CPU 0 %".
     pub fn idle_signals(&self) -> String {
         let mut parts = Vec::new();
-        let idle_kernels = self.kernels.len();
+        let idle_kernels = self.kernels_total;
         parts.push(match idle_kernels {
             0 => "no kernel running".to_string(),
             1 => "1 kernel idle".to_string(),
@@ -318,21 +367,26 @@ impl Tracker {
         self.with(|map| map.remove(notebook_id));
     }
 
-    /// Records one sample.
+    /// Records one sample. The new sample is built from the last one outside the lock and
+    /// swapped in under it; one sampler feeds the tracker, so two samples of a notebook
+    /// are never observed at once.
     pub fn observe(&self, notebook_id: &str, reading: Reading) {
-        let t = self.thresholds;
+        let now = reading.at_ms.div_euclid(1000);
+        let previous = self
+            .with(|map| map.get(notebook_id).map(|r| r.sample.clone()))
+            .flatten()
+            .unwrap_or_default();
+        let next = Arc::new(next_sample(&previous, reading, self.thresholds));
         self.with(|map| {
-            let now = reading.at_ms.div_euclid(1000);
-            let record = map
-                .entry(notebook_id.to_string())
-                .or_insert_with(|| Record::new(now));
-            observe_into(record, reading, t);
+            map.entry(notebook_id.to_string())
+                .or_insert_with(|| Record::new(now))
+                .sample = next;
         });
     }
 
     /// The container's CPU use at the last sample (percent of one core).
     pub fn cpu_percent(&self, notebook_id: &str) -> Option<f64> {
-        self.with(|map| map.get(notebook_id).and_then(|r| r.cpu_percent))
+        self.with(|map| map.get(notebook_id).and_then(|r| r.sample.cpu_percent))
             .flatten()
     }
 
@@ -351,95 +405,125 @@ impl Tracker {
 
     /// The notebook's status under `policy`, if it is tracked.
     pub fn status(&self, notebook_id: &str, policy: Policy, now: i64) -> Option<Status> {
-        let t = self.thresholds;
-        self.with(|map| map.get(notebook_id).map(|r| status_of(r, policy, now, t)))
-            .flatten()
+        // A copy of the record (its sample is shared), read outside the lock.
+        let record = self.with(|map| map.get(notebook_id).cloned()).flatten()?;
+        Some(status_of(&record, policy, now, self.thresholds))
     }
 }
 
-fn observe_into(record: &mut Record, reading: Reading, t: Thresholds) {
+/// The sample after `previous` given `reading`: linear in the kernels read (at most
+/// `MAX_TRACKED_KERNELS` of them are compared).
+fn next_sample(previous: &Sample, reading: Reading, t: Thresholds) -> Sample {
     let now = reading.at_ms.div_euclid(1000);
+    let mut last_busy = previous.last_busy;
     let mut busy = false;
-    if let Some(kernels) = reading.kernels {
-        let mut next = Vec::with_capacity(kernels.len());
-        for k in kernels {
-            let previous = record.kernels.iter().find(|p| p.id == k.id);
-            let last_message = k.last_activity.map(|t| t.min(now));
-            let since = match previous {
-                Some(p) if p.state == k.execution_state => p.since,
-                // It finished between two samples: busy until its last message.
-                Some(p) if p.is_busy() => {
-                    // (min/max, not clamp: a clock stepped back must not panic)
-                    let end = last_message.unwrap_or(now).max(p.since.min(now)).min(now);
-                    record.last_busy = Some(record.last_busy.map_or(end, |b| b.max(end)));
-                    end
-                }
-                _ if k.execution_state == "busy" => now,
-                _ => last_message.unwrap_or(now),
-            };
-            next.push(KernelState {
-                id: k.id,
-                name: k.name,
-                state: k.execution_state,
-                since,
-            });
+    let (kernels, kernels_total, untracked_busy, kernels_stale) = match reading.kernels {
+        Some(read) => {
+            let before: HashMap<&str, &KernelState> = previous
+                .kernels
+                .iter()
+                .map(|k| (k.id.as_str(), k))
+                .collect();
+            let untracked_busy = read.untracked_busy
+                || read
+                    .tracked
+                    .iter()
+                    .skip(MAX_TRACKED_KERNELS)
+                    .any(|k| k.execution_state == "busy");
+            let mut kernels = Vec::with_capacity(read.tracked.len().min(MAX_TRACKED_KERNELS));
+            for k in read.tracked.into_iter().take(MAX_TRACKED_KERNELS) {
+                let last_message = k.last_activity.map(|t| t.min(now));
+                let since = match before.get(k.id.as_str()) {
+                    Some(p) if p.state == k.execution_state => p.since,
+                    // It finished between two samples: busy until its last message.
+                    Some(p) if p.is_busy() => {
+                        // (min/max, not clamp: a clock stepped back must not panic)
+                        let end = last_message.unwrap_or(now).max(p.since.min(now)).min(now);
+                        last_busy = Some(last_busy.map_or(end, |b| b.max(end)));
+                        end
+                    }
+                    _ if k.execution_state == "busy" => now,
+                    _ => last_message.unwrap_or(now),
+                };
+                kernels.push(KernelState {
+                    id: k.id,
+                    name: k.name,
+                    state: k.execution_state,
+                    since,
+                });
+            }
+            let total = read.total.max(kernels.len());
+            (Arc::from(kernels), total, untracked_busy, false)
         }
-        record.kernels = next;
-        record.kernels_stale = false;
-    } else {
         // Jupyter did not answer: what it said last still stands (a kernel seen busy is
         // not taken for idle because its server was slow to answer).
-        record.kernels_stale = true;
-    }
-    busy |= record.kernels.iter().any(KernelState::is_busy);
-    if let Some(n) = reading.terminals {
-        record.terminals = n;
-    }
-    match reading.cpu_usage_ns {
+        None => (
+            previous.kernels.clone(),
+            previous.kernels_total,
+            previous.untracked_busy,
+            true,
+        ),
+    };
+    busy |= untracked_busy || kernels.iter().any(KernelState::is_busy);
+    let terminals = reading.terminals.unwrap_or(previous.terminals);
+    let (cpu_percent, cpu_counter) = match reading.cpu_usage_ns {
         Some(ns) => {
-            record.cpu_percent = match record.cpu_counter {
+            let percent = match previous.cpu_counter {
                 Some((prev_ns, prev_ms)) if reading.at_ms > prev_ms && ns >= prev_ns => {
                     Some((ns - prev_ns) as f64 / ((reading.at_ms - prev_ms) as f64 * 1e6) * 100.0)
                 }
                 _ => None,
             };
-            record.cpu_counter = Some((ns, reading.at_ms));
+            (percent, Some((ns, reading.at_ms)))
         }
         // No reading: no figure (an old one must not keep it busy, nor count as used).
-        None => {
-            record.cpu_percent = None;
-            record.cpu_counter = None;
-        }
-    }
-    busy |= record
-        .cpu_percent
-        .is_some_and(|p| p >= f64::from(t.cpu_percent));
+        None => (None, None),
+    };
+    busy |= cpu_percent.is_some_and(|p| p >= f64::from(t.cpu_percent));
     busy |= reading
         .gpus
         .iter()
         .any(|g| g.utilization_percent.unwrap_or(0) >= t.gpu_percent);
-    record.gpus_unknown = reading.gpus.iter().any(|g| g.utilization_percent.is_none());
-    record.gpus = reading.gpus;
-    record.sampled_at = Some(now);
-    record.busy_now = busy;
     if busy {
-        record.last_busy = Some(now);
+        last_busy = Some(now);
+    }
+    Sample {
+        last_busy,
+        busy_now: busy,
+        sampled_at: Some(now),
+        kernels,
+        kernels_total,
+        untracked_busy,
+        kernels_stale,
+        gpus_unknown: reading.gpus.iter().any(|g| g.utilization_percent.is_none()),
+        terminals,
+        cpu_counter,
+        cpu_percent,
+        gpus: reading.gpus,
     }
 }
 
 fn status_of(r: &Record, policy: Policy, now: i64, t: Thresholds) -> Status {
+    let sample = &r.sample;
     let mut keeping_alive = Vec::new();
-    if r.busy_now {
-        for k in r.kernels.iter().filter(|k| k.is_busy()) {
+    if sample.busy_now {
+        for k in sample.kernels.iter().filter(|k| k.is_busy()) {
             keeping_alive.push(format!(
                 "kernel busy for {}",
                 describe_duration(now - k.since)
             ));
         }
+        if sample.untracked_busy {
+            keeping_alive.push(format!(
+                "{} more kernels, at least one busy",
+                sample.kernels_total.saturating_sub(sample.kernels.len())
+            ));
+        }
     }
     // Thresholds were applied when sampling; repeat the figures that made it busy.
-    let gpu_busy: Vec<String> = if r.busy_now {
-        r.gpus
+    let gpu_busy: Vec<String> = if sample.busy_now {
+        sample
+            .gpus
             .iter()
             .filter(|g| g.utilization_percent.unwrap_or(0) >= t.gpu_percent)
             .map(|g| {
@@ -453,16 +537,19 @@ fn status_of(r: &Record, policy: Policy, now: i64, t: Thresholds) -> Status {
     } else {
         Vec::new()
     };
-    let busy = r.busy_now;
+    let busy = sample.busy_now;
     keeping_alive.extend(gpu_busy);
     if busy {
-        if let Some(cpu) = r.cpu_percent.filter(|c| *c >= f64::from(t.cpu_percent)) {
+        if let Some(cpu) = sample
+            .cpu_percent
+            .filter(|c| *c >= f64::from(t.cpu_percent))
+        {
             keeping_alive.push(format!("CPU {cpu:.0} %"));
         }
     }
     let idle_since = [
         Some(r.tracked_since),
-        r.last_busy,
+        sample.last_busy,
         r.last_action.map(|(_, at)| at),
     ]
     .into_iter()
@@ -484,14 +571,14 @@ fn status_of(r: &Record, policy: Policy, now: i64, t: Thresholds) -> Status {
     };
     // Nothing is reclaimed on missing information: before the first sample, or while
     // Jupyter does not answer (a kernel might be running).
-    let known = r.sampled_at.is_some() && !r.kernels_stale && !r.gpus_unknown;
-    if r.sampled_at.is_none() {
+    let known = sample.sampled_at.is_some() && !sample.kernels_stale && !sample.gpus_unknown;
+    if sample.sampled_at.is_none() {
         keeping_alive.push("not measured yet".to_string());
     }
-    if r.kernels_stale {
+    if sample.kernels_stale {
         keeping_alive.push("Jupyter is not answering, so its kernels are unknown".to_string());
     }
-    if r.gpus_unknown {
+    if sample.gpus_unknown {
         keeping_alive.push("its GPU's utilization cannot be read".to_string());
     }
     let warning = known && !busy && reclaim_at.is_some_and(|at| now >= at - policy.warning_secs());
@@ -504,13 +591,14 @@ fn status_of(r: &Record, policy: Policy, now: i64, t: Thresholds) -> Status {
         warning,
         due: known && !busy && reclaim_at.is_some_and(|at| now >= at),
         policy,
-        kernels: r.kernels.clone(),
-        kernels_stale: r.kernels_stale,
-        terminals: r.terminals,
-        cpu_percent: r.cpu_percent,
-        gpus: r.gpus.clone(),
+        kernels: sample.kernels.clone(),
+        kernels_total: sample.kernels_total,
+        kernels_stale: sample.kernels_stale,
+        terminals: sample.terminals,
+        cpu_percent: sample.cpu_percent,
+        gpus: sample.gpus.clone(),
         last_action: r.last_action,
-        sampled_at: r.sampled_at,
+        sampled_at: sample.sampled_at,
         keeping_alive,
     }
 }
@@ -545,7 +633,7 @@ mod tests {
     fn reading(at: i64) -> Reading {
         Reading {
             at_ms: at * 1000,
-            kernels: Some(Vec::new()),
+            kernels: Some(Kernels::default()),
             terminals: Some(0),
             cpu_usage_ns: None,
             gpus: Vec::new(),
@@ -559,7 +647,7 @@ mod tests {
         tracker.observe(
             "n",
             Reading {
-                kernels: Some(vec![kernel("busy", 1000)]),
+                kernels: Some(Kernels::from_list(vec![kernel("busy", 1000)])),
                 ..reading(1000)
             },
         );
@@ -567,7 +655,7 @@ mod tests {
             tracker.observe(
                 "n",
                 Reading {
-                    kernels: Some(vec![kernel("busy", t)]),
+                    kernels: Some(Kernels::from_list(vec![kernel("busy", t)])),
                     ..reading(t)
                 },
             );
@@ -582,7 +670,7 @@ mod tests {
         tracker.observe(
             "n",
             Reading {
-                kernels: Some(vec![kernel("idle", 100_010)]),
+                kernels: Some(Kernels::from_list(vec![kernel("idle", 100_010)])),
                 ..reading(100_020)
             },
         );
@@ -684,7 +772,7 @@ mod tests {
         tracker.observe(
             "m",
             Reading {
-                kernels: Some(vec![kernel("busy", 1000)]),
+                kernels: Some(Kernels::from_list(vec![kernel("busy", 1000)])),
                 ..reading(1000)
             },
         );
@@ -726,6 +814,88 @@ mod tests {
         assert!(tracker.mark_warned("n", 1500));
         tracker.retain(&HashSet::from(["m"]));
         assert!(tracker.status("n", needed, 0).is_none());
+    }
+
+    /// `n` kernels with ids of one length (comparing two costs the most), the last one
+    /// busy or idle.
+    fn many_kernels(n: usize, last: &str) -> Vec<KernelReading> {
+        (0..n)
+            .map(|i| KernelReading {
+                id: format!("{i:06}"),
+                name: String::new(),
+                execution_state: if i + 1 == n { last } else { "idle" }.into(),
+                last_activity: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kernels_past_the_cap_are_counted_and_keep_their_notebook_busy() {
+        let tracker = Tracker::new(T);
+        let p = policy(10, Reclaim::Always);
+        for at in [1000, 1001] {
+            tracker.observe(
+                "n",
+                Reading {
+                    kernels: Some(Kernels::from_list(many_kernels(65_000, "busy"))),
+                    ..reading(at)
+                },
+            );
+        }
+        let s = tracker.status("n", p, 1001).expect("tracked");
+        assert_eq!(s.kernels.len(), MAX_TRACKED_KERNELS);
+        assert_eq!(s.kernels_total, 65_000);
+        assert!(s.busy && !s.due, "{:?}", s.keeping_alive);
+        assert_eq!(s.keeping_alive, ["64000 more kernels, at least one busy"]);
+        assert_eq!(s.idle_signals(), "65000 kernels idle");
+        // The busy one finishes: idle since the last sample that saw it busy.
+        tracker.observe(
+            "n",
+            Reading {
+                kernels: Some(Kernels::from_list(many_kernels(65_000, "idle"))),
+                ..reading(1005)
+            },
+        );
+        let s = tracker.status("n", p, 1005).expect("tracked");
+        assert!(!s.busy && s.idle_since == 1001, "{:?}", s.keeping_alive);
+        // Tracked kernels keep their clocks across samples.
+        assert!(
+            s.kernels.iter().all(|k| k.since == 1000),
+            "{:?}",
+            s.kernels[0]
+        );
+    }
+
+    #[test]
+    fn a_sample_costs_linear_time_whatever_jupyter_lists() {
+        // A whole list handed in (as a caller could) is cut at the cap as well.
+        let list = many_kernels(65_000, "busy");
+        let tracker = Tracker::new(T);
+        let start = std::time::Instant::now();
+        for at in 1000..1005 {
+            tracker.observe(
+                "n",
+                Reading {
+                    kernels: Some(Kernels {
+                        tracked: list.clone(),
+                        total: list.len(),
+                        untracked_busy: false,
+                    }),
+                    ..reading(at)
+                },
+            );
+        }
+        // Quadratic, these five samples took minutes in a debug build.
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        let s = tracker
+            .status("n", policy(10, Reclaim::Always), 1005)
+            .expect("tracked");
+        assert_eq!(s.kernels.len(), MAX_TRACKED_KERNELS);
+        assert!(s.busy, "the busy kernel past the cap counts");
     }
 
     #[test]

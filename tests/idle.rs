@@ -701,3 +701,150 @@ async fn keepalive_and_exemption_are_checked_like_any_other_api_call() {
     assert_eq!(status, 200);
     wait_reclaimed(&ada, &id, Duration::from_secs(20)).await;
 }
+
+/// A notebook's "Jupyter" run by its member (launcher = "command"): it answers like
+/// Jupyter where Notebox looks, with 65 000 kernels (ids of one length, so comparing two
+/// costs the most; the last one busy) and 65 000 terminals, each answer just under
+/// Notebox's 1 MiB read cap.
+const HOSTILE_JUPYTER: &str = r#"
+import http.server, sys
+BASE = sys.argv[1]
+N = 65000
+kernels = ['{"id":"%06d"}' % i for i in range(N - 1)]
+kernels.append('{"id":"%06d","execution_state":"busy"}' % (N - 1))
+ANSWERS = {
+    BASE + "api/status": b'{"started":"hostile"}',
+    BASE + "api/kernels": ("[" + ",".join(kernels) + "]").encode(),
+    BASE + "api/terminals": ("[" + ",".join('{"name":"%05d"}' % i for i in range(N)) + "]").encode(),
+}
+class Jupyter(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ANSWERS.get(self.path.split("?")[0])
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body or b"")))
+        self.end_headers()
+        self.wfile.write(body or b"")
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 8888), Jupyter).serve_forever()
+"#;
+
+/// The slowest answer among the fastest 99 % of `times` (sorted on return).
+fn p99(times: &mut [Duration]) -> Duration {
+    times.sort();
+    let rank = (times.len() * 99).div_ceil(100).max(1);
+    times[rank - 1]
+}
+
+/// Issue 22, finding 2: one member's Jupyter answering 65 000 kernels (1 MB, under the
+/// read cap) must not slow another member: their API, their dashboard and their own
+/// notebook's port (JupyterLab's requests, member actions included) keep a p99 under 50 ms
+/// over many sampling intervals, and the hostile
+/// notebook is still sampled (its kernels kept up to the cap, its busy one counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notebook_answering_65000_kernels_slows_no_other_member() {
+    let Some(image) = test_image() else { return };
+    let server = TestServer::start_with(|c| {
+        echo_config(c, &image);
+        let mut hostile = c.images[0].clone();
+        hostile.id = "hostile".into();
+        hostile.command = ["python3", "-c", HOSTILE_JUPYTER, "{base_url}"]
+            .map(String::from)
+            .to_vec();
+        c.images.push(hostile);
+        c.notebooks.activity_interval = INTERVAL;
+        c.notebooks.origin = notebox::config::OriginMode::Ports;
+        c.notebooks.origin_ports =
+            notebox::config::PortRange::parse("8450-8469").expect("port range");
+    })
+    .await;
+    let _containers = ContainerGuard(server.data_dir().to_path_buf());
+    add_user(&server, "ada", "ada-password-1", false);
+    add_user(&server, "mallory", "mallory-password", false);
+    let ada = Api::new(&server.url, &token_for(&server, "ada"));
+    let mallory = Api::new(&server.url, &token_for(&server, "mallory"));
+    let thesis = create(&ada, "thesis", "cpu").await;
+    let (status, nb) = mallory
+        .post(
+            "/api/v1/notebooks",
+            json!({"name": "65 000 kernels", "image": "hostile", "machine": "cpu"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{nb}");
+    let hostile = nb["id"].as_str().expect("id").to_string();
+    ada.wait_state(&thesis, "running", READY).await;
+    mallory.wait_state(&hostile, "running", READY).await;
+    let port_url = wait_for("ada's notebook port", Duration::from_secs(10), || async {
+        notebook(&ada, &thesis).await["jupyter_url"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .await;
+    let first = activity(&mallory, &hostile).await["sampled_at"].clone();
+    let pages = client();
+    login_ok(&pages, &server.url, "ada", "ada-password-1").await;
+
+    // Ada works for 10 sampling intervals; a request that takes 5 s counts as 5 s.
+    let limit = Duration::from_secs(5);
+    let http = reqwest::Client::builder()
+        .timeout(limit)
+        .build()
+        .expect("client");
+    let timed = |request: reqwest::RequestBuilder, expected: u16| async move {
+        let start = Instant::now();
+        match request.send().await {
+            Ok(r) => {
+                assert_eq!(r.status(), expected, "{}", r.url());
+                let _ = r.bytes().await;
+                start.elapsed().min(limit)
+            }
+            Err(_) => limit,
+        }
+    };
+    let (mut api, mut dashboard, mut status, mut open) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let until = Instant::now() + 10 * INTERVAL;
+    while Instant::now() < until {
+        let api_url = format!("{}/api/v1/notebooks/{thesis}", server.url);
+        api.push(timed(http.get(api_url).bearer_auth(&ada.token), 200).await);
+        let home = pages.get(format!("{}/", server.url)).timeout(limit);
+        dashboard.push(timed(home, 200).await);
+        let url = format!("{port_url}api/status");
+        status.push(timed(http.get(url).bearer_auth(&ada.token), 200).await);
+        // Opening a file is a member action the proxy records (the echo server has no
+        // files: 404).
+        let url = format!("{port_url}api/contents/notes.txt?type=file");
+        open.push(timed(http.get(url).bearer_auth(&ada.token), 404).await);
+    }
+    let mut p99s = Vec::new();
+    for (what, times) in [
+        ("GET /api/v1/notebooks/{id}", &mut api),
+        ("dashboard", &mut dashboard),
+        ("notebook port's api/status", &mut status),
+        ("notebook port's opening of a file", &mut open),
+    ] {
+        let p99 = p99(times);
+        eprintln!(
+            "{what}: p50 {:?}, p99 {p99:?}, max {:?} over {} requests",
+            times[times.len() / 2],
+            times[times.len() - 1],
+            times.len()
+        );
+        p99s.push((what, p99));
+    }
+    for (what, p99) in p99s {
+        assert!(
+            p99 < Duration::from_millis(50),
+            "ada's {what} slowed by mallory's notebook: p99 {p99:?}"
+        );
+    }
+
+    // Mallory's notebook was sampled all along: 1 000 kernels kept, all 65 000 counted,
+    // busy because one of them is.
+    let a = notebook(&mallory, &hostile).await["activity"].clone();
+    assert_ne!(a["sampled_at"], first, "sampled again: {a}");
+    assert_eq!(a["kernels_total"], 65_000, "{}", a["kernels_total"]);
+    assert_eq!(a["kernels"].as_array().map(Vec::len), Some(1000));
+    assert_eq!(a["busy"], true, "{}", a["keeping_alive"]);
+}

@@ -77,7 +77,10 @@ pub struct Activity {
     pub summary: String,
     /// What keeps it alive now ("kernel busy for 42 s", "GPU 0 at 90 %").
     pub keeping_alive: Vec<String>,
+    /// The first 1 000 kernels Jupyter listed (`kernels_total` counts them all).
     pub kernels: Vec<KernelActivity>,
+    /// How many kernels Jupyter listed, those past the first 1 000 included.
+    pub kernels_total: usize,
     /// The kernel list is from an earlier sample (Jupyter did not answer the last one).
     pub kernels_stale: bool,
     pub terminals: usize,

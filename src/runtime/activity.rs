@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use futures_util::StreamExt;
 
-use crate::activity::{GpuReading, KernelReading, Policy, Reading, Status};
+use crate::activity::{GpuReading, Policy, Reading, Status};
 use crate::config::Reclaim;
 use crate::db::gpus as gq;
 use crate::db::notebooks::{self as q, RunningNotebook};
@@ -342,16 +342,6 @@ impl Runtime {
             }
             None => (None, None),
         };
-        let kernels = kernels.map(|list| {
-            list.into_iter()
-                .map(|k| KernelReading {
-                    last_activity: k.last_activity.as_deref().and_then(parse_rfc3339),
-                    id: k.id,
-                    name: k.name,
-                    execution_state: k.execution_state,
-                })
-                .collect()
-        });
         let cpu_usage_ns = match (cpu, nb.container_id.as_deref(), docker) {
             (Some(CpuSource::Docker), Some(container), Some(docker)) => {
                 // A slow Docker must not hold up the whole pass.
@@ -659,6 +649,7 @@ pub fn activity_view(status: &Status, now: i64) -> crate::model::wire::Activity 
                 seconds: (now - k.since).max(0),
             })
             .collect(),
+        kernels_total: status.kernels_total,
         kernels_stale: status.kernels_stale,
         terminals: status.terminals,
         gpu_utilization_percent: status
@@ -712,23 +703,12 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn parse_rfc3339(text: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn jupyter_times_parse() {
-        assert_eq!(
-            parse_rfc3339("2026-12-01T03:14:11.123456Z"),
-            Some(1_796_094_851)
-        );
-        assert_eq!(parse_rfc3339("yesterday"), None);
+    fn gpu_lists_and_chat_text_read_well() {
         assert_eq!(gpu_list(&[0]), "GPU 0");
         assert_eq!(gpu_list(&[1, 3]), "GPUs 1, 3");
     }

@@ -1,13 +1,19 @@
 //! Talking to a notebook's Jupyter server directly (not through the proxy): readiness,
-//! and its kernels and terminals for the activity sampler.
+//! and its kernels and terminals for the activity sampler. Its answers are its member's to
+//! shape: read capped, parsed in one linear pass, large ones off the runtime's threads.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
+
+use crate::activity::{KernelReading, Kernels, MAX_TRACKED_KERNELS};
 
 use super::spec::JUPYTER_PORT;
 
@@ -52,21 +58,104 @@ impl JupyterProbe {
 /// Jupyter's answers are small lists; a larger one is not read.
 const MAX_ANSWER: usize = 1024 * 1024;
 
-/// A kernel in `GET /api/kernels`.
+/// Answers larger than this are parsed on a blocking thread: a notebook's Jupyter is its
+/// member's program, and a megabyte of JSON would hold a runtime thread (the one serving
+/// other members too) for milliseconds — tens of them in a debug build.
+const PARSE_INLINE: usize = 64 * 1024;
+
+/// A kernel in `GET /api/kernels`, one of the first `MAX_TRACKED_KERNELS`.
 #[derive(Debug, Deserialize)]
-pub struct JupyterKernel {
-    pub id: String,
+struct JupyterKernel {
+    id: String,
     #[serde(default)]
-    pub name: String,
+    name: String,
     #[serde(default)]
-    pub execution_state: String,
+    execution_state: String,
     /// RFC 3339 ("2026-12-01T03:14:11.123456Z").
     #[serde(default)]
-    pub last_activity: Option<String>,
+    last_activity: Option<String>,
+}
+
+/// A kernel past the first `MAX_TRACKED_KERNELS`: only whether it is busy is read.
+#[derive(Deserialize)]
+struct UntrackedKernel<'a> {
+    #[serde(default, borrow)]
+    execution_state: Option<Cow<'a, str>>,
+}
+
+/// `GET /api/kernels` read in one pass, in linear time whatever it lists: the first
+/// `MAX_TRACKED_KERNELS` kernels kept, the others counted and looked at for a busy one.
+struct KernelList(Kernels);
+
+impl<'de> Deserialize<'de> for KernelList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Kept;
+        impl<'de> Visitor<'de> for Kept {
+            type Value = Kernels;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of kernels")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Kernels, A::Error> {
+                let mut kernels = Kernels::default();
+                while kernels.tracked.len() < MAX_TRACKED_KERNELS {
+                    let Some(k) = seq.next_element::<JupyterKernel>()? else {
+                        break;
+                    };
+                    kernels.tracked.push(KernelReading {
+                        last_activity: k.last_activity.as_deref().and_then(parse_rfc3339),
+                        id: k.id,
+                        name: k.name,
+                        execution_state: k.execution_state,
+                    });
+                }
+                kernels.total = kernels.tracked.len();
+                while let Some(k) = seq.next_element::<UntrackedKernel>()? {
+                    kernels.total += 1;
+                    kernels.untracked_busy |= k.execution_state.as_deref() == Some("busy");
+                }
+                Ok(kernels)
+            }
+        }
+        d.deserialize_seq(Kept).map(KernelList)
+    }
+}
+
+/// The length of a JSON list, its elements skipped unread.
+struct ListLength(usize);
+
+impl<'de> Deserialize<'de> for ListLength {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Count;
+        impl<'de> Visitor<'de> for Count {
+            type Value = usize;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    n += 1;
+                }
+                Ok(n)
+            }
+        }
+        d.deserialize_seq(Count).map(ListLength)
+    }
+}
+
+/// Jupyter's times: RFC 3339, as Unix seconds.
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp())
 }
 
 impl JupyterProbe {
-    async fn get_json<T: serde::de::DeserializeOwned>(
+    async fn get_json<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         ip: &str,
         base: &str,
@@ -93,31 +182,71 @@ impl JupyterProbe {
         .map_err(|_| "the answer did not arrive within 3 s".to_string())?
         .map_err(|e| e.to_string())?
         .to_bytes();
-        serde_json::from_slice(&body).map_err(|e| format!("unexpected answer: {e}"))
+        let inline = body.len() <= PARSE_INLINE;
+        let parse =
+            move || serde_json::from_slice(&body).map_err(|e| format!("unexpected answer: {e}"));
+        if inline {
+            return parse();
+        }
+        tokio::task::spawn_blocking(parse)
+            .await
+            .map_err(|e| format!("parsing the answer failed: {e}"))?
     }
 
-    /// The notebook's kernels, with their execution state.
-    pub async fn kernels(
-        &self,
-        ip: &str,
-        base: &str,
-        token: &str,
-    ) -> Result<Vec<JupyterKernel>, String> {
-        self.get_json(ip, base, token, "api/kernels").await
+    /// The notebook's kernels, with their execution state (the first
+    /// `MAX_TRACKED_KERNELS`; the others counted).
+    pub async fn kernels(&self, ip: &str, base: &str, token: &str) -> Result<Kernels, String> {
+        self.get_json::<KernelList>(ip, base, token, "api/kernels")
+            .await
+            .map(|list| list.0)
     }
 
     /// How many terminals are open (0 where terminals are disabled).
     pub async fn terminal_count(&self, ip: &str, base: &str, token: &str) -> Result<usize, String> {
-        #[derive(Deserialize)]
-        struct Terminal {}
         match self
-            .get_json::<Vec<Terminal>>(ip, base, token, "api/terminals")
+            .get_json::<ListLength>(ip, base, token, "api/terminals")
             .await
         {
-            Ok(list) => Ok(list.len()),
+            Ok(list) => Ok(list.0),
             // Jupyter without terminals answers 404.
             Err(e) if e.contains("404") => Ok(0),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jupyter_times_parse() {
+        assert_eq!(
+            parse_rfc3339("2026-12-01T03:14:11.123456Z"),
+            Some(1_796_094_851)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn kernel_lists_keep_the_first_thousand_and_count_the_rest() {
+        let mut list: Vec<String> = (0..65_000)
+            .map(|i| format!(r#"{{"id":"{i:06}"}}"#))
+            .collect();
+        list[64_999] = r#"{"id":"064999","execution_state":"busy","extra":[1,{"a":2}]}"#.into();
+        list[3] = r#"{"id":"k3","name":"python3","execution_state":"idle","last_activity":"2026-12-01T03:14:11.123456Z"}"#.into();
+        let json = format!("[{}]", list.join(","));
+        assert!(json.len() < MAX_ANSWER);
+        let KernelList(k) = serde_json::from_str(&json).expect("parses");
+        assert_eq!((k.tracked.len(), k.total), (MAX_TRACKED_KERNELS, 65_000));
+        assert!(k.untracked_busy);
+        assert_eq!(k.tracked[3].name, "python3");
+        assert_eq!(k.tracked[3].last_activity, Some(1_796_094_851));
+        let KernelList(k) = serde_json::from_str("[]").expect("parses");
+        assert_eq!((k.tracked.len(), k.total, k.untracked_busy), (0, 0, false));
+        assert!(serde_json::from_str::<KernelList>(r#"{"id":"x"}"#).is_err());
+        assert!(serde_json::from_str::<KernelList>(r#"[{"name":"no id"}]"#).is_err());
+        let ListLength(n) = serde_json::from_str(r#"[{}, {"name": "1"}, 3, [4]]"#).expect("parses");
+        assert_eq!(n, 4);
     }
 }
