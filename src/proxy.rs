@@ -624,8 +624,24 @@ fn upstream_query(req: &HttpRequest) -> String {
         .join("&")
 }
 
-/// The headers Jupyter gets: the client's, minus hop-by-hop headers, notebox's cookies and
-/// the client's credentials; plus the notebook's token and X-Forwarded-*.
+/// The name of jupyter_server's login cookie for requests to `host`: `username-{host}` with
+/// every character but ASCII letters and digits made a `-` (its IdentityProvider).
+fn jupyter_login_cookie(host: &str) -> String {
+    let host: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("username-{host}")
+}
+
+/// The headers Jupyter gets: the client's, minus hop-by-hop headers and the client's
+/// credentials; plus the notebook's token and X-Forwarded-*.
+///
+/// Of the cookies only Jupyter's own pass: `_xsrf` and its login cookie for this host. A
+/// browser sends every cookie of the host whatever port set it (Grafana's, Portainer's,
+/// code-server's sessions, another Jupyter's login), and code in the notebook could read
+/// them here. A fixed list, not names learned from Jupyter's `Set-Cookie`: a notebook could
+/// set a cookie named like another app's and then be sent both.
 fn upstream_headers(req: &HttpRequest, jupyter_token: &str) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in req.headers() {
@@ -639,6 +655,11 @@ fn upstream_headers(req: &HttpRequest, jupyter_token: &str) -> HeaderMap {
         }
         out.append(name.clone(), value.clone());
     }
+    let login_cookie = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(jupyter_login_cookie);
     let cookies: Vec<&str> = req
         .headers()
         .get_all(header::COOKIE)
@@ -647,7 +668,7 @@ fn upstream_headers(req: &HttpRequest, jupyter_token: &str) -> HeaderMap {
         .map(str::trim)
         .filter(|c| {
             let name = c.split_once('=').map_or(*c, |(n, _)| n).trim();
-            !c.is_empty() && !crate::origin::is_notebox_cookie(name)
+            name == "_xsrf" || login_cookie.as_deref() == Some(name)
         })
         .collect();
     if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {

@@ -618,3 +618,36 @@ async fn hundred_mib_round_trip_streams_in_little_memory() {
         peak
     );
 }
+
+/// Browsers send a host's cookies to every port of it, so the workstation's other apps'
+/// cookies (Grafana's, Portainer's, code-server's session…) come with every request for a
+/// notebook. None of them may reach Jupyter, where the notebook's code could read them:
+/// only `_xsrf` and Jupyter's login cookie for this very host pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_gets_only_jupyters_own_cookies() {
+    let Some(image) = test_image() else { return };
+    let (server, alice, id) = echo_notebook(&image).await;
+    let host = server.url.trim_start_matches("http://");
+    // jupyter_server's login cookie: `username-{Host}`, every non-alphanumeric a `-`.
+    let login = format!("username-{}", host.replace(['.', ':'], "-"));
+    let sent = format!(
+        "grafana_session=g1; portainer_api_key=p1; code-server-session=c1; \
+         jupyterhub-session-id=h1; sessionid=d1; username-workstation-8888=other-jupyter; \
+         _xsrf=x1; {login}=u1; notebox_session=s1"
+    );
+    let seen: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/nb/{id}/api/status", server.url))
+        .header("authorization", format!("token {}", alice.token))
+        .header("cookie", sent)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        seen["cookie"],
+        format!("_xsrf=x1; {login}=u1"),
+        "only Jupyter's own cookies reach it: {seen}"
+    );
+}
