@@ -11,11 +11,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use actix_web::body::MessageBody;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
-use futures_util::{SinkExt, StreamExt};
+use bytes::Bytes;
+use futures_util::StreamExt;
 
 use crate::activity::MemberAction;
 use crate::auth::{secrets, Accounts, User};
@@ -27,9 +29,6 @@ use crate::model::NotebookState;
 use crate::origin::Origins;
 use crate::runtime::Runtime;
 
-/// Kernel messages can be large (plots, data frames); Jupyter's own limit is 10 MiB by
-/// default but can be raised. We pass up to this much in one frame.
-pub const MAX_WS_FRAME: usize = 256 * 1024 * 1024;
 /// How long Jupyter may take to accept a WebSocket.
 const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a routing decision is reused before asking the database again.
@@ -635,8 +634,24 @@ fn upstream_query(req: &HttpRequest) -> String {
         .join("&")
 }
 
-/// The headers Jupyter gets: the client's, minus hop-by-hop headers, notebox's cookies and
-/// the client's credentials; plus the notebook's token and X-Forwarded-*.
+/// The name of jupyter_server's login cookie for requests to `host`: `username-{host}` with
+/// every character but ASCII letters and digits made a `-` (its IdentityProvider).
+fn jupyter_login_cookie(host: &str) -> String {
+    let host: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("username-{host}")
+}
+
+/// The headers Jupyter gets: the client's, minus hop-by-hop headers and the client's
+/// credentials; plus the notebook's token and X-Forwarded-*.
+///
+/// Of the cookies only Jupyter's own pass: `_xsrf` and its login cookie for this host. A
+/// browser sends every cookie of the host whatever port set it (Grafana's, Portainer's,
+/// code-server's sessions, another Jupyter's login), and code in the notebook could read
+/// them here. A fixed list, not names learned from Jupyter's `Set-Cookie`: a notebook could
+/// set a cookie named like another app's and then be sent both.
 fn upstream_headers(req: &HttpRequest, jupyter_token: &str) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in req.headers() {
@@ -650,6 +665,11 @@ fn upstream_headers(req: &HttpRequest, jupyter_token: &str) -> HeaderMap {
         }
         out.append(name.clone(), value.clone());
     }
+    let login_cookie = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(jupyter_login_cookie);
     let cookies: Vec<&str> = req
         .headers()
         .get_all(header::COOKIE)
@@ -658,7 +678,7 @@ fn upstream_headers(req: &HttpRequest, jupyter_token: &str) -> HeaderMap {
         .map(str::trim)
         .filter(|c| {
             let name = c.split_once('=').map_or(*c, |(n, _)| n).trim();
-            !c.is_empty() && !crate::origin::is_notebox_cookie(name)
+            name == "_xsrf" || login_cookie.as_deref() == Some(name)
         })
         .collect();
     if let Ok(v) = HeaderValue::from_str(&cookies.join("; ")) {
@@ -1032,7 +1052,7 @@ async fn proxy_http(
 }
 
 /// Connects to Jupyter first, then accepts the browser with the subprotocol Jupyter chose,
-/// then relays every frame both ways until either side closes.
+/// then relays the WebSocket both ways until either side closes.
 async fn proxy_websocket(
     req: &HttpRequest,
     payload: web::Payload,
@@ -1041,6 +1061,17 @@ async fn proxy_websocket(
     headers: HeaderMap,
     relay_to: Relay,
 ) -> Result<HttpResponse, String> {
+    // A client's broken handshake is its own error, told before Jupyter is asked.
+    if let Err(e) = actix_http::ws::verify_handshake(req.head()) {
+        return Ok(error_response(
+            req,
+            WebError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_websocket_handshake",
+                format!("This is not a valid WebSocket handshake: {e}"),
+            ),
+        ));
+    }
     let offered: Vec<String> = req
         .headers()
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -1049,7 +1080,7 @@ async fn proxy_websocket(
         .map(|p| p.trim().to_string())
         .filter(|p| !p.is_empty())
         .collect();
-    let mut ws = upstream.client.ws(url).max_frame_size(MAX_WS_FRAME);
+    let mut ws = upstream.client.ws(url);
     for (name, value) in headers.iter() {
         if name == header::HOST {
             continue;
@@ -1060,7 +1091,7 @@ async fn proxy_websocket(
         ws = ws.protocols(offered.iter().map(String::as_str));
     }
     let connected = tokio::time::timeout(WS_HANDSHAKE_TIMEOUT, ws.connect()).await;
-    let (up_response, upstream_frames) = match connected {
+    let (up_response, upstream_framed) = match connected {
         Ok(Ok(pair)) => pair,
         // Jupyter answered, but refused (an unknown kernel: 404): pass its answer on.
         Ok(Err(awc::error::WsClientError::InvalidResponseStatus(status))) => {
@@ -1073,24 +1104,42 @@ async fn proxy_websocket(
         Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => return Err("Jupyter did not complete the WebSocket handshake in time".into()),
     };
+    let mut response = actix_http::ws::handshake(req.head()).map_err(|e| e.to_string())?;
     let chosen = up_response
         .headers()
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let protocols: Vec<&str> = chosen.iter().map(String::as_str).collect();
-    let (response, session, client_messages) =
-        actix_ws::handle_with_protocols(req, payload, &protocols).map_err(|e| e.to_string())?;
-    let client_messages = client_messages.max_frame_size(MAX_WS_FRAME);
+        .filter(|p| offered.iter().any(|o| o == p));
+    if let Some(protocol) = chosen {
+        response.insert_header((header::SEC_WEBSOCKET_PROTOCOL, protocol));
+    }
+    // What goes to the browser: a few pieces queued at most, so a browser that reads
+    // slowly makes the relay stop reading Jupyter.
+    let (to_client, queued) = tokio::sync::mpsc::channel::<Bytes>(WS_RELAY_QUEUE);
+    let body = futures_util::stream::unfold(queued, |mut queued| async move {
+        let piece = queued.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(piece), queued))
+    });
+    let response = response
+        .message_body(actix_web::body::BodyStream::new(body).boxed())
+        .map_err(|e| e.to_string())?;
+    // The raw connection to Jupyter, with whatever it sent right after its answer.
+    let upstream_parts = upstream_framed.into_parts();
     // Subscribed before the relay starts: a revocation from here on is seen.
     let changes = relay_to.state.accounts.events().subscribe();
     actix_web::rt::spawn(async move {
-        relay(session, client_messages, upstream_frames, relay_to, changes).await;
+        let from_client = payload.into_inner();
+        let (io, early) = (upstream_parts.io, upstream_parts.read_buf.freeze());
+        relay(from_client, to_client, io, early, relay_to, changes).await;
     });
-    Ok(response)
+    Ok(response.into())
 }
 
-type UpstreamFramed = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
+/// How much the relay reads from Jupyter at once: frames pass in pieces of at most this
+/// size whatever their length, so a WebSocket never holds a frame whole.
+const WS_RELAY_CHUNK: usize = 16 * 1024;
+/// Pieces queued for the browser, at most.
+const WS_RELAY_QUEUE: usize = 4;
 
 /// One relayed WebSocket: whose credential keeps it open.
 struct Relay {
@@ -1113,94 +1162,358 @@ impl Relay {
             }
         }
     }
-}
 
-async fn relay(
-    mut client: actix_ws::Session,
-    mut from_client: actix_ws::MessageStream,
-    upstream: UpstreamFramed,
-    relay_to: Relay,
-    mut changes: tokio::sync::watch::Receiver<u64>,
-) {
-    use actix_ws::Message as C;
-    use awc::ws::{Frame as F, Message as U};
-    let (state, id) = (&relay_to.state, relay_to.notebook_id.as_str());
-    let metrics = state.runtime.metrics().clone();
-    metrics.websocket_opened();
-    let (mut to_up, mut from_up) = upstream.split();
-    loop {
-        tokio::select! {
-            changed = changes.changed() => {
-                // Logout, password change, disable or revoke: close at once if it was ours.
-                if changed.is_err() || !relay_to.still_allowed().await {
-                    tracing::info!(notebook = %id, "credential revoked; closing its WebSocket");
-                    let _ = client
-                        .close(Some(actix_ws::CloseReason {
-                            code: actix_ws::CloseCode::Policy,
-                            description: Some("credential revoked".into()),
-                        }))
-                        .await;
-                    let _ = to_up.send(U::Close(None)).await;
-                    break;
-                }
-            }
-            msg = from_client.next() => {
-                let Some(Ok(msg)) = msg else {
-                    let _ = to_up.send(U::Close(None)).await;
-                    break;
-                };
-                let action = match &msg {
-                    C::Text(t) => member_action_ws(relay_to.kind, t.as_bytes()),
-                    C::Binary(b) => member_action_ws(relay_to.kind, b),
-                    _ => None,
-                };
-                if let Some(action) = action {
-                    record_action(state, id, action);
-                }
-                let out = match msg {
-                    C::Text(t) => U::Text(t),
-                    C::Binary(b) => U::Binary(b),
-                    C::Continuation(item) => U::Continuation(item),
-                    C::Ping(p) => U::Ping(p),
-                    C::Pong(p) => U::Pong(p),
-                    C::Close(reason) => {
-                        let _ = to_up.send(U::Close(reason)).await;
-                        break;
-                    }
-                    C::Nop => continue,
-                };
-                if to_up.send(out).await.is_err() {
-                    let _ = client.close(None).await;
-                    break;
-                }
-            }
-            frame = from_up.next() => {
-                let Some(Ok(frame)) = frame else {
-                    let _ = client.close(None).await;
-                    break;
-                };
-                let sent = match frame {
-                    F::Text(bytes) => match bytestring::ByteString::try_from(bytes) {
-                        Ok(text) => client.text(text).await,
-                        Err(_) => break,
-                    },
-                    F::Binary(b) => client.binary(b).await,
-                    F::Continuation(item) => client.continuation(item).await,
-                    F::Ping(p) => client.ping(&p).await,
-                    F::Pong(p) => client.pong(&p).await,
-                    F::Close(reason) => {
-                        let _ = client.close(reason).await;
-                        break;
-                    }
-                };
-                if sent.is_err() {
-                    let _ = to_up.send(U::Close(None)).await;
-                    break;
-                }
+    /// Returns once the credential stops being valid (logout, password change, disable,
+    /// revoke).
+    async fn revoked(&self, changes: &mut tokio::sync::watch::Receiver<u64>) {
+        loop {
+            if changes.changed().await.is_err() || !self.still_allowed().await {
+                return;
             }
         }
     }
+}
+
+/// Why a relayed WebSocket ended.
+enum RelayEnd {
+    ClientGone,
+    UpstreamGone,
+    /// Either side sent something that is not a WebSocket frame the relay can pass on.
+    Violation(&'static str),
+    Revoked,
+}
+
+/// Relays the bytes of a WebSocket both ways as they arrive, frame boundaries followed but
+/// frames never assembled: memory per socket is a few pieces, whatever the frame sizes.
+async fn relay(
+    from_client: actix_web::dev::Payload,
+    to_client: tokio::sync::mpsc::Sender<Bytes>,
+    upstream: awc::BoxedSocket,
+    early: Bytes,
+    relay_to: Relay,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+) {
+    let (state, id) = (&relay_to.state, relay_to.notebook_id.as_str());
+    let metrics = state.runtime.metrics().clone();
+    metrics.websocket_opened();
+    let (from_up, mut to_up) = tokio::io::split(upstream);
+    let mut client_frames = FrameScanner::new(FramesFrom::Browser, relay_to.kind);
+    let mut upstream_frames = FrameScanner::new(FramesFrom::Jupyter, SocketKind::Other);
+    // Whether the browser has been sent whole frames only (a close frame may follow).
+    let mut client_at_boundary = true;
+    let end = tokio::select! {
+        end = relay_to_upstream(from_client, &mut to_up, &mut client_frames, |action| {
+            record_action(state, id, action)
+        }) => end,
+        end = relay_to_client(
+            from_up, early, &to_client, &mut upstream_frames, &mut client_at_boundary,
+        ) => end,
+        () = relay_to.revoked(&mut changes) => RelayEnd::Revoked,
+        () = to_client.closed() => RelayEnd::ClientGone,
+    };
+    let close = match end {
+        RelayEnd::Revoked => {
+            tracing::info!(notebook = %id, "credential revoked; closing its WebSocket");
+            Some(close_frame(1008, "credential revoked"))
+        }
+        RelayEnd::Violation(why) => {
+            tracing::info!(notebook = %id, why, "WebSocket protocol error; closing it");
+            Some(close_frame(1002, why))
+        }
+        RelayEnd::UpstreamGone => Some(Bytes::from_static(&[0x88, 0])),
+        RelayEnd::ClientGone => None,
+    };
+    // A close frame only between frames, and only if Jupyter's was not passed on already;
+    // otherwise the connection just ends. Jupyter sees its connection closed either way.
+    if let Some(frame) = close.filter(|_| client_at_boundary && !upstream_frames.saw_close) {
+        if to_client.send(frame).await.is_err() {
+            tracing::debug!(notebook = %id, "the browser left before the WebSocket's close");
+        }
+    }
     metrics.websocket_closed();
+}
+
+/// Browser → Jupyter: every piece as it came (the browser's masking kept), once its frames
+/// check out; member actions noted on the way.
+async fn relay_to_upstream(
+    mut from_client: actix_web::dev::Payload,
+    to_up: &mut (impl tokio::io::AsyncWrite + Unpin),
+    frames: &mut FrameScanner,
+    mut acted: impl FnMut(MemberAction),
+) -> RelayEnd {
+    use tokio::io::AsyncWriteExt;
+    while let Some(Ok(piece)) = from_client.next().await {
+        match frames.scan(&piece) {
+            Ok(Some(action)) => acted(action),
+            Ok(None) => {}
+            Err(why) => return RelayEnd::Violation(why),
+        }
+        if to_up.write_all(&piece).await.is_err() {
+            return RelayEnd::UpstreamGone;
+        }
+    }
+    RelayEnd::ClientGone
+}
+
+/// Jupyter → browser: read in pieces of `WS_RELAY_CHUNK`, passed on as they are.
+/// `at_boundary` says whether what the browser was sent so far ends with a whole frame.
+async fn relay_to_client(
+    mut from_up: impl tokio::io::AsyncRead + Unpin,
+    early: Bytes,
+    to_client: &tokio::sync::mpsc::Sender<Bytes>,
+    frames: &mut FrameScanner,
+    at_boundary: &mut bool,
+) -> RelayEnd {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0; WS_RELAY_CHUNK];
+    let mut piece = early;
+    loop {
+        if piece.is_empty() {
+            match from_up.read(&mut buf).await {
+                Ok(0) | Err(_) => return RelayEnd::UpstreamGone,
+                Ok(n) => piece = Bytes::copy_from_slice(&buf[..n]),
+            }
+        }
+        if let Err(why) = frames.scan(&piece) {
+            return RelayEnd::Violation(why);
+        }
+        *at_boundary = false;
+        if to_client.send(std::mem::take(&mut piece)).await.is_err() {
+            return RelayEnd::ClientGone;
+        }
+        *at_boundary = frames.at_boundary();
+    }
+}
+
+/// A close frame from Notebox to the browser (a server's: unmasked).
+fn close_frame(code: u16, reason: &str) -> Bytes {
+    let reason = &reason.as_bytes()[..reason.len().min(123)];
+    let mut frame = vec![0x88, 2 + reason.len() as u8];
+    frame.extend_from_slice(&code.to_be_bytes());
+    frame.extend_from_slice(reason);
+    Bytes::from(frame)
+}
+
+/// Which side wrote the frames a `FrameScanner` follows: browsers mask theirs, servers must
+/// not (RFC 6455 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FramesFrom {
+    Browser,
+    Jupyter,
+}
+
+/// Follows where the frames of a relayed WebSocket begin and end (RFC 6455 §5.2) without
+/// keeping their payload: the bytes go on as they came, a long frame in many pieces. It
+/// checks what passing them on relies on (masking, no extension, whole control frames) and
+/// shows the messages of the browser to an `ActionWatch`.
+struct FrameScanner {
+    from: FramesFrom,
+    /// The current frame's header while it is incomplete (2 to 14 bytes).
+    header: Vec<u8>,
+    /// Payload bytes of the current frame still to come.
+    remaining: u64,
+    /// The current frame's masking key, if masked, and how far into its payload we are.
+    mask: Option<[u8; 4]>,
+    position: usize,
+    /// The current frame carries message data (not ping, pong or close); `fin`: it ends
+    /// its message.
+    data: bool,
+    fin: bool,
+    /// A close frame went by: the side that sent it is done.
+    saw_close: bool,
+    watch: Option<ActionWatch>,
+}
+
+impl FrameScanner {
+    fn new(from: FramesFrom, kind: SocketKind) -> FrameScanner {
+        FrameScanner {
+            from,
+            header: Vec::with_capacity(14),
+            remaining: 0,
+            mask: None,
+            position: 0,
+            data: false,
+            fin: false,
+            saw_close: false,
+            watch: (from == FramesFrom::Browser && kind != SocketKind::Other).then(|| {
+                ActionWatch {
+                    kind,
+                    seen: Vec::new(),
+                    found: false,
+                }
+            }),
+        }
+    }
+
+    /// Between two frames.
+    fn at_boundary(&self) -> bool {
+        self.remaining == 0 && self.header.is_empty()
+    }
+
+    /// Follows the next piece of the stream; returns a member action that a message
+    /// completed in it showed, or why the stream cannot be passed on.
+    fn scan(&mut self, mut piece: &[u8]) -> Result<Option<MemberAction>, &'static str> {
+        let mut action = None;
+        while !piece.is_empty() {
+            if self.remaining == 0 {
+                let wanted = header_len(&self.header) - self.header.len();
+                let (taken, rest) = piece.split_at(wanted.min(piece.len()));
+                self.header.extend_from_slice(taken);
+                piece = rest;
+                if self.header.len() < header_len(&self.header) {
+                    continue;
+                }
+                self.start_frame()?;
+                if self.remaining == 0 {
+                    action = action.or(self.end_frame());
+                }
+                continue;
+            }
+            let take = usize::try_from(self.remaining).map_or(piece.len(), |r| r.min(piece.len()));
+            let (payload, rest) = piece.split_at(take);
+            if let Some(watch) = self.watch.as_mut().filter(|w| self.data && w.wants_more()) {
+                let plain: Vec<u8> = match self.mask {
+                    Some(key) => payload
+                        .iter()
+                        .enumerate()
+                        .map(|(i, b)| b ^ key[(self.position + i) % 4])
+                        .collect(),
+                    None => payload.to_vec(),
+                };
+                action = action.or(watch.feed(&plain));
+            }
+            self.position += take;
+            self.remaining -= take as u64;
+            piece = rest;
+            if self.remaining == 0 {
+                action = action.or(self.end_frame());
+            }
+        }
+        Ok(action)
+    }
+
+    /// The header is complete: what frame is this?
+    fn start_frame(&mut self) -> Result<(), &'static str> {
+        let h = std::mem::take(&mut self.header);
+        self.header = Vec::with_capacity(14);
+        let (fin, reserved, opcode) = (h[0] & 0x80 != 0, h[0] & 0x70, h[0] & 0x0f);
+        let masked = h[1] & 0x80 != 0;
+        if reserved != 0 {
+            return Err("reserved bits set, but no extension was agreed");
+        }
+        match (self.from, masked) {
+            (FramesFrom::Browser, false) => return Err("frames from a client must be masked"),
+            (FramesFrom::Jupyter, true) => return Err("frames from the server must not be masked"),
+            _ => {}
+        }
+        let (length, key_at) = match h[1] & 0x7f {
+            126 => (u64::from(u16::from_be_bytes([h[2], h[3]])), 4),
+            127 => {
+                let mut bytes = [0; 8];
+                bytes.copy_from_slice(&h[2..10]);
+                (u64::from_be_bytes(bytes), 10)
+            }
+            n => (u64::from(n), 2),
+        };
+        if length >> 63 != 0 {
+            return Err("frame length out of range");
+        }
+        match opcode {
+            0..=2 => {}
+            8..=10 if fin && length <= 125 => self.saw_close |= opcode == 8,
+            8..=10 => return Err("control frames must be whole and at most 125 bytes"),
+            _ => return Err("unknown opcode"),
+        }
+        self.mask = masked.then(|| [h[key_at], h[key_at + 1], h[key_at + 2], h[key_at + 3]]);
+        self.remaining = length;
+        self.position = 0;
+        self.data = opcode <= 2;
+        self.fin = fin;
+        // Text or binary starts a message; a continuation goes on with the current one.
+        if let Some(watch) = self.watch.as_mut().filter(|_| opcode == 1 || opcode == 2) {
+            watch.start();
+        }
+        Ok(())
+    }
+
+    /// The current frame is through: if it ended a message, what did the message say?
+    fn end_frame(&mut self) -> Option<MemberAction> {
+        if !(self.data && self.fin) {
+            return None;
+        }
+        self.watch.as_mut().and_then(ActionWatch::finish)
+    }
+}
+
+/// The length of a frame header (RFC 6455 §5.2), from what of it there is: 2 bytes until
+/// those tell the rest.
+fn header_len(header: &[u8]) -> usize {
+    let [_, second, ..] = header else { return 2 };
+    let extended = match second & 0x7f {
+        126 => 2,
+        127 => 8,
+        _ => 0,
+    };
+    let key = if second & 0x80 != 0 { 4 } else { 0 };
+    2 + extended + key
+}
+
+/// Whether a message from the browser is a member's action (`member_action_ws`), told
+/// without holding the message: a kernel message is searched piece by piece (with the end
+/// of the piece before, so a name split between two pieces is found), a terminal message is
+/// judged by its start.
+struct ActionWatch {
+    kind: SocketKind,
+    seen: Vec<u8>,
+    found: bool,
+}
+
+/// Longer than any name `member_action_ws` looks for.
+const ACTION_CARRY: usize = 32;
+/// As much of a terminal message as `member_action_ws` needs.
+const ACTION_HEAD: usize = 64;
+
+impl ActionWatch {
+    fn start(&mut self) {
+        self.seen.clear();
+        self.found = false;
+    }
+
+    fn wants_more(&self) -> bool {
+        match self.kind {
+            SocketKind::KernelChannels => !self.found,
+            SocketKind::Terminal => self.seen.len() < ACTION_HEAD,
+            SocketKind::Other => false,
+        }
+    }
+
+    fn feed(&mut self, plain: &[u8]) -> Option<MemberAction> {
+        match self.kind {
+            SocketKind::KernelChannels => {
+                self.seen.extend_from_slice(plain);
+                let action = member_action_ws(self.kind, &self.seen);
+                self.found = action.is_some();
+                let old = self.seen.len().saturating_sub(ACTION_CARRY);
+                self.seen.drain(..old);
+                action
+            }
+            SocketKind::Terminal => {
+                let room = ACTION_HEAD.saturating_sub(self.seen.len());
+                self.seen.extend_from_slice(&plain[..room.min(plain.len())]);
+                None
+            }
+            SocketKind::Other => None,
+        }
+    }
+
+    fn finish(&mut self) -> Option<MemberAction> {
+        let action = match self.kind {
+            SocketKind::Terminal => member_action_ws(self.kind, &self.seen),
+            _ => None,
+        };
+        self.start();
+        action
+    }
 }
 
 #[cfg(test)]
@@ -1278,6 +1591,95 @@ mod tests {
         assert_eq!(
             member_action_ws(SocketKind::Other, b"execute_request"),
             None
+        );
+    }
+
+    /// A browser's frame: masked with `key`.
+    fn masked_frame(opcode: u8, fin: bool, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n < 65536 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&key);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        frame
+    }
+
+    #[test]
+    fn frames_are_followed_in_any_pieces_and_actions_found_across_them() {
+        let execute = br#"{"header":{"msg_type":"execute_request"},"content":{"code":"1"}}"#;
+        let mut padded = vec![b' '; 70_000];
+        padded.extend_from_slice(execute);
+        let mut stream = masked_frame(9, true, b"ping", [1, 2, 3, 4]);
+        // A long message in two fragments, a pong between them.
+        stream.extend(masked_frame(1, false, &padded[..69_990], [9, 8, 7, 6]));
+        stream.extend(masked_frame(10, true, b"", [0, 0, 0, 0]));
+        stream.extend(masked_frame(0, true, &padded[69_990..], [5, 5, 5, 5]));
+        for piece_size in [1, 3, 14, 1000, 16 * 1024, stream.len()] {
+            let mut frames = FrameScanner::new(FramesFrom::Browser, SocketKind::KernelChannels);
+            let mut actions = Vec::new();
+            for piece in stream.chunks(piece_size) {
+                actions.extend(frames.scan(piece).expect("valid frames"));
+            }
+            assert_eq!(
+                actions,
+                vec![MemberAction::Execute],
+                "pieces of {piece_size}"
+            );
+            assert!(frames.at_boundary());
+        }
+        let mut terminal = FrameScanner::new(FramesFrom::Browser, SocketKind::Terminal);
+        let typed = masked_frame(1, true, br#"["stdin","ls\r"]"#, [7, 7, 7, 7]);
+        assert_eq!(terminal.scan(&typed), Ok(Some(MemberAction::TerminalInput)));
+        let resized = masked_frame(1, true, br#"["set_size",24,80]"#, [7, 7, 7, 7]);
+        assert_eq!(terminal.scan(&resized), Ok(None));
+    }
+
+    #[test]
+    fn frames_the_relay_cannot_pass_on_are_refused() {
+        let refused = |from: FramesFrom, bytes: &[u8]| {
+            FrameScanner::new(from, SocketKind::Other)
+                .scan(bytes)
+                .is_err()
+        };
+        // Unmasked from a browser, masked from Jupyter.
+        assert!(refused(FramesFrom::Browser, &[0x82, 0x01, 0xff]));
+        assert!(refused(
+            FramesFrom::Jupyter,
+            &masked_frame(2, true, b"x", [1, 1, 1, 1])
+        ));
+        // An extension's bits, an unknown opcode, a fragmented or long control frame.
+        assert!(refused(FramesFrom::Jupyter, &[0xc2, 0x00]));
+        assert!(refused(FramesFrom::Jupyter, &[0x83, 0x00]));
+        assert!(refused(FramesFrom::Jupyter, &[0x09, 0x00]));
+        assert!(refused(FramesFrom::Jupyter, &[0x89, 126, 0x00, 0x7e]));
+        // A 200 MiB frame is only a header to follow.
+        let mut big = FrameScanner::new(FramesFrom::Jupyter, SocketKind::Other);
+        let mut header = vec![0x82, 127];
+        header.extend_from_slice(&(200u64 << 20).to_be_bytes());
+        assert_eq!(big.scan(&header), Ok(None));
+        assert!(!big.at_boundary());
+        assert_eq!(big.scan(&vec![0; 1 << 20]), Ok(None));
+        assert_eq!(big.remaining, 199 << 20);
+    }
+
+    #[test]
+    fn only_jupyters_login_cookie_for_this_host_is_its_own() {
+        assert_eq!(
+            jupyter_login_cookie("127.0.0.1:8080"),
+            "username-127-0-0-1-8080"
+        );
+        assert_eq!(
+            jupyter_login_cookie("nb-x.lab.example"),
+            "username-nb-x-lab-example"
         );
     }
 

@@ -532,16 +532,22 @@ async fn strangers_get_404_browsers_get_login_and_foreign_origins_403() {
     );
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
+/// A memory figure of a process from /proc/{pid}/status, in KiB (`VmHWM:` the peak
+/// resident set, `VmRSS:` the current one); 0 when it cannot be read.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -617,4 +623,152 @@ async fn hundred_mib_round_trip_streams_in_little_memory() {
         "notebox peak RSS {} KiB",
         peak
     );
+}
+
+/// Browsers send a host's cookies to every port of it, so the workstation's other apps'
+/// cookies (Grafana's, Portainer's, code-server's session…) come with every request for a
+/// notebook. None of them may reach Jupyter, where the notebook's code could read them:
+/// only `_xsrf` and Jupyter's login cookie for this very host pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_gets_only_jupyters_own_cookies() {
+    let Some(image) = test_image() else { return };
+    let (server, alice, id) = echo_notebook(&image).await;
+    let host = server.url.trim_start_matches("http://");
+    // jupyter_server's login cookie: `username-{Host}`, every non-alphanumeric a `-`.
+    let login = format!("username-{}", host.replace(['.', ':'], "-"));
+    let sent = format!(
+        "grafana_session=g1; portainer_api_key=p1; code-server-session=c1; \
+         jupyterhub-session-id=h1; sessionid=d1; username-workstation-8888=other-jupyter; \
+         _xsrf=x1; {login}=u1; notebox_session=s1"
+    );
+    let seen: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/nb/{id}/api/status", server.url))
+        .header("authorization", format!("token {}", alice.token))
+        .header("cookie", sent)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        seen["cookie"],
+        format!("_xsrf=x1; {login}=u1"),
+        "only Jupyter's own cookies reach it: {seen}"
+    );
+}
+
+/// One WebSocket client that frames by hand: after the handshake it sends a single binary
+/// frame of `len` bytes, written in 64 KiB pieces, so the test never holds the frame
+/// itself. Returns the connection, still open.
+async fn send_one_frame(addr: &str, path: &str, token: &str, len: u64) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: token {token}\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.expect("handshake");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tcp.read(&mut byte).await.expect("read the answer");
+        assert_eq!(n, 1, "closed: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // FIN + binary, masked, 64-bit length; a zero mask leaves the payload as it is.
+    let mut header = vec![0x82, 0x80 | 127];
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&[0; 4]);
+    tcp.write_all(&header).await.expect("frame header");
+    let piece = vec![0x5a; 64 << 10];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(piece.len() as u64) as usize;
+        tcp.write_all(&piece[..n]).await.expect("payload");
+        left -= n as u64;
+    }
+    tcp
+}
+
+/// Issue 22, finding 4: four 200 MiB WebSocket frames sent at once through the proxy took
+/// Notebox's memory to ~2 GB (each frame was held whole). Frames are relayed as they arrive:
+/// the process stays under 150 MiB while all of them pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_200_mib_websocket_frames_pass_in_little_memory() {
+    const FRAME: u64 = 200 << 20;
+    let Some(image) = test_image() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let _guard = ContainerGuard(data.clone());
+    let config = dir.path().join("config.toml");
+    // tests/upstream/echo.py as the notebook's "Jupyter" (a JSON string is a TOML string).
+    let echo = serde_json::to_string(include_str!("upstream/echo.py")).expect("quoted");
+    let toml = docker_config_toml(&data, &image).replace(
+        r#"launcher = "jupyter-lab""#,
+        &format!(
+            "launcher = \"command\"\ncommand = [\"python3\", \"-c\", {echo}, \"{{base_url}}\"]"
+        ),
+    );
+    std::fs::write(&config, toml).expect("config");
+    let config_arg = config.to_string_lossy().to_string();
+    let server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]).await;
+    let out = run_cli(
+        &data,
+        &["--config", &config_arg, "token", "create", "admin"],
+        None,
+    );
+    let api = Api::new(&server.url, out.stdout.trim());
+    let id = api.create_notebook("big frames").await;
+    api.wait_state(&id, "running", READY).await;
+    assert_eq!(api.get(&format!("/nb/{id}/sink/received")).await.0, 200);
+    let pid = server.child.id();
+    let baseline = status_kib(pid, "VmRSS:");
+
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, path, token) = (addr.clone(), format!("/nb/{id}/sink"), api.token.clone());
+            tokio::spawn(async move { send_one_frame(&addr, &path, &token, FRAME).await })
+        })
+        .collect();
+    let limit = 150 * 1024;
+    let under_limit = |peak: u64| {
+        assert!(
+            peak > 0 && peak < limit,
+            "notebox peak RSS {} MiB with four 200 MiB frames in flight (baseline {} MiB)",
+            peak / 1024,
+            baseline / 1024
+        );
+    };
+    // All four frames get through to Jupyter (with their 14-byte headers), and the peak stays
+    // under the limit all along.
+    wait_for(
+        "the upstream to receive all four frames",
+        Duration::from_secs(300),
+        || async {
+            under_limit(peak_rss_kib(pid));
+            let (_, body) = api.get(&format!("/nb/{id}/sink/received")).await;
+            (body["received"].as_u64()? >= 4 * (FRAME + 14)).then_some(())
+        },
+    )
+    .await;
+    let mut sockets = Vec::new();
+    for sender in senders {
+        sockets.push(sender.await.expect("sender"));
+    }
+    let peak = peak_rss_kib(pid);
+    eprintln!(
+        "notebox resident memory: {} MiB before, peak {} MiB with four 200 MiB frames",
+        baseline / 1024,
+        peak / 1024
+    );
+    under_limit(peak);
+    drop(sockets);
 }
