@@ -1,5 +1,5 @@
 //! The authenticated Jupyter proxy at `/nb/{id}/…`: HTTP (streamed both ways) and
-//! WebSocket (relayed frame by frame). Only the notebook's owner gets through; notebox's
+//! WebSocket (relayed as bytes arrive, frames followed but never held whole). Only the notebook's owner gets through; notebox's
 //! cookies and the caller's credentials never reach Jupyter, which gets the notebook's own
 //! token instead.
 //!
@@ -714,9 +714,10 @@ fn upstream_headers(req: &HttpRequest, jupyter_token: &str) -> HeaderMap {
     out
 }
 
-/// An upstream `Set-Cookie`, confined to the notebook's own path (`Domain` dropped, `Path`
-/// replaced); cookies named like Notebox's own are dropped so a notebook cannot plant them.
-fn scoped_set_cookie(value: &HeaderValue, notebook_id: &str) -> Option<HeaderValue> {
+/// An upstream `Set-Cookie`, confined to the notebook's own base URL (`/nb/{id}/`, with its
+/// path key when it has one; `Domain` dropped, `Path` replaced); cookies named like
+/// Notebox's own are dropped so a notebook cannot plant them.
+fn scoped_set_cookie(value: &HeaderValue, base: &str) -> Option<HeaderValue> {
     let value = value.to_str().ok()?;
     let mut parts = value.split(';');
     let pair = parts.next()?.trim();
@@ -738,7 +739,7 @@ fn scoped_set_cookie(value: &HeaderValue, notebook_id: &str) -> Option<HeaderVal
         out.push_str("; ");
         out.push_str(attribute);
     }
-    out.push_str(&format!("; Path=/nb/{notebook_id}/"));
+    out.push_str(&format!("; Path={base}"));
     HeaderValue::from_str(&out).ok()
 }
 
@@ -965,10 +966,8 @@ async fn proxy_request(
         record_action(&state, &id, action);
     }
     // Jupyter's own path: its base URL (with the key its container has), then the rest.
-    let path = format!(
-        "{}{inner_path}",
-        crate::runtime::spec::base_url(&id, path_key.as_deref())
-    );
+    let jupyter_base = crate::runtime::spec::base_url(&id, path_key.as_deref());
+    let path = format!("{jupyter_base}{inner_path}");
     let base = format!("{ip}:{}", crate::runtime::spec::JUPYTER_PORT);
     let headers = upstream_headers(&req, &target.jupyter_token);
     let result = if is_websocket(&req) {
@@ -991,7 +990,7 @@ async fn proxy_request(
         } else {
             format!("http://{base}{path}?{query}")
         };
-        proxy_http(&req, payload, &upstream, &url, headers, &id).await
+        proxy_http(&req, payload, &upstream, &url, headers, &jupyter_base).await
     };
     match result {
         Ok(res) => res,
@@ -1017,7 +1016,7 @@ async fn proxy_http(
     upstream: &UpstreamClient,
     url: &str,
     headers: HeaderMap,
-    notebook_id: &str,
+    jupyter_base: &str,
 ) -> Result<HttpResponse, String> {
     let mut up = upstream
         .client
@@ -1037,7 +1036,7 @@ async fn proxy_http(
     let mut out = HttpResponse::build(response.status());
     for (name, value) in response.headers() {
         if name == header::SET_COOKIE {
-            if let Some(v) = scoped_set_cookie(value, notebook_id) {
+            if let Some(v) = scoped_set_cookie(value, jupyter_base) {
                 out.append_header((header::SET_COOKIE, v));
             }
         } else if name.as_str() == "service-worker-allowed" {
@@ -1521,7 +1520,7 @@ mod tests {
     use super::*;
 
     fn scoped(v: &str) -> Option<String> {
-        scoped_set_cookie(&HeaderValue::from_str(v).expect("header"), "abc123")
+        scoped_set_cookie(&HeaderValue::from_str(v).expect("header"), "/nb/abc123/")
             .map(|h| h.to_str().expect("ascii").to_string())
     }
 

@@ -20,7 +20,8 @@ pub const JUPYTER_PORT: u16 = 8888;
 pub const ROOT_DIR: &str = "/notebooks";
 
 /// Tornado closes WebSockets carrying messages over 10 MiB; kernels can legitimately send
-/// more (the proxy passes up to 256 MiB).
+/// more (the proxy relays frames of any size without holding them; Jupyter holds a
+/// message in the container's memory, within its machine type's limit).
 const LARGE_MESSAGES: &str =
     r#"--ServerApp.tornado_settings={"websocket_max_message_size": 268435456}"#;
 
