@@ -1314,7 +1314,6 @@ async fn a_page_of_an_earlier_notebook_on_the_port_cannot_reach_the_next_one() {
         ada.wait_state(&next, "stopped", READY).await;
     }
     b.screenshot("origins-port-reuse.png").await;
-    b.close().await;
 
     // Bob's next notebook, with ada's port free and his own taken: it waits for a port of
     // his own rather than get hers.
@@ -1344,6 +1343,23 @@ async fn a_page_of_an_earlier_notebook_on_the_port_cannot_reach_the_next_one() {
     assert_eq!(status, 202);
     bob.wait_state(&x, "stopped", READY).await;
     assert_eq!(port_of(&jupyter_url(&bob, &y).await), bob_port);
+    // And A's page, still open, reaches nothing of bob's running notebook either.
+    plant_secret(&bob, &y, "bob's-secret").await;
+    let report = b
+        .client
+        .execute_async(
+            PORT_REUSE_ATTACK,
+            vec![server.url.clone().into(), y.clone().into()],
+        )
+        .await
+        .expect("the attack runs");
+    eprintln!("against bob's notebook: {report:#}");
+    assert_all_failed(2, &report, "bob's-secret", &y);
+    assert!(
+        !has_planted(&bob, &y).await,
+        "a file was planted in bob's notebook"
+    );
+    b.close().await;
 }
 
 /// Issue 22, finding 5: one member cannot take every notebook port. A member may run

@@ -832,8 +832,18 @@ pub async fn jupyter_status(container: &str, notebook_id: &str) -> u16 {
         .find_map(|e| e.strip_prefix("JUPYTER_TOKEN="))
         .expect("JUPYTER_TOKEN")
         .to_string();
+    // Jupyter's base URL as its container was told it: `/nb/{id}/`, or `/nb/{id}/k-…/`
+    // with a path key (origin = "ports").
+    let base = info["Config"]["Cmd"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str())
+        .find_map(|a| a.strip_prefix("--ServerApp.base_url="))
+        .map_or_else(|| format!("/nb/{notebook_id}/"), str::to_string);
+    assert!(base.starts_with(&format!("/nb/{notebook_id}/")), "{base}");
     reqwest::Client::new()
-        .get(format!("http://{ip}:8888/nb/{notebook_id}/api/status"))
+        .get(format!("http://{ip}:8888{base}api/status"))
         .header("authorization", format!("token {token}"))
         .send()
         .await
