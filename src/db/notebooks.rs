@@ -349,18 +349,6 @@ pub fn running(conn: &Connection) -> Result<Vec<RunningNotebook>, DbError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The port each notebook was last served on (`origin = "ports"`).
-pub fn origin_port(conn: &Connection, id: &str) -> Result<Option<u16>, DbError> {
-    Ok(conn
-        .query_row(
-            "SELECT origin_port FROM notebooks WHERE id = ?1",
-            [id],
-            |r| r.get::<_, Option<u16>>(0),
-        )
-        .optional()?
-        .flatten())
-}
-
 /// A new secret segment for the notebook's base URL (before its container is created);
 /// `None` outside `origin = "ports"`.
 pub fn set_path_key(conn: &Connection, id: &str, key: Option<&str>) -> Result<(), DbError> {
@@ -388,14 +376,6 @@ pub fn active_count_of(conn: &Connection, owner_id: i64, except: &str) -> Result
         ],
         |r| r.get(0),
     )?)
-}
-
-pub fn set_origin_port(conn: &Connection, id: &str, port: u16) -> Result<(), DbError> {
-    conn.execute(
-        "UPDATE notebooks SET origin_port = ?2 WHERE id = ?1",
-        params![id, port],
-    )?;
-    Ok(())
 }
 
 /// Deletes a notebook's row (its GPUs go with it); its usage stays in the ledger, closed.

@@ -60,7 +60,7 @@ pub enum Claim {
 
 /// Takes `port` for `notebook_id` of `owner_id`, in one transaction: a port nobody owns
 /// becomes the member's; the member's own port moves to this notebook; another member's
-/// port is refused. The notebook remembers the port (it is offered to it first next time).
+/// port is refused. The port remembers the notebook (it is offered to it first next time).
 pub fn claim(
     conn: &mut Connection,
     port: u16,
@@ -86,10 +86,6 @@ pub fn claim(
          ON CONFLICT(port) DO UPDATE SET notebook_id = excluded.notebook_id,
                                          last_used_at = excluded.last_used_at",
         params![port, owner_id, notebook_id, now()],
-    )?;
-    tx.execute(
-        "UPDATE notebooks SET origin_port = ?2 WHERE id = ?1",
-        params![notebook_id, port],
     )?;
     tx.commit()?;
     Ok(Claim::Taken { previous })

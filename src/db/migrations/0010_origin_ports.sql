@@ -13,6 +13,8 @@ CREATE INDEX origin_ports_user ON origin_ports(user_id);
 
 -- Ports the earlier rule handed out, to the owner of the notebook that had each (a port
 -- two members' notebooks had goes to one of them; nothing else is known of the past).
+-- notebooks.origin_port is read here for the last time: origin_ports.notebook_id says
+-- which notebook a port served last.
 INSERT OR IGNORE INTO origin_ports (port, user_id, notebook_id, last_used_at)
     SELECT origin_port, owner_id, id, updated_at FROM notebooks
     WHERE origin_port IS NOT NULL ORDER BY updated_at DESC;
