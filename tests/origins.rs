@@ -833,6 +833,24 @@ function socket(url) {
 </body></html>
 "#;
 
+/// JupyterLab with an extra static directory (`/notebooks/attack`, served at
+/// `{base_url}static/`): pages there have the notebook's own origin and no sandbox (unlike
+/// /files/), as a package's or an extension's would.
+fn serve_attack_folder(c: &mut notebox::config::Config) {
+    c.images[0].launcher = notebox::config::Launcher::Command;
+    c.images[0].command = [
+        "jupyter-lab",
+        "--ip=0.0.0.0",
+        "--port={port}",
+        "--no-browser",
+        "--ServerApp.base_url={base_url}",
+        "--ServerApp.root_dir={root_dir}",
+        "--ServerApp.extra_static_paths=['/notebooks/attack']",
+    ]
+    .map(String::from)
+    .to_vec();
+}
+
 /// The acceptance test: a page a notebook serves, on its own origin, with the member's
 /// browser logged in to Notebox, fails at everything it tries against the member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -848,18 +866,7 @@ async fn a_page_served_by_a_notebook_cannot_act_as_its_member() {
     let server = TestServer::start_with(move |c| {
         docker_config(c, &image2);
         c.notebooks.origin = OriginMode::Ports;
-        c.images[0].launcher = notebox::config::Launcher::Command;
-        c.images[0].command = [
-            "jupyter-lab",
-            "--ip=0.0.0.0",
-            "--port={port}",
-            "--no-browser",
-            "--ServerApp.base_url={base_url}",
-            "--ServerApp.root_dir={root_dir}",
-            "--ServerApp.extra_static_paths=['/notebooks/attack']",
-        ]
-        .map(String::from)
-        .to_vec();
+        serve_attack_folder(c);
     })
     .await;
     let _containers = ContainerGuard(server.data_dir().to_path_buf());
@@ -1157,18 +1164,7 @@ async fn a_page_of_an_earlier_notebook_on_the_port_cannot_reach_the_next_one() {
         c.notebooks.origin = OriginMode::Ports;
         c.notebooks.origin_ports =
             notebox::config::PortRange::parse("8650-8651").expect("port range");
-        c.images[0].launcher = notebox::config::Launcher::Command;
-        c.images[0].command = [
-            "jupyter-lab",
-            "--ip=0.0.0.0",
-            "--port={port}",
-            "--no-browser",
-            "--ServerApp.base_url={base_url}",
-            "--ServerApp.root_dir={root_dir}",
-            "--ServerApp.extra_static_paths=['/notebooks/attack']",
-        ]
-        .map(String::from)
-        .to_vec();
+        serve_attack_folder(c);
     })
     .await;
     let _containers = ContainerGuard(server.data_dir().to_path_buf());

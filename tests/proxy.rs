@@ -85,6 +85,26 @@ async fn execute(ws_url: &str, headers: &[(&'static str, String)], code: &str) -
     }
 }
 
+/// Notebox as a child process with `toml` as its config (written to `config`), and an
+/// API client with a fresh token of the admin's.
+async fn spawn_as_admin(
+    dir: &std::path::Path,
+    data: &std::path::Path,
+    config: &std::path::Path,
+    toml: &str,
+) -> (ServerProcess, Api) {
+    std::fs::write(config, toml).expect("config");
+    let config_arg = config.to_string_lossy().to_string();
+    let server = ServerProcess::spawn(dir, &["--config", &config_arg], &[]).await;
+    let out = run_cli(
+        data,
+        &["--config", &config_arg, "token", "create", "admin"],
+        None,
+    );
+    let api = Api::new(&server.url, out.stdout.trim());
+    (server, api)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kernel_runs_code_with_a_session_cookie_and_with_a_token_alone() {
     let Some(image) = test_image() else { return };
@@ -560,15 +580,7 @@ async fn hundred_mib_round_trip_streams_in_little_memory() {
     let _guard = ContainerGuard(data.clone());
     let config = dir.path().join("config.toml");
     let toml = docker_config_toml(&data, &image).replace("memory_mib = 1024", "memory_mib = 2048");
-    std::fs::write(&config, toml).expect("config");
-    let config_arg = config.to_string_lossy().to_string();
-    let server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]).await;
-    let out = run_cli(
-        &data,
-        &["--config", &config_arg, "token", "create", "admin"],
-        None,
-    );
-    let api = Api::new(&server.url, out.stdout.trim());
+    let (server, api) = spawn_as_admin(dir.path(), &data, &config, &toml).await;
     let id = api.create_notebook("big files").await;
     api.wait_state(&id, "running", READY).await;
 
@@ -716,15 +728,7 @@ async fn four_200_mib_websocket_frames_pass_in_little_memory() {
             "launcher = \"command\"\ncommand = [\"python3\", \"-c\", {echo}, \"{{base_url}}\"]"
         ),
     );
-    std::fs::write(&config, toml).expect("config");
-    let config_arg = config.to_string_lossy().to_string();
-    let server = ServerProcess::spawn(dir.path(), &["--config", &config_arg], &[]).await;
-    let out = run_cli(
-        &data,
-        &["--config", &config_arg, "token", "create", "admin"],
-        None,
-    );
-    let api = Api::new(&server.url, out.stdout.trim());
+    let (server, api) = spawn_as_admin(dir.path(), &data, &config, &toml).await;
     let id = api.create_notebook("big frames").await;
     api.wait_state(&id, "running", READY).await;
     assert_eq!(api.get(&format!("/nb/{id}/sink/received")).await.0, 200);

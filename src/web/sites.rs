@@ -183,15 +183,11 @@ impl Sites {
         };
         for port in candidates {
             let listener = {
-                let servers = self
-                    .servers
-                    .lock()
-                    .map_err(|_| std::io::Error::other("notebook listeners lock poisoned"))?;
-                if let Some(s) = servers.get(notebook_id) {
-                    return Ok(s.port);
-                }
-                if servers.values().any(|s| s.port == port) {
-                    continue;
+                let servers = self.listeners()?;
+                match slot(&servers, notebook_id, port) {
+                    Slot::Served(port) => return Ok(port),
+                    Slot::Busy => continue,
+                    Slot::Free => {}
                 }
                 // Something else on the machine may hold it: try the next.
                 match std::net::TcpListener::bind((self.bind_ip, port)) {
@@ -210,16 +206,13 @@ impl Sites {
                 // Another member's since the candidates were read: never theirs.
                 crate::db::origin_ports::Claim::Theirs => continue,
             };
-            let mut servers = self
-                .servers
-                .lock()
-                .map_err(|_| std::io::Error::other("notebook listeners lock poisoned"))?;
-            if let Some(s) = servers.get(notebook_id) {
-                // Served meanwhile by a concurrent call; this listener is dropped.
-                return Ok(s.port);
-            }
-            if servers.values().any(|s| s.port == port) {
-                continue;
+            // Looked at again: a concurrent call may have served the notebook (this
+            // listener is then dropped) or taken the port meanwhile.
+            let mut servers = self.listeners()?;
+            match slot(&servers, notebook_id, port) {
+                Slot::Served(port) => return Ok(port),
+                Slot::Busy => continue,
+                Slot::Free => {}
             }
             let served = self.serve(notebook_id, port, listener, inherited)?;
             servers.insert(notebook_id.to_string(), served);
@@ -228,6 +221,12 @@ impl Sites {
             return Ok(port);
         }
         Err(SiteError::NoFreePort(self.origins.ports))
+    }
+
+    fn listeners(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Served>>, SiteError> {
+        self.servers
+            .lock()
+            .map_err(|_| SiteError::Io(std::io::Error::other("notebook listeners lock poisoned")))
     }
 
     /// Accepts connections on a notebook's port (a task on Notebox's runtime) and deals
@@ -380,6 +379,25 @@ impl Sites {
         for id in ids {
             self.close(&id).await;
         }
+    }
+}
+
+/// A port, seen from a notebook that wants one.
+enum Slot {
+    /// The notebook is served already, on this port.
+    Served(u16),
+    /// Another notebook is served on the port.
+    Busy,
+    Free,
+}
+
+fn slot(servers: &HashMap<String, Served>, notebook_id: &str, port: u16) -> Slot {
+    if let Some(s) = servers.get(notebook_id) {
+        Slot::Served(s.port)
+    } else if servers.values().any(|s| s.port == port) {
+        Slot::Busy
+    } else {
+        Slot::Free
     }
 }
 
