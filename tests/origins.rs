@@ -859,9 +859,6 @@ async fn a_page_served_by_a_notebook_cannot_act_as_its_member() {
         return;
     }
     let Some(image) = test_image() else { return };
-    // JupyterLab with an extra static directory: pages there are served with the
-    // notebook's own origin and no sandbox (unlike /files/), as a package's or an
-    // extension's would be.
     let image2 = image.clone();
     let server = TestServer::start_with(move |c| {
         docker_config(c, &image2);
