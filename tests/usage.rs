@@ -171,8 +171,18 @@ async fn held_and_busy_gpu_seconds_are_exact_across_kill_9() {
     );
     let admin = Api::new(&server.url, &admin_token);
     // Ada's notebook is found dead; Bob's keeps running (adopted).
-    ada.wait_state(&ada_nb, "failed", Duration::from_secs(30))
-        .await;
+    let found_dead = try_wait_for(Duration::from_secs(30), || async {
+        let (_, nb) = ada.get(&format!("/api/v1/notebooks/{ada_nb}")).await;
+        (nb["state"] == "failed").then_some(())
+    })
+    .await;
+    if found_dead.is_none() {
+        let (_, nb) = ada.get(&format!("/api/v1/notebooks/{ada_nb}")).await;
+        panic!(
+            "ada's notebook was not found dead within 30 s of the restart: {nb}\nserver log:\n{}",
+            server.stderr()
+        );
+    }
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         bob.get(&format!("/api/v1/notebooks/{bob_nb}")).await.1["state"],
