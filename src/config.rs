@@ -774,7 +774,7 @@ impl Config {
         }
         let url = self.webhook.url.trim();
         if !url.is_empty() {
-            if let Err(e) = crate::webhook::WebhookUrl::parse(url) {
+            if let Err(e) = crate::platform::webhook::WebhookUrl::parse(url) {
                 return Err(self.invalid("webhook.url", e));
             }
         }

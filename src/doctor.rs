@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use crate::config::{Config, GpuBackend};
-use crate::runtime::docker::DockerEngine;
+use crate::containers::docker::DockerBackend;
+use crate::containers::{Backend, EngineError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -105,41 +106,45 @@ fn check_data_dir(config: &Config) -> Vec<Check> {
     out
 }
 
-async fn check_docker(config: &Config) -> (Vec<Check>, Option<DockerEngine>) {
-    let mut out = Vec::new();
-    let engine = match DockerEngine::connect(&config.docker.socket, "doctor").await {
-        Ok(e) => e,
-        Err(e) => {
-            let text = e.to_string();
+async fn check_docker(config: &Config) -> (Vec<Check>, Option<DockerBackend>) {
+    let engine = DockerBackend::new(&config.docker.socket, "doctor");
+    match engine.version().await {
+        Ok((version, api)) => (
+            vec![check(
+                "docker",
+                Level::Ok,
+                format!(
+                    "Docker {version} answers, API version {api}; this user can use its socket"
+                ),
+                None,
+            )],
+            Some(engine),
+        ),
+        Err(EngineError::Unreachable(text)) => {
             let denied = text.contains("ermission denied");
-            out.push(check(
+            let hint = if denied {
+                "this user may not use the Docker socket: add it to the docker group (usermod -aG docker notebox) and restart the service"
+            } else {
+                "install and start Docker (apt install docker.io; systemctl enable --now docker), or set docker.socket"
+            };
+            let fail = check(
                 "docker",
                 Level::Fail,
                 format!("cannot reach Docker: {text}"),
-                Some(if denied {
-                    "this user may not use the Docker socket: add it to the docker group (usermod -aG docker notebox) and restart the service"
-                } else {
-                    "install and start Docker (apt install docker.io; systemctl enable --now docker), or set docker.socket"
-                }),
-            ));
-            return (out, None);
+                Some(hint),
+            );
+            (vec![fail], None)
         }
-    };
-    match engine.version().await {
-        Ok((version, api)) => out.push(check(
-            "docker",
-            Level::Ok,
-            format!("Docker {version} answers, API version {api}; this user can use its socket"),
-            None,
-        )),
-        Err(e) => out.push(check(
-            "docker",
-            Level::Fail,
-            format!("Docker does not answer: {e}"),
-            None,
-        )),
+        Err(e) => {
+            let fail = check(
+                "docker",
+                Level::Fail,
+                format!("Docker does not answer: {e}"),
+                None,
+            );
+            (vec![fail], Some(engine))
+        }
     }
-    (out, Some(engine))
 }
 
 fn toolkit_version() -> Option<String> {
@@ -156,7 +161,7 @@ fn toolkit_version() -> Option<String> {
     None
 }
 
-async fn check_gpus(config: &Config, docker: Option<&DockerEngine>) -> Vec<Check> {
+async fn check_gpus(config: &Config, docker: Option<&DockerBackend>) -> Vec<Check> {
     let mut out = Vec::new();
     let (inventory, reason) = crate::gpu::open_inventory(config);
     let gpus = tokio::task::spawn_blocking({
@@ -223,7 +228,7 @@ async fn check_gpus(config: &Config, docker: Option<&DockerEngine>) -> Vec<Check
     }
     // Real GPUs: Docker must be able to hand them to containers, safely.
     if let Some(docker) = docker {
-        match docker.info_runtimes().await {
+        match docker.runtimes().await {
             Ok(runtimes) if runtimes.iter().any(|r| r == "nvidia") => out.push(check(
                 "nvidia runtime",
                 Level::Ok,

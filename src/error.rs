@@ -6,10 +6,10 @@ use actix_web::{HttpResponse, ResponseError};
 use askama::Template;
 
 use crate::auth::AuthError;
+use crate::db::placement::Refusal;
 use crate::db::DbError;
-use crate::gpu::allocation::Refusal;
-use crate::runtime::logs::LogReadRefusal;
-use crate::runtime::NotebookError;
+use crate::notebooks::logs::LogReadRefusal;
+use crate::notebooks::NotebookError;
 
 #[derive(Debug, Clone)]
 pub struct WebError {
@@ -140,7 +140,6 @@ impl From<NotebookError> for WebError {
                 "docker_unavailable",
                 message,
             ),
-            NotebookError::Host(m) => WebError::internal(m),
             NotebookError::Db(e) => WebError::internal(e),
             NotebookError::LogReadsBusy(refusal) => {
                 let status = match refusal {
@@ -176,17 +175,17 @@ impl From<crate::share::ShareError> for WebError {
     }
 }
 
-impl From<crate::runtime::GpuMapError> for WebError {
-    fn from(e: crate::runtime::GpuMapError) -> WebError {
+impl From<crate::notebooks::GpuMapError> for WebError {
+    fn from(e: crate::notebooks::GpuMapError) -> WebError {
         match e {
-            crate::runtime::GpuMapError::Db(e) => WebError::internal(e),
+            crate::notebooks::GpuMapError::Db(e) => WebError::internal(e),
         }
     }
 }
 
-impl From<crate::runtime::UsageError> for WebError {
-    fn from(e: crate::runtime::UsageError) -> WebError {
-        use crate::runtime::UsageError;
+impl From<crate::usage::UsageError> for WebError {
+    fn from(e: crate::usage::UsageError) -> WebError {
+        use crate::usage::UsageError;
         match e {
             UsageError::NoSuchMember => {
                 WebError::new(StatusCode::NOT_FOUND, "not_found", "No such member.")

@@ -2,24 +2,25 @@
 //!
 //! `run` is the whole server; the binary and the integration tests both call it.
 
-pub mod activity;
 pub mod auth;
+pub mod clock;
 pub mod config;
+pub mod containers;
 pub mod db;
 pub mod doctor;
 pub mod error;
 pub mod gpu;
 pub mod http;
-pub mod metrics;
+pub mod idle;
+pub mod jupyter;
 pub mod model;
+pub mod notebooks;
 pub mod origin;
+pub mod platform;
 pub mod proxy;
-pub mod runtime;
-pub mod service;
 pub mod share;
 pub mod usage;
 pub mod web;
-pub mod webhook;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -110,17 +111,15 @@ pub async fn run(
         gpus = telemetry.uuids().len(),
         "GPU inventory"
     );
-    let runtime = runtime::Runtime::new(db.clone(), config.clone(), instance, telemetry);
-    let reconciler = tokio::spawn(runtime.clone().run_reconciler());
-    let sampler = tokio::spawn(runtime.clone().run_activity_sampler());
-    let notebooks = runtime::Notebooks::new(runtime.clone());
-    let shares = share::Shares::new(runtime.clone(), notebooks.clone());
-    let previews = tokio::spawn(shares.clone().follow_stops());
+    let components = Components::build(&db, &config, instance, telemetry);
+    let reconciler = tokio::spawn(components.reconciler.clone().run());
+    let idle = tokio::spawn(components.idle.clone().run());
+    let previews = tokio::spawn(components.shares.clone().follow_stops());
     let local = listener.local_addr()?;
     let proxy_state = aw::Data::new(proxy::ProxyState::new(
         accounts.clone(),
         db.clone(),
-        runtime.clone(),
+        components.proxy_handles(),
         local.port(),
     ));
     let sites = Arc::new(web::sites::Sites::new(
@@ -134,16 +133,18 @@ pub async fn run(
         proxy_state.clone(),
         config.notebooks.max_running_per_user,
     ));
-    let site_follower = tokio::spawn(sites.clone().follow(runtime.clone()));
+    let site_follower = tokio::spawn(sites.clone().follow(components.events.clone()));
     let state = aw::Data::new(web::AppState {
         config: config.clone(),
         db: db.clone(),
         accounts: accounts.clone(),
-        runtime: runtime.clone(),
-        notebooks: notebooks.clone(),
-        shares: shares.clone(),
-        gpu_map: runtime::GpuMap::new(runtime.clone()),
-        usage: runtime::UsageReports::new(runtime.clone()),
+        notebooks: components.notebooks.clone(),
+        shares: components.shares.clone(),
+        gpu_map: components.gpu_map.clone(),
+        usage: components.usage.clone(),
+        reconciler: components.reconciler.clone(),
+        telemetry: components.telemetry.clone(),
+        metrics: components.metrics.clone(),
         sites: sites.clone(),
     });
 
@@ -170,8 +171,8 @@ pub async fn run(
     .run();
     let handle = server.handle();
     // The database is open and migrated and the listener is bound: ready.
-    service::notify_ready();
-    let watchdog = tokio::spawn(service::watchdog(db.clone()));
+    platform::systemd::notify_ready();
+    let watchdog = tokio::spawn(platform::systemd::watchdog(db.clone()));
 
     // A password changed by the CLI (another process) reaches open WebSockets within 1 s.
     let credential_watch = tokio::spawn(
@@ -194,7 +195,7 @@ pub async fn run(
         r = server => r.map_err(StartError::from),
         _ = &mut shutdown => {
             tracing::info!("shutting down");
-            service::notify_stopping();
+            platform::systemd::notify_stopping();
             handle.stop(true).await;
             Ok(())
         }
@@ -205,9 +206,112 @@ pub async fn run(
     credential_watch.abort();
     previews.abort();
     reconciler.abort();
-    sampler.abort();
+    idle.abort();
     watchdog.abort();
     result
+}
+
+/// Notebox's components, each built once from small clonable handles (the database, the
+/// config, the container engine, GPU telemetry, metrics, the webhook, notebook events)
+/// and handed to whoever needs it. Nothing reaches one through another.
+struct Components {
+    config: Arc<Config>,
+    engine: containers::Engine,
+    events: notebooks::Events,
+    metrics: platform::metrics::Metrics,
+    telemetry: gpu::telemetry::Telemetry,
+    tracker: Arc<idle::Tracker>,
+    reconciler: notebooks::Reconciler,
+    idle: idle::IdleMonitor,
+    notebooks: notebooks::Notebooks,
+    shares: share::Shares,
+    gpu_map: notebooks::GpuMap,
+    usage: usage::UsageReports,
+}
+
+impl Components {
+    /// Must run on the tokio runtime (the webhook starts its delivery task).
+    fn build(
+        db: &db::Db,
+        config: &Arc<Config>,
+        instance: String,
+        telemetry: gpu::telemetry::Telemetry,
+    ) -> Components {
+        let engine: containers::Engine = Arc::new(containers::docker::DockerBackend::new(
+            &config.docker.socket,
+            &instance,
+        ));
+        let events = notebooks::Events::default();
+        let metrics = platform::metrics::Metrics::default();
+        let webhook = platform::webhook::Webhook::start(&config.webhook.url);
+        let tracker = Arc::new(idle::Tracker::new(idle::Thresholds {
+            gpu_percent: config.notebooks.busy_gpu_percent,
+            cpu_percent: config.notebooks.busy_cpu_percent,
+        }));
+        let reconciler = notebooks::Reconciler::new(notebooks::reconciler::ReconcilerParts {
+            db: db.clone(),
+            config: config.clone(),
+            engine: engine.clone(),
+            telemetry: telemetry.clone(),
+            metrics: metrics.clone(),
+            webhook: webhook.clone(),
+            events: events.clone(),
+            instance,
+        });
+        let idle = idle::IdleMonitor::new(idle::IdleParts {
+            db: db.clone(),
+            config: config.clone(),
+            engine: engine.clone(),
+            telemetry: telemetry.clone(),
+            tracker: tracker.clone(),
+            webhook,
+            reclaimer: Arc::new(reconciler.clone()),
+        });
+        let notebooks = notebooks::Notebooks::new(notebooks::service::NotebooksParts {
+            db: db.clone(),
+            config: config.clone(),
+            engine: engine.clone(),
+            telemetry: telemetry.clone(),
+            reconciler: reconciler.clone(),
+            tracker: tracker.clone(),
+            idle: idle.clone(),
+        });
+        Components {
+            shares: share::Shares::new(
+                db.clone(),
+                config.clone(),
+                events.clone(),
+                notebooks.clone(),
+            ),
+            gpu_map: notebooks::GpuMap::new(
+                db.clone(),
+                config.clone(),
+                telemetry.clone(),
+                tracker.clone(),
+            ),
+            usage: usage::UsageReports::new(db.clone(), config.clone()),
+            config: config.clone(),
+            engine,
+            events,
+            metrics,
+            telemetry,
+            tracker,
+            reconciler,
+            idle,
+            notebooks,
+        }
+    }
+
+    /// What the proxy needs of the rest of Notebox.
+    fn proxy_handles(&self) -> proxy::ProxyHandles {
+        proxy::ProxyHandles {
+            config: self.config.clone(),
+            engine: self.engine.clone(),
+            tracker: self.tracker.clone(),
+            metrics: self.metrics.clone(),
+            reconciler: self.reconciler.clone(),
+        }
+    }
 }
 
 /// Docker bind mounts need absolute paths; the default data dir is relative.

@@ -78,7 +78,7 @@ enum TokenCommand {
 }
 
 fn main() -> ExitCode {
-    notebox::service::return_big_allocations_to_the_system();
+    notebox::platform::systemd::return_big_allocations_to_the_system();
     let cli = Cli::parse();
     init_logging();
     let config = match Config::load(cli.config.as_deref()) {

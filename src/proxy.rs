@@ -19,15 +19,14 @@ use askama::Template;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use crate::activity::MemberAction;
 use crate::auth::{secrets, Accounts, User};
 use crate::db::notebooks::{self as q, ProxyTarget};
 use crate::db::Db;
 use crate::error::WebError;
 use crate::http::{authorization_token, here, PAGE_CSP};
+use crate::idle::MemberAction;
 use crate::model::NotebookState;
 use crate::origin::Origins;
-use crate::runtime::Runtime;
 
 /// How long Jupyter may take to accept a WebSocket.
 const WS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -139,12 +138,24 @@ struct CachedUser {
 /// Longest a cached credential is reused even with no change event (sessions expire).
 const CREDENTIAL_CACHE_MAX_AGE: Duration = Duration::from_secs(60);
 
+/// What the proxy needs of the rest of Notebox.
+pub struct ProxyHandles {
+    pub config: std::sync::Arc<crate::config::Config>,
+    /// Asked where a notebook runs when the database does not know.
+    pub engine: crate::containers::Engine,
+    /// Told what members do in their notebooks.
+    pub tracker: std::sync::Arc<crate::idle::Tracker>,
+    pub metrics: crate::platform::metrics::Metrics,
+    /// Woken when a notebook's Jupyter stops answering.
+    pub reconciler: crate::notebooks::Reconciler,
+}
+
 /// What the proxy needs, and nothing of the web pages: who a credential belongs to,
 /// where a notebook runs, and the caches that keep the database off the hot path.
 pub struct ProxyState {
     accounts: Accounts,
     db: Db,
-    runtime: Runtime,
+    handles: ProxyHandles,
     cache: ProxyCache,
     origins: Origins,
     /// The port of Notebox's own listener (links back from a notebook's port).
@@ -152,13 +163,13 @@ pub struct ProxyState {
 }
 
 impl ProxyState {
-    pub fn new(accounts: Accounts, db: Db, runtime: Runtime, main_port: u16) -> ProxyState {
-        let n = &runtime.config().notebooks;
+    pub fn new(accounts: Accounts, db: Db, handles: ProxyHandles, main_port: u16) -> ProxyState {
+        let n = &handles.config.notebooks;
         let origins = Origins::new(n.origin, n.origin_ports, &n.origin_domain);
         ProxyState {
             accounts,
             db,
-            runtime,
+            handles,
             cache: ProxyCache::default(),
             origins,
             main_port,
@@ -187,7 +198,7 @@ impl ProxyState {
     /// its container has a path key (`origin = "ports"`).
     pub async fn browser_base(&self, notebook_id: &str) -> Result<String, WebError> {
         let key = target(self, notebook_id).await?.and_then(|t| t.path_key);
-        Ok(crate::runtime::spec::base_url(notebook_id, key.as_deref()))
+        Ok(crate::jupyter::base_url(notebook_id, key.as_deref()))
     }
 
     pub fn origins(&self) -> &Origins {
@@ -377,7 +388,14 @@ async fn target(state: &ProxyState, notebook_id: &str) -> Result<Option<ProxyTar
     // A notebook adopted from before notebox knew container addresses: ask Docker once.
     if let Some(t) = found.as_mut() {
         if t.state == NotebookState::Running && t.container_ip.is_none() {
-            t.container_ip = state.runtime.container_ip(notebook_id).await;
+            let h = &state.handles;
+            t.container_ip = crate::jupyter::locate(
+                &*h.engine,
+                &state.db,
+                &h.config.docker.network,
+                notebook_id,
+            )
+            .await;
         }
     }
     if let (Some(t), Ok(mut map)) = (&found, state.cache.targets.lock()) {
@@ -456,9 +474,9 @@ fn member_action_ws(kind: SocketKind, frame: &[u8]) -> Option<MemberAction> {
 
 fn record_action(state: &ProxyState, notebook_id: &str, action: MemberAction) {
     state
-        .runtime
-        .activity()
-        .member_acted(notebook_id, action, crate::db::now());
+        .handles
+        .tracker
+        .member_acted(notebook_id, action, crate::clock::now());
 }
 
 fn wants_html(req: &HttpRequest) -> bool {
@@ -754,7 +772,7 @@ fn inner_path<'a>(path: &'a str, key: Option<&str>) -> (&'a str, bool) {
     let (first, after) = rest.split_once('/').unwrap_or((rest, ""));
     match key {
         Some(key) if secrets::constant_time_eq(first, key) => (after, true),
-        _ if crate::runtime::spec::is_path_key(first) => (after, false),
+        _ if crate::jupyter::is_path_key(first) => (after, false),
         _ => (rest, false),
     }
 }
@@ -835,8 +853,8 @@ fn landing_path(req: &HttpRequest) -> String {
         .map_or("", |(_, rest)| rest);
     // A path key (this run's or an earlier run's) is Notebox's, not a place to land.
     let tail = match tail.split_once('/') {
-        Some((first, rest)) if crate::runtime::spec::is_path_key(first) => rest,
-        None if crate::runtime::spec::is_path_key(tail) => "",
+        Some((first, rest)) if crate::jupyter::is_path_key(first) => rest,
+        None if crate::jupyter::is_path_key(tail) => "",
         _ => tail,
     };
     let query = upstream_query(req);
@@ -884,7 +902,7 @@ pub async fn serve(
     site: Site,
 ) -> HttpResponse {
     let started = Instant::now();
-    let metrics = state.runtime.metrics().clone();
+    let metrics = state.handles.metrics.clone();
     let response = proxy_request(req, payload, state, upstream, id, site).await;
     metrics.proxy_request(response.status().as_u16(), started.elapsed().as_secs_f64());
     response
@@ -966,9 +984,9 @@ async fn proxy_request(
         record_action(&state, &id, action);
     }
     // Jupyter's own path: its base URL (with the key its container has), then the rest.
-    let jupyter_base = crate::runtime::spec::base_url(&id, path_key.as_deref());
+    let jupyter_base = crate::jupyter::base_url(&id, path_key.as_deref());
     let path = format!("{jupyter_base}{inner_path}");
-    let base = format!("{ip}:{}", crate::runtime::spec::JUPYTER_PORT);
+    let base = format!("{ip}:{}", crate::jupyter::JUPYTER_PORT);
     let headers = upstream_headers(&req, &target.jupyter_token);
     let result = if is_websocket(&req) {
         let url = if query.is_empty() {
@@ -997,7 +1015,7 @@ async fn proxy_request(
         Err(message) => {
             tracing::warn!(notebook = %id, error = %message, "proxy cannot reach Jupyter");
             state.cache.forget_target(&id);
-            state.runtime.wake();
+            state.handles.reconciler.wake();
             error_response(
                 &req,
                 WebError::new(
@@ -1193,7 +1211,7 @@ async fn relay(
     mut changes: tokio::sync::watch::Receiver<u64>,
 ) {
     let (state, id) = (&relay_to.state, relay_to.notebook_id.as_str());
-    let metrics = state.runtime.metrics().clone();
+    let metrics = state.handles.metrics.clone();
     metrics.websocket_opened();
     let (from_up, mut to_up) = tokio::io::split(upstream);
     let mut client_frames = FrameScanner::new(FramesFrom::Browser, relay_to.kind);

@@ -207,7 +207,7 @@ impl Accounts {
             .try_acquire_owned()
             .map_err(|_| AuthError::Busy)?;
         let address = address.to_string();
-        let since = db::now() - THROTTLE_WINDOW_SECS;
+        let since = crate::clock::now() - THROTTLE_WINDOW_SECS;
         let (name, addr, limits) = (username.clone(), address.clone(), self.limits.clone());
         let (reservation, creds) = self
             .db
@@ -221,10 +221,10 @@ impl Accounts {
             })
             .await?;
         if let sessions::Reservation::Throttled { scope, oldest } = reservation {
-            let until = oldest.unwrap_or_else(db::now) + THROTTLE_WINDOW_SECS;
+            let until = oldest.unwrap_or_else(crate::clock::now) + THROTTLE_WINDOW_SECS;
             return Err(AuthError::Throttled {
                 scope,
-                retry_after_secs: (until - db::now()).max(1) as u64,
+                retry_after_secs: (until - crate::clock::now()).max(1) as u64,
             });
         }
         let password = password.to_string();
@@ -250,7 +250,7 @@ impl Accounts {
         let cookie_value = secrets::random_secret(32);
         let id_hash = secrets::hash_secret(&cookie_value);
         let csrf = secrets::random_secret(32);
-        let expires_at = db::now() + self.session_lifetime.as_secs() as i64;
+        let expires_at = crate::clock::now() + self.session_lifetime.as_secs() as i64;
         let (user_id, name) = (user.id, username.clone());
         self.db
             .call(move |c| {
@@ -455,21 +455,7 @@ impl Accounts {
         let keep = keep_session.map(secrets::hash_secret);
         let found = self
             .db
-            .call(move |c| {
-                let tx = c.transaction()?;
-                let found = users::set_password_hash(&tx, user_id, &hash)?;
-                match keep {
-                    Some(keep) => {
-                        sessions::delete_for_user_except(&tx, user_id, &keep)?;
-                    }
-                    None => sessions::delete_for_user(&tx, user_id)?,
-                }
-                // Every notebook cookie ends, the changing session's too.
-                grants::delete_for_user(&tx, user_id)?;
-                sessions::bump_credentials_epoch(&tx)?;
-                tx.commit()?;
-                Ok(found)
-            })
+            .call(move |c| users::replace_password(c, user_id, &hash, keep.as_deref()))
             .await?;
         self.events.changed();
         if !found {
@@ -509,20 +495,20 @@ impl Accounts {
 
     /// Grants or removes admin; refuses to remove the last enabled admin.
     pub async fn set_admin(&self, user_id: i64, is_admin: bool) -> Result<(), AuthError> {
-        self.change_guarded(user_id, move |c| users::set_admin(c, user_id, is_admin))
-            .await
+        let change = self
+            .db
+            .call(move |c| users::change_admin(c, user_id, is_admin))
+            .await?;
+        self.account_changed(user_id, change)
     }
 
     /// Disables (ending their sessions) or re-enables an account.
     pub async fn set_disabled(&self, user_id: i64, disabled: bool) -> Result<(), AuthError> {
-        self.change_guarded(user_id, move |c| {
-            let found = users::set_disabled(c, user_id, disabled)?;
-            if disabled {
-                sessions::delete_for_user(c, user_id)?;
-            }
-            Ok(found)
-        })
-        .await
+        let change = self
+            .db
+            .call(move |c| users::change_disabled(c, user_id, disabled))
+            .await?;
+        self.account_changed(user_id, change)
     }
 
     /// Polls the credentials epoch that other processes (the CLI) bump, and passes a
@@ -555,31 +541,16 @@ impl Accounts {
         }
     }
 
-    /// Applies a change in a transaction and rolls it back if no enabled admin is left.
-    async fn change_guarded(
-        &self,
-        user_id: i64,
-        change: impl FnOnce(&rusqlite::Connection) -> Result<bool, DbError> + Send + 'static,
-    ) -> Result<(), AuthError> {
-        let outcome = self
-            .db
-            .call(move |c| {
-                let tx = c.transaction()?;
-                if !change(&tx)? {
-                    return Ok(Err(AuthError::NoSuchUser(format!("#{user_id}"))));
-                }
-                if users::active_admin_count(&tx)? == 0 {
-                    return Ok(Err(AuthError::LastAdmin)); // dropped: rolled back
-                }
-                sessions::bump_credentials_epoch(&tx)?;
-                tx.commit()?;
-                Ok(Ok(()))
-            })
-            .await?;
-        if outcome.is_ok() {
-            self.events.changed();
+    /// Tells this process's listeners of a change to an account, or says why it failed.
+    fn account_changed(&self, user_id: i64, change: users::AccountChange) -> Result<(), AuthError> {
+        match change {
+            users::AccountChange::Done => {
+                self.events.changed();
+                Ok(())
+            }
+            users::AccountChange::NoSuchUser => Err(AuthError::NoSuchUser(format!("#{user_id}"))),
+            users::AccountChange::LastAdmin => Err(AuthError::LastAdmin),
         }
-        outcome
     }
 
     /// Deletes expired sessions and old login failures.
@@ -587,7 +558,7 @@ impl Accounts {
         self.db
             .call(|c| {
                 sessions::delete_expired(c)?;
-                sessions::delete_failures_before(c, db::now() - THROTTLE_WINDOW_SECS)?;
+                sessions::delete_failures_before(c, crate::clock::now() - THROTTLE_WINDOW_SECS)?;
                 Ok(())
             })
             .await?;

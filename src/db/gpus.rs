@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use rusqlite::{params, Connection};
 
-use super::{now, DbError};
+use super::DbError;
+use crate::clock::now;
 use crate::model::{DesiredState, NotebookState};
 
 /// A held GPU: which notebook, whose, since when.

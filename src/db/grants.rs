@@ -3,7 +3,8 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::users::User;
-use super::{now, DbError};
+use super::DbError;
+use crate::clock::now;
 
 /// Records a grant for the live session `session_hash` (false when that session is gone:
 /// logged out between the code and its exchange).

@@ -2,10 +2,12 @@
 
 pub mod gpus;
 pub mod grants;
+pub mod lifecycle;
 pub mod meta;
 pub mod migrations;
 pub mod notebooks;
 pub mod origin_ports;
+pub mod placement;
 pub mod sessions;
 pub mod shares;
 pub mod tokens;
@@ -129,14 +131,6 @@ fn open_connection(path: &Path) -> Result<Connection, DbError> {
 pub fn ping(conn: &Connection) -> Result<(), DbError> {
     conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
     Ok(())
-}
-
-/// Seconds since the Unix epoch; every timestamp in the database is one of these.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{now, DbError};
+use super::DbError;
+use crate::clock::now;
 use crate::model::{DesiredState, Launcher, NotebookState};
 
 #[derive(Debug, Clone)]
@@ -188,46 +189,66 @@ pub fn count_by_state(conn: &Connection) -> Result<Vec<(String, i64)>, DbError> 
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Moves a notebook from one of `from` to `to`, optionally changing what it should be.
-/// Returns false (changing nothing) when it was not in one of `from`. Reaching a state at
-/// rest (stopped, failed) releases its GPUs in the same statement's transaction.
-pub fn transition(
-    conn: &Connection,
-    id: &str,
-    from: &[NotebookState],
-    to: NotebookState,
-    detail: &str,
-    desired: Option<DesiredState>,
-) -> Result<bool, DbError> {
-    debug_assert!(
-        from.iter().all(|f| f.can_become(to)),
-        "no transition {from:?} → {to}"
-    );
-    let placeholders = (0..from.len())
-        .map(|i| format!("?{}", i + 8))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "UPDATE notebooks SET state = ?2, state_detail = ?3, updated_at = ?4,
-            desired_state = COALESCE(?5, desired_state),
-            started_at = CASE WHEN ?2 = ?6 AND state != ?6 THEN ?4 ELSE started_at END,
-            stopped_at = CASE WHEN ?7 THEN ?4 ELSE stopped_at END,
-            auto_shutdown_at = CASE
-                WHEN ?2 = ?6 AND state != ?6 AND auto_shutdown_secs IS NOT NULL
-                    THEN ?4 + auto_shutdown_secs
-                WHEN ?7 THEN NULL
-                ELSE auto_shutdown_at END
-         WHERE id = ?1 AND state IN ({placeholders})"
-    );
-    let (t, running, at_rest) = (now(), NotebookState::Running, to.is_at_rest());
-    let mut values: Vec<&dyn rusqlite::ToSql> =
-        vec![&id, &to, &detail, &t, &desired, &running, &at_rest];
+/// A state change: from one of `from` to `to`, with the detail the notebook's page shows,
+/// optionally changing what the notebook should be.
+#[derive(Debug, Clone, Copy)]
+pub struct Transition<'a> {
+    pub from: &'a [NotebookState],
+    pub to: NotebookState,
+    pub detail: &'a str,
+    pub desired: Option<DesiredState>,
+}
+
+/// The states of `from` as one `,a,b,` list: the statement stays one constant text
+/// whatever the number of states.
+fn state_list(from: &[NotebookState]) -> String {
+    let mut list = String::from(",");
     for f in from {
-        values.push(f);
+        list.push_str(f.as_str());
+        list.push(',');
     }
-    let moved = conn.execute(&sql, values.as_slice())? == 1;
-    if moved && at_rest {
-        // A notebook without a container holds no GPU.
+    list
+}
+
+/// Applies a transition; the building block of the operations in `db::lifecycle`, which
+/// are what the rest of Notebox calls. Returns false (changing nothing) when the notebook
+/// was not in one of `from`. Changes:
+/// - entering `running`: stamps its start and its auto-shutdown time;
+/// - reaching a state at rest (stopped, failed): stamps its stop, clears the
+///   auto-shutdown time, and releases its GPUs (`gpus::release`, which closes their usage
+///   intervals now), so a notebook at rest never holds a GPU.
+pub(crate) fn transition(conn: &Connection, id: &str, t: Transition) -> Result<bool, DbError> {
+    debug_assert!(
+        t.from.iter().all(|f| f.can_become(t.to)),
+        "no transition {:?} → {}",
+        t.from,
+        t.to
+    );
+    let changed = conn
+        .prepare_cached(
+            "UPDATE notebooks SET state = ?2, state_detail = ?3, updated_at = ?4,
+                desired_state = COALESCE(?5, desired_state),
+                started_at = CASE WHEN ?2 = ?6 AND state != ?6 THEN ?4 ELSE started_at END,
+                stopped_at = CASE WHEN ?7 THEN ?4 ELSE stopped_at END,
+                auto_shutdown_at = CASE
+                    WHEN ?2 = ?6 AND state != ?6 AND auto_shutdown_secs IS NOT NULL
+                        THEN ?4 + auto_shutdown_secs
+                    WHEN ?7 THEN NULL
+                    ELSE auto_shutdown_at END
+             WHERE id = ?1 AND instr(?8, ',' || state || ',') > 0",
+        )?
+        .execute(params![
+            id,
+            t.to,
+            t.detail,
+            now(),
+            t.desired,
+            NotebookState::Running,
+            t.to.is_at_rest(),
+            state_list(t.from),
+        ])?;
+    let moved = changed == 1;
+    if moved && t.to.is_at_rest() {
         super::gpus::release(conn, id)?;
     }
     Ok(moved)
@@ -472,6 +493,20 @@ mod tests {
         .expect("insert");
     }
 
+    fn tr<'a>(
+        from: &'a [NotebookState],
+        to: NotebookState,
+        detail: &'a str,
+        desired: Option<DesiredState>,
+    ) -> Transition<'a> {
+        Transition {
+            from,
+            to,
+            detail,
+            desired,
+        }
+    }
+
     #[test]
     fn transitions_are_conditional_typed_and_release_gpus_at_rest() {
         let (_dir, db) = test_db();
@@ -480,10 +515,18 @@ mod tests {
             notebook(c, owner, "nb1");
             use NotebookState::*;
             // Only from one of `from`.
-            assert!(!transition(c, "nb1", &[Running], Stopping, "x", None)?);
-            assert!(transition(c, "nb1", &[Stopped], Starting, "Waiting", None)?);
+            assert!(!transition(c, "nb1", tr(&[Running], Stopping, "x", None))?);
+            assert!(transition(
+                c,
+                "nb1",
+                tr(&[Stopped], Starting, "Waiting", None)
+            )?);
             gpus::insert(c, "GPU-1", "nb1")?;
-            assert!(transition(c, "nb1", &[Starting], Running, "ready", None)?);
+            assert!(transition(
+                c,
+                "nb1",
+                tr(&[Starting], Running, "ready", None)
+            )?);
             let row = by_id(c, "nb1")?.expect("row");
             assert_eq!(
                 (row.state, row.desired_state),
@@ -494,13 +537,19 @@ mod tests {
             assert!(transition(
                 c,
                 "nb1",
-                &[Running],
-                Stopping,
-                "Stopping",
-                Some(DesiredState::Stopped)
+                tr(
+                    &[Running],
+                    Stopping,
+                    "Stopping",
+                    Some(DesiredState::Stopped)
+                )
             )?);
             assert_eq!(gpus::of_notebook(c, "nb1")?, vec!["GPU-1".to_string()]);
-            assert!(transition(c, "nb1", &[Stopping], Stopped, "Stopped", None)?);
+            assert!(transition(
+                c,
+                "nb1",
+                tr(&[Stopping], Stopped, "Stopped", None)
+            )?);
             assert!(gpus::of_notebook(c, "nb1")?.is_empty());
             let row = by_id(c, "nb1")?.expect("row");
             assert_eq!(row.desired_state, DesiredState::Stopped);

@@ -4,7 +4,8 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{now, DbError};
+use super::DbError;
+use crate::clock::now;
 
 /// The ports `notebook_id` (of `owner_id`) may be served on, best first: the port it had
 /// last, when it is still its member's; then its member's other ports, least recently used

@@ -3,7 +3,8 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::users::User;
-use super::{meta, now, DbError};
+use super::{meta, DbError};
+use crate::clock::now;
 
 pub fn insert(
     conn: &Connection,

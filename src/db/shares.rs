@@ -2,7 +2,8 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{now, DbError};
+use super::DbError;
+use crate::clock::now;
 use crate::model::{DesiredState, Visibility};
 
 #[derive(Debug, Clone)]

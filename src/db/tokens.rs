@@ -4,7 +4,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::users::User;
-use super::{now, DbError};
+use super::DbError;
+use crate::clock::now;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenInfo {

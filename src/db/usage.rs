@@ -6,7 +6,8 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{now, DbError};
+use super::DbError;
+use crate::clock::now;
 
 /// Opens a GPU interval for `notebook_id` (call where the GPU is taken).
 pub fn open_gpu(
@@ -104,8 +105,16 @@ pub struct Sample {
     pub memory_mib: u64,
 }
 
-/// Records samples (one transaction for all, by the caller).
-pub fn record(conn: &Connection, samples: &[Sample]) -> Result<(), DbError> {
+/// Records samples, in one transaction: each adds its busy seconds (in total and by hour)
+/// and peak memory to its interval, if that is still open.
+pub fn record(conn: &mut Connection, samples: &[Sample]) -> Result<(), DbError> {
+    let tx = conn.transaction()?;
+    record_in(&tx, samples)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn record_in(conn: &Connection, samples: &[Sample]) -> Result<(), DbError> {
     let mut interval = conn.prepare_cached(
         "UPDATE usage_intervals SET busy_seconds = busy_seconds + ?2,
              peak_memory_mib = MAX(peak_memory_mib, ?3), sampled_at_ms = ?4, sampled_busy = ?5
@@ -133,21 +142,7 @@ pub fn record(conn: &Connection, samples: &[Sample]) -> Result<(), DbError> {
     Ok(())
 }
 
-/// An interval as reports read it.
-#[derive(Debug, Clone)]
-pub struct Interval {
-    pub id: i64,
-    pub user_id: i64,
-    pub member: String,
-    pub notebook_id: String,
-    pub gpu_uuid: Option<String>,
-    pub cores: f64,
-    pub started_at: i64,
-    /// None while held.
-    pub ended_at: Option<i64>,
-    pub busy_seconds: f64,
-    pub peak_memory_mib: i64,
-}
+pub use crate::model::UsageInterval as Interval;
 
 /// Intervals that overlap `[from, to)`, of one member or of everyone.
 pub fn overlapping(

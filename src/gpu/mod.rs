@@ -1,8 +1,7 @@
-//! GPUs: what the workstation has (an inventory behind one trait), who holds which
-//! (allocation rows in the database), and how hard they work (telemetry sampled on a
-//! thread of its own). Knows nothing of HTTP.
+//! GPUs: what the workstation has (an inventory behind one trait) and how hard they work
+//! (telemetry sampled on a thread of its own). Who holds which is the database's
+//! (`db::placement`); the map of both is `notebooks::gpu_map`. Knows nothing of HTTP.
 
-pub mod allocation;
 pub mod nvml;
 pub mod telemetry;
 

@@ -31,7 +31,7 @@ pub struct Telemetry {
 fn sample_into(inventory: &dyn GpuInventory, snapshot: &RwLock<Snapshot>) {
     let result = inventory.sample();
     let Ok(mut s) = snapshot.write() else { return };
-    s.at = crate::db::now();
+    s.at = crate::clock::now();
     match result {
         Ok(gpus) => {
             for g in &gpus {

@@ -250,3 +250,19 @@ mod tests {
         assert!(Starting.can_become(Failed) && !Failed.can_become(Failed));
     }
 }
+
+/// An interval as reports read it.
+#[derive(Debug, Clone)]
+pub struct UsageInterval {
+    pub id: i64,
+    pub user_id: i64,
+    pub member: String,
+    pub notebook_id: String,
+    pub gpu_uuid: Option<String>,
+    pub cores: f64,
+    pub started_at: i64,
+    /// None while held.
+    pub ended_at: Option<i64>,
+    pub busy_seconds: f64,
+    pub peak_memory_mib: i64,
+}

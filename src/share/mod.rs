@@ -11,12 +11,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::auth::{secrets, User};
+use crate::config::Config;
 use crate::config::ShareConfig;
 use crate::db::notebooks::{self as q, NewNotebook, NotebookRow};
 use crate::db::shares::{self as sq, ShareRow};
+use crate::db::Db;
 use crate::db::DbError;
 use crate::model::{DesiredState, NotebookState};
-use crate::runtime::{Notebook, NotebookError, Notebooks, Runtime, RuntimeEvent};
+use crate::notebooks::{Dirs, Events, Notebook, NotebookError, NotebookEvent, Notebooks};
 
 use tree::{Listing, MemberTree, TreeError};
 
@@ -83,7 +85,7 @@ fn share_view(r: ShareRow) -> Share {
         url: format!("/s/{}/", r.token),
         token: r.token,
         visibility: r.visibility,
-        created_at: crate::runtime::notebooks::rfc3339(r.created_at),
+        created_at: crate::clock::rfc3339(r.created_at),
     }
 }
 
@@ -211,11 +213,14 @@ pub fn compute_preview(root: &Path, limit_mib: u64) -> String {
 /// How many share-page file jobs (listing, reading, rendering) run at once.
 const SHARE_WORKERS: usize = 4;
 
-/// Share links, the share pages' reads of notebook folders, the gallery, and fork. Over
-/// the shared runtime; asks the notebook service whose notebook is whose.
+/// Share links, the share pages' reads of notebook folders, the gallery, and fork. Asks
+/// the notebook service whose notebook is whose.
 #[derive(Clone)]
 pub struct Shares {
-    core: Runtime,
+    db: Db,
+    config: Arc<Config>,
+    dirs: Dirs,
+    events: Events,
     notebooks: Notebooks,
     /// Share pages' blocking file work runs a few at a time: a burst of anonymous requests
     /// queues instead of each holding a rendered notebook in memory at once.
@@ -223,9 +228,12 @@ pub struct Shares {
 }
 
 impl Shares {
-    pub fn new(core: Runtime, notebooks: Notebooks) -> Shares {
+    pub fn new(db: Db, config: Arc<Config>, events: Events, notebooks: Notebooks) -> Shares {
         Shares {
-            core,
+            dirs: Dirs::new(&config),
+            db,
+            config,
+            events,
             notebooks,
             slots: Arc::new(tokio::sync::Semaphore::new(SHARE_WORKERS)),
         }
@@ -247,13 +255,13 @@ impl Shares {
             .map_err(|e| ShareError::Io(e.to_string()))
     }
 
-    /// Follows the runtime's events: when a notebook stops, its shares' gallery previews
+    /// Follows the notebooks' events: when a notebook stops, its shares' gallery previews
     /// are recomputed (its files are at rest). Runs for as long as the server does.
     pub async fn follow_stops(self) {
-        let mut events = self.core.subscribe();
+        let mut events = self.events.subscribe();
         loop {
             match events.recv().await {
-                Ok(RuntimeEvent::Stopped { notebook_id }) => {
+                Ok(NotebookEvent::Stopped { notebook_id }) => {
                     if let Err(e) = self.refresh_share_previews(&notebook_id).await {
                         tracing::warn!(notebook = %notebook_id, error = %e, "cannot refresh share previews");
                     }
@@ -261,7 +269,7 @@ impl Shares {
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(
                         missed = n,
-                        "share previews fell behind the runtime's events"
+                        "share previews fell behind the notebooks' events"
                     );
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -277,15 +285,14 @@ impl Shares {
     ) -> Result<Share, ShareError> {
         let row = self.notebooks.notebook_row(owner, notebook_id).await?;
         let (root, limit) = (
-            self.core.notebook_dir(&row.id),
-            self.core.config().share.max_render_mib,
+            self.dirs.notebook_dir(&row.id),
+            self.config.share.max_render_mib,
         );
         let preview = self.on_pool(move || compute_preview(&root, limit)).await?;
         let token = secrets::random_secret(24); // 192 bits
         let t = token.clone();
         let share = self
-            .core
-            .db()
+            .db
             .call(move |c| {
                 sq::insert(c, &t, &row.id, visibility)?;
                 sq::set_previews(c, &row.id, &preview)?;
@@ -300,22 +307,17 @@ impl Shares {
     /// are at rest). Does nothing for a notebook that has no share.
     pub async fn refresh_share_previews(&self, notebook_id: &str) -> Result<(), ShareError> {
         let id = notebook_id.to_string();
-        let shares = self
-            .core
-            .db()
-            .call(move |c| sq::for_notebook(c, &id))
-            .await?;
+        let shares = self.db.call(move |c| sq::for_notebook(c, &id)).await?;
         if shares.is_empty() {
             return Ok(());
         }
         let (root, limit) = (
-            self.core.notebook_dir(notebook_id),
-            self.core.config().share.max_render_mib,
+            self.dirs.notebook_dir(notebook_id),
+            self.config.share.max_render_mib,
         );
         let preview = self.on_pool(move || compute_preview(&root, limit)).await?;
         let id = notebook_id.to_string();
-        self.core
-            .db()
+        self.db
             .call(move |c| sq::set_previews(c, &id, &preview))
             .await?;
         Ok(())
@@ -327,19 +329,14 @@ impl Shares {
         notebook_id: &str,
     ) -> Result<Vec<Share>, ShareError> {
         let row = self.notebooks.notebook_row(owner, notebook_id).await?;
-        let shares = self
-            .core
-            .db()
-            .call(move |c| sq::for_notebook(c, &row.id))
-            .await?;
+        let shares = self.db.call(move |c| sq::for_notebook(c, &row.id)).await?;
         Ok(shares.into_iter().map(share_view).collect())
     }
 
     pub async fn revoke_share(&self, owner: &User, token: &str) -> Result<(), ShareError> {
         let (token, owner_id) = (token.to_string(), owner.id);
         match self
-            .core
-            .db()
+            .db
             .call(move |c| sq::delete(c, &token, owner_id))
             .await?
         {
@@ -355,12 +352,11 @@ impl Shares {
         }
         let t = token.to_string();
         let share = self
-            .core
-            .db()
+            .db
             .call(move |c| sq::by_token(c, &t))
             .await?
             .ok_or(ShareError::NotFound)?;
-        let root = self.core.notebook_dir(&share.notebook_id);
+        let root = self.dirs.notebook_dir(&share.notebook_id);
         Ok(SharedNotebook { share, root })
     }
 
@@ -370,7 +366,7 @@ impl Shares {
         token: &str,
     ) -> Result<(SharedNotebook, ShareOverview), ShareError> {
         let shared = self.open_share(token).await?;
-        let (root, limit) = (shared.root.clone(), self.core.config().share.max_render_mib);
+        let (root, limit) = (shared.root.clone(), self.config.share.max_render_mib);
         let overview = self
             .on_pool(move || {
                 let Ok(tree) = MemberTree::open(&root) else {
@@ -401,7 +397,7 @@ impl Shares {
     ) -> Result<(SharedNotebook, Listing, FilePreview), ShareError> {
         let shared = self.open_share(token).await?;
         let (root, rel) = (shared.root.clone(), relative.to_string());
-        let limits = self.core.config().share.clone();
+        let limits = self.config.share.clone();
         let (listing, preview) = self
             .on_pool(move || {
                 let tree = MemberTree::open(&root).map_err(|_| ShareError::NoSuchFile)?;
@@ -432,7 +428,7 @@ impl Shares {
     }
 
     pub async fn public_shares(&self, limit: i64) -> Result<Vec<ShareRow>, ShareError> {
-        Ok(self.core.db().call(move |c| sq::public(c, limit)).await?)
+        Ok(self.db.call(move |c| sq::public(c, limit)).await?)
     }
 
     /// Forks one of `user`'s own notebooks.
@@ -446,8 +442,7 @@ impl Shares {
         let shared = self.open_share(token).await?;
         let id = shared.share.notebook_id.clone();
         let source = self
-            .core
-            .db()
+            .db
             .call(move |c| q::by_id(c, &id))
             .await?
             .ok_or(ShareError::NotFound)?;
@@ -457,8 +452,8 @@ impl Shares {
     /// A new, stopped notebook of `user` with a copy of the source's /notebooks files, the
     /// same image and machine type. /storage is never copied.
     async fn fork(&self, user: &User, source: NotebookRow) -> Result<Notebook, ShareError> {
-        let config = self.core.config().clone();
-        crate::runtime::notebooks::check_image_allowed(&config, &source)?;
+        let config = (*self.config).clone();
+        crate::notebooks::rules::check_image_allowed(&config, &source)?;
         // A catalog image is forked as the catalog describes it today.
         let (image, launcher, command) =
             match source.image_id.as_deref().and_then(|i| config.image(i)) {
@@ -475,10 +470,10 @@ impl Shares {
             .or(config.machines.first())
             .cloned()
             .ok_or_else(|| ShareError::Invalid("this Notebox has no machine types".into()))?;
-        let id = crate::runtime::notebooks::new_notebook_id();
+        let id = crate::notebooks::rules::new_notebook_id();
         let (from, to) = (
-            self.core.notebook_dir(&source.id),
-            self.core.notebook_dir(&id),
+            self.dirs.notebook_dir(&source.id),
+            self.dirs.notebook_dir(&id),
         );
         let (uid, gid) = (config.storage.uid, config.storage.gid);
         let copy_to = to.clone();
@@ -514,8 +509,7 @@ impl Shares {
         let token = secrets::random_secret(32);
         let (nid, src) = (id.clone(), source.clone());
         let inserted = self
-            .core
-            .db()
+            .db
             .call(move |c| {
                 q::insert(
                     c,

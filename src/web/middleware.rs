@@ -219,7 +219,7 @@ pub async fn log_requests(
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     // Counted down when this future ends, also when the client goes away mid-request.
-    struct InFlight(crate::metrics::Metrics);
+    struct InFlight(crate::platform::metrics::Metrics);
     impl Drop for InFlight {
         fn drop(&mut self) {
             self.0.request_ended();
@@ -228,7 +228,7 @@ pub async fn log_requests(
     let _in_flight = req
         .app_data::<actix_web::web::Data<crate::web::AppState>>()
         .map(|s| {
-            let m = s.runtime.metrics().clone();
+            let m = s.metrics.clone();
             m.request_started();
             InFlight(m)
         });

@@ -20,12 +20,14 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub accounts: Accounts,
-    /// The shared core (health reads its reconciler pass count).
-    pub runtime: crate::runtime::Runtime,
-    pub notebooks: crate::runtime::Notebooks,
+    pub notebooks: crate::notebooks::Notebooks,
     pub shares: crate::share::Shares,
-    pub gpu_map: crate::runtime::GpuMap,
-    pub usage: crate::runtime::UsageReports,
+    pub gpu_map: crate::notebooks::GpuMap,
+    pub usage: crate::usage::UsageReports,
+    /// Its pass count (health, metrics).
+    pub reconciler: crate::notebooks::Reconciler,
+    pub telemetry: crate::gpu::telemetry::Telemetry,
+    pub metrics: crate::platform::metrics::Metrics,
     /// Notebooks on origins of their own (ports, subdomains).
     pub sites: Arc<sites::Sites>,
 }

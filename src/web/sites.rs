@@ -349,18 +349,18 @@ impl Sites {
 
     /// Follows the notebooks: a port is opened within a second of a notebook running and
     /// closed within a second of it stopping (a stop also closes it at once).
-    pub async fn follow(self: Arc<Self>, runtime: crate::runtime::Runtime) {
+    pub async fn follow(self: Arc<Self>, events: crate::notebooks::Events) {
         if self.origins.mode != OriginMode::Ports {
             return;
         }
-        let mut events = runtime.subscribe();
+        let mut events = events.subscribe();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 event = events.recv() => {
-                    if let Ok(crate::runtime::RuntimeEvent::Stopped { notebook_id }) = event {
+                    if let Ok(crate::notebooks::NotebookEvent::Stopped { notebook_id }) = event {
                         self.close(&notebook_id).await;
                     }
                 }

@@ -29,7 +29,7 @@ impl Chrome {
 
 /// "3 minutes ago", "in 2 hours"; for lists and countdowns rendered on the server.
 pub fn relative_time(ts: i64) -> String {
-    let delta = ts - crate::db::now();
+    let delta = ts - crate::clock::now();
     let (abs, past) = (delta.unsigned_abs(), delta <= 0);
     let amount = match abs {
         0..=44 => {
@@ -60,7 +60,7 @@ fn plural(n: u64, unit: &str) -> String {
 
 /// How long since `ts`: "under a minute", "5 min", "3 h 20 min", "2 days".
 pub fn duration_since(ts: i64) -> String {
-    let secs = (crate::db::now() - ts).max(0);
+    let secs = (crate::clock::now() - ts).max(0);
     match secs {
         0..=59 => "under a minute".into(),
         60..=3599 => format!("{} min", secs / 60),

@@ -354,12 +354,12 @@ pub async fn set_gpu_budget(
     // has to be a number.
     let set = match optional_number(&form.hours, |_: &f64| true) {
         Ok(hours) => state.usage.set_budget(user.id, hours).await,
-        Err(()) => Err(crate::runtime::UsageError::Invalid(format!(
+        Err(()) => Err(crate::usage::UsageError::Invalid(format!(
             "The budget must be a number of GPU-hours per month (like 40 or 12.5), or empty for none; got '{}'.",
             form.hours.trim()
         ))),
     };
-    if let Err(crate::runtime::UsageError::Invalid(message)) = set {
+    if let Err(crate::usage::UsageError::Invalid(message)) = set {
         return form_error(&admin, &state, message).await;
     }
     set?;
@@ -373,7 +373,7 @@ pub async fn set_gpu_budget(
 #[template(path = "admin_notebooks.html")]
 struct NotebooksPage {
     chrome: Chrome,
-    notebooks: Vec<crate::runtime::Notebook>,
+    notebooks: Vec<crate::notebooks::Notebook>,
     notice: Option<String>,
     /// Notebook isolation: (weaker mode?, what it means).
     isolation: (bool, String),

@@ -29,7 +29,7 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
 use actix_web::web;
 use serde::Deserialize;
 
-use crate::runtime::{AutoShutdown, CreateNotebook};
+use crate::notebooks::{AutoShutdown, CreateNotebook};
 use crate::web::AppState;
 
 #[derive(Deserialize)]

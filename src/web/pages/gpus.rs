@@ -20,7 +20,7 @@ pub async fn gpus_api(
         .json(wire::GpuList {
             gpus,
             backend: state.gpu_map.telemetry().inventory().backend(),
-            sampled_at: crate::runtime::notebooks::rfc3339(snapshot_at),
+            sampled_at: crate::clock::rfc3339(snapshot_at),
             sample_interval_seconds: state.gpu_map.telemetry().interval().as_secs_f64(),
         }))
 }

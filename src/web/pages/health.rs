@@ -16,7 +16,7 @@ pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
             status: "ok",
             version: env!("CARGO_PKG_VERSION"),
             schema_version: version,
-            reconciler_passes: state.runtime.reconciler_passes(),
+            reconciler_passes: state.reconciler.passes(),
         }))
 }
 
@@ -65,11 +65,13 @@ pub async fn metrics(
             }
         }
     }
+    let scrape =
+        crate::platform::scrape::scrape(&state.db, &state.telemetry, state.reconciler.passes())
+            .await?;
     let text = state
-        .runtime
-        .metrics_text()
-        .await
-        .map_err(WebError::internal)?;
+        .metrics
+        .encode(scrape)
+        .map_err(|_| WebError::internal("the metrics could not be encoded"))?;
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .insert_header(("cache-control", "no-store"))

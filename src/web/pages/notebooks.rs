@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::config::{ImageSpec, MachineType, AUTO_SHUTDOWN_CHOICES};
 use crate::error::{PageError, WebError};
 use crate::model::NotebookState;
-use crate::runtime::{AutoShutdown, CreateNotebook, Notebook, NotebookError, Notebooks};
+use crate::notebooks::{AutoShutdown, CreateNotebook, Notebook, NotebookError, Notebooks};
 use crate::web::extract::SessionUser;
 use crate::web::views::{relative_time, Chrome};
 use crate::web::AppState;
@@ -174,7 +174,7 @@ struct NewNotebookPage {
     choices: Vec<&'static str>,
     form: NewNotebookForm,
     error: Option<String>,
-    gpus: crate::runtime::gpus::GpuCounts,
+    gpus: crate::notebooks::gpu_map::GpuCounts,
     gpu_limit: i64,
 }
 

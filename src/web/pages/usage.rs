@@ -6,7 +6,7 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::db::now;
+use crate::clock::now;
 use crate::error::{ApiError, PageError, WebError};
 use crate::model::wire::{UsageReport, UsageRow};
 use crate::usage::{self, GroupBy, Range};

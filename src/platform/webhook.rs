@@ -128,6 +128,46 @@ fn is_invisible_format(c: char) -> bool {
         | '\u{E0000}'..='\u{E007F}')
 }
 
+/// What happened to which notebook, for [`Webhook::tell`].
+pub struct Happening<'a> {
+    pub kind: EventKind,
+    pub notebook_id: &'a str,
+    pub member: &'a str,
+    pub notebook_name: &'a str,
+    pub reason: String,
+    pub reclaim_at: Option<i64>,
+}
+
+impl Happening<'_> {
+    /// The event the receiver gets, with its one-line chat text.
+    fn event(self) -> Event {
+        let what = match self.kind {
+            EventKind::IdleWarning => "will be stopped soon",
+            EventKind::Reclaimed => "was stopped",
+            EventKind::QueuedStarted => "got its GPUs and is starting",
+        };
+        let (id, member, name) = (self.notebook_id, self.member, self.notebook_name);
+        Event {
+            event: self.kind,
+            at: crate::clock::rfc3339(crate::clock::now()),
+            notebook: EventNotebook {
+                id: id.to_string(),
+                name: name.to_string(),
+                url: format!("/notebooks/{id}"),
+            },
+            member: member.to_string(),
+            // Chat servers read `text` as markup: a notebook named "<!channel>" or
+            // "[Notebox login](http://evil.example)" must not ping or phish a channel.
+            text: chat_text(&format!(
+                "Notebox: {member}’s notebook “{name}” {what}: {}",
+                self.reason
+            )),
+            reason: self.reason,
+            reclaim_at: self.reclaim_at.map(crate::clock::rfc3339),
+        }
+    }
+}
+
 /// Hands events to the delivery task.
 #[derive(Clone)]
 pub struct Webhook {
@@ -172,6 +212,13 @@ impl Webhook {
 
     pub fn is_enabled(&self) -> bool {
         self.queue.is_some()
+    }
+
+    /// Tells the receiver, if there is one, what happened to a notebook.
+    pub fn tell(&self, happening: Happening<'_>) {
+        if self.is_enabled() {
+            self.send(happening.event());
+        }
     }
 
     /// Queues an event; never waits.

@@ -5,11 +5,15 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use std::sync::Arc;
+
+use crate::clock::rfc3339;
+use crate::config::Config;
 use crate::db::gpus as gq;
 use crate::db::notebooks as q;
-
-use super::notebooks::rfc3339;
-use super::Runtime;
+use crate::db::Db;
+use crate::gpu::telemetry::Telemetry;
+use crate::idle::{policy_for, Tracker};
 
 pub use crate::model::wire::{Gpu as GpuView, GpuProcess as ProcessView, Holder};
 
@@ -39,7 +43,10 @@ fn container_of_pid(pid: u32) -> Option<String> {
 /// The GPU map: telemetry joined with the allocations.
 #[derive(Clone)]
 pub struct GpuMap {
-    core: Runtime,
+    db: Db,
+    config: Arc<Config>,
+    telemetry: Telemetry,
+    tracker: Arc<Tracker>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,20 +56,24 @@ pub enum GpuMapError {
 }
 
 impl GpuMap {
-    pub fn new(core: Runtime) -> GpuMap {
-        GpuMap { core }
+    pub fn new(db: Db, config: Arc<Config>, telemetry: Telemetry, tracker: Arc<Tracker>) -> GpuMap {
+        GpuMap {
+            db,
+            config,
+            telemetry,
+            tracker,
+        }
     }
 
     /// The telemetry behind the map (backend, sampling interval, latest snapshot).
-    pub fn telemetry(&self) -> &crate::gpu::telemetry::Telemetry {
-        self.core.gpus()
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     pub async fn gpu_overview(&self) -> Result<Vec<GpuView>, GpuMapError> {
-        let snapshot = self.core.gpus().snapshot();
+        let snapshot = self.telemetry.snapshot();
         let (allocations, notebooks) = self
-            .core
-            .db()
+            .db
             .call(|c| Ok((gq::all(c)?, q::list_active(c)?)))
             .await?;
         let by_container: HashMap<String, String> = notebooks
@@ -76,8 +87,8 @@ impl GpuMap {
                     .iter()
                     .find(|n| n.id == a.notebook_id)
                     .and_then(|n| {
-                        self.core
-                            .activity_status(&n.id, &n.machine_id, n.idle_exempt)
+                        let policy = policy_for(&self.config, &n.machine_id, n.idle_exempt);
+                        self.tracker.status(&n.id, policy, crate::clock::now())
                     });
                 (
                     a.gpu_uuid.clone(),
@@ -87,7 +98,7 @@ impl GpuMap {
                         user: a.owner,
                         since: rfc3339(a.since),
                         since_ts: a.since,
-                        busy: status.as_ref().map(|s| s.busy),
+                        busy: status.as_ref().map(|s| s.is_busy()),
                         idle_seconds: status.as_ref().map(|s| s.idle_seconds),
                     },
                 )
@@ -141,10 +152,9 @@ impl GpuMap {
     }
 
     pub async fn gpu_counts(&self) -> Result<GpuCounts, GpuMapError> {
-        let total = self.core.gpus().uuids().len();
+        let total = self.telemetry.uuids().len();
         let (held, queued) = self
-            .core
-            .db()
+            .db
             .call(|c| Ok((gq::all(c)?.len(), gq::queue(c)?.len())))
             .await?;
         Ok(GpuCounts {

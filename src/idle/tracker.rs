@@ -15,9 +15,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::config::Reclaim;
+use crate::jupyter::{ExecutionState, Kernels, MAX_TRACKED_KERNELS};
+
+use super::policy::{describe_duration, IdleStage, Policy, Status};
 
 /// Something a member did in their notebook (seen by the proxy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,52 +59,6 @@ impl MemberAction {
     }
 }
 
-/// A kernel as Jupyter's `/api/kernels` reports it.
-#[derive(Debug, Clone)]
-pub struct KernelReading {
-    pub id: String,
-    pub name: String,
-    /// "busy", "idle", "starting", ...
-    pub execution_state: String,
-    /// Jupyter's last message time (Unix seconds), when it parses.
-    pub last_activity: Option<i64>,
-}
-
-/// Kernels kept one by one per notebook (in Jupyter's order). Past these, kernels are only
-/// counted, and the notebook is busy while any of them is: a member never loses a busy
-/// notebook to the cap, and a Jupyter listing 65 000 kernels costs a sample no more than
-/// one listing a thousand.
-pub const MAX_TRACKED_KERNELS: usize = 1000;
-
-/// The kernels of one answer from Jupyter.
-#[derive(Debug, Clone, Default)]
-pub struct Kernels {
-    /// The first `MAX_TRACKED_KERNELS` (any more are only counted, like the untracked).
-    pub tracked: Vec<KernelReading>,
-    /// How many Jupyter listed, those tracked included.
-    pub total: usize,
-    /// A kernel past the cap was busy.
-    pub untracked_busy: bool,
-}
-
-impl Kernels {
-    /// A whole list, as Jupyter answered it.
-    pub fn from_list(list: Vec<KernelReading>) -> Kernels {
-        let total = list.len();
-        let untracked_busy = list
-            .iter()
-            .skip(MAX_TRACKED_KERNELS)
-            .any(|k| k.execution_state == "busy");
-        let mut tracked = list;
-        tracked.truncate(MAX_TRACKED_KERNELS);
-        Kernels {
-            tracked,
-            total,
-            untracked_busy,
-        }
-    }
-}
-
 /// One GPU the notebook holds, at one sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpuReading {
@@ -136,13 +92,13 @@ pub struct Thresholds {
 pub struct KernelState {
     pub id: String,
     pub name: String,
-    pub state: String,
+    pub state: ExecutionState,
     pub since: i64,
 }
 
 impl KernelState {
     pub fn is_busy(&self) -> bool {
-        self.state == "busy"
+        self.state.is_busy()
     }
 }
 
@@ -194,128 +150,6 @@ struct Sample {
     cpu_counter: Option<(u64, i64)>,
     cpu_percent: Option<f64>,
     gpus: Vec<GpuReading>,
-}
-
-/// The idle policy for one notebook: its machine type's, unless an admin exempted it.
-#[derive(Debug, Clone, Copy)]
-pub struct Policy {
-    /// None: never reclaimed.
-    pub idle_timeout: Option<Duration>,
-    pub reclaim: Reclaim,
-    pub exempt: bool,
-    /// How long ahead of a reclaim to warn (at most half the timeout).
-    pub warning: Duration,
-}
-
-impl Policy {
-    fn timeout_secs(&self) -> Option<i64> {
-        if self.exempt {
-            return None;
-        }
-        self.idle_timeout.map(|t| t.as_secs().max(1) as i64)
-    }
-
-    fn warning_secs(&self) -> i64 {
-        let timeout = self.timeout_secs().unwrap_or(0);
-        (self.warning.as_secs() as i64).min(timeout / 2)
-    }
-}
-
-/// What a notebook is doing now and what will happen to it.
-#[derive(Debug, Clone)]
-pub struct Status {
-    pub busy: bool,
-    /// Unix seconds; now while busy.
-    pub idle_since: i64,
-    pub idle_seconds: i64,
-    /// When it will be stopped (policy `always`), unless someone acts first.
-    pub reclaim_at: Option<i64>,
-    /// Idle past the timeout: with `when_needed`, it may be stopped for a queued notebook.
-    pub reclaimable: bool,
-    /// The reclaim is near: pages and the webhook warn.
-    pub warning: bool,
-    /// The reclaim is due now.
-    pub due: bool,
-    pub policy: Policy,
-    /// The first `MAX_TRACKED_KERNELS` kernels (shared with the tracker: a status of a
-    /// notebook with a thousand kernels copies none).
-    pub kernels: Arc<[KernelState]>,
-    /// How many kernels Jupyter listed, those past the cap included.
-    pub kernels_total: usize,
-    pub kernels_stale: bool,
-    pub terminals: usize,
-    pub cpu_percent: Option<f64>,
-    pub gpus: Vec<GpuReading>,
-    pub last_action: Option<(MemberAction, i64)>,
-    pub sampled_at: Option<i64>,
-    /// What keeps it alive right now, in words ("kernel busy for 42 s", "GPU 0 at 90 %").
-    pub keeping_alive: Vec<String>,
-}
-
-/// "42 s", "12 min", "3 h 5 min", "2 days".
-pub fn describe_duration(secs: impl std::borrow::Borrow<i64>) -> String {
-    let secs = (*secs.borrow()).max(0);
-    match secs {
-        0..=119 => format!("{secs} s"),
-        120..=3599 => format!("{} min", secs / 60),
-        3600..=86_399 if secs % 3600 < 60 => format!("{} h", secs / 3600),
-        3600..=86_399 => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
-        86_400..=172_799 => "1 day".into(),
-        _ => format!("{} days", secs / 86_400),
-    }
-}
-
-impl Status {
-    /// Why it is idle, for the reclaim message: "no kernel running, GPU 0 at 0 %, CPU 0 %".
-    pub fn idle_signals(&self) -> String {
-        let mut parts = Vec::new();
-        let idle_kernels = self.kernels_total;
-        parts.push(match idle_kernels {
-            0 => "no kernel running".to_string(),
-            1 => "1 kernel idle".to_string(),
-            n => format!("{n} kernels idle"),
-        });
-        for g in &self.gpus {
-            match g.utilization_percent {
-                Some(u) => parts.push(format!("GPU {} at {u} %", g.index)),
-                None => parts.push("GPU utilization unknown".to_string()),
-            }
-        }
-        if let Some(cpu) = self.cpu_percent {
-            parts.push(format!("CPU {:.0} %", cpu));
-        }
-        parts.join(", ")
-    }
-
-    /// One line for lists: "busy: kernel busy for 42 s", "idle 25 min: stops in 5 min".
-    pub fn summary(&self, now: i64) -> String {
-        if self.busy {
-            return if self.keeping_alive.is_empty() {
-                "busy".into()
-            } else {
-                format!("busy: {}", self.keeping_alive.join(", "))
-            };
-        }
-        let idle = format!("idle {}", describe_duration(self.idle_seconds));
-        if self.policy.exempt {
-            return format!("{idle} · exempt from idle reclaim");
-        }
-        match (self.policy.timeout_secs(), self.policy.reclaim) {
-            (None, _) => idle,
-            (Some(_), Reclaim::Always) => match self.reclaim_at {
-                Some(at) if at <= now => format!("{idle}: stopping now"),
-                Some(at) => format!("{idle}: stops in {}", describe_duration(at - now)),
-                None => idle,
-            },
-            (Some(_), Reclaim::WhenNeeded) if self.reclaimable => {
-                format!("{idle}: stops if another notebook queues for its GPUs")
-            }
-            (Some(t), Reclaim::WhenNeeded) => format!(
-                "{idle}: after {} idle it gives its GPUs to a queued notebook",
-                describe_duration(t)
-            ),
-        }
-    }
 }
 
 /// Every running notebook's activity record.
@@ -429,7 +263,7 @@ fn next_sample(previous: &Sample, reading: Reading, t: Thresholds) -> Sample {
                     .tracked
                     .iter()
                     .skip(MAX_TRACKED_KERNELS)
-                    .any(|k| k.execution_state == "busy");
+                    .any(|k| k.execution_state.is_busy());
             let mut kernels = Vec::with_capacity(read.tracked.len().min(MAX_TRACKED_KERNELS));
             for k in read.tracked.into_iter().take(MAX_TRACKED_KERNELS) {
                 let last_message = k.last_activity.map(|t| t.min(now));
@@ -442,7 +276,7 @@ fn next_sample(previous: &Sample, reading: Reading, t: Thresholds) -> Sample {
                         last_busy = Some(last_busy.map_or(end, |b| b.max(end)));
                         end
                     }
-                    _ if k.execution_state == "busy" => now,
+                    _ if k.execution_state.is_busy() => now,
                     _ => last_message.unwrap_or(now),
                 };
                 kernels.push(KernelState {
@@ -581,15 +415,24 @@ fn status_of(r: &Record, policy: Policy, now: i64, t: Thresholds) -> Status {
     if sample.gpus_unknown {
         keeping_alive.push("its GPU's utilization cannot be read".to_string());
     }
-    let warning = known && !busy && reclaim_at.is_some_and(|at| now >= at - policy.warning_secs());
+    let stage = if busy {
+        IdleStage::Busy
+    } else if !known {
+        IdleStage::Idle
+    } else if reclaim_at.is_some_and(|at| now >= at) {
+        IdleStage::Due
+    } else if reclaimable_at.is_some_and(|at| now >= at) {
+        IdleStage::Reclaimable
+    } else if reclaim_at.is_some_and(|at| now >= at - policy.warning_secs()) {
+        IdleStage::Warning
+    } else {
+        IdleStage::Idle
+    };
     Status {
-        busy,
+        stage,
         idle_since,
         idle_seconds: now - idle_since,
         reclaim_at,
-        reclaimable: known && !busy && reclaimable_at.is_some_and(|at| now >= at),
-        warning,
-        due: known && !busy && reclaim_at.is_some_and(|at| now >= at),
         policy,
         kernels: sample.kernels.clone(),
         kernels_total: sample.kernels_total,
@@ -606,6 +449,8 @@ fn status_of(r: &Record, policy: Policy, now: i64, t: Thresholds) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jupyter::KernelReading;
+    use std::time::Duration;
 
     const T: Thresholds = Thresholds {
         gpu_percent: 10,
@@ -625,7 +470,7 @@ mod tests {
         KernelReading {
             id: "k1".into(),
             name: "python3".into(),
-            execution_state: state.into(),
+            execution_state: ExecutionState::parse(state),
             last_activity: Some(last),
         }
     }
@@ -660,7 +505,7 @@ mod tests {
                 },
             );
             let s = tracker.status("n", p, t + 2).expect("tracked");
-            assert!(s.busy && !s.due && !s.warning, "{s:?}");
+            assert!(s.is_busy() && !s.is_due() && !s.is_warning(), "{s:?}");
             assert_eq!(
                 s.keeping_alive[0],
                 format!("kernel busy for {}", describe_duration(t + 2 - 1000))
@@ -675,12 +520,12 @@ mod tests {
             },
         );
         let s = tracker.status("n", p, 100_020).expect("tracked");
-        assert!(!s.busy);
+        assert!(!s.is_busy());
         assert_eq!(s.idle_since, 100_010);
         assert_eq!(s.reclaim_at, Some(100_310));
-        assert!(!tracker.status("n", p, 100_249).expect("t").warning);
-        assert!(tracker.status("n", p, 100_250).expect("t").warning);
-        assert!(tracker.status("n", p, 100_310).expect("t").due);
+        assert!(!tracker.status("n", p, 100_249).expect("t").is_warning());
+        assert!(tracker.status("n", p, 100_250).expect("t").is_warning());
+        assert!(tracker.status("n", p, 100_310).expect("t").is_due());
         assert_eq!(
             tracker.status("n", p, 100_310).expect("t").idle_signals(),
             "1 kernel idle"
@@ -705,7 +550,7 @@ mod tests {
                 ..reading(1000)
             },
         );
-        assert!(tracker.status("n", p, 1000).expect("t").busy);
+        assert!(tracker.status("n", p, 1000).expect("t").is_busy());
         tracker.observe(
             "n",
             Reading {
@@ -714,11 +559,11 @@ mod tests {
             },
         );
         let s = tracker.status("n", p, 1105).expect("t");
-        assert!(s.due, "{s:?}");
+        assert!(s.is_due(), "{s:?}");
         assert_eq!(s.idle_signals(), "no kernel running, GPU 0 at 0 %");
         tracker.member_acted("n", MemberAction::Execute, 1104);
         let s = tracker.status("n", p, 1105).expect("t");
-        assert!(!s.due && s.reclaim_at == Some(1204), "{s:?}");
+        assert!(!s.is_due() && s.reclaim_at == Some(1204), "{s:?}");
         // CPU: 2 s of CPU time in 4 s of wall time = 50 % of a core.
         tracker.observe(
             "n",
@@ -735,7 +580,7 @@ mod tests {
             },
         );
         let s = tracker.status("n", p, 2004).expect("t");
-        assert!(s.busy);
+        assert!(s.is_busy());
         assert_eq!(s.cpu_percent.map(|c| c.round()), Some(50.0));
         tracker.observe(
             "n",
@@ -745,7 +590,7 @@ mod tests {
             },
         );
         let s = tracker.status("n", p, 2014).expect("t");
-        assert!(!s.busy && s.idle_since == 2004, "{s:?}");
+        assert!(!s.is_busy() && s.idle_since == 2004, "{s:?}");
     }
 
     #[test]
@@ -757,16 +602,16 @@ mod tests {
             ..policy(10, Reclaim::Always)
         };
         let s = tracker.status("n", never, 99_999).expect("t");
-        assert!(!s.due && !s.warning && s.reclaim_at.is_none());
+        assert!(!s.is_due() && !s.is_warning() && s.reclaim_at.is_none());
         let needed = policy(10, Reclaim::WhenNeeded);
         let s = tracker.status("n", needed, 1011).expect("t");
-        assert!(!s.due && s.reclaimable && s.reclaim_at.is_none());
+        assert!(!s.is_due() && s.is_reclaimable() && s.reclaim_at.is_none());
         let exempt = Policy {
             exempt: true,
             ..policy(10, Reclaim::Always)
         };
         let s = tracker.status("n", exempt, 99_999).expect("t");
-        assert!(!s.due && !s.reclaimable);
+        assert!(!s.is_due() && !s.is_reclaimable());
         assert!(s.summary(99_999).contains("exempt"));
         // Unanswered Jupyter: the busy kernel it reported last still counts.
         tracker.observe(
@@ -783,12 +628,10 @@ mod tests {
                 ..reading(2000)
             },
         );
-        assert!(
-            tracker
-                .status("m", policy(10, Reclaim::Always), 2000)
-                .expect("t")
-                .busy
-        );
+        assert!(tracker
+            .status("m", policy(10, Reclaim::Always), 2000)
+            .expect("t")
+            .is_busy());
         // Never answered, or not sampled yet: idle, but never reclaimed on that.
         tracker.observe(
             "j",
@@ -800,14 +643,12 @@ mod tests {
         let s = tracker
             .status("j", policy(10, Reclaim::Always), 5000)
             .expect("t");
-        assert!(!s.busy && !s.due && !s.warning, "{s:?}");
+        assert!(!s.is_busy() && !s.is_due() && !s.is_warning(), "{s:?}");
         tracker.member_acted("a", MemberAction::Open, 1000);
-        assert!(
-            !tracker
-                .status("a", policy(10, Reclaim::Always), 5000)
-                .expect("t")
-                .due
-        );
+        assert!(!tracker
+            .status("a", policy(10, Reclaim::Always), 5000)
+            .expect("t")
+            .is_due());
         // A warning is given once per idle period.
         assert!(tracker.mark_warned("n", 1000));
         assert!(!tracker.mark_warned("n", 1000));
@@ -823,7 +664,7 @@ mod tests {
             .map(|i| KernelReading {
                 id: format!("{i:06}"),
                 name: String::new(),
-                execution_state: if i + 1 == n { last } else { "idle" }.into(),
+                execution_state: ExecutionState::parse(if i + 1 == n { last } else { "idle" }),
                 last_activity: None,
             })
             .collect()
@@ -845,7 +686,7 @@ mod tests {
         let s = tracker.status("n", p, 1001).expect("tracked");
         assert_eq!(s.kernels.len(), MAX_TRACKED_KERNELS);
         assert_eq!(s.kernels_total, 65_000);
-        assert!(s.busy && !s.due, "{:?}", s.keeping_alive);
+        assert!(s.is_busy() && !s.is_due(), "{:?}", s.keeping_alive);
         assert_eq!(s.keeping_alive, ["64000 more kernels, at least one busy"]);
         assert_eq!(s.idle_signals(), "65000 kernels idle");
         // The busy one finishes: idle since the last sample that saw it busy.
@@ -857,7 +698,11 @@ mod tests {
             },
         );
         let s = tracker.status("n", p, 1005).expect("tracked");
-        assert!(!s.busy && s.idle_since == 1001, "{:?}", s.keeping_alive);
+        assert!(
+            !s.is_busy() && s.idle_since == 1001,
+            "{:?}",
+            s.keeping_alive
+        );
         // Tracked kernels keep their clocks across samples.
         assert!(
             s.kernels.iter().all(|k| k.since == 1000),
@@ -895,7 +740,7 @@ mod tests {
             .status("n", policy(10, Reclaim::Always), 1005)
             .expect("tracked");
         assert_eq!(s.kernels.len(), MAX_TRACKED_KERNELS);
-        assert!(s.busy, "the busy kernel past the cap counts");
+        assert!(s.is_busy(), "the busy kernel past the cap counts");
     }
 
     #[test]

@@ -3,13 +3,15 @@
 
 use std::collections::HashMap;
 
-use crate::auth::User;
-use crate::db::{now, DbError};
-use crate::model::wire::{BudgetView, UsageReport, UsageRow};
-use crate::usage::{self, Budget, GroupBy, Range, Row};
+use std::sync::Arc;
 
-use super::notebooks::rfc3339;
-use super::Runtime;
+use crate::auth::User;
+use crate::clock::{now, rfc3339};
+use crate::config::{Config, OverBudget};
+use crate::db::{Db, DbError};
+use crate::model::wire::{BudgetView, UsageReport, UsageRow};
+
+use super::ledger::{self as usage, Budget, GroupBy, Range, Row};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
@@ -23,7 +25,8 @@ pub enum UsageError {
 
 #[derive(Clone)]
 pub struct UsageReports {
-    core: Runtime,
+    db: Db,
+    config: Arc<Config>,
 }
 
 fn round3(x: f64) -> f64 {
@@ -52,8 +55,8 @@ fn view(row: Row, group: Option<GroupBy>) -> UsageRow {
 }
 
 impl UsageReports {
-    pub fn new(core: Runtime) -> UsageReports {
-        UsageReports { core }
+    pub fn new(db: Db, config: Arc<Config>) -> UsageReports {
+        UsageReports { db, config }
     }
 
     /// The report over `range`: everyone's for admins, only their own for members.
@@ -66,8 +69,7 @@ impl UsageReports {
         let only = (!caller.is_admin).then_some(caller.id);
         let t = now();
         let (rows, totals) = self
-            .core
-            .db()
+            .db
             .call(move |c| {
                 let intervals = crate::db::usage::overlapping(c, range.from, range.to, only)?;
                 usage::report(&intervals, range.from, range.to, t, group, |id, a, b| {
@@ -94,8 +96,7 @@ impl UsageReports {
         let only = (!caller.is_admin).then_some(caller.id);
         let t = now();
         Ok(self
-            .core
-            .db()
+            .db
             .call(move |c| {
                 let intervals = crate::db::usage::overlapping(c, range.from, range.to, only)?;
                 let mut by_member: std::collections::BTreeMap<String, Vec<_>> =
@@ -126,8 +127,7 @@ impl UsageReports {
     pub async fn budget(&self, user_id: i64) -> Result<Option<BudgetView>, UsageError> {
         let since = usage::month_start(now());
         let found = self
-            .core
-            .db()
+            .db
             .call(move |c| {
                 let Some(hours) = crate::db::users::gpu_hours_budget(c, user_id)? else {
                     return Ok(None);
@@ -139,7 +139,7 @@ impl UsageReports {
                 }))
             })
             .await?;
-        let blocks = self.core.config().usage.over_budget == crate::config::OverBudget::Block;
+        let blocks = self.config.usage.over_budget == OverBudget::Block;
         Ok(found.map(|b| BudgetView {
             gpu_hours_budget: b.hours,
             gpu_hours_used: round3(b.used_hours),
@@ -160,8 +160,7 @@ impl UsageReports {
             }
         }
         let found = self
-            .core
-            .db()
+            .db
             .call(move |c| crate::db::users::set_gpu_hours_budget(c, user_id, hours))
             .await?;
         if found {
@@ -174,8 +173,7 @@ impl UsageReports {
     /// Every member's budget (admin page).
     pub async fn budgets(&self) -> Result<HashMap<i64, f64>, UsageError> {
         Ok(self
-            .core
-            .db()
+            .db
             .call(|c| crate::db::users::gpu_hours_budgets(c))
             .await?)
     }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::db::usage::Interval;
+use crate::model::UsageInterval as Interval;
 
 const DAY: i64 = 86_400;
 const HOUR: i64 = 3600;

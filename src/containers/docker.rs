@@ -1,33 +1,28 @@
-//! The Docker engine, through bollard. Only what notebooks need; every call is scoped to
-//! containers carrying this instance's label.
+//! Docker, through bollard: the `Backend` Notebox runs on. Connects on first use (and
+//! again after a failure), negotiating the API version with the engine. bollard's types
+//! stay in this file.
 
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerSummaryStateEnum, EventMessage, NetworkCreateRequest,
+    ContainerCreateBody, ContainerSummaryStateEnum, DeviceRequest, HostConfig, HostConfigLogConfig,
+    NetworkCreateRequest, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptions, ListContainersOptions,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
-use futures_util::{Stream, StreamExt};
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use tokio::sync::RwLock;
 
-pub const LABEL_NOTEBOOK: &str = "io.notebox.notebook";
-pub const LABEL_INSTANCE: &str = "io.notebox.instance";
-pub const LABEL_OWNER: &str = "io.notebox.owner";
-
-#[derive(Debug, thiserror::Error)]
-pub enum DockerError {
-    #[error("cannot reach Docker: {0}")]
-    Unreachable(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("Docker: {0}")]
-    Other(String),
-}
+use super::tail::TailBuffer;
+use super::{
+    Backend, ContainerSpec, ContainerState, ContainerStatus, EngineError as DockerError,
+    EngineEvent, EventStream, LogTail, OurContainer, PullProgress, LABEL_INSTANCE, LABEL_NOTEBOOK,
+};
 
 impl From<bollard::errors::Error> for DockerError {
     fn from(e: bollard::errors::Error) -> DockerError {
@@ -51,70 +46,35 @@ impl From<bollard::errors::Error> for DockerError {
     }
 }
 
-/// One of our containers, as `docker ps -a` sees it.
-#[derive(Debug, Clone)]
-pub struct OurContainer {
-    pub id: String,
-    pub notebook_id: String,
-    pub running: bool,
-    pub state: Option<ContainerSummaryStateEnum>,
-}
-
-impl OurContainer {
-    /// Exited or dead: it cannot be started again, only removed.
-    pub fn is_finished(&self) -> bool {
-        matches!(
-            self.state,
-            Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD)
-        )
+fn container_state(state: Option<ContainerSummaryStateEnum>) -> ContainerState {
+    use ContainerSummaryStateEnum as S;
+    match state {
+        Some(S::CREATED) => ContainerState::Created,
+        Some(S::RUNNING) => ContainerState::Running,
+        Some(S::PAUSED) => ContainerState::Paused,
+        Some(S::RESTARTING) => ContainerState::Restarting,
+        Some(S::REMOVING) => ContainerState::Removing,
+        Some(S::EXITED) => ContainerState::Exited,
+        Some(S::DEAD) => ContainerState::Dead,
+        _ => ContainerState::Unknown,
     }
-
-    /// Created or running: an interrupted start can carry on with it.
-    pub fn is_reusable(&self) -> bool {
-        matches!(
-            self.state,
-            Some(ContainerSummaryStateEnum::CREATED | ContainerSummaryStateEnum::RUNNING)
-        )
-    }
-}
-
-/// What `docker inspect` tells about a container that matters to us.
-#[derive(Debug, Clone)]
-pub struct ContainerStatus {
-    pub running: bool,
-    pub exit_code: Option<i64>,
-    pub oom_killed: bool,
-    pub error: String,
-    pub ip: Option<String>,
-    /// The container's first process, as the host sees it (to find its cgroup).
-    pub pid: Option<u32>,
-    /// When it stopped (Unix seconds), if it has.
-    pub finished_at: Option<i64>,
-}
-
-/// Progress of one image pull, summed over its layers.
-#[derive(Debug, Default, Clone)]
-pub struct PullProgress {
-    pub layers: usize,
-    pub layers_done: usize,
-    pub bytes_done: i64,
-    pub bytes_total: i64,
 }
 
 /// The notebook network's default name, and the host interface it gets.
 pub const DEFAULT_NETWORK: &str = "notebox";
 pub const DEFAULT_BRIDGE: &str = "notebox0";
 
+/// A connected Docker client, scoped to one instance's containers.
 #[derive(Clone)]
-pub struct DockerEngine {
+struct DockerClient {
     docker: Docker,
     instance: String,
 }
 
-impl DockerEngine {
+impl DockerClient {
     /// Connects (socket from config, else DOCKER_HOST or the default socket) and
     /// negotiates the API version with the engine.
-    pub async fn connect(socket: &str, instance: &str) -> Result<DockerEngine, DockerError> {
+    async fn connect(socket: &str, instance: &str) -> Result<DockerClient, DockerError> {
         let docker = if socket.is_empty() {
             Docker::connect_with_defaults()
         } else {
@@ -125,18 +85,14 @@ impl DockerEngine {
             .negotiate_version()
             .await
             .map_err(|e| DockerError::Unreachable(e.to_string()))?;
-        Ok(DockerEngine {
+        Ok(DockerClient {
             docker,
             instance: instance.to_string(),
         })
     }
 
-    pub fn instance(&self) -> &str {
-        &self.instance
-    }
-
     /// Engine version and API version, for logs and `notebox doctor`.
-    pub async fn version(&self) -> Result<(String, String), DockerError> {
+    async fn version(&self) -> Result<(String, String), DockerError> {
         let v = self.docker.version().await?;
         Ok((
             v.version.unwrap_or_default(),
@@ -145,7 +101,7 @@ impl DockerEngine {
     }
 
     /// Names of the container runtimes the engine knows (runc, nvidia, ...).
-    pub async fn info_runtimes(&self) -> Result<Vec<String>, DockerError> {
+    async fn info_runtimes(&self) -> Result<Vec<String>, DockerError> {
         let info = self.docker.info().await?;
         let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
         names.sort();
@@ -154,7 +110,7 @@ impl DockerEngine {
 
     /// Creates the private bridge network if it is missing. Notebooks on it cannot reach
     /// each other (inter-container traffic is off); notebox reaches them from the host.
-    pub async fn ensure_network(&self, name: &str) -> Result<(), DockerError> {
+    async fn ensure_network(&self, name: &str) -> Result<(), DockerError> {
         match self
             .docker
             .inspect_network(
@@ -214,7 +170,7 @@ impl DockerEngine {
         }
     }
 
-    pub async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
+    async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(e) => match DockerError::from(e) {
@@ -225,10 +181,10 @@ impl DockerEngine {
     }
 
     /// Pulls an image, calling `progress` as layers move.
-    pub async fn pull_image(
+    async fn pull_image(
         &self,
         image: &str,
-        mut progress: impl FnMut(&PullProgress),
+        progress: &mut (dyn FnMut(&PullProgress) + Send),
     ) -> Result<(), DockerError> {
         let (repo, tag) = split_image(image);
         let options = CreateImageOptionsBuilder::new()
@@ -272,7 +228,7 @@ impl DockerEngine {
     }
 
     /// All containers of this instance, running or not.
-    pub async fn list_ours(&self) -> Result<Vec<OurContainer>, DockerError> {
+    async fn list_ours(&self) -> Result<Vec<OurContainer>, DockerError> {
         let options = ListContainersOptions {
             all: true,
             filters: Some(HashMap::from([(
@@ -290,7 +246,7 @@ impl DockerEngine {
                     id: c.id?,
                     notebook_id,
                     running: matches!(c.state, Some(ContainerSummaryStateEnum::RUNNING)),
-                    state: c.state,
+                    state: container_state(c.state),
                 })
             })
             .collect())
@@ -298,11 +254,10 @@ impl DockerEngine {
 
     /// Creates a container; if one of that name exists already (a start interrupted by a
     /// crash), returns that one's id instead of making a second.
-    pub async fn create_container(
-        &self,
-        name: &str,
-        body: ContainerCreateBody,
-    ) -> Result<String, DockerError> {
+    async fn create_container(&self, spec: ContainerSpec) -> Result<String, DockerError> {
+        let name = spec.name.clone();
+        let name = name.as_str();
+        let body = create_body(spec);
         let options = CreateContainerOptionsBuilder::new().name(name).build();
         match self.docker.create_container(Some(options), body).await {
             Ok(r) => Ok(r.id),
@@ -324,7 +279,7 @@ impl DockerEngine {
         }
     }
 
-    pub async fn start_container(&self, id: &str) -> Result<(), DockerError> {
+    async fn start_container(&self, id: &str) -> Result<(), DockerError> {
         match self
             .docker
             .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
@@ -339,7 +294,7 @@ impl DockerEngine {
         }
     }
 
-    pub async fn inspect(&self, id: &str, network: &str) -> Result<ContainerStatus, DockerError> {
+    async fn inspect(&self, id: &str, network: &str) -> Result<ContainerStatus, DockerError> {
         let c = self
             .docker
             .inspect_container(
@@ -368,17 +323,13 @@ impl DockerEngine {
             finished_at: state
                 .finished_at
                 .as_deref()
-                .and_then(|t| {
-                    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                        .ok()
-                })
-                .map(|t| t.unix_timestamp())
+                .and_then(crate::clock::parse_rfc3339)
                 .filter(|t| *t > 0),
         })
     }
 
     /// The container's cumulative CPU time in nanoseconds, from one stats reading.
-    pub async fn cpu_usage_ns(&self, id: &str) -> Result<Option<u64>, DockerError> {
+    async fn cpu_usage_ns(&self, id: &str) -> Result<Option<u64>, DockerError> {
         let options = bollard::query_parameters::StatsOptionsBuilder::new()
             .stream(false)
             .one_shot(true)
@@ -396,7 +347,7 @@ impl DockerEngine {
 
     /// Stops (SIGTERM, then SIGKILL after `grace_secs`) and removes a container. A container
     /// that is already gone is not an error.
-    pub async fn stop_and_remove(&self, id: &str, grace_secs: i32) -> Result<(), DockerError> {
+    async fn stop_and_remove(&self, id: &str, grace_secs: i32) -> Result<(), DockerError> {
         let stop = StopContainerOptionsBuilder::new().t(grace_secs).build();
         match self.docker.stop_container(id, Some(stop)).await {
             Ok(()) => {}
@@ -426,7 +377,7 @@ impl DockerEngine {
     /// `max_bytes` of them. The engine reads the tail from the end of its log file; what it
     /// sends is streamed through a buffer that keeps only the last `max_bytes`, so a
     /// container that logs long lines costs at most twice that much memory per read.
-    pub async fn logs_tail(
+    async fn logs_tail(
         &self,
         id: &str,
         tail: usize,
@@ -452,7 +403,7 @@ impl DockerEngine {
     }
 
     /// Container events of this instance that need the reconciler: exits and removals.
-    pub fn events(&self) -> impl Stream<Item = Result<EventMessage, DockerError>> {
+    fn events(&self) -> BoxStream<'static, Result<EngineEvent, DockerError>> {
         let options = EventsOptions {
             filters: Some(HashMap::from([
                 ("type".to_string(), vec!["container".to_string()]),
@@ -472,62 +423,180 @@ impl DockerEngine {
         };
         self.docker
             .events(Some(options))
-            .map(|e| e.map_err(DockerError::from))
+            .map(|e| {
+                e.map(|m| EngineEvent {
+                    action: m.action.unwrap_or_default(),
+                })
+                .map_err(DockerError::from)
+            })
+            .boxed()
     }
 }
 
-/// The end of a container's log.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LogTail {
-    pub text: String,
-    /// Older lines were left out to stay within the byte budget.
-    pub truncated: bool,
+/// The create request for a notebook's container: the spec, plus the hardening every
+/// notebook gets.
+fn create_body(spec: ContainerSpec) -> ContainerCreateBody {
+    let binds = spec
+        .mounts
+        .iter()
+        .map(|m| {
+            let mode = if m.read_only { "ro" } else { "rw" };
+            format!("{}:{}:{mode}", m.host.display(), m.container)
+        })
+        .collect();
+    let device_requests = (!spec.gpu_devices.is_empty()).then(|| {
+        vec![DeviceRequest {
+            driver: Some("nvidia".into()),
+            device_ids: Some(spec.gpu_devices.clone()),
+            capabilities: Some(vec![vec!["gpu".into()]]),
+            ..Default::default()
+        }]
+    });
+    let host_config = HostConfig {
+        binds: Some(binds),
+        network_mode: Some(spec.network),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        pids_limit: Some(spec.pids_limit),
+        memory: Some(spec.memory_bytes),
+        // No swap beyond the memory limit.
+        memory_swap: Some(spec.memory_bytes),
+        nano_cpus: Some(spec.nano_cpus),
+        shm_size: Some(spec.shm_bytes),
+        init: Some(true),
+        privileged: Some(false),
+        publish_all_ports: Some(false),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), "10m".to_string()),
+                ("max-file".to_string(), "2".to_string()),
+            ])),
+        }),
+        device_requests,
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image),
+        cmd: Some(spec.command),
+        env: Some(spec.env),
+        user: Some(spec.user),
+        working_dir: Some(spec.working_dir),
+        labels: Some(spec.labels.into_iter().collect()),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
 }
 
-/// Keeps the last `max` bytes of what goes through it, in at most twice that much memory;
-/// when it had to leave something out, the answer starts at a whole line.
-struct TailBuffer {
-    bytes: Vec<u8>,
-    max: usize,
-    dropped: bool,
+/// Docker as Notebox's container backend. Connects on first use; a failed connection is
+/// tried again on the next call.
+pub struct DockerBackend {
+    socket: String,
+    instance: String,
+    client: RwLock<Option<DockerClient>>,
 }
 
-impl TailBuffer {
-    fn new(max: usize) -> TailBuffer {
-        TailBuffer {
-            bytes: Vec::new(),
-            max,
-            dropped: false,
+impl DockerBackend {
+    /// `socket`: the config's `docker.socket` (empty: DOCKER_HOST or the default socket).
+    /// `instance`: this installation's id, on the label of every container it makes.
+    pub fn new(socket: &str, instance: &str) -> DockerBackend {
+        DockerBackend {
+            socket: socket.to_string(),
+            instance: instance.to_string(),
+            client: RwLock::new(None),
         }
     }
 
-    fn push(&mut self, chunk: &[u8]) {
-        self.bytes.extend_from_slice(chunk);
-        if self.bytes.len() > 2 * self.max {
-            self.keep_last();
+    async fn client(&self) -> Result<DockerClient, DockerError> {
+        if let Some(c) = self.client.read().await.as_ref() {
+            return Ok(c.clone());
         }
+        let mut slot = self.client.write().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let client = DockerClient::connect(&self.socket, &self.instance).await?;
+        match client.version().await {
+            Ok((version, api)) => tracing::info!(%version, %api, "connected to Docker"),
+            Err(e) => tracing::warn!(error = %e, "Docker answered but not its version"),
+        }
+        *slot = Some(client.clone());
+        Ok(client)
+    }
+}
+
+impl Backend for DockerBackend {
+    fn version(&self) -> BoxFuture<'_, Result<(String, String), DockerError>> {
+        Box::pin(async move { self.client().await?.version().await })
     }
 
-    fn keep_last(&mut self) {
-        let cut = self.bytes.len().saturating_sub(self.max);
-        if cut > 0 {
-            self.bytes.drain(..cut);
-            self.dropped = true;
-        }
+    fn runtimes(&self) -> BoxFuture<'_, Result<Vec<String>, DockerError>> {
+        Box::pin(async move { self.client().await?.info_runtimes().await })
     }
 
-    fn finish(mut self) -> LogTail {
-        self.keep_last();
-        if self.dropped {
-            // The cut fell inside a line (or a character): start after it.
-            if let Some(newline) = self.bytes.iter().position(|b| *b == b'\n') {
-                self.bytes.drain(..=newline);
-            }
-        }
-        LogTail {
-            text: String::from_utf8_lossy(&self.bytes).into_owned(),
-            truncated: self.dropped,
-        }
+    fn ensure_network<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), DockerError>> {
+        Box::pin(async move { self.client().await?.ensure_network(name).await })
+    }
+
+    fn image_exists<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<bool, DockerError>> {
+        Box::pin(async move { self.client().await?.image_exists(image).await })
+    }
+
+    fn pull_image<'a>(
+        &'a self,
+        image: &'a str,
+        progress: &'a mut (dyn FnMut(&PullProgress) + Send),
+    ) -> BoxFuture<'a, Result<(), DockerError>> {
+        Box::pin(async move { self.client().await?.pull_image(image, progress).await })
+    }
+
+    fn list_ours(&self) -> BoxFuture<'_, Result<Vec<OurContainer>, DockerError>> {
+        Box::pin(async move { self.client().await?.list_ours().await })
+    }
+
+    fn create(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<String, DockerError>> {
+        Box::pin(async move { self.client().await?.create_container(spec).await })
+    }
+
+    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DockerError>> {
+        Box::pin(async move { self.client().await?.start_container(id).await })
+    }
+
+    fn inspect<'a>(
+        &'a self,
+        id: &'a str,
+        network: &'a str,
+    ) -> BoxFuture<'a, Result<ContainerStatus, DockerError>> {
+        Box::pin(async move { self.client().await?.inspect(id, network).await })
+    }
+
+    fn cpu_usage_ns<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<u64>, DockerError>> {
+        Box::pin(async move { self.client().await?.cpu_usage_ns(id).await })
+    }
+
+    fn stop_and_remove<'a>(
+        &'a self,
+        id: &'a str,
+        grace_secs: i32,
+    ) -> BoxFuture<'a, Result<(), DockerError>> {
+        Box::pin(async move { self.client().await?.stop_and_remove(id, grace_secs).await })
+    }
+
+    fn logs_tail<'a>(
+        &'a self,
+        id: &'a str,
+        tail: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<LogTail, DockerError>> {
+        Box::pin(async move { self.client().await?.logs_tail(id, tail, max_bytes).await })
+    }
+
+    fn events(&self) -> BoxFuture<'_, Result<EventStream, DockerError>> {
+        Box::pin(async move { Ok(self.client().await?.events()) })
     }
 }
 
@@ -545,37 +614,67 @@ pub fn split_image(image: &str) -> (&str, &str) {
 
 #[cfg(test)]
 mod tests {
-    use super::{split_image, LogTail, TailBuffer};
+    use super::*;
+    use crate::containers::Mount;
 
-    fn tail_of(chunks: &[&str], max: usize) -> LogTail {
-        let mut buffer = TailBuffer::new(max);
-        for c in chunks {
-            buffer.push(c.as_bytes());
-            assert!(buffer.bytes.len() <= 2 * max + c.len());
+    fn spec(gpu_devices: Vec<String>) -> ContainerSpec {
+        ContainerSpec {
+            name: "notebox-i-abc123".into(),
+            image: "img:1".into(),
+            command: vec!["jupyter-lab".into()],
+            env: vec!["NOTEBOX=1".into()],
+            labels: [("io.notebox.notebook".to_string(), "abc123".to_string())].into(),
+            user: "1000:100".into(),
+            working_dir: "/notebooks".into(),
+            mounts: vec![
+                Mount {
+                    host: "/d/storage/alice".into(),
+                    container: "/storage".into(),
+                    read_only: false,
+                },
+                Mount {
+                    host: "/d/datasets".into(),
+                    container: "/datasets".into(),
+                    read_only: true,
+                },
+            ],
+            network: "notebox".into(),
+            memory_bytes: 4096 * 1024 * 1024,
+            nano_cpus: 2_000_000_000,
+            pids_limit: 1024,
+            shm_bytes: 64 * 1024 * 1024,
+            gpu_devices,
         }
-        buffer.finish()
     }
 
     #[test]
-    fn log_tails_keep_the_last_whole_lines_within_the_budget() {
-        let whole = tail_of(&["a\n", "b\n"], 10);
-        assert_eq!(whole.text, "a\nb\n");
-        assert!(!whole.truncated);
-        let exact = tail_of(&["0123456\n", "89\n"], 11);
-        assert_eq!(
-            (exact.text.as_str(), exact.truncated),
-            ("0123456\n89\n", false)
-        );
-        let lines: Vec<String> = (0..1000).map(|i| format!("line {i:04}\n")).collect();
-        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-        let cut = tail_of(&refs, 35);
-        assert!(cut.truncated);
-        assert_eq!(cut.text, "line 0997\nline 0998\nline 0999\n");
-        // One line longer than the budget: its end, lossily decoded.
-        let long = tail_of(&["ééééé"], 5);
-        assert!(long.truncated);
-        assert!(long.text.ends_with("éé"), "{:?}", long.text);
-        assert!(long.text.len() <= 5 + 2, "{:?}", long.text);
+    fn containers_are_hardened() {
+        let body = create_body(spec(Vec::new()));
+        let hc = body.host_config.expect("host config");
+        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
+        assert!(hc.security_opt.expect("secopt")[0].starts_with("no-new-privileges"));
+        assert_eq!(hc.privileged, Some(false));
+        assert!(hc.pids_limit.is_some() && hc.memory == Some(4096 * 1024 * 1024));
+        assert_eq!(hc.memory_swap, hc.memory);
+        assert!(hc.port_bindings.is_none());
+        assert!(hc.device_requests.is_none());
+        let binds = hc.binds.expect("binds");
+        assert!(binds.iter().all(|b| !b.contains("docker.sock")));
+        assert!(binds.contains(&"/d/datasets:/datasets:ro".to_string()));
+        assert!(binds.contains(&"/d/storage/alice:/storage:rw".to_string()));
+        assert_eq!(body.user.as_deref(), Some("1000:100"));
+    }
+
+    #[test]
+    fn gpus_go_through_the_nvidia_device_request() {
+        let gpus = vec!["GPU-a".to_string(), "GPU-b".to_string()];
+        let dr = create_body(spec(gpus.clone()))
+            .host_config
+            .expect("hc")
+            .device_requests
+            .expect("device request");
+        assert_eq!(dr[0].device_ids.as_deref(), Some(&gpus[..]));
+        assert_eq!(dr[0].driver.as_deref(), Some("nvidia"));
     }
 
     #[test]

@@ -1,14 +1,17 @@
-//! Exclusive GPU allocation. Runs inside one database transaction that also moves the
-//! notebook to `starting` (or `queued`): the `gpu_allocations` primary key, not memory,
-//! guarantees that no GPU is ever given twice.
+//! Where a notebook that should run goes: starting with its GPUs, queued, or refused; and
+//! the queue moving up. Exclusive GPU allocation runs inside one (immediate) transaction
+//! that also moves the notebook to `starting` (or `queued`): the `gpu_allocations`
+//! primary key, not memory, guarantees that no GPU is ever given twice.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
-use crate::db::gpus as q;
-use crate::db::DbError;
+use super::gpus as q;
+use super::notebooks::{self as nq, NewNotebook, NotebookRow, Transition};
+use super::DbError;
 
-pub struct PlacementRequest<'a> {
-    pub notebook_id: &'a str,
+#[derive(Debug, Clone)]
+pub struct PlacementRequest {
+    pub notebook_id: String,
     pub owner_id: i64,
     pub gpu_count: i64,
     /// The most GPUs this user may hold or wait for at once.
@@ -16,7 +19,7 @@ pub struct PlacementRequest<'a> {
     /// Queue when GPUs are busy (else refuse).
     pub queue: bool,
     /// Every GPU of the workstation, in index order.
-    pub gpus: &'a [String],
+    pub gpus: Vec<String>,
     /// Refuse GPU notebooks of members over their monthly GPU-hour budget (from this
     /// month's start, Unix seconds); None: budgets only warn.
     pub block_over_budget_since: Option<i64>,
@@ -92,20 +95,69 @@ fn describe_holders(conn: &Connection) -> Result<String, DbError> {
     Ok(format!("Held by {list}. "))
 }
 
+/// Inserts a new notebook and places it, in one transaction: a refused notebook is not
+/// created at all (nothing to roll back by hand). Returns it as stored, once placed.
+pub fn create_and_place(
+    conn: &mut Connection,
+    notebook: &NewNotebook,
+    req: &PlacementRequest,
+) -> Result<Result<(Option<NotebookRow>, Placement), Refusal>, DbError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    nq::insert(&tx, notebook)?;
+    let placement = match place(&tx, req)? {
+        Ok(p) => p,
+        Err(refusal) => return Ok(Err(refusal)), // dropped: rolled back, nothing created
+    };
+    let row = nq::by_id(&tx, &req.notebook_id)?;
+    tx.commit()?;
+    Ok(Ok((row, placement)))
+}
+
+/// Places a stopped or failed notebook (started, restarted or forked again), in one
+/// transaction: its pending restart and notice are dropped. None when it is no longer at
+/// rest (it moved meanwhile); a refusal changes nothing.
+pub fn place_stopped(
+    conn: &mut Connection,
+    req: &PlacementRequest,
+) -> Result<Option<Result<Placement, Refusal>>, DbError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let id = req.notebook_id.as_str();
+    if !nq::by_id(&tx, id)?.is_some_and(|r| r.state.can_start()) {
+        return Ok(None);
+    }
+    nq::set_restart_requested(&tx, id, false)?;
+    nq::set_notice(&tx, id, None)?;
+    let placed = place(&tx, req)?;
+    if placed.is_ok() {
+        tx.commit()?;
+    }
+    Ok(Some(placed))
+}
+
+/// Starts queued notebooks whose GPUs came free, first come first served, in one
+/// (immediate) transaction; see `admit_queued_within_budgets`. Returns those started.
+pub fn admit_queued_now(
+    conn: &mut Connection,
+    gpus: &[String],
+    block_over_budget_since: Option<i64>,
+) -> Result<Vec<String>, DbError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let started = admit_queued_within_budgets(&tx, gpus, block_over_budget_since)?;
+    tx.commit()?;
+    Ok(started)
+}
+
 /// Decides where a notebook that should run goes: starting with GPUs, queued, or refused.
 /// Call inside a transaction.
-pub fn place(
-    conn: &Connection,
-    req: &PlacementRequest,
-) -> Result<Result<Placement, Refusal>, DbError> {
+fn place(conn: &Connection, req: &PlacementRequest) -> Result<Result<Placement, Refusal>, DbError> {
     if let Some(limit) = req.running_limit {
-        let active = crate::db::notebooks::active_count_of(conn, req.owner_id, req.notebook_id)?;
+        let active = crate::db::notebooks::active_count_of(conn, req.owner_id, &req.notebook_id)?;
         if active >= limit {
             return Ok(Err(Refusal::TooManyRunning { limit, active }));
         }
     }
     if req.gpu_count <= 0 {
-        q::mark_starting(conn, req.notebook_id)?;
+        q::mark_starting(conn, &req.notebook_id)?;
         return Ok(Ok(Placement::Starting(Vec::new())));
     }
     let total = req.gpus.len();
@@ -116,11 +168,11 @@ pub fn place(
         }));
     }
     if let Some(since) = req.block_over_budget_since {
-        if let Some(refusal) = over_budget(conn, req.notebook_id, since)? {
+        if let Some(refusal) = over_budget(conn, &req.notebook_id, since)? {
             return Ok(Err(refusal));
         }
     }
-    let held = q::user_demand(conn, req.owner_id, req.notebook_id)?;
+    let held = q::user_demand(conn, req.owner_id, &req.notebook_id)?;
     if held + req.gpu_count > req.user_limit {
         return Ok(Err(Refusal::OverLimit {
             limit: req.user_limit,
@@ -129,16 +181,16 @@ pub fn place(
     }
     let waiting: Vec<(String, i64)> = q::queue(conn)?
         .into_iter()
-        .filter(|(id, _)| id != req.notebook_id)
+        .filter(|(id, _)| id != &req.notebook_id)
         .collect();
-    let free = free_gpus(conn, req.gpus)?;
+    let free = free_gpus(conn, &req.gpus)?;
     // First come, first served: nobody overtakes a notebook that is already waiting.
     if waiting.is_empty() && free.len() >= req.gpu_count as usize {
         let chosen: Vec<String> = free.into_iter().take(req.gpu_count as usize).collect();
         for uuid in &chosen {
-            q::insert(conn, uuid, req.notebook_id)?;
+            q::insert(conn, uuid, &req.notebook_id)?;
         }
-        q::mark_starting(conn, req.notebook_id)?;
+        q::mark_starting(conn, &req.notebook_id)?;
         return Ok(Ok(Placement::Starting(chosen)));
     }
     if req.queue {
@@ -149,7 +201,7 @@ pub fn place(
             free.len(),
             total
         );
-        q::mark_queued(conn, req.notebook_id, &detail)?;
+        q::mark_queued(conn, &req.notebook_id, &detail)?;
         return Ok(Ok(Placement::Queued {
             position: waiting.len() + 1,
         }));
@@ -165,14 +217,15 @@ pub fn place(
 /// Starts queued notebooks, first come first served, while their GPUs are free. Also
 /// frees GPUs held by notebooks that cannot be using them (after a crash). Returns the
 /// notebooks it started.
-pub fn admit_queued(conn: &Connection, gpus: &[String]) -> Result<Vec<String>, DbError> {
+#[cfg(test)]
+fn admit_queued(conn: &Connection, gpus: &[String]) -> Result<Vec<String>, DbError> {
     admit_queued_within_budgets(conn, gpus, None)
 }
 
 /// `admit_queued`, and with `block_over_budget_since` (budgets that block, counted from
 /// this month's start) a queued notebook whose member went over budget while it waited
 /// leaves the queue, saying why, instead of starting (or holding up those behind it).
-pub fn admit_queued_within_budgets(
+fn admit_queued_within_budgets(
     conn: &Connection,
     gpus: &[String],
     block_over_budget_since: Option<i64>,
@@ -182,13 +235,15 @@ pub fn admit_queued_within_budgets(
     for (id, wanted) in q::queue(conn)? {
         if let Some(since) = block_over_budget_since {
             if let Some(refusal) = over_budget(conn, &id, since)? {
-                crate::db::notebooks::transition(
+                nq::transition(
                     conn,
                     &id,
-                    &[crate::model::NotebookState::Queued],
-                    crate::model::NotebookState::Stopped,
-                    &format!("Removed from the queue: {refusal}"),
-                    Some(crate::model::DesiredState::Stopped),
+                    Transition {
+                        from: &[crate::model::NotebookState::Queued],
+                        to: crate::model::NotebookState::Stopped,
+                        detail: &format!("Removed from the queue: {refusal}"),
+                        desired: Some(crate::model::DesiredState::Stopped),
+                    },
                 )?;
                 continue;
             }
@@ -236,7 +291,6 @@ pub fn queue_positions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::notebooks::{self as nq, NewNotebook};
     use crate::db::{gpus as gq, users, Db};
 
     fn gpus(n: usize) -> Vec<String> {
@@ -296,12 +350,12 @@ mod tests {
             let placed = place(
                 &tx,
                 &PlacementRequest {
-                    notebook_id: id,
+                    notebook_id: id.to_string(),
                     owner_id,
                     gpu_count,
                     user_limit,
                     queue,
-                    gpus: all,
+                    gpus: all.to_vec(),
                     block_over_budget_since: None,
                     running_limit: None,
                 },
@@ -333,14 +387,16 @@ mod tests {
                 nq::transition(
                     c,
                     id,
-                    &[
-                        crate::model::NotebookState::Starting,
-                        crate::model::NotebookState::Running,
-                        crate::model::NotebookState::Queued,
-                    ],
-                    crate::model::NotebookState::Stopped,
-                    "",
-                    Some(crate::model::DesiredState::Stopped),
+                    Transition {
+                        from: &[
+                            crate::model::NotebookState::Starting,
+                            crate::model::NotebookState::Running,
+                            crate::model::NotebookState::Queued,
+                        ],
+                        to: crate::model::NotebookState::Stopped,
+                        detail: "",
+                        desired: Some(crate::model::DesiredState::Stopped),
+                    },
                 )
             })
             .expect("transition");

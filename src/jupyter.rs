@@ -1,6 +1,8 @@
-//! Talking to a notebook's Jupyter server directly (not through the proxy): readiness,
-//! and its kernels and terminals for the activity sampler. Its answers are its member's to
-//! shape: read capped, parsed in one linear pass, large ones off the runtime's threads.
+//! A notebook's Jupyter server: where it serves (its base URL), and talking to it
+//! directly, not through the proxy: readiness, and its kernels and terminals for the
+//! activity sampler. Its answers are its member's to shape: read capped, parsed in one
+//! linear pass at this edge (kernel states become `ExecutionState`), large ones off the
+//! runtime's threads.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -13,9 +15,132 @@ use hyper_util::rt::TokioExecutor;
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use crate::activity::{KernelReading, Kernels, MAX_TRACKED_KERNELS};
+use crate::clock::parse_rfc3339;
 
-use super::spec::JUPYTER_PORT;
+/// Jupyter's port inside every container.
+pub const JUPYTER_PORT: u16 = 8888;
+
+/// Where Jupyter serves a notebook: `/nb/{id}/`, or `/nb/{id}/{path_key}/` when its
+/// container got a secret segment (`origin = "ports"`).
+pub fn base_url(notebook_id: &str, path_key: Option<&str>) -> String {
+    match path_key {
+        Some(key) => format!("/nb/{notebook_id}/{key}/"),
+        None => format!("/nb/{notebook_id}/"),
+    }
+}
+
+/// A fresh secret segment for a notebook's base URL: 128 random bits, in a shape no
+/// JupyterLab route has (so a stale one in a bookmarked URL is recognised and dropped).
+pub fn new_path_key() -> String {
+    format!("k-{}", crate::auth::secrets::random_hex(16))
+}
+
+/// Whether a path segment has the shape of a path key.
+pub fn is_path_key(segment: &str) -> bool {
+    segment.len() == 34
+        && segment.starts_with("k-")
+        && segment[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A running notebook's address on the private network, asked of the engine (and
+/// remembered in the database) when the database does not have it: notebooks adopted from
+/// before Notebox recorded addresses.
+pub async fn locate(
+    engine: &dyn crate::containers::Backend,
+    db: &crate::db::Db,
+    network: &str,
+    notebook_id: &str,
+) -> Option<String> {
+    let ip = crate::containers::address_of(engine, notebook_id, network).await?;
+    let (id, addr) = (notebook_id.to_string(), ip.clone());
+    if let Err(e) = db
+        .call(move |c| crate::db::notebooks::set_container_ip(c, &id, &addr))
+        .await
+    {
+        // The address works now; it is asked of the engine again next time.
+        tracing::warn!(notebook = %notebook_id, error = %e, "cannot remember the container's address");
+    }
+    Some(ip)
+}
+
+/// A kernel's execution state, as Jupyter reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutionState {
+    Busy,
+    Idle,
+    Starting,
+    /// Anything else Jupyter says ("restarting", "dead", ...), kept to be shown.
+    Other(String),
+}
+
+impl ExecutionState {
+    pub fn parse(text: &str) -> ExecutionState {
+        match text {
+            "busy" => ExecutionState::Busy,
+            "idle" => ExecutionState::Idle,
+            "starting" => ExecutionState::Starting,
+            other => ExecutionState::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            ExecutionState::Busy => "busy",
+            ExecutionState::Idle => "idle",
+            ExecutionState::Starting => "starting",
+            ExecutionState::Other(s) => s,
+        }
+    }
+
+    pub fn is_busy(&self) -> bool {
+        *self == ExecutionState::Busy
+    }
+}
+
+/// A kernel as Jupyter's `/api/kernels` reports it.
+#[derive(Debug, Clone)]
+pub struct KernelReading {
+    pub id: String,
+    pub name: String,
+    pub execution_state: ExecutionState,
+    /// Jupyter's last message time (Unix seconds), when it parses.
+    pub last_activity: Option<i64>,
+}
+
+/// Kernels kept one by one per notebook (in Jupyter's order). Past these, kernels are only
+/// counted, and the notebook is busy while any of them is: a member never loses a busy
+/// notebook to the cap, and a Jupyter listing 65 000 kernels costs a sample no more than
+/// one listing a thousand.
+pub const MAX_TRACKED_KERNELS: usize = 1000;
+
+/// The kernels of one answer from Jupyter.
+#[derive(Debug, Clone, Default)]
+pub struct Kernels {
+    /// The first `MAX_TRACKED_KERNELS` (any more are only counted, like the untracked).
+    pub tracked: Vec<KernelReading>,
+    /// How many Jupyter listed, those tracked included.
+    pub total: usize,
+    /// A kernel past the cap was busy.
+    pub untracked_busy: bool,
+}
+
+impl Kernels {
+    /// A whole list, as Jupyter answered it.
+    pub fn from_list(list: Vec<KernelReading>) -> Kernels {
+        let total = list.len();
+        let untracked_busy = list
+            .iter()
+            .skip(MAX_TRACKED_KERNELS)
+            .any(|k| k.execution_state.is_busy());
+        let mut tracked = list;
+        tracked.truncate(MAX_TRACKED_KERNELS);
+        Kernels {
+            tracked,
+            total,
+            untracked_busy,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct JupyterProbe {
@@ -39,7 +164,7 @@ impl Default for JupyterProbe {
 
 impl JupyterProbe {
     /// True once `GET {base}api/status` answers 200 with the notebook's token (`base`:
-    /// its Jupyter's base URL, `spec::base_url`).
+    /// its Jupyter's base URL, `base_url`).
     pub async fn is_ready(&self, ip: &str, base: &str, token: &str) -> bool {
         let uri = format!("http://{ip}:{JUPYTER_PORT}{base}api/status");
         let Ok(request) = hyper::Request::get(uri)
@@ -107,7 +232,7 @@ impl<'de> Deserialize<'de> for KernelList {
                         last_activity: k.last_activity.as_deref().and_then(parse_rfc3339),
                         id: k.id,
                         name: k.name,
-                        execution_state: k.execution_state,
+                        execution_state: ExecutionState::parse(&k.execution_state),
                     });
                 }
                 kernels.total = kernels.tracked.len();
@@ -145,13 +270,6 @@ impl<'de> Deserialize<'de> for ListLength {
         }
         d.deserialize_seq(Count).map(ListLength)
     }
-}
-
-/// Jupyter's times: RFC 3339, as Unix seconds.
-fn parse_rfc3339(text: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp())
 }
 
 impl JupyterProbe {

@@ -1,0 +1,199 @@
+//! The container boundary: everything Notebox asks of a container engine, as one trait
+//! (`Backend`) with Docker as its implementation (`docker`). A second backend (a cluster
+//! engine) is a new file here; nothing outside this folder names an engine's own types.
+//!
+//! Every call is scoped to this installation's containers (a label with its instance id).
+
+pub mod docker;
+mod tail;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+
+pub use tail::LogTail;
+
+/// The engine as the rest of Notebox holds it: cheap to clone, shared by every component.
+pub type Engine = Arc<dyn Backend>;
+
+/// Labels on every container Notebox makes.
+pub const LABEL_NOTEBOOK: &str = "io.notebox.notebook";
+pub const LABEL_INSTANCE: &str = "io.notebox.instance";
+pub const LABEL_OWNER: &str = "io.notebox.owner";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot reach Docker: {0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Docker: {0}")]
+    Other(String),
+}
+
+/// Where a container is in its life, as the engine lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+    Unknown,
+}
+
+/// One of our containers, as `docker ps -a` sees it.
+#[derive(Debug, Clone)]
+pub struct OurContainer {
+    pub id: String,
+    pub notebook_id: String,
+    pub running: bool,
+    pub state: ContainerState,
+}
+
+impl OurContainer {
+    /// Exited or dead: it cannot be started again, only removed.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, ContainerState::Exited | ContainerState::Dead)
+    }
+
+    /// Created or running: an interrupted start can carry on with it.
+    pub fn is_reusable(&self) -> bool {
+        matches!(
+            self.state,
+            ContainerState::Created | ContainerState::Running
+        )
+    }
+}
+
+/// What inspecting a container tells that matters to us.
+#[derive(Debug, Clone)]
+pub struct ContainerStatus {
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub error: String,
+    pub ip: Option<String>,
+    /// The container's first process, as the host sees it (to find its cgroup).
+    pub pid: Option<u32>,
+    /// When it stopped (Unix seconds), if it has.
+    pub finished_at: Option<i64>,
+}
+
+/// Progress of one image pull, summed over its layers.
+#[derive(Debug, Default, Clone)]
+pub struct PullProgress {
+    pub layers: usize,
+    pub layers_done: usize,
+    pub bytes_done: i64,
+    pub bytes_total: i64,
+}
+
+/// A host directory in a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub host: PathBuf,
+    pub container: String,
+    pub read_only: bool,
+}
+
+/// A notebook's container, as Notebox wants it: what runs, with which limits, mounts and
+/// GPUs. Every backend adds the same hardening (no capabilities, no new privileges, no
+/// privileged mode, an init process, no restart, no published ports, bounded logs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// "uid:gid".
+    pub user: String,
+    pub working_dir: String,
+    pub mounts: Vec<Mount>,
+    pub network: String,
+    pub memory_bytes: i64,
+    pub nano_cpus: i64,
+    pub pids_limit: i64,
+    pub shm_bytes: i64,
+    /// GPUs handed to the container by the engine's device plugin (NVIDIA), by UUID;
+    /// empty when the container only gets the visibility variables.
+    pub gpu_devices: Vec<String>,
+}
+
+/// Why a container changed outside Notebox (an exit, an OOM kill, a removal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineEvent {
+    pub action: String,
+}
+
+/// A stream of engine events (see `Backend::events`).
+pub type EventStream = BoxStream<'static, Result<EngineEvent, EngineError>>;
+
+/// Everything Notebox asks of a container engine. Futures are boxed so that the engine
+/// can be chosen at run time (`Engine`).
+pub trait Backend: Send + Sync {
+    /// Engine version and API version, for logs and `notebox doctor`.
+    fn version(&self) -> BoxFuture<'_, Result<(String, String), EngineError>>;
+    /// Names of the container runtimes the engine knows (runc, nvidia, ...).
+    fn runtimes(&self) -> BoxFuture<'_, Result<Vec<String>, EngineError>>;
+    /// Creates the notebooks' private network if it is missing.
+    fn ensure_network<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    fn image_exists<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<bool, EngineError>>;
+    /// Pulls an image, calling `progress` as layers move.
+    fn pull_image<'a>(
+        &'a self,
+        image: &'a str,
+        progress: &'a mut (dyn FnMut(&PullProgress) + Send),
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// All containers of this instance, running or not.
+    fn list_ours(&self) -> BoxFuture<'_, Result<Vec<OurContainer>, EngineError>>;
+    /// Creates a container; if one of that name exists already (a start interrupted by a
+    /// crash), returns that one's id instead of making a second.
+    fn create(&self, spec: ContainerSpec) -> BoxFuture<'_, Result<String, EngineError>>;
+    /// Starts a container (already running is fine).
+    fn start<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// The container's state and its address on `network`.
+    fn inspect<'a>(
+        &'a self,
+        id: &'a str,
+        network: &'a str,
+    ) -> BoxFuture<'a, Result<ContainerStatus, EngineError>>;
+    /// The container's cumulative CPU time in nanoseconds, from one stats reading.
+    fn cpu_usage_ns<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<u64>, EngineError>>;
+    /// Stops (SIGTERM, then SIGKILL after `grace_secs`) and removes a container; one that
+    /// is already gone is not an error.
+    fn stop_and_remove<'a>(
+        &'a self,
+        id: &'a str,
+        grace_secs: i32,
+    ) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// The last `tail` lines of a container's output, at most `max_bytes` of them.
+    fn logs_tail<'a>(
+        &'a self,
+        id: &'a str,
+        tail: usize,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<LogTail, EngineError>>;
+    /// Events about our containers that Notebox did not cause itself (exits, removals).
+    /// The stream ends when the engine connection does; ask again.
+    fn events(&self) -> BoxFuture<'_, Result<EventStream, EngineError>>;
+}
+
+/// A running notebook's address on the private network, as the engine reports it.
+pub async fn address_of(engine: &dyn Backend, notebook_id: &str, network: &str) -> Option<String> {
+    let container = engine
+        .list_ours()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|c| c.notebook_id == notebook_id && c.running)?;
+    engine.inspect(&container.id, network).await.ok()?.ip
+}

@@ -1,0 +1,335 @@
+//! The state changes of a notebook's life, as named operations. Each one is what the rest
+//! of Notebox calls (never a bare `transition`), opens and commits its own transaction
+//! where it changes more than one thing, and says what it changes: the notebook's state,
+//! its GPU allocations, its usage ledger, its container columns.
+//!
+//! Every change is conditional on the state the caller saw (`WHERE state IN ...`), so the
+//! API, the reconciler and the idle policy never overwrite each other's newer decision:
+//! each returns whether it applied.
+
+use rusqlite::Connection;
+
+use super::notebooks::{self as q, Transition};
+use super::{usage, DbError};
+use crate::model::{DesiredState, NotebookState};
+
+use NotebookState::{Failed, Pulling, Queued, Running, Starting, Stopped, Stopping};
+
+/// The states a start goes through before Jupyter answers.
+pub const COMING_UP: &[NotebookState] = &[Starting, Pulling];
+
+/// What the page of a notebook whose container was removed behind Notebox's back says.
+pub const VANISHED: &str =
+    "The container was removed outside Notebox. Start the notebook again; its files are kept.";
+
+/// When a failed notebook's usage ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageEnd {
+    /// Now (its GPUs are released now, which closes their intervals).
+    Now,
+    /// When its container stopped, as the engine reports it (Notebox may have been down).
+    At(i64),
+    /// The engine cannot say: when the ledger last saw it running.
+    LastSeen,
+}
+
+/// Starting → running, with the container's address: Jupyter answered. Stamps the start
+/// and the auto-shutdown time.
+pub fn record_started(conn: &mut Connection, id: &str, ip: &str) -> Result<bool, DbError> {
+    let tx = conn.transaction()?;
+    q::set_container_ip(&tx, id, ip)?;
+    let moved = q::transition(
+        &tx,
+        id,
+        Transition {
+            from: &[Starting],
+            to: Running,
+            detail: "Jupyter is ready",
+            desired: None,
+        },
+    )?;
+    tx.commit()?;
+    Ok(moved)
+}
+
+/// Starting → pulling: the image is being pulled (`detail` shows the progress).
+pub fn record_pulling(conn: &Connection, id: &str, detail: &str) -> Result<bool, DbError> {
+    q::transition(
+        conn,
+        id,
+        Transition {
+            from: &[Starting],
+            to: Pulling,
+            detail,
+            desired: None,
+        },
+    )
+}
+
+/// Pulling → starting: the image is there.
+pub fn record_pulled(conn: &Connection, id: &str) -> Result<bool, DbError> {
+    q::transition(
+        conn,
+        id,
+        Transition {
+            from: &[Pulling],
+            to: Starting,
+            detail: "Image pulled",
+            desired: None,
+        },
+    )
+}
+
+/// Running, starting or pulling → stopping: the reconciler is taking its container down.
+pub fn record_stopping(conn: &Connection, id: &str) -> Result<bool, DbError> {
+    q::transition(
+        conn,
+        id,
+        Transition {
+            from: &[Running, Starting, Pulling],
+            to: Stopping,
+            detail: "Stopping",
+            desired: None,
+        },
+    )
+}
+
+/// How a stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// At rest: stopped, GPUs released, usage closed.
+    Stopped,
+    /// A restart was asked for: starting again (keeping its GPUs).
+    Restarting,
+}
+
+/// Stopping → stopped (or → starting, when a restart was asked for), with the container
+/// cleared, in one transaction. Stopped: GPUs released and usage closed now.
+pub fn record_stopped(
+    conn: &mut Connection,
+    id: &str,
+    detail: &str,
+) -> Result<StopOutcome, DbError> {
+    let tx = conn.transaction()?;
+    q::set_container(&tx, id, None)?;
+    let restart = q::by_id(&tx, id)?
+        .is_some_and(|r| r.restart_requested && r.desired_state == DesiredState::Running);
+    let outcome = if restart {
+        q::set_restart_requested(&tx, id, false)?;
+        q::transition(
+            &tx,
+            id,
+            Transition {
+                from: &[Stopping],
+                to: Starting,
+                detail: "Restarting",
+                desired: None,
+            },
+        )?;
+        StopOutcome::Restarting
+    } else {
+        q::transition(
+            &tx,
+            id,
+            Transition {
+                from: &[Stopping],
+                to: Stopped,
+                detail,
+                desired: Some(DesiredState::Stopped),
+            },
+        )?;
+        StopOutcome::Stopped
+    };
+    tx.commit()?;
+    Ok(outcome)
+}
+
+/// One of `from` → failed, with the reason its member reads, in one transaction: usage
+/// closed (at `ended`), container cleared, GPUs released, desired state stopped. Changes
+/// nothing when the notebook moved meanwhile (a restart).
+pub fn record_failed(
+    conn: &mut Connection,
+    id: &str,
+    from: &[NotebookState],
+    reason: &str,
+    ended: UsageEnd,
+) -> Result<bool, DbError> {
+    let tx = conn.transaction()?;
+    if !q::by_id(&tx, id)?.is_some_and(|r| from.contains(&r.state)) {
+        return Ok(false);
+    }
+    let at = match ended {
+        UsageEnd::Now => None,
+        UsageEnd::At(t) => Some(t),
+        UsageEnd::LastSeen => usage::last_seen(&tx, id)?,
+    };
+    if let Some(at) = at {
+        usage::close(&tx, id, at)?;
+    }
+    q::set_container(&tx, id, None)?;
+    let moved = q::transition(
+        &tx,
+        id,
+        Transition {
+            from,
+            to: Failed,
+            detail: reason,
+            desired: Some(DesiredState::Stopped),
+        },
+    )?;
+    tx.commit()?;
+    Ok(moved)
+}
+
+/// Running → stopped because its container is gone (removed while Notebox was down, or
+/// behind its back), in one transaction: usage closed when it was last seen running,
+/// container cleared, GPUs released, desired state stopped.
+pub fn record_vanished(conn: &mut Connection, id: &str) -> Result<bool, DbError> {
+    let tx = conn.transaction()?;
+    if !q::by_id(&tx, id)?.is_some_and(|r| r.state == Running) {
+        return Ok(false); // moved meanwhile (a restart): nothing to record
+    }
+    if let Some(seen) = usage::last_seen(&tx, id)? {
+        usage::close(&tx, id, seen)?;
+    }
+    q::set_container(&tx, id, None)?;
+    let moved = q::transition(
+        &tx,
+        id,
+        Transition {
+            from: &[Running],
+            to: Stopped,
+            detail: VANISHED,
+            desired: Some(DesiredState::Stopped),
+        },
+    )?;
+    tx.commit()?;
+    Ok(moved)
+}
+
+/// Running → stopping, to stay stopped: its auto-shutdown time came (`detail` says so).
+pub fn begin_auto_shutdown(conn: &Connection, id: &str, detail: &str) -> Result<bool, DbError> {
+    q::transition(
+        conn,
+        id,
+        Transition {
+            from: &[Running],
+            to: Stopping,
+            detail,
+            desired: Some(DesiredState::Stopped),
+        },
+    )
+}
+
+/// Running → stopping, to stay stopped, because it sat idle; when it makes way for a
+/// queued notebook, that one gets `notice` (why its GPUs came free), in one transaction.
+pub fn begin_reclaim(
+    conn: &mut Connection,
+    id: &str,
+    detail: &str,
+    beneficiary: Option<(&str, &str)>,
+) -> Result<bool, DbError> {
+    let tx = conn.transaction()?;
+    let moved = q::transition(
+        &tx,
+        id,
+        Transition {
+            from: &[Running],
+            to: Stopping,
+            detail,
+            desired: Some(DesiredState::Stopped),
+        },
+    )?;
+    if let (true, Some((queued, notice))) = (moved, beneficiary) {
+        q::set_notice(&tx, queued, Some(notice))?;
+    }
+    tx.commit()?;
+    Ok(moved)
+}
+
+/// Marks a notebook to be stopped: out of the queue (→ stopped), or on its way down
+/// (→ stopping, the reconciler does the rest); a pending restart and its notice dropped.
+fn request_stop_in(conn: &Connection, id: &str, detail: &str) -> Result<(), DbError> {
+    q::set_restart_requested(conn, id, false)?;
+    q::set_notice(conn, id, None)?;
+    q::transition(
+        conn,
+        id,
+        Transition {
+            from: &[Queued],
+            to: Stopped,
+            detail: "Removed from the queue",
+            desired: Some(DesiredState::Stopped),
+        },
+    )?;
+    q::transition(
+        conn,
+        id,
+        Transition {
+            from: &[Running, Starting, Pulling],
+            to: Stopping,
+            detail,
+            desired: Some(DesiredState::Stopped),
+        },
+    )?;
+    q::set_desired(conn, id, DesiredState::Stopped)?;
+    Ok(())
+}
+
+/// A member stops a notebook, in one transaction (see `request_stop_in`).
+pub fn request_stop(conn: &mut Connection, id: &str, detail: &str) -> Result<(), DbError> {
+    let tx = conn.transaction()?;
+    request_stop_in(&tx, id, detail)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Every notebook of a member is to stop (their account was disabled), in one
+/// transaction. Returns how many.
+pub fn request_stop_all_of(
+    conn: &mut Connection,
+    owner_id: i64,
+    detail: &str,
+) -> Result<usize, DbError> {
+    let tx = conn.transaction()?;
+    let ids = q::ids_of_owner(&tx, owner_id)?;
+    for id in &ids {
+        request_stop_in(&tx, id, detail)?;
+    }
+    tx.commit()?;
+    Ok(ids.len())
+}
+
+/// Running, starting or pulling → stopping, to start again (keeping its GPUs).
+pub fn request_restart(conn: &mut Connection, id: &str) -> Result<bool, DbError> {
+    let tx = conn.transaction()?;
+    let moved = q::transition(
+        &tx,
+        id,
+        Transition {
+            from: &[Running, Starting, Pulling],
+            to: Stopping,
+            detail: "Restarting",
+            desired: Some(DesiredState::Running),
+        },
+    )?;
+    if moved {
+        q::set_restart_requested(&tx, id, true)?;
+    }
+    tx.commit()?;
+    Ok(moved)
+}
+
+/// The notebook is to be deleted (the reconciler removes its container and files, then
+/// its row); its page says "Deleting" meanwhile.
+pub fn request_delete(
+    conn: &mut Connection,
+    id: &str,
+    state: NotebookState,
+) -> Result<(), DbError> {
+    let tx = conn.transaction()?;
+    q::set_desired(&tx, id, DesiredState::Deleted)?;
+    q::set_detail(&tx, id, state, "Deleting")?;
+    tx.commit()?;
+    Ok(())
+}
