@@ -1,6 +1,10 @@
 //! Notebox: a lab's own "Gradient Notebooks" on one multi-GPU workstation.
 //!
-//! `run` is the whole server; the binary and the integration tests both call it.
+//! `run` is the whole server; the binary and the integration tests both call it. The map
+//! of the tree is docs/ARCHITECTURE.md.
+
+// Kept by `cargo clippy --all-targets -- -D warnings` (clippy.toml sets the length).
+#![warn(clippy::too_many_lines, clippy::struct_excessive_bools)]
 
 pub mod auth;
 pub mod clock;
@@ -73,48 +77,16 @@ pub async fn run(
     let mut config = config;
     config.data_dir = absolute(&config.data_dir);
     let config = Arc::new(config);
-    let (db, initial_admin, instance) = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || -> Result<_, StartError> {
-            let db = open_database(&config)?;
-            let initial = auth::ensure_initial_admin(&db, &config.data_dir)?;
-            let instance = db.with_conn(|c| {
-                db::meta::get_or_insert(c, "instance_id", || {
-                    auth::secrets::random_secret(12)
-                        .to_lowercase()
-                        .replace(['-', '_'], "x")
-                })
-            })?;
-            Ok((db, initial, instance))
-        })
-        .await
-        .map_err(|e| StartError::Task(e.to_string()))??
-    };
-    if let Some(path) = initial_admin {
-        tracing::warn!(
-            "created the first account, 'admin'; its password is in {} (readable only by this user)",
-            path.display()
-        );
-    }
+    let (db, instance) = open_state(&config).await?;
     let accounts = auth::Accounts::new(db.clone(), &config);
-    let telemetry = {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || {
-            let inventory = gpu::inventory_from_config(&config);
-            gpu::telemetry::Telemetry::start(inventory, config.gpu.sample_interval)
-        })
-        .await
-        .map_err(|e| StartError::Task(e.to_string()))?
-    };
-    tracing::info!(
-        backend = telemetry.inventory().backend(),
-        gpus = telemetry.uuids().len(),
-        "GPU inventory"
-    );
+    let telemetry = start_telemetry(&config).await?;
     let components = Components::build(&db, &config, instance, telemetry);
-    let reconciler = tokio::spawn(components.reconciler.clone().run());
-    let idle = tokio::spawn(components.idle.clone().run());
-    let previews = tokio::spawn(components.shares.clone().follow_stops());
+    // The reconciler's first pass settles every notebook against what the engine has.
+    let mut tasks = vec![
+        tokio::spawn(components.reconciler.clone().run()),
+        tokio::spawn(components.idle.clone().run()),
+        tokio::spawn(components.shares.clone().follow_stops()),
+    ];
     let local = listener.local_addr()?;
     let proxy_state = aw::Data::new(proxy::ProxyState::new(
         accounts.clone(),
@@ -134,21 +106,83 @@ pub async fn run(
         config.notebooks.max_running_per_user,
     ));
     let site_follower = tokio::spawn(sites.clone().follow(components.events.clone()));
-    let state = aw::Data::new(web::AppState {
-        config: config.clone(),
-        db: db.clone(),
-        accounts: accounts.clone(),
-        notebooks: components.notebooks.clone(),
-        shares: components.shares.clone(),
-        gpu_map: components.gpu_map.clone(),
-        usage: components.usage.clone(),
-        reconciler: components.reconciler.clone(),
-        telemetry: components.telemetry.clone(),
-        metrics: components.metrics.clone(),
-        sites: sites.clone(),
-    });
+    let state = aw::Data::new(components.app_state(&db, &accounts, sites.clone()));
+    let server = serve(listener, state, proxy_state)?;
+    let handle = server.handle();
+    // The database is open and migrated and the listener is bound: ready.
+    platform::systemd::notify_ready();
+    tasks.extend(housekeeping(&db, &accounts));
 
-    let server = HttpServer::new(move || {
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        r = server => r.map_err(StartError::from),
+        _ = &mut shutdown => {
+            tracing::info!("shutting down");
+            platform::systemd::notify_stopping();
+            handle.stop(true).await;
+            Ok(())
+        }
+    };
+    site_follower.abort();
+    sites.close_all().await;
+    for task in tasks {
+        task.abort();
+    }
+    result
+}
+
+/// Opens (creating and migrating) the database, makes the first admin on a fresh one, and
+/// reads this installation's id.
+async fn open_state(config: &Arc<Config>) -> Result<(db::Db, String), StartError> {
+    let config = config.clone();
+    let (db, initial_admin, instance) =
+        tokio::task::spawn_blocking(move || -> Result<_, StartError> {
+            let db = open_database(&config)?;
+            let initial = auth::ensure_initial_admin(&db, &config.data_dir)?;
+            let instance = db.with_conn(|c| {
+                db::meta::get_or_insert(c, "instance_id", || {
+                    auth::secrets::random_secret(12)
+                        .to_lowercase()
+                        .replace(['-', '_'], "x")
+                })
+            })?;
+            Ok((db, initial, instance))
+        })
+        .await
+        .map_err(|e| StartError::Task(e.to_string()))??;
+    if let Some(path) = initial_admin {
+        tracing::warn!(
+            "created the first account, 'admin'; its password is in {} (readable only by this user)",
+            path.display()
+        );
+    }
+    Ok((db, instance))
+}
+
+/// Finds the GPUs (NVML is opened on a blocking thread) and starts sampling them.
+async fn start_telemetry(config: &Arc<Config>) -> Result<gpu::telemetry::Telemetry, StartError> {
+    let config = config.clone();
+    let telemetry = tokio::task::spawn_blocking(move || {
+        let inventory = gpu::inventory_from_config(&config);
+        gpu::telemetry::Telemetry::start(inventory, config.gpu.sample_interval)
+    })
+    .await
+    .map_err(|e| StartError::Task(e.to_string()))?;
+    tracing::info!(
+        backend = telemetry.inventory().backend(),
+        gpus = telemetry.uuids().len(),
+        "GPU inventory"
+    );
+    Ok(telemetry)
+}
+
+/// The HTTP server: the route table behind the middleware, on `listener`.
+fn serve(
+    listener: TcpListener,
+    state: aw::Data<web::AppState>,
+    proxy_state: aw::Data<proxy::ProxyState>,
+) -> Result<actix_web::dev::Server, StartError> {
+    Ok(HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(proxy_state.clone())
@@ -168,47 +202,31 @@ pub async fn run(
     .listen(listener)?
     .disable_signals()
     .shutdown_timeout(5)
-    .run();
-    let handle = server.handle();
-    // The database is open and migrated and the listener is bound: ready.
-    platform::systemd::notify_ready();
-    let watchdog = tokio::spawn(platform::systemd::watchdog(db.clone()));
+    .run())
+}
 
-    // A password changed by the CLI (another process) reaches open WebSockets within 1 s.
-    let credential_watch = tokio::spawn(
-        accounts
-            .clone()
-            .watch_other_processes(std::time::Duration::from_secs(1)),
-    );
-    let housekeeping = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
-        loop {
-            tick.tick().await;
-            if let Err(e) = accounts.prune().await {
-                tracing::warn!(error = %e, "pruning sessions failed");
+/// The tasks that keep house while the server runs: the systemd watchdog, credential
+/// changes made by the CLI (another process; they reach open WebSockets within 1 s), and
+/// pruning expired sessions.
+fn housekeeping(db: &db::Db, accounts: &auth::Accounts) -> Vec<tokio::task::JoinHandle<()>> {
+    let prune = accounts.clone();
+    vec![
+        tokio::spawn(platform::systemd::watchdog(db.clone())),
+        tokio::spawn(
+            accounts
+                .clone()
+                .watch_other_processes(std::time::Duration::from_secs(1)),
+        ),
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                if let Err(e) = prune.prune().await {
+                    tracing::warn!(error = %e, "pruning sessions failed");
+                }
             }
-        }
-    });
-
-    tokio::pin!(shutdown);
-    let result = tokio::select! {
-        r = server => r.map_err(StartError::from),
-        _ = &mut shutdown => {
-            tracing::info!("shutting down");
-            platform::systemd::notify_stopping();
-            handle.stop(true).await;
-            Ok(())
-        }
-    };
-    site_follower.abort();
-    sites.close_all().await;
-    housekeeping.abort();
-    credential_watch.abort();
-    previews.abort();
-    reconciler.abort();
-    idle.abort();
-    watchdog.abort();
-    result
+        }),
+    ]
 }
 
 /// Notebox's components, each built once from small clonable handles (the database, the
@@ -299,6 +317,28 @@ impl Components {
             reconciler,
             idle,
             notebooks,
+        }
+    }
+
+    /// What the pages and the API reach.
+    fn app_state(
+        &self,
+        db: &db::Db,
+        accounts: &auth::Accounts,
+        sites: Arc<web::sites::Sites>,
+    ) -> web::AppState {
+        web::AppState {
+            config: self.config.clone(),
+            db: db.clone(),
+            accounts: accounts.clone(),
+            notebooks: self.notebooks.clone(),
+            shares: self.shares.clone(),
+            gpu_map: self.gpu_map.clone(),
+            usage: self.usage.clone(),
+            reconciler: self.reconciler.clone(),
+            telemetry: self.telemetry.clone(),
+            metrics: self.metrics.clone(),
+            sites,
         }
     }
 

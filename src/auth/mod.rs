@@ -455,7 +455,9 @@ impl Accounts {
         let keep = keep_session.map(secrets::hash_secret);
         let found = self
             .db
-            .call(move |c| users::replace_password(c, user_id, &hash, keep.as_deref()))
+            .call(move |c| {
+                crate::db::accounts::replace_password(c, user_id, &hash, keep.as_deref())
+            })
             .await?;
         self.events.changed();
         if !found {
@@ -497,7 +499,7 @@ impl Accounts {
     pub async fn set_admin(&self, user_id: i64, is_admin: bool) -> Result<(), AuthError> {
         let change = self
             .db
-            .call(move |c| users::change_admin(c, user_id, is_admin))
+            .call(move |c| crate::db::accounts::change_admin(c, user_id, is_admin))
             .await?;
         self.account_changed(user_id, change)
     }
@@ -506,7 +508,7 @@ impl Accounts {
     pub async fn set_disabled(&self, user_id: i64, disabled: bool) -> Result<(), AuthError> {
         let change = self
             .db
-            .call(move |c| users::change_disabled(c, user_id, disabled))
+            .call(move |c| crate::db::accounts::change_disabled(c, user_id, disabled))
             .await?;
         self.account_changed(user_id, change)
     }
@@ -542,14 +544,20 @@ impl Accounts {
     }
 
     /// Tells this process's listeners of a change to an account, or says why it failed.
-    fn account_changed(&self, user_id: i64, change: users::AccountChange) -> Result<(), AuthError> {
+    fn account_changed(
+        &self,
+        user_id: i64,
+        change: crate::db::accounts::AccountChange,
+    ) -> Result<(), AuthError> {
         match change {
-            users::AccountChange::Done => {
+            crate::db::accounts::AccountChange::Done => {
                 self.events.changed();
                 Ok(())
             }
-            users::AccountChange::NoSuchUser => Err(AuthError::NoSuchUser(format!("#{user_id}"))),
-            users::AccountChange::LastAdmin => Err(AuthError::LastAdmin),
+            crate::db::accounts::AccountChange::NoSuchUser => {
+                Err(AuthError::NoSuchUser(format!("#{user_id}")))
+            }
+            crate::db::accounts::AccountChange::LastAdmin => Err(AuthError::LastAdmin),
         }
     }
 

@@ -1,5 +1,6 @@
 //! SQLite: open with the right pragmas, migrate, and run blocking work off the executor.
 
+pub mod accounts;
 pub mod gpus;
 pub mod grants;
 pub mod lifecycle;

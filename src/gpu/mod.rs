@@ -7,8 +7,6 @@ pub mod telemetry;
 
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use crate::config::{Config, GpuBackend};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,25 +15,7 @@ pub enum GpuError {
     Nvml(String),
 }
 
-/// One process using a GPU, as the driver reports it.
-#[derive(Debug, Clone, Serialize)]
-pub struct GpuProcess {
-    pub pid: u32,
-    pub used_memory_mib: u64,
-}
-
-/// One GPU at one moment.
-#[derive(Debug, Clone, Serialize)]
-pub struct GpuSample {
-    pub index: u32,
-    pub uuid: String,
-    pub name: String,
-    pub memory_total_mib: u64,
-    pub memory_used_mib: u64,
-    pub utilization_percent: Option<u32>,
-    pub temperature_c: Option<u32>,
-    pub processes: Vec<GpuProcess>,
-}
+pub use crate::model::gpu::{GpuProcess, GpuSample};
 
 /// What the workstation's GPUs are, and a way to read them now.
 pub trait GpuInventory: Send + Sync {

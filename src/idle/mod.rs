@@ -6,6 +6,7 @@
 pub mod policy;
 pub mod reclaim;
 pub mod sampler;
+pub mod signals;
 pub mod tracker;
 pub mod view;
 
@@ -21,7 +22,8 @@ use crate::gpu::telemetry::Telemetry;
 use crate::platform::webhook::Webhook;
 
 pub use policy::{describe_duration, policy_for, IdleStage, Policy, Status};
-pub use tracker::{GpuReading, MemberAction, Reading, Thresholds, Tracker};
+pub use signals::{GpuReading, KernelState, MemberAction};
+pub use tracker::{Reading, Thresholds, Tracker};
 
 /// An idle notebook to stop, as the policy decided it.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::{Config, Reclaim};
 
-use super::tracker::{GpuReading, KernelState, MemberAction};
+use super::signals::{GpuReading, KernelState, MemberAction};
 
 /// The idle policy in force for a notebook: its machine type's, unless an admin exempted
 /// it. A machine type removed from the config is never reclaimed (nobody chose a timeout

@@ -18,7 +18,8 @@ use crate::gpu::telemetry::Telemetry;
 use crate::jupyter::JupyterProbe;
 use crate::usage::accounting::Accounting;
 
-use super::tracker::{GpuReading, Reading, Tracker};
+use super::signals::GpuReading;
+use super::tracker::{Reading, Tracker};
 use super::IdleParts;
 
 /// Notebooks sampled at once.

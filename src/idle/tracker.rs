@@ -17,55 +17,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::config::Reclaim;
-use crate::jupyter::{ExecutionState, Kernels, MAX_TRACKED_KERNELS};
+use crate::jupyter::{Kernels, MAX_TRACKED_KERNELS};
 
 use super::policy::{describe_duration, IdleStage, Policy, Status};
-
-/// Something a member did in their notebook (seen by the proxy).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberAction {
-    /// Sent code to a kernel (or answered its `input()`).
-    Execute,
-    /// Typed in a terminal.
-    TerminalInput,
-    /// Saved, created, renamed or deleted a file.
-    FileChange,
-    /// Opened a notebook or file, started a kernel or a terminal.
-    Open,
-    /// Pressed "Keep running" (or called the keepalive API).
-    KeepAlive,
-}
-
-impl MemberAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemberAction::Execute => "execute",
-            MemberAction::TerminalInput => "terminal_input",
-            MemberAction::FileChange => "file_change",
-            MemberAction::Open => "open",
-            MemberAction::KeepAlive => "keep_alive",
-        }
-    }
-
-    /// "ran code", for "ran code 2 min ago".
-    pub fn describe(self) -> &'static str {
-        match self {
-            MemberAction::Execute => "ran code",
-            MemberAction::TerminalInput => "typed in a terminal",
-            MemberAction::FileChange => "saved a file",
-            MemberAction::Open => "opened a file or kernel",
-            MemberAction::KeepAlive => "pressed Keep running",
-        }
-    }
-}
-
-/// One GPU the notebook holds, at one sample.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GpuReading {
-    pub index: u32,
-    pub utilization_percent: Option<u32>,
-    pub memory_used_mib: u64,
-}
+use super::signals::{GpuReading, KernelState, MemberAction};
 
 /// One sample of a notebook's signals. `None` where a source did not answer.
 #[derive(Debug, Clone, Default)]
@@ -85,21 +40,6 @@ pub struct Thresholds {
     pub gpu_percent: u32,
     /// Percent of one core.
     pub cpu_percent: u32,
-}
-
-/// A kernel's state and since when (Unix seconds).
-#[derive(Debug, Clone, PartialEq)]
-pub struct KernelState {
-    pub id: String,
-    pub name: String,
-    pub state: ExecutionState,
-    pub since: i64,
-}
-
-impl KernelState {
-    pub fn is_busy(&self) -> bool {
-        self.state.is_busy()
-    }
 }
 
 /// A notebook's activity: what its member did (small, written by the proxy on every
@@ -135,14 +75,7 @@ struct Sample {
     /// Whether the last sample found a signal busy.
     busy_now: bool,
     sampled_at: Option<i64>,
-    /// At most `MAX_TRACKED_KERNELS`.
-    kernels: Arc<[KernelState]>,
-    /// How many kernels Jupyter listed, those past the cap included.
-    kernels_total: usize,
-    /// A kernel past the cap was busy.
-    untracked_busy: bool,
-    /// Jupyter did not answer at the last sample (the kernels shown are older).
-    kernels_stale: bool,
+    kernels: KernelsSeen,
     /// A GPU it holds gave no utilization at the last sample.
     gpus_unknown: bool,
     terminals: usize,
@@ -150,6 +83,25 @@ struct Sample {
     cpu_counter: Option<(u64, i64)>,
     cpu_percent: Option<f64>,
     gpus: Vec<GpuReading>,
+}
+
+/// A notebook's kernels, as of the last sample.
+#[derive(Debug, Clone, Default)]
+struct KernelsSeen {
+    /// At most `MAX_TRACKED_KERNELS`.
+    list: Arc<[KernelState]>,
+    /// How many kernels Jupyter listed, those past the cap included.
+    total: usize,
+    /// A kernel past the cap was busy.
+    untracked_busy: bool,
+    /// Jupyter did not answer at the last sample (the kernels shown are older).
+    stale: bool,
+}
+
+impl KernelsSeen {
+    fn any_busy(&self) -> bool {
+        self.untracked_busy || self.list.iter().any(KernelState::is_busy)
+    }
 }
 
 /// Every running notebook's activity record.
@@ -250,74 +202,30 @@ impl Tracker {
 fn next_sample(previous: &Sample, reading: Reading, t: Thresholds) -> Sample {
     let now = reading.at_ms.div_euclid(1000);
     let mut last_busy = previous.last_busy;
-    let mut busy = false;
-    let (kernels, kernels_total, untracked_busy, kernels_stale) = match reading.kernels {
-        Some(read) => {
-            let before: HashMap<&str, &KernelState> = previous
-                .kernels
-                .iter()
-                .map(|k| (k.id.as_str(), k))
-                .collect();
-            let untracked_busy = read.untracked_busy
-                || read
-                    .tracked
-                    .iter()
-                    .skip(MAX_TRACKED_KERNELS)
-                    .any(|k| k.execution_state.is_busy());
-            let mut kernels = Vec::with_capacity(read.tracked.len().min(MAX_TRACKED_KERNELS));
-            for k in read.tracked.into_iter().take(MAX_TRACKED_KERNELS) {
-                let last_message = k.last_activity.map(|t| t.min(now));
-                let since = match before.get(k.id.as_str()) {
-                    Some(p) if p.state == k.execution_state => p.since,
-                    // It finished between two samples: busy until its last message.
-                    Some(p) if p.is_busy() => {
-                        // (min/max, not clamp: a clock stepped back must not panic)
-                        let end = last_message.unwrap_or(now).max(p.since.min(now)).min(now);
-                        last_busy = Some(last_busy.map_or(end, |b| b.max(end)));
-                        end
-                    }
-                    _ if k.execution_state.is_busy() => now,
-                    _ => last_message.unwrap_or(now),
-                };
-                kernels.push(KernelState {
-                    id: k.id,
-                    name: k.name,
-                    state: k.execution_state,
-                    since,
-                });
-            }
-            let total = read.total.max(kernels.len());
-            (Arc::from(kernels), total, untracked_busy, false)
-        }
+    let kernels = match reading.kernels {
+        Some(read) => next_kernels(&previous.kernels, read, now, &mut last_busy),
         // Jupyter did not answer: what it said last still stands (a kernel seen busy is
         // not taken for idle because its server was slow to answer).
-        None => (
-            previous.kernels.clone(),
-            previous.kernels_total,
-            previous.untracked_busy,
-            true,
-        ),
+        None => KernelsSeen {
+            stale: true,
+            ..previous.kernels.clone()
+        },
     };
-    busy |= untracked_busy || kernels.iter().any(KernelState::is_busy);
     let terminals = reading.terminals.unwrap_or(previous.terminals);
     let (cpu_percent, cpu_counter) = match reading.cpu_usage_ns {
-        Some(ns) => {
-            let percent = match previous.cpu_counter {
-                Some((prev_ns, prev_ms)) if reading.at_ms > prev_ms && ns >= prev_ns => {
-                    Some((ns - prev_ns) as f64 / ((reading.at_ms - prev_ms) as f64 * 1e6) * 100.0)
-                }
-                _ => None,
-            };
-            (percent, Some((ns, reading.at_ms)))
-        }
+        Some(ns) => (
+            cpu_percent_since(previous.cpu_counter, ns, reading.at_ms),
+            Some((ns, reading.at_ms)),
+        ),
         // No reading: no figure (an old one must not keep it busy, nor count as used).
         None => (None, None),
     };
-    busy |= cpu_percent.is_some_and(|p| p >= f64::from(t.cpu_percent));
-    busy |= reading
-        .gpus
-        .iter()
-        .any(|g| g.utilization_percent.unwrap_or(0) >= t.gpu_percent);
+    let busy = kernels.any_busy()
+        || cpu_percent.is_some_and(|p| p >= f64::from(t.cpu_percent))
+        || reading
+            .gpus
+            .iter()
+            .any(|g| g.utilization_percent.unwrap_or(0) >= t.gpu_percent);
     if busy {
         last_busy = Some(now);
     }
@@ -326,9 +234,6 @@ fn next_sample(previous: &Sample, reading: Reading, t: Thresholds) -> Sample {
         busy_now: busy,
         sampled_at: Some(now),
         kernels,
-        kernels_total,
-        untracked_busy,
-        kernels_stale,
         gpus_unknown: reading.gpus.iter().any(|g| g.utilization_percent.is_none()),
         terminals,
         cpu_counter,
@@ -337,50 +242,144 @@ fn next_sample(previous: &Sample, reading: Reading, t: Thresholds) -> Sample {
     }
 }
 
-fn status_of(r: &Record, policy: Policy, now: i64, t: Thresholds) -> Status {
-    let sample = &r.sample;
-    let mut keeping_alive = Vec::new();
-    if sample.busy_now {
-        for k in sample.kernels.iter().filter(|k| k.is_busy()) {
-            keeping_alive.push(format!(
-                "kernel busy for {}",
-                describe_duration(now - k.since)
-            ));
+/// The kernels after `previous` given Jupyter's answer. A kernel that finished between
+/// two samples counts as busy until its last message (moving `last_busy`).
+fn next_kernels(
+    previous: &KernelsSeen,
+    read: Kernels,
+    now: i64,
+    last_busy: &mut Option<i64>,
+) -> KernelsSeen {
+    let before: HashMap<&str, &KernelState> =
+        previous.list.iter().map(|k| (k.id.as_str(), k)).collect();
+    let untracked_busy = read.untracked_busy
+        || read
+            .tracked
+            .iter()
+            .skip(MAX_TRACKED_KERNELS)
+            .any(|k| k.execution_state.is_busy());
+    let mut list = Vec::with_capacity(read.tracked.len().min(MAX_TRACKED_KERNELS));
+    for k in read.tracked.into_iter().take(MAX_TRACKED_KERNELS) {
+        let last_message = k.last_activity.map(|t| t.min(now));
+        let since = match before.get(k.id.as_str()) {
+            Some(p) if p.state == k.execution_state => p.since,
+            // It finished between two samples: busy until its last message.
+            Some(p) if p.is_busy() => {
+                // (min/max, not clamp: a clock stepped back must not panic)
+                let end = last_message.unwrap_or(now).max(p.since.min(now)).min(now);
+                *last_busy = Some(last_busy.map_or(end, |b| b.max(end)));
+                end
+            }
+            _ if k.execution_state.is_busy() => now,
+            _ => last_message.unwrap_or(now),
+        };
+        list.push(KernelState {
+            id: k.id,
+            name: k.name,
+            state: k.execution_state,
+            since,
+        });
+    }
+    let total = read.total.max(list.len());
+    KernelsSeen {
+        list: Arc::from(list),
+        total,
+        untracked_busy,
+        stale: false,
+    }
+}
+
+/// CPU use (percent of one core) between the previous counter and this one.
+fn cpu_percent_since(previous: Option<(u64, i64)>, ns: u64, at_ms: i64) -> Option<f64> {
+    match previous {
+        Some((prev_ns, prev_ms)) if at_ms > prev_ms && ns >= prev_ns => {
+            Some((ns - prev_ns) as f64 / ((at_ms - prev_ms) as f64 * 1e6) * 100.0)
         }
-        if sample.untracked_busy {
-            keeping_alive.push(format!(
-                "{} more kernels, at least one busy",
-                sample.kernels_total.saturating_sub(sample.kernels.len())
-            ));
-        }
+        _ => None,
+    }
+}
+
+/// What keeps a busy notebook alive, in words ("kernel busy for 42 s", "GPU 0 at 90 %").
+fn busy_signals(sample: &Sample, now: i64, t: Thresholds) -> Vec<String> {
+    let mut out = Vec::new();
+    if !sample.busy_now {
+        return out;
+    }
+    for k in sample.kernels.list.iter().filter(|k| k.is_busy()) {
+        out.push(format!(
+            "kernel busy for {}",
+            describe_duration(now - k.since)
+        ));
+    }
+    if sample.kernels.untracked_busy {
+        out.push(format!(
+            "{} more kernels, at least one busy",
+            sample
+                .kernels
+                .total
+                .saturating_sub(sample.kernels.list.len())
+        ));
     }
     // Thresholds were applied when sampling; repeat the figures that made it busy.
-    let gpu_busy: Vec<String> = if sample.busy_now {
-        sample
-            .gpus
-            .iter()
-            .filter(|g| g.utilization_percent.unwrap_or(0) >= t.gpu_percent)
-            .map(|g| {
-                format!(
-                    "GPU {} at {} %",
-                    g.index,
-                    g.utilization_percent.unwrap_or(0)
-                )
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let busy = sample.busy_now;
-    keeping_alive.extend(gpu_busy);
-    if busy {
-        if let Some(cpu) = sample
-            .cpu_percent
-            .filter(|c| *c >= f64::from(t.cpu_percent))
-        {
-            keeping_alive.push(format!("CPU {cpu:.0} %"));
-        }
+    for g in sample
+        .gpus
+        .iter()
+        .filter(|g| g.utilization_percent.unwrap_or(0) >= t.gpu_percent)
+    {
+        out.push(format!(
+            "GPU {} at {} %",
+            g.index,
+            g.utilization_percent.unwrap_or(0)
+        ));
     }
+    if let Some(cpu) = sample
+        .cpu_percent
+        .filter(|c| *c >= f64::from(t.cpu_percent))
+    {
+        out.push(format!("CPU {cpu:.0} %"));
+    }
+    out
+}
+
+/// What the policy cannot see (nothing is reclaimed on missing information: before the
+/// first sample, or while Jupyter does not answer, a kernel might be running).
+fn unknowns(sample: &Sample) -> Vec<String> {
+    let mut out = Vec::new();
+    if sample.sampled_at.is_none() {
+        out.push("not measured yet".to_string());
+    }
+    if sample.kernels.stale {
+        out.push("Jupyter is not answering, so its kernels are unknown".to_string());
+    }
+    if sample.gpus_unknown {
+        out.push("its GPU's utilization cannot be read".to_string());
+    }
+    out
+}
+
+/// Where an idle notebook stands, from when it became idle.
+fn stage_of(busy: bool, known: bool, idle_since: i64, policy: &Policy, now: i64) -> IdleStage {
+    let reclaimable_at = policy.timeout_secs().map(|t| idle_since + t);
+    let reclaim_at = reclaimable_at.filter(|_| policy.reclaim == Reclaim::Always);
+    if busy {
+        IdleStage::Busy
+    } else if !known {
+        IdleStage::Idle
+    } else if reclaim_at.is_some_and(|at| now >= at) {
+        IdleStage::Due
+    } else if reclaimable_at.is_some_and(|at| now >= at) {
+        IdleStage::Reclaimable
+    } else if reclaim_at.is_some_and(|at| now >= at - policy.warning_secs()) {
+        IdleStage::Warning
+    } else {
+        IdleStage::Idle
+    }
+}
+
+fn status_of(r: &Record, policy: Policy, now: i64, t: Thresholds) -> Status {
+    let sample = &r.sample;
+    let busy = sample.busy_now;
+    let mut keeping_alive = busy_signals(sample, now, t);
     let idle_since = [
         Some(r.tracked_since),
         sample.last_busy,
@@ -398,45 +397,21 @@ fn status_of(r: &Record, policy: Policy, now: i64, t: Thresholds) -> Status {
             describe_duration(now - at)
         ));
     }
-    let reclaimable_at = policy.timeout_secs().map(|t| idle_since + t);
-    let reclaim_at = match policy.reclaim {
-        Reclaim::Always => reclaimable_at,
-        Reclaim::WhenNeeded => None,
-    };
-    // Nothing is reclaimed on missing information: before the first sample, or while
-    // Jupyter does not answer (a kernel might be running).
-    let known = sample.sampled_at.is_some() && !sample.kernels_stale && !sample.gpus_unknown;
-    if sample.sampled_at.is_none() {
-        keeping_alive.push("not measured yet".to_string());
-    }
-    if sample.kernels_stale {
-        keeping_alive.push("Jupyter is not answering, so its kernels are unknown".to_string());
-    }
-    if sample.gpus_unknown {
-        keeping_alive.push("its GPU's utilization cannot be read".to_string());
-    }
-    let stage = if busy {
-        IdleStage::Busy
-    } else if !known {
-        IdleStage::Idle
-    } else if reclaim_at.is_some_and(|at| now >= at) {
-        IdleStage::Due
-    } else if reclaimable_at.is_some_and(|at| now >= at) {
-        IdleStage::Reclaimable
-    } else if reclaim_at.is_some_and(|at| now >= at - policy.warning_secs()) {
-        IdleStage::Warning
-    } else {
-        IdleStage::Idle
-    };
+    let unknown = unknowns(sample);
+    let stage = stage_of(busy, unknown.is_empty(), idle_since, &policy, now);
+    keeping_alive.extend(unknown);
     Status {
         stage,
         idle_since,
         idle_seconds: now - idle_since,
-        reclaim_at,
+        reclaim_at: policy
+            .timeout_secs()
+            .map(|t| idle_since + t)
+            .filter(|_| policy.reclaim == Reclaim::Always),
         policy,
-        kernels: sample.kernels.clone(),
-        kernels_total: sample.kernels_total,
-        kernels_stale: sample.kernels_stale,
+        kernels: sample.kernels.list.clone(),
+        kernels_total: sample.kernels.total,
+        kernels_stale: sample.kernels.stale,
         terminals: sample.terminals,
         cpu_percent: sample.cpu_percent,
         gpus: sample.gpus.clone(),
@@ -449,7 +424,7 @@ fn status_of(r: &Record, policy: Policy, now: i64, t: Thresholds) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jupyter::KernelReading;
+    use crate::jupyter::{ExecutionState, KernelReading};
     use std::time::Duration;
 
     const T: Thresholds = Thresholds {

@@ -4,6 +4,7 @@
 //! Each enum is stored in SQLite and sent over JSON as the same lowercase string it always
 //! was; a typo in a state no longer compiles.
 
+pub mod gpu;
 pub mod wire;
 
 use std::fmt;

@@ -257,7 +257,7 @@ pub struct Inventory {
     pub backend: &'static str,
     /// Why the backend is what it is (e.g. NVML could not be loaded), when there is a reason.
     pub reason: Option<String>,
-    pub gpus: Vec<crate::gpu::GpuSample>,
+    pub gpus: Vec<super::gpu::GpuSample>,
 }
 
 /// `GET /healthz`.

@@ -4,6 +4,7 @@
 //! `stop`), and what a notebook's container looks like (`spec`). Knows nothing of HTTP.
 
 pub mod dirs;
+pub mod error;
 pub mod gpu_map;
 pub mod logs;
 pub mod reconciler;
@@ -15,10 +16,11 @@ mod stop;
 pub mod view;
 
 pub use dirs::Dirs;
+pub use error::NotebookError;
 pub use gpu_map::{GpuMap, GpuMapError};
 pub use reconciler::Reconciler;
 pub use rules::{AutoShutdown, CreateNotebook};
-pub use service::{NotebookError, Notebooks};
+pub use service::Notebooks;
 
 pub use crate::model::wire::{Notebook, NotebookTimes};
 

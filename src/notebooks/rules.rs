@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::config::{self, Config, Launcher, MachineType};
 use crate::db::notebooks::NotebookRow;
 
-use super::service::NotebookError;
+use super::error::NotebookError;
 
 /// How long a notebook runs before it is stopped for the next person.
 #[derive(Debug, Clone, Copy)]

@@ -10,37 +10,18 @@ use crate::config::{Config, OverBudget};
 use crate::containers::{Engine, EngineError, LogTail};
 use crate::db::lifecycle;
 use crate::db::notebooks::{self as q, NewNotebook, NotebookRow};
-use crate::db::placement::{self, Placement, PlacementRequest, Refusal};
-use crate::db::{gpus as gq, Db, DbError};
+use crate::db::placement::{self, Placement, PlacementRequest};
+use crate::db::{gpus as gq, Db};
 use crate::gpu::telemetry::Telemetry;
 use crate::idle::{IdleMonitor, MemberAction, Tracker};
 use crate::model::{DesiredState, NotebookState};
 
-use super::logs::{self, LogReadRefusal, LogReads};
+use super::error::NotebookError;
+use super::logs::{self, LogReads};
 use super::reconciler::Reconciler;
 use super::rules::{self, check_image_allowed, AutoShutdown, CreateNotebook};
 use super::view::notebook_view;
 use super::Notebook;
-
-#[derive(Debug, thiserror::Error)]
-pub enum NotebookError {
-    #[error("no such notebook")]
-    NotFound,
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Conflict(String),
-    /// Not enough free GPUs, a quota, or a machine type bigger than the workstation.
-    #[error(transparent)]
-    Gpus(#[from] Refusal),
-    #[error("Docker is not reachable, so notebooks cannot run right now: {0}")]
-    Docker(#[from] EngineError),
-    #[error(transparent)]
-    Db(#[from] DbError),
-    /// Too many log reads at once (the member's, or everyone's).
-    #[error("{}", .0.message())]
-    LogReadsBusy(LogReadRefusal),
-}
 
 /// What the notebook service is built from (see `lib::run`).
 pub struct NotebooksParts {

@@ -144,6 +144,17 @@ impl Metrics {
     /// The Prometheus text exposition of everything.
     pub fn encode(&self, scrape: Scrape) -> Result<String, std::fmt::Error> {
         let mut r = Registry::with_prefix("notebox");
+        self.register_counters(&mut r);
+        register_gpus(&mut r, &scrape.gpus);
+        register_notebooks(&mut r, &scrape);
+        register_usage_and_process(&mut r, &scrape);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r)?;
+        Ok(text)
+    }
+
+    /// What Notebox counts as it goes (the proxy, the reconciler, requests).
+    fn register_counters(&self, r: &mut Registry) {
         r.register(
             "proxy_requests",
             "Requests proxied to notebooks, by status class",
@@ -176,99 +187,104 @@ impl Metrics {
             "HTTP requests being served now",
             self.requests_in_flight.clone(),
         );
-
-        let util = Family::<GpuLabels, Gauge<f64, AtomicU64>>::default();
-        let mem_used = Family::<GpuLabels, Gauge<f64, AtomicU64>>::default();
-        let mem_total = Family::<GpuLabels, Gauge<f64, AtomicU64>>::default();
-        let temp = Family::<GpuLabels, Gauge<f64, AtomicU64>>::default();
-        for g in &scrape.gpus {
-            if let Some(u) = g.utilization_percent {
-                util.get_or_create(&g.labels).set(u);
-            }
-            mem_used.get_or_create(&g.labels).set(g.memory_used_bytes);
-            mem_total.get_or_create(&g.labels).set(g.memory_total_bytes);
-            if let Some(t) = g.temperature_c {
-                temp.get_or_create(&g.labels).set(t);
-            }
-        }
-        r.register(
-            "gpu_utilization_percent",
-            "GPU utilization (percent), with the member and notebook holding it",
-            util,
-        );
-        r.register_with_unit(
-            "gpu_memory_used",
-            "GPU memory in use",
-            Unit::Bytes,
-            mem_used,
-        );
-        r.register_with_unit(
-            "gpu_memory_total",
-            "GPU memory in all",
-            Unit::Bytes,
-            mem_total,
-        );
-        r.register_with_unit("gpu_temperature", "GPU temperature", Unit::Celsius, temp);
-
-        let states = Family::<StateLabel, Gauge>::default();
-        for (state, n) in &scrape.notebooks_by_state {
-            states
-                .get_or_create(&StateLabel {
-                    state: state.clone(),
-                })
-                .set(*n);
-        }
-        r.register("notebooks", "Notebooks by state", states);
-        let queue = Gauge::<i64>::default();
-        queue.set(scrape.queue_length);
-        r.register("gpu_queue_length", "Notebooks waiting for GPUs", queue);
-        let wait = Gauge::<f64, AtomicU64>::default();
-        wait.set(scrape.queue_oldest_wait_seconds);
-        r.register_with_unit(
-            "gpu_queue_oldest_wait",
-            "How long the first notebook in the GPU queue has waited",
-            Unit::Seconds,
-            wait,
-        );
-
-        let held = Family::<MemberLabel, Counter<f64, AtomicU64>>::default();
-        let busy = Family::<MemberLabel, Counter<f64, AtomicU64>>::default();
-        for (member, h, b) in &scrape.member_gpu_seconds {
-            let label = MemberLabel {
-                member: member.clone(),
-            };
-            held.get_or_create(&label).inc_by(*h);
-            busy.get_or_create(&label).inc_by(*b);
-        }
-        r.register_with_unit(
-            "gpu_held",
-            "GPU time held, per member (from the usage ledger)",
-            Unit::Seconds,
-            held,
-        );
-        r.register_with_unit(
-            "gpu_busy",
-            "GPU time held while computing, per member (from the usage ledger)",
-            Unit::Seconds,
-            busy,
-        );
-
-        let rss = Gauge::<f64, AtomicU64>::default();
-        rss.set(scrape.resident_memory_bytes);
-        r.register_with_unit(
-            "process_resident_memory",
-            "Resident memory of the notebox process",
-            Unit::Bytes,
-            rss,
-        );
-        let passes = Counter::<u64>::default();
-        passes.inc_by(scrape.reconciler_passes);
-        r.register("reconciler_passes", "Reconciler passes since start", passes);
-
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &r)?;
-        Ok(text)
     }
+}
+
+/// Each GPU's telemetry, labelled with who holds it.
+fn register_gpus(r: &mut Registry, gpus: &[GpuFigures]) {
+    let util = Family::<GpuLabels, Gauge<f64, AtomicU64>>::default();
+    let mem_used = Family::<GpuLabels, Gauge<f64, AtomicU64>>::default();
+    let mem_total = Family::<GpuLabels, Gauge<f64, AtomicU64>>::default();
+    let temp = Family::<GpuLabels, Gauge<f64, AtomicU64>>::default();
+    for g in gpus {
+        if let Some(u) = g.utilization_percent {
+            util.get_or_create(&g.labels).set(u);
+        }
+        mem_used.get_or_create(&g.labels).set(g.memory_used_bytes);
+        mem_total.get_or_create(&g.labels).set(g.memory_total_bytes);
+        if let Some(t) = g.temperature_c {
+            temp.get_or_create(&g.labels).set(t);
+        }
+    }
+    r.register(
+        "gpu_utilization_percent",
+        "GPU utilization (percent), with the member and notebook holding it",
+        util,
+    );
+    r.register_with_unit(
+        "gpu_memory_used",
+        "GPU memory in use",
+        Unit::Bytes,
+        mem_used,
+    );
+    r.register_with_unit(
+        "gpu_memory_total",
+        "GPU memory in all",
+        Unit::Bytes,
+        mem_total,
+    );
+    r.register_with_unit("gpu_temperature", "GPU temperature", Unit::Celsius, temp);
+}
+
+/// Notebooks by state, and the GPU queue.
+fn register_notebooks(r: &mut Registry, scrape: &Scrape) {
+    let states = Family::<StateLabel, Gauge>::default();
+    for (state, n) in &scrape.notebooks_by_state {
+        states
+            .get_or_create(&StateLabel {
+                state: state.clone(),
+            })
+            .set(*n);
+    }
+    r.register("notebooks", "Notebooks by state", states);
+    let queue = Gauge::<i64>::default();
+    queue.set(scrape.queue_length);
+    r.register("gpu_queue_length", "Notebooks waiting for GPUs", queue);
+    let wait = Gauge::<f64, AtomicU64>::default();
+    wait.set(scrape.queue_oldest_wait_seconds);
+    r.register_with_unit(
+        "gpu_queue_oldest_wait",
+        "How long the first notebook in the GPU queue has waited",
+        Unit::Seconds,
+        wait,
+    );
+}
+
+/// GPU time per member (the ledger), the process's memory, reconciler passes.
+fn register_usage_and_process(r: &mut Registry, scrape: &Scrape) {
+    let held = Family::<MemberLabel, Counter<f64, AtomicU64>>::default();
+    let busy = Family::<MemberLabel, Counter<f64, AtomicU64>>::default();
+    for (member, h, b) in &scrape.member_gpu_seconds {
+        let label = MemberLabel {
+            member: member.clone(),
+        };
+        held.get_or_create(&label).inc_by(*h);
+        busy.get_or_create(&label).inc_by(*b);
+    }
+    r.register_with_unit(
+        "gpu_held",
+        "GPU time held, per member (from the usage ledger)",
+        Unit::Seconds,
+        held,
+    );
+    r.register_with_unit(
+        "gpu_busy",
+        "GPU time held while computing, per member (from the usage ledger)",
+        Unit::Seconds,
+        busy,
+    );
+
+    let rss = Gauge::<f64, AtomicU64>::default();
+    rss.set(scrape.resident_memory_bytes);
+    r.register_with_unit(
+        "process_resident_memory",
+        "Resident memory of the notebox process",
+        Unit::Bytes,
+        rss,
+    );
+    let passes = Counter::<u64>::default();
+    passes.inc_by(scrape.reconciler_passes);
+    r.register("reconciler_passes", "Reconciler passes since start", passes);
 }
 
 /// The process's resident memory, from /proc/self/statm (Linux).
