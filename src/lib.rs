@@ -12,7 +12,6 @@ pub mod gpu;
 pub mod http;
 pub mod metrics;
 pub mod model;
-pub mod origin;
 pub mod proxy;
 pub mod runtime;
 pub mod service;
@@ -20,6 +19,10 @@ pub mod share;
 pub mod usage;
 pub mod web;
 pub mod webhook;
+
+/// Where notebooks are served and which cookies are Notebox's: part of the proxy, named
+/// `crate::origin` by the pages, `doctor` and the HTTP helpers that read it too.
+pub use proxy::origin;
 
 use std::future::Future;
 use std::net::TcpListener;

@@ -7,6 +7,8 @@
 //! caches); it knows nothing of Notebox's pages, which depend on it, not the reverse — so
 //! it can be mounted on a listener (and origin) of its own.
 
+pub mod origin;
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
