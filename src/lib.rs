@@ -120,18 +120,21 @@ pub async fn run(
     let shares = share::Shares::new(runtime.clone(), notebooks.clone());
     let previews = tokio::spawn(shares.clone().follow_stops());
     let local = listener.local_addr()?;
+    let origins = proxy::Origins::new(
+        config.notebooks.origin,
+        config.notebooks.origin_ports,
+        &config.notebooks.origin_domain,
+    );
+    let credentials = proxy::Credentials::new(accounts.clone());
     let proxy_state = aw::Data::new(proxy::ProxyState::new(
-        accounts.clone(),
+        credentials.clone(),
         db.clone(),
         runtime.clone(),
+        origins.clone(),
         local.port(),
     ));
     let sites = Arc::new(web::sites::Sites::new(
-        origin::Origins::new(
-            config.notebooks.origin,
-            config.notebooks.origin_ports,
-            &config.notebooks.origin_domain,
-        ),
+        origins,
         local.ip(),
         db.clone(),
         proxy_state.clone(),

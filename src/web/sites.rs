@@ -502,7 +502,7 @@ async fn enter(req: &HttpRequest, proxy: &ProxyState, id: &str, inherited: bool)
         .map(|q| q.into_inner().code)
         .filter(|_| !cross_site)
         .unwrap_or_default();
-    let entered = match proxy.accounts().enter(&code, id).await {
+    let entered = match proxy.credentials().accounts().enter(&code, id).await {
         Ok(e) => e,
         Err(e) => {
             use actix_web::ResponseError;
