@@ -125,9 +125,9 @@ pub async fn run(
         config.notebooks.origin_ports,
         &config.notebooks.origin_domain,
     );
-    let credentials = proxy::Credentials::new(accounts.clone());
+    let credentials = aw::Data::new(proxy::Credentials::new(accounts.clone()));
     let proxy_state = aw::Data::new(proxy::ProxyState::new(
-        credentials.clone(),
+        credentials.get_ref().clone(),
         db.clone(),
         runtime.clone(),
         origins.clone(),
@@ -157,6 +157,7 @@ pub async fn run(
         App::new()
             .app_data(state.clone())
             .app_data(proxy_state.clone())
+            .app_data(credentials.clone())
             .app_data(aw::Data::new(proxy::UpstreamClient::default()))
             .app_data(web::pages::form_config())
             .app_data(web::pages::json_config())
