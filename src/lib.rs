@@ -120,6 +120,7 @@ pub async fn run(
     let shares = share::Shares::new(runtime.clone(), notebooks.clone());
     let previews = tokio::spawn(shares.clone().follow_stops());
     let local = listener.local_addr()?;
+    // Where notebooks are served: built once, for the proxy and its listeners.
     let origins = proxy::Origins::new(
         config.notebooks.origin,
         config.notebooks.origin_ports,
@@ -130,17 +131,17 @@ pub async fn run(
         credentials.get_ref().clone(),
         db.clone(),
         runtime.clone(),
-        origins.clone(),
+        origins,
         local.port(),
     ));
-    let sites = Arc::new(web::sites::Sites::new(
-        origins,
+    let sites = Arc::new(proxy::Sites::new(
+        proxy_state.clone(),
+        web::notebook_site::notebook_port_app(proxy_state.clone()),
         local.ip(),
         db.clone(),
-        proxy_state.clone(),
         config.notebooks.max_running_per_user,
     ));
-    let site_follower = tokio::spawn(sites.clone().follow(runtime.clone()));
+    let site_follower = tokio::spawn(sites.clone().follow());
     let state = aw::Data::new(web::AppState {
         config: config.clone(),
         db: db.clone(),

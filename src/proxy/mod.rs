@@ -17,21 +17,32 @@
 //! - `replies`: what the proxy answers itself (errors, the not-running page, redirects);
 //! - `upstream`: the client to Jupyter, and the headers and cookies that pass;
 //! - `http` and `websocket` (with `frames`): the two relays.
+//!
+//! A notebook's own origin:
+//! - `sites`: the per-notebook port listeners, opened and closed as notebooks run;
+//! - `site_workers`: the threads that serve every notebook port;
+//! - `notebook_site`: what a notebook's origin answers (the entry handshake, the notebook).
 
 mod actions;
 mod caller;
 mod frames;
 mod http;
+mod notebook_site;
 pub mod origin;
 mod replies;
 mod request;
 mod serve;
+mod site_workers;
+mod sites;
 mod state;
 mod upstream;
 mod websocket;
 
 pub use caller::{header_token, session_cookie, Credential, Credentials};
-pub use origin::{Origins, Site};
-pub use serve::{add_slash, proxy, serve};
+pub use notebook_site::{is_notebook_host, notebook_site, ENTER_PATH};
+pub use origin::Origins;
+pub use serve::{add_slash, proxy};
+pub use site_workers::{SiteApp, SiteService};
+pub use sites::{SiteError, Sites};
 pub use state::ProxyState;
 pub use upstream::UpstreamClient;

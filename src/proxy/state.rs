@@ -133,9 +133,23 @@ impl ProxyState {
         self.runtime.metrics()
     }
 
-    /// The runtime's announcements (a notebook stopped), for the notebook listeners.
-    pub fn runtime_events(&self) -> tokio::sync::broadcast::Receiver<RuntimeEvent> {
-        self.runtime.subscribe()
+    /// The notebooks that stop from now on, for the notebook listeners.
+    pub fn notebook_stops(&self) -> NotebookStops {
+        NotebookStops(self.runtime.subscribe())
+    }
+}
+
+/// The runtime's word that a notebook stopped.
+pub struct NotebookStops(tokio::sync::broadcast::Receiver<RuntimeEvent>);
+
+impl NotebookStops {
+    /// The next notebook that stopped; `None` when some were missed (the listeners catch up
+    /// from the database) or none can come any more.
+    pub async fn next(&mut self) -> Option<String> {
+        match self.0.recv().await {
+            Ok(RuntimeEvent::Stopped { notebook_id }) => Some(notebook_id),
+            Err(_) => None,
+        }
     }
 }
 
