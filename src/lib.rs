@@ -120,27 +120,11 @@ pub async fn run(
     let shares = share::Shares::new(runtime.clone(), notebooks.clone());
     let previews = tokio::spawn(shares.clone().follow_stops());
     let local = listener.local_addr()?;
-    // Where notebooks are served: built once, for the proxy and its listeners.
-    let origins = proxy::Origins::new(
-        config.notebooks.origin,
-        config.notebooks.origin_ports,
-        &config.notebooks.origin_domain,
-    );
-    let credentials = aw::Data::new(proxy::Credentials::new(accounts.clone()));
-    let proxy_state = aw::Data::new(proxy::ProxyState::new(
-        credentials.get_ref().clone(),
-        db.clone(),
-        runtime.clone(),
-        origins,
-        local.port(),
-    ));
-    let sites = Arc::new(proxy::Sites::new(
-        proxy_state.clone(),
-        web::notebook_site::notebook_port_app(proxy_state.clone()),
-        local.ip(),
-        db.clone(),
-        config.notebooks.max_running_per_user,
-    ));
+    let NotebookProxy {
+        credentials,
+        proxy_state,
+        sites,
+    } = NotebookProxy::wire(&config, &accounts, &db, &runtime, local);
     let site_follower = tokio::spawn(sites.clone().follow());
     let state = aw::Data::new(web::AppState {
         config: config.clone(),
@@ -216,6 +200,50 @@ pub async fn run(
     sampler.abort();
     watchdog.abort();
     result
+}
+
+/// The notebook proxy, its listeners, and the credential resolver the pages share with it.
+struct NotebookProxy {
+    credentials: aw::Data<proxy::Credentials>,
+    proxy_state: aw::Data<proxy::ProxyState>,
+    sites: Arc<proxy::Sites>,
+}
+
+impl NotebookProxy {
+    fn wire(
+        config: &Config,
+        accounts: &auth::Accounts,
+        db: &db::Db,
+        runtime: &runtime::Runtime,
+        local: std::net::SocketAddr,
+    ) -> NotebookProxy {
+        // Where notebooks are served: built once, here.
+        let origins = proxy::Origins::new(
+            config.notebooks.origin,
+            config.notebooks.origin_ports,
+            &config.notebooks.origin_domain,
+        );
+        let credentials = aw::Data::new(proxy::Credentials::new(accounts.clone()));
+        let proxy_state = aw::Data::new(proxy::ProxyState::new(
+            credentials.get_ref().clone(),
+            db.clone(),
+            runtime.clone(),
+            origins,
+            local.port(),
+        ));
+        let sites = Arc::new(proxy::Sites::new(
+            proxy_state.clone(),
+            web::notebook_site::notebook_port_app(proxy_state.clone()),
+            local.ip(),
+            db.clone(),
+            config.notebooks.max_running_per_user,
+        ));
+        NotebookProxy {
+            credentials,
+            proxy_state,
+            sites,
+        }
+    }
 }
 
 /// Docker bind mounts need absolute paths; the default data dir is relative.
