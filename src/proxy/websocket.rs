@@ -55,17 +55,19 @@ pub async fn proxy_websocket(
     }
     let offered = offered_protocols(req);
     let jupyters = match connect_upstream(upstream, url, headers, &offered).await? {
-            Ok(socket) => socket,
-            // Jupyter answered, but refused (an unknown kernel: 404): pass its answer on.
-            Err(status) => {
-                return Ok(HttpResponse::build(status)
-                    .content_type("application/json")
-                    .body(format!(
-                        r#"{{"error": {{"code": "upstream_refused", "message": "Jupyter refused the WebSocket ({status})."}}}}"#
-                    )))
-            }
-        };
+        Ok(socket) => socket,
+        Err(status) => return Ok(refused_by_jupyter(status)),
+    };
     accept_browser(req, payload, jupyters, &offered, relay_to)
+}
+
+/// Jupyter answered, but refused (an unknown kernel: 404): its answer passed on.
+fn refused_by_jupyter(status: StatusCode) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(format!(
+            r#"{{"error": {{"code": "upstream_refused", "message": "Jupyter refused the WebSocket ({status})."}}}}"#
+        ))
 }
 
 /// The subprotocols the browser offers.
@@ -170,6 +172,7 @@ pub struct Relay {
     pub credential: Credential,
     pub kind: SocketKind,
 }
+
 impl Relay {
     /// Whether the credential the WebSocket was opened with still belongs to its user.
     async fn still_allowed(&self) -> bool {
