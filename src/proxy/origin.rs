@@ -4,34 +4,17 @@
 //! the end (`origin_allowed`) read an HTTP request.
 //!
 //! Cookies ignore ports (RFC 6265 §8.5) and a notebook's script can write `document.cookie`
-//! for the whole host, so the names below never collide, a request that carries one of
-//! them twice is refused, and under TLS they carry the `__Host-` prefix.
+//! for the whole host, so Notebox's cookie names (here and in `crate::http`) never collide,
+//! a request that carries one of them twice is refused, and under TLS they carry the
+//! `__Host-` prefix.
 
 use actix_web::http::{header, Method};
 use actix_web::HttpRequest;
 
 use crate::config::{OriginMode, PortRange};
+pub use crate::http::{login_csrf_cookie_name, session_cookie_name};
 
 use super::request::is_websocket;
-
-/// Notebox's session cookie: `__Host-` under TLS (no notebook can set or shadow it there).
-pub fn session_cookie_name(https: bool) -> &'static str {
-    if https {
-        "__Host-notebox_session"
-    } else {
-        "notebox_session"
-    }
-}
-
-/// The login form's CSRF cookie (double submit): `__Host-` under TLS, so that no other
-/// origin of the site (a notebook's subdomain) can plant one.
-pub fn login_csrf_cookie_name(https: bool) -> &'static str {
-    if https {
-        "__Host-notebox_login_csrf"
-    } else {
-        "notebox_login_csrf"
-    }
-}
 
 /// A notebook's own cookie: its name carries the notebook's id.
 pub fn notebook_cookie_name(notebook_id: &str, https: bool) -> String {
