@@ -277,7 +277,8 @@ async fn check_gpus(config: &Config, docker: Option<&DockerBackend>) -> Vec<Chec
 /// range can be bound right now.
 fn check_origins(config: &Config) -> Check {
     let n = &config.notebooks;
-    let (weak, note) = crate::origin::isolation_note(n.origin, n.origin_ports, &n.origin_domain);
+    let (weak, note) =
+        crate::proxy::origin::isolation_note(n.origin, n.origin_ports, &n.origin_domain);
     if weak {
         return check(
             "notebook origins",
@@ -302,9 +303,11 @@ fn check_origins(config: &Config) -> Check {
             n.origin_ports.last,
         );
         let capacity = match usage {
-            Ok(Some(usage)) => {
-                crate::origin::port_capacity_warning(n.origin_ports, usage, n.max_running_per_user)
-            }
+            Ok(Some(usage)) => crate::proxy::origin::port_capacity_warning(
+                n.origin_ports,
+                usage,
+                n.max_running_per_user,
+            ),
             Ok(None) => None,
             Err(e) => Some(format!("cannot read which member owns which port: {e}")),
         };

@@ -34,7 +34,26 @@ pub fn request_host(req: &HttpRequest) -> String {
 
 /// The name of Notebox's session cookie for this request.
 pub fn session_cookie(req: &HttpRequest) -> &'static str {
-    crate::origin::session_cookie_name(is_https(req))
+    session_cookie_name(is_https(req))
+}
+
+/// Notebox's session cookie: `__Host-` under TLS (no notebook can set or shadow it there).
+pub fn session_cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-notebox_session"
+    } else {
+        "notebox_session"
+    }
+}
+
+/// The login form's CSRF cookie (double submit): `__Host-` under TLS, so that no other
+/// origin of the site (a notebook's subdomain) can plant one.
+pub fn login_csrf_cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-notebox_login_csrf"
+    } else {
+        "notebox_login_csrf"
+    }
 }
 
 /// The path and query the browser asked for, to come back to after logging in.

@@ -19,7 +19,6 @@ pub mod idle;
 pub mod jupyter;
 pub mod model;
 pub mod notebooks;
-pub mod origin;
 pub mod platform;
 pub mod proxy;
 pub mod share;
@@ -88,26 +87,11 @@ pub async fn run(
         tokio::spawn(components.shares.clone().follow_stops()),
     ];
     let local = listener.local_addr()?;
-    let proxy_state = aw::Data::new(proxy::ProxyState::new(
-        accounts.clone(),
-        db.clone(),
-        components.proxy_handles(),
-        local.port(),
-    ));
-    let sites = Arc::new(web::sites::Sites::new(
-        origin::Origins::new(
-            config.notebooks.origin,
-            config.notebooks.origin_ports,
-            &config.notebooks.origin_domain,
-        ),
-        local.ip(),
-        db.clone(),
-        proxy_state.clone(),
-        config.notebooks.max_running_per_user,
-    ));
-    let site_follower = tokio::spawn(sites.clone().follow(components.events.clone()));
+    let proxy = NotebookProxy::wire(&config, &accounts, &db, components.proxy_handles(), local);
+    let sites = proxy.sites.clone();
+    let site_follower = tokio::spawn(sites.clone().follow());
     let state = aw::Data::new(components.app_state(&db, &accounts, sites.clone()));
-    let server = serve(listener, state, proxy_state)?;
+    let server = serve(listener, state, proxy)?;
     let handle = server.handle();
     // The database is open and migrated and the listener is bound: ready.
     platform::systemd::notify_ready();
@@ -180,12 +164,18 @@ async fn start_telemetry(config: &Arc<Config>) -> Result<gpu::telemetry::Telemet
 fn serve(
     listener: TcpListener,
     state: aw::Data<web::AppState>,
-    proxy_state: aw::Data<proxy::ProxyState>,
+    proxy: NotebookProxy,
 ) -> Result<actix_web::dev::Server, StartError> {
+    let NotebookProxy {
+        credentials,
+        proxy_state,
+        ..
+    } = proxy;
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(proxy_state.clone())
+            .app_data(credentials.clone())
             .app_data(aw::Data::new(proxy::UpstreamClient::default()))
             .app_data(web::pages::form_config())
             .app_data(web::pages::json_config())
@@ -325,7 +315,7 @@ impl Components {
         &self,
         db: &db::Db,
         accounts: &auth::Accounts,
-        sites: Arc<web::sites::Sites>,
+        sites: Arc<proxy::Sites>,
     ) -> web::AppState {
         web::AppState {
             config: self.config.clone(),
@@ -350,6 +340,51 @@ impl Components {
             tracker: self.tracker.clone(),
             metrics: self.metrics.clone(),
             reconciler: self.reconciler.clone(),
+            events: self.events.clone(),
+        }
+    }
+}
+
+/// The notebook proxy, its listeners, and the credential resolver the pages share with it.
+struct NotebookProxy {
+    credentials: aw::Data<proxy::Credentials>,
+    proxy_state: aw::Data<proxy::ProxyState>,
+    sites: Arc<proxy::Sites>,
+}
+
+impl NotebookProxy {
+    fn wire(
+        config: &Config,
+        accounts: &auth::Accounts,
+        db: &db::Db,
+        handles: proxy::ProxyHandles,
+        local: std::net::SocketAddr,
+    ) -> NotebookProxy {
+        // Where notebooks are served: built once, here.
+        let origins = proxy::Origins::new(
+            config.notebooks.origin,
+            config.notebooks.origin_ports,
+            &config.notebooks.origin_domain,
+        );
+        let credentials = aw::Data::new(proxy::Credentials::new(accounts.clone()));
+        let proxy_state = aw::Data::new(proxy::ProxyState::new(
+            credentials.get_ref().clone(),
+            db.clone(),
+            handles,
+            origins,
+            local.port(),
+        ));
+        let sites = Arc::new(proxy::Sites::new(
+            proxy_state.clone(),
+            web::notebook_site::notebook_port_app(proxy_state.clone()),
+            local.ip(),
+            db.clone(),
+            config.notebooks.max_running_per_user,
+        ));
+        NotebookProxy {
+            credentials,
+            proxy_state,
+            sites,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Who is asking: session cookies for pages, bearer tokens (or a session plus the CSRF
-//! header) for the JSON API.
+//! header) for the JSON API. The credentials are read and looked up by the proxy's
+//! resolver (`proxy::Credentials`), the one place a credential becomes a user.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,8 +11,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 
 use crate::auth::{secrets, User};
 use crate::error::{ApiError, PageError, WebError};
-
-use super::AppState;
+use crate::proxy::{Credential, Credentials};
 
 pub use crate::http::{authorization_token, here, CSRF_HEADER, LOGIN_CSRF_COOKIE, SESSION_COOKIE};
 
@@ -41,24 +41,19 @@ pub struct ApiUser {
     pub user: User,
 }
 
-fn state(req: &HttpRequest) -> Result<web::Data<AppState>, WebError> {
-    req.app_data::<web::Data<AppState>>()
+fn credentials(req: &HttpRequest) -> Result<web::Data<Credentials>, WebError> {
+    req.app_data::<web::Data<Credentials>>()
         .cloned()
         .ok_or_else(|| WebError::internal("application state missing"))
 }
 
 pub async fn session_from_request(req: &HttpRequest) -> Result<Option<SessionUser>, WebError> {
-    let Some(cookie) = req.cookie(crate::http::session_cookie(req)) else {
+    let Some(value) = crate::proxy::session_cookie(req) else {
         return Ok(None);
     };
-    let value = cookie.value().to_string();
-    if value.is_empty() || value.len() > 128 {
-        return Ok(None);
-    }
-    let state = state(req)?;
-    Ok(state
-        .accounts
-        .session_user(&value)
+    let credentials = credentials(req)?;
+    Ok(credentials
+        .session(&value)
         .await?
         .map(|(user, csrf)| SessionUser {
             user,
@@ -160,13 +155,11 @@ impl FromRequest for ApiUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let state = state(&req)?;
-            if req
-                .headers()
-                .contains_key(actix_web::http::header::AUTHORIZATION)
-            {
-                let token = authorization_token(&req).ok_or_else(WebError::unauthorized)?;
-                return match state.accounts.token_user(&token).await? {
+            let credentials = credentials(&req)?;
+            let header_token =
+                crate::proxy::header_token(&req).map_err(|_| WebError::unauthorized())?;
+            if let Some(token) = header_token {
+                return match credentials.lookup(&Credential::Token(token)).await? {
                     Some(user) => Ok(ApiUser { user }),
                     None => Err(ApiError(WebError::new(
                         actix_web::http::StatusCode::UNAUTHORIZED,

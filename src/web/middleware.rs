@@ -36,7 +36,7 @@ pub async fn refuse_duplicate_cookies(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let duplicate = crate::origin::duplicate_cookie(
+    let duplicate = crate::proxy::origin::duplicate_cookie(
         req.headers()
             .get_all(header::COOKIE)
             .filter_map(|v| v.to_str().ok()),
@@ -52,7 +52,7 @@ pub async fn refuse_duplicate_cookies(
         // Honoured on secure contexts (https, localhost): every cookie of the site goes.
         .insert_header((HeaderName::from_static("clear-site-data"), "\"cookies\""));
     let host = req.connection_info().host().to_string();
-    let (host, _) = crate::origin::split_host(&host);
+    let (host, _) = crate::proxy::origin::split_host(&host);
     // The copies this request could carry: any path that is a prefix of this one, host-only
     // or with a Domain.
     let mut paths = vec!["/".to_string()];
@@ -127,7 +127,11 @@ pub async fn refuse_notebook_origins(
     Ok(next.call(req).await?.map_into_boxed_body())
 }
 
-fn from_another_origin(req: &ServiceRequest, origins: &crate::origin::Origins, host: &str) -> bool {
+fn from_another_origin(
+    req: &ServiceRequest,
+    origins: &crate::proxy::origin::Origins,
+    host: &str,
+) -> bool {
     let headers = req.headers();
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     if origin.is_some_and(|o| origins.is_notebook_origin(o, host)) {

@@ -3,8 +3,8 @@
 pub mod assets;
 pub mod extract;
 pub mod middleware;
+pub mod notebook_site;
 pub mod pages;
-pub mod sites;
 pub mod views;
 
 use std::sync::Arc;
@@ -29,16 +29,16 @@ pub struct AppState {
     pub telemetry: crate::gpu::telemetry::Telemetry,
     pub metrics: crate::platform::metrics::Metrics,
     /// Notebooks on origins of their own (ports, subdomains).
-    pub sites: Arc<sites::Sites>,
+    pub sites: Arc<crate::proxy::Sites>,
 }
 
 /// The map of the product, top to bottom.
 #[rustfmt::skip]
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, api, gpus, health, login, notebooks, share, usage};
+    use pages::{account, admin, api, gpus, health, login, notebooks, open_notebook, share, usage};
     // A notebook's own subdomain (origin = "subdomains"): that notebook only.
-    cfg.service(web::scope("").guard(actix_web::guard::fn_guard(sites::is_notebook_host))
-                                                   .default_service(web::to(sites::notebook_site)));
+    cfg.service(web::scope("").guard(actix_web::guard::fn_guard(crate::proxy::is_notebook_host))
+                                                   .default_service(web::to(notebook_site::serve_notebook_origin)));
     // Jupyter, proxied: first, because it is the hot path (routes are tried in order).
     cfg.route("/nb/{id}/{tail:.*}",                web::route().to(crate::proxy::proxy))
         .route("/nb/{id}",                         web::route().to(crate::proxy::add_slash))
@@ -54,7 +54,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/notebooks/new",                   web::get().to(notebooks::new_notebook_form))
         .route("/notebooks",                       web::post().to(notebooks::create_notebook))
         .route("/notebooks/{id}",                  web::get().to(notebooks::notebook_page))
-        .route("/notebooks/{id}/open",             web::get().to(sites::open_notebook))
+        .route("/notebooks/{id}/open",             web::get().to(open_notebook::open_notebook))
         .route("/notebooks/{id}/extend",           web::post().to(notebooks::extend_notebook))
         .route("/notebooks/{id}/delete",           web::get().to(notebooks::delete_confirm))
         .route("/notebooks/{id}/delete",           web::post().to(notebooks::delete_notebook))

@@ -409,7 +409,7 @@ pub async fn notebooks_page(
 
 fn isolation(state: &AppState) -> (bool, String) {
     let n = &state.config.notebooks;
-    crate::origin::isolation_note(n.origin, n.origin_ports, &n.origin_domain)
+    crate::proxy::origin::isolation_note(n.origin, n.origin_ports, &n.origin_domain)
 }
 
 pub async fn set_idle_exempt(

@@ -65,7 +65,7 @@ fn render_login(
 /// The pre-session CSRF token lives in its own cookie and is echoed by the form.
 fn login_csrf(req: &HttpRequest) -> (String, Option<Cookie<'static>>) {
     let https = is_https(req);
-    let name = crate::origin::login_csrf_cookie_name(https);
+    let name = crate::proxy::origin::login_csrf_cookie_name(https);
     if let Some(c) = req.cookie(name) {
         if c.value().len() >= 32 && c.value().len() <= 128 {
             return (c.value().to_string(), None);
@@ -107,7 +107,7 @@ pub async fn login_submit(
 ) -> Result<HttpResponse, PageError> {
     let form = form.into_inner();
     let expected = req
-        .cookie(crate::origin::login_csrf_cookie_name(is_https(&req)))
+        .cookie(crate::proxy::origin::login_csrf_cookie_name(is_https(&req)))
         .map(|c| c.value().to_string());
     let csrf_ok = matches!(&expected, Some(e) if !form.csrf.is_empty() && secrets::constant_time_eq(e, &form.csrf));
     if !csrf_ok {

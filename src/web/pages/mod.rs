@@ -5,6 +5,7 @@ pub mod gpus;
 pub mod health;
 pub mod login;
 pub mod notebooks;
+pub mod open_notebook;
 pub mod share;
 pub mod usage;
 

@@ -1,31 +1,20 @@
 //! Where notebooks are served, and telling origins apart: each running notebook on an
 //! origin of its own (a port of its own, or a subdomain), so that code in a notebook's page
-//! can never act as its member on Notebox. Pure: no HTTP framework, no I/O.
+//! can never act as its member on Notebox. No I/O; only the checks of a proxied request at
+//! the end (`origin_allowed`) read an HTTP request.
 //!
 //! Cookies ignore ports (RFC 6265 §8.5) and a notebook's script can write `document.cookie`
-//! for the whole host, so the names below never collide, a request that carries one of
-//! them twice is refused, and under TLS they carry the `__Host-` prefix.
+//! for the whole host, so Notebox's cookie names (here and in `crate::http`) never collide,
+//! a request that carries one of them twice is refused, and under TLS they carry the
+//! `__Host-` prefix.
+
+use actix_web::http::{header, Method};
+use actix_web::HttpRequest;
 
 use crate::config::{OriginMode, PortRange};
+pub use crate::http::{login_csrf_cookie_name, session_cookie_name};
 
-/// Notebox's session cookie: `__Host-` under TLS (no notebook can set or shadow it there).
-pub fn session_cookie_name(https: bool) -> &'static str {
-    if https {
-        "__Host-notebox_session"
-    } else {
-        "notebox_session"
-    }
-}
-
-/// The login form's CSRF cookie (double submit): `__Host-` under TLS, so that no other
-/// origin of the site (a notebook's subdomain) can plant one.
-pub fn login_csrf_cookie_name(https: bool) -> &'static str {
-    if https {
-        "__Host-notebox_login_csrf"
-    } else {
-        "notebox_login_csrf"
-    }
-}
+use super::request::is_websocket;
 
 /// A notebook's own cookie: its name carries the notebook's id.
 pub fn notebook_cookie_name(notebook_id: &str, https: bool) -> String {
@@ -230,6 +219,74 @@ impl Origins {
             OriginMode::Subdomains => Some(format!("https://{notebook_id}.{}", self.domain)),
         }
     }
+}
+
+/// Which origin a proxied request arrived on, and so which credentials count there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Site {
+    /// Notebox's own origin. With isolated origins only an `Authorization` header counts
+    /// (a browser cannot send one on a navigation, so no page of a notebook is ever
+    /// rendered here with the member's cookies).
+    Main,
+    /// The notebook's own origin (its port or subdomain): its own cookie or a token;
+    /// Notebox's session cookie never counts (and never reaches Jupyter).
+    Notebook(String),
+}
+
+/// Jupyter skips its origin checks for token-authenticated calls, and we always send a
+/// token: so the proxy refuses cross-site WebSockets and writes itself. On a notebook's
+/// own origin nothing from another origin gets through, reads included: not another
+/// notebook's page (`fetch` with credentials, `<script src>`), not Notebox's.
+pub fn origin_allowed(req: &HttpRequest, site: &Site) -> bool {
+    if matches!(site, Site::Notebook(_)) {
+        let fetch_site = req
+            .headers()
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let header = |name: &str| req.headers().get(name).map(|v| v.as_bytes());
+        // A link followed to the notebook, in a tab or window: fine. Framing it (iframe,
+        // embed) is not: another origin's page could then click for the member.
+        let top_level_navigation = header("sec-fetch-mode") == Some(b"navigate")
+            && header("sec-fetch-dest").is_none_or(|d| d == b"document");
+        // Another origin's page loading something of this notebook's.
+        if matches!(fetch_site, "same-site" | "cross-site") && !top_level_navigation {
+            return false;
+        }
+        if req.headers().contains_key(header::ORIGIN) {
+            return same_origin(req);
+        }
+        return true;
+    }
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if safe && !is_websocket(req) {
+        return true;
+    }
+    same_origin(req)
+}
+
+/// Whether the request's `Origin` is the origin it was sent to (no `Origin`: not a
+/// browser, or a same-origin navigation).
+fn same_origin(req: &HttpRequest) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        // Not a browser (browsers send Origin on WebSockets and cross-site writes).
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let host = req.connection_info().host().to_string();
+    let scheme_ok = origin
+        .split_once("://")
+        .is_some_and(|(s, _)| s.eq_ignore_ascii_case(req.connection_info().scheme()));
+    if !scheme_ok {
+        return false;
+    }
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .unwrap_or("");
+    origin_host.eq_ignore_ascii_case(&host)
 }
 
 #[cfg(test)]
