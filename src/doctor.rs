@@ -162,115 +162,124 @@ fn toolkit_version() -> Option<String> {
 }
 
 async fn check_gpus(config: &Config, docker: Option<&DockerBackend>) -> Vec<Check> {
-    let mut out = Vec::new();
+    let (inventory_check, backend, count) = check_inventory(config).await;
+    let mut out = vec![inventory_check];
+    if backend != "nvml" || count == 0 {
+        return out;
+    }
+    // Real GPUs: Docker must be able to hand them to containers, safely.
+    if let Some(docker) = docker {
+        out.push(check_nvidia_runtime(docker).await);
+    }
+    out.push(check_toolkit());
+    out
+}
+
+/// The GPUs the inventory finds: the check, the backend's name and how many.
+async fn check_inventory(config: &Config) -> (Check, &'static str, usize) {
     let (inventory, reason) = crate::gpu::open_inventory(config);
     let gpus = tokio::task::spawn_blocking({
         let inventory = inventory.clone();
         move || inventory.sample()
     })
     .await;
-    let count = match gpus {
-        Ok(Ok(g)) => {
-            let names: Vec<String> = g
-                .iter()
-                .map(|g| format!("{} ({} MiB)", g.name, g.memory_total_mib))
-                .collect();
-            let level = if g.is_empty() && config.gpu.backend == GpuBackend::Nvml {
-                Level::Fail
-            } else {
-                Level::Ok
-            };
-            let message = match (inventory.backend(), g.len()) {
-                ("none", _) => format!(
-                    "no GPUs: {}; CPU notebooks work",
-                    reason
-                        .clone()
-                        .unwrap_or_else(|| "gpu.backend = \"none\"".into())
-                ),
-                (backend, 0) => format!("{backend}: no GPUs found"),
-                (backend, n) => format!("{backend}: {n} GPU(s): {}", names.join(", ")),
-            };
-            let fix = (inventory.backend() == "none" && config.gpu.backend != GpuBackend::None)
-                .then_some("if this machine has NVIDIA GPUs, install the NVIDIA driver (it provides libnvidia-ml.so.1)");
-            out.push(check(
-                "gpus",
-                if reason.is_some() && config.gpu.backend == GpuBackend::Nvml {
-                    Level::Fail
-                } else {
-                    level
-                },
-                message,
-                fix,
-            ));
-            g.len()
-        }
+    let g = match gpus {
+        Ok(Ok(g)) => g,
         Ok(Err(e)) => {
-            out.push(check(
+            let fail = check(
                 "gpus",
                 Level::Fail,
                 format!("the GPU inventory failed: {e}"),
                 None,
-            ));
-            0
+            );
+            return (fail, inventory.backend(), 0);
         }
         Err(e) => {
-            out.push(check(
+            let fail = check(
                 "gpus",
                 Level::Fail,
                 format!("the GPU check crashed: {e}"),
                 None,
-            ));
-            0
+            );
+            return (fail, inventory.backend(), 0);
         }
     };
-    if inventory.backend() != "nvml" || count == 0 {
-        return out;
+    let names: Vec<String> = g
+        .iter()
+        .map(|g| format!("{} ({} MiB)", g.name, g.memory_total_mib))
+        .collect();
+    let nvml_expected = config.gpu.backend == GpuBackend::Nvml;
+    let level = if (g.is_empty() || reason.is_some()) && nvml_expected {
+        Level::Fail
+    } else {
+        Level::Ok
+    };
+    let message = match (inventory.backend(), g.len()) {
+        ("none", _) => format!(
+            "no GPUs: {}; CPU notebooks work",
+            reason
+                .clone()
+                .unwrap_or_else(|| "gpu.backend = \"none\"".into())
+        ),
+        (backend, 0) => format!("{backend}: no GPUs found"),
+        (backend, n) => format!("{backend}: {n} GPU(s): {}", names.join(", ")),
+    };
+    let fix = (inventory.backend() == "none" && config.gpu.backend != GpuBackend::None)
+        .then_some("if this machine has NVIDIA GPUs, install the NVIDIA driver (it provides libnvidia-ml.so.1)");
+    (
+        check("gpus", level, message, fix),
+        inventory.backend(),
+        g.len(),
+    )
+}
+
+/// Whether Docker knows the nvidia runtime.
+async fn check_nvidia_runtime(docker: &DockerBackend) -> Check {
+    match docker.runtimes().await {
+        Ok(runtimes) if runtimes.iter().any(|r| r == "nvidia") => check(
+            "nvidia runtime",
+            Level::Ok,
+            "the nvidia runtime is registered with Docker",
+            None,
+        ),
+        Ok(runtimes) => check(
+            "nvidia runtime",
+            Level::Warn,
+            format!("Docker's runtimes are {}; nvidia is not among them", runtimes.join(", ")),
+            Some("install nvidia-container-toolkit, then: nvidia-ctk runtime configure --runtime=docker && systemctl restart docker"),
+        ),
+        Err(e) => check("nvidia runtime", Level::Warn, format!("cannot ask Docker: {e}"), None),
     }
-    // Real GPUs: Docker must be able to hand them to containers, safely.
-    if let Some(docker) = docker {
-        match docker.runtimes().await {
-            Ok(runtimes) if runtimes.iter().any(|r| r == "nvidia") => out.push(check(
-                "nvidia runtime",
-                Level::Ok,
-                "the nvidia runtime is registered with Docker",
-                None,
-            )),
-            Ok(runtimes) => out.push(check(
-                "nvidia runtime",
-                Level::Warn,
-                format!("Docker's runtimes are {}; nvidia is not among them", runtimes.join(", ")),
-                Some("install nvidia-container-toolkit, then: nvidia-ctk runtime configure --runtime=docker && systemctl restart docker"),
-            )),
-            Err(e) => out.push(check("nvidia runtime", Level::Warn, format!("cannot ask Docker: {e}"), None)),
-        }
-    }
-    match toolkit_version() {
-        None => out.push(check(
+}
+
+/// The NVIDIA container toolkit is there, and new enough to be safe.
+fn check_toolkit() -> Check {
+    let Some(text) = toolkit_version() else {
+        return check(
             "container toolkit",
             Level::Fail,
             "the NVIDIA container toolkit is not installed, so containers cannot get GPUs",
             Some("apt install nvidia-container-toolkit (see docs/INSTALL.md)"),
-        )),
-        Some(text) => match parse_version(&text) {
-            Some(v) if v < TOOLKIT_SAFE_FROM => out.push(check(
-                "container toolkit",
-                Level::Fail,
-                format!(
-                    "NVIDIA container toolkit {}.{}.{} has a known container escape (CVE-2025-23266, and CVE-2024-0132 before 1.16.2)",
-                    v.0, v.1, v.2
-                ),
-                Some("upgrade nvidia-container-toolkit to 1.17.8 or newer"),
-            )),
-            Some(v) => out.push(check(
-                "container toolkit",
-                Level::Ok,
-                format!("NVIDIA container toolkit {}.{}.{}", v.0, v.1, v.2),
-                None,
-            )),
-            None => out.push(check("container toolkit", Level::Warn, format!("cannot read its version from {text:?}"), None)),
-        },
+        );
+    };
+    match parse_version(&text) {
+        Some(v) if v < TOOLKIT_SAFE_FROM => check(
+            "container toolkit",
+            Level::Fail,
+            format!(
+                "NVIDIA container toolkit {}.{}.{} has a known container escape (CVE-2025-23266, and CVE-2024-0132 before 1.16.2)",
+                v.0, v.1, v.2
+            ),
+            Some("upgrade nvidia-container-toolkit to 1.17.8 or newer"),
+        ),
+        Some(v) => check(
+            "container toolkit",
+            Level::Ok,
+            format!("NVIDIA container toolkit {}.{}.{}", v.0, v.1, v.2),
+            None,
+        ),
+        None => check("container toolkit", Level::Warn, format!("cannot read its version from {text:?}"), None),
     }
-    out
 }
 
 /// Where notebooks are served; `same` is the weaker mode. With `ports`, how many of the

@@ -139,7 +139,7 @@ impl Sampler {
                 (nb.clone(), source, gpus)
             })
             .collect();
-        let count_terminals = pass % TERMINALS_EVERY == 0;
+        let count_terminals = pass.is_multiple_of(TERMINALS_EVERY);
         let this = &*self;
         let readings: Vec<(String, Reading)> = futures_util::stream::iter(jobs)
             .map(|(nb, source, gpus)| async move {

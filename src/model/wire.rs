@@ -60,6 +60,9 @@ pub struct NotebookTimes {
 }
 
 /// A running notebook's activity: what keeps it alive, and when it will be reclaimed.
+// The wire's flags (busy, warning, reclaimable, stale) are the idle stage spelled out for
+// scripts and pages; the domain keeps one `IdleStage`.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Serialize)]
 pub struct Activity {
     pub busy: bool,

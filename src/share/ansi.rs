@@ -28,7 +28,9 @@ pub fn ansi_to_html(text: &str) -> String {
     html.finish()
 }
 
-/// The graphic rendition in effect: what SGR parameters switch on and off.
+/// The graphic rendition in effect: what SGR parameters switch on and off (each attribute
+/// is independent of the others, as in a terminal).
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 struct Style {
     bold: bool,

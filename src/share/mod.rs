@@ -471,30 +471,7 @@ impl Shares {
             .cloned()
             .ok_or_else(|| ShareError::Invalid("this Notebox has no machine types".into()))?;
         let id = crate::notebooks::rules::new_notebook_id();
-        let (from, to) = (
-            self.dirs.notebook_dir(&source.id),
-            self.dirs.notebook_dir(&id),
-        );
-        let (uid, gid) = (config.storage.uid, config.storage.gid);
-        let copy_to = to.clone();
-        let copied = tokio::task::spawn_blocking(move || match MemberTree::open(&from) {
-            Ok(tree) => tree.copy_to(&copy_to, uid, gid),
-            // A notebook that never ran has no folder yet: the fork starts empty.
-            Err(TreeError::NotFound) => {
-                std::fs::create_dir_all(&copy_to)?;
-                std::os::unix::fs::chown(&copy_to, Some(uid), Some(gid))?;
-                Ok(0)
-            }
-            Err(e) => Err(e),
-        })
-        .await
-        .map_err(|e| ShareError::Io(e.to_string()))?;
-        if let Err(e) = copied {
-            remove_partial_copy(&to).await;
-            return Err(ShareError::Io(format!(
-                "could not copy the notebook's files: {e}"
-            )));
-        }
+        let to = self.copy_files(&source.id, &id).await?;
         let name = if source.owner_id == user.id {
             format!("{} (copy)", source.name)
         } else {
@@ -541,6 +518,39 @@ impl Shares {
         }
         tracing::info!(notebook = %id, from = %source.id, by = %user.username, "notebook forked");
         Ok(self.notebooks.get_notebook(user, &id).await?)
+    }
+}
+
+impl Shares {
+    /// Copies a notebook's /notebooks files into a new notebook's folder (owned by the
+    /// container user), read from the source's folder without following its links.
+    /// Returns the new folder; a failed copy leaves nothing behind.
+    async fn copy_files(&self, source_id: &str, new_id: &str) -> Result<PathBuf, ShareError> {
+        let (from, to) = (
+            self.dirs.notebook_dir(source_id),
+            self.dirs.notebook_dir(new_id),
+        );
+        let (uid, gid) = (self.config.storage.uid, self.config.storage.gid);
+        let copy_to = to.clone();
+        let copied = tokio::task::spawn_blocking(move || match MemberTree::open(&from) {
+            Ok(tree) => tree.copy_to(&copy_to, uid, gid),
+            // A notebook that never ran has no folder yet: the fork starts empty.
+            Err(TreeError::NotFound) => {
+                std::fs::create_dir_all(&copy_to)?;
+                std::os::unix::fs::chown(&copy_to, Some(uid), Some(gid))?;
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(|e| ShareError::Io(e.to_string()))?;
+        if let Err(e) = copied {
+            remove_partial_copy(&to).await;
+            return Err(ShareError::Io(format!(
+                "could not copy the notebook's files: {e}"
+            )));
+        }
+        Ok(to)
     }
 }
 
