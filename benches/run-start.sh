@@ -15,7 +15,7 @@
 # container is removed before the next. Target (issue 15): the median Notebox start within
 # 50 ms of the median raw start. Exit status 0 when met, 1 when not, 2 when it could not
 # run. Needs a running Docker engine, Rust, curl, python3. BENCH_KEEP=1 keeps the temp dir;
-# NOTEBOX_LOG=notebox::runtime=debug is set, so notebox.log there has each start's steps.
+# NOTEBOX_LOG=notebox::notebooks=debug is set, so notebox.log there has each start's steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_NAME=run-start
@@ -35,7 +35,7 @@ say "machine"
 bench_machine
 printf 'CPU busy before the run (2 s sample, everything on the machine): %s%%\n' "$(cpu_busy)"
 bench_config
-export NOTEBOX_LOG=notebox::runtime=debug,info
+export NOTEBOX_LOG=notebox::notebooks=debug,info
 bench_start_notebox
 
 say "$PAIRS alternated pairs"
