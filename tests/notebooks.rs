@@ -480,3 +480,296 @@ async fn auto_shutdown_stops_and_extend_restarts_the_countdown() {
     );
     assert!(containers_of_notebook(&id).is_empty());
 }
+
+/// A stand-in for Jupyter that is ready at once: it answers every GET with `[]` (no
+/// kernels, no terminals), which is all Notebox asks of it here.
+const INSTANT_JUPYTER: &str = r#"import http.server, sys
+class Jupyter(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"[]")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("", int(sys.argv[1])), Jupyter).serve_forever()
+"#;
+
+/// A child-process server's config for the restart test: `INSTANT_JUPYTER` as the
+/// catalog's Jupyter, notebooks on Notebox's own origin, the activity sampler every second,
+/// and no periodic reconciler pass within the test (1 h): only the pass at start-up, and
+/// what wakes it, can settle what changed while Notebox was down.
+fn restart_config_toml(data: &std::path::Path, image: &str) -> String {
+    // A JSON string is a TOML basic string.
+    let script = serde_json::to_string(INSTANT_JUPYTER).expect("JSON string");
+    docker_config_toml(data, image)
+        .replace(
+            "reconcile_interval = \"1s\"",
+            "reconcile_interval = \"1h\"\nactivity_interval = \"1s\"\norigin = \"same\"",
+        )
+        .replace(
+            "launcher = \"jupyter-lab\"",
+            &format!(
+                "launcher = \"command\"\ncommand = [\"python3\", \"-c\", {script}, \"{{port}}\"]"
+            ),
+        )
+}
+
+/// Runs `docker` with `args`; its output, or a panic with its error.
+fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Every container of the installation `instance`: (notebook id, container id, state).
+fn containers_of_instance(instance: &str) -> Vec<(String, String, String)> {
+    let mut all: Vec<(String, String, String)> = docker(&[
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        &format!("label=io.notebox.instance={instance}"),
+        "--format",
+        "{{.Label \"io.notebox.notebook\"}} {{.ID}} {{.State}}",
+    ])
+    .lines()
+    .filter_map(|l| {
+        let mut parts = l.split_whitespace().map(str::to_string);
+        Some((parts.next()?, parts.next()?, parts.next()?))
+    })
+    .collect();
+    all.sort();
+    all
+}
+
+/// The one container of each notebook in `ids`, in that order.
+fn one_container_each(instance: &str, ids: &[&String]) -> Vec<String> {
+    let all = containers_of_instance(instance);
+    ids.iter()
+        .map(|id| {
+            let theirs: Vec<&String> = all
+                .iter()
+                .filter(|(nb, _, _)| nb == *id)
+                .map(|(_, c, _)| c)
+                .collect();
+            assert_eq!(theirs.len(), 1, "one container for {id}: {all:?}");
+            theirs[0].clone()
+        })
+        .collect()
+}
+
+/// The ledger's intervals that are still open, by notebook.
+fn open_intervals(db: &rusqlite::Connection) -> Vec<String> {
+    db.prepare("SELECT notebook_id FROM usage_intervals WHERE ended_at IS NULL ORDER BY id")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+/// A notebook's last interval in the ledger: (started_at, ended_at).
+fn last_interval(db: &rusqlite::Connection, notebook_id: &str) -> (i64, Option<i64>) {
+    db.query_row(
+        "SELECT started_at, ended_at FROM usage_intervals WHERE notebook_id = ?1
+         ORDER BY id DESC LIMIT 1",
+        [notebook_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .expect("an interval")
+}
+
+/// When a running notebook was last seen running, as the ledger has it: its open
+/// interval's last sample, else its start (Unix seconds).
+fn last_seen_running(db: &rusqlite::Connection, notebook_id: &str) -> i64 {
+    db.query_row(
+        "SELECT COALESCE(sampled_at_ms / 1000, started_at) FROM usage_intervals
+         WHERE notebook_id = ?1 AND ended_at IS NULL",
+        [notebook_id],
+        |r| r.get(0),
+    )
+    .expect("one open interval")
+}
+
+/// Issue 23: Notebox is killed (`kill -9`) 20 times in a row while Docker changes behind
+/// its back, and each time the pass at start-up settles every notebook within seconds,
+/// with no periodic pass to fall back on: a running notebook whose container was removed
+/// is stopped and one whose container exited is failed (each one's usage ending when it
+/// was last seen running, or when its container stopped, not at the restart), one still
+/// running is adopted, and a stopped notebook's leftover container is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_restart_settles_every_notebook_at_start_up() {
+    const ROUNDS: usize = 20;
+    /// How long after a restart everything must be settled.
+    const SETTLE: Duration = Duration::from_secs(5);
+    let Some(image) = test_image() else { return };
+    let began = std::time::Instant::now();
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let _guard = ContainerGuard(data.clone());
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, restart_config_toml(&data, &image)).expect("config");
+    let config_arg = config.to_string_lossy().to_string();
+    let args = ["--config", config_arg.as_str()];
+    let mut server = ServerProcess::spawn(dir.path(), &args, &[]).await;
+    let out = run_cli(
+        &data,
+        &["--config", &config_arg, "token", "create", "admin"],
+        None,
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let token = out.stdout.trim().to_string();
+    let db = rusqlite::Connection::open(data.join("notebox.db")).expect("db");
+    let instance: String = db
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'instance_id'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("instance id");
+
+    let mut api = Api::new(&server.url, &token);
+    let alive = api.create_notebook("alive").await;
+    let gone = api.create_notebook("gone").await;
+    let crashed = api.create_notebook("crashed").await;
+    let leftover = api.create_notebook("leftover").await;
+    for id in [&alive, &gone, &crashed, &leftover] {
+        api.wait_state(id, "running", READY).await;
+    }
+    let (status, _) = api
+        .post(&format!("/api/v1/notebooks/{leftover}/stop"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    api.wait_state(&leftover, "stopped", READY).await;
+    let alive_container = container_of(&alive);
+    let only_alive = vec![(
+        alive.clone(),
+        alive_container.clone(),
+        "running".to_string(),
+    )];
+    let expected = [
+        (&alive, "running"),
+        (&gone, "stopped"),
+        (&crashed, "failed"),
+        (&leftover, "stopped"),
+    ];
+    let mut slowest = Duration::ZERO;
+
+    for round in 1..=ROUNDS {
+        // Notebox dies. Meanwhile one container is removed, one is killed, and the stopped
+        // notebook gets a running container again (as if a stop was cut short).
+        let containers = one_container_each(&instance, &[&gone, &crashed]);
+        let (gone_container, crashed_container) = (&containers[0], &containers[1]);
+        server.kill9();
+        let leftover_labels = [
+            format!("io.notebox.instance={instance}"),
+            format!("io.notebox.notebook={leftover}"),
+        ];
+        std::thread::scope(|s| {
+            s.spawn(|| docker(&["rm", "-f", gone_container]));
+            s.spawn(|| docker(&["kill", crashed_container]));
+            s.spawn(|| {
+                docker(&[
+                    "run",
+                    "-d",
+                    "--init",
+                    "--network",
+                    "none",
+                    "--label",
+                    &leftover_labels[0],
+                    "--label",
+                    &leftover_labels[1],
+                    &image,
+                    "sleep",
+                    "600",
+                ])
+            });
+        });
+        let crashed_stopped = time::OffsetDateTime::parse(
+            &docker(&["inspect", "-f", "{{.State.FinishedAt}}", crashed_container]),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("FinishedAt")
+        .unix_timestamp();
+        let gone_seen = last_seen_running(&db, &gone);
+
+        let restarted = std::time::Instant::now();
+        server = ServerProcess::spawn(dir.path(), &args, &[]).await;
+        api = Api::new(&server.url, &token);
+        let settled = try_wait_for(SETTLE, || async {
+            let (_, list) = api.get("/api/v1/notebooks").await;
+            let notebooks = list["notebooks"].as_array()?;
+            let states = expected.iter().all(|(id, state)| {
+                notebooks
+                    .iter()
+                    .any(|n| n["id"] == id.as_str() && n["state"] == *state)
+            });
+            (states && containers_of_instance(&instance) == only_alive).then_some(list)
+        })
+        .await;
+        let Some(list) = settled else {
+            let (_, list) = api.get("/api/v1/notebooks").await;
+            panic!(
+                "round {round}: not settled {SETTLE:?} after the restart: {list:#}\ncontainers: {:?}\nserver log:\n{}",
+                containers_of_instance(&instance),
+                server.stderr()
+            );
+        };
+        slowest = slowest.max(restarted.elapsed());
+        let detail = |id: &str| {
+            list["notebooks"]
+                .as_array()
+                .and_then(|l| l.iter().find(|n| n["id"] == id))
+                .and_then(|n| n["state_detail"].as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(
+            detail(&gone).contains("removed outside Notebox"),
+            "{}",
+            detail(&gone)
+        );
+        assert!(
+            detail(&crashed).contains("exit code 137"),
+            "{}",
+            detail(&crashed)
+        );
+        // The ledger: only the running notebook's interval is open; the others ended when
+        // last seen running, or when the container stopped (Docker says when).
+        assert_eq!(open_intervals(&db), vec![alive.clone()], "round {round}");
+        let (started, ended) = last_interval(&db, &gone);
+        assert_eq!(ended, Some(gone_seen.max(started)), "round {round}: gone");
+        let (started, ended) = last_interval(&db, &crashed);
+        assert_eq!(
+            ended,
+            Some(crashed_stopped.max(started)),
+            "round {round}: crashed"
+        );
+
+        // Both running again for the next round.
+        if round < ROUNDS {
+            for id in [&gone, &crashed] {
+                let (status, body) = api
+                    .post(&format!("/api/v1/notebooks/{id}/start"), json!({}))
+                    .await;
+                assert_eq!(status, 202, "{body}");
+            }
+            for id in [&gone, &crashed] {
+                api.wait_state(id, "running", READY).await;
+            }
+        }
+    }
+    eprintln!(
+        "{ROUNDS} restarts, each settled within {:.2} s; {:.1} s in all",
+        slowest.as_secs_f64(),
+        began.elapsed().as_secs_f64()
+    );
+}
