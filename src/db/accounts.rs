@@ -21,7 +21,7 @@ fn change_guarded(
     conn: &mut Connection,
     change: impl FnOnce(&Connection) -> Result<bool, DbError>,
 ) -> Result<AccountChange, DbError> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     if !change(&tx)? {
         return Ok(AccountChange::NoSuchUser);
     }
@@ -66,7 +66,7 @@ pub fn replace_password(
     hash: &str,
     keep_session_hash: Option<&str>,
 ) -> Result<bool, DbError> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let found = users::set_password_hash(&tx, user_id, hash)?;
     match keep_session_hash {
         Some(keep) => {

@@ -3,17 +3,26 @@
 //! where it changes more than one thing, and says what it changes: the notebook's state,
 //! its GPU allocations, its usage ledger, its container columns.
 //!
-//! Every change is conditional on the state the caller saw (`WHERE state IN ...`), so the
+//! Each transaction takes the write lock from its start (`write_transaction`). Every
+//! change is conditional on the state the caller saw (`WHERE state IN ...`), so the
 //! API, the reconciler and the idle policy never overwrite each other's newer decision:
 //! each returns whether it applied.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::notebooks::{self as q, Transition};
 use super::{usage, DbError};
 use crate::model::{DesiredState, NotebookState};
 
 use NotebookState::{Failed, Pulling, Queued, Running, Starting, Stopped, Stopping};
+
+/// A transaction that holds the write lock from its start. A deferred one that reads
+/// first cannot wait for the lock when it then writes: SQLite answers "database is
+/// locked" at once, whatever the busy timeout, while another connection writes (the pass
+/// a container's removal wakes, the activity sampler). Immediate ones wait their turn.
+fn write_transaction(conn: &mut Connection) -> Result<Transaction<'_>, DbError> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
 
 /// The states a start goes through before Jupyter answers.
 pub const COMING_UP: &[NotebookState] = &[Starting, Pulling];
@@ -36,7 +45,7 @@ pub enum UsageEnd {
 /// Starting → running, with the container's address: Jupyter answered. Stamps the start
 /// and the auto-shutdown time.
 pub fn record_started(conn: &mut Connection, id: &str, ip: &str) -> Result<bool, DbError> {
-    let tx = conn.transaction()?;
+    let tx = write_transaction(conn)?;
     q::set_container_ip(&tx, id, ip)?;
     let moved = q::transition(
         &tx,
@@ -110,7 +119,7 @@ pub fn record_stopped(
     id: &str,
     detail: &str,
 ) -> Result<StopOutcome, DbError> {
-    let tx = conn.transaction()?;
+    let tx = write_transaction(conn)?;
     q::set_container(&tx, id, None)?;
     let restart = q::by_id(&tx, id)?
         .is_some_and(|r| r.restart_requested && r.desired_state == DesiredState::Running);
@@ -154,7 +163,7 @@ pub fn record_failed(
     reason: &str,
     ended: UsageEnd,
 ) -> Result<bool, DbError> {
-    let tx = conn.transaction()?;
+    let tx = write_transaction(conn)?;
     if !q::by_id(&tx, id)?.is_some_and(|r| from.contains(&r.state)) {
         return Ok(false);
     }
@@ -185,7 +194,7 @@ pub fn record_failed(
 /// behind its back), in one transaction: usage closed when it was last seen running,
 /// container cleared, GPUs released, desired state stopped.
 pub fn record_vanished(conn: &mut Connection, id: &str) -> Result<bool, DbError> {
-    let tx = conn.transaction()?;
+    let tx = write_transaction(conn)?;
     if !q::by_id(&tx, id)?.is_some_and(|r| r.state == Running) {
         return Ok(false); // moved meanwhile (a restart): nothing to record
     }
@@ -229,7 +238,7 @@ pub fn begin_reclaim(
     detail: &str,
     beneficiary: Option<(&str, &str)>,
 ) -> Result<bool, DbError> {
-    let tx = conn.transaction()?;
+    let tx = write_transaction(conn)?;
     let moved = q::transition(
         &tx,
         id,
@@ -278,7 +287,7 @@ fn request_stop_in(conn: &Connection, id: &str, detail: &str) -> Result<(), DbEr
 
 /// A member stops a notebook, in one transaction (see `request_stop_in`).
 pub fn request_stop(conn: &mut Connection, id: &str, detail: &str) -> Result<(), DbError> {
-    let tx = conn.transaction()?;
+    let tx = write_transaction(conn)?;
     request_stop_in(&tx, id, detail)?;
     tx.commit()?;
     Ok(())
@@ -291,7 +300,7 @@ pub fn request_stop_all_of(
     owner_id: i64,
     detail: &str,
 ) -> Result<usize, DbError> {
-    let tx = conn.transaction()?;
+    let tx = write_transaction(conn)?;
     let ids = q::ids_of_owner(&tx, owner_id)?;
     for id in &ids {
         request_stop_in(&tx, id, detail)?;
@@ -302,7 +311,7 @@ pub fn request_stop_all_of(
 
 /// Running, starting or pulling → stopping, to start again (keeping its GPUs).
 pub fn request_restart(conn: &mut Connection, id: &str) -> Result<bool, DbError> {
-    let tx = conn.transaction()?;
+    let tx = write_transaction(conn)?;
     let moved = q::transition(
         &tx,
         id,
@@ -327,7 +336,7 @@ pub fn request_delete(
     id: &str,
     state: NotebookState,
 ) -> Result<(), DbError> {
-    let tx = conn.transaction()?;
+    let tx = write_transaction(conn)?;
     q::set_desired(&tx, id, DesiredState::Deleted)?;
     q::set_detail(&tx, id, state, "Deleting")?;
     tx.commit()?;

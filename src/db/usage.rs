@@ -108,7 +108,7 @@ pub struct Sample {
 /// Records samples, in one transaction: each adds its busy seconds (in total and by hour)
 /// and peak memory to its interval, if that is still open.
 pub fn record(conn: &mut Connection, samples: &[Sample]) -> Result<(), DbError> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     record_in(&tx, samples)?;
     tx.commit()?;
     Ok(())

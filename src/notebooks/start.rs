@@ -87,9 +87,11 @@ impl Starter {
             Ok(()) => tracing::info!(notebook = %nb.id, "notebook running"),
             Err(StartAbort::NoLongerWanted) => {}
             Err(StartAbort::Failed { from, reason }) => {
+                // Not recorded: the notebook stays where it is and a later pass starts it
+                // again (the failure is logged where it happened).
                 self.stopper
                     .fail(&nb.id, from, &reason, UsageEnd::Now)
-                    .await
+                    .await;
             }
             Err(StartAbort::Db(e)) => {
                 tracing::warn!(notebook = %nb.id, error = %e, "start interrupted by the database; retrying on the next pass")

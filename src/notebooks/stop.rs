@@ -114,9 +114,14 @@ impl Stopper {
         let detail = self
             .exit_explanation(containers, "Jupyter stopped by itself")
             .await;
-        self.remove_containers(&nb.id, containers, 0).await;
-        self.fail(&nb.id, &[NotebookState::Running], &detail, ended)
-            .await;
+        // Recorded before the container is removed: when the record fails, the next pass
+        // finds the exited container and decides the same, not "vanished".
+        if self
+            .fail(&nb.id, &[NotebookState::Running], &detail, ended)
+            .await
+        {
+            self.remove_containers(&nb.id, containers, 0).await;
+        }
     }
 
     /// When a notebook's containers stopped, as the engine reports it (None: it cannot
@@ -151,17 +156,25 @@ impl Stopper {
         all
     }
 
-    /// Marks a notebook failed with a reason (only from one of `from`).
-    pub async fn fail(&self, id: &str, from: &[NotebookState], detail: &str, ended: UsageEnd) {
+    /// Marks a notebook failed with a reason (only from one of `from`). False when the
+    /// database could not record it (a later pass tries again).
+    pub async fn fail(
+        &self,
+        id: &str,
+        from: &[NotebookState],
+        detail: &str,
+        ended: UsageEnd,
+    ) -> bool {
         tracing::warn!(notebook = %id, reason = %detail, "notebook failed");
         let (nid, reason, from) = (id.to_string(), detail.to_string(), from.to_vec());
         let recorded = self
             .db
             .call(move |c| lifecycle::record_failed(c, &nid, &from, &reason, ended))
             .await;
-        if let Err(e) = recorded {
+        if let Err(e) = &recorded {
             tracing::error!(notebook = %id, error = %e, "cannot record a failure");
         }
+        recorded.is_ok()
     }
 
     /// Without the engine nothing can start: say so instead of leaving people waiting.
@@ -171,6 +184,7 @@ impl Stopper {
                 && lifecycle::COMING_UP.contains(&n.state)
         }) {
             let detail = format!("Docker is not reachable: {e}");
+            // Not recorded: the next pass says it again.
             self.fail(&nb.id, lifecycle::COMING_UP, &detail, UsageEnd::Now)
                 .await;
         }
