@@ -224,7 +224,7 @@ fn generate(db: &rusqlite::Connection, lab: &Lab, ada_id: i64, t_now: i64) -> Wr
 fn config(dir: &std::path::Path) -> notebox::Config {
     let mut config = notebox::Config {
         data_dir: dir.join("data"),
-        listen: "127.0.0.1:0".into(),
+        listen: "127.0.0.1:0".parse().expect("address"),
         source: "scale bench".into(),
         ..notebox::Config::default()
     };

@@ -119,7 +119,7 @@ fn serve(members: usize, gpus: usize, days: i64) -> Served {
     let dir = tempfile::tempdir().expect("tmp");
     let mut config = notebox::Config {
         data_dir: dir.path().join("data"),
-        listen: "127.0.0.1:0".into(),
+        listen: "127.0.0.1:0".parse().expect("address"),
         source: "usage bench".into(),
         ..notebox::Config::default()
     };

@@ -297,10 +297,7 @@ fn check_origins(config: &Config) -> Check {
         );
     }
     if n.origin == crate::config::OriginMode::Ports {
-        let ip = config
-            .listen_addr()
-            .map(|a| a.ip())
-            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let ip = config.listen.ip();
         let free = n
             .origin_ports
             .ports()

@@ -181,6 +181,7 @@ fn serve(
             .app_data(web::pages::json_config())
             .app_data(web::pages::query_config())
             .app_data(web::pages::path_config())
+            .wrap(from_fn(web::middleware::require_csrf))
             .wrap(from_fn(web::middleware::refuse_stray_upgrades))
             .wrap(from_fn(web::middleware::refuse_notebook_origins))
             .wrap(from_fn(web::middleware::refuse_duplicate_cookies))

@@ -135,7 +135,7 @@ fn init_logging() {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    let addr = config.listen_addr().map_err(|e| e.to_string())?;
+    let addr = config.listen;
     let listener = std::net::TcpListener::bind(addr).map_err(|e| {
         format!("cannot listen on {addr}: {e} (set `listen` in the config or NOTEBOX_LISTEN)")
     })?;

@@ -1104,7 +1104,7 @@ async fn webhook_text_carries_no_mentions_links_or_hidden_characters() {
         c.notebooks.idle_warning = Duration::from_secs(4);
         c.machines[0].idle_timeout = Some(Some(Duration::from_secs(16)));
         c.machines[0].reclaim = Some(notebox::config::Reclaim::Always);
-        c.webhook.url = hook.url.clone();
+        c.webhook.url = Some(hook.url.parse().expect("webhook url"));
     })
     .await;
     let _containers = ContainerGuard(server.data_dir().to_path_buf());

@@ -415,7 +415,7 @@ async fn when_needed_an_idle_gpu_makes_way_for_the_queue_and_both_pages_say_why(
             vec![machine("shared", 0.5, 1, 5, Reclaim::WhenNeeded)],
         );
         simulated_gpus(c, &files);
-        c.webhook.url = hook.url.clone();
+        c.webhook.url = Some(hook.url.parse().expect("webhook url"));
     })
     .await;
     let _containers = ContainerGuard(server.data_dir().to_path_buf());
@@ -538,7 +538,7 @@ async fn the_page_warns_keep_running_resets_the_clock_and_the_webhook_hears_it()
     let server = TestServer::start_with(|c| {
         idle_config(c, &image, vec![machine("cpu", 1.0, 0, 16, Reclaim::Always)]);
         c.notebooks.idle_warning = Duration::from_secs(10);
-        c.webhook.url = hook.url.clone();
+        c.webhook.url = Some(hook.url.parse().expect("webhook url"));
     })
     .await;
     let _containers = ContainerGuard(server.data_dir().to_path_buf());

@@ -12,6 +12,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
+use crate::config::WebhookUrl;
+
 /// Events waiting for delivery; more are dropped (and logged) until the receiver catches up.
 const QUEUE: usize = 256;
 /// Waits before each retry; an event is given up after the last one.
@@ -22,28 +24,6 @@ const RETRIES: [Duration; 3] = [
 ];
 /// How long one delivery may take.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A checked webhook URL: http or https, with a host.
-#[derive(Debug, Clone)]
-pub struct WebhookUrl(hyper::Uri);
-
-impl WebhookUrl {
-    pub fn parse(text: &str) -> Result<WebhookUrl, String> {
-        let uri: hyper::Uri = text.trim().parse().map_err(|e| {
-            format!(
-                "'{text}' is not a URL ({e}); write it like https://chat.lab.example/hooks/notebox"
-            )
-        })?;
-        match uri.scheme_str() {
-            Some("http" | "https") => {}
-            _ => return Err(format!("'{text}' must start with http:// or https://")),
-        }
-        if uri.host().is_none_or(str::is_empty) {
-            return Err(format!("'{text}' names no host"));
-        }
-        Ok(WebhookUrl(uri))
-    }
-}
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -186,17 +166,9 @@ impl Webhook {
     }
 
     /// Starts the delivery task (on the current tokio runtime) when `url` is set.
-    pub fn start(url: &str) -> Webhook {
-        if url.trim().is_empty() {
+    pub fn start(url: &Option<WebhookUrl>) -> Webhook {
+        let Some(url) = url.clone() else {
             return Webhook::disabled();
-        }
-        let url = match WebhookUrl::parse(url) {
-            Ok(u) => u,
-            Err(e) => {
-                // The config is validated before this; say so if it ever was not.
-                tracing::error!(error = %e, "webhook.url is not usable; no events will be sent");
-                return Webhook::disabled();
-            }
         };
         let client = match https_client() {
             Ok(c) => c,
@@ -275,7 +247,7 @@ async fn deliver_all(
 }
 
 async fn deliver(client: &HttpsClient, url: &WebhookUrl, body: Bytes) -> Result<(), String> {
-    let request = hyper::Request::post(url.0.clone())
+    let request = hyper::Request::post(url.uri().clone())
         .header("content-type", "application/json")
         .header("user-agent", concat!("notebox/", env!("CARGO_PKG_VERSION")))
         .body(Full::new(body))

@@ -1,4 +1,7 @@
-//! Security headers and request logging.
+//! Security headers, request logging, and the refusals that apply to every request
+//! (CSRF, stray upgrades, duplicated cookies, requests from notebooks' origins).
+
+mod csrf;
 
 use std::time::Instant;
 
@@ -8,6 +11,7 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 
 pub use crate::http::PAGE_CSP;
+pub use csrf::{csrf_duty, require_csrf, CsrfDuty};
 
 /// Answers a request that asks to switch protocols outside `/nb/` with 400 at once, without
 /// reading its body: actix-web reads an upgrade request's body to the end of the stream,
@@ -110,8 +114,7 @@ pub async fn refuse_notebook_origins(
         Some(proxy) => {
             let host = crate::http::request_host(req.request());
             // A notebook's own subdomain is routed to the notebook, not refused here.
-            proxy.origins().notebook_of_host(&host).is_none()
-                && from_another_origin(&req, proxy.origins(), &host)
+            !is_notebook_host(&req) && from_another_origin(&req, proxy.origins(), &host)
         }
         None => false,
     };
@@ -125,6 +128,16 @@ pub async fn refuse_notebook_origins(
         return Ok(req.into_response(response));
     }
     Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// Addressed to a notebook's own subdomain (`origin = "subdomains"`): routed to the
+/// notebook proxy, which has rules of its own.
+fn is_notebook_host(req: &ServiceRequest) -> bool {
+    req.app_data::<actix_web::web::Data<crate::proxy::ProxyState>>()
+        .is_some_and(|proxy| {
+            let host = crate::http::request_host(req.request());
+            proxy.origins().notebook_of_host(&host).is_some()
+        })
 }
 
 fn from_another_origin(

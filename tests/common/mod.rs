@@ -78,7 +78,7 @@ pub async fn wait_reconciler_passes(base_url: &str, n: u64) {
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config {
         data_dir: data_dir.to_path_buf(),
-        listen: "127.0.0.1:0".into(),
+        listen: "127.0.0.1:0".parse().expect("address"),
         source: "test".into(),
         ..Config::default()
     };

@@ -84,8 +84,6 @@ pub async fn account_page(
 #[derive(Deserialize)]
 pub struct PasswordForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     current: String,
     #[serde(default)]
     new: String,
@@ -98,7 +96,6 @@ pub async fn change_password(
     state: web::Data<AppState>,
     form: web::Form<PasswordForm>,
 ) -> Result<HttpResponse, PageError> {
-    session.check_csrf(&form.csrf)?;
     let fail = |message: String| {
         html(
             StatusCode::BAD_REQUEST,
@@ -165,8 +162,6 @@ pub async fn tokens_page(
 #[derive(Deserialize)]
 pub struct NewTokenForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     name: String,
 }
 
@@ -175,7 +170,6 @@ pub async fn create_token(
     state: web::Data<AppState>,
     form: web::Form<NewTokenForm>,
 ) -> Result<HttpResponse, PageError> {
-    session.check_csrf(&form.csrf)?;
     match state
         .accounts
         .create_token(session.user.id, &form.name)
@@ -208,9 +202,7 @@ pub async fn revoke_token(
     session: SessionUser,
     state: web::Data<AppState>,
     path: web::Path<i64>,
-    form: web::Form<super::login::CsrfForm>,
 ) -> Result<HttpResponse, PageError> {
-    session.check_csrf(&form.csrf)?;
     state
         .accounts
         .revoke_token(session.user.id, path.into_inner())

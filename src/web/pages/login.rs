@@ -39,12 +39,6 @@ pub struct LoginForm {
     next: Option<String>,
 }
 
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    #[serde(default)]
-    pub csrf: String,
-}
-
 pub use crate::http::is_https;
 
 fn render_login(
@@ -105,14 +99,8 @@ pub async fn login_submit(
     state: web::Data<AppState>,
     form: web::Form<LoginForm>,
 ) -> Result<HttpResponse, PageError> {
+    // Its `csrf` field was checked against the login cookie (web::middleware::csrf).
     let form = form.into_inner();
-    let expected = req
-        .cookie(crate::proxy::origin::login_csrf_cookie_name(is_https(&req)))
-        .map(|c| c.value().to_string());
-    let csrf_ok = matches!(&expected, Some(e) if !form.csrf.is_empty() && secrets::constant_time_eq(e, &form.csrf));
-    if !csrf_ok {
-        return Err(WebError::csrf().into());
-    }
     let next = safe_next(form.next.as_deref());
     let address = crate::web::extract::client_address(&req, &state.config.auth.trusted_proxies);
     match state
@@ -167,9 +155,7 @@ pub async fn logout(
     req: HttpRequest,
     session: SessionUser,
     state: web::Data<AppState>,
-    form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, PageError> {
-    session.check_csrf(&form.csrf)?;
     state.accounts.logout(&session.cookie).await?;
     let mut gone = Cookie::build(crate::http::session_cookie(&req), "")
         .path("/")

@@ -1,3 +1,6 @@
+//! The handlers, one file per area of the product. Every state-changing request has had
+//! its CSRF token checked before a handler runs (`web::middleware::csrf`).
+
 pub mod account;
 pub mod admin;
 pub mod api;

@@ -13,7 +13,6 @@ use crate::web::extract::SessionUser;
 use crate::web::views::{relative_time, Chrome};
 use crate::web::AppState;
 
-use super::login::CsrfForm;
 use super::{html, see_other};
 
 /// A notebook row as the pages show it.
@@ -181,8 +180,6 @@ struct NewNotebookPage {
 #[derive(Deserialize, Default, Clone)]
 pub struct NewNotebookForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub image: String,
@@ -244,7 +241,6 @@ pub async fn create_notebook(
     state: web::Data<AppState>,
     form: web::Form<NewNotebookForm>,
 ) -> Result<HttpResponse, PageError> {
-    session.check_csrf(&form.csrf)?;
     let form = form.into_inner();
     let image = if form.image == "custom" {
         form.custom_image.clone()
@@ -346,9 +342,7 @@ pub async fn notebook_action(
     session: SessionUser,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, PageError> {
-    session.check_csrf(&form.csrf)?;
     let (id, action) = path.into_inner();
     let rt = &state.notebooks;
     match action.as_str() {
@@ -363,8 +357,6 @@ pub async fn notebook_action(
 #[derive(Deserialize)]
 pub struct ExtendForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     auto_shutdown: String,
 }
 
@@ -374,7 +366,6 @@ pub async fn extend_notebook(
     id: web::Path<String>,
     form: web::Form<ExtendForm>,
 ) -> Result<HttpResponse, PageError> {
-    session.check_csrf(&form.csrf)?;
     let choice = if form.auto_shutdown.is_empty() {
         None
     } else {
@@ -389,8 +380,6 @@ pub async fn extend_notebook(
 
 #[derive(Deserialize)]
 pub struct KeepAliveForm {
-    #[serde(default)]
-    csrf: String,
     /// "dashboard" to go back to the list.
     #[serde(default)]
     back: String,
@@ -403,7 +392,6 @@ pub async fn keep_alive(
     id: web::Path<String>,
     form: web::Form<KeepAliveForm>,
 ) -> Result<HttpResponse, PageError> {
-    session.check_csrf(&form.csrf)?;
     state.notebooks.keep_alive(&session.user, &id).await?;
     Ok(if form.back == "dashboard" {
         see_other("/")
@@ -438,9 +426,7 @@ pub async fn delete_notebook(
     session: SessionUser,
     state: web::Data<AppState>,
     id: web::Path<String>,
-    form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, PageError> {
-    session.check_csrf(&form.csrf)?;
     state.notebooks.delete_notebook(&session.user, &id).await?;
     Ok(see_other("/"))
 }

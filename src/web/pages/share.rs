@@ -13,7 +13,6 @@ use crate::web::extract::{session_from_request, ApiUser, SessionUser};
 use crate::web::views::relative_time;
 use crate::web::AppState;
 
-use super::login::CsrfForm;
 use super::{html, see_other};
 
 /// Share pages show other people's content: nothing on them may run script.
@@ -243,9 +242,7 @@ pub async fn fork_share_form(
     session: SessionUser,
     state: web::Data<AppState>,
     token: web::Path<String>,
-    form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, PageError> {
-    session.check_csrf(&form.csrf)?;
     let nb = state.shares.fork_shared(&session.user, &token).await?;
     Ok(see_other(&format!("/notebooks/{}", nb.id)))
 }
@@ -254,17 +251,13 @@ pub async fn fork_own_form(
     session: SessionUser,
     state: web::Data<AppState>,
     id: web::Path<String>,
-    form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, PageError> {
-    session.check_csrf(&form.csrf)?;
     let nb = state.shares.fork_own(&session.user, &id).await?;
     Ok(see_other(&format!("/notebooks/{}", nb.id)))
 }
 
 #[derive(Deserialize)]
 pub struct ShareForm {
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     visibility: String,
 }
@@ -275,7 +268,6 @@ pub async fn create_share_form(
     id: web::Path<String>,
     form: web::Form<ShareForm>,
 ) -> Result<HttpResponse, PageError> {
-    session.check_csrf(&form.csrf)?;
     let visibility = crate::share::parse_visibility(&form.visibility)?;
     state
         .shares
@@ -288,9 +280,7 @@ pub async fn revoke_share_form(
     session: SessionUser,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
-    form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, PageError> {
-    session.check_csrf(&form.csrf)?;
     let (id, token) = path.into_inner();
     state.shares.revoke_share(&session.user, &token).await?;
     Ok(see_other(&format!("/notebooks/{id}?done=unshared#sharing")))

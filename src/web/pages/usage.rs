@@ -1,5 +1,5 @@
 //! Usage: the JSON report, the page (table, a bar chart per member, a daily stacked chart,
-//! all server-rendered SVG), its CSV, and budgets.
+//! all server-rendered SVG; the geometry is `web::views::usage`), its CSV, and budgets.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -8,9 +8,11 @@ use serde::Deserialize;
 
 use crate::clock::now;
 use crate::error::{ApiError, PageError, WebError};
-use crate::model::wire::{UsageReport, UsageRow};
 use crate::usage::{self, GroupBy, Range};
 use crate::web::extract::{ApiUser, SessionUser};
+use crate::web::views::usage::{
+    form_dates, presets, table, usage_charts, DayColumn, Legend, MemberBar, Preset, TableRow,
+};
 use crate::web::views::Chrome;
 use crate::web::AppState;
 
@@ -61,80 +63,6 @@ pub async fn set_budget_api(
     Ok(HttpResponse::Ok().json(serde_json::json!({"id": id, "gpu_hours_budget": body.gpu_hours})))
 }
 
-/// One table row as shown (and as the CSV has it).
-pub struct TableRow {
-    pub member: String,
-    pub held: String,
-    pub busy: String,
-    pub efficiency: String,
-    pub notebooks: usize,
-    pub peak_memory: String,
-    pub cpu_core_hours: String,
-}
-
-fn hours(seconds: f64) -> String {
-    format!("{:.2}", seconds / 3600.0)
-}
-
-impl TableRow {
-    fn new(name: &str, r: &UsageRow) -> TableRow {
-        TableRow {
-            member: name.to_string(),
-            held: hours(r.gpu_seconds_held),
-            busy: hours(r.gpu_seconds_busy),
-            efficiency: r
-                .efficiency
-                .map(|e| format!("{:.0} %", e * 100.0))
-                .unwrap_or_else(|| "–".into()),
-            notebooks: r.notebooks,
-            peak_memory: if r.peak_memory_mib > 0 {
-                format!("{} MiB", r.peak_memory_mib)
-            } else {
-                "–".into()
-            },
-            cpu_core_hours: hours(r.cpu_core_seconds),
-        }
-    }
-}
-
-/// A horizontal bar per member: held (light) with busy (dark) over it.
-pub struct MemberBar {
-    pub member: String,
-    pub y: u32,
-    pub held_width: f64,
-    pub busy_width: f64,
-    pub label: String,
-}
-
-/// One day's column, stacked by member.
-pub struct DayColumn {
-    pub x: f64,
-    pub width: f64,
-    pub day: String,
-    pub segments: Vec<Segment>,
-}
-
-pub struct Segment {
-    pub y: f64,
-    pub height: f64,
-    /// Palette class: c0..c7.
-    pub class: String,
-    pub title: String,
-}
-
-pub struct Legend {
-    pub member: String,
-    pub class: String,
-    pub x: u32,
-}
-
-/// Preset periods: (label, from, to) as dates.
-pub struct Preset {
-    pub label: &'static str,
-    pub href: String,
-    pub current: bool,
-}
-
 #[derive(Template)]
 #[template(path = "usage.html")]
 struct UsagePage {
@@ -154,56 +82,13 @@ struct UsagePage {
     error: Option<String>,
 }
 
-const BAR_WIDTH: f64 = 440.0;
-const CHART_WIDTH: f64 = 720.0;
-const CHART_HEIGHT: f64 = 160.0;
-
-fn date(ts: i64) -> String {
-    usage::day_key(ts)
-}
-
-fn presets(now: i64, from: &str, to: &str) -> Vec<Preset> {
-    let today = date(now);
-    let week = date(now - 6 * 86_400);
-    let month = date(usage::month_start(now));
-    let days30 = date(now - 29 * 86_400);
-    let year = date(now - 364 * 86_400);
-    [
-        ("Today", today.clone()),
-        ("Last 7 days", week),
-        ("This month", month),
-        ("Last 30 days", days30),
-        ("Last 12 months", year),
-    ]
-    .into_iter()
-    .map(|(label, start)| Preset {
-        label,
-        href: format!("/usage?from={start}&to={today}"),
-        current: start == from && today == to,
-    })
-    .collect()
-}
-
-fn table(report: &UsageReport) -> (Vec<TableRow>, TableRow) {
-    let rows = report
-        .rows
-        .iter()
-        .map(|r| TableRow::new(r.member.as_deref().unwrap_or(""), r))
-        .collect();
-    (rows, TableRow::new("Total", &report.totals))
-}
-
-/// The page's `from`/`to` inputs: the dates the range covers (to inclusive).
-fn form_dates(range: Range) -> (String, String) {
-    (date(range.from), date(range.to - 1))
-}
-
 pub async fn usage_page(
     session: SessionUser,
     state: web::Data<AppState>,
     q: web::Query<UsageQuery>,
 ) -> Result<HttpResponse, PageError> {
     let t = now();
+    // A range that does not parse shows the default one, with the message.
     let (range, error) = match range_of(&q) {
         Ok(r) => (r, None),
         Err(e) => (
@@ -217,97 +102,7 @@ pub async fn usage_page(
         .await?;
     let daily = state.usage.daily_by_member(&session.user, range).await?;
     let (rows, total) = table(&report);
-    // Bars: scaled to the largest held time.
-    let max_held = report
-        .rows
-        .iter()
-        .map(|r| r.gpu_seconds_held)
-        .fold(0.0, f64::max);
-    let bars: Vec<MemberBar> = report
-        .rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let scale = if max_held > 0.0 {
-                BAR_WIDTH / max_held
-            } else {
-                0.0
-            };
-            MemberBar {
-                member: r.member.clone().unwrap_or_default(),
-                y: i as u32 * 30 + 4,
-                held_width: (r.gpu_seconds_held * scale * 10.0).round() / 10.0,
-                busy_width: (r.gpu_seconds_busy.min(r.gpu_seconds_held) * scale * 10.0).round()
-                    / 10.0,
-                label: format!(
-                    "{} h held · {} h busy",
-                    hours(r.gpu_seconds_held),
-                    hours(r.gpu_seconds_busy)
-                ),
-            }
-        })
-        .collect();
-    // Days: every day of the range, stacked by member.
-    let first_day = range.from.div_euclid(86_400);
-    let last_day = (range.to - 1).div_euclid(86_400);
-    let n_days = (last_day - first_day + 1).max(1) as usize;
-    let index: std::collections::HashMap<String, usize> = (0..n_days)
-        .map(|i| (date((first_day + i as i64) * 86_400), i))
-        .collect();
-    let mut per_day: Vec<Vec<(usize, f64)>> = vec![Vec::new(); n_days];
-    for (m, (_, days)) in daily.iter().enumerate() {
-        for (day, held) in days {
-            if let Some(&i) = index.get(day) {
-                per_day[i].push((m, *held));
-            }
-        }
-    }
-    let max_day = per_day
-        .iter()
-        .map(|d| d.iter().map(|(_, h)| h).sum::<f64>())
-        .fold(0.0, f64::max);
-    let width = CHART_WIDTH / n_days as f64;
-    let days = per_day
-        .into_iter()
-        .enumerate()
-        .map(|(i, stack)| {
-            let mut y = CHART_HEIGHT;
-            let day = date((first_day + i as i64) * 86_400);
-            let segments = stack
-                .into_iter()
-                .filter(|(_, h)| *h > 0.0)
-                .map(|(m, held)| {
-                    let height = if max_day > 0.0 {
-                        held / max_day * CHART_HEIGHT
-                    } else {
-                        0.0
-                    };
-                    y -= height;
-                    Segment {
-                        y: (y * 10.0).round() / 10.0,
-                        height: (height * 10.0).round() / 10.0,
-                        class: format!("c{}", m % 8),
-                        title: format!("{day} · {}: {} GPU-h", daily[m].0, hours(held)),
-                    }
-                })
-                .collect();
-            DayColumn {
-                x: (i as f64 * width * 100.0).round() / 100.0,
-                width: ((width * 0.8).max(0.5) * 100.0).round() / 100.0,
-                day,
-                segments,
-            }
-        })
-        .collect();
-    let legend = daily
-        .iter()
-        .enumerate()
-        .map(|(m, (member, _))| Legend {
-            member: member.clone(),
-            class: format!("c{}", m % 8),
-            x: m as u32 * 110,
-        })
-        .collect();
+    let charts = usage_charts(&report.rows, &daily, range);
     let (from_date, to_date) = form_dates(range);
     let page = UsagePage {
         chrome: Chrome::new(&session, "usage"),
@@ -317,11 +112,11 @@ pub async fn usage_page(
         to_date,
         rows,
         total,
-        bars_height: (bars.len() as u32 * 30).max(30) + 8,
-        bars,
-        days,
-        legend,
-        max_day_hours: hours(max_day),
+        bars: charts.bars,
+        bars_height: charts.bars_height,
+        days: charts.days,
+        legend: charts.legend,
+        max_day_hours: charts.max_day_hours,
         everyone: session.user.is_admin,
         error,
     };

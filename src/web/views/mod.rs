@@ -1,4 +1,7 @@
-//! Data the page templates share, and small display helpers.
+//! Data the page templates share, small display helpers, and the view models of pages
+//! whose numbers are worth a test (`usage`: the usage charts' geometry).
+
+pub mod usage;
 
 use crate::auth::User;
 

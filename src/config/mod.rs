@@ -1,0 +1,309 @@
+//! Typed configuration: TOML file, built-in defaults, `NOTEBOX_*` overrides.
+//!
+//! The config is a plain value handed to `run`; nothing reads it from a global. Every
+//! setting is parsed once, where it enters: the file (`file.rs`), the environment
+//! (`env.rs`); `validate.rs` then checks what types cannot say. Defaults live in
+//! `defaults.rs`, the value types (an address, a URL, a port range, durations) in
+//! `values.rs`.
+
+mod defaults;
+mod env;
+mod file;
+mod validate;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use crate::model::Launcher;
+use values::{auto_shutdown_choice, optional_duration};
+pub use values::{
+    auto_shutdown_name, parse_auto_shutdown, parse_duration, parse_listen, GpuBackend, OriginMode,
+    OverBudget, PortRange, Reclaim, WebhookUrl, AUTO_SHUTDOWN_CHOICES, DEFAULT_LISTEN,
+};
+
+/// Where the config was found, searched in this order.
+pub const SYSTEM_CONFIG: &str = "/etc/notebox/config.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid setting `{key}`{}: {message}", origin_suffix(.origin))]
+    Invalid {
+        key: String,
+        origin: String,
+        message: String,
+    },
+}
+
+fn origin_suffix(origin: &str) -> String {
+    if origin.is_empty() {
+        String::new()
+    } else {
+        format!(" in {origin}")
+    }
+}
+
+/// The whole configuration, every field typed. The TOML file has the same shape (see
+/// `file.rs`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where Notebox's own pages and API listen.
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub auth: AuthConfig,
+    pub notebooks: NotebooksConfig,
+    pub storage: StorageConfig,
+    pub gpu: GpuConfig,
+    pub docker: DockerConfig,
+    pub share: ShareConfig,
+    pub webhook: WebhookConfig,
+    pub metrics: MetricsConfig,
+    pub usage: UsageConfig,
+    pub images: Vec<ImageSpec>,
+    pub machines: Vec<MachineType>,
+    /// Where the config came from ("built-in defaults" or a path); not a TOML key.
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long a login lasts, e.g. "14d".
+    #[serde(with = "humantime_serde")]
+    pub session_lifetime: Duration,
+    /// Failed logins allowed for one account from one client address in 15 minutes
+    /// before 429 (so nobody can lock a member out from elsewhere for free).
+    pub max_failures_per_account: u32,
+    /// Failed logins allowed per client address in 15 minutes before 429.
+    pub max_failures_per_address: u32,
+    /// Failed logins allowed for one account from all addresses together in 15 minutes:
+    /// the ceiling against a distributed guesser.
+    pub max_failures_per_account_total: u32,
+    /// Password checks (argon2, 19 MiB each) running at once; more get 429 at once.
+    /// 0 = twice the number of CPU cores.
+    pub max_concurrent_logins: u32,
+    /// Addresses of reverse proxies in front of Notebox: from these (and only these) the
+    /// client address is taken from `X-Forwarded-For`.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotebooksConfig {
+    /// 1h 6h 12h 1d 1w never (None).
+    #[serde(with = "auto_shutdown_choice")]
+    pub default_auto_shutdown: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
+    pub allow_custom_images: bool,
+    /// Time between reconciler passes when nothing else wakes it.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    /// Processes per container.
+    pub pids_limit: i64,
+    /// /dev/shm size per container (PyTorch data loaders need more than Docker's 64 MiB).
+    pub shm_size_mib: i64,
+    /// How often running notebooks' activity (kernels, GPUs, CPU) is sampled.
+    #[serde(with = "humantime_serde")]
+    pub activity_interval: Duration,
+    /// A GPU above this utilization (percent) counts as computing.
+    pub busy_gpu_percent: u32,
+    /// A container above this CPU use (percent of one core) counts as computing.
+    pub busy_cpu_percent: u32,
+    /// How long before an idle reclaim the notebook shows (and the webhook sends) a
+    /// warning; at most half the machine type's idle timeout.
+    #[serde(with = "humantime_serde")]
+    pub idle_warning: Duration,
+    /// Where notebooks are served: each on its own origin (a port of `origin_ports`, or a
+    /// subdomain of `origin_domain`), or on Notebox's own origin (`same`, weaker).
+    pub origin: OriginMode,
+    /// With `origin = "ports"`: the ports Notebox binds, one per running notebook.
+    pub origin_ports: PortRange,
+    /// With `origin = "subdomains"`: notebooks are at `{id}.{origin_domain}` (wildcard DNS
+    /// and TLS in front of Notebox).
+    pub origin_domain: String,
+    /// The most notebooks one member may have running, starting or queued at once. With
+    /// `ports` each running notebook holds a port of the member's own, so the range must
+    /// hold `members × max_running_per_user` ports (doctor and the admin pages check).
+    pub max_running_per_user: u32,
+}
+
+/// Outgoing notifications (idle warnings, reclaims, queued notebooks that started).
+#[derive(Debug, Clone, Default)]
+pub struct WebhookConfig {
+    /// Where events are POSTed as JSON; None (empty in the file) = no webhook.
+    pub url: Option<WebhookUrl>,
+}
+
+/// `/metrics` (Prometheus): off unless a token or an allow list is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Bearer token a scraper sends (`Authorization: Bearer …`); empty = none.
+    pub token: String,
+    /// Client addresses allowed without the token.
+    pub allow: Vec<std::net::IpAddr>,
+}
+
+impl MetricsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.token.is_empty() || !self.allow.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageConfig {
+    pub over_budget: OverBudget,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuConfig {
+    pub backend: GpuBackend,
+    pub queue: bool,
+    pub max_gpus_per_user: u32,
+    /// How often GPU telemetry is sampled, e.g. "2s".
+    #[serde(with = "humantime_serde")]
+    pub sample_interval: Duration,
+    pub simulated: Vec<SimulatedGpu>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedGpu {
+    pub uuid: String,
+    pub name: String,
+    pub memory_mib: u64,
+    /// A file whose JSON `{"utilization_percent", "memory_used_mib"}` is read at each
+    /// sample (tests and demos write it); none = an idle GPU.
+    #[serde(default)]
+    pub utilization_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// Docker API socket; empty means Docker's own default (DOCKER_HOST or /var/run/docker.sock).
+    pub socket: String,
+    /// Private bridge network the notebooks join.
+    pub network: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShareConfig {
+    /// Notebooks larger than this are offered for download instead of rendered.
+    pub max_render_mib: u64,
+    /// Text files larger than this are offered for download instead of shown.
+    pub max_text_kib: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub gpu: bool,
+    #[serde(default = "defaults::default_launcher")]
+    pub launcher: Launcher,
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineType {
+    pub id: String,
+    pub name: String,
+    pub cpus: f64,
+    pub memory_mib: u64,
+    #[serde(default)]
+    pub gpus: u32,
+    /// Idle this long → reclaimed; None ("never") keeps it. Unset: 30 min for GPU types,
+    /// 4 h for CPU types.
+    #[serde(default, with = "optional_duration")]
+    pub idle_timeout: Option<Option<Duration>>,
+    #[serde(default)]
+    pub reclaim: Option<Reclaim>,
+}
+
+impl MachineType {
+    /// The idle timeout in force: the configured one, else 30 min with GPUs, 4 h without.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        match self.idle_timeout {
+            Some(t) => t,
+            None if self.gpus > 0 => Some(Duration::from_secs(30 * 60)),
+            None => Some(Duration::from_secs(4 * 3600)),
+        }
+    }
+
+    pub fn reclaim(&self) -> Reclaim {
+        self.reclaim.unwrap_or(Reclaim::Always)
+    }
+}
+
+impl Config {
+    /// Finds and loads the config: explicit path, else `$NOTEBOX_CONFIG`, else the system
+    /// file if it exists, else defaults. Environment overrides apply last.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let env_path = std::env::var_os("NOTEBOX_CONFIG").filter(|v| !v.is_empty());
+        let path = match (explicit, env_path) {
+            (Some(p), _) => Some(p.to_path_buf()),
+            (None, Some(p)) => Some(PathBuf::from(p)),
+            (None, None) if Path::new(SYSTEM_CONFIG).exists() => Some(PathBuf::from(SYSTEM_CONFIG)),
+            (None, None) => None,
+        };
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Config::from_toml(&text, &path)?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(std::env::vars())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The catalog's image ids, for messages ("choose one of scipy, pytorch").
+    pub fn image_ids(&self) -> String {
+        self.images
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn image(&self, id: &str) -> Option<&ImageSpec> {
+        self.images.iter().find(|i| i.id == id)
+    }
+
+    pub fn machine(&self, id: &str) -> Option<&MachineType> {
+        self.machines.iter().find(|m| m.id == id)
+    }
+}

@@ -1,0 +1,309 @@
+//! The typed values settings hold, each parsed once where it enters (the TOML file or a
+//! `NOTEBOX_*` variable), with the message a person needs when it does not parse.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The address Notebox listens on when nothing else is set.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+/// Parses `listen` ("127.0.0.1:8080", "[::]:8080").
+pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("'{value}' is not an address:port like 127.0.0.1:8080"))
+}
+
+/// Where notebooks are served (`notebooks.origin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginMode {
+    /// Each running notebook on a port of its own: an origin of its own with no DNS work.
+    #[default]
+    Ports,
+    /// Each notebook on `{id}.{origin_domain}`.
+    Subdomains,
+    /// Every notebook on Notebox's own origin: code in a notebook can act as its member.
+    Same,
+}
+
+impl OriginMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginMode::Ports => "ports",
+            OriginMode::Subdomains => "subdomains",
+            OriginMode::Same => "same",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<OriginMode, String> {
+        match value {
+            "ports" => Ok(OriginMode::Ports),
+            "subdomains" => Ok(OriginMode::Subdomains),
+            "same" => Ok(OriginMode::Same),
+            other => Err(format!(
+                "'{other}' is not an origin mode; use ports, subdomains or same"
+            )),
+        }
+    }
+}
+
+/// An inclusive range of TCP ports, written "8100-8199".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn parse(value: &str) -> Result<PortRange, String> {
+        let bad =
+            || format!("'{value}' is not a port range; write it as FIRST-LAST, e.g. \"8100-8199\"");
+        let (a, b) = value.trim().split_once('-').ok_or_else(bad)?;
+        let first: u16 = a.trim().parse().map_err(|_| bad())?;
+        let last: u16 = b.trim().parse().map_err(|_| bad())?;
+        if first == 0 || last < first {
+            return Err(format!(
+                "'{value}': the first port must be above 0 and not above the last"
+            ));
+        }
+        Ok(PortRange { first, last })
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.last - self.first) + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn ports(&self) -> std::ops::RangeInclusive<u16> {
+        self.first..=self.last
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PortRange, D::Error> {
+        let text = String::deserialize(d)?;
+        PortRange::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A checked webhook URL (`webhook.url`): http or https, with a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookUrl(hyper::Uri);
+
+impl WebhookUrl {
+    pub fn parse(text: &str) -> Result<WebhookUrl, String> {
+        let uri: hyper::Uri = text.trim().parse().map_err(|e| {
+            format!(
+                "'{text}' is not a URL ({e}); write it like https://chat.lab.example/hooks/notebox"
+            )
+        })?;
+        match uri.scheme_str() {
+            Some("http" | "https") => {}
+            _ => return Err(format!("'{text}' must start with http:// or https://")),
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(format!("'{text}' names no host"));
+        }
+        Ok(WebhookUrl(uri))
+    }
+
+    /// The URL as the HTTP client takes it.
+    pub fn uri(&self) -> &hyper::Uri {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for WebhookUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<WebhookUrl, String> {
+        WebhookUrl::parse(text)
+    }
+}
+
+impl std::fmt::Display for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What a monthly GPU-hour budget does when a member goes over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OverBudget {
+    /// Show a warning; nothing is refused.
+    #[default]
+    Warn,
+    /// Also refuse to start GPU notebooks until the next month (or a bigger budget).
+    Block,
+}
+
+/// What happens to an idle notebook once its machine type's idle timeout has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reclaim {
+    /// Stopped when idle past the timeout.
+    Always,
+    /// Stopped when idle past the timeout and another notebook waits for its GPUs.
+    WhenNeeded,
+}
+
+impl Reclaim {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reclaim::Always => "always",
+            Reclaim::WhenNeeded => "when_needed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuBackend {
+    Auto,
+    Nvml,
+    Simulated,
+    None,
+}
+
+impl GpuBackend {
+    pub fn parse(value: &str) -> Result<GpuBackend, String> {
+        match value {
+            "auto" => Ok(GpuBackend::Auto),
+            "nvml" => Ok(GpuBackend::Nvml),
+            "simulated" => Ok(GpuBackend::Simulated),
+            "none" => Ok(GpuBackend::None),
+            other => Err(format!(
+                "'{other}' is not a GPU backend; use auto, nvml, simulated or none"
+            )),
+        }
+    }
+}
+
+/// Auto-shutdown choices offered to users, in the order shown.
+pub const AUTO_SHUTDOWN_CHOICES: &[&str] = &["1h", "6h", "12h", "1d", "1w", "never"];
+
+/// Parses an auto-shutdown choice: `Ok(None)` for "never".
+pub fn parse_auto_shutdown(value: &str) -> Result<Option<Duration>, String> {
+    let v = value.trim();
+    if v == "never" {
+        return Ok(None);
+    }
+    if !AUTO_SHUTDOWN_CHOICES.contains(&v) {
+        return Err(format!(
+            "'{value}' is not an auto-shutdown choice; use one of {}",
+            AUTO_SHUTDOWN_CHOICES.join(", ")
+        ));
+    }
+    parse_duration(v).map(Some)
+}
+
+/// The choice's name for an auto-shutdown length ("6h", "never"), as the forms show it.
+pub fn auto_shutdown_name(value: Option<Duration>) -> String {
+    match value {
+        None => "never".into(),
+        Some(d) => AUTO_SHUTDOWN_CHOICES
+            .iter()
+            .find(|c| parse_auto_shutdown(c).ok().flatten() == Some(d))
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| humantime::format_duration(d).to_string()),
+    }
+}
+
+/// Parses "90s", "5m", "6h", "1d", "1w" (and anything humantime accepts).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value.trim())
+        .map_err(|e| format!("'{value}' is not a duration ({e}); write it like 90s, 5m, 6h or 1d"))
+}
+
+/// serde for `notebooks.default_auto_shutdown`: one of the choices, "never" as None.
+pub(super) mod auto_shutdown_choice {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_auto_shutdown(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// serde for an optional duration that may also be "never": absent → None (the default
+/// applies), "never" → Some(None), "30m" → Some(Some(30 min)).
+pub(super) mod optional_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<Duration>>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim() == "never" {
+            return Ok(Some(None));
+        }
+        super::parse_duration(&s)
+            .map(|d| Some(Some(d)))
+            .map_err(|e| serde::de::Error::custom(format!("{e}, or \"never\"")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_parses_once_with_the_old_message() {
+        assert_eq!(parse_listen("127.0.0.1:8080"), Ok(DEFAULT_LISTEN));
+        assert_eq!(
+            parse_listen("[::]:9000").map(|a| a.port()),
+            Ok(9000),
+            "IPv6 too"
+        );
+        assert_eq!(
+            parse_listen("nonsense").unwrap_err(),
+            "'nonsense' is not an address:port like 127.0.0.1:8080"
+        );
+    }
+
+    #[test]
+    fn webhook_urls_are_checked() {
+        let url: WebhookUrl = "https://chat.lab.example/hooks/x".parse().expect("https");
+        assert_eq!(url.uri().host(), Some("chat.lab.example"));
+        assert!(WebhookUrl::parse(" http://127.0.0.1:9000/ ").is_ok());
+        assert!(WebhookUrl::parse("ftp://x/")
+            .unwrap_err()
+            .contains("must start with http:// or https://"));
+        assert!(WebhookUrl::parse("not a url")
+            .unwrap_err()
+            .contains("is not a URL"));
+        assert!(WebhookUrl::parse("/relative").is_err());
+    }
+
+    #[test]
+    fn backends_and_port_ranges_parse() {
+        assert_eq!(GpuBackend::parse("nvml"), Ok(GpuBackend::Nvml));
+        assert!(GpuBackend::parse("cuda").unwrap_err().contains("cuda"));
+        let r = PortRange::parse(" 9000 - 9009 ").expect("range");
+        assert_eq!((r.len(), r.to_string()), (10, "9000-9009".to_string()));
+        assert!(r.contains(9009) && !r.contains(9010));
+        assert!(PortRange::parse("0-10").is_err());
+    }
+}
