@@ -6,10 +6,9 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
-use actix_web::http::Method;
 use actix_web::{web, FromRequest, HttpRequest};
 
-use crate::auth::{secrets, User};
+use crate::auth::User;
 use crate::error::{ApiError, PageError, WebError};
 use crate::proxy::{Credential, Credentials};
 
@@ -20,17 +19,6 @@ pub struct SessionUser {
     pub user: User,
     pub csrf: String,
     pub cookie: String,
-}
-
-impl SessionUser {
-    /// Every state-changing form carries the session's CSRF token.
-    pub fn check_csrf(&self, submitted: &str) -> Result<(), WebError> {
-        if secrets::constant_time_eq(submitted, &self.csrf) {
-            Ok(())
-        } else {
-            Err(WebError::csrf())
-        }
-    }
 }
 
 /// A logged-in admin; anyone else gets 404, as if the admin pages did not exist.
@@ -168,18 +156,11 @@ impl FromRequest for ApiUser {
                     ))),
                 };
             }
+            // A session's writes carried their X-CSRF-Token (checked once, by the
+            // middleware in `web::middleware::csrf`, before any handler).
             let session = session_from_request(&req)
                 .await?
                 .ok_or_else(WebError::unauthorized)?;
-            let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-            if !safe {
-                let sent = req
-                    .headers()
-                    .get(CSRF_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                session.check_csrf(sent)?;
-            }
             Ok(ApiUser { user: session.user })
         })
     }
