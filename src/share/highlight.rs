@@ -60,31 +60,7 @@ pub fn highlight(code: &str, language: &str) -> String {
             ));
             i = end;
         } else if c == '"' || c == '\'' {
-            let triple = i + 2 < chars.len() && chars[i + 1] == c && chars[i + 2] == c;
-            let mut j = if triple { i + 3 } else { i + 1 };
-            loop {
-                if j >= chars.len() {
-                    break;
-                }
-                if chars[j] == '\\' {
-                    j += 2;
-                    continue;
-                }
-                if triple {
-                    if j + 2 < chars.len()
-                        && chars[j] == c
-                        && chars[j + 1] == c
-                        && chars[j + 2] == c
-                    {
-                        j += 3;
-                        break;
-                    }
-                } else if chars[j] == c || chars[j] == '\n' {
-                    j += 1;
-                    break;
-                }
-                j += 1;
-            }
+            let j = string_end(&chars, i);
             let end = j.min(chars.len());
             out.push_str(&span(
                 "tok-string",
@@ -121,6 +97,30 @@ pub fn highlight(code: &str, language: &str) -> String {
         }
     }
     out
+}
+
+/// Where the string literal starting at `i` (a quote) ends: after its closing quote (or
+/// three, for a triple-quoted one), at the end of its line for an unclosed short one, or
+/// at the end of the code.
+fn string_end(chars: &[char], i: usize) -> usize {
+    let c = chars[i];
+    let triple = i + 2 < chars.len() && chars[i + 1] == c && chars[i + 2] == c;
+    let mut j = if triple { i + 3 } else { i + 1 };
+    while j < chars.len() {
+        if chars[j] == '\\' {
+            j += 2;
+            continue;
+        }
+        if triple {
+            if j + 2 < chars.len() && chars[j] == c && chars[j + 1] == c && chars[j + 2] == c {
+                return j + 3;
+            }
+        } else if chars[j] == c || chars[j] == '\n' {
+            return j + 1;
+        }
+        j += 1;
+    }
+    j
 }
 
 #[cfg(test)]

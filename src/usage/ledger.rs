@@ -177,19 +177,7 @@ pub fn report<E>(
         if b <= a {
             continue;
         }
-        // The pieces of the interval inside the range, one per day when grouping by day.
-        let mut pieces = Vec::new();
-        match group {
-            GroupBy::Day => {
-                let mut p = a;
-                while p < b {
-                    let q = ((p.div_euclid(DAY) + 1) * DAY).min(b);
-                    pieces.push((p, q));
-                    p = q;
-                }
-            }
-            _ => pieces.push((a, b)),
-        }
+        let pieces = pieces(a, b, group);
         let whole = a == i.started_at && b == end && pieces.len() == 1;
         let by_hour = if whole {
             Vec::new()
@@ -238,6 +226,22 @@ pub fn report<E>(
         })
         .collect();
     Ok((rows, totals))
+}
+
+/// The pieces of `[a, b)` a report counts: one per day (UTC) when grouping by day, else
+/// the whole.
+fn pieces(a: i64, b: i64, group: GroupBy) -> Vec<(i64, i64)> {
+    if group != GroupBy::Day {
+        return vec![(a, b)];
+    }
+    let mut pieces = Vec::new();
+    let mut p = a;
+    while p < b {
+        let q = ((p.div_euclid(DAY) + 1) * DAY).min(b);
+        pieces.push((p, q));
+        p = q;
+    }
+    pieces
 }
 
 /// Busy seconds of an interval `[start, end)` that fall inside `[p, q)`: whole hours as
