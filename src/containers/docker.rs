@@ -530,6 +530,10 @@ impl DockerBackend {
 }
 
 impl Backend for DockerBackend {
+    fn connect(&self) -> BoxFuture<'_, Result<(), DockerError>> {
+        Box::pin(async move { self.client().await.map(|_| ()) })
+    }
+
     fn version(&self) -> BoxFuture<'_, Result<(String, String), DockerError>> {
         Box::pin(async move { self.client().await?.version().await })
     }

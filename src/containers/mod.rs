@@ -140,6 +140,9 @@ pub type EventStream = BoxStream<'static, Result<EngineEvent, EngineError>>;
 /// Everything Notebox asks of a container engine. Futures are boxed so that the engine
 /// can be chosen at run time (`Engine`).
 pub trait Backend: Send + Sync {
+    /// Connects to the engine, if not connected yet (every other call does too); an error
+    /// means the engine cannot be reached at all.
+    fn connect(&self) -> BoxFuture<'_, Result<(), EngineError>>;
     /// Engine version and API version, for logs and `notebox doctor`.
     fn version(&self) -> BoxFuture<'_, Result<(String, String), EngineError>>;
     /// Names of the container runtimes the engine knows (runc, nvidia, ...).

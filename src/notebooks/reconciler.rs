@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 use crate::config::{Config, OverBudget};
-use crate::containers::{Engine, EngineError, OurContainer};
+use crate::containers::{Engine, OurContainer};
 use crate::db::notebooks::{self as q, NotebookRow};
 use crate::db::{lifecycle, Db};
 use crate::gpu::telemetry::Telemetry;
@@ -198,13 +198,14 @@ impl Reconciler {
                 return;
             }
         };
+        // Without the engine nothing can start: say so instead of leaving people waiting.
+        if let Err(e) = self.engine.connect().await {
+            self.metrics.docker_error("connect");
+            self.stopper.fail_waiting(&notebooks, &e).await;
+            return;
+        }
         let containers = match self.engine.list_ours().await {
             Ok(c) => c,
-            Err(e @ EngineError::Unreachable(_)) => {
-                self.metrics.docker_error("connect");
-                self.stopper.fail_waiting(&notebooks, &e).await;
-                return;
-            }
             Err(e) => {
                 self.metrics.docker_error("list");
                 tracing::warn!(error = %e, "reconciler cannot list containers");
@@ -360,7 +361,11 @@ impl Reconciler {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            this.starter.start(&nb, fresh).await;
+            // Without the engine, a pass at once says so on the notebook's page (not at the
+            // next tick).
+            if this.engine.connect().await.is_ok() {
+                this.starter.start(&nb, fresh).await;
+            }
             this.release(&nb.id);
         });
         true

@@ -87,8 +87,8 @@ impl Starter {
             Ok(()) => tracing::info!(notebook = %nb.id, "notebook running"),
             Err(StartAbort::NoLongerWanted) => {}
             Err(StartAbort::Failed { from, reason }) => {
-                // Not recorded: the notebook stays where it is and a later pass starts it
-                // again (the failure is logged where it happened).
+                // Recorded (and logged) by `fail`; a record the database refused is tried
+                // again when the next pass starts it again.
                 self.stopper
                     .fail(&nb.id, from, &reason, UsageEnd::Now)
                     .await;

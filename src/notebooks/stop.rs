@@ -177,14 +177,14 @@ impl Stopper {
         recorded.is_ok()
     }
 
-    /// Without the engine nothing can start: say so instead of leaving people waiting.
+    /// Fails every notebook on its way up (the engine cannot be reached).
     pub async fn fail_waiting(&self, notebooks: &[NotebookRow], e: &EngineError) {
         for nb in notebooks.iter().filter(|n| {
             n.desired_state == crate::model::DesiredState::Running
                 && lifecycle::COMING_UP.contains(&n.state)
         }) {
             let detail = format!("Docker is not reachable: {e}");
-            // Not recorded: the next pass says it again.
+            // The result is logged by `fail`; a failed record is made again next pass.
             self.fail(&nb.id, lifecycle::COMING_UP, &detail, UsageEnd::Now)
                 .await;
         }
