@@ -351,7 +351,9 @@ async fn jupyter_that_never_answers_fails_with_its_log_and_removed_container_sho
     let Some(image) = test_image() else { return };
     let server = TestServer::start_with(|c| {
         docker_config(c, &image);
-        c.notebooks.ready_timeout = std::time::Duration::from_secs(6);
+        // Long enough for JupyterLab to start while the restart test beside it keeps
+        // Docker busy (6 s was not, on 2 cores); the silent one fails after it.
+        c.notebooks.ready_timeout = std::time::Duration::from_secs(20);
         let mut silent = c.images[0].clone();
         silent.id = "silent".into();
         silent.launcher = notebox::config::Launcher::Command;
