@@ -153,9 +153,44 @@ pub fn record_stopped(
     Ok(outcome)
 }
 
-/// One of `from` → failed, with the reason its member reads, in one transaction: usage
-/// closed (at `ended`), container cleared, GPUs released, desired state stopped. Changes
-/// nothing when the notebook moved meanwhile (a restart).
+/// Brings a notebook to rest (`to`: stopped or failed) from one of `from`, inside `tx`:
+/// its usage closed at `ended`, its container cleared, its GPUs released (by the
+/// transition), and it stays stopped. Changes nothing when it is no longer in one of
+/// `from` (it moved meanwhile: a restart).
+fn settle(
+    tx: &Connection,
+    id: &str,
+    from: &[NotebookState],
+    to: NotebookState,
+    detail: &str,
+    ended: UsageEnd,
+) -> Result<bool, DbError> {
+    if !q::by_id(tx, id)?.is_some_and(|r| from.contains(&r.state)) {
+        return Ok(false);
+    }
+    let at = match ended {
+        UsageEnd::Now => None,
+        UsageEnd::At(t) => Some(t),
+        UsageEnd::LastSeen => usage::last_seen(tx, id)?,
+    };
+    if let Some(at) = at {
+        usage::close(tx, id, at)?;
+    }
+    q::set_container(tx, id, None)?;
+    q::transition(
+        tx,
+        id,
+        Transition {
+            from,
+            to,
+            detail,
+            desired: Some(DesiredState::Stopped),
+        },
+    )
+}
+
+/// One of `from` → failed, with the reason its member reads, in one transaction (see
+/// `settle`).
 pub fn record_failed(
     conn: &mut Connection,
     id: &str,
@@ -164,54 +199,17 @@ pub fn record_failed(
     ended: UsageEnd,
 ) -> Result<bool, DbError> {
     let tx = write_transaction(conn)?;
-    if !q::by_id(&tx, id)?.is_some_and(|r| from.contains(&r.state)) {
-        return Ok(false);
-    }
-    let at = match ended {
-        UsageEnd::Now => None,
-        UsageEnd::At(t) => Some(t),
-        UsageEnd::LastSeen => usage::last_seen(&tx, id)?,
-    };
-    if let Some(at) = at {
-        usage::close(&tx, id, at)?;
-    }
-    q::set_container(&tx, id, None)?;
-    let moved = q::transition(
-        &tx,
-        id,
-        Transition {
-            from,
-            to: Failed,
-            detail: reason,
-            desired: Some(DesiredState::Stopped),
-        },
-    )?;
+    let moved = settle(&tx, id, from, Failed, reason, ended)?;
     tx.commit()?;
     Ok(moved)
 }
 
 /// Running → stopped because its container is gone (removed while Notebox was down, or
-/// behind its back), in one transaction: usage closed when it was last seen running,
-/// container cleared, GPUs released, desired state stopped.
+/// behind its back), in one transaction: its usage ends when it was last seen running
+/// (see `settle`).
 pub fn record_vanished(conn: &mut Connection, id: &str) -> Result<bool, DbError> {
     let tx = write_transaction(conn)?;
-    if !q::by_id(&tx, id)?.is_some_and(|r| r.state == Running) {
-        return Ok(false); // moved meanwhile (a restart): nothing to record
-    }
-    if let Some(seen) = usage::last_seen(&tx, id)? {
-        usage::close(&tx, id, seen)?;
-    }
-    q::set_container(&tx, id, None)?;
-    let moved = q::transition(
-        &tx,
-        id,
-        Transition {
-            from: &[Running],
-            to: Stopped,
-            detail: VANISHED,
-            desired: Some(DesiredState::Stopped),
-        },
-    )?;
+    let moved = settle(&tx, id, &[Running], Stopped, VANISHED, UsageEnd::LastSeen)?;
     tx.commit()?;
     Ok(moved)
 }
