@@ -175,6 +175,20 @@ impl From<crate::share::ShareError> for WebError {
     }
 }
 
+impl From<crate::secrets::SecretsError> for WebError {
+    fn from(e: crate::secrets::SecretsError) -> WebError {
+        use crate::secrets::SecretsError;
+        match e {
+            SecretsError::Invalid(m) => WebError::new(StatusCode::BAD_REQUEST, "invalid_input", m),
+            SecretsError::Forbidden(m) => WebError::forbidden(m),
+            SecretsError::NotFound(m) => WebError::new(StatusCode::NOT_FOUND, "not_found", m),
+            SecretsError::Limit(m) => WebError::new(StatusCode::CONFLICT, "limit_reached", m),
+            SecretsError::Unreadable(m) => WebError::internal(m),
+            SecretsError::Db(e) => WebError::internal(e),
+        }
+    }
+}
+
 impl From<crate::notebooks::GpuMapError> for WebError {
     fn from(e: crate::notebooks::GpuMapError) -> WebError {
         match e {

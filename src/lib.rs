@@ -21,6 +21,7 @@ pub mod model;
 pub mod notebooks;
 pub mod platform;
 pub mod proxy;
+pub mod secrets;
 pub mod share;
 pub mod usage;
 pub mod vault;
@@ -241,6 +242,7 @@ struct Components {
     gpu_map: notebooks::GpuMap,
     usage: usage::UsageReports,
     vault: vault::Vault,
+    secrets: secrets::Secrets,
 }
 
 impl Components {
@@ -263,6 +265,7 @@ impl Components {
             gpu_percent: config.notebooks.busy_gpu_percent,
             cpu_percent: config.notebooks.busy_cpu_percent,
         }));
+        let secrets = secrets::Secrets::new(db.clone(), vault.clone());
         let reconciler = notebooks::Reconciler::new(notebooks::reconciler::ReconcilerParts {
             db: db.clone(),
             config: config.clone(),
@@ -271,6 +274,7 @@ impl Components {
             metrics: metrics.clone(),
             webhook: webhook.clone(),
             events: events.clone(),
+            secrets: secrets.clone(),
             instance,
         });
         let idle = idle::IdleMonitor::new(idle::IdleParts {
@@ -315,6 +319,7 @@ impl Components {
             idle,
             notebooks,
             vault,
+            secrets,
         }
     }
 
@@ -337,6 +342,7 @@ impl Components {
             telemetry: self.telemetry.clone(),
             metrics: self.metrics.clone(),
             vault: self.vault.clone(),
+            secrets: self.secrets.clone(),
             sites,
         }
     }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use bollard::auth::DockerCredentials;
 use bollard::models::{
     ContainerCreateBody, ContainerSummaryStateEnum, DeviceRequest, HostConfig, HostConfigLogConfig,
     NetworkCreateRequest, RestartPolicy, RestartPolicyNameEnum,
@@ -21,7 +22,8 @@ use tokio::sync::RwLock;
 use super::tail::TailBuffer;
 use super::{
     Backend, ContainerSpec, ContainerState, ContainerStatus, EngineError as DockerError,
-    EngineEvent, EventStream, LogTail, OurContainer, PullProgress, LABEL_INSTANCE, LABEL_NOTEBOOK,
+    EngineEvent, EventStream, LogTail, OurContainer, PullFailure, PullProgress, RegistryAuth,
+    LABEL_INSTANCE, LABEL_NOTEBOOK,
 };
 
 impl From<bollard::errors::Error> for DockerError {
@@ -184,6 +186,7 @@ impl DockerClient {
     async fn pull_image(
         &self,
         image: &str,
+        auth: Option<&RegistryAuth>,
         progress: &mut (dyn FnMut(&PullProgress) + Send),
     ) -> Result<(), DockerError> {
         let (repo, tag) = split_image(image);
@@ -191,12 +194,21 @@ impl DockerClient {
             .from_image(repo)
             .tag(tag)
             .build();
-        let mut stream = self.docker.create_image(Some(options), None, None);
+        let credentials = auth.map(|a| DockerCredentials {
+            username: Some(a.username.clone()),
+            password: Some(a.password.clone()),
+            serveraddress: Some(server_address(&a.server)),
+            ..Default::default()
+        });
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
         let mut layers: HashMap<String, (i64, i64, bool)> = HashMap::new();
         while let Some(item) = stream.next().await {
-            let info = item?;
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => return Err(pull_failed(DockerError::from(e), auth)),
+            };
             if let Some(err) = info.error_detail.and_then(|d| d.message) {
-                return Err(DockerError::Other(err));
+                return Err(pull_failed(DockerError::Other(err), auth));
             }
             let Some(id) = info.id else { continue };
             let status = info.status.unwrap_or_default();
@@ -483,7 +495,16 @@ fn create_body(spec: ContainerSpec) -> ContainerCreateBody {
     ContainerCreateBody {
         image: Some(spec.image),
         cmd: Some(spec.command),
-        env: Some(spec.env),
+        // The member's variables first: Notebox's own come last and so win (the names
+        // Notebox sets are refused as variables anyway).
+        env: Some(
+            spec.private_env
+                .0
+                .into_iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .chain(spec.env)
+                .collect(),
+        ),
         user: Some(spec.user),
         working_dir: Some(spec.working_dir),
         labels: Some(spec.labels.into_iter().collect()),
@@ -553,9 +574,10 @@ impl Backend for DockerBackend {
     fn pull_image<'a>(
         &'a self,
         image: &'a str,
+        auth: Option<&'a RegistryAuth>,
         progress: &'a mut (dyn FnMut(&PullProgress) + Send),
     ) -> BoxFuture<'a, Result<(), DockerError>> {
-        Box::pin(async move { self.client().await?.pull_image(image, progress).await })
+        Box::pin(async move { self.client().await?.pull_image(image, auth, progress).await })
     }
 
     fn list_ours(&self) -> BoxFuture<'_, Result<Vec<OurContainer>, DockerError>> {
@@ -604,6 +626,94 @@ impl Backend for DockerBackend {
     }
 }
 
+/// The address Docker's engine expects in a login: Docker Hub's historical one for
+/// "docker.io", the host itself for any other registry.
+fn server_address(host: &str) -> String {
+    if host == "docker.io" {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        host.to_string()
+    }
+}
+
+/// A failed pull, with its cause told from the engine's words (the engine itself out of
+/// reach stays `Unreachable`). The password is cut out of the text, should the engine
+/// or a registry ever echo it.
+fn pull_failed(e: DockerError, auth: Option<&RegistryAuth>) -> DockerError {
+    let message = match e {
+        DockerError::NotFound(m) | DockerError::Conflict(m) | DockerError::Other(m) => m,
+        other => return other,
+    };
+    let message = match auth {
+        Some(a) if !a.password.is_empty() => message.replace(&a.password, "(hidden)"),
+        _ => message,
+    };
+    DockerError::Pull {
+        cause: classify_pull_failure(&message, auth.is_some()),
+        message,
+    }
+}
+
+/// What Docker's (and the registries') words for a failed pull mean. Checked against
+/// the engine's answers from a real `docker-registry` with htpasswd (tests/secrets.rs):
+/// no login → "no basic auth credentials"; a wrong one → "unauthorized: authentication
+/// required"; a missing repository or tag → "manifest unknown"; a closed port →
+/// "connection refused". Docker Hub says "pull access denied ... may require 'docker
+/// login'" both for a private and for a missing repository.
+pub fn classify_pull_failure(message: &str, sent_credential: bool) -> PullFailure {
+    let m = message.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
+    if has(&["no basic auth credentials"]) {
+        return PullFailure::NeedsLogin;
+    }
+    if has(&[
+        "unauthorized",
+        "authentication required",
+        "incorrect username or password",
+        "invalid username/password",
+    ]) {
+        return match sent_credential {
+            true => PullFailure::CredentialRefused,
+            false => PullFailure::NeedsLogin,
+        };
+    }
+    if has(&[
+        "pull access denied",
+        "requested access to the resource is denied",
+        "denied:",
+        "forbidden",
+    ]) {
+        return PullFailure::AccessDenied;
+    }
+    if has(&[
+        "connection refused",
+        "no such host",
+        "i/o timeout",
+        "timeout exceeded",
+        "deadline exceeded",
+        "network is unreachable",
+        "no route to host",
+        "connection reset",
+        "server gave http response to https client",
+        "tls:",
+        "x509",
+        "certificate",
+        "dial tcp",
+    ]) {
+        return PullFailure::Unreachable;
+    }
+    if has(&[
+        "manifest unknown",
+        "not found",
+        "name unknown",
+        "repository name not known",
+        "no such image",
+    ]) {
+        return PullFailure::NotFound;
+    }
+    PullFailure::Other
+}
+
 /// "repo:tag" → ("repo", "tag"); no tag means "latest"; digests stay whole.
 pub fn split_image(image: &str) -> (&str, &str) {
     if image.contains('@') {
@@ -619,7 +729,7 @@ pub fn split_image(image: &str) -> (&str, &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::containers::Mount;
+    use crate::containers::{Mount, PrivateEnv};
 
     fn spec(gpu_devices: Vec<String>) -> ContainerSpec {
         ContainerSpec {
@@ -627,6 +737,7 @@ mod tests {
             image: "img:1".into(),
             command: vec!["jupyter-lab".into()],
             env: vec!["NOTEBOX=1".into()],
+            private_env: PrivateEnv(vec![("OPENAI_API_KEY".into(), "sk-hidden".into())]),
             labels: [("io.notebox.notebook".to_string(), "abc123".to_string())].into(),
             user: "1000:100".into(),
             working_dir: "/notebooks".into(),
@@ -667,6 +778,16 @@ mod tests {
         assert!(binds.contains(&"/d/datasets:/datasets:ro".to_string()));
         assert!(binds.contains(&"/d/storage/alice:/storage:rw".to_string()));
         assert_eq!(body.user.as_deref(), Some("1000:100"));
+        // The member's variables come first (Notebox's own win), and stay out of Debug.
+        assert_eq!(
+            body.env,
+            Some(vec![
+                "OPENAI_API_KEY=sk-hidden".to_string(),
+                "NOTEBOX=1".to_string()
+            ])
+        );
+        let shown = format!("{:?}", spec(Vec::new()));
+        assert!(shown.contains("OPENAI_API_KEY=(hidden)") && !shown.contains("sk-hidden"));
     }
 
     #[test]
@@ -679,6 +800,37 @@ mod tests {
             .expect("device request");
         assert_eq!(dr[0].device_ids.as_deref(), Some(&gpus[..]));
         assert_eq!(dr[0].driver.as_deref(), Some("nvidia"));
+    }
+
+    #[test]
+    fn pull_failures_are_told_apart_by_the_engines_words() {
+        use PullFailure as F;
+        let cases = [
+            (r#"Head "http://127.0.0.1:5931/v2/tiny/manifests/1": no basic auth credentials"#, false, F::NeedsLogin),
+            ("unauthorized: authentication required", true, F::CredentialRefused),
+            ("unauthorized: authentication required", false, F::NeedsLogin),
+            ("manifest for 127.0.0.1:5931/nope:1 not found: manifest unknown: manifest unknown", true, F::NotFound),
+            (r#"Get "http://127.0.0.1:5999/v2/": dial tcp 127.0.0.1:5999: connect: connection refused"#, true, F::Unreachable),
+            (r#"Get "https://nosuch.invalid/v2/": dial tcp: lookup nosuch.invalid on 10.0.0.53:53: no such host"#, false, F::Unreachable),
+            ("pull access denied for private/x, repository does not exist or may require 'docker login': denied: requested access to the resource is denied", false, F::AccessDenied),
+            (r#"Get "https://r.example/v2/": http: server gave HTTP response to HTTPS client"#, false, F::Unreachable),
+            ("something else entirely", false, F::Other),
+        ];
+        for (message, sent, cause) in cases {
+            assert_eq!(classify_pull_failure(message, sent), cause, "{message}");
+        }
+        let auth = RegistryAuth {
+            server: "r.example".into(),
+            username: "u".into(),
+            password: "hunter2-pw".into(),
+        };
+        let e = pull_failed(
+            DockerError::Other("echo hunter2-pw unauthorized".into()),
+            Some(&auth),
+        );
+        assert!(!e.to_string().contains("hunter2-pw"), "{e}");
+        assert!(!format!("{auth:?}").contains("hunter2-pw"));
+        assert_eq!(server_address("docker.io"), "https://index.docker.io/v1/");
     }
 
     #[test]

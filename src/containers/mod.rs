@@ -34,6 +34,48 @@ pub enum EngineError {
     Conflict(String),
     #[error("Docker: {0}")]
     Other(String),
+    /// A registry refused a pull, or could not be reached; `message` is the engine's own
+    /// words (never holding the credential).
+    #[error("{message}")]
+    Pull { cause: PullFailure, message: String },
+}
+
+/// Why a pull failed, as far as the engine's answer tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullFailure {
+    /// The registry asks for a login and none was sent.
+    NeedsLogin,
+    /// The registry refused the credential that was sent.
+    CredentialRefused,
+    /// The registry denied access to the repository: it does not exist, or the caller
+    /// (with or without a credential) may not pull it. Registries like Docker Hub do not
+    /// say which.
+    AccessDenied,
+    /// The repository or the tag does not exist.
+    NotFound,
+    /// The registry did not answer (refused connection, unknown host, TLS, time-out).
+    Unreachable,
+    /// Anything else the engine said.
+    Other,
+}
+
+/// A registry login for one pull. The password never appears in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// The registry, as image references name it ("127.0.0.1:5000", "docker.io").
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"(hidden)")
+            .finish()
+    }
 }
 
 /// Where a container is in its life, as the engine lists it.
@@ -113,6 +155,8 @@ pub struct ContainerSpec {
     pub image: String,
     pub command: Vec<String>,
     pub env: Vec<String>,
+    /// The member's own variables and secrets (set under Settings), before `env`.
+    pub private_env: PrivateEnv,
     pub labels: BTreeMap<String, String>,
     /// "uid:gid".
     pub user: String,
@@ -126,6 +170,19 @@ pub struct ContainerSpec {
     /// GPUs handed to the container by the engine's device plugin (NVIDIA), by UUID;
     /// empty when the container only gets the visibility variables.
     pub gpu_devices: Vec<String>,
+}
+
+/// Variables a member set for their notebooks, some of them secret: in the container's
+/// environment like `ContainerSpec::env`, but never in `Debug` output (names only).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct PrivateEnv(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for PrivateEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| format!("{name}=(hidden)")))
+            .finish()
+    }
 }
 
 /// Why a container changed outside Notebox (an exit, an OOM kill, a removal).
@@ -150,10 +207,12 @@ pub trait Backend: Send + Sync {
     /// Creates the notebooks' private network if it is missing.
     fn ensure_network<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
     fn image_exists<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<bool, EngineError>>;
-    /// Pulls an image, calling `progress` as layers move.
+    /// Pulls an image (with a login for its registry, if given), calling `progress` as
+    /// layers move. A refusal or an unreachable registry is `EngineError::Pull`.
     fn pull_image<'a>(
         &'a self,
         image: &'a str,
+        auth: Option<&'a RegistryAuth>,
         progress: &'a mut (dyn FnMut(&PullProgress) + Send),
     ) -> BoxFuture<'a, Result<(), EngineError>>;
     /// All containers of this instance, running or not.

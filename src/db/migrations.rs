@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("migrations/0008_usage.sql")),
     (9, include_str!("migrations/0009_origins.sql")),
     (10, include_str!("migrations/0010_origin_ports.sql")),
+    (11, include_str!("migrations/0011_secrets.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -9,6 +9,7 @@ pub mod migrations;
 pub mod notebooks;
 pub mod origin_ports;
 pub mod placement;
+pub mod secrets;
 pub mod sessions;
 pub mod shares;
 pub mod tokens;

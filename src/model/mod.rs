@@ -215,6 +215,19 @@ wire_enum!(Visibility, "visibility", {
     Public => "public",
 });
 
+/// Whose a variable or a registry credential is: one member's, or the whole lab's (set by
+/// an admin, given to every member; a member's own of the same name wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Member,
+    Lab,
+}
+
+wire_enum!(Scope, "scope", {
+    Member => "member",
+    Lab => "lab",
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{DesiredState, Launcher, NotebookState, Visibility};
+use super::{DesiredState, Launcher, NotebookState, Scope, Visibility};
 
 /// A notebook as its owner and the API see it.
 #[derive(Debug, Clone, Serialize)]
@@ -325,4 +325,32 @@ pub struct BudgetView {
     pub over: bool,
     /// Over budget starts no GPU notebook (`usage.over_budget = "block"`).
     pub blocks: bool,
+}
+
+/// A member's (or the lab's) variable: a secret's value is never sent, after saving.
+#[derive(Debug, Clone, Serialize)]
+pub struct Variable {
+    pub name: String,
+    pub secret: bool,
+    pub scope: Scope,
+    /// Only for variables that are not secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub updated_at: String,
+}
+
+/// `GET /api/v1/secrets`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariableList {
+    pub secrets: Vec<Variable>,
+}
+
+/// A registry credential: never its password, only that one is configured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Registry {
+    pub host: String,
+    pub username: String,
+    pub configured: bool,
+    pub scope: Scope,
+    pub updated_at: String,
 }

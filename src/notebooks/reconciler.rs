@@ -74,6 +74,8 @@ pub struct ReconcilerParts {
     pub metrics: Metrics,
     pub webhook: Webhook,
     pub events: Events,
+    /// Members' variables (into each container) and registry logins (for pulls).
+    pub secrets: crate::secrets::Secrets,
     /// This installation's id (on its containers' names and labels).
     pub instance: String,
 }
@@ -124,6 +126,7 @@ impl Reconciler {
             instance: parts.instance,
             checked: Arc::new(Checked::default()),
             stopper: stopper.clone(),
+            secrets: parts.secrets,
         };
         Reconciler {
             db: parts.db,

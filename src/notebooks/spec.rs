@@ -116,6 +116,8 @@ pub fn container_spec(
             &base_url(&notebook.id, notebook.path_key.as_deref()),
         ),
         env,
+        // Read from the vault at start (`start.rs`), not here.
+        private_env: Default::default(),
         labels,
         user: format!("{}:{}", config.storage.uid, config.storage.gid),
         working_dir: ROOT_DIR.into(),

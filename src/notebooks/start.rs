@@ -16,6 +16,7 @@ use crate::db::{Db, DbError};
 use crate::gpu::telemetry::Telemetry;
 use crate::jupyter::{self, JupyterProbe};
 use crate::model::{DesiredState, NotebookState};
+use crate::secrets::{pull_failure_message, PullPlan, Secrets, SecretsError};
 
 use super::dirs::{Dirs, NotebookDirs};
 use super::spec::{container_spec, Gpus};
@@ -48,6 +49,16 @@ impl From<DbError> for StartAbort {
     }
 }
 
+impl From<SecretsError> for StartAbort {
+    /// A stored value that cannot be opened stops the start, naming it (never its value).
+    fn from(e: SecretsError) -> StartAbort {
+        match e {
+            SecretsError::Db(e) => StartAbort::Db(e),
+            other => failed(COMING_UP, other.to_string()),
+        }
+    }
+}
+
 fn failed(from: &'static [NotebookState], reason: impl Into<String>) -> StartAbort {
     StartAbort::Failed {
         from,
@@ -77,6 +88,8 @@ pub struct Starter {
     pub(super) checked: Arc<Checked>,
     /// Records failures and removes what a failed start left.
     pub(super) stopper: Stopper,
+    /// The member's variables (into the container) and registry logins (for the pull).
+    pub(super) secrets: Secrets,
 }
 
 impl Starter {
@@ -153,7 +166,17 @@ impl Starter {
         Ok(())
     }
 
+    /// The image is there, or pulled now (with the registry login the member or the lab
+    /// keeps for it). An image from a registry only some members can pull from is pulled
+    /// at every start (see `Secrets::pull_plan`), whatever the engine has.
     async fn ensure_image(&self, nb: &NotebookRow) -> Result<(), StartAbort> {
+        let plan = self
+            .secrets
+            .pull_plan(nb.owner_id, &nb.image, nb.image_id.is_some())
+            .await?;
+        if plan.recheck {
+            return self.pull(nb, &plan).await;
+        }
         let known = self
             .checked
             .images
@@ -164,7 +187,7 @@ impl Starter {
         }
         let found = match self.engine.image_exists(&nb.image).await {
             Ok(true) => Ok(()),
-            Ok(false) => self.pull(nb).await,
+            Ok(false) => self.pull(nb, &plan).await,
             Err(e) => Err(failed(
                 COMING_UP,
                 format!("Docker could not look up the image '{}': {e}", nb.image),
@@ -188,7 +211,7 @@ impl Starter {
     }
 
     /// Pulls the notebook's image, showing layer progress in its state detail.
-    async fn pull(&self, nb: &NotebookRow) -> Result<(), StartAbort> {
+    async fn pull(&self, nb: &NotebookRow, plan: &PullPlan) -> Result<(), StartAbort> {
         let (id, detail) = (nb.id.clone(), format!("Pulling image {}", nb.image));
         if !self
             .db
@@ -207,16 +230,22 @@ impl Starter {
         let mut progress = |p: &PullProgress| {
             tx.send_replace(p.clone());
         };
-        let result = self.engine.pull_image(&nb.image, &mut progress).await;
+        let result = self
+            .engine
+            .pull_image(&nb.image, plan.auth.as_ref(), &mut progress)
+            .await;
         drop(tx);
         if let Err(e) = reporter.await {
             tracing::debug!(notebook = %nb.id, error = %e, "pull progress reporter ended");
         }
         if let Err(e) = result {
-            return Err(failed(
-                &[NotebookState::Pulling],
-                format!("Could not pull the image '{}': {e}", nb.image),
-            ));
+            let reason = match e {
+                EngineError::Pull { cause, message } => {
+                    pull_failure_message(&nb.image, plan, cause, &message)
+                }
+                other => format!("Could not pull the image '{}': {other}", nb.image),
+            };
+            return Err(failed(&[NotebookState::Pulling], reason));
         }
         let id = nb.id.clone();
         match self
@@ -337,7 +366,9 @@ impl Starter {
             path_key: path_key.clone(),
             ..nb.clone()
         };
-        let spec = container_spec(
+        // Read now, at each new container: a change applies at the next start.
+        let variables = self.secrets.start_env(nb.owner_id).await?;
+        let mut spec = container_spec(
             &keyed,
             &self.config,
             &self.instance,
@@ -347,6 +378,7 @@ impl Starter {
                 device_request: self.telemetry.inventory().uses_device_requests(),
             },
         );
+        spec.private_env = variables.env;
         let id = self.engine.create(spec).await.map_err(|e| {
             failed(
                 COMING_UP,
@@ -358,6 +390,9 @@ impl Starter {
                 },
             )
         })?;
+        self.secrets
+            .record_given(&nb.id, variables.generation)
+            .await?;
         Ok((id, path_key))
     }
 

@@ -30,6 +30,8 @@ pub struct AppState {
     pub metrics: crate::platform::metrics::Metrics,
     /// Seals registry passwords, Git credentials and secret variables at rest.
     pub vault: crate::vault::Vault,
+    /// Members' variables and secrets, and registry credentials.
+    pub secrets: crate::secrets::Secrets,
     /// Notebooks on origins of their own (ports, subdomains).
     pub sites: Arc<crate::proxy::Sites>,
 }
@@ -37,7 +39,7 @@ pub struct AppState {
 /// The map of the product, top to bottom.
 #[rustfmt::skip]
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, api, gpus, health, login, notebooks, open_notebook, share, usage};
+    use pages::{account, admin, api, gpus, health, login, notebooks, open_notebook, secrets, share, usage};
     // A notebook's own subdomain (origin = "subdomains"): that notebook only.
     cfg.service(web::scope("").guard(actix_web::guard::fn_guard(crate::proxy::is_notebook_host))
                                                    .default_service(web::to(notebook_site::serve_notebook_origin)));
@@ -119,6 +121,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/notebooks/{id}/fork",     web::post().to(share::fork_own_api))
                 .route("/shares/{token}",          web::delete().to(share::delete_share_api))
                 .route("/shares/{token}/fork",     web::post().to(share::fork_share_api))
+                .route("/secrets",                 web::get().to(secrets::list_variables_api))
+                .route("/secrets/{name}",          web::put().to(secrets::put_variable_api))
+                .route("/secrets/{name}",          web::delete().to(secrets::delete_variable_api))
+                .route("/registries",              web::get().to(secrets::list_registries_api))
+                .route("/registries",              web::post().to(secrets::add_registry_api))
+                .route("/registries/{host}",       web::delete().to(secrets::remove_registry_api))
                 .default_service(web::to(api::not_found)),
         );
 }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod login;
 pub mod notebooks;
 pub mod open_notebook;
+pub mod secrets;
 pub mod share;
 pub mod usage;
 
