@@ -39,7 +39,8 @@ PACKAGE=0
 [ "$#" -eq 0 ] && PACKAGE=1
 
 # 1. System packages the tests use: mmdebstrap (test image), Chromium and its driver
-#    (browser tests), Prometheus (it scrapes /metrics in tests/usage.rs); for the package
+#    (browser tests), Prometheus (it scrapes /metrics in tests/usage.rs), a private
+#    registry with htpasswd logins (tests/secrets.rs); for the package
 #    checks also lintian and curl (one apt run for all).
 stage_start "system packages"
 need=()
@@ -47,6 +48,8 @@ command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v prometheus >/dev/null || need+=(prometheus)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 if [ "$PACKAGE" = 1 ]; then
   command -v lintian >/dev/null || need+=(lintian)
   command -v curl >/dev/null || need+=(curl)

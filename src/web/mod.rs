@@ -85,6 +85,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/settings/tokens",                 web::get().to(account::tokens_page))
         .route("/settings/tokens",                 web::post().to(account::create_token))
         .route("/settings/tokens/{id}/revoke",     web::post().to(account::revoke_token))
+        .route("/settings/variables",              web::get().to(secrets::variables_page))
+        .route("/settings/variables",              web::post().to(secrets::save_variable))
+        .route("/settings/variables/delete",       web::post().to(secrets::delete_variable))
+        .route("/settings/registries",             web::get().to(secrets::registries_page))
+        .route("/settings/registries",             web::post().to(secrets::save_registry))
+        .route("/settings/registries/remove",      web::post().to(secrets::remove_registry))
         // admins
         .route("/admin",                           web::get().to(admin::admin_home))
         .route("/admin/users",                     web::get().to(admin::users_page))
