@@ -125,12 +125,23 @@ fn main() -> ExitCode {
 }
 
 fn init_logging() {
+    use tracing_subscriber::filter::{filter_fn, FilterExt};
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_env("NOTEBOX_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
+    // bollard logs each request's body at debug level, and a container's create request
+    // holds its environment (Jupyter's token, members' secrets): its lines below info
+    // are never written, whatever NOTEBOX_LOG asks for.
+    let no_engine_bodies = filter_fn(|meta| {
+        !(meta.target().starts_with("bollard") && *meta.level() > tracing::Level::INFO)
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_filter(filter.and(no_engine_bodies)),
+        )
         .init();
 }
 

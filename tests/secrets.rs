@@ -13,6 +13,7 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const READY: Duration = Duration::from_secs(120);
@@ -642,4 +643,372 @@ async fn a_private_registry_pulls_with_the_right_credential_and_never_shows_it()
         "the password is in the log"
     );
     assert_eq!(files_containing(&lab.data, PASSWORD), Vec::<PathBuf>::new());
+}
+
+// ---- variables and secrets ----
+
+/// Runs `code` in a new kernel of the notebook, through Notebox's proxy (the kernel's
+/// channels WebSocket, with the member's token), and returns its text/plain result.
+async fn run_in_kernel(base: &str, api: &Api, notebook: &str, code: &str) -> String {
+    let r = api
+        .http
+        .post(format!("{base}/nb/{notebook}/api/kernels"))
+        .header("authorization", format!("token {}", api.token))
+        .json(&json!({"name": "python3"}))
+        .send()
+        .await
+        .expect("POST kernels");
+    assert_eq!(r.status(), 201, "kernel start");
+    let kernel: Value = r.json().await.expect("kernel json");
+    let kernel = kernel["id"].as_str().expect("kernel id");
+    let ws = format!(
+        "ws://{}/nb/{notebook}/api/kernels/{kernel}/channels",
+        base.trim_start_matches("http://"),
+    );
+    let mut request = ws.into_client_request().expect("ws request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("token {}", api.token).parse().expect("header"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket through the proxy");
+    let msg_id = "env-1";
+    socket
+        .send(Message::Text(
+            execute_request(msg_id, code).to_string().into(),
+        ))
+        .await
+        .expect("send");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("a result in time")
+            .expect("socket open")
+            .expect("frame");
+        let Message::Text(text) = msg else { continue };
+        let v: Value = serde_json::from_str(&text).expect("json message");
+        if v["parent_header"]["msg_id"] != msg_id {
+            continue;
+        }
+        match v["header"]["msg_type"].as_str() {
+            Some("execute_result") => {
+                let _ = socket.close(None).await;
+                return v["content"]["data"]["text/plain"]
+                    .as_str()
+                    .expect("text/plain")
+                    .to_string();
+            }
+            Some("error") => panic!("kernel error: {}", v["content"]),
+            _ => {}
+        }
+    }
+}
+
+fn env_of(container: &str, name: &str) -> Option<String> {
+    docker_inspect(container)["Config"]["Env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| e.as_str())
+        .find_map(|e| e.strip_prefix(&format!("{name}=")).map(str::to_string))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_reach_the_members_notebooks_and_nothing_else() {
+    let Some(image) = test_image() else { return };
+    const LAB_VALUE: &str = "sk-lab-4f9d2c7e1a";
+    const ALICE_VALUE: &str = "sk-alice-8b3e6f0d2c";
+    const ALICE_NEWER: &str = "sk-alice-newer-5a1c9e";
+    let lab = Lab::start(&image, "[metrics]\nallow = [\"127.0.0.1\"]\n").await;
+    let admin = lab.member("boss", true);
+    let alice = lab.member("alice", false);
+    let bob = lab.member("bob", false);
+    let mut seen = Seen::default();
+    let put = |value: &str, extra: Value| {
+        let mut body = json!({ "value": value });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        Some(body)
+    };
+    const KEY: &str = "/api/v1/secrets/OPENAI_API_KEY";
+
+    // The lab's value (admins only), and Alice's own over it.
+    let (status, body) = seen
+        .call(
+            &admin,
+            Method::PUT,
+            KEY,
+            put(LAB_VALUE, json!({"scope": "lab"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], "lab");
+    assert!(
+        body.get("value").is_none(),
+        "a secret's value is not sent back: {body}"
+    );
+    let (status, body) = seen
+        .call(
+            &alice,
+            Method::PUT,
+            KEY,
+            put(LAB_VALUE, json!({"scope": "lab"})),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = seen
+        .call(&alice, Method::PUT, KEY, put(ALICE_VALUE, json!({})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["secret"].clone(), body["scope"].clone()),
+        (json!(true), json!("member"))
+    );
+    let (status, body) = seen
+        .call(
+            &alice,
+            Method::PUT,
+            "/api/v1/secrets/PLAIN_SETTING",
+            put("shown-back", json!({"secret": false})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["value"].clone()),
+        (200, json!("shown-back")),
+        "{body}"
+    );
+    let (_, list) = seen
+        .call(&alice, Method::GET, "/api/v1/secrets", None)
+        .await;
+    let names: Vec<(String, String, Option<String>)> = list["secrets"]
+        .as_array()
+        .expect("secrets")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_string(),
+                s["scope"].as_str().unwrap_or_default().to_string(),
+                s["value"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("OPENAI_API_KEY".into(), "member".into(), None),
+            (
+                "PLAIN_SETTING".into(),
+                "member".into(),
+                Some("shown-back".into())
+            ),
+            ("OPENAI_API_KEY".into(), "lab".into(), None),
+        ],
+        "{list}"
+    );
+
+    // Bad names and values: each a 400 that says what to fix.
+    let long_name = format!("/api/v1/secrets/{}", "A".repeat(129));
+    for (path, body, what) in [
+        (
+            "/api/v1/secrets/1BAD",
+            put("v", json!({})),
+            "a leading digit",
+        ),
+        ("/api/v1/secrets/BAD-NAME", put("v", json!({})), "a hyphen"),
+        ("/api/v1/secrets/B%20AD", put("v", json!({})), "a space"),
+        (long_name.as_str(), put("v", json!({})), "129 characters"),
+        (
+            "/api/v1/secrets/JUPYTER_TOKEN",
+            put("v", json!({})),
+            "Jupyter's token",
+        ),
+        (
+            "/api/v1/secrets/NOTEBOX_NOTEBOOK_ID",
+            put("v", json!({})),
+            "Notebox's own",
+        ),
+        (
+            "/api/v1/secrets/CUDA_VISIBLE_DEVICES",
+            put("0,1", json!({})),
+            "the GPUs",
+        ),
+        (
+            "/api/v1/secrets/NVIDIA_VISIBLE_DEVICES",
+            put("all", json!({})),
+            "the GPUs",
+        ),
+        (
+            "/api/v1/secrets/LD_PRELOAD",
+            put("/x.so", json!({})),
+            "LD_PRELOAD",
+        ),
+        ("/api/v1/secrets/PATH", put("/x", json!({})), "PATH"),
+        ("/api/v1/secrets/GOOD", put("a\u{0}b", json!({})), "a NUL"),
+        (
+            "/api/v1/secrets/GOOD",
+            put(&"x".repeat(33 * 1024), json!({})),
+            "33 KiB",
+        ),
+        (
+            "/api/v1/secrets/GOOD",
+            put("v", json!({"scope": "world"})),
+            "a scope",
+        ),
+        (
+            "/api/v1/secrets/GOOD",
+            put("v", json!({"other": 1})),
+            "a field",
+        ),
+        (
+            "/api/v1/secrets/GOOD",
+            Some(json!({"value": 5})),
+            "a number",
+        ),
+        ("/api/v1/secrets/GOOD", Some(json!({})), "no value"),
+    ] {
+        let (status, body) = seen.call(&alice, Method::PUT, path, body).await;
+        assert_bad_request(status, &body, what);
+    }
+    let (status, body) = seen
+        .call(&alice, Method::DELETE, "/api/v1/secrets/NEVER_SET", None)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = seen
+        .call(
+            &alice,
+            Method::DELETE,
+            "/api/v1/secrets/OPENAI_API_KEY?scope=lab",
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // Alice's notebook sees her value, in its kernel and its environment.
+    let id = alice.create_notebook("with-secrets").await;
+    alice.wait_state(&id, "running", READY).await;
+    let seen_by_kernel = run_in_kernel(
+        &lab.server.url,
+        &alice,
+        &id,
+        "import os; os.environ.get('OPENAI_API_KEY')",
+    )
+    .await;
+    assert_eq!(seen_by_kernel, format!("'{ALICE_VALUE}'"));
+    let container = container_of(&id);
+    assert_eq!(
+        env_of(&container, "OPENAI_API_KEY").as_deref(),
+        Some(ALICE_VALUE)
+    );
+    assert_eq!(
+        env_of(&container, "PLAIN_SETTING").as_deref(),
+        Some("shown-back")
+    );
+
+    // Shared and forked by Bob: his fork gets his (the lab's) value, never Alice's.
+    let token = alice.share(&id, "link").await;
+    let anonymous = reqwest::Client::new();
+    seen.page(&anonymous, &format!("{}/s/{token}/", lab.server.url))
+        .await;
+    let (status, fork) = seen
+        .call(
+            &bob,
+            Method::POST,
+            &format!("/api/v1/shares/{token}/fork"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{fork}");
+    let fork_id = fork["id"].as_str().expect("fork id").to_string();
+    seen.call(
+        &bob,
+        Method::POST,
+        &format!("/api/v1/notebooks/{fork_id}/start"),
+        None,
+    )
+    .await;
+    bob.wait_state(&fork_id, "running", READY).await;
+    let forked = container_of(&fork_id);
+    assert_eq!(
+        env_of(&forked, "OPENAI_API_KEY").as_deref(),
+        Some(LAB_VALUE)
+    );
+    assert_eq!(env_of(&forked, "PLAIN_SETTING"), None);
+
+    // A change applies at the next start; the page names the notebook still on the old one.
+    let (status, _) = seen
+        .call(&alice, Method::PUT, KEY, put(ALICE_NEWER, json!({})))
+        .await;
+    assert_eq!(status, 200);
+    let browser = lab.browser("alice").await;
+    let settings = seen
+        .page(&browser, &format!("{}/settings/variables", lab.server.url))
+        .await;
+    assert!(settings.contains("applies at the next start"), "{settings}");
+    assert!(settings.contains("set (secret)") && settings.contains("shown-back"));
+    let older = settings
+        .split("id=\"older\"")
+        .nth(1)
+        .expect("the notebooks with earlier values are listed");
+    assert!(older.contains(&format!("/notebooks/{id}")), "{older}");
+    assert_eq!(
+        env_of(&container, "OPENAI_API_KEY").as_deref(),
+        Some(ALICE_VALUE)
+    );
+
+    // A bad name on the page: the same page, with the reason next to the form.
+    let csrf = csrf_from(&settings);
+    let r = browser
+        .post(format!("{}/settings/variables", lab.server.url))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("name", "LD_PRELOAD"),
+            ("value", ALICE_NEWER),
+            ("secret", "on"),
+        ])
+        .send()
+        .await
+        .expect("POST form");
+    assert_eq!(r.status(), 400);
+    let refused = r.text().await.expect("page");
+    assert!(refused.contains("LD_PRELOAD cannot be set"), "{refused}");
+    seen.0.push(refused);
+
+    // The values are nowhere else: API answers, pages, share page, fork, metrics, log, files.
+    for page in [
+        "/",
+        &format!("/notebooks/{id}"),
+        "/settings/variables",
+        "/settings",
+    ] {
+        seen.page(&browser, &format!("{}{page}", lab.server.url))
+            .await;
+    }
+    let admin_browser = lab.browser("boss").await;
+    for page in ["/", "/settings/variables", "/admin/notebooks"] {
+        seen.page(&admin_browser, &format!("{}{page}", lab.server.url))
+            .await;
+    }
+    seen.page(&anonymous, &format!("{}/s/{token}/", lab.server.url))
+        .await;
+    seen.page(&anonymous, &format!("{}/metrics", lab.server.url))
+        .await;
+    for (api, nb) in [(&alice, &id), (&bob, &fork_id)] {
+        seen.call(api, Method::GET, "/api/v1/notebooks", None).await;
+        seen.call(api, Method::GET, &format!("/api/v1/notebooks/{nb}"), None)
+            .await;
+        seen.call(api, Method::GET, "/api/v1/secrets", None).await;
+    }
+    seen.call(&admin, Method::GET, "/api/v1/secrets", None)
+        .await;
+    let log = lab.server.stderr();
+    assert!(log.contains("variable saved"), "the log is read");
+    for value in [LAB_VALUE, ALICE_VALUE, ALICE_NEWER] {
+        seen.assert_absent("a secret's value", value);
+        let line = log.lines().find(|l| l.contains(value));
+        assert_eq!(line, None, "{value} is in the server's log");
+        assert_eq!(files_containing(&lab.data, value), Vec::<PathBuf>::new());
+    }
 }

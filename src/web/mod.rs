@@ -39,7 +39,7 @@ pub struct AppState {
 /// The map of the product, top to bottom.
 #[rustfmt::skip]
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, api, gpus, health, login, notebooks, open_notebook, secrets, share, usage};
+    use pages::{account, admin, gpus, health, login, notebooks, open_notebook, secrets, share, usage};
     // A notebook's own subdomain (origin = "subdomains"): that notebook only.
     cfg.service(web::scope("").guard(actix_web::guard::fn_guard(crate::proxy::is_notebook_host))
                                                    .default_service(web::to(notebook_site::serve_notebook_origin)));
@@ -103,38 +103,43 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/notebooks",                 web::get().to(admin::notebooks_page))
         .route("/admin/notebooks/{id}/idle-exempt", web::post().to(admin::set_idle_exempt))
         // JSON API v1
-        .service(
-            web::scope("/api/v1")
-                .route("/me",                      web::get().to(api::me))
-                .route("/images",                  web::get().to(api::images))
-                .route("/machines",                web::get().to(api::machines))
-                .route("/gpus",                    web::get().to(gpus::gpus_api))
-                .route("/usage",                   web::get().to(usage::usage_api))
-                .route("/admin/users/{id}/gpu-budget", web::post().to(usage::set_budget_api))
-                .route("/notebooks",               web::get().to(api::list_notebooks))
-                .route("/notebooks",               web::post().to(api::create_notebook))
-                .route("/notebooks/{id}",          web::get().to(api::get_notebook))
-                .route("/notebooks/{id}",          web::delete().to(api::delete_notebook))
-                .route("/notebooks/{id}/start",    web::post().to(api::start_notebook))
-                .route("/notebooks/{id}/stop",     web::post().to(api::stop_notebook))
-                .route("/notebooks/{id}/restart",  web::post().to(api::restart_notebook))
-                .route("/notebooks/{id}/extend",   web::post().to(api::extend_notebook))
-                .route("/notebooks/{id}/logs",     web::get().to(api::notebook_logs))
-                .route("/notebooks/{id}/keepalive", web::post().to(api::keep_alive))
-                .route("/admin/notebooks/{id}/idle-exempt", web::post().to(api::set_idle_exempt))
-                .route("/notebooks/{id}/shares",   web::get().to(share::list_shares_api))
-                .route("/notebooks/{id}/shares",   web::post().to(share::create_share_api))
-                .route("/notebooks/{id}/fork",     web::post().to(share::fork_own_api))
-                .route("/shares/{token}",          web::delete().to(share::delete_share_api))
-                .route("/shares/{token}/fork",     web::post().to(share::fork_share_api))
-                .route("/secrets",                 web::get().to(secrets::list_variables_api))
-                .route("/secrets/{name}",          web::put().to(secrets::put_variable_api))
-                .route("/secrets/{name}",          web::delete().to(secrets::delete_variable_api))
-                .route("/registries",              web::get().to(secrets::list_registries_api))
-                .route("/registries",              web::post().to(secrets::add_registry_api))
-                .route("/registries/{host}",       web::delete().to(secrets::remove_registry_api))
-                .default_service(web::to(api::not_found)),
-        );
+        .service(api_routes());
+}
+
+/// The JSON API v1, on the same map (`routes` above).
+#[rustfmt::skip]
+fn api_routes() -> actix_web::Scope {
+    use pages::{api, gpus, secrets, share, usage};
+    web::scope("/api/v1")
+        .route("/me",                      web::get().to(api::me))
+        .route("/images",                  web::get().to(api::images))
+        .route("/machines",                web::get().to(api::machines))
+        .route("/gpus",                    web::get().to(gpus::gpus_api))
+        .route("/usage",                   web::get().to(usage::usage_api))
+        .route("/admin/users/{id}/gpu-budget", web::post().to(usage::set_budget_api))
+        .route("/notebooks",               web::get().to(api::list_notebooks))
+        .route("/notebooks",               web::post().to(api::create_notebook))
+        .route("/notebooks/{id}",          web::get().to(api::get_notebook))
+        .route("/notebooks/{id}",          web::delete().to(api::delete_notebook))
+        .route("/notebooks/{id}/start",    web::post().to(api::start_notebook))
+        .route("/notebooks/{id}/stop",     web::post().to(api::stop_notebook))
+        .route("/notebooks/{id}/restart",  web::post().to(api::restart_notebook))
+        .route("/notebooks/{id}/extend",   web::post().to(api::extend_notebook))
+        .route("/notebooks/{id}/logs",     web::get().to(api::notebook_logs))
+        .route("/notebooks/{id}/keepalive", web::post().to(api::keep_alive))
+        .route("/admin/notebooks/{id}/idle-exempt", web::post().to(api::set_idle_exempt))
+        .route("/notebooks/{id}/shares",   web::get().to(share::list_shares_api))
+        .route("/notebooks/{id}/shares",   web::post().to(share::create_share_api))
+        .route("/notebooks/{id}/fork",     web::post().to(share::fork_own_api))
+        .route("/shares/{token}",          web::delete().to(share::delete_share_api))
+        .route("/shares/{token}/fork",     web::post().to(share::fork_share_api))
+        .route("/secrets",                 web::get().to(secrets::list_variables_api))
+        .route("/secrets/{name}",          web::put().to(secrets::put_variable_api))
+        .route("/secrets/{name}",          web::delete().to(secrets::delete_variable_api))
+        .route("/registries",              web::get().to(secrets::list_registries_api))
+        .route("/registries",              web::post().to(secrets::add_registry_api))
+        .route("/registries/{host}",       web::delete().to(secrets::remove_registry_api))
+        .default_service(web::to(api::not_found))
 }
 
 pub use crate::http::{encode_segment, location, urlencode};
