@@ -283,6 +283,10 @@ const ROUTES: &[Route] = routes![
     (&["GET"], "/settings/tokens"),
     (&["POST"], "/settings/tokens"),
     (&["POST"], "/settings/tokens/{tok_del}/revoke"),
+    (&["GET", "POST"], "/settings/variables"),
+    (&["POST"], "/settings/variables/delete"),
+    (&["GET", "POST"], "/settings/registries"),
+    (&["POST"], "/settings/registries/remove"),
     (&["GET"], "/admin"),
     (&["GET"], "/admin/users"),
     (&["POST"], "/admin/users"),
@@ -308,6 +312,10 @@ const ROUTES: &[Route] = routes![
     (&["POST"], "/api/v1/notebooks/{nb}/fork"),
     (&["DELETE"], "/api/v1/shares/{share_del}"),
     (&["POST"], "/api/v1/shares/{share}/fork"),
+    (&["GET"], "/api/v1/secrets"),
+    (&["PUT", "DELETE"], "/api/v1/secrets/OPENAI_API_KEY"),
+    (&["GET", "POST"], "/api/v1/registries"),
+    (&["DELETE"], "/api/v1/registries/127.0.0.1:5000"),
     (&["GET", "POST", "DELETE"], "/api/v1/{api}"),
 ];
 

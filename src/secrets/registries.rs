@@ -137,7 +137,9 @@ pub fn pull_failure_message(
 ) -> String {
     let host = &plan.host;
     let fix = match plan.source {
-        Some(Scope::Lab) => "ask an admin to check the lab's credential under Admin → Registries",
+        Some(Scope::Lab) => {
+            "ask an admin to check the lab-wide credential under Settings → Registries"
+        }
         _ => "check the username and password under Settings → Registries",
     };
     let why = match cause {
@@ -257,7 +259,7 @@ mod tests {
             PullFailure::CredentialRefused,
             "",
         );
-        assert!(m.contains("lab's credential"), "{m}");
+        assert!(m.contains("lab-wide credential"), "{m}");
         let m = pull_failure_message(
             "127.0.0.1:5000/x:1",
             &plan(None),
