@@ -23,6 +23,7 @@ pub mod platform;
 pub mod proxy;
 pub mod share;
 pub mod usage;
+pub mod vault;
 pub mod web;
 
 use std::future::Future;
@@ -50,6 +51,8 @@ pub enum StartError {
     Http(#[from] std::io::Error),
     #[error("start-up task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Vault(#[from] vault::VaultError),
 }
 
 /// Creates the data directory and opens (migrating) the database. Blocking.
@@ -76,10 +79,10 @@ pub async fn run(
     let mut config = config;
     config.data_dir = absolute(&config.data_dir);
     let config = Arc::new(config);
-    let (db, instance) = open_state(&config).await?;
+    let (db, instance, vault) = open_state(&config).await?;
     let accounts = auth::Accounts::new(db.clone(), &config);
     let telemetry = start_telemetry(&config).await?;
-    let components = Components::build(&db, &config, instance, telemetry);
+    let components = Components::build(&db, &config, instance, telemetry, vault);
     // The reconciler's first pass settles every notebook against what the engine has.
     let mut tasks = vec![
         tokio::spawn(components.reconciler.clone().run()),
@@ -115,11 +118,11 @@ pub async fn run(
     result
 }
 
-/// Opens (creating and migrating) the database, makes the first admin on a fresh one, and
-/// reads this installation's id.
-async fn open_state(config: &Arc<Config>) -> Result<(db::Db, String), StartError> {
+/// Opens (creating and migrating) the database, makes the first admin on a fresh one,
+/// reads this installation's id, and opens the vault (its key made on first start).
+async fn open_state(config: &Arc<Config>) -> Result<(db::Db, String, vault::Vault), StartError> {
     let config = config.clone();
-    let (db, initial_admin, instance) =
+    let (db, initial_admin, instance, vault) =
         tokio::task::spawn_blocking(move || -> Result<_, StartError> {
             let db = open_database(&config)?;
             let initial = auth::ensure_initial_admin(&db, &config.data_dir)?;
@@ -130,7 +133,8 @@ async fn open_state(config: &Arc<Config>) -> Result<(db::Db, String), StartError
                         .replace(['-', '_'], "x")
                 })
             })?;
-            Ok((db, initial, instance))
+            let vault = vault::Vault::open(&config.data_dir)?;
+            Ok((db, initial, instance, vault))
         })
         .await
         .map_err(|e| StartError::Task(e.to_string()))??;
@@ -140,7 +144,7 @@ async fn open_state(config: &Arc<Config>) -> Result<(db::Db, String), StartError
             path.display()
         );
     }
-    Ok((db, instance))
+    Ok((db, instance, vault))
 }
 
 /// Finds the GPUs (NVML is opened on a blocking thread) and starts sampling them.
@@ -236,6 +240,7 @@ struct Components {
     shares: share::Shares,
     gpu_map: notebooks::GpuMap,
     usage: usage::UsageReports,
+    vault: vault::Vault,
 }
 
 impl Components {
@@ -245,6 +250,7 @@ impl Components {
         config: &Arc<Config>,
         instance: String,
         telemetry: gpu::telemetry::Telemetry,
+        vault: vault::Vault,
     ) -> Components {
         let engine: containers::Engine = Arc::new(containers::docker::DockerBackend::new(
             &config.docker.socket,
@@ -308,6 +314,7 @@ impl Components {
             reconciler,
             idle,
             notebooks,
+            vault,
         }
     }
 
@@ -329,6 +336,7 @@ impl Components {
             reconciler: self.reconciler.clone(),
             telemetry: self.telemetry.clone(),
             metrics: self.metrics.clone(),
+            vault: self.vault.clone(),
             sites,
         }
     }

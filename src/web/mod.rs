@@ -28,6 +28,8 @@ pub struct AppState {
     pub reconciler: crate::notebooks::Reconciler,
     pub telemetry: crate::gpu::telemetry::Telemetry,
     pub metrics: crate::platform::metrics::Metrics,
+    /// Seals registry passwords, Git credentials and secret variables at rest.
+    pub vault: crate::vault::Vault,
     /// Notebooks on origins of their own (ports, subdomains).
     pub sites: Arc<crate::proxy::Sites>,
 }
