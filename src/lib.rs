@@ -13,6 +13,7 @@ pub mod containers;
 pub mod db;
 pub mod doctor;
 pub mod error;
+pub mod git;
 pub mod gpu;
 pub mod http;
 pub mod idle;
