@@ -260,7 +260,9 @@ impl DockerClient {
                     // Paused (by an admin, or an engine commit) is still alive.
                     running: matches!(
                         c.state,
-                        Some(ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::PAUSED)
+                        Some(
+                            ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::PAUSED
+                        )
                     ),
                     state: container_state(c.state),
                 })

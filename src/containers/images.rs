@@ -184,7 +184,10 @@ impl DockerClient {
         // value, so that no value of it reaches the image.
         let own = self
             .docker
-            .inspect_container(container, None::<bollard::query_parameters::InspectContainerOptions>)
+            .inspect_container(
+                container,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
             .await?
             .config
             .unwrap_or_default();

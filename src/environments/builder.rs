@@ -447,10 +447,12 @@ async fn build_steps(
                 })?;
                 say("Building the repository's Dockerfile".into());
                 source::label_dockerfile(&text, &labels)
+            } else if found.names.is_empty() {
+                // Nothing to install: the catalog image as it is (the files come into
+                // /notebooks when a notebook starts from the repository).
+                say("No environment files (requirements.txt, environment.yml, apt.txt, postBuild, start): the base image as it is, nothing to build".into());
+                return Ok((base_spec.image.clone(), base.size_bytes));
             } else {
-                if found.names.is_empty() {
-                    say("No environment files (requirements.txt, environment.yml, apt.txt, postBuild, start): the base image as it is, with the repository's files".into());
-                }
                 source::repo2docker_dockerfile(
                     &base.id,
                     &labels,

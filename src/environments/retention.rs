@@ -151,7 +151,10 @@ pub(super) async fn sweep(envs: &Environments) {
                 o.version != version && o.state == BuildState::Ready && o.image == build.image
             })
         });
-        if let (Some(image), false) = (build.image.as_deref(), shared_image) {
+        if let (Some(image), false) = (
+            build.image.as_deref().filter(|i| super::is_ours(i)),
+            shared_image,
+        ) {
             if let Err(e) = envs.inner.engine.remove_image(image).await {
                 tracing::warn!(environment = %eid, version, error = %e, "could not remove an old version's image");
                 continue;
