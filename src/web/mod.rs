@@ -111,6 +111,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         // admins
         .route("/admin",                           web::get().to(admin::admin_home))
         .route("/admin/users",                     web::get().to(admin::users_page))
+        .route("/admin/environments",              web::get().to(admin::environments_page))
         .route("/admin/users",                     web::post().to(admin::add_user))
         .route("/admin/users/{id}/password",       web::post().to(admin::reset_password))
         .route("/admin/users/{id}/admin",          web::post().to(admin::set_admin))
