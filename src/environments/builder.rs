@@ -174,7 +174,12 @@ async fn run_one(envs: &Environments, build: BuildRow) {
                     BuildEvent::Step(step) => {
                         log.line(&step);
                         last_step = step.clone();
-                        let (eid, detail) = (eid.clone(), format!("Building: {step}"));
+                        let n = step
+                            .strip_prefix("Step ")
+                            .and_then(|r| r.split(" : ").next())
+                            .unwrap_or("")
+                            .replace('/', " of ");
+                        let (eid, detail) = (eid.clone(), format!("Building: step {n}"));
                         let _ = db
                             .call(move |c| q::set_progress(c, &eid, version, &step, &detail))
                             .await;
