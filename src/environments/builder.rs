@@ -18,7 +18,7 @@ use crate::db::environments::{
     self as q, BuildEnd, BuildRow, EnvironmentRow, NewBuild, NewEnvironment,
 };
 use crate::db::notebooks::NotebookRow;
-use crate::git::{FetchProgress, GitRef, RepoLimits, RepoUrl};
+use crate::git::{Checkout, FetchProgress, GitRef, RepoLimits, RepoUrl};
 use crate::model::{BuildState, EnvironmentKind};
 
 /// A build log is cut off past this size (the rest of the output is dropped, the end
@@ -161,35 +161,8 @@ async fn run_one(envs: &Environments, build: BuildRow) {
         running.insert((eid.clone(), version), switch);
     }
     let log_path = envs.log_path(&eid, version);
-    let (events, mut rx) = mpsc::unbounded_channel::<BuildEvent>();
-    // The log writer: lines to the file, steps to the database (for the pages).
-    let writer = {
-        let db = envs.inner.db.clone();
-        let (eid, path) = (eid.clone(), log_path.clone());
-        tokio::spawn(async move {
-            let mut log = LogFile::create(&path);
-            let mut last_step = String::new();
-            while let Some(event) = rx.recv().await {
-                match event {
-                    BuildEvent::Step(step) => {
-                        log.line(&step);
-                        last_step = step.clone();
-                        let n = step
-                            .strip_prefix("Step ")
-                            .and_then(|r| r.split(" : ").next())
-                            .unwrap_or("")
-                            .replace('/', " of ");
-                        let (eid, detail) = (eid.clone(), format!("Building: step {n}"));
-                        let _ = db
-                            .call(move |c| q::set_progress(c, &eid, version, &step, &detail))
-                            .await;
-                    }
-                    BuildEvent::Output(line) => log.line(&line),
-                }
-            }
-            (log, last_step)
-        })
-    };
+    let (events, rx) = mpsc::unbounded_channel::<BuildEvent>();
+    let writer = start_log_writer(envs, &eid, version, log_path.clone(), rx);
     let timeout = envs.config().environments.build_timeout;
     let started = std::time::Instant::now();
     let outcome = tokio::select! {
@@ -204,60 +177,136 @@ async fn run_one(envs: &Environments, build: BuildRow) {
         running.remove(&(eid.clone(), version));
     }
     drop(events);
-    if !matches!(outcome, Ok(_)) {
-        match envs.inner.engine.remove_build_leftovers(&key).await {
-            Ok(n) if n > 0 => {
-                tracing::info!(environment = %eid, version, removed = n, "cleared a stopped build's containers and layers")
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(environment = %eid, version, error = %e, "could not clear a stopped build's leftovers")
-            }
-        }
+    if outcome.is_err() {
+        clear_leftovers(envs, &key, &eid, version).await;
     }
     let (mut log, last_step) = writer
         .await
         .unwrap_or_else(|_| (LogFile::create(&log_path), String::new()));
     let secs = started.elapsed().as_secs_f64();
-    let (end_state, detail, failed_step, image, size) = match outcome {
-        Ok((image, size)) => {
-            log.end(&format!(
-                "Built {image} ({}) in {secs:.1} s",
-                human_size(size)
-            ));
-            (
-                BuildState::Ready,
-                format!("Built in {secs:.0} s"),
-                None,
-                Some(image),
-                Some(size),
-            )
+    let ending = Ending::of(outcome, &last_step, secs, &mut log);
+    record_end(envs, &eid, version, ending, secs).await;
+}
+
+/// The log writer: lines to the file, steps to the database (for the pages). It ends
+/// with the log and the last step when every sender is gone.
+fn start_log_writer(
+    envs: &Environments,
+    eid: &str,
+    version: i64,
+    path: PathBuf,
+    mut rx: mpsc::UnboundedReceiver<BuildEvent>,
+) -> tokio::task::JoinHandle<(LogFile, String)> {
+    let db = envs.inner.db.clone();
+    let eid = eid.to_string();
+    tokio::spawn(async move {
+        let mut log = LogFile::create(&path);
+        let mut last_step = String::new();
+        while let Some(event) = rx.recv().await {
+            match event {
+                BuildEvent::Step(step) => {
+                    log.line(&step);
+                    last_step = step.clone();
+                    let n = step
+                        .strip_prefix("Step ")
+                        .and_then(|r| r.split(" : ").next())
+                        .unwrap_or("")
+                        .replace('/', " of ");
+                    let (eid, detail) = (eid.clone(), format!("Building: step {n}"));
+                    let _ = db
+                        .call(move |c| q::set_progress(c, &eid, version, &step, &detail))
+                        .await;
+                }
+                BuildEvent::Output(line) => log.line(&line),
+            }
         }
-        Err(Stop::Cancelled) => {
-            log.end("Cancelled.");
-            (
-                BuildState::Cancelled,
-                "Cancelled".to_string(),
-                None,
-                None,
-                None,
-            )
+        (log, last_step)
+    })
+}
+
+/// A stopped build can leave containers and layers behind under its key.
+async fn clear_leftovers(envs: &Environments, key: &str, eid: &str, version: i64) {
+    match envs.inner.engine.remove_build_leftovers(key).await {
+        Ok(n) if n > 0 => {
+            tracing::info!(environment = %eid, version, removed = n, "cleared a stopped build's containers and layers")
         }
-        Err(Stop::Failed {
-            detail,
-            failed_step,
-        }) => {
-            let step = failed_step.or_else(|| (!last_step.is_empty()).then(|| last_step.clone()));
-            log.end(&format!("Failed: {detail}"));
-            (BuildState::Failed, detail, step, None, None)
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(environment = %eid, version, error = %e, "could not clear a stopped build's leftovers")
         }
-    };
+    }
+}
+
+/// How a build ended, as the database keeps it.
+struct Ending {
+    state: BuildState,
+    detail: String,
+    failed_step: Option<String>,
+    image: Option<String>,
+    size: Option<i64>,
+}
+
+impl Ending {
+    /// The ending of an outcome, with its last line written to the log. A failure
+    /// names the step it stopped in, else the last step the log saw.
+    fn of(
+        outcome: Result<(String, i64), Stop>,
+        last_step: &str,
+        secs: f64,
+        log: &mut LogFile,
+    ) -> Ending {
+        match outcome {
+            Ok((image, size)) => {
+                log.end(&format!(
+                    "Built {image} ({}) in {secs:.1} s",
+                    human_size(size)
+                ));
+                Ending {
+                    state: BuildState::Ready,
+                    detail: format!("Built in {secs:.0} s"),
+                    failed_step: None,
+                    image: Some(image),
+                    size: Some(size),
+                }
+            }
+            Err(Stop::Cancelled) => {
+                log.end("Cancelled.");
+                Ending {
+                    state: BuildState::Cancelled,
+                    detail: "Cancelled".to_string(),
+                    failed_step: None,
+                    image: None,
+                    size: None,
+                }
+            }
+            Err(Stop::Failed {
+                detail,
+                failed_step,
+            }) => {
+                let step =
+                    failed_step.or_else(|| (!last_step.is_empty()).then(|| last_step.to_string()));
+                log.end(&format!("Failed: {detail}"));
+                Ending {
+                    state: BuildState::Failed,
+                    detail,
+                    failed_step: step,
+                    image: None,
+                    size: None,
+                }
+            }
+        }
+    }
+}
+
+/// Records how a build ended; a new ready version may let retention drop older ones.
+async fn record_end(envs: &Environments, eid: &str, version: i64, ending: Ending, secs: f64) {
     let (e2, d2, f2, i2) = (
-        eid.clone(),
-        detail.clone(),
-        failed_step.clone(),
-        image.clone(),
+        eid.to_string(),
+        ending.detail.clone(),
+        ending.failed_step.clone(),
+        ending.image.clone(),
     );
+    let (end_state, size) = (ending.state, ending.size);
     let recorded = envs
         .inner
         .db
@@ -279,9 +328,52 @@ async fn run_one(envs: &Environments, build: BuildRow) {
     if let Err(e) = recorded {
         tracing::warn!(environment = %eid, version, error = %e, "could not record how a build ended");
     }
+    let detail = ending.detail;
     tracing::info!(environment = %eid, version, state = %end_state, %detail, seconds = secs, "build ended");
     if end_state == BuildState::Ready {
         super::retention::sweep(envs).await;
+    }
+}
+
+/// One build under way: what its steps share.
+struct Run<'a> {
+    envs: &'a Environments,
+    build: &'a BuildRow,
+    env: EnvironmentRow,
+    events: &'a mpsc::UnboundedSender<BuildEvent>,
+}
+
+impl Run<'_> {
+    /// A line for the build's log.
+    fn say(&self, line: String) {
+        let _ = self.events.send(BuildEvent::Output(line));
+    }
+
+    /// The user the steps run as: the owner of the notebooks' files.
+    fn user(&self) -> String {
+        let config = self.envs.config();
+        format!("{}:{}", config.storage.uid, config.storage.gid)
+    }
+}
+
+/// What the engine builds from: the files and the Dockerfile; a repository's checkout
+/// (kept until the build is done) and its commit.
+struct Context {
+    extra: BTreeMap<String, (Vec<u8>, u32)>,
+    dockerfile: String,
+    commit: Option<String>,
+    checkout: Option<(Checkout, PathBuf)>,
+}
+
+impl Context {
+    /// The Dockerfile alone; the other fields are filled in by the source's kind.
+    fn of_dockerfile(dockerfile: String) -> Context {
+        Context {
+            extra: BTreeMap::new(),
+            dockerfile,
+            commit: None,
+            checkout: None,
+        }
     }
 }
 
@@ -293,9 +385,27 @@ async fn build_steps(
     key: &str,
     events: mpsc::UnboundedSender<BuildEvent>,
 ) -> Result<(String, i64), Stop> {
-    let say = |line: String| {
-        let _ = events.send(BuildEvent::Output(line));
+    let (env, stored) = load_environment(envs, build).await?;
+    let run = Run {
+        envs,
+        build,
+        env,
+        events: &events,
     };
+    let (base_image, base) = prepare_base(&run, &stored).await?;
+    let labels = source::build_labels(key, &run.env.id);
+    let context = match prepare_context(&run, &stored, &base, &labels).await? {
+        Some(context) => context,
+        None => return Ok((base_image, base.size_bytes)),
+    };
+    build_from_context(&run, &stored, &base, context).await
+}
+
+/// The environment of a build and its stored source.
+async fn load_environment(
+    envs: &Environments,
+    build: &BuildRow,
+) -> Result<(EnvironmentRow, StoredSource), Stop> {
     let eid = build.environment_id.clone();
     let env = envs
         .inner
@@ -306,14 +416,26 @@ async fn build_steps(
         .ok_or_else(|| Stop::failed("the environment was deleted"))?;
     let stored: StoredSource = serde_json::from_str(&env.source)
         .map_err(|e| Stop::failed(format!("the stored source does not read: {e}")))?;
-    let config = envs.config();
-    let base_spec = config.image(stored.base()).cloned().ok_or_else(|| {
-        Stop::failed(format!(
-            "the base image '{}' is no longer in the catalog",
-            stored.base()
-        ))
-    })?;
-    let engine = &envs.inner.engine;
+    Ok((env, stored))
+}
+
+/// The catalog's base image, pulled if the engine does not have it: its name and details.
+async fn prepare_base(
+    run: &Run<'_>,
+    stored: &StoredSource,
+) -> Result<(String, ImageDetails), Stop> {
+    let base_spec = run
+        .envs
+        .config()
+        .image(stored.base())
+        .cloned()
+        .ok_or_else(|| {
+            Stop::failed(format!(
+                "the base image '{}' is no longer in the catalog",
+                stored.base()
+            ))
+        })?;
+    let engine = &run.envs.inner.engine;
     let base = match engine
         .image_details(&base_spec.image)
         .await
@@ -321,7 +443,7 @@ async fn build_steps(
     {
         Some(d) => d,
         None => {
-            say(format!("Pulling the base image {}", base_spec.image));
+            run.say(format!("Pulling the base image {}", base_spec.image));
             let mut ignore = |_: &crate::containers::PullProgress| {};
             engine
                 .pull_image(&base_spec.image, None, &mut ignore)
@@ -339,187 +461,277 @@ async fn build_steps(
                 .ok_or_else(|| Stop::failed("the base image is not there after its pull"))?
         }
     };
-    say(format!(
+    run.say(format!(
         "Base image {} ({})",
         base_spec.image,
         short_id(&base.id)
     ));
+    Ok((base_spec.image, base))
+}
 
-    // The context: a repository's folder, or the files sent; and the Dockerfile.
-    let mut extra: BTreeMap<String, (Vec<u8>, u32)> = BTreeMap::new();
-    let mut commit = None;
-    let mut checkout = None;
-    let user = format!("{}:{}", config.storage.uid, config.storage.gid);
-    let labels = source::build_labels(key, &env.id);
-    let dockerfile = match &stored {
-        StoredSource::Files { files, .. } => {
-            for (name, content) in files {
-                let mode = if is_script(name) { 0o755 } else { 0o644 };
-                extra.insert(name.clone(), (content.as_bytes().to_vec(), mode));
-            }
-            let found = find_in_files(files).map_err(Stop::failed)?;
-            source::repo2docker_dockerfile(
-                &base.id,
-                &labels,
-                &found,
-                &user,
-                &base.user,
-                &base.entrypoint,
-            )
-        }
+/// The context for each kind of source; `None` when a repository has nothing to
+/// install (the base image is the environment).
+async fn prepare_context(
+    run: &Run<'_>,
+    stored: &StoredSource,
+    base: &ImageDetails,
+    labels: &str,
+) -> Result<Option<Context>, Stop> {
+    match stored {
+        StoredSource::Files { files, .. } => context_of_files(run, files, base, labels).map(Some),
         StoredSource::Dockerfile {
             dockerfile, files, ..
         } => {
+            let mut context = Context::of_dockerfile(source::label_dockerfile(dockerfile, labels));
             for (name, content) in files {
-                extra.insert(name.clone(), (content.as_bytes().to_vec(), 0o644));
+                context
+                    .extra
+                    .insert(name.clone(), (content.as_bytes().to_vec(), 0o644));
             }
-            source::label_dockerfile(dockerfile, &labels)
+            Ok(Some(context))
         }
         StoredSource::Repo { url, subdir, .. } => {
-            let url = RepoUrl::parse(url).map_err(|e| Stop::failed(e.to_string()))?;
-            let reference = build
-                .requested_ref
-                .as_deref()
-                .map(GitRef::parse)
-                .transpose()
-                .map_err(|e| Stop::failed(e.to_string()))?;
-            let credential = envs
-                .credential_of(&env)
-                .map_err(|e| Stop::failed(e.to_string()))?;
-            let work = envs.work_dir().map_err(|e| Stop::failed(e.to_string()))?;
-            say(format!(
-                "Fetching {url}{}",
-                reference
-                    .as_ref()
-                    .map(|r| format!(" at {}", r.as_str()))
-                    .unwrap_or_default()
-            ));
-            let mut last = std::time::Instant::now();
-            let mut progress = |p: &FetchProgress| {
-                if last.elapsed() > Duration::from_millis(500) || p.phase != "Downloading" {
-                    last = std::time::Instant::now();
-                    let _ = events.send(BuildEvent::Output(format!(
-                        "{}{}",
-                        p.phase,
-                        if p.detail.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {}", p.detail)
-                        }
-                    )));
-                }
-            };
-            let fetched = crate::git::fetch(
-                &url,
-                reference.as_ref(),
-                credential.as_ref(),
-                &RepoLimits::default(),
-                &work,
-                &mut progress,
-            )
-            .await
-            .map_err(|e| Stop::Failed {
-                detail: e.to_string(),
-                failed_step: Some("Fetching the repository".into()),
-            })?;
-            say(format!(
-                "Commit {} ({} files, {})",
-                fetched.commit,
-                fetched.files,
-                human_size(fetched.bytes as i64)
-            ));
-            commit = Some(fetched.commit.clone());
-            let root = match subdir {
-                Some(s) => fetched.dir.join(s),
-                None => fetched.dir.clone(),
-            };
-            if !std::fs::symlink_metadata(&root).is_ok_and(|m| m.is_dir()) {
-                return Err(Stop::failed(format!(
-                    "the repository has no folder '{}' at commit {}",
-                    subdir.as_deref().unwrap_or(""),
-                    fetched.commit
-                )));
-            }
-            let found = find_in_dir(&root).map_err(Stop::failed)?;
-            let text = if found.dockerfile {
-                let allowed = dockerfile_allowed_for(envs, env.owner_id).await;
-                if let Err(e) = allowed {
-                    return Err(Stop::failed(e.to_string()));
-                }
-                let path = root.join(&found.dir).join("Dockerfile");
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    Stop::failed(format!("cannot read the repository's Dockerfile: {e}"))
-                })?;
-                say("Building the repository's Dockerfile".into());
-                source::label_dockerfile(&text, &labels)
-            } else if found.names.is_empty() {
-                // Nothing to install: the catalog image as it is (the files come into
-                // /notebooks when a notebook starts from the repository).
-                say("No environment files (requirements.txt, environment.yml, apt.txt, postBuild, start): the base image as it is, nothing to build".into());
-                return Ok((base_spec.image.clone(), base.size_bytes));
-            } else {
-                source::repo2docker_dockerfile(
-                    &base.id,
-                    &labels,
-                    &found,
-                    &user,
-                    &base.user,
-                    &base.entrypoint,
-                )
-            };
-            checkout = Some((fetched, root));
-            text
+            context_of_repo(run, url, subdir.as_deref(), base, labels).await
         }
-        StoredSource::Saved { .. } => {
-            return Err(Stop::failed(
-                "saved environments are not built: save a running notebook instead",
-            ))
+        StoredSource::Saved { .. } => Err(Stop::failed(
+            "saved environments are not built: save a running notebook instead",
+        )),
+    }
+}
+
+/// Sent files: repo2docker's steps over them (scripts kept executable).
+fn context_of_files(
+    run: &Run<'_>,
+    files: &BTreeMap<String, String>,
+    base: &ImageDetails,
+    labels: &str,
+) -> Result<Context, Stop> {
+    let mut extra = BTreeMap::new();
+    for (name, content) in files {
+        let mode = if is_script(name) { 0o755 } else { 0o644 };
+        extra.insert(name.clone(), (content.as_bytes().to_vec(), mode));
+    }
+    let found = find_in_files(files).map_err(Stop::failed)?;
+    let dockerfile = source::repo2docker_dockerfile(
+        &base.id,
+        labels,
+        &found,
+        &run.user(),
+        &base.user,
+        &base.entrypoint,
+    );
+    Ok(Context {
+        extra,
+        ..Context::of_dockerfile(dockerfile)
+    })
+}
+
+/// A repository: its own Dockerfile (if its owner may), repo2docker's steps over its
+/// files, or `None` when it has no environment files.
+async fn context_of_repo(
+    run: &Run<'_>,
+    url: &str,
+    subdir: Option<&str>,
+    base: &ImageDetails,
+    labels: &str,
+) -> Result<Option<Context>, Stop> {
+    let fetched = fetch_repo(run, url).await?;
+    let root = match subdir {
+        Some(s) => fetched.dir.join(s),
+        None => fetched.dir.clone(),
+    };
+    if !std::fs::symlink_metadata(&root).is_ok_and(|m| m.is_dir()) {
+        return Err(Stop::failed(format!(
+            "the repository has no folder '{}' at commit {}",
+            subdir.unwrap_or(""),
+            fetched.commit
+        )));
+    }
+    let found = find_in_dir(&root).map_err(Stop::failed)?;
+    let dockerfile = if found.dockerfile {
+        let allowed = dockerfile_allowed_for(run.envs, run.env.owner_id).await;
+        if let Err(e) = allowed {
+            return Err(Stop::failed(e.to_string()));
+        }
+        let path = root.join(&found.dir).join("Dockerfile");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Stop::failed(format!("cannot read the repository's Dockerfile: {e}")))?;
+        run.say("Building the repository's Dockerfile".into());
+        source::label_dockerfile(&text, labels)
+    } else if found.names.is_empty() {
+        // Nothing to install: the catalog image as it is (the files come into
+        // /notebooks when a notebook starts from the repository).
+        run.say("No environment files (requirements.txt, environment.yml, apt.txt, postBuild, start): the base image as it is, nothing to build".into());
+        return Ok(None);
+    } else {
+        source::repo2docker_dockerfile(
+            &base.id,
+            labels,
+            &found,
+            &run.user(),
+            &base.user,
+            &base.entrypoint,
+        )
+    };
+    Ok(Some(Context {
+        commit: Some(fetched.commit.clone()),
+        checkout: Some((fetched, root)),
+        ..Context::of_dockerfile(dockerfile)
+    }))
+}
+
+/// Fetches the repository at the build's requested ref, its progress into the log.
+async fn fetch_repo(run: &Run<'_>, url: &str) -> Result<Checkout, Stop> {
+    let url = RepoUrl::parse(url).map_err(|e| Stop::failed(e.to_string()))?;
+    let reference = run
+        .build
+        .requested_ref
+        .as_deref()
+        .map(GitRef::parse)
+        .transpose()
+        .map_err(|e| Stop::failed(e.to_string()))?;
+    let credential = run
+        .envs
+        .credential_of(&run.env)
+        .map_err(|e| Stop::failed(e.to_string()))?;
+    let work = run
+        .envs
+        .work_dir()
+        .map_err(|e| Stop::failed(e.to_string()))?;
+    run.say(format!(
+        "Fetching {url}{}",
+        reference
+            .as_ref()
+            .map(|r| format!(" at {}", r.as_str()))
+            .unwrap_or_default()
+    ));
+    let mut last = std::time::Instant::now();
+    let mut progress = |p: &FetchProgress| {
+        if last.elapsed() > Duration::from_millis(500) || p.phase != "Downloading" {
+            last = std::time::Instant::now();
+            let _ = run.events.send(BuildEvent::Output(format!(
+                "{}{}",
+                p.phase,
+                if p.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", p.detail)
+                }
+            )));
         }
     };
+    let fetched = crate::git::fetch(
+        &url,
+        reference.as_ref(),
+        credential.as_ref(),
+        &RepoLimits::default(),
+        &work,
+        &mut progress,
+    )
+    .await
+    .map_err(|e| Stop::Failed {
+        detail: e.to_string(),
+        failed_step: Some("Fetching the repository".into()),
+    })?;
+    run.say(format!(
+        "Commit {} ({} files, {})",
+        fetched.commit,
+        fetched.files,
+        human_size(fetched.bytes as i64)
+    ));
+    Ok(fetched)
+}
+
+/// From the context to the image: the image of an earlier version with the same
+/// inputs if there is one, else the engine's build.
+async fn build_from_context(
+    run: &Run<'_>,
+    stored: &StoredSource,
+    base: &ImageDetails,
+    context: Context,
+) -> Result<(String, i64), Stop> {
+    let Context {
+        mut extra,
+        dockerfile,
+        commit,
+        checkout,
+    } = context;
     extra.insert(
         DOCKERFILE.to_string(),
         (dockerfile.clone().into_bytes(), 0o644),
     );
-
-    let hash = inputs_hash(config, &env.id, &stored, &base.id, commit.as_deref());
+    let envs = run.envs;
+    let hash = inputs_hash(
+        envs.config(),
+        &run.env.id,
+        stored,
+        &base.id,
+        commit.as_deref(),
+    );
     {
-        let (eid, version, c2, h2) = (env.id.clone(), build.version, commit.clone(), hash.clone());
+        let (eid, version, c2, h2) = (
+            run.env.id.clone(),
+            run.build.version,
+            commit.clone(),
+            hash.clone(),
+        );
         let _ = envs
             .inner
             .db
             .call(move |c| q::set_inputs(c, &eid, version, c2.as_deref(), &h2))
             .await;
     }
-    let tag = format!("notebox-env/{}:{}", env.id, &hash[..16]);
+    let engine = &envs.inner.engine;
+    let tag = format!("notebox-env/{}:{}", run.env.id, &hash[..16]);
     if let Some(existing) = engine.image_details(&tag).await.map_err(engine_stop)? {
-        say(format!(
+        run.say(format!(
             "Same inputs as an earlier version: its image {tag}, nothing to build"
         ));
         return Ok((tag, existing.size_bytes));
     }
-    say(format!("Image {tag}"));
+    run.say(format!("Image {tag}"));
     for line in dockerfile.lines() {
-        say(format!("  | {line}"));
+        run.say(format!("  | {line}"));
     }
     let root = checkout.as_ref().map(|(_, root)| root.clone());
-    let context = tokio::task::spawn_blocking(move || source::context_tar(root.as_deref(), &extra))
+    let tar = tokio::task::spawn_blocking(move || source::context_tar(root.as_deref(), &extra))
         .await
         .map_err(|e| Stop::failed(e.to_string()))?
         .map_err(Stop::failed)?;
-    let env_cfg = &config.environments;
+    run_engine_build(run, tar, &tag).await?;
+    drop(checkout);
+    let size = engine
+        .image_details(&tag)
+        .await
+        .map_err(engine_stop)?
+        .map(|d| d.size_bytes)
+        .unwrap_or(0);
+    Ok((tag, size))
+}
+
+/// The engine's build under the configured limits; a failed step is named in the
+/// member's words, with its exit code.
+async fn run_engine_build(run: &Run<'_>, context: Vec<u8>, tag: &str) -> Result<(), Stop> {
+    let env_cfg = &run.envs.config().environments;
     let request = ImageBuild {
         context,
         dockerfile: DOCKERFILE.into(),
-        tag: tag.clone(),
+        tag: tag.to_string(),
         labels: BTreeMap::new(),
         memory_bytes: i64::from(env_cfg.build_memory_mib) * 1024 * 1024,
         nano_cpus: (env_cfg.build_cpus * 1e9) as i64,
     };
     let mut forward = |e: BuildEvent| {
-        let _ = events.send(e);
+        let _ = run.events.send(e);
     };
-    match engine.build_image(request, &mut forward).await {
-        Ok(_) => {}
+    match run
+        .envs
+        .inner
+        .engine
+        .build_image(request, &mut forward)
+        .await
+    {
+        Ok(_) => Ok(()),
         Err(EngineError::Build { message, code }) => {
             let code = code.or_else(|| exit_code_of(&message));
             let what = step_name(&message);
@@ -531,22 +743,14 @@ async fn build_steps(
                 Some(c) => format!("{what} failed: exited with code {c} (its output is at the end of the log)"),
                 None => format!("The build failed: {message}"),
             };
-            say(message);
-            return Err(Stop::Failed {
+            run.say(message);
+            Err(Stop::Failed {
                 detail,
                 failed_step: None,
-            });
+            })
         }
-        Err(e) => return Err(engine_stop(e)),
+        Err(e) => Err(engine_stop(e)),
     }
-    drop(checkout);
-    let size = engine
-        .image_details(&tag)
-        .await
-        .map_err(engine_stop)?
-        .map(|d| d.size_bytes)
-        .unwrap_or(0);
-    Ok((tag, size))
 }
 
 fn engine_stop(e: EngineError) -> Stop {
@@ -710,63 +914,105 @@ pub async fn save_notebook(
     name: &str,
 ) -> Result<(EnvironmentView, BuildView), EnvironmentError> {
     let name = source::check_name(name)?;
-    let owner_id = user.id;
-    let n2 = name.clone();
+    let env = find_or_make_saved_env(envs, user.id, notebook, &name).await?;
+    let build = queue_save(envs, &env, notebook, user.id).await?;
+    spawn_commit(
+        envs,
+        container_id.to_string(),
+        notebook.image.clone(),
+        env.id.clone(),
+        build.version,
+    );
+    let view = envs.get(user, &env.id).await?;
+    let build_view = view
+        .versions
+        .iter()
+        .find(|b| b.version == build.version)
+        .cloned()
+        .unwrap_or_else(|| BuildView::from_row(&build));
+    Ok((view, build_view))
+}
+
+/// The member's saved environment `name`, made from the notebook's image if it does
+/// not exist; a built environment of that name is not saved over.
+async fn find_or_make_saved_env(
+    envs: &Environments,
+    owner_id: i64,
+    notebook: &NotebookRow,
+    name: &str,
+) -> Result<EnvironmentRow, EnvironmentError> {
+    let n2 = name.to_string();
     let existing = envs
         .inner
         .db
         .call(move |c| q::by_owner_and_name(c, owner_id, &n2))
         .await?;
-    let env: EnvironmentRow = match existing {
-        Some(e) if e.kind == EnvironmentKind::Saved => e,
-        Some(e) => {
-            return Err(EnvironmentError::Conflict(format!(
-                "Your environment '{}' is built from a {}; save the notebook under another name.",
-                e.name, e.kind
-            )))
-        }
-        None => {
-            let stored = StoredSource::Saved {
-                base: notebook
-                    .image_id
-                    .clone()
-                    .unwrap_or_else(|| notebook.image.clone()),
-            };
-            let source_json = serde_json::to_string(&stored).unwrap_or_default();
-            let id = super::new_id();
-            let (i2, n2, launcher, command) = (
-                id.clone(),
-                name.clone(),
-                notebook.launcher,
-                notebook.command.clone(),
-            );
-            envs.inner
-                .db
-                .call(move |c| {
-                    q::insert(
-                        c,
-                        &NewEnvironment {
-                            id: &i2,
-                            owner_id,
-                            name: &n2,
-                            shared: false,
-                            kind: EnvironmentKind::Saved,
-                            source: &source_json,
-                            credential_sealed: None,
-                            launcher,
-                            command: &command,
-                        },
-                    )
-                })
-                .await?;
-            let n3 = name.clone();
-            envs.inner
-                .db
-                .call(move |c| q::by_owner_and_name(c, owner_id, &n3))
-                .await?
-                .ok_or_else(|| EnvironmentError::NotFound("the environment vanished".into()))?
-        }
+    match existing {
+        Some(e) if e.kind == EnvironmentKind::Saved => Ok(e),
+        Some(e) => Err(EnvironmentError::Conflict(format!(
+            "Your environment '{}' is built from a {}; save the notebook under another name.",
+            e.name, e.kind
+        ))),
+        None => make_saved_env(envs, owner_id, notebook, name).await,
+    }
+}
+
+/// A new saved environment, private, with the notebook's image as its base and the
+/// notebook's launcher and command.
+async fn make_saved_env(
+    envs: &Environments,
+    owner_id: i64,
+    notebook: &NotebookRow,
+    name: &str,
+) -> Result<EnvironmentRow, EnvironmentError> {
+    let stored = StoredSource::Saved {
+        base: notebook
+            .image_id
+            .clone()
+            .unwrap_or_else(|| notebook.image.clone()),
     };
+    let source_json = serde_json::to_string(&stored).unwrap_or_default();
+    let id = super::new_id();
+    let (i2, n2, launcher, command) = (
+        id.clone(),
+        name.to_string(),
+        notebook.launcher,
+        notebook.command.clone(),
+    );
+    envs.inner
+        .db
+        .call(move |c| {
+            q::insert(
+                c,
+                &NewEnvironment {
+                    id: &i2,
+                    owner_id,
+                    name: &n2,
+                    shared: false,
+                    kind: EnvironmentKind::Saved,
+                    source: &source_json,
+                    credential_sealed: None,
+                    launcher,
+                    command: &command,
+                },
+            )
+        })
+        .await?;
+    let n3 = name.to_string();
+    envs.inner
+        .db
+        .call(move |c| q::by_owner_and_name(c, owner_id, &n3))
+        .await?
+        .ok_or_else(|| EnvironmentError::NotFound("the environment vanished".into()))
+}
+
+/// The save's version, taken at once (`building`): the builder's queue never runs it.
+async fn queue_save(
+    envs: &Environments,
+    env: &EnvironmentRow,
+    notebook: &NotebookRow,
+    owner_id: i64,
+) -> Result<BuildRow, EnvironmentError> {
     let (eid, nid) = (env.id.clone(), notebook.id.clone());
     let build = envs
         .inner
@@ -787,13 +1033,18 @@ pub async fn save_notebook(
             Ok(b)
         })
         .await?;
+    Ok(build)
+}
+
+/// The commit in the background, and how it ended recorded on the version.
+fn spawn_commit(
+    envs: &Environments,
+    container: String,
+    image: String,
+    env_id: String,
+    version: i64,
+) {
     let this = envs.clone();
-    let (container, image, env_id, version) = (
-        container_id.to_string(),
-        notebook.image.clone(),
-        env.id.clone(),
-        build.version,
-    );
     tokio::spawn(async move {
         let started = std::time::Instant::now();
         let result = commit_steps(&this, &container, &image, &env_id, version).await;
@@ -835,14 +1086,6 @@ pub async fn save_notebook(
             super::retention::sweep(&this).await;
         }
     });
-    let view = envs.get(user, &env.id).await?;
-    let build_view = view
-        .versions
-        .iter()
-        .find(|b| b.version == build.version)
-        .cloned()
-        .unwrap_or_else(|| BuildView::from_row(&build));
-    Ok((view, build_view))
 }
 
 /// Commits the container with the image's own configuration (not the container's: its

@@ -120,6 +120,26 @@ impl std::fmt::Debug for CredentialInput {
     }
 }
 
+/// A source that passed its checks: its kind, its stored form, the ref its first build
+/// asks for, and its credential sealed.
+struct CheckedSource {
+    kind: EnvironmentKind,
+    stored: StoredSource,
+    requested_ref: Option<String>,
+    credential_sealed: Option<Vec<u8>>,
+}
+
+impl CheckedSource {
+    /// A source built as it is sent: no ref, no credential.
+    fn built(kind: EnvironmentKind, stored: StoredSource) -> CheckedSource {
+        CheckedSource {
+            kind,
+            stored,
+            requested_ref: None,
+            credential_sealed: None,
+        }
+    }
+}
 /// An environment as its viewers see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct EnvironmentView {
@@ -306,103 +326,12 @@ impl Environments {
         // An admin's environment is the lab's unless they say otherwise: it appears in
         // everyone's new-notebook form.
         let shared = req.shared.unwrap_or(user.is_admin);
-        let mut credential_sealed = None;
-        let (kind, stored, requested_ref) = match req.source {
-            SourceInput::Repo {
-                url,
-                r#ref,
-                subdir,
-                base,
-                credential,
-            } => {
-                let url = RepoUrl::parse(&url)?;
-                let reference = match r#ref.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
-                    Some(r) => Some(GitRef::parse(r)?.as_str().to_string()),
-                    None => None,
-                };
-                let subdir = match subdir.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-                    Some(s) => Some(source::check_relative_path("subdir", s)?),
-                    None => None,
-                }
-                .filter(|s| !s.is_empty());
-                let base = self.base_image(base.as_deref())?;
-                if let Some(c) =
-                    credential.filter(|c| !c.username.is_empty() || !c.password.is_empty())
-                {
-                    let checked = GitCredential::new(&c.username, &c.password)?;
-                    let _ = checked;
-                    let both = serde_json::json!({"username": c.username, "password": c.password});
-                    credential_sealed = Some(self.inner.vault.seal_str(&both.to_string()));
-                }
-                (
-                    EnvironmentKind::Repo,
-                    StoredSource::Repo {
-                        url: url.as_str().to_string(),
-                        r#ref: reference.clone(),
-                        subdir,
-                        base: base.id,
-                    },
-                    reference,
-                )
-            }
-            SourceInput::Files { base, files } => {
-                source::check_files(&files)?;
-                if files.is_empty() {
-                    return Err(EnvironmentError::Invalid(
-                        "Give at least one file: requirements.txt, environment.yml, apt.txt, postBuild or start.".into(),
-                    ));
-                }
-                if let Some(apt) = files.get("apt.txt").or_else(|| files.get("binder/apt.txt")) {
-                    source::apt_packages(apt).map_err(EnvironmentError::Invalid)?;
-                }
-                let base = self.base_image(base.as_deref())?;
-                (
-                    EnvironmentKind::Files,
-                    StoredSource::Files {
-                        base: base.id,
-                        files,
-                    },
-                    None,
-                )
-            }
-            SourceInput::Dockerfile {
-                dockerfile,
-                files,
-                base,
-            } => {
-                self.check_dockerfile_allowed(user)?;
-                if dockerfile.trim().is_empty() {
-                    return Err(EnvironmentError::Invalid("The Dockerfile is empty.".into()));
-                }
-                if dockerfile.len() > source::MAX_FILES_BYTES {
-                    return Err(EnvironmentError::Invalid(format!(
-                        "The Dockerfile is {} bytes; at most {} are taken.",
-                        dockerfile.len(),
-                        source::MAX_FILES_BYTES
-                    )));
-                }
-                if !dockerfile.lines().any(|l| {
-                    l.trim_start()
-                        .get(..5)
-                        .is_some_and(|w| w.eq_ignore_ascii_case("from "))
-                }) {
-                    return Err(EnvironmentError::Invalid(
-                        "The Dockerfile has no FROM line: start it with FROM <image>.".into(),
-                    ));
-                }
-                source::check_files(&files)?;
-                let base = self.base_image(base.as_deref())?;
-                (
-                    EnvironmentKind::Dockerfile,
-                    StoredSource::Dockerfile {
-                        dockerfile,
-                        files,
-                        base: base.id,
-                    },
-                    None,
-                )
-            }
-        };
+        let CheckedSource {
+            kind,
+            stored,
+            requested_ref,
+            credential_sealed,
+        } = self.checked_source(user, req.source)?;
         let base = self.base_image(Some(stored.base()))?;
         let source_json =
             serde_json::to_string(&stored).map_err(|e| EnvironmentError::Invalid(e.to_string()))?;
@@ -452,6 +381,136 @@ impl Environments {
         tracing::info!(environment = %id, owner = %user.username, kind = %kind, "environment created");
         self.inner.wake.notify_one();
         self.get(user, &id).await
+    }
+
+    /// The source as it will be stored, once its checks for its kind pass.
+    fn checked_source(
+        &self,
+        user: &User,
+        input: SourceInput,
+    ) -> Result<CheckedSource, EnvironmentError> {
+        match input {
+            SourceInput::Repo {
+                url,
+                r#ref,
+                subdir,
+                base,
+                credential,
+            } => self.checked_repo(&url, r#ref, subdir, base, credential),
+            SourceInput::Files { base, files } => self.checked_files(base, files),
+            SourceInput::Dockerfile {
+                dockerfile,
+                files,
+                base,
+            } => self.checked_dockerfile(user, dockerfile, files, base),
+        }
+    }
+
+    /// A repository: its URL, ref and folder well-formed; a credential given is sealed
+    /// (an empty one is none).
+    fn checked_repo(
+        &self,
+        url: &str,
+        r#ref: Option<String>,
+        subdir: Option<String>,
+        base: Option<String>,
+        credential: Option<CredentialInput>,
+    ) -> Result<CheckedSource, EnvironmentError> {
+        let url = RepoUrl::parse(url)?;
+        let reference = match r#ref.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+            Some(r) => Some(GitRef::parse(r)?.as_str().to_string()),
+            None => None,
+        };
+        let subdir = match subdir.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => Some(source::check_relative_path("subdir", s)?),
+            None => None,
+        }
+        .filter(|s| !s.is_empty());
+        let base = self.base_image(base.as_deref())?;
+        let mut credential_sealed = None;
+        if let Some(c) = credential.filter(|c| !c.username.is_empty() || !c.password.is_empty()) {
+            let checked = GitCredential::new(&c.username, &c.password)?;
+            let _ = checked;
+            let both = serde_json::json!({"username": c.username, "password": c.password});
+            credential_sealed = Some(self.inner.vault.seal_str(&both.to_string()));
+        }
+        Ok(CheckedSource {
+            kind: EnvironmentKind::Repo,
+            stored: StoredSource::Repo {
+                url: url.as_str().to_string(),
+                r#ref: reference.clone(),
+                subdir,
+                base: base.id,
+            },
+            requested_ref: reference,
+            credential_sealed,
+        })
+    }
+
+    /// Sent files: at least one, and an apt.txt that reads.
+    fn checked_files(
+        &self,
+        base: Option<String>,
+        files: BTreeMap<String, String>,
+    ) -> Result<CheckedSource, EnvironmentError> {
+        source::check_files(&files)?;
+        if files.is_empty() {
+            return Err(EnvironmentError::Invalid(
+                "Give at least one file: requirements.txt, environment.yml, apt.txt, postBuild or start.".into(),
+            ));
+        }
+        if let Some(apt) = files.get("apt.txt").or_else(|| files.get("binder/apt.txt")) {
+            source::apt_packages(apt).map_err(EnvironmentError::Invalid)?;
+        }
+        let base = self.base_image(base.as_deref())?;
+        Ok(CheckedSource::built(
+            EnvironmentKind::Files,
+            StoredSource::Files {
+                base: base.id,
+                files,
+            },
+        ))
+    }
+
+    /// A Dockerfile: only where the policy lets `user` build one, and only one with a
+    /// FROM line and within the size limit.
+    fn checked_dockerfile(
+        &self,
+        user: &User,
+        dockerfile: String,
+        files: BTreeMap<String, String>,
+        base: Option<String>,
+    ) -> Result<CheckedSource, EnvironmentError> {
+        self.check_dockerfile_allowed(user)?;
+        if dockerfile.trim().is_empty() {
+            return Err(EnvironmentError::Invalid("The Dockerfile is empty.".into()));
+        }
+        if dockerfile.len() > source::MAX_FILES_BYTES {
+            return Err(EnvironmentError::Invalid(format!(
+                "The Dockerfile is {} bytes; at most {} are taken.",
+                dockerfile.len(),
+                source::MAX_FILES_BYTES
+            )));
+        }
+        if !dockerfile.lines().any(|l| {
+            l.trim_start()
+                .get(..5)
+                .is_some_and(|w| w.eq_ignore_ascii_case("from "))
+        }) {
+            return Err(EnvironmentError::Invalid(
+                "The Dockerfile has no FROM line: start it with FROM <image>.".into(),
+            ));
+        }
+        source::check_files(&files)?;
+        let base = self.base_image(base.as_deref())?;
+        Ok(CheckedSource::built(
+            EnvironmentKind::Dockerfile,
+            StoredSource::Dockerfile {
+                dockerfile,
+                files,
+                base: base.id,
+            },
+        ))
     }
 
     /// The environment, if `user` may see it (theirs, or shared); else "not found".

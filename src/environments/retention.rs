@@ -2,6 +2,7 @@
 //! versions (`keep_versions` per environment, `max_disk` for all together) — never a
 //! version a notebook uses, never an environment's newest ready one.
 
+use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 
 use super::Environments;
@@ -72,7 +73,7 @@ pub(super) async fn disk_report(
             size_text: super::human_size(bytes),
         });
     }
-    report.environments.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    report.environments.sort_by_key(|e| Reverse(e.bytes));
     let mut by_owner: Vec<(String, i64, String)> = owners
         .into_iter()
         .map(|(o, b)| (o, b, super::human_size(b)))
@@ -113,7 +114,7 @@ pub fn choose_removals(
         };
         let used = in_use.get(&row.id).cloned().unwrap_or_default();
         let mut ready: Vec<&BuildRow> = b.iter().filter(|b| b.state == BuildState::Ready).collect();
-        ready.sort_by(|a, b| b.version.cmp(&a.version));
+        ready.sort_by_key(|b| Reverse(b.version));
         for (i, build) in ready.iter().enumerate() {
             let protected = i == 0 || used.contains(&build.version);
             if i >= keep_versions as usize && !protected {

@@ -283,19 +283,8 @@ impl Starter {
             &format!("Fetching {}", repo.url),
         )
         .await;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        let reporter = {
-            let (db, id) = (self.db.clone(), nb.id.clone());
-            tokio::spawn(async move {
-                let mut last = std::time::Instant::now() - std::time::Duration::from_secs(1);
-                while let Some(line) = rx.recv().await {
-                    if last.elapsed() >= std::time::Duration::from_millis(500) {
-                        last = std::time::Instant::now();
-                        set_detail(&db, &id, NotebookState::Starting, &line).await;
-                    }
-                }
-            })
-        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let reporter = start_fetch_reporter(self.db.clone(), nb.id.clone(), rx);
         let mut progress = |p: &crate::git::FetchProgress| {
             let _ = tx.send(format!(
                 "Fetching the repository: {}{}",
@@ -319,6 +308,21 @@ impl Starter {
         drop(tx);
         let _ = reporter.await;
         let checkout = fetched.map_err(bad)?;
+        self.copy_checkout(&checkout, dirs).await?;
+        let (id, commit) = (nb.id.clone(), checkout.commit.clone());
+        self.db
+            .call(move |c| crate::db::notebooks::set_repo_commit(c, &id, &commit))
+            .await?;
+        tracing::info!(notebook = %nb.id, commit = %checkout.commit, files = checkout.files, "repository fetched into the notebook");
+        Ok(())
+    }
+
+    /// The checkout's files into the notebook's folder, owned by the notebooks' user.
+    async fn copy_checkout(
+        &self,
+        checkout: &crate::git::Checkout,
+        dirs: &NotebookDirs,
+    ) -> Result<(), StartAbort> {
         let (from, to) = (checkout.dir.clone(), dirs.notebooks.clone());
         let (uid, gid) = (self.config.storage.uid, self.config.storage.gid);
         tokio::task::spawn_blocking(move || super::dirs::copy_tree(&from, &to, uid, gid))
@@ -335,11 +339,6 @@ impl Starter {
                     format!("Cannot copy the repository's files: {e}"),
                 )
             })?;
-        let (id, commit) = (nb.id.clone(), checkout.commit.clone());
-        self.db
-            .call(move |c| crate::db::notebooks::set_repo_commit(c, &id, &commit))
-            .await?;
-        tracing::info!(notebook = %nb.id, commit = %checkout.commit, files = checkout.files, "repository fetched into the notebook");
         Ok(())
     }
 
@@ -629,6 +628,23 @@ async fn set_detail(db: &Db, id: &str, state: NotebookState, detail: &str) {
     }
 }
 
+/// Shows a repository fetch's progress on the notebook's page, at most twice a second;
+/// it ends when the sender is dropped.
+fn start_fetch_reporter(
+    db: Db,
+    id: String,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = std::time::Instant::now() - std::time::Duration::from_secs(1);
+        while let Some(line) = rx.recv().await {
+            if last.elapsed() >= std::time::Duration::from_millis(500) {
+                last = std::time::Instant::now();
+                set_detail(&db, &id, NotebookState::Starting, &line).await;
+            }
+        }
+    })
+}
 /// Shows a pull's progress on the notebook's page, at most twice a second.
 async fn report_pull_progress(
     db: Db,

@@ -13,7 +13,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::config::{ImageSpec, MachineType};
-use crate::environments::EnvironmentView;
+use crate::environments::{EnvironmentView, Runnable};
 use crate::error::{PageError, WebError};
 use crate::git::{GitRef, RepoUrl};
 use crate::model::{BuildState, NotebookState};
@@ -304,17 +304,7 @@ pub async fn launch(
     state: web::Data<AppState>,
     form: web::Form<LaunchParams>,
 ) -> Result<HttpResponse, PageError> {
-    let mut p = form.into_inner();
-    if !p.pending.is_empty() {
-        // The environment's page going on with a click made earlier: only that click's
-        // own parameters count, never the form's.
-        p = state
-            .pending_launches
-            .take(session.user.id, &p.pending)
-            .ok_or_else(|| {
-                bad("This launch was started already (or has expired): open the launch link again.")
-            })?;
-    }
+    let p = clicked_params(&state, &session, form.into_inner())?;
     let plan = check(&state, &session, &p).await?;
     // What starts is what the page showed: the confirmed commit.
     let commit = match p.commit.trim() {
@@ -326,39 +316,104 @@ pub async fn launch(
                 .ok_or_else(|| bad("commit: not a commit id; open the launch link again."))?,
         ),
     };
-    let runnable = match (&plan.image, &plan.environment) {
-        (Some(_), _) => None,
-        (None, Some((env, _))) => Some(state.environments.runnable(&session.user, &env.id).await?),
-        (None, None) => {
-            let commit = commit
-                .clone()
-                .ok_or_else(|| bad("Open the launch link again: it has no commit."))?;
-            let (env_id, build) = state
-                .environments
-                .for_repository(&session.user, &plan.repo, &commit)
-                .await?;
-            if build.state != BuildState::Ready {
-                // Built first; the environment's page follows the build and starts the
-                // notebook when it is ready (this click stands for both).
-                let then = LaunchParams {
-                    environment: env_id.clone(),
-                    r#ref: commit.clone(),
-                    commit: commit.clone(),
-                    image: String::new(),
-                    pending: String::new(),
-                    csrf: String::new(),
-                    ..p.clone()
-                };
-                let key = state.pending_launches.put(session.user.id, then);
-                return Ok(see_other(&format!(
-                    "/environments/{env_id}?version={}&launch={}",
-                    build.version,
-                    urlencode(&key)
-                )));
-            }
-            Some(state.environments.runnable(&session.user, &env_id).await?)
-        }
+    let runnable = match choose_runnable(&state, &session, &p, &plan, &commit).await? {
+        Runs::Now(runnable) => runnable,
+        Runs::AfterBuild(to_build) => return Ok(to_build),
     };
+    Ok(create_launched(&state, &session, plan, commit, runnable).await?)
+}
+
+/// The click's parameters: the form's, or those of the pending launch it goes on with
+/// (the environment's page going on with a click made earlier: only that click's own
+/// parameters count, never the form's).
+fn clicked_params(
+    state: &AppState,
+    session: &SessionUser,
+    p: LaunchParams,
+) -> Result<LaunchParams, WebError> {
+    if p.pending.is_empty() {
+        return Ok(p);
+    }
+    state
+        .pending_launches
+        .take(session.user.id, &p.pending)
+        .ok_or_else(|| {
+            bad("This launch was started already (or has expired): open the launch link again.")
+        })
+}
+
+/// What a confirmed launch runs: the catalog image or an environment now, or, while
+/// the repository's environment builds, the way to its page.
+enum Runs {
+    Now(Option<Runnable>),
+    AfterBuild(HttpResponse),
+}
+
+/// The environment the notebook runs in, if any: the link's, or the repository's own.
+async fn choose_runnable(
+    state: &AppState,
+    session: &SessionUser,
+    p: &LaunchParams,
+    plan: &Plan,
+    commit: &Option<String>,
+) -> Result<Runs, WebError> {
+    match (&plan.image, &plan.environment) {
+        (Some(_), _) => Ok(Runs::Now(None)),
+        (None, Some((env, _))) => Ok(Runs::Now(Some(
+            state.environments.runnable(&session.user, &env.id).await?,
+        ))),
+        (None, None) => repository_environment(state, session, p, plan, commit).await,
+    }
+}
+
+/// The repository's own environment at the commit: runnable when built; else built
+/// first, and the environment's page follows the build and starts the notebook when it
+/// is ready (this click stands for both), going on by a one-time key.
+async fn repository_environment(
+    state: &AppState,
+    session: &SessionUser,
+    p: &LaunchParams,
+    plan: &Plan,
+    commit: &Option<String>,
+) -> Result<Runs, WebError> {
+    let commit = commit
+        .clone()
+        .ok_or_else(|| bad("Open the launch link again: it has no commit."))?;
+    let (env_id, build) = state
+        .environments
+        .for_repository(&session.user, &plan.repo, &commit)
+        .await?;
+    if build.state != BuildState::Ready {
+        let then = LaunchParams {
+            environment: env_id.clone(),
+            r#ref: commit.clone(),
+            commit: commit.clone(),
+            image: String::new(),
+            pending: String::new(),
+            csrf: String::new(),
+            ..p.clone()
+        };
+        let key = state.pending_launches.put(session.user.id, then);
+        return Ok(Runs::AfterBuild(see_other(&format!(
+            "/environments/{env_id}?version={}&launch={}",
+            build.version,
+            urlencode(&key)
+        ))));
+    }
+    Ok(Runs::Now(Some(
+        state.environments.runnable(&session.user, &env_id).await?,
+    )))
+}
+
+/// Creates the notebook the plan names, named after the repository, and sends the
+/// member to wait for it.
+async fn create_launched(
+    state: &AppState,
+    session: &SessionUser,
+    plan: Plan,
+    commit: Option<String>,
+    runnable: Option<Runnable>,
+) -> Result<HttpResponse, WebError> {
     let name: String = plan
         .repo
         .trim_end_matches('/')
