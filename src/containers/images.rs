@@ -36,6 +36,7 @@ impl DockerClient {
             forcerm: true,
             // The base is already here (a catalog image, pulled by a notebook or the admin).
             pull: None,
+            networkmode: Some(build.network.clone()),
             memory: Some(memory),
             memswap: Some(memory),
             cpuperiod: Some(period),

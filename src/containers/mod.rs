@@ -210,6 +210,8 @@ pub struct ImageBuild {
     pub dockerfile: String,
     pub tag: String,
     pub labels: BTreeMap<String, String>,
+    /// The network the steps run on.
+    pub network: String,
     pub memory_bytes: i64,
     pub nano_cpus: i64,
 }

@@ -713,11 +713,21 @@ async fn build_from_context(
 /// member's words, with its exit code.
 async fn run_engine_build(run: &Run<'_>, context: Vec<u8>, tag: &str) -> Result<(), Stop> {
     let env_cfg = &run.envs.config().environments;
+    // The steps run on the notebooks' own network (no traffic between containers, the
+    // package's firewall rule): a build reaches no more than a notebook does.
+    let network = &run.envs.config().docker.network;
+    run.envs
+        .inner
+        .engine
+        .ensure_network(network)
+        .await
+        .map_err(engine_stop)?;
     let request = ImageBuild {
         context,
         dockerfile: DOCKERFILE.into(),
         tag: tag.to_string(),
         labels: BTreeMap::new(),
+        network: run.envs.config().docker.network.clone(),
         memory_bytes: i64::from(env_cfg.build_memory_mib) * 1024 * 1024,
         nano_cpus: (env_cfg.build_cpus * 1e9) as i64,
     };
@@ -1131,6 +1141,7 @@ async fn commit_steps(
         dockerfile: DOCKERFILE.into(),
         tag: tag.clone(),
         labels: BTreeMap::new(),
+        network: envs.config().docker.network.clone(),
         memory_bytes: i64::from(env_cfg.build_memory_mib) * 1024 * 1024,
         nano_cpus: (env_cfg.build_cpus * 1e9) as i64,
     };

@@ -251,7 +251,7 @@ pub fn is_ours(image: &str) -> bool {
 
 /// The ids of environments: 12 lower-case letters and digits, like notebooks'.
 fn new_id() -> String {
-    crate::notebooks::rules::new_notebook_id()
+    crate::model::new_id()
 }
 
 impl Environments {

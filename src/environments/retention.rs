@@ -129,7 +129,7 @@ pub fn choose_removals(
     }
     candidates.sort_by_key(|b| b.finished_at.unwrap_or(b.created_at));
     for build in candidates {
-        if total <= max_disk as i64 {
+        if total <= max_disk.min(i64::MAX as u64) as i64 {
             break;
         }
         total -= build.size_bytes.unwrap_or(0);

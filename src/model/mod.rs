@@ -228,6 +228,17 @@ wire_enum!(Scope, "scope", {
     Lab => "lab",
 });
 
+/// A new id for a notebook or an environment: 12 characters from an alphabet without
+/// look-alikes (no 0/o, 1/l), lower case (they also name Docker images).
+pub fn new_id() -> String {
+    use rand::RngExt;
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut rng = rand::rand_core::UnwrapErr(rand::rngs::SysRng);
+    (0..12)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
 /// What an environment is built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EnvironmentKind {

@@ -131,12 +131,7 @@ fn valid_image_reference(image: &str) -> bool {
 }
 
 pub fn new_notebook_id() -> String {
-    use rand::RngExt;
-    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
-    let mut rng = rand::rand_core::UnwrapErr(rand::rngs::SysRng);
-    (0..12)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    crate::model::new_id()
 }
 
 /// The image a new notebook runs: a catalog entry's, or (when allowed) any image
