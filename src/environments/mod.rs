@@ -11,6 +11,7 @@
 
 mod builder;
 mod retention;
+mod save;
 pub mod source;
 
 use std::collections::{BTreeMap, HashMap};
@@ -1004,4 +1005,5 @@ impl Environments {
     }
 }
 
-pub use builder::{human_size, save_notebook};
+pub use builder::human_size;
+pub use save::save_notebook;
