@@ -629,16 +629,24 @@ impl Environments {
         version: i64,
     ) -> Result<BuildView, EnvironmentError> {
         let row = self.visible_row(user, id).await?;
+        let build = self.version_of(&row, version).await?;
+        Ok(BuildView::from_row(&build))
+    }
+
+    /// One version of an environment the caller may see; "not found" names it.
+    async fn version_of(
+        &self,
+        row: &EnvironmentRow,
+        version: i64,
+    ) -> Result<BuildRow, EnvironmentError> {
         let eid = row.id.clone();
-        let build = self
-            .inner
+        self.inner
             .db
             .call(move |c| q::build(c, &eid, version))
             .await?
             .ok_or_else(|| {
                 EnvironmentError::NotFound(format!("'{}' has no version {version}.", row.name))
-            })?;
-        Ok(BuildView::from_row(&build))
+            })
     }
 
     /// Builds a new version (at `reference`, for a repository). Same inputs as a ready
@@ -806,15 +814,7 @@ impl Environments {
         version: i64,
     ) -> Result<BuildView, EnvironmentError> {
         let row = self.own_row(user, id).await?;
-        let eid = row.id.clone();
-        let build = self
-            .inner
-            .db
-            .call(move |c| q::build(c, &eid, version))
-            .await?
-            .ok_or_else(|| {
-                EnvironmentError::NotFound(format!("'{}' has no version {version}.", row.name))
-            })?;
+        let build = self.version_of(&row, version).await?;
         if !build.state.is_open() {
             return Err(EnvironmentError::Conflict(format!(
                 "Version {version} is {} already; only a queued or running build can be cancelled.",

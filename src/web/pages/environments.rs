@@ -157,9 +157,18 @@ pub async fn log_api(
     path: web::Path<(String, String)>,
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, version) = path.into_inner();
+    Ok(log_at(&state, &caller.user, path.into_inner(), &query).await?)
+}
+
+/// The log of `(environment, version)` from the path, as text (both routes' body).
+async fn log_at(
+    state: &AppState,
+    user: &crate::auth::User,
+    (id, version): (String, String),
+    query: &LogQuery,
+) -> Result<HttpResponse, WebError> {
     let version = version_of(&version)?;
-    Ok(log_response(&state, &caller.user, &id, version, &query).await?)
+    log_response(state, user, &id, version, query).await
 }
 
 async fn log_response(
@@ -553,9 +562,7 @@ pub async fn log_page(
     path: web::Path<(String, String)>,
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, PageError> {
-    let (id, version) = path.into_inner();
-    let version = version_of(&version)?;
-    Ok(log_response(&state, &session.user, &id, version, &query).await?)
+    Ok(log_at(&state, &session.user, path.into_inner(), &query).await?)
 }
 
 /// The state of one version, for the page's poll.
