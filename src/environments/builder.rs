@@ -234,12 +234,12 @@ async fn clear_leftovers(envs: &Environments, key: &str, eid: &str, version: i64
 }
 
 /// How a build ended, as the database keeps it.
-struct Ending {
-    state: BuildState,
-    detail: String,
-    failed_step: Option<String>,
-    image: Option<String>,
-    size: Option<i64>,
+pub(super) struct Ending {
+    pub(super) state: BuildState,
+    pub(super) detail: String,
+    pub(super) failed_step: Option<String>,
+    pub(super) image: Option<String>,
+    pub(super) size: Option<i64>,
 }
 
 impl Ending {
@@ -296,13 +296,18 @@ impl Ending {
 
 /// Records how a build ended; a new ready version may let retention drop older ones.
 async fn record_end(envs: &Environments, eid: &str, version: i64, ending: Ending, secs: f64) {
-    let (e2, d2, f2, i2) = (
-        eid.to_string(),
-        ending.detail.clone(),
-        ending.failed_step.clone(),
-        ending.image.clone(),
-    );
-    let (end_state, size) = (ending.state, ending.size);
+    let end_state = ending.state;
+    let detail = ending.detail.clone();
+    record_ending(envs, eid, version, ending).await;
+    tracing::info!(environment = %eid, version, state = %end_state, %detail, seconds = secs, "build ended");
+    if end_state == BuildState::Ready {
+        super::retention::sweep(envs).await;
+    }
+}
+
+/// Writes a version's ending (a build's, or a save's) to the database.
+pub(super) async fn record_ending(envs: &Environments, eid: &str, version: i64, ending: Ending) {
+    let e2 = eid.to_string();
     let recorded = envs
         .inner
         .db
@@ -312,22 +317,17 @@ async fn record_end(envs: &Environments, eid: &str, version: i64, ending: Ending
                 &e2,
                 version,
                 &BuildEnd {
-                    state: end_state,
-                    state_detail: &d2,
-                    failed_step: f2.as_deref(),
-                    image: i2.as_deref(),
-                    size_bytes: size,
+                    state: ending.state,
+                    state_detail: &ending.detail,
+                    failed_step: ending.failed_step.as_deref(),
+                    image: ending.image.as_deref(),
+                    size_bytes: ending.size,
                 },
             )
         })
         .await;
     if let Err(e) = recorded {
-        tracing::warn!(environment = %eid, version, error = %e, "could not record how a build ended");
-    }
-    let detail = ending.detail;
-    tracing::info!(environment = %eid, version, state = %end_state, %detail, seconds = secs, "build ended");
-    if end_state == BuildState::Ready {
-        super::retention::sweep(envs).await;
+        tracing::warn!(environment = %eid, version, error = %e, "could not record how a version ended");
     }
 }
 

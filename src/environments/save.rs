@@ -4,14 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use super::builder::DOCKERFILE;
+use super::builder::{record_ending, Ending, DOCKERFILE};
 use super::source::{self, StoredSource};
 use super::{BuildView, EnvironmentError, EnvironmentView, Environments};
 use crate::auth::User;
 use crate::containers::{BuildEvent, ImageBuild, ImageDetails, LABEL_ENVIRONMENT};
-use crate::db::environments::{
-    self as q, BuildEnd, BuildRow, EnvironmentRow, NewBuild, NewEnvironment,
-};
+use crate::db::environments::{self as q, BuildRow, EnvironmentRow, NewBuild, NewEnvironment};
 use crate::db::notebooks::NotebookRow;
 use crate::model::{BuildState, EnvironmentKind};
 
@@ -160,39 +158,24 @@ fn spawn_commit(
     tokio::spawn(async move {
         let started = std::time::Instant::now();
         let result = commit_steps(&this, &container, &image, &env_id, version).await;
-        let (state, detail, image, size) = match result {
-            Ok((image, size)) => (
-                BuildState::Ready,
-                format!("Saved in {:.0} s", started.elapsed().as_secs_f64()),
-                Some(image),
-                Some(size),
-            ),
-            Err(e) => (
-                BuildState::Failed,
-                format!("Could not save the notebook: {e}"),
-                None,
-                None,
-            ),
+        let ending = match result {
+            Ok((image, size)) => Ending {
+                state: BuildState::Ready,
+                detail: format!("Saved in {:.0} s", started.elapsed().as_secs_f64()),
+                failed_step: None,
+                image: Some(image),
+                size: Some(size),
+            },
+            Err(e) => Ending {
+                state: BuildState::Failed,
+                detail: format!("Could not save the notebook: {e}"),
+                failed_step: None,
+                image: None,
+                size: None,
+            },
         };
-        let (e2, d2) = (env_id.clone(), detail.clone());
-        let _ = this
-            .inner
-            .db
-            .call(move |c| {
-                q::finish(
-                    c,
-                    &e2,
-                    version,
-                    &BuildEnd {
-                        state,
-                        state_detail: &d2,
-                        failed_step: None,
-                        image: image.as_deref(),
-                        size_bytes: size,
-                    },
-                )
-            })
-            .await;
+        let (state, detail) = (ending.state, ending.detail.clone());
+        record_ending(&this, &env_id, version, ending).await;
         tracing::info!(environment = %env_id, version, %state, %detail, "notebook saved");
         if state == BuildState::Ready {
             super::retention::sweep(&this).await;
