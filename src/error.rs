@@ -189,6 +189,20 @@ impl From<crate::secrets::SecretsError> for WebError {
     }
 }
 
+impl From<crate::environments::EnvironmentError> for WebError {
+    fn from(e: crate::environments::EnvironmentError) -> WebError {
+        use crate::environments::EnvironmentError as E;
+        match e {
+            E::Invalid(m) => WebError::new(StatusCode::BAD_REQUEST, "invalid_input", m),
+            E::Forbidden(m) => WebError::forbidden(m),
+            E::NotFound(m) => WebError::new(StatusCode::NOT_FOUND, "not_found", m),
+            E::Conflict(m) => WebError::conflict(m),
+            E::Unavailable(m) => WebError::new(StatusCode::BAD_GATEWAY, "unavailable", m),
+            E::Db(e) => WebError::internal(e),
+        }
+    }
+}
+
 impl From<crate::notebooks::GpuMapError> for WebError {
     fn from(e: crate::notebooks::GpuMapError) -> WebError {
         match e {

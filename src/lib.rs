@@ -12,6 +12,7 @@ pub mod config;
 pub mod containers;
 pub mod db;
 pub mod doctor;
+pub mod environments;
 pub mod error;
 pub mod git;
 pub mod gpu;
@@ -90,6 +91,7 @@ pub async fn run(
         tokio::spawn(components.reconciler.clone().run()),
         tokio::spawn(components.idle.clone().run()),
         tokio::spawn(components.shares.clone().follow_stops()),
+        components.environments.spawn(),
     ];
     let local = listener.local_addr()?;
     let proxy = NotebookProxy::wire(&config, &accounts, &db, components.proxy_handles(), local);
@@ -244,6 +246,7 @@ struct Components {
     usage: usage::UsageReports,
     vault: vault::Vault,
     secrets: secrets::Secrets,
+    environments: environments::Environments,
 }
 
 impl Components {
@@ -296,7 +299,14 @@ impl Components {
             tracker: tracker.clone(),
             idle: idle.clone(),
         });
+        let environments = environments::Environments::new(environments::EnvironmentsParts {
+            db: db.clone(),
+            config: config.clone(),
+            engine: engine.clone(),
+            vault: vault.clone(),
+        });
         Components {
+            environments,
             shares: share::Shares::new(
                 db.clone(),
                 config.clone(),
@@ -344,6 +354,7 @@ impl Components {
             metrics: self.metrics.clone(),
             vault: self.vault.clone(),
             secrets: self.secrets.clone(),
+            environments: self.environments.clone(),
             sites,
         }
     }

@@ -154,3 +154,56 @@ async function refreshGpus() {
   } catch (e) { /* try again */ }
 }
 if (document.getElementById("gpu-grid")) setInterval(refreshGpus, 2000);
+
+// An environment's build: its log streamed as it is written, its state polled.
+const buildCard = document.querySelector("[data-build-log]");
+if (buildCard) {
+  const log = document.getElementById("build-log");
+  const stateEl = document.getElementById("build-state");
+  const detail = document.getElementById("build-detail");
+  const step = document.getElementById("build-step");
+  let offset = 0;
+  let open = true;
+  const follow = async () => {
+    while (open) {
+      try {
+        const res = await fetch(`${buildCard.dataset.buildLog}?offset=${offset}`, { credentials: "same-origin" });
+        if (!res.ok || !res.body) break;
+        const reader = res.body.getReader();
+        const decoder = new TextDecoder();
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          offset += value.length;
+          const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 20;
+          log.textContent += decoder.decode(value, { stream: true });
+          if (atEnd) log.scrollTop = log.scrollHeight;
+        }
+      } catch (e) { /* the connection dropped: ask again */ }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  };
+  const poll = async () => {
+    try {
+      const res = await fetch(buildCard.dataset.buildState, { credentials: "same-origin" });
+      if (res.ok) {
+        const b = await res.json();
+        stateEl.textContent = b.state;
+        stateEl.className = `state ${b.state === "ready" ? "ok" : b.state === "failed" ? "error" : (b.state === "queued" || b.state === "building") ? "busy" : "muted"}`;
+        detail.textContent = b.state_detail;
+        step.textContent = b.failed_step ? `Failed at: ${b.failed_step}` : b.step;
+        if (b.state !== "queued" && b.state !== "building") {
+          open = false;
+          const cancel = document.getElementById("cancel-build");
+          if (cancel) cancel.closest("form").remove();
+          return;
+        }
+      }
+    } catch (e) { /* try again */ }
+    setTimeout(poll, 1000);
+  };
+  follow().then(() => {
+    // The log of an ended build is read once.
+  });
+  poll();
+}

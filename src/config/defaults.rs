@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{
-    AuthConfig, Config, DockerConfig, GpuBackend, GpuConfig, ImageSpec, Launcher, MachineType,
-    MetricsConfig, NotebooksConfig, OriginMode, PortRange, ShareConfig, StorageConfig, UsageConfig,
-    WebhookConfig, DEFAULT_LISTEN,
+    AuthConfig, Config, DockerConfig, DockerfilePolicy, EnvironmentsConfig, GpuBackend, GpuConfig,
+    ImageSpec, Launcher, MachineType, MetricsConfig, NotebooksConfig, OriginMode, PortRange,
+    ShareConfig, StorageConfig, UsageConfig, WebhookConfig, DEFAULT_LISTEN,
 };
 
 impl Default for Config {
@@ -23,9 +23,24 @@ impl Default for Config {
             webhook: WebhookConfig::default(),
             metrics: MetricsConfig::default(),
             usage: UsageConfig::default(),
+            environments: EnvironmentsConfig::default(),
             images: default_images(),
             machines: default_machines(),
             source: "built-in defaults".into(),
+        }
+    }
+}
+
+impl Default for EnvironmentsConfig {
+    fn default() -> Self {
+        EnvironmentsConfig {
+            dockerfile: DockerfilePolicy::Admins,
+            concurrent_builds: 1,
+            build_timeout: Duration::from_secs(30 * 60),
+            build_memory_mib: 2047,
+            build_cpus: 2.0,
+            keep_versions: 3,
+            max_disk: 200 * 1024 * 1024 * 1024,
         }
     }
 }

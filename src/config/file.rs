@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{
-    parse_listen, AuthConfig, Config, ConfigError, DockerConfig, GpuConfig, ImageSpec, MachineType,
-    MetricsConfig, NotebooksConfig, ShareConfig, StorageConfig, UsageConfig, WebhookConfig,
-    WebhookUrl,
+    parse_listen, AuthConfig, Config, ConfigError, DockerConfig, EnvironmentsConfig, GpuConfig,
+    ImageSpec, MachineType, MetricsConfig, NotebooksConfig, ShareConfig, StorageConfig,
+    UsageConfig, WebhookConfig, WebhookUrl,
 };
 
 /// The config file as written: `Config` with `listen` and `webhook.url` still text.
@@ -30,6 +30,7 @@ struct ConfigFile {
     webhook: WebhookFile,
     metrics: MetricsConfig,
     usage: UsageConfig,
+    environments: EnvironmentsConfig,
     images: Vec<ImageSpec>,
     machines: Vec<MachineType>,
 }
@@ -59,6 +60,7 @@ impl Default for ConfigFile {
             },
             metrics: c.metrics,
             usage: c.usage,
+            environments: c.environments,
             images: c.images,
             machines: c.machines,
         }
@@ -90,6 +92,7 @@ impl ConfigFile {
             webhook: WebhookConfig { url },
             metrics: self.metrics,
             usage: self.usage,
+            environments: self.environments,
             images: self.images,
             machines: self.machines,
             source,

@@ -21,8 +21,9 @@ use serde::Deserialize;
 pub use crate::model::Launcher;
 use values::{auto_shutdown_choice, optional_duration};
 pub use values::{
-    auto_shutdown_name, parse_auto_shutdown, parse_duration, parse_listen, GpuBackend, OriginMode,
-    OverBudget, PortRange, Reclaim, WebhookUrl, AUTO_SHUTDOWN_CHOICES, DEFAULT_LISTEN,
+    auto_shutdown_name, parse_auto_shutdown, parse_byte_size, parse_duration, parse_listen,
+    GpuBackend, OriginMode, OverBudget, PortRange, Reclaim, WebhookUrl, AUTO_SHUTDOWN_CHOICES,
+    DEFAULT_LISTEN,
 };
 
 /// Where the config was found, searched in this order.
@@ -69,6 +70,7 @@ pub struct Config {
     pub webhook: WebhookConfig,
     pub metrics: MetricsConfig,
     pub usage: UsageConfig,
+    pub environments: EnvironmentsConfig,
     pub images: Vec<ImageSpec>,
     pub machines: Vec<MachineType>,
     /// Where the config came from ("built-in defaults" or a path); not a TOML key.
@@ -165,6 +167,37 @@ impl MetricsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct UsageConfig {
     pub over_budget: OverBudget,
+}
+
+/// Who may build an environment from a Dockerfile (`environments.dockerfile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DockerfilePolicy {
+    /// Admins only: a Dockerfile's `RUN` runs with the engine's default privileges.
+    Admins,
+    Members,
+    Off,
+}
+
+/// Environments: images Notebox builds for members (issue 24).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvironmentsConfig {
+    pub dockerfile: DockerfilePolicy,
+    /// Builds running at once; more wait in line.
+    pub concurrent_builds: u32,
+    /// A build running longer is stopped ("time limit").
+    #[serde(with = "humantime_serde")]
+    pub build_timeout: Duration,
+    /// Memory of a build's steps (at most 2047: the engine API's build field is 32 bits).
+    pub build_memory_mib: u32,
+    /// CPU cores a build's steps may use.
+    pub build_cpus: f64,
+    /// Ready versions kept per environment (besides any a notebook uses).
+    pub keep_versions: u32,
+    /// All environments' images together; past it the oldest unused versions go.
+    #[serde(with = "values::byte_size")]
+    pub max_disk: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

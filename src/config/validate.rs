@@ -50,8 +50,40 @@ impl Config {
         check_catalog(&self.images, self.notebooks.allow_custom_images)?;
         check_machines(&self.machines)?;
         check_simulated_gpus(&self.gpu)?;
+        check_environments(&self.environments)?;
         check_docker(&self.docker)
     }
+}
+
+fn check_environments(e: &super::EnvironmentsConfig) -> Check {
+    if !(1..=16).contains(&e.concurrent_builds) {
+        return Err(invalid(
+            "environments.concurrent_builds",
+            "must be between 1 and 16",
+        ));
+    }
+    if !(64..=2047).contains(&e.build_memory_mib) {
+        return Err(invalid(
+            "environments.build_memory_mib",
+            "must be between 64 and 2047 (the engine's build API takes the limit as a 32-bit number of bytes)",
+        ));
+    }
+    if !(e.build_cpus > 0.0 && e.build_cpus <= 256.0) {
+        return Err(invalid(
+            "environments.build_cpus",
+            "must be more than 0 and at most 256",
+        ));
+    }
+    if e.build_timeout < std::time::Duration::from_secs(1) {
+        return Err(invalid("environments.build_timeout", "must be at least 1s"));
+    }
+    if e.keep_versions == 0 {
+        return Err(invalid(
+            "environments.keep_versions",
+            "must be at least 1 (the newest version is always kept)",
+        ));
+    }
+    Ok(())
 }
 
 fn check_data_dir(data_dir: &Path) -> Check {

@@ -265,9 +265,67 @@ pub(super) mod optional_duration {
     }
 }
 
+/// Parses a size: "200GiB", "500 MiB", "1TiB", "1048576" (bytes); GB/MB are read as
+/// GiB/MiB (disk tools disagree; the larger reading errs on keeping images).
+pub fn parse_byte_size(value: &str) -> Result<u64, String> {
+    let text = value.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{value}' is not a size like 200GiB or 500MiB"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "'{other}' is not a size unit; use B, KiB, MiB, GiB or TiB (like 200GiB)"
+            ))
+        }
+    };
+    let bytes = number * factor as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("'{value}' is not a size Notebox can hold"));
+    }
+    Ok(bytes as u64)
+}
+
+/// `max_disk = "200GiB"` (a string) or a number of bytes.
+pub(super) mod byte_size {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match Size::deserialize(d)? {
+            Size::Bytes(b) => Ok(b),
+            Size::Text(t) => super::parse_byte_size(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_byte_size("200GiB"), Ok(200 << 30));
+        assert_eq!(parse_byte_size("1.5 MiB"), Ok(3 << 19));
+        assert_eq!(parse_byte_size("4096"), Ok(4096));
+        assert!(parse_byte_size("lots").is_err());
+        assert!(parse_byte_size("5 parsecs").unwrap_err().contains("unit"));
+    }
 
     #[test]
     fn listen_parses_once_with_the_old_message() {

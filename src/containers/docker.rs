@@ -68,8 +68,8 @@ pub const DEFAULT_BRIDGE: &str = "notebox0";
 
 /// A connected Docker client, scoped to one instance's containers.
 #[derive(Clone)]
-struct DockerClient {
-    docker: Docker,
+pub(super) struct DockerClient {
+    pub(super) docker: Docker,
     instance: String,
 }
 
@@ -623,6 +623,48 @@ impl Backend for DockerBackend {
 
     fn events(&self) -> BoxFuture<'_, Result<EventStream, DockerError>> {
         Box::pin(async move { Ok(self.client().await?.events()) })
+    }
+
+    fn build_image<'a>(
+        &'a self,
+        build: super::ImageBuild,
+        events: &'a mut (dyn FnMut(super::BuildEvent) + Send),
+    ) -> BoxFuture<'a, Result<String, DockerError>> {
+        Box::pin(async move { self.client().await?.build_image(build, events).await })
+    }
+
+    fn remove_build_leftovers<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<usize, DockerError>> {
+        Box::pin(async move { self.client().await?.remove_build_leftovers(key).await })
+    }
+
+    fn commit<'a>(
+        &'a self,
+        container: &'a str,
+        tag: &'a str,
+        config: &'a super::ImageDetails,
+    ) -> BoxFuture<'a, Result<String, DockerError>> {
+        Box::pin(async move { self.client().await?.commit(container, tag, config).await })
+    }
+
+    fn image_details<'a>(
+        &'a self,
+        image: &'a str,
+    ) -> BoxFuture<'a, Result<Option<super::ImageDetails>, DockerError>> {
+        Box::pin(async move { self.client().await?.image_details(image).await })
+    }
+
+    fn remove_image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<(), DockerError>> {
+        Box::pin(async move { self.client().await?.remove_image(image).await })
+    }
+
+    fn images_labelled<'a>(
+        &'a self,
+        label: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<super::ImageEntry>, DockerError>> {
+        Box::pin(async move { self.client().await?.images_labelled(label).await })
     }
 }
 

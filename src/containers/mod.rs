@@ -5,6 +5,7 @@
 //! Every call is scoped to this installation's containers (a label with its instance id).
 
 pub mod docker;
+mod images;
 mod tail;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,11 @@ pub type Engine = Arc<dyn Backend>;
 pub const LABEL_NOTEBOOK: &str = "io.notebox.notebook";
 pub const LABEL_INSTANCE: &str = "io.notebox.instance";
 pub const LABEL_OWNER: &str = "io.notebox.owner";
+/// On every layer of an environment build (and the containers its steps run in), with
+/// the build's own key: what a cancelled build left behind is found by it.
+pub const LABEL_BUILD: &str = "io.notebox.build";
+/// On an environment's images: the environment's id.
+pub const LABEL_ENVIRONMENT: &str = "io.notebox.environment";
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -38,6 +44,10 @@ pub enum EngineError {
     /// words (never holding the credential).
     #[error("{message}")]
     Pull { cause: PullFailure, message: String },
+    /// An image build's step failed; `message` is the engine's ("The command '/bin/sh -c
+    /// ./postBuild' returned a non-zero code: 3"), `code` the step's exit code.
+    #[error("{message}")]
+    Build { message: String, code: Option<i64> },
 }
 
 /// Why a pull failed, as far as the engine's answer tells.
@@ -191,6 +201,50 @@ pub struct EngineEvent {
     pub action: String,
 }
 
+/// An image build: a tar of the build context (with its Dockerfile), the tag to give
+/// the result, labels, and the limits every step's container runs under.
+#[derive(Debug, Clone)]
+pub struct ImageBuild {
+    pub context: Vec<u8>,
+    /// The Dockerfile's path inside the context.
+    pub dockerfile: String,
+    pub tag: String,
+    pub labels: BTreeMap<String, String>,
+    pub memory_bytes: i64,
+    pub nano_cpus: i64,
+}
+
+/// What a build says as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildEvent {
+    /// A step begins: "Step 3/7 : RUN ./postBuild".
+    Step(String),
+    /// Output (of a step, or of the engine), one line without its newline.
+    Output(String),
+}
+
+/// What Notebox needs to know of an image.
+#[derive(Debug, Clone, Default)]
+pub struct ImageDetails {
+    pub id: String,
+    pub size_bytes: i64,
+    pub env: Vec<String>,
+    pub cmd: Vec<String>,
+    pub entrypoint: Vec<String>,
+    pub user: String,
+    pub working_dir: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An image with one of our labels, as a listing shows it.
+#[derive(Debug, Clone)]
+pub struct ImageEntry {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub size_bytes: i64,
+    pub labels: BTreeMap<String, String>,
+}
+
 /// A stream of engine events (see `Backend::events`).
 pub type EventStream = BoxStream<'static, Result<EngineEvent, EngineError>>;
 
@@ -244,6 +298,40 @@ pub trait Backend: Send + Sync {
         tail: usize,
         max_bytes: usize,
     ) -> BoxFuture<'a, Result<LogTail, EngineError>>;
+    /// Builds an image, calling `events` with each step and line of output; the image's
+    /// id when it is built. Dropping the future cancels the build (the engine stops when
+    /// the connection closes); `remove_build_leftovers` then clears what it left.
+    fn build_image<'a>(
+        &'a self,
+        build: ImageBuild,
+        events: &'a mut (dyn FnMut(BuildEvent) + Send),
+    ) -> BoxFuture<'a, Result<String, EngineError>>;
+    /// Removes the containers still running a build's steps and the untagged images it
+    /// left (found by `LABEL_BUILD` = `key`); how many things it removed.
+    fn remove_build_leftovers<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<usize, EngineError>>;
+    /// Saves a container's files as an image `tag`, with `config`'s environment, command,
+    /// user and labels (not the container's own: its environment holds secrets).
+    fn commit<'a>(
+        &'a self,
+        container: &'a str,
+        tag: &'a str,
+        config: &'a ImageDetails,
+    ) -> BoxFuture<'a, Result<String, EngineError>>;
+    /// An image's id, size and configuration; None if there is no such image.
+    fn image_details<'a>(
+        &'a self,
+        image: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ImageDetails>, EngineError>>;
+    /// Removes an image (gone already is fine; one a container uses is `Conflict`).
+    fn remove_image<'a>(&'a self, image: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+    /// The images carrying `label` (any value).
+    fn images_labelled<'a>(
+        &'a self,
+        label: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ImageEntry>, EngineError>>;
     /// Events about our containers that Notebox did not cause itself (exits, removals).
     /// The stream ends when the engine connection does; ask again.
     fn events(&self) -> BoxFuture<'_, Result<EventStream, EngineError>>;

@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("migrations/0009_origins.sql")),
     (10, include_str!("migrations/0010_origin_ports.sql")),
     (11, include_str!("migrations/0011_secrets.sql")),
+    (12, include_str!("migrations/0012_environments.sql")),
 ];
 
 pub fn latest_version() -> i64 {

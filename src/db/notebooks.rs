@@ -41,13 +41,40 @@ pub struct NotebookRow {
     pub notice: Option<String>,
     /// With `origin = "ports"`: the secret segment of its container's base URL.
     pub path_key: Option<String>,
+    /// The environment version it runs, if it runs one.
+    pub environment: Option<EnvironmentRef>,
+    /// The repository its files come from, if it was started from one.
+    pub repo: Option<RepoSource>,
+}
+
+/// The environment version a notebook runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvironmentRef {
+    pub id: String,
+    pub version: i64,
+    /// Its name (None if the environment was deleted meanwhile).
+    pub name: Option<String>,
+}
+
+/// A notebook started from a Git repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoSource {
+    pub url: String,
+    /// The branch, tag or commit asked for (None: the default branch).
+    pub reference: Option<String>,
+    /// The commit fetched into /notebooks; None until its first start fetched it.
+    pub commit: Option<String>,
+    /// The file to open (relative to /notebooks).
+    pub open_path: Option<String>,
 }
 
 const SELECT: &str = "SELECT n.id, n.owner_id, u.username, n.name, n.image_id, n.image, n.launcher,
     n.command, n.machine_id, n.cpus, n.memory_mib, n.gpu_count, n.desired_state, n.state,
     n.state_detail, n.restart_requested, n.jupyter_token, n.container_id, n.auto_shutdown_secs,
     n.auto_shutdown_at, n.created_at, n.started_at, n.stopped_at, n.updated_at,
-    n.queued_at, n.forked_from, n.idle_exempt, n.notice, n.path_key
+    n.queued_at, n.forked_from, n.idle_exempt, n.notice, n.path_key,
+    n.environment_id, n.environment_version, n.repo_url, n.repo_ref, n.repo_commit, n.open_path,
+    (SELECT e.name FROM environments e WHERE e.id = n.environment_id)
     FROM notebooks n JOIN users u ON u.id = n.owner_id";
 
 fn from_row(r: &Row) -> rusqlite::Result<NotebookRow> {
@@ -82,6 +109,28 @@ fn from_row(r: &Row) -> rusqlite::Result<NotebookRow> {
         idle_exempt: r.get(26)?,
         notice: r.get(27)?,
         path_key: r.get(28)?,
+        environment: match (
+            r.get::<_, Option<String>>(29)?,
+            r.get::<_, Option<i64>>(30)?,
+        ) {
+            (Some(id), Some(version)) => Some(EnvironmentRef {
+                id,
+                version,
+                name: r.get(35)?,
+            }),
+            _ => None,
+        },
+        repo: r
+            .get::<_, Option<String>>(31)?
+            .map(|url| -> rusqlite::Result<RepoSource> {
+                Ok(RepoSource {
+                    url,
+                    reference: r.get(32)?,
+                    commit: r.get(33)?,
+                    open_path: r.get(34)?,
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -104,6 +153,10 @@ pub struct NewNotebook<'a> {
     pub desired_state: DesiredState,
     pub state: NotebookState,
     pub state_detail: &'a str,
+    /// The environment (id, version) it runs.
+    pub environment: Option<(&'a str, i64)>,
+    /// The repository (url, ref, file to open) its files are fetched from at first start.
+    pub repo: Option<(&'a str, Option<&'a str>, Option<&'a str>)>,
 }
 
 pub fn insert(conn: &Connection, n: &NewNotebook) -> Result<(), DbError> {
@@ -112,8 +165,10 @@ pub fn insert(conn: &Connection, n: &NewNotebook) -> Result<(), DbError> {
     conn.execute(
         "INSERT INTO notebooks (id, owner_id, name, image_id, image, launcher, command, machine_id,
             cpus, memory_mib, gpu_count, desired_state, state, state_detail, jupyter_token,
-            auto_shutdown_secs, created_at, updated_at, forked_from)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17, ?18)",
+            auto_shutdown_secs, created_at, updated_at, forked_from, environment_id,
+            environment_version, repo_url, repo_ref, open_path)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17, ?18,
+            ?19, ?20, ?21, ?22, ?23)",
         params![
             n.id,
             n.owner_id,
@@ -133,7 +188,21 @@ pub fn insert(conn: &Connection, n: &NewNotebook) -> Result<(), DbError> {
             n.auto_shutdown_secs,
             t,
             n.forked_from,
+            n.environment.map(|e| e.0),
+            n.environment.map(|e| e.1),
+            n.repo.map(|r| r.0),
+            n.repo.and_then(|r| r.1),
+            n.repo.and_then(|r| r.2),
         ],
+    )?;
+    Ok(())
+}
+
+/// The commit a repository notebook's files were fetched from (its first start).
+pub fn set_repo_commit(conn: &Connection, id: &str, commit: &str) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE notebooks SET repo_commit = ?2 WHERE id = ?1",
+        params![id, commit],
     )?;
     Ok(())
 }
@@ -488,6 +557,8 @@ mod tests {
                 desired_state: DesiredState::Running,
                 state: NotebookState::Stopped,
                 state_detail: "",
+                environment: None,
+                repo: None,
             },
         )
         .expect("insert");

@@ -328,6 +328,8 @@ mod tests {
                     desired_state: crate::model::DesiredState::Stopped,
                     state: crate::model::NotebookState::Stopped,
                     state_detail: "",
+                    environment: None,
+                    repo: None,
                 },
             )
         })

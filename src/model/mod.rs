@@ -228,6 +228,54 @@ wire_enum!(Scope, "scope", {
     Lab => "lab",
 });
 
+/// What an environment is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EnvironmentKind {
+    /// A Git repository holding repo2docker files or a Dockerfile.
+    Repo,
+    /// repo2docker files sent with the request, on top of a catalog image.
+    Files,
+    /// A Dockerfile (who may send one is `environments.dockerfile`).
+    Dockerfile,
+    /// Running notebooks saved as images.
+    Saved,
+}
+
+wire_enum!(EnvironmentKind, "source kind", {
+    Repo => "repo",
+    Files => "files",
+    Dockerfile => "dockerfile",
+    Saved => "saved",
+});
+
+/// Where one version (one build) of an environment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BuildState {
+    Queued,
+    Building,
+    Ready,
+    Failed,
+    Cancelled,
+    /// Its image was removed (retention); notebooks cannot start from it any more.
+    Removed,
+}
+
+wire_enum!(BuildState, "build state", {
+    Queued => "queued",
+    Building => "building",
+    Ready => "ready",
+    Failed => "failed",
+    Cancelled => "cancelled",
+    Removed => "removed",
+});
+
+impl BuildState {
+    /// Still to end (queued or building).
+    pub fn is_open(self) -> bool {
+        matches!(self, BuildState::Queued | BuildState::Building)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

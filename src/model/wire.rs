@@ -5,6 +5,24 @@ use serde::Serialize;
 
 use super::{DesiredState, Launcher, NotebookState, Scope, Visibility};
 
+/// The environment version a notebook runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotebookEnvironment {
+    pub id: String,
+    pub name: Option<String>,
+    pub version: i64,
+}
+
+/// The repository a notebook's files came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotebookRepo {
+    pub url: String,
+    pub r#ref: Option<String>,
+    /// The commit in /notebooks (null until its first start fetched it).
+    pub commit: Option<String>,
+    pub open: Option<String>,
+}
+
 /// A notebook as its owner and the API see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Notebook {
@@ -45,6 +63,10 @@ pub struct Notebook {
     pub notice: Option<String>,
     /// An admin exempted it from idle reclaim.
     pub idle_exempt: bool,
+    /// The environment version it runs (null: a catalog or custom image).
+    pub environment: Option<NotebookEnvironment>,
+    /// The repository its files came from (null: none).
+    pub repo: Option<NotebookRepo>,
     /// The same instants as Unix seconds, for pages that say "3 minutes ago".
     #[serde(skip)]
     pub times: NotebookTimes,

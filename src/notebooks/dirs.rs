@@ -76,3 +76,65 @@ impl Dirs {
             .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))
     }
 }
+
+/// Copies a repository's checkout into a notebook's folder, owned by the container user:
+/// folders and regular files only, never over an existing file and never through a
+/// symbolic link (files are created with O_CREAT|O_EXCL|O_NOFOLLOW; a folder that exists
+/// as anything but a real folder is skipped with what is under it).
+pub fn copy_tree(from: &Path, to: &Path, uid: u32, gid: u32) -> Result<u64, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut copied = 0u64;
+    let mut stack = vec![(from.to_path_buf(), to.to_path_buf())];
+    while let Some((src, dst)) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&src).map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let meta = std::fs::symlink_metadata(entry.path()).map_err(|e| e.to_string())?;
+            let target = dst.join(entry.file_name());
+            if meta.is_dir() {
+                match std::fs::create_dir(&target) {
+                    Ok(()) => {
+                        std::os::unix::fs::lchown(&target, Some(uid), Some(gid)).map_err(|e| {
+                            format!("cannot give {} to the notebook user: {e}", target.display())
+                        })?;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        if !std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_dir()) {
+                            continue;
+                        }
+                    }
+                    Err(e) => return Err(format!("cannot make {}: {e}", target.display())),
+                }
+                stack.push((entry.path(), target));
+            } else if meta.is_file() {
+                let mut out = match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(
+                        if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0
+                        {
+                            0o755
+                        } else {
+                            0o644
+                        },
+                    )
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&target)
+                {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(format!("cannot write {}: {e}", target.display())),
+                };
+                let mut input = std::fs::File::open(entry.path()).map_err(|e| e.to_string())?;
+                std::io::copy(&mut input, &mut out)
+                    .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
+                std::os::unix::fs::fchown(&out, Some(uid), Some(gid)).map_err(|e| {
+                    format!("cannot give {} to the notebook user: {e}", target.display())
+                })?;
+                copied += 1;
+            }
+        }
+    }
+    Ok(copied)
+}

@@ -33,6 +33,8 @@ pub struct CreateNotebook {
     pub image: String,
     pub machine: String,
     pub auto_shutdown: AutoShutdown,
+    /// An environment's version to run instead of `image`.
+    pub environment: Option<crate::environments::Runnable>,
 }
 
 /// "6h", "1d", "never": the auto-shutdown choice closest to a number of seconds.
@@ -156,6 +158,10 @@ pub fn check_image_allowed(
     config: &config::Config,
     row: &NotebookRow,
 ) -> Result<(), NotebookError> {
+    // An environment's version: checked at start (its image is there or it is gone).
+    if row.environment.is_some() {
+        return Ok(());
+    }
     if row
         .image_id
         .as_deref()

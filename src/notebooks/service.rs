@@ -159,7 +159,14 @@ impl Notebooks {
         req: CreateNotebook,
     ) -> Result<Notebook, NotebookError> {
         let name = rules::validate_name(&req.name)?;
-        let (image_id, image, launcher, command) = rules::resolve_image(&self.config, &req.image)?;
+        let (image_id, image, launcher, command) = match &req.environment {
+            Some(env) => (None, env.image.clone(), env.launcher, env.command.clone()),
+            None => rules::resolve_image(&self.config, &req.image)?,
+        };
+        let environment = req
+            .environment
+            .as_ref()
+            .map(|e| (e.environment_id.clone(), e.version));
         let machine = rules::resolve_machine(&self.config, &req.machine)?;
         let auto_shutdown_secs = rules::auto_shutdown_secs(&self.config, req.auto_shutdown);
         let (id, token) = (rules::new_notebook_id(), secrets::random_secret(32));
@@ -191,6 +198,8 @@ impl Notebooks {
                     desired_state: DesiredState::Running,
                     state: NotebookState::Stopped,
                     state_detail: "Waiting to start",
+                    environment: environment.as_ref().map(|(i, v)| (i.as_str(), *v)),
+                    repo: None,
                 };
                 placement::create_and_place(c, &notebook, &request)
             })

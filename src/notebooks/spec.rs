@@ -174,6 +174,8 @@ pub(crate) mod tests_support {
             idle_exempt: false,
             notice: None,
             path_key: None,
+            environment: None,
+            repo: None,
         }
     }
 }

@@ -118,6 +118,8 @@ impl Starter {
         let mut trace = StepTrace::new(&nb.id);
         let dirs = self.prepare_directories(nb).await?;
         trace.step("directories");
+        self.fetch_repository(nb, &dirs).await?;
+        trace.step("repository");
         self.ensure_network().await?;
         trace.step("network");
         self.ensure_image(nb).await?;
@@ -170,6 +172,9 @@ impl Starter {
     /// keeps for it). An image from a registry only some members can pull from is pulled
     /// at every start (see `Secrets::pull_plan`), whatever the engine has.
     async fn ensure_image(&self, nb: &NotebookRow) -> Result<(), StartAbort> {
+        if nb.environment.is_some() {
+            return self.ensure_environment_image(nb).await;
+        }
         let plan = self
             .secrets
             .pull_plan(nb.owner_id, &nb.image, nb.image_id.is_some())
@@ -199,6 +204,143 @@ impl Starter {
             }
         }
         found
+    }
+
+    /// A notebook from an environment runs its version's image, which Notebox built: it
+    /// is never pulled. The version must still be ready, and the environment the member's
+    /// or shared.
+    async fn ensure_environment_image(&self, nb: &NotebookRow) -> Result<(), StartAbort> {
+        use crate::db::environments as envq;
+        let Some(env) = nb.environment.clone() else {
+            return Ok(());
+        };
+        let owner = nb.owner_id;
+        let (eid, version) = (env.id.clone(), env.version);
+        let usable = self
+            .db
+            .call(move |c| {
+                let row = envq::by_id(c, &eid)?;
+                let build = envq::build(c, &eid, version)?;
+                Ok(row.is_some_and(|r| r.owner_id == owner || r.shared)
+                    && build.is_some_and(|b| b.state == crate::model::BuildState::Ready))
+            })
+            .await?;
+        if !usable {
+            return Err(failed(
+                COMING_UP,
+                format!(
+                    "Version {} of the environment '{}' is gone (deleted, removed by the disk policy, \
+                     or no longer shared with you): create a new notebook from its newest version.",
+                    env.version,
+                    env.name.as_deref().unwrap_or("(deleted)")
+                ),
+            ));
+        }
+        match self.engine.image_exists(&nb.image).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(failed(
+                COMING_UP,
+                format!(
+                    "The image of version {} of the environment '{}' is no longer in Docker: build the environment again.",
+                    env.version,
+                    env.name.as_deref().unwrap_or("(deleted)")
+                ),
+            )),
+            Err(e) => Err(failed(
+                COMING_UP,
+                format!("Docker could not look up the image '{}': {e}", nb.image),
+            )),
+        }
+    }
+
+    /// A notebook started from a repository gets its files at its first start: the commit
+    /// fetched on the host (nothing from it runs), copied into its empty folder.
+    async fn fetch_repository(
+        &self,
+        nb: &NotebookRow,
+        dirs: &NotebookDirs,
+    ) -> Result<(), StartAbort> {
+        let Some(repo) = nb.repo.as_ref().filter(|r| r.commit.is_none()) else {
+            return Ok(());
+        };
+        let bad = |e: crate::git::GitError| {
+            failed(COMING_UP, format!("Cannot fetch the repository: {e}"))
+        };
+        let url = crate::git::RepoUrl::parse(&repo.url).map_err(bad)?;
+        let reference = repo
+            .reference
+            .as_deref()
+            .map(crate::git::GitRef::parse)
+            .transpose()
+            .map_err(bad)?;
+        let work = self.config.data_dir.join("environments").join("work");
+        std::fs::create_dir_all(&work)
+            .map_err(|e| failed(COMING_UP, format!("Cannot make {}: {e}", work.display())))?;
+        set_detail(
+            &self.db,
+            &nb.id,
+            NotebookState::Starting,
+            &format!("Fetching {}", repo.url),
+        )
+        .await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let reporter = {
+            let (db, id) = (self.db.clone(), nb.id.clone());
+            tokio::spawn(async move {
+                let mut last = std::time::Instant::now() - std::time::Duration::from_secs(1);
+                while let Some(line) = rx.recv().await {
+                    if last.elapsed() >= std::time::Duration::from_millis(500) {
+                        last = std::time::Instant::now();
+                        set_detail(&db, &id, NotebookState::Starting, &line).await;
+                    }
+                }
+            })
+        };
+        let mut progress = |p: &crate::git::FetchProgress| {
+            let _ = tx.send(format!(
+                "Fetching the repository: {}{}",
+                p.phase,
+                if p.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", p.detail)
+                }
+            ));
+        };
+        let fetched = crate::git::fetch(
+            &url,
+            reference.as_ref(),
+            None,
+            &crate::git::RepoLimits::default(),
+            &work,
+            &mut progress,
+        )
+        .await;
+        drop(tx);
+        let _ = reporter.await;
+        let checkout = fetched.map_err(bad)?;
+        let (from, to) = (checkout.dir.clone(), dirs.notebooks.clone());
+        let (uid, gid) = (self.config.storage.uid, self.config.storage.gid);
+        tokio::task::spawn_blocking(move || super::dirs::copy_tree(&from, &to, uid, gid))
+            .await
+            .map_err(|e| {
+                failed(
+                    COMING_UP,
+                    format!("Cannot copy the repository's files: {e}"),
+                )
+            })?
+            .map_err(|e| {
+                failed(
+                    COMING_UP,
+                    format!("Cannot copy the repository's files: {e}"),
+                )
+            })?;
+        let (id, commit) = (nb.id.clone(), checkout.commit.clone());
+        self.db
+            .call(move |c| crate::db::notebooks::set_repo_commit(c, &id, &commit))
+            .await?;
+        tracing::info!(notebook = %nb.id, commit = %checkout.commit, files = checkout.files, "repository fetched into the notebook");
+        Ok(())
     }
 
     /// A failed create or start may mean the network or the image went away: both are

@@ -18,12 +18,19 @@ pub fn notebook_view(
     gpus: Vec<String>,
     queue_position: Option<usize>,
 ) -> Notebook {
-    let image_name = row
-        .image_id
-        .as_deref()
-        .and_then(|id| config.image(id))
-        .map(|i| i.name.clone())
-        .unwrap_or_else(|| row.image.clone());
+    let image_name = match &row.environment {
+        Some(e) => format!(
+            "{} (environment, version {})",
+            e.name.as_deref().unwrap_or("deleted"),
+            e.version
+        ),
+        None => row
+            .image_id
+            .as_deref()
+            .and_then(|id| config.image(id))
+            .map(|i| i.name.clone())
+            .unwrap_or_else(|| row.image.clone()),
+    };
     let machine_name = config
         .machine(&row.machine_id)
         .map(|m| m.name.clone())
@@ -40,6 +47,20 @@ pub fn notebook_view(
         .flatten();
     let started = row.started_at.filter(|_| running);
     Notebook {
+        environment: row
+            .environment
+            .as_ref()
+            .map(|e| crate::model::wire::NotebookEnvironment {
+                id: e.id.clone(),
+                name: e.name.clone(),
+                version: e.version,
+            }),
+        repo: row.repo.as_ref().map(|r| crate::model::wire::NotebookRepo {
+            url: r.url.clone(),
+            r#ref: r.reference.clone(),
+            commit: r.commit.clone(),
+            open: r.open_path.clone(),
+        }),
         id: row.id.clone(),
         name: row.name.clone(),
         owner: row.owner.clone(),

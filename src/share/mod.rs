@@ -508,6 +508,8 @@ impl Shares {
                         desired_state: DesiredState::Stopped,
                         state: NotebookState::Stopped,
                         state_detail: &detail,
+                        environment: src.environment.as_ref().map(|e| (e.id.as_str(), e.version)),
+                        repo: None,
                     },
                 )
             })

@@ -32,6 +32,8 @@ pub struct AppState {
     pub vault: crate::vault::Vault,
     /// Members' variables and secrets, and registry credentials.
     pub secrets: crate::secrets::Secrets,
+    /// Members' environments (images Notebox builds).
+    pub environments: crate::environments::Environments,
     /// Notebooks on origins of their own (ports, subdomains).
     pub sites: Arc<crate::proxy::Sites>,
 }
@@ -39,7 +41,7 @@ pub struct AppState {
 /// The map of the product, top to bottom.
 #[rustfmt::skip]
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, gpus, health, login, notebooks, open_notebook, secrets, share, usage};
+    use pages::{account, admin, environments, gpus, health, login, notebooks, open_notebook, secrets, share, usage};
     // A notebook's own subdomain (origin = "subdomains"): that notebook only.
     cfg.service(web::scope("").guard(actix_web::guard::fn_guard(crate::proxy::is_notebook_host))
                                                    .default_service(web::to(notebook_site::serve_notebook_origin)));
@@ -85,6 +87,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/settings/tokens",                 web::get().to(account::tokens_page))
         .route("/settings/tokens",                 web::post().to(account::create_token))
         .route("/settings/tokens/{id}/revoke",     web::post().to(account::revoke_token))
+        .route("/environments",                    web::get().to(environments::environments_page))
+        .route("/environments",                    web::post().to(environments::create_environment))
+        .route("/environments/{id}",               web::get().to(environments::environment_page))
+        .route("/environments/{id}/builds",        web::post().to(environments::build_page))
+        .route("/environments/{id}/delete",        web::post().to(environments::delete_page))
+        .route("/environments/{id}/builds/{version}/cancel", web::post().to(environments::cancel_page))
+        .route("/environments/{id}/builds/{version}/log",    web::get().to(environments::log_page))
+        .route("/environments/{id}/builds/{version}/state",  web::get().to(environments::build_state_page))
+        .route("/notebooks/{id}/save",             web::post().to(environments::save_notebook_page))
         .route("/settings/variables",              web::get().to(secrets::variables_page))
         .route("/settings/variables",              web::post().to(secrets::save_variable))
         .route("/settings/variables/delete",       web::post().to(secrets::delete_variable))
@@ -109,7 +120,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// The JSON API v1, on the same map (`routes` above).
 #[rustfmt::skip]
 fn api_routes() -> actix_web::Scope {
-    use pages::{api, gpus, secrets, share, usage};
+    use pages::{api, environments, gpus, secrets, share, usage};
     web::scope("/api/v1")
         .route("/me",                      web::get().to(api::me))
         .route("/images",                  web::get().to(api::images))
@@ -133,6 +144,15 @@ fn api_routes() -> actix_web::Scope {
         .route("/notebooks/{id}/fork",     web::post().to(share::fork_own_api))
         .route("/shares/{token}",          web::delete().to(share::delete_share_api))
         .route("/shares/{token}/fork",     web::post().to(share::fork_share_api))
+        .route("/environments",            web::get().to(environments::list_api))
+        .route("/environments",            web::post().to(environments::create_api))
+        .route("/environments/{id}",       web::get().to(environments::get_api))
+        .route("/environments/{id}",       web::delete().to(environments::delete_api))
+        .route("/environments/{id}/builds", web::post().to(environments::build_api))
+        .route("/environments/{id}/builds/{version}", web::get().to(environments::get_build_api))
+        .route("/environments/{id}/builds/{version}/log", web::get().to(environments::log_api))
+        .route("/environments/{id}/builds/{version}/cancel", web::post().to(environments::cancel_api))
+        .route("/notebooks/{id}/save",     web::post().to(environments::save_notebook_api))
         .route("/secrets",                 web::get().to(secrets::list_variables_api))
         .route("/secrets/{name}",          web::put().to(secrets::put_variable_api))
         .route("/secrets/{name}",          web::delete().to(secrets::delete_variable_api))

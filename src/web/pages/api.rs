@@ -37,6 +37,8 @@ use crate::web::AppState;
 pub struct CreateNotebookBody {
     name: Option<String>,
     image: Option<String>,
+    /// An environment's id (instead of `image`): its newest ready version.
+    environment: Option<String>,
     machine: Option<String>,
     /// Minutes until auto-shutdown; 0 means never; absent means the default.
     auto_shutdown_minutes: Option<i64>,
@@ -73,11 +75,22 @@ pub async fn create_notebook(
     body: web::Json<CreateNotebookBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    let environment = match (&body.environment, &body.image) {
+        (Some(_), Some(_)) => {
+            return Err(WebError::bad_request(
+                "Send either \"image\" or \"environment\", not both.",
+            )
+            .into())
+        }
+        (Some(id), None) => Some(state.environments.runnable(&caller.user, id).await?),
+        (None, _) => None,
+    };
     let request = CreateNotebook {
         name: body.name.unwrap_or_default(),
         image: body.image.unwrap_or_default(),
         machine: body.machine.unwrap_or_default(),
         auto_shutdown: auto_shutdown_from_minutes(body.auto_shutdown_minutes)?,
+        environment,
     };
     let notebook = state
         .notebooks

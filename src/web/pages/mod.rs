@@ -4,6 +4,7 @@
 pub mod account;
 pub mod admin;
 pub mod api;
+pub mod environments;
 pub mod gpus;
 pub mod health;
 pub mod login;

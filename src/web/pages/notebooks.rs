@@ -175,6 +175,8 @@ struct NewNotebookPage {
     error: Option<String>,
     gpus: crate::notebooks::gpu_map::GpuCounts,
     gpu_limit: i64,
+    /// Environments with a ready version: (id, name, owner, version, size).
+    environments: Vec<(String, String, String, i64, String)>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -199,7 +201,27 @@ async fn new_page(
 ) -> Result<NewNotebookPage, PageError> {
     let c = &state.config;
     let gpus = state.gpu_map.gpu_counts().await?;
+    let environments = state
+        .environments
+        .list(&session.user)
+        .await
+        .map_err(WebError::from)?
+        .into_iter()
+        .filter_map(|e| {
+            let b = e.newest_ready()?;
+            Some((
+                e.id.clone(),
+                e.name.clone(),
+                e.owner.clone(),
+                b.version,
+                b.size_bytes
+                    .map(crate::environments::human_size)
+                    .unwrap_or_default(),
+            ))
+        })
+        .collect();
     Ok(NewNotebookPage {
+        environments,
         chrome: Chrome::new(session, "notebooks"),
         images: c.images.clone(),
         machines: c.machines.clone(),
@@ -212,13 +234,24 @@ async fn new_page(
     })
 }
 
+#[derive(Deserialize)]
+pub struct NewNotebookQuery {
+    /// Preselects an environment (its page's "New notebook" link).
+    environment: Option<String>,
+}
+
 pub async fn new_notebook_form(
     session: SessionUser,
     state: web::Data<AppState>,
+    query: web::Query<NewNotebookQuery>,
 ) -> Result<HttpResponse, PageError> {
     let c = &state.config;
+    let image = match &query.environment {
+        Some(id) => format!("env:{id}"),
+        None => c.images.first().map(|i| i.id.clone()).unwrap_or_default(),
+    };
     let form = NewNotebookForm {
-        image: c.images.first().map(|i| i.id.clone()).unwrap_or_default(),
+        image,
         machine: c.machines.first().map(|m| m.id.clone()).unwrap_or_default(),
         auto_shutdown: crate::config::auto_shutdown_name(c.notebooks.default_auto_shutdown),
         ..Default::default()
@@ -256,11 +289,25 @@ pub async fn create_notebook(
             )
         }
     };
+    let environment = match image.strip_prefix("env:") {
+        Some(id) => match state.environments.runnable(&session.user, id).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let e = WebError::from(e);
+                return html(
+                    e.status,
+                    new_page(&session, &state, form, Some(e.message)).await?,
+                );
+            }
+        },
+        None => None,
+    };
     let request = CreateNotebook {
         name: form.name.clone(),
         image,
         machine: form.machine.clone(),
         auto_shutdown,
+        environment,
     };
     match state
         .notebooks
