@@ -100,15 +100,17 @@ impl Lab {
         browser
     }
 
-    /// The installation's id (its containers and images carry it as a label).
-    fn instance(&self) -> Option<String> {
-        let conn = rusqlite::Connection::open(self.data.join("notebox.db")).ok()?;
-        conn.query_row(
-            "SELECT value FROM meta WHERE key = 'instance_id'",
-            [],
-            |r| r.get::<_, String>(0),
-        )
-        .ok()
+    /// The ids of every environment made here (from the database).
+    fn environment_ids(&self) -> Vec<String> {
+        let Ok(conn) = rusqlite::Connection::open(self.data.join("notebox.db")) else {
+            return Vec::new();
+        };
+        let Ok(mut stmt) = conn.prepare("SELECT id FROM environments") else {
+            return Vec::new();
+        };
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .map(|rows| rows.filter_map(Result::ok).collect())
+            .unwrap_or_default()
     }
 
     /// Remembers a build's image, to remove when the test ends.
@@ -138,12 +140,13 @@ impl Drop for Lab {
             .lock()
             .map(|i| i.clone())
             .unwrap_or_else(|e| e.into_inner().clone());
-        if let Some(instance) = self.instance() {
+        // Every image a build of this lab's environments made, dangling layers included.
+        for env in self.environment_ids() {
             images.extend(docker_lines(&[
                 "images",
-                "-q",
+                "-aq",
                 "--filter",
-                &format!("label=io.notebox.instance={instance}"),
+                &format!("label=io.notebox.environment={env}"),
             ]));
         }
         images.sort();
@@ -173,37 +176,20 @@ fn docker_lines(args: &[&str]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Containers and dangling images a build of this installation left behind: those with
-/// the label `io.notebox.build` (and this installation's, or no, `io.notebox.instance`).
-fn build_leftovers(lab: &Lab) -> (Vec<String>, Vec<String>) {
-    let instance = lab.instance();
-    let ours = |kind: &str, id: &String| {
-        let labels = Command::new("docker")
-            .args([kind, "inspect", "--format", "{{json .Config.Labels}}", id])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
-        let labels: Value = serde_json::from_str(labels.trim()).unwrap_or(Value::Null);
-        match (labels["io.notebox.instance"].as_str(), instance.as_deref()) {
-            (Some(theirs), Some(mine)) => theirs == mine,
-            _ => true,
-        }
-    };
-    let containers = docker_lines(&["ps", "-aq", "--filter", "label=io.notebox.build"])
-        .into_iter()
-        .filter(|id| ours("container", id))
-        .collect();
+/// Containers and dangling images the builds of environment `env` left behind: those
+/// with its label `io.notebox.environment` (every layer and step container of a build
+/// carries it, see the generated Dockerfile's LABEL).
+fn build_leftovers(env: &str) -> (Vec<String>, Vec<String>) {
+    let label = format!("label=io.notebox.environment={env}");
+    let containers = docker_lines(&["ps", "-aq", "--filter", &label]);
     let images = docker_lines(&[
         "images",
-        "-q",
+        "-aq",
         "--filter",
         "dangling=true",
         "--filter",
-        "label=io.notebox.build",
-    ])
-    .into_iter()
-    .filter(|id| ours("image", id))
-    .collect();
+        &label,
+    ]);
     (containers, images)
 }
 
@@ -597,19 +583,26 @@ fn files_env(name: &str, files: Value) -> Value {
     json!({"name": name, "source": {"kind": "files", "base": "test", "files": files}})
 }
 
-/// HTML's escapes of a text, for looking for it in a page.
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#x27;")
+/// A page's text with HTML's character references undone (askama writes `&` as `&#38;`).
+fn unescape_html(page: &str) -> String {
+    [
+        ("&#38;", "&"),
+        ("&amp;", "&"),
+        ("&#60;", "<"),
+        ("&lt;", "<"),
+        ("&#62;", ">"),
+        ("&gt;", ">"),
+        ("&#34;", "\""),
+        ("&quot;", "\""),
+        ("&#39;", "'"),
+        ("&#x27;", "'"),
+    ]
+    .iter()
+    .fold(page.to_string(), |t, (from, to)| t.replace(from, to))
 }
 
 fn page_contains(page: &str, text: &str) -> bool {
-    page.contains(text)
-        || page.contains(&html_escape(text))
-        || page.contains(&text.replace('\'', "&#39;"))
+    unescape_html(page).contains(text)
 }
 
 // ---- 1. a Git repository: build, cache, versions ----
@@ -827,7 +820,7 @@ async fn failing_postbuild_and_cancel_and_limits() {
     // Two labs, so that each limit is the only one a build can meet: memory (and the
     // failing step and cancel, which need none), and time.
     let lab = Lab::start(&image, "[environments]\nbuild_memory_mib = 128\n").await;
-    let timed = Lab::start(&image, "[environments]\nbuild_timeout = \"8s\"\n").await;
+    let timed = Lab::start(&image, "[environments]\nbuild_timeout = \"20s\"\n").await;
     let alice = lab.member("alice", false);
     let carol = timed.member("carol", false);
 
@@ -886,14 +879,40 @@ async fn failing_postbuild_and_cancel_and_limits() {
         "the failing step: {page}"
     );
     assert!(page_contains(&page, "exited with code 3"), "{page}");
-    assert!(page.contains("about to fail"), "the step's output: {page}");
+    // The log is shown by the page's script, from the address the page names.
+    let log_url = regex::Regex::new(r#"data-build-log="([^"]+)""#)
+        .expect("regex")
+        .captures(&page)
+        .map(|c| c[1].to_string())
+        .unwrap_or_else(|| panic!("the page names its log: {page}"));
+    let r = browser
+        .get(format!("{}{log_url}", lab.url()))
+        .send()
+        .await
+        .expect("GET the page's log");
+    assert_eq!(r.status(), 200, "{log_url}");
+    let shown = r.text().await.expect("log");
+    assert!(
+        shown.contains("about to fail"),
+        "the step's output: {shown}"
+    );
 
     // Over the memory limit: stopped, and said so.
     let (hid, hv) = (env_id(&hungry), first_version(&hungry));
     let over = wait_build(&lab, &alice, &hid, &hv, &["failed"], BUILD).await;
     let detail = over["state_detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("memory limit"), "{over}");
+    assert!(detail.to_lowercase().contains("memory limit"), "{over}");
     assert!(detail.contains("128 MiB"), "{over}");
+
+    // What the failed builds left (reported, not held to: the contract speaks of cancel).
+    for (what, env) in [("failing postBuild", &fid), ("over memory", &hid)] {
+        let (containers, images) = build_leftovers(env);
+        if !containers.is_empty() || !images.is_empty() {
+            eprintln!(
+                "NOTE: the {what} build left containers {containers:?}, dangling images {images:?}"
+            );
+        }
+    }
 
     // Cancel a running build: cancelled within 2 s, and nothing of it left.
     let sleeper = create_environment(
@@ -939,19 +958,19 @@ async fn failing_postbuild_and_cancel_and_limits() {
     assert!(
         cancelled["state_detail"]
             .as_str()
-            .is_some_and(|d| d.contains("cancelled")),
+            .is_some_and(|d| d.to_lowercase().contains("cancelled")),
         "{cancelled}"
     );
     live.to_end(Duration::from_secs(5)).await;
     let left = try_wait_for(Duration::from_secs(2), || async {
-        let (containers, images) = build_leftovers(&lab);
+        let (containers, images) = build_leftovers(&sid);
         (containers.is_empty() && images.is_empty()).then_some(())
     })
     .await;
     assert!(
         left.is_some(),
         "the cancelled build left (containers, dangling images) {:?}",
-        build_leftovers(&lab)
+        build_leftovers(&sid)
     );
     let (status, again) = alice
         .post(
@@ -976,18 +995,18 @@ async fn failing_postbuild_and_cancel_and_limits() {
     )
     .await;
     let detail = late["state_detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("time limit"), "{late}");
+    assert!(detail.to_lowercase().contains("time limit"), "{late}");
     let log = build_log(&carol, &tid, &tv).await;
     assert!(log.contains("waiting for the time limit"), "{log}");
     let left = try_wait_for(Duration::from_secs(5), || async {
-        let (containers, images) = build_leftovers(&timed);
+        let (containers, images) = build_leftovers(&tid);
         (containers.is_empty() && images.is_empty()).then_some(())
     })
     .await;
     assert!(
         left.is_some(),
         "the timed-out build left {:?}",
-        build_leftovers(&timed)
+        build_leftovers(&tid)
     );
 }
 
