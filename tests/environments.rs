@@ -126,8 +126,14 @@ impl Lab {
     /// The server's log so far, its last lines (for failure messages).
     fn log_tail(&self) -> String {
         let log = self.server.stderr();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        // Not the access log: each poll is a line of it.
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                !l.contains(" request ") || !l.contains("status=") && !l.contains("status\u{1b}")
+            })
+            .collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
     }
 }
 
