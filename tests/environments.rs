@@ -398,7 +398,7 @@ impl LogFollower {
     }
 
     /// Reads until the log holds `needle`; panics with what it got after `timeout`.
-    async fn until(&mut self, needle: &str, timeout: Duration) {
+    async fn until(&mut self, lab: &Lab, needle: &str, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         while !self.text.contains(needle) {
             assert!(
@@ -411,7 +411,11 @@ impl LogFollower {
                     "no {needle:?} in the live log within {timeout:?}:\n{}",
                     self.text
                 ),
-                Ok(Err(e)) => panic!("reading the log: {e}\n{}", self.text),
+                Ok(Err(e)) => panic!(
+                    "reading the log: {e}\n{}\n--- server log\n{}",
+                    self.text,
+                    lab.log_tail()
+                ),
                 Ok(Ok(None)) => self.ended = true,
                 Ok(Ok(Some(bytes))) => self.text.push_str(&String::from_utf8_lossy(&bytes)),
             }
@@ -419,7 +423,7 @@ impl LogFollower {
     }
 
     /// Reads to the end of the log (the build has ended); panics after `timeout`.
-    async fn to_end(&mut self, timeout: Duration) -> String {
+    async fn to_end(&mut self, lab: &Lab, timeout: Duration) -> String {
         let deadline = tokio::time::Instant::now() + timeout;
         while !self.ended {
             match tokio::time::timeout_at(deadline, self.response.chunk()).await {
@@ -427,7 +431,11 @@ impl LogFollower {
                     "the live log did not end within {timeout:?}:\n{}",
                     self.text
                 ),
-                Ok(Err(e)) => panic!("reading the log: {e}\n{}", self.text),
+                Ok(Err(e)) => panic!(
+                    "reading the log: {e}\n{}\n--- server log\n{}",
+                    self.text,
+                    lab.log_tail()
+                ),
                 Ok(Ok(None)) => self.ended = true,
                 Ok(Ok(Some(bytes))) => self.text.push_str(&String::from_utf8_lossy(&bytes)),
             }
@@ -671,7 +679,7 @@ echo "postBuild done"
     // The log streams while the build runs: the postBuild's first line arrives while the
     // build is still building, then the log ends with the build.
     let mut log = LogFollower::open(&alice, &id, &v1).await;
-    log.until("postBuild starts", BUILD).await;
+    log.until(&lab, "postBuild starts", BUILD).await;
     let (_, during) = alice
         .get(&format!("/api/v1/environments/{id}/builds/{v1}"))
         .await;
@@ -683,7 +691,7 @@ echo "postBuild done"
         during["step"].as_str().is_some_and(|s| s.contains("Step")),
         "the step running: {during}"
     );
-    let text = log.to_end(BUILD).await;
+    let text = log.to_end(&lab, BUILD).await;
     let built = wait_build(&lab, &alice, &id, &v1, &["ready"], BUILD).await;
     eprintln!(
         "repo environment ready after {:.1}s",
@@ -931,7 +939,7 @@ async fn failing_postbuild_and_cancel_and_limits() {
     .await;
     let (sid, sv) = (env_id(&sleeper), first_version(&sleeper));
     let mut live = LogFollower::open(&alice, &sid, &sv).await;
-    live.until("going to sleep", BUILD).await;
+    live.until(&lab, "going to sleep", BUILD).await;
     let (_, running) = alice
         .get(&format!("/api/v1/environments/{sid}/builds/{sv}"))
         .await;
@@ -967,7 +975,7 @@ async fn failing_postbuild_and_cancel_and_limits() {
             .is_some_and(|d| d.to_lowercase().contains("cancelled")),
         "{cancelled}"
     );
-    live.to_end(Duration::from_secs(5)).await;
+    live.to_end(&lab, Duration::from_secs(5)).await;
     let left = try_wait_for(Duration::from_secs(2), || async {
         let (containers, images) = build_leftovers(&sid);
         (containers.is_empty() && images.is_empty()).then_some(())
