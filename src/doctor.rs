@@ -147,6 +147,44 @@ async fn check_docker(config: &Config) -> (Vec<Check>, Option<DockerBackend>) {
     }
 }
 
+/// What environments' images take on the engine's disk, against `max_disk`.
+async fn check_environment_images(config: &Config, engine: &DockerBackend) -> Check {
+    use crate::containers::Backend;
+    match engine
+        .images_labelled(crate::containers::LABEL_ENVIRONMENT)
+        .await
+    {
+        Ok(images) => {
+            let total: i64 = images.iter().map(|i| i.size_bytes).sum();
+            let max = config.environments.max_disk;
+            let text = format!(
+                "environments' images: {} image{} using {} (max_disk {}, keep_versions {}); the admin's Environments page says whose",
+                images.len(),
+                if images.len() == 1 { "" } else { "s" },
+                crate::environments::human_size(total),
+                crate::environments::human_size(max.min(i64::MAX as u64) as i64),
+                config.environments.keep_versions
+            );
+            if total as u64 > max {
+                check(
+                    "image disk use",
+                    Level::Warn,
+                    text,
+                    Some("old versions go at the next build; lower keep_versions, or delete environments nobody uses"),
+                )
+            } else {
+                check("image disk use", Level::Ok, text, None)
+            }
+        }
+        Err(e) => check(
+            "image disk use",
+            Level::Warn,
+            format!("cannot list the environments' images: {e}"),
+            None,
+        ),
+    }
+}
+
 fn toolkit_version() -> Option<String> {
     for (program, arg) in [
         ("nvidia-ctk", "--version"),
@@ -357,6 +395,9 @@ pub async fn run_checks(config: &Config) -> Vec<Check> {
     checks.push(check_origins(config));
     let (docker_checks, engine) = check_docker(config).await;
     checks.extend(docker_checks);
+    if let Some(engine) = engine.as_ref() {
+        checks.push(check_environment_images(config, engine).await);
+    }
     checks.extend(check_gpus(config, engine.as_ref()).await);
     checks
 }

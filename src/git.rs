@@ -221,7 +221,7 @@ impl GitRef {
     }
 
     /// A full commit id (SHA-1 or SHA-256), which the server is asked for directly.
-    fn as_commit(&self) -> Option<&str> {
+    pub fn as_commit(&self) -> Option<&str> {
         let r = self.0.as_str();
         ((r.len() == 40 || r.len() == 64) && r.bytes().all(|b| b.is_ascii_hexdigit())).then_some(r)
     }

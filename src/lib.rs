@@ -355,6 +355,7 @@ impl Components {
             vault: self.vault.clone(),
             secrets: self.secrets.clone(),
             environments: self.environments.clone(),
+            pending_launches: Default::default(),
             sites,
         }
     }

@@ -194,6 +194,12 @@ if (buildCard) {
         step.textContent = b.failed_step ? `Failed at: ${b.failed_step}` : b.step;
         if (b.state !== "queued" && b.state !== "building") {
           open = false;
+          // A launch link's click waits for this build: it goes on by itself.
+          const launch = document.querySelector("form[data-auto-submit]");
+          if (launch && b.state === "ready") {
+            launch.querySelector("button").disabled = false;
+            launch.submit();
+          }
           const cancel = document.getElementById("cancel-build");
           if (cancel) cancel.closest("form").remove();
           return;

@@ -4,6 +4,7 @@
 //! input, credentials; then notebooks started from a repository, and the launch link
 //! (tests/launch.rs's Docker and Chromium parts).
 
+mod chromium;
 mod common;
 mod git_server;
 
@@ -260,4 +261,309 @@ fn bad_urls_and_refs_say_what_to_fix() {
         let e = GitRef::parse(bad).unwrap_err().to_string();
         assert!(e.contains(says), "{bad:?}: {e}");
     }
+}
+
+// ---- launch links, end to end ----
+
+/// A notebook file with one markdown cell saying `text`.
+fn notebook_saying(text: &str) -> Vec<u8> {
+    serde_json::json!({
+        "cells": [{"cell_type": "markdown", "metadata": {}, "source": [text], "id": "c1"}],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A launch link opened logged out: the login page, then the confirmation page naming
+/// the repository, the commit, the image, the machine and the GPUs; nothing has started
+/// until the click. The repository brings a postBuild, so the click builds its
+/// environment first (the page follows the build's log live) and then starts the
+/// notebook, which opens in JupyterLab at the linked file. Screenshots: launch-confirm.png,
+/// environment-build-log.png, launch-jupyterlab.png.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_link_asks_after_login_and_opens_the_file_on_one_click() {
+    if !chromium::available() {
+        return;
+    }
+    let Some(image) = common::test_image() else {
+        return;
+    };
+    let git = GitServer::start(None);
+    let commit = git.repo(
+        "demo",
+        &[
+            ("hello.ipynb", &notebook_saying("Hello from the launched repository")[..]),
+            (
+                "postBuild",
+                b"#!/bin/sh\necho building the demo environment\nsleep 4\necho postBuild done > ~/postbuild.txt\n",
+            ),
+        ],
+        &[],
+    );
+    let server = common::TestServer::start_with(|c| common::docker_config(c, &image)).await;
+    let _containers = common::ContainerGuard(server.data_dir().to_path_buf());
+    common::add_user(&server, "ada", "ada-password-1", false);
+    let api = common::Api::new(&server.url, &common::token_for(&server, "ada"));
+
+    let link = format!(
+        "/launch?repo={}&machine=cpu&open=hello.ipynb",
+        notebox::web::urlencode(&git.url("demo"))
+    );
+    let b = chromium::Browser::start(&server.url).await;
+    b.goto(&link).await;
+    b.wait_path("/login", chromium::SHORT).await;
+    b.fill("input[name=username]", "ada").await;
+    b.fill("input[name=password]", "ada-password-1").await;
+    b.click("Log in").await;
+    b.wait_path("/launch", chromium::SHORT).await;
+    let plan = b
+        .wait_css("#launch-plan", chromium::SHORT)
+        .await
+        .text()
+        .await
+        .expect("plan");
+    for named in [
+        git.url("demo").as_str(),
+        commit.as_str(),
+        "Test Jupyter",
+        "CPU · 1 core · 1 GB",
+        "hello.ipynb",
+    ] {
+        assert!(
+            plan.contains(named),
+            "the confirmation names {named:?}: {plan}"
+        );
+    }
+    assert!(
+        plan.contains("GPUs\nnone") || plan.contains("GPUs none"),
+        "{plan}"
+    );
+    b.screenshot("launch-confirm.png").await;
+    // The link (and the page) alone started nothing.
+    let (_, list) = api.get("/api/v1/notebooks").await;
+    assert_eq!(
+        list["notebooks"].as_array().map(Vec::len),
+        Some(0),
+        "{list}"
+    );
+    let (_, envs) = api.get("/api/v1/environments").await;
+    assert_eq!(
+        envs["environments"].as_array().map(Vec::len),
+        Some(0),
+        "{envs}"
+    );
+
+    b.click("Start").await;
+    // The repository's environment builds first, its log live on the page.
+    b.wait_css("#launch-form", chromium::SHORT).await;
+    b.wait_text(
+        "#build-log",
+        "building the demo environment",
+        Duration::from_secs(120),
+    )
+    .await;
+    b.screenshot("environment-build-log.png").await;
+    // Then the notebook starts by itself and JupyterLab opens the file.
+    let opened = b
+        .wait(
+            "JupyterLab to show the linked notebook",
+            Duration::from_secs(240),
+            || async {
+                let path = b.path().await;
+                let text = b.page_text().await;
+                (path.contains("/lab/tree/hello.ipynb")
+                    && text.contains("Hello from the launched repository"))
+                .then_some(path)
+            },
+        )
+        .await;
+    assert!(opened.contains("/lab/tree/hello.ipynb"), "{opened}");
+    b.screenshot("launch-jupyterlab.png").await;
+
+    let (_, list) = api.get("/api/v1/notebooks").await;
+    let nb = &list["notebooks"][0];
+    assert_eq!(
+        list["notebooks"].as_array().map(Vec::len),
+        Some(1),
+        "one click, one notebook: {list}"
+    );
+    assert_eq!(nb["repo"]["commit"], commit.as_str(), "{nb}");
+    assert_eq!(nb["state"], "running", "{nb}");
+    let env_name = nb["environment"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(env_name.starts_with("repo-demo"), "{nb}");
+    let container = common::container_of(nb["id"].as_str().expect("id"));
+    let (ok, out) = common::docker_exec(
+        &container,
+        "cat ~/postbuild.txt; ls -l /notebooks/hello.ipynb",
+    );
+    assert!(
+        ok && out.contains("postBuild done") && out.contains("hello.ipynb"),
+        "{out}"
+    );
+    b.close().await;
+}
+
+/// What a link or a page can do without the member's click: nothing. A GET of the link
+/// starts nothing; the confirming POST needs the page's CSRF token; a crafted
+/// environment page with someone else's (or a made-up) launch key offers nothing to
+/// submit; a pending key is the clicking member's alone. Bad links get a 400 that says
+/// what to fix.
+#[tokio::test]
+async fn a_link_alone_starts_nothing_and_bad_links_say_what_to_fix() {
+    if !common::docker_works() {
+        return;
+    }
+    let Some(image) = common::test_image() else {
+        return;
+    };
+    let git = GitServer::start(None);
+    git.repo("plain", &[("notes.md", b"# notes\n")], &[]);
+    let server = common::TestServer::start_with(|c| common::docker_config(c, &image)).await;
+    let _containers = common::ContainerGuard(server.data_dir().to_path_buf());
+    common::add_user(&server, "ada", "ada-password-1", false);
+    common::add_user(&server, "bob", "bob-password-1", false);
+    let api = common::Api::new(&server.url, &common::token_for(&server, "ada"));
+    let ada = common::client();
+    common::login_ok(&ada, &server.url, "ada", "ada-password-1").await;
+    let repo = notebox::web::urlencode(&git.url("plain"));
+
+    // Logged out: the login page, with the link kept as where to go next.
+    let anon = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = anon
+        .get(format!("{}/launch?repo={repo}", server.url))
+        .send()
+        .await
+        .expect("get");
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let to = r.headers()["location"]
+        .to_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        to.starts_with("/login?next=") && to.contains("launch"),
+        "{to}"
+    );
+
+    // Logged in, the GET shows the plan and starts nothing (twice, for good measure).
+    for _ in 0..2 {
+        let page = ada
+            .get(format!("{}/launch?repo={repo}&open=notes.md", server.url))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(page.status(), 200);
+        let text = page.text().await.expect("text");
+        assert!(text.contains("id=\"launch-start\""), "{text}");
+    }
+    let (_, list) = api.get("/api/v1/notebooks").await;
+    assert_eq!(
+        list["notebooks"].as_array().map(Vec::len),
+        Some(0),
+        "{list}"
+    );
+
+    // The POST without the page's token is refused.
+    let r = ada
+        .post(format!("{}/launch", server.url))
+        .form(&[("repo", git.url("plain").as_str()), ("image", "test")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 403, "no CSRF token, no start");
+    // A crafted environment page with a made-up launch key has no form to submit, and a
+    // POST with such a key is refused.
+    let html = ada
+        .get(format!("{}/launch?repo={repo}", server.url))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text");
+    let csrf = common::csrf_from(&html);
+    let r = ada
+        .post(format!("{}/launch", server.url))
+        .form(&[("csrf", csrf.as_str()), ("pending", "made-up-key")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.expect("text");
+    assert!(text.contains("open the launch link again"), "{text}");
+    let (_, list) = api.get("/api/v1/notebooks").await;
+    assert_eq!(
+        list["notebooks"].as_array().map(Vec::len),
+        Some(0),
+        "{list}"
+    );
+
+    // Bad links: each a 400 naming what to fix, never a 500.
+    let long = format!("https://example.org/{}", "a".repeat(3000));
+    for (query, says) in [
+        ("".to_string(), "repo="),
+        (
+            "repo=ftp%3A%2F%2Fexample.org%2Fx.git".to_string(),
+            "not taken",
+        ),
+        (
+            "repo=https%3A%2F%2Fu%3Ap%40example.org%2Fx.git".to_string(),
+            "credential",
+        ),
+        (
+            format!("repo={}", notebox::web::urlencode(&long)),
+            "characters long",
+        ),
+        (format!("repo={repo}&ref=--upload-pack%3Dx"), "ref"),
+        (format!("repo={repo}&image=nope"), "not in this Notebox"),
+        (format!("repo={repo}&image=test&environment=x"), "not both"),
+        (format!("repo={repo}&machine=huge"), "not a machine type"),
+        (
+            format!("repo={repo}&open=..%2F..%2Fetc%2Fpasswd"),
+            "inside the repository",
+        ),
+        (
+            format!("repo={repo}&open=%2Fetc%2Fpasswd"),
+            "inside the repository",
+        ),
+        (
+            format!("repo={repo}&environment=nosuchenv"),
+            "No environment",
+        ),
+        (
+            format!(
+                "repo={}&ref=main",
+                notebox::web::urlencode(&git.url("missing"))
+            ),
+            "not found",
+        ),
+    ] {
+        let r = ada
+            .get(format!("{}/launch?{query}", server.url))
+            .send()
+            .await
+            .expect("get");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("text");
+        assert!((400..500).contains(&status), "{query}: {status}");
+        assert!(
+            text.contains(says),
+            "{query}: expected {says:?} in the page: {text}"
+        );
+    }
+    // The badge is a small SVG for anyone.
+    let badge = anon
+        .get(format!("{}/badge.svg", server.url))
+        .send()
+        .await
+        .expect("badge");
+    assert_eq!(badge.status(), 200);
+    assert_eq!(badge.headers()["content-type"], "image/svg+xml");
 }

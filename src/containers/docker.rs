@@ -257,7 +257,13 @@ impl DockerClient {
                 Some(OurContainer {
                     id: c.id?,
                     notebook_id,
-                    running: matches!(c.state, Some(ContainerSummaryStateEnum::RUNNING)),
+                    // Paused (by an admin, or an engine commit) is still alive.
+                    running: matches!(
+                        c.state,
+                        Some(
+                            ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::PAUSED
+                        )
+                    ),
                     state: container_state(c.state),
                 })
             })

@@ -173,15 +173,44 @@ impl DockerClient {
             .repo(repo)
             .tag(tag)
             .comment("saved by Notebox")
-            .pause(true)
+            // Not paused: a commit on a slow storage driver takes many seconds, and the
+            // member's kernels keep running meanwhile (a file written during the save may
+            // be caught half-written; the page says to save when nothing is running).
+            .pause(false)
             .build();
+        // The engine merges the container's own configuration into the image's: every
+        // variable and label the container has (Jupyter's token, the member's secrets,
+        // the notebook's labels) that the image should not is named here with an empty
+        // value, so that no value of it reaches the image.
+        let own = self
+            .docker
+            .inspect_container(
+                container,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await?
+            .config
+            .unwrap_or_default();
+        let mut env = config.env.clone();
+        let key = |e: &str| e.split('=').next().unwrap_or_default().to_string();
+        let keys: std::collections::HashSet<String> = env.iter().map(|e| key(e)).collect();
+        for e in own.env.unwrap_or_default() {
+            let k = key(&e);
+            if !keys.contains(&k) {
+                env.push(format!("{k}="));
+            }
+        }
+        let mut labels = config.labels.clone();
+        for k in own.labels.unwrap_or_default().into_keys() {
+            labels.entry(k).or_default();
+        }
         let body = ContainerConfig {
-            env: Some(config.env.clone()),
+            env: Some(env),
             cmd: Some(config.cmd.clone()),
             entrypoint: Some(config.entrypoint.clone()),
             user: Some(config.user.clone()),
             working_dir: Some(config.working_dir.clone()),
-            labels: Some(config.labels.clone().into_iter().collect()),
+            labels: Some(labels.into_iter().collect()),
             ..Default::default()
         };
         let answer = self.docker.commit_container(options, body).await?;

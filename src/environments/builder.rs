@@ -174,7 +174,12 @@ async fn run_one(envs: &Environments, build: BuildRow) {
                     BuildEvent::Step(step) => {
                         log.line(&step);
                         last_step = step.clone();
-                        let (eid, detail) = (eid.clone(), format!("Building: {step}"));
+                        let n = step
+                            .strip_prefix("Step ")
+                            .and_then(|r| r.split(" : ").next())
+                            .unwrap_or("")
+                            .replace('/', " of ");
+                        let (eid, detail) = (eid.clone(), format!("Building: step {n}"));
                         let _ = db
                             .call(move |c| q::set_progress(c, &eid, version, &step, &detail))
                             .await;
@@ -447,10 +452,12 @@ async fn build_steps(
                 })?;
                 say("Building the repository's Dockerfile".into());
                 source::label_dockerfile(&text, &labels)
+            } else if found.names.is_empty() {
+                // Nothing to install: the catalog image as it is (the files come into
+                // /notebooks when a notebook starts from the repository).
+                say("No environment files (requirements.txt, environment.yml, apt.txt, postBuild, start): the base image as it is, nothing to build".into());
+                return Ok((base_spec.image.clone(), base.size_bytes));
             } else {
-                if found.names.is_empty() {
-                    say("No environment files (requirements.txt, environment.yml, apt.txt, postBuild, start): the base image as it is, with the repository's files".into());
-                }
                 source::repo2docker_dockerfile(
                     &base.id,
                     &labels,
@@ -515,12 +522,13 @@ async fn build_steps(
         Ok(_) => {}
         Err(EngineError::Build { message, code }) => {
             let code = code.or_else(|| exit_code_of(&message));
+            let what = step_name(&message);
             let detail = match code {
                 Some(137) => format!(
-                    "Stopped: over the build memory limit ({} MiB); the step was killed (exit code 137)",
+                    "Stopped: over the build memory limit ({} MiB); {what} was killed (exit code 137)",
                     env_cfg.build_memory_mib
                 ),
-                Some(c) => format!("The step failed: exited with code {c}"),
+                Some(c) => format!("{what} failed: exited with code {c} (its output is at the end of the log)"),
                 None => format!("The build failed: {message}"),
             };
             say(message);
@@ -550,6 +558,21 @@ fn exit_code_of(message: &str) -> Option<i64> {
     message
         .rsplit_once("non-zero code: ")
         .and_then(|(_, n)| n.trim().parse().ok())
+}
+
+/// Which of the member's files a failed step ran, in their words.
+fn step_name(message: &str) -> String {
+    if message.contains("postBuild") {
+        "postBuild".into()
+    } else if message.contains("pip install") {
+        "Installing requirements.txt".into()
+    } else if message.contains("apt-get") {
+        "Installing apt.txt's packages".into()
+    } else if message.contains("env update") || message.contains("environment.yml") {
+        "Installing environment.yml".into()
+    } else {
+        "The step".into()
+    }
 }
 
 fn is_script(name: &str) -> bool {

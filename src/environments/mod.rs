@@ -223,6 +223,12 @@ struct Inner {
     running: Mutex<HashMap<(String, i64), watch::Sender<bool>>>,
 }
 
+/// Whether an image is one Notebox built (a version may also run a catalog image as it
+/// is, which is never removed with it).
+pub fn is_ours(image: &str) -> bool {
+    image.starts_with("notebox-env/")
+}
+
 /// The ids of environments: 12 lower-case letters and digits, like notebooks'.
 fn new_id() -> String {
     crate::notebooks::rules::new_notebook_id()
@@ -536,7 +542,11 @@ impl Environments {
         for b in builds.iter().filter(|b| b.state.is_open()) {
             self.cancel_running(&row.id, b.version);
         }
-        for image in builds.iter().filter_map(|b| b.image.as_deref()) {
+        for image in builds
+            .iter()
+            .filter_map(|b| b.image.as_deref())
+            .filter(|i| is_ours(i))
+        {
             if let Err(e) = self.inner.engine.remove_image(image).await {
                 tracing::warn!(environment = %row.id, %image, error = %e, "could not remove an environment's image");
             }
@@ -847,6 +857,72 @@ impl Environments {
                 "Version {version} of '{}' is gone: create a new notebook from its newest version.",
                 row.name
             ))),
+        }
+    }
+
+    /// The member's environment for a repository (made on first use, named after it),
+    /// built at `commit`: the version (ready at once when the commit was built before).
+    pub async fn for_repository(
+        &self,
+        user: &User,
+        url: &str,
+        commit: &str,
+    ) -> Result<(String, BuildView), EnvironmentError> {
+        let parsed = RepoUrl::parse(url)?;
+        let stem = parsed
+            .as_str()
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or("repository")
+            .trim_end_matches(".git");
+        let clean: String = stem
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .take(40)
+            .collect();
+        let short = &source::input_hash(&[parsed.as_str().as_bytes()])[..6];
+        let name = format!(
+            "repo-{}-{short}",
+            if clean.is_empty() {
+                "repository"
+            } else {
+                &clean
+            }
+        );
+        let (owner_id, n2) = (user.id, name.clone());
+        let existing = self
+            .inner
+            .db
+            .call(move |c| q::by_owner_and_name(c, owner_id, &n2))
+            .await?;
+        match existing {
+            Some(env) => {
+                let build = self.request_build(user, &env.id, Some(commit)).await?;
+                Ok((env.id, build))
+            }
+            None => {
+                let env = self
+                    .create(
+                        user,
+                        CreateEnvironment {
+                            name,
+                            shared: Some(false),
+                            source: SourceInput::Repo {
+                                url: parsed.as_str().to_string(),
+                                r#ref: Some(commit.to_string()),
+                                subdir: None,
+                                base: None,
+                                credential: None,
+                            },
+                        },
+                    )
+                    .await?;
+                let build = env.latest().cloned().ok_or_else(|| {
+                    EnvironmentError::NotFound("the new environment has no build".into())
+                })?;
+                Ok((env.id, build))
+            }
         }
     }
 

@@ -21,6 +21,8 @@ pub struct EnvironmentDisk {
     pub in_use: usize,
     pub bytes: i64,
     pub building: bool,
+    /// `bytes` for people ("1.2 GiB").
+    pub size_text: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -28,10 +30,13 @@ pub struct DiskReport {
     pub environments: Vec<EnvironmentDisk>,
     /// All ready versions' images together (a layer shared by two is counted twice).
     pub total_bytes: i64,
-    /// By owner, largest first.
-    pub by_owner: Vec<(String, i64)>,
+    /// By owner, largest first: (member, bytes, "1.2 GiB").
+    pub by_owner: Vec<(String, i64, String)>,
     pub max_disk: u64,
     pub keep_versions: u32,
+    /// `total_bytes` and `max_disk` for people.
+    pub total_text: String,
+    pub max_text: String,
 }
 
 pub(super) async fn disk_report(
@@ -64,12 +69,18 @@ pub(super) async fn disk_report(
             in_use: in_use.get(&row.id).map(|v| v.len()).unwrap_or(0),
             bytes,
             building: b.iter().any(|b| b.state.is_open()),
+            size_text: super::human_size(bytes),
         });
     }
     report.environments.sort_by(|a, b| b.bytes.cmp(&a.bytes));
-    let mut by_owner: Vec<(String, i64)> = owners.into_iter().collect();
+    let mut by_owner: Vec<(String, i64, String)> = owners
+        .into_iter()
+        .map(|(o, b)| (o, b, super::human_size(b)))
+        .collect();
     by_owner.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     report.by_owner = by_owner;
+    report.total_text = super::human_size(report.total_bytes);
+    report.max_text = super::human_size(report.max_disk.min(i64::MAX as u64) as i64);
     Ok(report)
 }
 
@@ -151,7 +162,10 @@ pub(super) async fn sweep(envs: &Environments) {
                 o.version != version && o.state == BuildState::Ready && o.image == build.image
             })
         });
-        if let (Some(image), false) = (build.image.as_deref(), shared_image) {
+        if let (Some(image), false) = (
+            build.image.as_deref().filter(|i| super::is_ours(i)),
+            shared_image,
+        ) {
             if let Err(e) = envs.inner.engine.remove_image(image).await {
                 tracing::warn!(environment = %eid, version, error = %e, "could not remove an old version's image");
                 continue;

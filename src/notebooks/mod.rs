@@ -19,7 +19,7 @@ pub use dirs::Dirs;
 pub use error::NotebookError;
 pub use gpu_map::{GpuMap, GpuMapError};
 pub use reconciler::Reconciler;
-pub use rules::{AutoShutdown, CreateNotebook};
+pub use rules::{AutoShutdown, CreateNotebook, RepoRequest};
 pub use service::Notebooks;
 
 pub use crate::model::wire::{Notebook, NotebookTimes};

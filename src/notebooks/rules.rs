@@ -35,6 +35,59 @@ pub struct CreateNotebook {
     pub auto_shutdown: AutoShutdown,
     /// An environment's version to run instead of `image`.
     pub environment: Option<crate::environments::Runnable>,
+    /// A repository whose files go into /notebooks at the first start.
+    pub repo: Option<RepoRequest>,
+}
+
+/// Start from a repository: its URL, a branch, tag or commit, and a file to open.
+#[derive(Debug, Clone, Default)]
+pub struct RepoRequest {
+    pub url: String,
+    pub reference: Option<String>,
+    pub open: Option<String>,
+}
+
+/// A checked `RepoRequest`: a URL git will take, a ref, a relative path to open.
+pub fn check_repo(repo: &RepoRequest) -> Result<RepoRequest, NotebookError> {
+    let url = crate::git::RepoUrl::parse(&repo.url)
+        .map_err(|e| NotebookError::Invalid(format!("Repository: {e}")))?;
+    let reference = match repo
+        .reference
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+    {
+        Some(r) => Some(
+            crate::git::GitRef::parse(r)
+                .map_err(|e| NotebookError::Invalid(format!("Repository: {e}")))?
+                .as_str()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let open = match repo
+        .open
+        .as_deref()
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+    {
+        Some(o) => {
+            let o = o.trim_start_matches("./");
+            if !crate::auth::entry::valid_path(o) || o.len() > 512 {
+                return Err(NotebookError::Invalid(format!(
+                    "The file to open ('{}') must be a path inside the repository, like analysis.ipynb or notebooks/intro.ipynb.",
+                    o.chars().take(80).collect::<String>()
+                )));
+            }
+            Some(o.to_string())
+        }
+        None => None,
+    };
+    Ok(RepoRequest {
+        url: url.as_str().to_string(),
+        reference,
+        open,
+    })
 }
 
 /// "6h", "1d", "never": the auto-shutdown choice closest to a number of seconds.

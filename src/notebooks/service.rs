@@ -168,6 +168,7 @@ impl Notebooks {
             .as_ref()
             .map(|e| (e.environment_id.clone(), e.version));
         let machine = rules::resolve_machine(&self.config, &req.machine)?;
+        let repo = req.repo.as_ref().map(rules::check_repo).transpose()?;
         let auto_shutdown_secs = rules::auto_shutdown_secs(&self.config, req.auto_shutdown);
         let (id, token) = (rules::new_notebook_id(), secrets::random_secret(32));
         let (cpus, memory_mib, gpu_count, machine_id) = (
@@ -199,7 +200,9 @@ impl Notebooks {
                     state: NotebookState::Stopped,
                     state_detail: "Waiting to start",
                     environment: environment.as_ref().map(|(i, v)| (i.as_str(), *v)),
-                    repo: None,
+                    repo: repo
+                        .as_ref()
+                        .map(|r| (r.url.as_str(), r.reference.as_deref(), r.open.as_deref())),
                 };
                 placement::create_and_place(c, &notebook, &request)
             })

@@ -34,6 +34,8 @@ pub struct AppState {
     pub secrets: crate::secrets::Secrets,
     /// Members' environments (images Notebox builds).
     pub environments: crate::environments::Environments,
+    /// Launch clicks waiting for their environment's build (`pages::launch`).
+    pub pending_launches: pages::launch::PendingLaunches,
     /// Notebooks on origins of their own (ports, subdomains).
     pub sites: Arc<crate::proxy::Sites>,
 }
@@ -41,7 +43,7 @@ pub struct AppState {
 /// The map of the product, top to bottom.
 #[rustfmt::skip]
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, environments, gpus, health, login, notebooks, open_notebook, secrets, share, usage};
+    use pages::{account, admin, environments, gpus, health, launch, login, notebooks, open_notebook, secrets, share, usage};
     // A notebook's own subdomain (origin = "subdomains"): that notebook only.
     cfg.service(web::scope("").guard(actix_web::guard::fn_guard(crate::proxy::is_notebook_host))
                                                    .default_service(web::to(notebook_site::serve_notebook_origin)));
@@ -87,6 +89,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/settings/tokens",                 web::get().to(account::tokens_page))
         .route("/settings/tokens",                 web::post().to(account::create_token))
         .route("/settings/tokens/{id}/revoke",     web::post().to(account::revoke_token))
+        .route("/launch",                          web::get().to(launch::launch_page))
+        .route("/launch",                          web::post().to(launch::launch))
+        .route("/launch/wait/{id}",                web::get().to(launch::wait_page))
+        .route("/badge.svg",                       web::get().to(launch::badge))
         .route("/environments",                    web::get().to(environments::environments_page))
         .route("/environments",                    web::post().to(environments::create_environment))
         .route("/environments/{id}",               web::get().to(environments::environment_page))
@@ -105,6 +111,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         // admins
         .route("/admin",                           web::get().to(admin::admin_home))
         .route("/admin/users",                     web::get().to(admin::users_page))
+        .route("/admin/environments",              web::get().to(admin::environments_page))
         .route("/admin/users",                     web::post().to(admin::add_user))
         .route("/admin/users/{id}/password",       web::post().to(admin::reset_password))
         .route("/admin/users/{id}/admin",          web::post().to(admin::set_admin))

@@ -411,3 +411,25 @@ pub async fn set_idle_exempt(
         "/admin/notebooks?done=unexempt"
     }))
 }
+
+#[derive(Template)]
+#[template(path = "admin_environments.html")]
+struct EnvironmentsDiskPage {
+    chrome: Chrome,
+    report: crate::environments::DiskReport,
+}
+
+/// Every member's environments with their sizes, and the disk policy in force.
+pub async fn environments_page(
+    admin: AdminUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, PageError> {
+    let report = state.environments.disk_report().await?;
+    html(
+        StatusCode::OK,
+        EnvironmentsDiskPage {
+            chrome: Chrome::new(&admin.0, "admin"),
+            report,
+        },
+    )
+}

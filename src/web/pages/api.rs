@@ -39,9 +39,19 @@ pub struct CreateNotebookBody {
     image: Option<String>,
     /// An environment's id (instead of `image`): its newest ready version.
     environment: Option<String>,
+    /// A repository whose files go into /notebooks at the first start.
+    repo: Option<RepoBody>,
     machine: Option<String>,
     /// Minutes until auto-shutdown; 0 means never; absent means the default.
     auto_shutdown_minutes: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoBody {
+    url: String,
+    r#ref: Option<String>,
+    open: Option<String>,
 }
 
 fn auto_shutdown_from_minutes(minutes: Option<i64>) -> Result<AutoShutdown, WebError> {
@@ -91,6 +101,11 @@ pub async fn create_notebook(
         machine: body.machine.unwrap_or_default(),
         auto_shutdown: auto_shutdown_from_minutes(body.auto_shutdown_minutes)?,
         environment,
+        repo: body.repo.map(|r| crate::notebooks::RepoRequest {
+            url: r.url,
+            reference: r.r#ref,
+            open: r.open,
+        }),
     };
     let notebook = state
         .notebooks

@@ -427,12 +427,16 @@ struct DetailPage {
     shown: Option<BuildView>,
     notice: Option<String>,
     source_text: String,
+    /// A launch to continue when the shown build is ready.
+    launch: Option<crate::web::pages::launch::LaunchParams>,
 }
 
 #[derive(Deserialize)]
 pub struct DetailQuery {
     version: Option<String>,
     done: Option<String>,
+    /// Sent here by a launch click: its pending key (start when this build is ready).
+    launch: Option<String>,
 }
 
 pub async fn environment_page(
@@ -464,6 +468,11 @@ pub async fn environment_page(
         _ => None,
     };
     let source_text = serde_json::to_string_pretty(&env.source).unwrap_or_default();
+    let launch = query.launch.as_deref().and_then(|key| {
+        let mut p = state.pending_launches.peek(session.user.id, key)?;
+        p.pending = key.to_string();
+        Some(p)
+    });
     html(
         StatusCode::OK,
         DetailPage {
@@ -472,6 +481,7 @@ pub async fn environment_page(
             shown,
             notice,
             source_text,
+            launch,
         },
     )
 }

@@ -7,6 +7,7 @@ pub mod api;
 pub mod environments;
 pub mod gpus;
 pub mod health;
+pub mod launch;
 pub mod login;
 pub mod notebooks;
 pub mod open_notebook;

@@ -191,6 +191,13 @@ pub struct NewNotebookForm {
     pub machine: String,
     #[serde(default)]
     pub auto_shutdown: String,
+    /// Start from a repository (optional).
+    #[serde(default)]
+    pub repo_url: String,
+    #[serde(default)]
+    pub repo_ref: String,
+    #[serde(default)]
+    pub repo_open: String,
 }
 
 async fn new_page(
@@ -308,13 +315,25 @@ pub async fn create_notebook(
         machine: form.machine.clone(),
         auto_shutdown,
         environment,
+        repo: (!form.repo_url.trim().is_empty()).then(|| crate::notebooks::RepoRequest {
+            url: form.repo_url.clone(),
+            reference: Some(form.repo_ref.clone()),
+            open: Some(form.repo_open.clone()),
+        }),
     };
     match state
         .notebooks
         .create_notebook(&session.user, request)
         .await
     {
-        Ok(nb) => Ok(see_other(&format!("/notebooks/{}", nb.id))),
+        Ok(nb) => Ok(match nb.repo.as_ref().and_then(|r| r.open.as_deref()) {
+            Some(open) => see_other(&format!(
+                "/launch/wait/{}?open={}",
+                nb.id,
+                crate::web::urlencode(open)
+            )),
+            None => see_other(&format!("/notebooks/{}", nb.id)),
+        }),
         Err(e @ (NotebookError::Invalid(_) | NotebookError::Gpus(_))) => html(
             StatusCode::BAD_REQUEST,
             new_page(&session, &state, form, Some(e.to_string())).await?,
