@@ -423,7 +423,7 @@ impl LogFollower {
     }
 
     /// Reads to the end of the log (the build has ended); panics after `timeout`.
-    async fn to_end(&mut self, lab: &Lab, timeout: Duration) -> String {
+    async fn until_end(&mut self, lab: &Lab, timeout: Duration) -> String {
         let deadline = tokio::time::Instant::now() + timeout;
         while !self.ended {
             match tokio::time::timeout_at(deadline, self.response.chunk()).await {
@@ -691,7 +691,7 @@ echo "postBuild done"
         during["step"].as_str().is_some_and(|s| s.contains("Step")),
         "the step running: {during}"
     );
-    let text = log.to_end(&lab, BUILD).await;
+    let text = log.until_end(&lab, BUILD).await;
     let built = wait_build(&lab, &alice, &id, &v1, &["ready"], BUILD).await;
     eprintln!(
         "repo environment ready after {:.1}s",
@@ -975,7 +975,7 @@ async fn failing_postbuild_and_cancel_and_limits() {
             .is_some_and(|d| d.to_lowercase().contains("cancelled")),
         "{cancelled}"
     );
-    live.to_end(&lab, Duration::from_secs(5)).await;
+    live.until_end(&lab, Duration::from_secs(5)).await;
     let left = try_wait_for(Duration::from_secs(2), || async {
         let (containers, images) = build_leftovers(&sid);
         (containers.is_empty() && images.is_empty()).then_some(())
