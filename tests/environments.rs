@@ -812,6 +812,28 @@ echo "postBuild done"
     let (_, nb) = alice.get(&format!("/api/v1/notebooks/{nb_id}")).await;
     assert_eq!(version_of(&nb["environment"]), v1, "{nb}");
 
+    // The new-notebook form offers it beside the catalog's images.
+    let browser = lab.browser("alice").await;
+    let form = browser
+        .get(format!("{}/notebooks/new", lab.url()))
+        .send()
+        .await
+        .expect("GET /notebooks/new")
+        .text()
+        .await
+        .expect("form");
+    assert!(form.contains(&format!("value=\"env:{id}\"")), "{form}");
+
+    // Not deleted while a notebook runs one of its versions.
+    let (status, answer) = alice
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/environments/{id}"),
+            None,
+        )
+        .await;
+    assert_refused(status, &answer, &[409], "deleting an environment in use");
+
     // A new notebook gets the newest ready version.
     let (status, fresh) = alice
         .post(
@@ -866,6 +888,15 @@ async fn failing_postbuild_and_cancel_and_limits() {
     )
     .await;
     let (fid, fv) = (env_id(&failing), first_version(&failing));
+    // One build at a time (concurrent_builds = 1): the second waits its turn.
+    let (_, waiting) = alice
+        .get(&format!(
+            "/api/v1/environments/{}/builds/{}",
+            env_id(&hungry),
+            first_version(&hungry)
+        ))
+        .await;
+    assert_eq!(waiting["state"], "queued", "{waiting}");
     let failed = wait_build(&lab, &alice, &fid, &fv, &["failed"], BUILD).await;
     let failed_step = failed["failed_step"]
         .as_str()
@@ -949,6 +980,18 @@ async fn failing_postbuild_and_cancel_and_limits() {
             .as_str()
             .is_some_and(|s| s.contains("postBuild")),
         "the step running: {running}"
+    );
+    let page = browser
+        .get(format!("{}/environments/{sid}", lab.url()))
+        .send()
+        .await
+        .expect("GET the building environment's page")
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        page.contains("id=\"cancel-build\"") && page_contains(&page, "building"),
+        "a running build's page has its state and a Cancel button: {page}"
     );
     let asked = Instant::now();
     let (status, answer) = alice
