@@ -303,7 +303,9 @@ impl Environments {
         req: CreateEnvironment,
     ) -> Result<EnvironmentView, EnvironmentError> {
         let name = source::check_name(&req.name)?;
-        let shared = req.shared.unwrap_or(false);
+        // An admin's environment is the lab's unless they say otherwise: it appears in
+        // everyone's new-notebook form.
+        let shared = req.shared.unwrap_or(user.is_admin);
         let mut credential_sealed = None;
         let (kind, stored, requested_ref) = match req.source {
             SourceInput::Repo {

@@ -129,7 +129,10 @@ pub fn check_files(files: &BTreeMap<String, String>) -> Result<(), EnvironmentEr
     let mut total = 0usize;
     for (name, content) in files {
         let clean = check_relative_path("file name", name)?;
-        if clean.is_empty() || clean != *name {
+        let plain = name
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+        if clean.is_empty() || clean != *name || !plain {
             return Err(EnvironmentError::Invalid(format!(
                 "The file name '{name}' is not a plain relative path like requirements.txt or binder/postBuild."
             )));
@@ -386,6 +389,10 @@ mod tests {
         let mut files = BTreeMap::new();
         files.insert("binder/postBuild".to_string(), "echo".to_string());
         assert!(check_files(&files).is_ok());
+        for odd in ["./postBuild", "binder//postBuild", "binder/./x"] {
+            let files = BTreeMap::from([(odd.to_string(), String::new())]);
+            assert!(check_files(&files).is_err(), "{odd}");
+        }
     }
 
     #[test]

@@ -91,9 +91,20 @@ pub async fn build_api(
     caller: ApiUser,
     state: web::Data<AppState>,
     id: web::Path<String>,
-    body: Option<web::Json<BuildBody>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let reference = body.and_then(|b| b.into_inner().r#ref);
+    // No body is fine (build the source's own ref); a body must be {"ref"?: "…"}.
+    let reference = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<BuildBody>(&body)
+            .map_err(|e| {
+                WebError::bad_request(format!(
+                    "The body is not a build request: {e}. Send {{}} or {{\"ref\": \"<branch, tag or commit>\"}}."
+                ))
+            })?
+            .r#ref
+    };
     let build = state
         .environments
         .request_build(&caller.user, &id, reference.as_deref())
