@@ -1608,3 +1608,76 @@ async fn bad_inputs() {
         misses.join("\n")
     );
 }
+
+// ---- 6. hostile repositories ----
+
+/// A repository's links that point out of its tree are never followed on this machine
+/// (their targets are files of the host, here the test's own), and a repository past
+/// the fetch's limits fails its build with the limit in words. (The 2 GiB file is
+/// tested at the fetch itself, in tests/launch.rs: the same code, 16 s to make.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_repositories() {
+    let Some(image) = test_image() else { return };
+    let lab = Lab::start(&image, "").await;
+    let alice = lab.member("alice", false);
+    let host = tempfile::tempdir().expect("host dir");
+    const SECRET: &str = "host-only-3f9a61c2";
+    std::fs::write(host.path().join("secret.txt"), SECRET).expect("host secret");
+    std::fs::write(host.path().join(format!("{SECRET}.name")), "").expect("host name");
+    let secret_file = host.path().join("secret.txt").display().to_string();
+    let host_dir = host.path().display().to_string();
+    let git = GitServer::start(None);
+    git.repo(
+        "links",
+        &[(
+            "postBuild",
+            b"#!/bin/sh\n{ cat leak; echo; ls up/ 2>&1; cat up/secret.txt 2>&1; } > \"$HOME/links.txt\" 2>&1 || true\necho links read\n",
+        )],
+        &[("leak", secret_file.as_str()), ("up", host_dir.as_str())],
+    );
+    git.repo_with_many_files("many", 100_000);
+
+    let links = create_environment(
+        &alice,
+        json!({"name": "links", "source": {"kind": "repo", "url": git.url("links")}}),
+    )
+    .await;
+    let many = create_environment(
+        &alice,
+        json!({"name": "many", "source": {"kind": "repo", "url": git.url("many")}}),
+    )
+    .await;
+
+    let (lid, lv) = (env_id(&links), first_version(&links));
+    let built = wait_build(&lab, &alice, &lid, &lv, &["ready"], BUILD).await;
+    let image = built["image"].as_str().expect("image");
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "cat",
+            image,
+            "/home/jovyan/links.txt",
+        ])
+        .output()
+        .expect("docker run");
+    let seen = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("what postBuild read through the links:\n{seen}");
+    assert!(out.status.success(), "postBuild wrote its file: {seen}");
+    assert!(
+        !seen.contains(SECRET),
+        "a link out of the tree was followed on the host: {seen}"
+    );
+    let log = build_log(&alice, &lid, &lv).await;
+    assert!(log.contains("links read"), "{log}");
+    assert!(!log.contains(SECRET), "{log}");
+
+    let (mid, mv) = (env_id(&many), first_version(&many));
+    let refused = wait_build(&lab, &alice, &mid, &mv, &["failed"], BUILD).await;
+    let detail = refused["state_detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("100 000 files") && detail.contains("20 000"),
+        "the limit in words: {refused}"
+    );
+}
