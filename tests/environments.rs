@@ -5,9 +5,9 @@
 //! packages come from a wheel the test writes by hand (tests/environments_fixtures): no
 //! container here can reach a package index.
 //!
-//! The contract these tests hold the code to: /api/v1/environments (docs/API.md), with
-//! builds, their live log, cancel, the limits of `[environments]`, and the pages
-//! /environments/{id}.
+//! What they hold the code to: the API under /api/v1/environments (the README's API
+//! section), with builds, their live log, cancel, the limits of `[environments]`, and the
+//! pages /environments/{id}.
 
 mod common;
 mod git_server;
