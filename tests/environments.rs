@@ -1054,7 +1054,9 @@ async fn failing_postbuild_and_cancel_and_limits() {
     let detail = late["state_detail"].as_str().unwrap_or_default();
     assert!(detail.to_lowercase().contains("time limit"), "{late}");
     let log = build_log(&carol, &tid, &tv).await;
-    assert!(log.contains("waiting for the time limit"), "{log}");
+    // The log ends with the reason (how far the build got before 20 s depends on the
+    // machine's load: under the whole suite it may still be in an earlier step).
+    assert!(log.contains("over the build time limit"), "{log}");
     let left = try_wait_for(Duration::from_secs(5), || async {
         let (containers, images) = build_leftovers(&tid);
         (containers.is_empty() && images.is_empty()).then_some(())

@@ -406,6 +406,26 @@ async fn a_launch_link_asks_after_login_and_opens_the_file_on_one_click() {
         "{out}"
     );
     b.close().await;
+    // The environment's image goes with the test (after its notebook's container).
+    drop(_containers);
+    let env_id = nb["environment"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let images = std::process::Command::new("docker")
+        .args([
+            "images",
+            "-q",
+            "--filter",
+            &format!("label=io.notebox.environment={env_id}"),
+        ])
+        .output()
+        .expect("docker images");
+    for image in String::from_utf8_lossy(&images.stdout).split_whitespace() {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", image])
+            .output();
+    }
 }
 
 /// What a link or a page can do without the member's click: nothing. A GET of the link
