@@ -405,26 +405,57 @@ async fn a_launch_link_asks_after_login_and_opens_the_file_on_one_click() {
         ok && out.contains("postBuild done") && out.contains("hello.ipynb"),
         "{out}"
     );
+
+    // The notebook's page saves it as an environment of ada's (a new version, built
+    // while the notebook keeps running).
+    let nb_id = nb["id"].as_str().expect("id").to_string();
+    b.goto(&format!("/notebooks/{nb_id}")).await;
+    b.fill(
+        "#save-environment input[name=environment]",
+        "launched setup",
+    )
+    .await;
+    b.click("Save").await;
+    b.wait_css("#build-log", chromium::SHORT).await;
+    b.wait_text("#build-state", "ready", Duration::from_secs(180))
+        .await;
+    b.screenshot("environment-saved.png").await;
+    let (_, envs) = api.get("/api/v1/environments").await;
+    let saved = envs["environments"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["name"] == "launched setup"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(saved["versions"][0]["state"], "ready", "{envs}");
+    assert_eq!(
+        saved["versions"][0]["from_notebook"],
+        nb_id.as_str(),
+        "{saved}"
+    );
+    let (_, still) = api.get(&format!("/api/v1/notebooks/{nb_id}")).await;
+    assert_eq!(
+        still["state"], "running",
+        "saving does not stop the notebook: {still}"
+    );
     b.close().await;
-    // The environment's image goes with the test (after its notebook's container).
+    // The environments' images go with the test (after the notebook's container).
     drop(_containers);
-    let env_id = nb["environment"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let images = std::process::Command::new("docker")
-        .args([
-            "images",
-            "-q",
-            "--filter",
-            &format!("label=io.notebox.environment={env_id}"),
-        ])
-        .output()
-        .expect("docker images");
-    for image in String::from_utf8_lossy(&images.stdout).split_whitespace() {
-        let _ = std::process::Command::new("docker")
-            .args(["rmi", "-f", image])
-            .output();
+    for env in envs["environments"].as_array().cloned().unwrap_or_default() {
+        let id = env["id"].as_str().unwrap_or_default();
+        let images = std::process::Command::new("docker")
+            .args([
+                "images",
+                "-q",
+                "--filter",
+                &format!("label=io.notebox.environment={id}"),
+            ])
+            .output()
+            .expect("docker images");
+        for image in String::from_utf8_lossy(&images.stdout).split_whitespace() {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", "-f", image])
+                .output();
+        }
     }
 }
 

@@ -95,14 +95,14 @@ impl Stop {
 }
 
 /// A build's log file, written as the output comes.
-struct LogFile {
+pub(super) struct LogFile {
     file: Option<std::fs::File>,
     written: u64,
     cut: bool,
 }
 
 impl LogFile {
-    fn create(path: &Path) -> LogFile {
+    pub(super) fn create(path: &Path) -> LogFile {
         if let Some(dir) = path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
@@ -122,7 +122,7 @@ impl LogFile {
         }
     }
 
-    fn line(&mut self, text: &str) {
+    pub(super) fn line(&mut self, text: &str) {
         let Some(f) = self.file.as_mut() else { return };
         if self.written + text.len() as u64 + 1 > MAX_LOG_BYTES {
             if !self.cut {
@@ -137,7 +137,7 @@ impl LogFile {
     }
 
     /// The last lines, always written (past the cut too).
-    fn end(&mut self, text: &str) {
+    pub(super) fn end(&mut self, text: &str) {
         if let Some(f) = self.file.as_mut() {
             let _ = f.write_all(text.as_bytes());
             let _ = f.write_all(b"\n");

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::builder::{record_ending, Ending, DOCKERFILE};
+use super::builder::{record_ending, Ending, LogFile, DOCKERFILE};
 use super::source::{self, StoredSource};
 use super::{BuildView, EnvironmentError, EnvironmentView, Environments};
 use crate::auth::User;
@@ -157,7 +157,16 @@ fn spawn_commit(
     let this = envs.clone();
     tokio::spawn(async move {
         let started = std::time::Instant::now();
-        let result = commit_steps(&this, &container, &image, &env_id, version).await;
+        let mut log = LogFile::create(&this.log_path(&env_id, version));
+        let result = commit_steps(&this, &container, &image, &env_id, version, &mut log).await;
+        match &result {
+            Ok((tag, size)) => log.end(&format!(
+                "Saved as {tag} ({}) in {:.1} s",
+                super::human_size(*size),
+                started.elapsed().as_secs_f64()
+            )),
+            Err(e) => log.end(&format!("Failed: {e}")),
+        }
         let ending = match result {
             Ok((image, size)) => Ending {
                 state: BuildState::Ready,
@@ -192,8 +201,12 @@ async fn commit_steps(
     image: &str,
     env_id: &str,
     version: i64,
+    log: &mut LogFile,
 ) -> Result<(String, i64), String> {
     let engine = &envs.inner.engine;
+    log.line(
+        "Saving the notebook's container (its files outside /notebooks and /storage; it keeps running)",
+    );
     let mut config: ImageDetails = engine
         .image_details(image)
         .await
@@ -207,6 +220,7 @@ async fn commit_steps(
         .commit(container, &raw_tag, &config)
         .await
         .map_err(|e| e.to_string())?;
+    log.line("Committed the container's files; clearing /tmp (Jupyter's runtime files) in a layer on top");
     let restore_user = if config.user.is_empty() {
         String::new()
     } else {
@@ -230,8 +244,10 @@ async fn commit_steps(
         memory_bytes: i64::from(env_cfg.build_memory_mib) * 1024 * 1024,
         nano_cpus: (env_cfg.build_cpus * 1e9) as i64,
     };
-    let mut ignore = |_: BuildEvent| {};
-    let built = engine.build_image(request, &mut ignore).await;
+    let mut forward = |e: BuildEvent| match e {
+        BuildEvent::Step(line) | BuildEvent::Output(line) => log.line(&line),
+    };
+    let built = engine.build_image(request, &mut forward).await;
     // The raw commit stays as the new image's parent layer; only its tag goes.
     let _ = engine.remove_image(&raw_tag).await;
     built.map_err(|e| e.to_string())?;

@@ -70,6 +70,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/notebooks/{id}/fork",             web::post().to(share::fork_own_form))
         .route("/notebooks/{id}/shares",           web::post().to(share::create_share_form))
         .route("/notebooks/{id}/shares/{token}/revoke", web::post().to(share::revoke_share_form))
+        .route("/notebooks/{id}/save",             web::post().to(environments::save_notebook_page))
         .route("/notebooks/{id}/{action}",         web::post().to(notebooks::notebook_action))
         // shared notebooks: anyone with the link
         .route("/s/{token}",                       web::get().to(share::share_redirect))
@@ -101,7 +102,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/environments/{id}/builds/{version}/cancel", web::post().to(environments::cancel_page))
         .route("/environments/{id}/builds/{version}/log",    web::get().to(environments::log_page))
         .route("/environments/{id}/builds/{version}/state",  web::get().to(environments::build_state_page))
-        .route("/notebooks/{id}/save",             web::post().to(environments::save_notebook_page))
         .route("/settings/variables",              web::get().to(secrets::variables_page))
         .route("/settings/variables",              web::post().to(secrets::save_variable))
         .route("/settings/variables/delete",       web::post().to(secrets::delete_variable))
