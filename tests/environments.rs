@@ -1683,3 +1683,138 @@ async fn hostile_repositories() {
         "the limit in words: {refused}"
     );
 }
+
+// ---- what a review found (regression tests) ----
+
+/// A step that prints lines looking like the engine's "Step N/M" (millions of them,
+/// fast) neither becomes the build's step nor piles up in Notebox's memory: lines go
+/// straight to the log (cut at 8 MiB), and only the engine's next step counts.
+/// A member's private environment is not pinned by someone else's fork: the fork of a
+/// notebook that runs it runs the catalog image, names nothing of it, and the owner can
+/// still delete it. A save cannot be cancelled half-way; an environment deleted while it
+/// builds takes its build with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_fake_steps_a_fork_and_a_delete_mid_build() {
+    let Some(image) = test_image() else { return };
+    let lab = Lab::start(&image, "").await;
+    let alice = lab.member("alice", false);
+    let bob = lab.member("bob", false);
+
+    let flood = create_environment(
+        &alice,
+        files_env(
+            "flood",
+            json!({"postBuild": "#!/bin/sh\nyes 'Step 1/1 : RUN fake' | head -n 3000000\necho flood done\n"}),
+        ),
+    )
+    .await;
+    let (fid, fv) = (env_id(&flood), first_version(&flood));
+    // An environment deleted while its build waits (or runs) takes the build with it:
+    // cancelled first, nothing left behind.
+    let doomed = create_environment(
+        &alice,
+        files_env("doomed", json!({"postBuild": "#!/bin/sh\nsleep 600\n"})),
+    )
+    .await;
+    let did = env_id(&doomed);
+    let (status, body) = alice
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/environments/{did}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "delete during a build: {body}");
+    let (status, _) = alice.get(&format!("/api/v1/environments/{did}")).await;
+    assert_eq!(status, 404);
+    let (containers, images) = build_leftovers(&did);
+    assert!(
+        containers.is_empty() && images.is_empty(),
+        "{containers:?} {images:?}"
+    );
+    let built = wait_build(&lab, &alice, &fid, &fv, &["ready"], BUILD).await;
+    let step = built["step"].as_str().unwrap_or_default();
+    assert!(
+        step.contains("postBuild") && !step.contains("fake"),
+        "the engine's step, not the step's output: {built}"
+    );
+    let log = build_log(&alice, &fid, &fv).await;
+    assert!(
+        log.len() < 9 * 1024 * 1024,
+        "the log is cut: {} bytes",
+        log.len()
+    );
+    assert!(log.contains("the log is cut here"), "the cut is said");
+    assert!(log.contains("Built "), "the end is still written");
+
+    // Alice's notebook from her private environment, shared by link; Bob forks it.
+    let nb = notebook_from(&alice, "private setup", &fid).await;
+    let nid = nb["id"].as_str().expect("id").to_string();
+    let (status, share) = alice
+        .post(
+            &format!("/api/v1/notebooks/{nid}/shares"),
+            json!({"visibility": "link"}),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "share: {share}");
+    let token = share["token"].as_str().expect("token").to_string();
+    let (status, fork) = bob
+        .post(&format!("/api/v1/shares/{token}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 201, "fork: {fork}");
+    assert!(
+        fork["environment"].is_null(),
+        "the fork names nothing of it: {fork}"
+    );
+    assert_eq!(
+        fork["image_id"], "test",
+        "the fork runs the catalog image: {fork}"
+    );
+    assert!(!fork.to_string().contains(&fid), "{fork}");
+
+    // A save cannot be cancelled half-way.
+    let (status, saved) = alice
+        .post(
+            &format!("/api/v1/notebooks/{nid}/save"),
+            json!({"environment": "snapshot"}),
+        )
+        .await;
+    assert_eq!(status, 202, "save: {saved}");
+    let (sid, sv) = (
+        saved["environment"]["id"].as_str().expect("id").to_string(),
+        version_of(&saved["build"]),
+    );
+    let (status, body) = alice
+        .post(
+            &format!("/api/v1/environments/{sid}/builds/{sv}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "cancel a save: {body}");
+    wait_build(&lab, &alice, &sid, &sv, &["ready"], BUILD).await;
+
+    // Alice deletes her notebook, then her environment: Bob's fork does not hold it.
+    let (status, _) = alice
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/notebooks/{nid}"),
+            None,
+        )
+        .await;
+    assert!(status < 300, "delete the notebook: {status}");
+    let deleted = try_wait_for(Duration::from_secs(60), || async {
+        let (status, _) = alice
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/environments/{fid}"),
+                None,
+            )
+            .await;
+        (status == 204).then_some(())
+    })
+    .await;
+    assert!(
+        deleted.is_some(),
+        "the owner deletes her environment despite Bob's fork"
+    );
+}

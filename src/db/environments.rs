@@ -361,6 +361,48 @@ pub fn finish(
     )? == 1)
 }
 
+/// Cancels a version that is still queued; false if it is not (the builder took it).
+pub fn cancel_queued(
+    conn: &Connection,
+    environment_id: &str,
+    version: i64,
+) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "UPDATE environment_builds SET state = 'cancelled', finished_at = ?3,
+            state_detail = 'Cancelled before it started'
+         WHERE environment_id = ?1 AND version = ?2 AND state = 'queued'",
+        params![environment_id, version, now()],
+    )? == 1)
+}
+
+/// How many builds a member has queued or running (saves included).
+pub fn open_builds_of(conn: &Connection, user_id: i64) -> Result<i64, DbError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM environment_builds
+         WHERE created_by = ?1 AND state IN ('queued', 'building')",
+        [user_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// How many environments a member has.
+pub fn count_of(conn: &Connection, owner_id: i64) -> Result<i64, DbError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM environments WHERE owner_id = ?1",
+        [owner_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Whether a ready version (of any environment) runs this image.
+pub fn image_is_kept(conn: &Connection, image: &str) -> Result<bool, DbError> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM environment_builds WHERE image = ?1 AND state = 'ready')",
+        [image],
+        |r| r.get(0),
+    )?)
+}
+
 /// A ready version whose image was removed.
 pub fn mark_removed(
     conn: &Connection,
@@ -388,9 +430,11 @@ pub fn fail_interrupted(conn: &Connection) -> Result<usize, DbError> {
 
 /// The versions notebooks (not deleted ones) run, by environment.
 pub fn versions_in_use(conn: &Connection) -> Result<HashMap<String, Vec<i64>>, DbError> {
+    // Only notebooks whose owner may still use the environment hold a version.
     let mut stmt = conn.prepare_cached(
-        "SELECT environment_id, environment_version FROM notebooks
-         WHERE environment_id IS NOT NULL AND desired_state != ?1",
+        "SELECT n.environment_id, n.environment_version FROM notebooks n
+         JOIN environments e ON e.id = n.environment_id
+         WHERE n.desired_state != ?1 AND (e.owner_id = n.owner_id OR e.shared = 1)",
     )?;
     let mut out: HashMap<String, Vec<i64>> = HashMap::new();
     for row in stmt.query_map([DesiredState::Deleted], |r| {

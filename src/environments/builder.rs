@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
 use super::source::{self, FoundFiles, StoredSource};
 use super::{EnvironmentError, Environments};
@@ -26,6 +26,7 @@ pub(super) const DOCKERFILE: &str = ".notebox.Dockerfile";
 const GENERATOR: &[u8] = b"repo2docker-files-2";
 
 pub(super) async fn run(envs: Environments) {
+    sweep_work_dir(&envs);
     match envs.inner.db.call(|c| q::fail_interrupted(c)).await {
         Ok(n) if n > 0 => {
             tracing::warn!(builds = n, "builds interrupted by a restart marked failed")
@@ -72,6 +73,34 @@ pub(super) async fn run(envs: Environments) {
         tokio::select! {
             _ = envs.inner.wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// Repository fetches a crash left in the work folder (an hour old: a fetch that runs
+/// now, for a starting notebook, is younger).
+fn sweep_work_dir(envs: &Environments) {
+    let dir = envs.config().data_dir.join("environments").join("work");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3600));
+        if old {
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if let Err(e) = removed {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a left-over fetch");
+            }
         }
     }
 }
@@ -156,9 +185,8 @@ async fn run_one(envs: &Environments, build: BuildRow) {
     if let Ok(mut running) = envs.inner.running.lock() {
         running.insert((eid.clone(), version), switch);
     }
-    let log_path = envs.log_path(&eid, version);
-    let (events, rx) = mpsc::unbounded_channel::<BuildEvent>();
-    let writer = start_log_writer(envs, &eid, version, log_path.clone(), rx);
+    let events = LogSink::create(&envs.log_path(&eid, version));
+    let writer = start_progress_writer(envs, &eid, version, events.clone());
     let timeout = envs.config().environments.build_timeout;
     let started = std::time::Instant::now();
     let outcome = tokio::select! {
@@ -172,51 +200,123 @@ async fn run_one(envs: &Environments, build: BuildRow) {
     if let Ok(mut running) = envs.inner.running.lock() {
         running.remove(&(eid.clone(), version));
     }
-    drop(events);
     if outcome.is_err() {
         clear_leftovers(envs, &key, &eid, version).await;
     }
-    let (mut log, last_step) = writer
-        .await
-        .unwrap_or_else(|_| (LogFile::create(&log_path), String::new()));
+    events.close();
+    let _ = writer.await;
+    let last_step = events.last_step();
     let secs = started.elapsed().as_secs_f64();
-    let ending = Ending::of(outcome, &last_step, secs, &mut log);
+    let ending = events.with_log(|log| Ending::of(outcome, &last_step, secs, log));
     record_end(envs, &eid, version, ending, secs).await;
 }
 
-/// The log writer: lines to the file, steps to the database (for the pages). It ends
-/// with the log and the last step when every sender is gone.
-fn start_log_writer(
+/// Where a build's events go: each line straight into the log file (which stops growing
+/// at its cap), the step into a slot that `start_progress_writer` copies to the database
+/// twice a second. Nothing queues, however fast a step prints; and only the engine's
+/// next "Step N/M" counts as a step, not a line a step printed that looks like one.
+#[derive(Clone)]
+pub(super) struct LogSink(Arc<std::sync::Mutex<SinkState>>);
+
+struct SinkState {
+    log: LogFile,
+    step: String,
+    steps_seen: u32,
+    /// The step changed since the database last heard of it.
+    dirty: bool,
+    closed: bool,
+}
+
+impl LogSink {
+    pub(super) fn create(path: &Path) -> LogSink {
+        LogSink(Arc::new(std::sync::Mutex::new(SinkState {
+            log: LogFile::create(path),
+            step: String::new(),
+            steps_seen: 0,
+            dirty: false,
+            closed: false,
+        })))
+    }
+
+    pub(super) fn send(&self, event: BuildEvent) {
+        let Ok(mut st) = self.0.lock() else { return };
+        match event {
+            BuildEvent::Step(line) if is_next_step(&line, st.steps_seen) => {
+                st.log.line(&line);
+                st.step = line;
+                st.steps_seen += 1;
+                st.dirty = true;
+            }
+            BuildEvent::Step(line) | BuildEvent::Output(line) => st.log.line(&line),
+        }
+    }
+
+    /// The step to tell the database, if it changed.
+    fn take_changed(&self) -> (Option<String>, bool) {
+        match self.0.lock() {
+            Ok(mut st) => {
+                let changed = std::mem::take(&mut st.dirty).then(|| st.step.clone());
+                (changed, st.closed)
+            }
+            Err(_) => (None, true),
+        }
+    }
+
+    fn close(&self) {
+        if let Ok(mut st) = self.0.lock() {
+            st.closed = true;
+        }
+    }
+
+    fn last_step(&self) -> String {
+        self.0.lock().map(|st| st.step.clone()).unwrap_or_default()
+    }
+
+    fn with_log<T>(&self, f: impl FnOnce(&mut LogFile) -> T) -> T {
+        match self.0.lock() {
+            Ok(mut st) => f(&mut st.log),
+            Err(poisoned) => f(&mut poisoned.into_inner().log),
+        }
+    }
+}
+
+/// "Step 3/7 : …" is the next step after `seen` of them.
+fn is_next_step(line: &str, seen: u32) -> bool {
+    line.strip_prefix("Step ")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| n == seen + 1)
+}
+
+/// Copies the build's step to the database (for the pages) while it changes, until the
+/// sink is closed.
+fn start_progress_writer(
     envs: &Environments,
     eid: &str,
     version: i64,
-    path: PathBuf,
-    mut rx: mpsc::UnboundedReceiver<BuildEvent>,
-) -> tokio::task::JoinHandle<(LogFile, String)> {
+    sink: LogSink,
+) -> tokio::task::JoinHandle<()> {
     let db = envs.inner.db.clone();
     let eid = eid.to_string();
     tokio::spawn(async move {
-        let mut log = LogFile::create(&path);
-        let mut last_step = String::new();
-        while let Some(event) = rx.recv().await {
-            match event {
-                BuildEvent::Step(step) => {
-                    log.line(&step);
-                    last_step = step.clone();
-                    let n = step
-                        .strip_prefix("Step ")
-                        .and_then(|r| r.split(" : ").next())
-                        .unwrap_or("")
-                        .replace('/', " of ");
-                    let (eid, detail) = (eid.clone(), format!("Building: step {n}"));
-                    let _ = db
-                        .call(move |c| q::set_progress(c, &eid, version, &step, &detail))
-                        .await;
-                }
-                BuildEvent::Output(line) => log.line(&line),
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let (changed, closed) = sink.take_changed();
+            if let Some(step) = changed {
+                let n = step
+                    .strip_prefix("Step ")
+                    .and_then(|r| r.split(" : ").next())
+                    .unwrap_or("")
+                    .replace('/', " of ");
+                let (eid, detail) = (eid.clone(), format!("Building: step {n}"));
+                let _ = db
+                    .call(move |c| q::set_progress(c, &eid, version, &step, &detail))
+                    .await;
+            }
+            if closed {
+                return;
             }
         }
-        (log, last_step)
     })
 }
 
@@ -308,6 +408,7 @@ async fn record_end(envs: &Environments, eid: &str, version: i64, ending: Ending
 /// Writes a version's ending (a build's, or a save's) to the database.
 pub(super) async fn record_ending(envs: &Environments, eid: &str, version: i64, ending: Ending) {
     let e2 = eid.to_string();
+    let image = ending.image.clone();
     let recorded = envs
         .inner
         .db
@@ -326,8 +427,22 @@ pub(super) async fn record_ending(envs: &Environments, eid: &str, version: i64, 
             )
         })
         .await;
-    if let Err(e) = recorded {
-        tracing::warn!(environment = %eid, version, error = %e, "could not record how a version ended");
+    match recorded {
+        Ok(true) => {}
+        // Ended meanwhile, or the environment is gone: an image nobody will find again
+        // is not left behind.
+        Ok(false) => {
+            if let Some(image) = image.filter(|i| super::is_ours(i)) {
+                let i2 = image.clone();
+                let kept = envs.inner.db.call(move |c| q::image_is_kept(c, &i2)).await;
+                if matches!(kept, Ok(false)) {
+                    let _ = envs.inner.engine.remove_image(&image).await;
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(environment = %eid, version, error = %e, "could not record how a version ended")
+        }
     }
 }
 
@@ -336,13 +451,13 @@ struct Run<'a> {
     envs: &'a Environments,
     build: &'a BuildRow,
     env: EnvironmentRow,
-    events: &'a mpsc::UnboundedSender<BuildEvent>,
+    events: &'a LogSink,
 }
 
 impl Run<'_> {
     /// A line for the build's log.
     fn say(&self, line: String) {
-        let _ = self.events.send(BuildEvent::Output(line));
+        self.events.send(BuildEvent::Output(line));
     }
 
     /// The user the steps run as: the owner of the notebooks' files.
@@ -379,7 +494,7 @@ async fn build_steps(
     envs: &Environments,
     build: &BuildRow,
     key: &str,
-    events: mpsc::UnboundedSender<BuildEvent>,
+    events: LogSink,
 ) -> Result<(String, i64), Stop> {
     let (env, stored) = load_environment(envs, build).await?;
     let run = Run {
@@ -550,6 +665,15 @@ async fn context_of_repo(
             return Err(Stop::failed(e.to_string()));
         }
         let path = root.join(&found.dir).join("Dockerfile");
+        let size = std::fs::symlink_metadata(&path)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if size > source::MAX_FILES_BYTES as u64 {
+            return Err(Stop::failed(format!(
+                "the repository's Dockerfile is {size} bytes; at most {} are taken",
+                source::MAX_FILES_BYTES
+            )));
+        }
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Stop::failed(format!("cannot read the repository's Dockerfile: {e}")))?;
         run.say("Building the repository's Dockerfile".into());
@@ -605,7 +729,7 @@ async fn fetch_repo(run: &Run<'_>, url: &str) -> Result<Checkout, Stop> {
     let mut progress = |p: &FetchProgress| {
         if last.elapsed() > Duration::from_millis(500) || p.phase != "Downloading" {
             last = std::time::Instant::now();
-            let _ = run.events.send(BuildEvent::Output(format!(
+            run.events.send(BuildEvent::Output(format!(
                 "{}{}",
                 p.phase,
                 if p.detail.is_empty() {
@@ -727,9 +851,7 @@ async fn run_engine_build(run: &Run<'_>, context: Vec<u8>, tag: &str) -> Result<
         memory_bytes: i64::from(env_cfg.build_memory_mib) * 1024 * 1024,
         nano_cpus: (env_cfg.build_cpus * 1e9) as i64,
     };
-    let mut forward = |e: BuildEvent| {
-        let _ = run.events.send(e);
-    };
+    let mut forward = |e: BuildEvent| run.events.send(e);
     match run
         .envs
         .inner

@@ -244,6 +244,12 @@ struct Inner {
     running: Mutex<HashMap<(String, i64), watch::Sender<bool>>>,
 }
 
+/// Builds (and saves) one member may have queued or running at once: one member's burst
+/// cannot hold the queue for everyone else for long.
+pub const MAX_OPEN_BUILDS: i64 = 10;
+/// Environments one member may have.
+pub const MAX_ENVIRONMENTS: i64 = 50;
+
 /// Whether an image is one Notebox built (a version may also run a catalog image as it
 /// is, which is never removed with it).
 pub fn is_ours(image: &str) -> bool {
@@ -327,6 +333,14 @@ impl Environments {
         // An admin's environment is the lab's unless they say otherwise: it appears in
         // everyone's new-notebook form.
         let shared = req.shared.unwrap_or(user.is_admin);
+        let uid = user.id;
+        let count = self.inner.db.call(move |c| q::count_of(c, uid)).await?;
+        if count >= MAX_ENVIRONMENTS {
+            return Err(EnvironmentError::Conflict(format!(
+                "You have {count} environments, the most one member may have; delete one you no longer use."
+            )));
+        }
+        self.check_build_quota(user).await?;
         let CheckedSource {
             kind,
             stored,
@@ -601,9 +615,7 @@ impl Environments {
                 row.name
             )));
         }
-        for b in builds.iter().filter(|b| b.state.is_open()) {
-            self.cancel_running(&row.id, b.version);
-        }
+        let builds = self.end_open_builds(&row, builds).await?;
         for image in builds
             .iter()
             .filter_map(|b| b.image.as_deref())
@@ -689,6 +701,7 @@ impl Environments {
             view.cache_hit = true;
             return Ok(view);
         }
+        self.check_build_quota(user).await?;
         let (eid, created_by) = (row.id.clone(), Some(user.id));
         let build = self
             .inner
@@ -821,27 +834,13 @@ impl Environments {
                 build.state
             )));
         }
-        if !self.cancel_running(&row.id, version) {
-            // Still queued: ends here.
-            let eid = row.id.clone();
-            self.inner
-                .db
-                .call(move |c| {
-                    q::finish(
-                        c,
-                        &eid,
-                        version,
-                        &q::BuildEnd {
-                            state: BuildState::Cancelled,
-                            state_detail: "Cancelled before it started",
-                            failed_step: None,
-                            image: None,
-                            size_bytes: None,
-                        },
-                    )
-                })
-                .await?;
+        if build.from_notebook.is_some() {
+            return Err(EnvironmentError::Conflict(
+                "A save of a running notebook cannot be cancelled; it ends within a minute or two."
+                    .into(),
+            ));
         }
+        self.stop_build(&row.id, version).await?;
         // Wait (a little) for the builder to have stopped it and cleared up.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
@@ -852,6 +851,83 @@ impl Environments {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+    }
+
+    /// Cancels an environment's queued and running builds and waits for them to end (so
+    /// that no build finishes into a deleted environment); a save under way is waited for
+    /// by its member. The versions as they are then.
+    async fn end_open_builds(
+        &self,
+        row: &EnvironmentRow,
+        builds: Vec<BuildRow>,
+    ) -> Result<Vec<BuildRow>, EnvironmentError> {
+        let open: Vec<&BuildRow> = builds.iter().filter(|b| b.state.is_open()).collect();
+        if open.is_empty() {
+            return Ok(builds);
+        }
+        if let Some(save) = open.iter().find(|b| b.from_notebook.is_some()) {
+            return Err(EnvironmentError::Conflict(format!(
+                "Version {} of '{}' is a notebook being saved; delete it once the save has ended.",
+                save.version, row.name
+            )));
+        }
+        for b in &open {
+            self.stop_build(&row.id, b.version).await?;
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let eid = row.id.clone();
+            let now = self.inner.db.call(move |c| q::builds_of(c, &eid)).await?;
+            if !now.iter().any(|b| b.state.is_open()) {
+                return Ok(now);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(EnvironmentError::Conflict(format!(
+                    "A build of '{}' is still stopping; try again in a moment.",
+                    row.name
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Ends a queued build here, or flips a running one's cancel switch (a build the
+    /// builder is just taking gets its switch a moment later: asked again meanwhile).
+    async fn stop_build(&self, id: &str, version: i64) -> Result<(), EnvironmentError> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            if self.cancel_running(id, version) {
+                return Ok(());
+            }
+            let eid = id.to_string();
+            let ended = self
+                .inner
+                .db
+                .call(move |c| q::cancel_queued(c, &eid, version))
+                .await?;
+            if ended || tokio::time::Instant::now() > deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Refuses a new build (or save) while the member has `MAX_OPEN_BUILDS` waiting or
+    /// running.
+    pub(crate) async fn check_build_quota(&self, user: &User) -> Result<(), EnvironmentError> {
+        let uid = user.id;
+        let open = self
+            .inner
+            .db
+            .call(move |c| q::open_builds_of(c, uid))
+            .await?;
+        if open >= MAX_OPEN_BUILDS {
+            return Err(EnvironmentError::Conflict(format!(
+                "You have {open} builds waiting or running; at most {MAX_OPEN_BUILDS} at once. \
+                 Wait for one to end (or cancel one), then build again."
+            )));
+        }
+        Ok(())
     }
 
     /// Flips a running build's cancel switch; false if it is not running here.
@@ -885,6 +961,30 @@ impl Environments {
                 row.name
             )));
         };
+        Ok(Runnable {
+            environment_id: row.id.clone(),
+            version: build.version,
+            image: build.image.clone().unwrap_or_default(),
+            launcher: row.launcher,
+            command: row.command.clone(),
+        })
+    }
+
+    /// What a notebook of `user` runs from one given ready version of environment `id`.
+    pub async fn runnable_at(
+        &self,
+        user: &User,
+        id: &str,
+        version: i64,
+    ) -> Result<Runnable, EnvironmentError> {
+        let row = self.visible_row(user, id).await?;
+        let build = self.version_of(&row, version).await?;
+        if build.state != BuildState::Ready {
+            return Err(EnvironmentError::Conflict(format!(
+                "Version {version} of '{}' is {}, not ready: {}",
+                row.name, build.state, build.state_detail
+            )));
+        }
         Ok(Runnable {
             environment_id: row.id.clone(),
             version: build.version,

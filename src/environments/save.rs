@@ -24,6 +24,7 @@ pub async fn save_notebook(
     name: &str,
 ) -> Result<(EnvironmentView, BuildView), EnvironmentError> {
     let name = source::check_name(name)?;
+    envs.check_build_quota(user).await?;
     let env = find_or_make_saved_env(envs, user.id, notebook, &name).await?;
     let build = queue_save(envs, &env, notebook, user.id).await?;
     spawn_commit(
@@ -221,13 +222,20 @@ async fn commit_steps(
         .await
         .map_err(|e| e.to_string())?;
     log.line("Committed the container's files; clearing /tmp (Jupyter's runtime files) in a layer on top");
-    let restore_user = if config.user.is_empty() {
+    // The clearing runs as the notebook's user (whose files they are), never as root:
+    // everything in the image's PATH may be the member's own by now. Exec form, with a
+    // PATH of the system's folders only.
+    let storage = &envs.config().storage;
+    let user = format!("{}:{}", storage.uid, storage.gid);
+    let restore_user = if config.user.is_empty() || config.user == user {
         String::new()
     } else {
         format!("USER {}\n", config.user)
     };
     let dockerfile = format!(
-        "FROM {committed}\nLABEL {}\nUSER root\nRUN rm -rf /tmp/jupyter-runtime /tmp/* /tmp/.[!.]* 2>/dev/null; true\n{restore_user}",
+        "FROM {committed}\nLABEL {}\nUSER {user}\n\
+         RUN [\"/bin/sh\", \"-c\", \"PATH=/usr/bin:/bin; rm -rf /tmp/jupyter-runtime /tmp/* /tmp/.[!.]* 2>/dev/null; true\"]\n\
+         {restore_user}",
         source::build_labels(&format!("{env_id}-{version}-save"), env_id)
     );
     let mut extra = BTreeMap::new();

@@ -225,6 +225,18 @@ impl Starter {
                     && build.is_some_and(|b| b.state == crate::model::BuildState::Ready))
             })
             .await?;
+        // A version that runs a catalog image as it is follows the catalog's rules.
+        let catalog_image = !crate::environments::is_ours(&nb.image);
+        if usable && catalog_image && !self.config.images.iter().any(|i| i.image == nb.image) {
+            return Err(failed(
+                COMING_UP,
+                format!(
+                    "The image '{}' was removed from the catalog: create a new notebook with one of {}.",
+                    nb.image,
+                    self.config.image_ids()
+                ),
+            ));
+        }
         if !usable {
             return Err(failed(
                 COMING_UP,

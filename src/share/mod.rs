@@ -449,11 +449,46 @@ impl Shares {
         self.fork(user, source).await
     }
 
+    /// The source as `user` may fork it: an environment they may not use (another
+    /// member's, not shared) stays its owner's, and the copy runs the first catalog image
+    /// instead, naming nothing of it.
+    async fn without_hidden_environment(
+        &self,
+        user: &User,
+        mut source: NotebookRow,
+        config: &crate::config::Config,
+    ) -> Result<NotebookRow, ShareError> {
+        let Some(env) = source.environment.clone() else {
+            return Ok(source);
+        };
+        let (eid, forker) = (env.id.clone(), user.id);
+        let usable = self
+            .db
+            .call(move |c| {
+                Ok(crate::db::environments::by_id(c, &eid)?
+                    .is_some_and(|e| e.owner_id == forker || e.shared))
+            })
+            .await?;
+        if !usable {
+            let first = config
+                .images
+                .first()
+                .ok_or_else(|| ShareError::Invalid("this Notebox has no catalog image".into()))?;
+            source.environment = None;
+            source.image_id = Some(first.id.clone());
+            source.image = first.image.clone();
+        }
+        Ok(source)
+    }
+
     /// A new, stopped notebook of `user` with a copy of the source's /notebooks files, the
     /// same image and machine type. /storage is never copied.
     async fn fork(&self, user: &User, source: NotebookRow) -> Result<Notebook, ShareError> {
         let config = (*self.config).clone();
         crate::notebooks::rules::check_image_allowed(&config, &source)?;
+        let source = self
+            .without_hidden_environment(user, source, &config)
+            .await?;
         // A catalog image is forked as the catalog describes it today.
         let (image, launcher, command) =
             match source.image_id.as_deref().and_then(|i| config.image(i)) {

@@ -36,27 +36,36 @@ pub struct Pending {
     pub made: std::time::Instant,
 }
 
+/// Launches waiting for their builds, per member and in all.
+const MAX_PENDING_PER_MEMBER: usize = 10;
+const MAX_PENDING: usize = 10_000;
+
 /// How long a pending launch waits for its build.
 const PENDING_FOR: std::time::Duration = std::time::Duration::from_secs(3 * 3600);
 
 impl PendingLaunches {
-    fn put(&self, user_id: i64, params: LaunchParams) -> String {
+    fn put(&self, user_id: i64, params: LaunchParams) -> Result<String, WebError> {
         let key = crate::auth::secrets::random_secret(18);
-        if let Ok(mut map) = self.0.lock() {
-            map.retain(|_, p| p.made.elapsed() < PENDING_FOR);
-            // A member's clicks are few; a flood is cut off at a bound all the same.
-            if map.len() < 10_000 {
-                map.insert(
-                    key.clone(),
-                    Pending {
-                        user_id,
-                        params,
-                        made: std::time::Instant::now(),
-                    },
-                );
-            }
+        let mut map = self
+            .0
+            .lock()
+            .map_err(|_| WebError::internal("the pending launches' lock is poisoned"))?;
+        map.retain(|_, p| p.made.elapsed() < PENDING_FOR);
+        let mine = map.values().filter(|p| p.user_id == user_id).count();
+        if mine >= MAX_PENDING_PER_MEMBER || map.len() >= MAX_PENDING {
+            return Err(WebError::conflict(format!(
+                "{mine} of your launches are waiting for their builds; start them (or wait) before launching more."
+            )));
         }
-        key
+        map.insert(
+            key.clone(),
+            Pending {
+                user_id,
+                params,
+                made: std::time::Instant::now(),
+            },
+        );
+        Ok(key)
     }
 
     /// The member's pending launch of that key, if it is theirs and still waiting.
@@ -92,6 +101,8 @@ pub struct LaunchParams {
     pub commit: String,
     /// A pending launch going on after its build (the environment page's form only).
     pub pending: String,
+    /// The version a pending launch waits for (kept with it, never from a form).
+    pub version: String,
     pub csrf: String,
 }
 
@@ -281,7 +292,7 @@ pub async fn launch_page(
         (Some(i), _) => format!("{} ({})", i.name, i.image),
         (None, Some((e, v))) => format!("{}’s environment “{}”, version {v}", e.owner, e.name),
         (None, None) => format!(
-            "the repository's own environment (its requirements.txt, apt.txt, postBuild…), built on {}",
+            "the repository's own environment (its Dockerfile, or requirements.txt, apt.txt, postBuild…), built on {}",
             state
                 .config
                 .images
@@ -332,14 +343,20 @@ fn clicked_params(
     p: LaunchParams,
 ) -> Result<LaunchParams, WebError> {
     if p.pending.is_empty() {
-        return Ok(p);
+        // Only a pending launch (kept here, never a form) names a version.
+        return Ok(LaunchParams {
+            version: String::new(),
+            ..p
+        });
     }
-    state
+    let mut taken = state
         .pending_launches
         .take(session.user.id, &p.pending)
         .ok_or_else(|| {
             bad("This launch was started already (or has expired): open the launch link again.")
-        })
+        })?;
+    taken.pending = p.pending;
+    Ok(taken)
 }
 
 /// What a confirmed launch runs: the catalog image or an environment now, or, while
@@ -359,9 +376,17 @@ async fn choose_runnable(
 ) -> Result<Runs, WebError> {
     match (&plan.image, &plan.environment) {
         (Some(_), _) => Ok(Runs::Now(None)),
-        (None, Some((env, _))) => Ok(Runs::Now(Some(
-            state.environments.runnable(&session.user, &env.id).await?,
-        ))),
+        // A launch going on after its repository's build runs that build's version,
+        // not whatever is newest by then.
+        (None, Some((env, _))) => Ok(Runs::Now(Some(match p.version.parse::<i64>() {
+            Ok(v) if !p.pending.is_empty() => {
+                state
+                    .environments
+                    .runnable_at(&session.user, &env.id, v)
+                    .await?
+            }
+            _ => state.environments.runnable(&session.user, &env.id).await?,
+        }))),
         (None, None) => repository_environment(state, session, p, plan, commit).await,
     }
 }
@@ -388,12 +413,13 @@ async fn repository_environment(
             environment: env_id.clone(),
             r#ref: commit.clone(),
             commit: commit.clone(),
+            version: build.version.to_string(),
             image: String::new(),
             pending: String::new(),
             csrf: String::new(),
             ..p.clone()
         };
-        let key = state.pending_launches.put(session.user.id, then);
+        let key = state.pending_launches.put(session.user.id, then)?;
         return Ok(Runs::AfterBuild(see_other(&format!(
             "/environments/{env_id}?version={}&launch={}",
             build.version,
@@ -401,7 +427,10 @@ async fn repository_environment(
         ))));
     }
     Ok(Runs::Now(Some(
-        state.environments.runnable(&session.user, &env_id).await?,
+        state
+            .environments
+            .runnable_at(&session.user, &env_id, build.version)
+            .await?,
     )))
 }
 
