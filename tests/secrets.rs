@@ -10,11 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
 const READY: Duration = Duration::from_secs(120);
 const FAIL: Duration = Duration::from_secs(60);
@@ -647,65 +644,6 @@ async fn a_private_registry_pulls_with_the_right_credential_and_never_shows_it()
 
 // ---- variables and secrets ----
 
-/// Runs `code` in a new kernel of the notebook, through Notebox's proxy (the kernel's
-/// channels WebSocket, with the member's token), and returns its text/plain result.
-async fn run_in_kernel(base: &str, api: &Api, notebook: &str, code: &str) -> String {
-    let r = api
-        .http
-        .post(format!("{base}/nb/{notebook}/api/kernels"))
-        .header("authorization", format!("token {}", api.token))
-        .json(&json!({"name": "python3"}))
-        .send()
-        .await
-        .expect("POST kernels");
-    assert_eq!(r.status(), 201, "kernel start");
-    let kernel: Value = r.json().await.expect("kernel json");
-    let kernel = kernel["id"].as_str().expect("kernel id");
-    let ws = format!(
-        "ws://{}/nb/{notebook}/api/kernels/{kernel}/channels",
-        base.trim_start_matches("http://"),
-    );
-    let mut request = ws.into_client_request().expect("ws request");
-    request.headers_mut().insert(
-        "authorization",
-        format!("token {}", api.token).parse().expect("header"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("websocket through the proxy");
-    let msg_id = "env-1";
-    socket
-        .send(Message::Text(
-            execute_request(msg_id, code).to_string().into(),
-        ))
-        .await
-        .expect("send");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let msg = tokio::time::timeout_at(deadline, socket.next())
-            .await
-            .expect("a result in time")
-            .expect("socket open")
-            .expect("frame");
-        let Message::Text(text) = msg else { continue };
-        let v: Value = serde_json::from_str(&text).expect("json message");
-        if v["parent_header"]["msg_id"] != msg_id {
-            continue;
-        }
-        match v["header"]["msg_type"].as_str() {
-            Some("execute_result") => {
-                let _ = socket.close(None).await;
-                return v["content"]["data"]["text/plain"]
-                    .as_str()
-                    .expect("text/plain")
-                    .to_string();
-            }
-            Some("error") => panic!("kernel error: {}", v["content"]),
-            _ => {}
-        }
-    }
-}
-
 fn env_of(container: &str, name: &str) -> Option<String> {
     docker_inspect(container)["Config"]["Env"]
         .as_array()
@@ -889,13 +827,8 @@ async fn secrets_reach_the_members_notebooks_and_nothing_else() {
     // Alice's notebook sees her value, in its kernel and its environment.
     let id = alice.create_notebook("with-secrets").await;
     alice.wait_state(&id, "running", READY).await;
-    let seen_by_kernel = run_in_kernel(
-        &lab.server.url,
-        &alice,
-        &id,
-        "import os; os.environ.get('OPENAI_API_KEY')",
-    )
-    .await;
+    let seen_by_kernel =
+        run_in_kernel(&alice, &id, "import os; os.environ.get('OPENAI_API_KEY')").await;
     assert_eq!(seen_by_kernel, format!("'{ALICE_VALUE}'"));
     let container = container_of(&id);
     assert_eq!(

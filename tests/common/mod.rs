@@ -862,3 +862,66 @@ pub fn jupyter_token_of(container: &str) -> String {
         .expect("JUPYTER_TOKEN")
         .to_string()
 }
+
+/// Runs `code` in a new kernel of the notebook, through Notebox's proxy (the kernel's
+/// channels WebSocket, with the member's token); returns its text/plain result.
+pub async fn run_in_kernel(api: &Api, notebook: &str, code: &str) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let base = &api.base;
+    let r = api
+        .http
+        .post(format!("{base}/nb/{notebook}/api/kernels"))
+        .header("authorization", format!("token {}", api.token))
+        .json(&serde_json::json!({"name": "python3"}))
+        .send()
+        .await
+        .expect("POST kernels");
+    assert_eq!(r.status(), 201, "kernel start");
+    let kernel: serde_json::Value = r.json().await.expect("kernel json");
+    let kernel = kernel["id"].as_str().expect("kernel id");
+    let ws = format!(
+        "ws://{}/nb/{notebook}/api/kernels/{kernel}/channels",
+        base.trim_start_matches("http://"),
+    );
+    let mut request = ws.into_client_request().expect("ws request");
+    request.headers_mut().insert(
+        "authorization",
+        format!("token {}", api.token).parse().expect("header"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("websocket through the proxy");
+    let msg_id = "run-1";
+    socket
+        .send(Message::Text(
+            execute_request(msg_id, code).to_string().into(),
+        ))
+        .await
+        .expect("send");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("a result in time")
+            .expect("socket open")
+            .expect("frame");
+        let Message::Text(text) = msg else { continue };
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json message");
+        if v["parent_header"]["msg_id"] != msg_id {
+            continue;
+        }
+        match v["header"]["msg_type"].as_str() {
+            Some("execute_result") => {
+                let _ = socket.close(None).await;
+                return v["content"]["data"]["text/plain"]
+                    .as_str()
+                    .expect("text/plain")
+                    .to_string();
+            }
+            Some("error") => panic!("kernel error running {code:?}: {}", v["content"]),
+            _ => {}
+        }
+    }
+}
