@@ -399,6 +399,55 @@ pub async fn run_checks(config: &Config) -> Vec<Check> {
         checks.push(check_environment_images(config, engine).await);
     }
     checks.extend(check_gpus(config, engine.as_ref()).await);
+    checks.extend(check_directories(config).await);
+    checks
+}
+
+/// The directory answers and the service account binds; each OIDC provider's discovery
+/// document (and keys) reads.
+async fn check_directories(config: &Config) -> Vec<Check> {
+    use crate::directory::{ldap::LdapDirectory, oidc::OidcProviders};
+    let mut checks = Vec::new();
+    if let Some(ldap) = &config.auth.ldap {
+        let result = match LdapDirectory::new(ldap) {
+            Ok(d) => d.check().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        checks.push(match result {
+            Ok(()) if ldap.bind_dn.is_empty() => check("ldap", Level::Ok, format!("{} answers (anonymous search)", ldap.url), None),
+            Ok(()) => check("ldap", Level::Ok, format!("{} answers; the service account binds", ldap.url), None),
+            Err(e) => check(
+                "ldap",
+                Level::Fail,
+                e,
+                Some("check [auth.ldap] url, ca_file, bind_dn and bind_password_file; until it answers only local accounts log in"),
+            ),
+        });
+    }
+    if config.auth.oidc.is_empty() {
+        return checks;
+    }
+    match OidcProviders::new(&config.auth.oidc) {
+        Err(e) => checks.push(check("oidc", Level::Fail, e, Some("check [[auth.oidc]]"))),
+        Ok(providers) => {
+            for p in &config.auth.oidc {
+                checks.push(match providers.check(&p.id).await {
+                    Ok(()) => check(
+                        "oidc",
+                        Level::Ok,
+                        format!("{} ({}) answers", p.name, p.issuer),
+                        None,
+                    ),
+                    Err(e) => check(
+                        "oidc",
+                        Level::Fail,
+                        format!("{}: {e}", p.name),
+                        Some("check the issuer URL and that this machine reaches it"),
+                    ),
+                });
+            }
+        }
+    }
     checks
 }
 

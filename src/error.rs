@@ -103,6 +103,20 @@ impl From<AuthError> for WebError {
             AuthError::NoSuchUser(_) | AuthError::NoSuchToken => {
                 WebError::new(StatusCode::NOT_FOUND, "not_found", message)
             }
+            AuthError::DirectoryUnreachable(_) => WebError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "directory_unreachable",
+                message,
+            ),
+            AuthError::NotAllowed(_) => {
+                WebError::new(StatusCode::FORBIDDEN, "not_allowed", message)
+            }
+            AuthError::NameTaken { .. } => {
+                WebError::new(StatusCode::CONFLICT, "name_taken", message)
+            }
+            AuthError::Directory(_) => {
+                WebError::new(StatusCode::BAD_REQUEST, "directory_refused", message)
+            }
             AuthError::Internal(m) => WebError::internal(m),
             AuthError::Db(e) => WebError::internal(e),
         }
@@ -120,6 +134,9 @@ impl From<NotebookError> for WebError {
                 WebError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
             }
             NotebookError::Conflict(_) => WebError::new(StatusCode::CONFLICT, "conflict", message),
+            NotebookError::Forbidden(_) => {
+                WebError::new(StatusCode::FORBIDDEN, "not_allowed", message)
+            }
             NotebookError::Gpus(Refusal::TooManyRunning { .. }) => {
                 WebError::new(StatusCode::CONFLICT, "too_many_running", message)
             }

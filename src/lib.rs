@@ -11,11 +11,13 @@ pub mod clock;
 pub mod config;
 pub mod containers;
 pub mod db;
+pub mod directory;
 pub mod doctor;
 pub mod environments;
 pub mod error;
 pub mod git;
 pub mod gpu;
+pub mod groups;
 pub mod http;
 pub mod idle;
 pub mod jupyter;
@@ -56,6 +58,8 @@ pub enum StartError {
     Task(String),
     #[error(transparent)]
     Vault(#[from] vault::VaultError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
 }
 
 /// Creates the data directory and opens (migrating) the database. Blocking.
@@ -83,7 +87,15 @@ pub async fn run(
     config.data_dir = absolute(&config.data_dir);
     let config = Arc::new(config);
     let (db, instance, vault) = open_state(&config).await?;
-    let accounts = auth::Accounts::new(db.clone(), &config);
+    let directories = directory::connect(&config)
+        .await
+        .map_err(|(key, message)| config::ConfigError::Invalid {
+            key,
+            origin: config.source.clone(),
+            message,
+        })?;
+    let accounts = auth::Accounts::new(db.clone(), &config).with_ldap(directories.ldap.clone());
+    accounts.sync_group_budgets().await?;
     let telemetry = start_telemetry(&config).await?;
     let components = Components::build(&db, &config, instance, telemetry, vault);
     // The reconciler's first pass settles every notebook against what the engine has.
@@ -97,12 +109,14 @@ pub async fn run(
     let proxy = NotebookProxy::wire(&config, &accounts, &db, components.proxy_handles(), local);
     let sites = proxy.sites.clone();
     let site_follower = tokio::spawn(sites.clone().follow());
-    let state = aw::Data::new(components.app_state(&db, &accounts, sites.clone()));
+    let state =
+        aw::Data::new(components.app_state(&db, &accounts, sites.clone(), directories.oidc));
     let server = serve(listener, state, proxy)?;
     let handle = server.handle();
     // The database is open and migrated and the listener is bound: ready.
     platform::systemd::notify_ready();
     tasks.extend(housekeeping(&db, &accounts));
+    tasks.extend(components.follow_accounts(&accounts));
 
     tokio::pin!(shutdown);
     let result = tokio::select! {
@@ -340,6 +354,7 @@ impl Components {
         db: &db::Db,
         accounts: &auth::Accounts,
         sites: Arc<proxy::Sites>,
+        oidc: directory::oidc::OidcProviders,
     ) -> web::AppState {
         web::AppState {
             config: self.config.clone(),
@@ -357,7 +372,46 @@ impl Components {
             environments: self.environments.clone(),
             pending_launches: Default::default(),
             sites,
+            oidc,
         }
+    }
+
+    /// Account changes reach notebooks: an account the directory disabled has its
+    /// notebooks stopped; a change made by another process (the CLI's `user disable`)
+    /// wakes the reconciler at once. With LDAP, accounts are checked every
+    /// `[auth] directory_refresh`.
+    fn follow_accounts(&self, accounts: &auth::Accounts) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut disabled = accounts.events().subscribe_disabled();
+        let notebooks = self.notebooks.clone();
+        let mut changes = accounts.events().subscribe();
+        let reconciler = self.reconciler.clone();
+        let mut tasks = vec![
+            tokio::spawn(async move {
+                loop {
+                    match disabled.recv().await {
+                        Ok(user_id) => {
+                            if let Err(e) = notebooks.stop_all_notebooks_of(user_id).await {
+                                tracing::warn!(error = %e, user_id, "cannot stop a disabled member's notebooks");
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    }
+                }
+            }),
+            tokio::spawn(async move {
+                while changes.changed().await.is_ok() {
+                    reconciler.wake();
+                }
+            }),
+        ];
+        if accounts.ldap().is_some() {
+            let every = self.config.auth.directory_refresh;
+            tasks.push(tokio::spawn(
+                accounts.clone().refresh_directory_every(every),
+            ));
+        }
+        tasks
     }
 
     /// What the proxy needs of the rest of Notebox.

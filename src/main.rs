@@ -65,6 +65,11 @@ enum UserCommand {
     },
     /// List accounts
     List,
+    /// Disable an account: its sessions and tokens stop at once and its notebooks stop
+    /// (as on the admin page)
+    Disable { name: String },
+    /// Enable a disabled account again
+    Enable { name: String },
 }
 
 #[derive(Subcommand)]
@@ -255,18 +260,55 @@ async fn user_command(config: Config, cmd: UserCommand) -> Result<(), String> {
         }
         UserCommand::List => {
             let users = accounts.list_users().await.map_err(|e| e.to_string())?;
-            println!("{:<32} {:<7} {:<9} CREATED", "USERNAME", "ROLE", "STATUS");
+            println!(
+                "{:<32} {:<7} {:<9} {:<12} CREATED",
+                "USERNAME", "ROLE", "STATUS", "SOURCE"
+            );
             for u in users {
                 println!(
-                    "{:<32} {:<7} {:<9} {}",
+                    "{:<32} {:<7} {:<9} {:<12} {}",
                     u.username,
                     if u.is_admin { "admin" } else { "member" },
                     if u.disabled { "disabled" } else { "active" },
+                    u.source,
                     notebox::web::views::datetime(u.created_at)
                 );
             }
         }
+        UserCommand::Disable { name } => set_disabled(&accounts, &name, true).await?,
+        UserCommand::Enable { name } => set_disabled(&accounts, &name, false).await?,
     }
+    Ok(())
+}
+
+/// `user disable` / `user enable`: the same change as the admin page's. The running
+/// server sees it within a second (the credentials epoch): sessions, tokens and open
+/// WebSockets end, and its reconciler stops the notebooks asked to stop here.
+async fn set_disabled(accounts: &auth::Accounts, name: &str, disabled: bool) -> Result<(), String> {
+    let user = accounts
+        .user_by_name(name)
+        .await
+        .map_err(|e| e.to_string())?;
+    accounts
+        .set_disabled(user.id, disabled)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !disabled {
+        eprintln!("enabled {}", user.username);
+        return Ok(());
+    }
+    let id = user.id;
+    let stopped = accounts
+        .db()
+        .call(move |c| {
+            notebox::db::lifecycle::request_stop_all_of(c, id, "Stopping: the account was disabled")
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "disabled {}; their sessions and tokens were ended and {stopped} notebook(s) asked to stop",
+        user.username
+    );
     Ok(())
 }
 

@@ -40,7 +40,8 @@ PACKAGE=0
 
 # 1. System packages the tests use: mmdebstrap (test image), Chromium and its driver
 #    (browser tests), Prometheus (it scrapes /metrics in tests/usage.rs), a private
-#    registry with htpasswd logins (tests/secrets.rs); for the package
+#    registry with htpasswd logins (tests/secrets.rs), OpenLDAP's server and tools and
+#    Python's venv (the directory tests, tests/directory.rs); for the package
 #    checks also lintian and curl (one apt run for all).
 stage_start "system packages"
 need=()
@@ -50,6 +51,9 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
+[ -x /usr/sbin/slapd ] || need+=(slapd)
+command -v ldapadd >/dev/null || need+=(ldap-utils)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if [ "$PACKAGE" = 1 ]; then
   command -v lintian >/dev/null || need+=(lintian)
   command -v curl >/dev/null || need+=(curl)
@@ -59,6 +63,10 @@ if ((${#need[@]})); then
     say "installing ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # The tests start their own slapd; the one the package starts is not needed.
+    if pgrep -x slapd >/dev/null; then
+      (invoke-rc.d slapd stop || pkill -x slapd) >/dev/null 2>&1 || true
+    fi
   else
     say "missing ${need[*]}: install them with apt-get (as root) and run again"
     exit 1
@@ -79,6 +87,12 @@ mkdir -p "$LOGS"
 #    machine: in the background while the tests compile (it mostly downloads).
 tests/image/build.sh >"$LOGS/image.out" 2>"$LOGS/image.log" &
 IMAGE_PID=$!
+
+# The OpenID Connect provider the directory tests sign in with (PyPI's
+# oidc-provider-mock in a venv under target/, made once per checkout, ~15 s).
+stage_start "OIDC test provider (venv)"
+tests/oidc_provider/setup.sh
+stage_end
 
 stage_start "compile the tests (debug)"
 cargo test --locked --all-targets --no-run

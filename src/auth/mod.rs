@@ -1,6 +1,7 @@
 //! Accounts, logins, sessions, CSRF and personal access tokens. Knows nothing of HTTP:
 //! the web layer turns cookies and headers into the strings these functions take.
 
+pub mod directory;
 pub mod entry;
 pub mod passwords;
 pub mod secrets;
@@ -50,6 +51,19 @@ pub enum AuthError {
     #[error("that would leave no enabled admin; make someone else an admin first")]
     LastAdmin,
     #[error("{0}")]
+    DirectoryUnreachable(String),
+    /// The directory knows them, but its groups do not let them in.
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error(
+        "an account named '{username}' already exists here; a Notebox admin must link it to \
+         {provider} before you can sign in this way"
+    )]
+    NameTaken { username: String, provider: String },
+    /// The directory answered, but not as it should (settings, a refused token).
+    #[error("{0}")]
+    Directory(String),
+    #[error("{0}")]
     Internal(String),
     #[error(transparent)]
     Db(#[from] DbError),
@@ -74,12 +88,15 @@ pub struct NewSession {
 #[derive(Clone)]
 pub struct CredentialEvents {
     generation: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Accounts a directory disabled (their notebooks must stop).
+    disabled: tokio::sync::broadcast::Sender<i64>,
 }
 
 impl Default for CredentialEvents {
     fn default() -> Self {
         CredentialEvents {
             generation: Arc::new(tokio::sync::watch::Sender::new(0)),
+            disabled: tokio::sync::broadcast::channel(1024).0,
         }
     }
 }
@@ -95,6 +112,13 @@ impl CredentialEvents {
     pub fn changed(&self) {
         self.generation.send_modify(|g| *g += 1);
     }
+    /// The directory disabled `user_id` (after `changed`).
+    pub fn account_disabled(&self, user_id: i64) {
+        let _ = self.disabled.send(user_id);
+    }
+    pub fn subscribe_disabled(&self) -> tokio::sync::broadcast::Receiver<i64> {
+        self.disabled.subscribe()
+    }
 }
 
 /// Rules and storage for accounts; built from the config, cheap to clone.
@@ -108,6 +132,10 @@ pub struct Accounts {
     events: CredentialEvents,
     /// Codes that let a member into a notebook's own origin (30 s, single use).
     entry_codes: Arc<entry::EntryCodes>,
+    /// Groups and directory rules.
+    config: Arc<Config>,
+    /// `[auth.ldap]`, when configured.
+    ldap: Option<crate::directory::ldap::LdapDirectory>,
 }
 
 pub fn validate_username(name: &str) -> Result<(), AuthError> {
@@ -164,7 +192,15 @@ impl Accounts {
             password_checks: Arc::new(tokio::sync::Semaphore::new(checks)),
             events: CredentialEvents::default(),
             entry_codes: Arc::new(entry::EntryCodes::default()),
+            config: Arc::new(config.clone()),
+            ldap: None,
         }
+    }
+
+    /// Logins by password are also checked with this LDAP directory.
+    pub fn with_ldap(mut self, ldap: Option<crate::directory::ldap::LdapDirectory>) -> Accounts {
+        self.ldap = ldap;
+        self
     }
 
     pub fn db(&self) -> &Db {
@@ -220,41 +256,82 @@ impl Accounts {
                 Ok((reservation, creds))
             })
             .await?;
-        if let sessions::Reservation::Throttled { scope, oldest } = reservation {
-            let until = oldest.unwrap_or_else(crate::clock::now) + THROTTLE_WINDOW_SECS;
-            return Err(AuthError::Throttled {
-                scope,
-                retry_after_secs: (until - crate::clock::now()).max(1) as u64,
-            });
-        }
-        let password = password.to_string();
-        let (user, ok) = tokio::task::spawn_blocking(move || match creds {
-            Some((user, hash)) => {
-                let ok = passwords::verify_password(&password, &hash);
-                (Some(user), ok)
+        let reservation = match reservation {
+            sessions::Reservation::Reserved(id) => id,
+            sessions::Reservation::Throttled { scope, oldest } => {
+                let until = oldest.unwrap_or_else(crate::clock::now) + THROTTLE_WINDOW_SECS;
+                return Err(AuthError::Throttled {
+                    scope,
+                    retry_after_secs: (until - crate::clock::now()).max(1) as u64,
+                });
             }
-            None => {
-                passwords::verify_dummy(&password);
-                (None, false)
+        };
+        let ldap = self.ldap.is_some();
+        // A failed check leaves the reservation as a failure.
+        let user = match creds {
+            Some((user, hash)) if !user.from_directory() => {
+                if !self.check_password(password, Some(hash)).await? {
+                    self.claimed_by_directory(&username, password).await?;
+                    return Err(AuthError::InvalidCredentials);
+                }
+                user
             }
-        })
-        .await
-        .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let user = match (user, ok) {
-            (Some(user), true) => user,
-            _ => return Err(AuthError::InvalidCredentials), // the reservation stays a failure
+            Some((user, _)) if ldap && user.source == crate::directory::ldap::SOURCE => {
+                return self
+                    .ldap_login(&username, password, &address, reservation)
+                    .await;
+            }
+            None if ldap => {
+                return self
+                    .ldap_login(&username, password, &address, reservation)
+                    .await;
+            }
+            _ => {
+                self.check_password(password, None).await?;
+                return Err(AuthError::InvalidCredentials);
+            }
         };
         if user.disabled {
             return Err(AuthError::Disabled);
         }
+        self.open_session(user, Some((username, address))).await
+    }
+
+    /// Checks a password against a hash (or a dummy hash, to take the same time).
+    async fn check_password(
+        &self,
+        password: &str,
+        hash: Option<String>,
+    ) -> Result<bool, AuthError> {
+        let password = password.to_string();
+        tokio::task::spawn_blocking(move || match hash {
+            Some(hash) => passwords::verify_password(&password, &hash),
+            None => {
+                passwords::verify_dummy(&password);
+                false
+            }
+        })
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))
+    }
+
+    /// Opens a session for `user`; `clear` (username, address) forgets that pair's failed
+    /// logins.
+    pub(crate) async fn open_session(
+        &self,
+        user: User,
+        clear: Option<(String, String)>,
+    ) -> Result<NewSession, AuthError> {
         let cookie_value = secrets::random_secret(32);
         let id_hash = secrets::hash_secret(&cookie_value);
         let csrf = secrets::random_secret(32);
         let expires_at = crate::clock::now() + self.session_lifetime.as_secs() as i64;
-        let (user_id, name) = (user.id, username.clone());
+        let user_id = user.id;
         self.db
             .call(move |c| {
-                sessions::clear_failures(c, &name, &address)?;
+                if let Some((name, address)) = clear {
+                    sessions::clear_failures(c, &name, &address)?;
+                }
                 sessions::insert(c, &id_hash, user_id, &csrf, expires_at)
             })
             .await?;

@@ -26,6 +26,8 @@ impl Default for Config {
             environments: EnvironmentsConfig::default(),
             images: default_images(),
             machines: default_machines(),
+            groups: Vec::new(),
+            public_url: String::new(),
             source: "built-in defaults".into(),
         }
     }
@@ -54,6 +56,9 @@ impl Default for AuthConfig {
             max_failures_per_account_total: 50,
             max_concurrent_logins: 0,
             trusted_proxies: Vec::new(),
+            directory_refresh: Duration::from_secs(15 * 60),
+            ldap: None,
+            oidc: Vec::new(),
         }
     }
 }

@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use super::{
     parse_listen, AuthConfig, Config, ConfigError, DockerConfig, EnvironmentsConfig, GpuConfig,
-    ImageSpec, MachineType, MetricsConfig, NotebooksConfig, ShareConfig, StorageConfig,
-    UsageConfig, WebhookConfig, WebhookUrl,
+    GroupConfig, ImageSpec, MachineType, MetricsConfig, NotebooksConfig, ShareConfig,
+    StorageConfig, UsageConfig, WebhookConfig, WebhookUrl,
 };
 
 /// The config file as written: `Config` with `listen` and `webhook.url` still text.
@@ -33,6 +33,8 @@ struct ConfigFile {
     environments: EnvironmentsConfig,
     images: Vec<ImageSpec>,
     machines: Vec<MachineType>,
+    groups: Vec<GroupConfig>,
+    public_url: String,
 }
 
 /// `[webhook]` as written.
@@ -63,6 +65,8 @@ impl Default for ConfigFile {
             environments: c.environments,
             images: c.images,
             machines: c.machines,
+            groups: c.groups,
+            public_url: c.public_url,
         }
     }
 }
@@ -95,6 +99,8 @@ impl ConfigFile {
             environments: self.environments,
             images: self.images,
             machines: self.machines,
+            groups: self.groups,
+            public_url: self.public_url,
             source,
         })
     }

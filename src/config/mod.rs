@@ -7,6 +7,7 @@
 //! `values.rs`.
 
 mod defaults;
+mod directory;
 mod env;
 mod file;
 mod validate;
@@ -19,6 +20,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::model::Launcher;
+pub use directory::{
+    parse_ldap_url, read_secret, FolderOthers, GroupConfig, LdapConfig, OidcConfig, OIDC_ALGORITHMS,
+};
 use values::{auto_shutdown_choice, optional_duration};
 pub use values::{
     auto_shutdown_name, parse_auto_shutdown, parse_byte_size, parse_duration, parse_listen,
@@ -73,6 +77,11 @@ pub struct Config {
     pub environments: EnvironmentsConfig,
     pub images: Vec<ImageSpec>,
     pub machines: Vec<MachineType>,
+    /// Groups and the policy they carry (`[[groups]]`).
+    pub groups: Vec<GroupConfig>,
+    /// The address members use ("https://gpu.lab.example"); empty = each request's Host.
+    /// OIDC redirect URIs are built on it.
+    pub public_url: String,
     /// Where the config came from ("built-in defaults" or a path); not a TOML key.
     pub source: String,
 }
@@ -97,6 +106,14 @@ pub struct AuthConfig {
     /// Addresses of reverse proxies in front of Notebox: from these (and only these) the
     /// client address is taken from `X-Forwarded-For`.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How often directory accounts are checked again (still there, still allowed, their
+    /// groups); also checked at every login.
+    #[serde(with = "humantime_serde")]
+    pub directory_refresh: Duration,
+    /// `[auth.ldap]`: absent = no LDAP login.
+    pub ldap: Option<LdapConfig>,
+    /// `[[auth.oidc]]`: one "Sign in with …" per provider.
+    pub oidc: Vec<OidcConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -51,6 +51,7 @@ impl Config {
         check_machines(&self.machines)?;
         check_simulated_gpus(&self.gpu)?;
         check_environments(&self.environments)?;
+        super::directory::check(self).map_err(|(key, message)| invalid(key, message))?;
         check_docker(&self.docker)
     }
 }
@@ -235,7 +236,7 @@ fn check_id<'a>(id: &'a str, seen: &mut HashSet<&'a str>) -> Result<(), String> 
     Ok(())
 }
 
-fn valid_id(id: &str) -> bool {
+pub(super) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 40
         && id

@@ -33,12 +33,15 @@ pub fn lookup(
 ) -> Result<Option<User>, DbError> {
     Ok(conn
         .query_row(
-            "SELECT u.id, u.username, u.is_admin, u.disabled, u.max_gpus, u.created_at
-             FROM notebook_grants g
-             JOIN sessions s ON s.id_hash = g.session_hash
-             JOIN users u ON u.id = g.user_id AND u.id = s.user_id
-             WHERE g.id_hash = ?1 AND g.notebook_id = ?2 AND s.expires_at > ?3
-               AND u.disabled = 0",
+            &format!(
+                "SELECT {}
+                 FROM notebook_grants g
+                 JOIN sessions s ON s.id_hash = g.session_hash
+                 JOIN users u ON u.id = g.user_id AND u.id = s.user_id
+                 WHERE g.id_hash = ?1 AND g.notebook_id = ?2 AND s.expires_at > ?3
+                   AND u.disabled = 0",
+                super::users::U_COLUMNS
+            ),
             params![id_hash, notebook_id, now()],
             super::users::from_row,
         )

@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("migrations/0010_origin_ports.sql")),
     (11, include_str!("migrations/0011_secrets.sql")),
     (12, include_str!("migrations/0012_environments.sql")),
+    (13, include_str!("migrations/0013_directory.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -1,6 +1,7 @@
 //! SQLite: open with the right pragmas, migrate, and run blocking work off the executor.
 
 pub mod accounts;
+pub mod directory;
 pub mod environments;
 pub mod gpus;
 pub mod grants;

@@ -24,13 +24,14 @@ pub fn insert(
 /// The live session's user and CSRF token; expired sessions and disabled users find nothing.
 pub fn lookup(conn: &Connection, id_hash: &str) -> Result<Option<(User, String)>, DbError> {
     Ok(conn
-        .prepare_cached(
-            "SELECT u.id, u.username, u.is_admin, u.disabled, u.max_gpus, u.created_at, s.csrf_token
+        .prepare_cached(&format!(
+            "SELECT {}, s.csrf_token
              FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.id_hash = ?1 AND s.expires_at > ?2 AND u.disabled = 0",
-        )?
+            super::users::U_COLUMNS
+        ))?
         .query_row(params![id_hash, now()], |r| {
-            Ok((super::users::from_row(r)?, r.get(6)?))
+            Ok((super::users::from_row(r)?, r.get(super::users::N_COLUMNS)?))
         })
         .optional()?)
 }
@@ -137,6 +138,13 @@ pub fn reserve_attempt(
     let id = tx.last_insert_rowid();
     tx.commit()?;
     Ok(Reservation::Reserved(id))
+}
+
+/// An attempt that could not be judged (the directory did not answer): its reservation
+/// goes, so an outage does not lock members out.
+pub fn release(conn: &Connection, reservation: i64) -> Result<(), DbError> {
+    conn.execute("DELETE FROM login_failures WHERE id = ?1", [reservation])?;
+    Ok(())
 }
 
 /// A right password: its reservation and the earlier failures from that address go.

@@ -60,24 +60,18 @@ pub fn delete(conn: &Connection, user_id: i64, token_id: i64) -> Result<bool, Db
 /// once a minute). Read-only, so a busy writer never holds up a request.
 pub fn lookup(conn: &Connection, token_hash: &str) -> Result<Option<(User, Option<i64>)>, DbError> {
     let found = conn
-        .prepare_cached(
-            "SELECT t.id, u.id, u.username, u.is_admin, u.disabled, u.max_gpus, u.created_at,
-                    t.last_used_at
+        .prepare_cached(&format!(
+            "SELECT {}, t.id, t.last_used_at
              FROM api_tokens t JOIN users u ON u.id = t.user_id
              WHERE t.token_hash = ?1 AND u.disabled = 0",
-        )?
+            super::users::U_COLUMNS
+        ))?
         .query_row([token_hash], |r| {
+            let n = super::users::N_COLUMNS;
             Ok((
-                r.get::<_, i64>(0)?,
-                User {
-                    id: r.get(1)?,
-                    username: r.get(2)?,
-                    is_admin: r.get(3)?,
-                    disabled: r.get(4)?,
-                    max_gpus: r.get(5)?,
-                    created_at: r.get(6)?,
-                },
-                r.get::<_, Option<i64>>(7)?,
+                r.get::<_, i64>(n)?,
+                super::users::from_row(r)?,
+                r.get::<_, Option<i64>>(n + 1)?,
             ))
         })
         .optional()?;

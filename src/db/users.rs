@@ -14,12 +14,40 @@ pub struct User {
     pub disabled: bool,
     pub max_gpus: Option<i64>,
     pub created_at: i64,
+    /// Where the account comes from: "local", "ldap" or "oidc:{id}".
+    pub source: String,
+    /// The directory's name for them; empty for most local accounts.
+    pub display_name: String,
+    /// The Notebox groups the directory put them in at its last check.
+    pub directory_groups: Vec<String>,
 }
 
-const COLUMNS: &str = "id, username, is_admin, disabled, max_gpus, created_at";
+impl User {
+    /// Whether the account's password is checked by a directory, not by Notebox.
+    pub fn from_directory(&self) -> bool {
+        self.source != "local"
+    }
+    /// The name to greet them by.
+    pub fn shown_name(&self) -> &str {
+        if self.display_name.is_empty() {
+            &self.username
+        } else {
+            &self.display_name
+        }
+    }
+}
 
-/// A user from a row whose first six columns are `COLUMNS` (also for joins elsewhere).
+const COLUMNS: &str =
+    "id, username, is_admin, disabled, max_gpus, created_at, source, display_name, directory_groups";
+/// `COLUMNS` of the `users` table aliased `u`, for joins elsewhere (then `from_row`).
+pub(super) const U_COLUMNS: &str = "u.id, u.username, u.is_admin, u.disabled, u.max_gpus, \
+     u.created_at, u.source, u.display_name, u.directory_groups";
+/// How many columns `from_row` reads.
+pub(super) const N_COLUMNS: usize = 9;
+
+/// A user from a row whose first columns are `COLUMNS` (also for joins elsewhere).
 pub(super) fn from_row(r: &Row) -> rusqlite::Result<User> {
+    let groups: String = r.get(8)?;
     Ok(User {
         id: r.get(0)?,
         username: r.get(1)?,
@@ -27,7 +55,17 @@ pub(super) fn from_row(r: &Row) -> rusqlite::Result<User> {
         disabled: r.get(3)?,
         max_gpus: r.get(4)?,
         created_at: r.get(5)?,
+        source: r.get(6)?,
+        display_name: r.get(7)?,
+        directory_groups: split_groups(&groups),
     })
+}
+
+fn split_groups(text: &str) -> Vec<String> {
+    text.split(',')
+        .filter(|g| !g.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 pub fn count(conn: &Connection) -> Result<i64, DbError> {
@@ -75,7 +113,7 @@ pub fn credentials(conn: &Connection, username: &str) -> Result<Option<(User, St
         .query_row(
             &format!("SELECT {COLUMNS}, password_hash FROM users WHERE username = ?1"),
             [username],
-            |r| Ok((from_row(r)?, r.get(6)?)),
+            |r| Ok((from_row(r)?, r.get(N_COLUMNS)?)),
         )
         .optional()?)
 }
@@ -101,10 +139,12 @@ pub fn set_admin(conn: &Connection, id: i64, is_admin: bool) -> Result<bool, DbE
     )? == 1)
 }
 
+/// An admin disables or enables the account.
 pub fn set_disabled(conn: &Connection, id: i64, disabled: bool) -> Result<bool, DbError> {
+    let by = if disabled { "admin" } else { "" };
     Ok(conn.execute(
-        "UPDATE users SET disabled = ?2 WHERE id = ?1",
-        params![id, disabled],
+        "UPDATE users SET disabled = ?2, disabled_by = ?3, disabled_reason = '' WHERE id = ?1",
+        params![id, disabled, by],
     )? == 1)
 }
 
@@ -139,7 +179,7 @@ pub fn set_gpu_hours_budget(
 pub fn gpu_hours_budget(conn: &Connection, id: i64) -> Result<Option<f64>, DbError> {
     Ok(conn
         .query_row(
-            "SELECT gpu_hours_budget FROM users WHERE id = ?1",
+            "SELECT COALESCE(gpu_hours_budget, group_gpu_hours_budget) FROM users WHERE id = ?1",
             [id],
             |r| r.get::<_, Option<f64>>(0),
         )
@@ -152,7 +192,8 @@ pub fn gpu_hours_budgets(
     conn: &Connection,
 ) -> Result<std::collections::HashMap<i64, f64>, DbError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, gpu_hours_budget FROM users WHERE gpu_hours_budget IS NOT NULL",
+        "SELECT id, COALESCE(gpu_hours_budget, group_gpu_hours_budget) FROM users
+         WHERE COALESCE(gpu_hours_budget, group_gpu_hours_budget) IS NOT NULL",
     )?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -194,6 +194,11 @@ pub struct Me {
     pub username: String,
     pub is_admin: bool,
     pub created_at: i64,
+    pub display_name: String,
+    /// "local", "ldap" or "oidc:{id}".
+    pub source: String,
+    pub groups: Vec<String>,
+    pub policy: crate::groups::Policy,
 }
 
 /// A catalog image.

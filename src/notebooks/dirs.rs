@@ -19,6 +19,8 @@ pub struct NotebookDirs {
     pub storage: PathBuf,
     pub notebooks: PathBuf,
     pub datasets: PathBuf,
+    /// Group folders: (host folder, group id, read-only).
+    pub group_folders: Vec<(PathBuf, String, bool)>,
 }
 
 impl Dirs {
@@ -42,17 +44,35 @@ impl Dirs {
         self.data_dir.join("datasets")
     }
 
+    /// A group's shared folder (`[[groups]] folder = true`).
+    pub fn group_dir(&self, group: &str) -> PathBuf {
+        self.data_dir.join("groups").join(group)
+    }
+
     /// The member's storage, the notebook's folder and the datasets folder, made and
     /// owned by the container user. Blocking file system work.
-    pub fn prepare(&self, owner: &str, notebook_id: &str) -> Result<NotebookDirs, String> {
+    pub fn prepare(
+        &self,
+        owner: &str,
+        notebook_id: &str,
+        folders: &[crate::groups::FolderMount],
+    ) -> Result<NotebookDirs, String> {
         let dirs = NotebookDirs {
             storage: self.storage_dir(owner),
             notebooks: self.notebook_dir(notebook_id),
             datasets: self.datasets_dir(),
+            group_folders: folders
+                .iter()
+                .map(|f| (self.group_dir(&f.group), f.group.clone(), f.read_only))
+                .collect(),
         };
         self.prepare_dir(&dirs.storage, false)?;
         self.prepare_dir(&dirs.notebooks, false)?;
         self.prepare_dir(&dirs.datasets, true)?;
+        for (dir, _, _) in &dirs.group_folders {
+            // Written by the group's members: theirs like /storage (one container user).
+            self.prepare_dir(dir, false)?;
+        }
         Ok(dirs)
     }
 

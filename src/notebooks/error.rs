@@ -14,6 +14,9 @@ pub enum NotebookError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// Their groups' policy does not allow it (a machine type).
+    #[error("{0}")]
+    Forbidden(String),
     /// Not enough free GPUs, a quota, or a machine type bigger than the workstation.
     #[error(transparent)]
     Gpus(#[from] Refusal),

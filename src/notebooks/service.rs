@@ -127,8 +127,18 @@ impl Notebooks {
 
     /// The most GPUs `user` may hold or wait for at once.
     pub fn gpu_limit(&self, user: &User) -> i64 {
-        user.max_gpus
-            .unwrap_or(i64::from(self.config.gpu.max_gpus_per_user))
+        crate::groups::policy(&self.config, user).max_gpus
+    }
+
+    /// Refuses a machine type `user`'s groups do not allow, saying which they may use.
+    fn check_machine_allowed(&self, user: &User, machine_id: &str) -> Result<(), NotebookError> {
+        let name = self
+            .config
+            .machine(machine_id)
+            .map_or(machine_id, |m| m.name.as_str());
+        crate::groups::policy(&self.config, user)
+            .check_machine(machine_id, name)
+            .map_err(NotebookError::Forbidden)
     }
 
     /// What placing a notebook of `owner` asks for, by the config of the moment.
@@ -168,6 +178,7 @@ impl Notebooks {
             .as_ref()
             .map(|e| (e.environment_id.clone(), e.version));
         let machine = rules::resolve_machine(&self.config, &req.machine)?;
+        self.check_machine_allowed(owner, &machine.id)?;
         let repo = req.repo.as_ref().map(rules::check_repo).transpose()?;
         let auto_shutdown_secs = rules::auto_shutdown_secs(&self.config, req.auto_shutdown);
         let (id, token) = (rules::new_notebook_id(), secrets::random_secret(32));
@@ -235,6 +246,7 @@ impl Notebooks {
     pub async fn start_notebook(&self, owner: &User, id: &str) -> Result<Notebook, NotebookError> {
         let row = self.notebook_row(owner, id).await?;
         check_image_allowed(&self.config, &row)?;
+        self.check_machine_allowed(owner, &row.machine_id)?;
         if !row.state.can_start() {
             return Err(NotebookError::Conflict(format!(
                 "The notebook is {}; only a stopped or failed notebook can be started.",
@@ -297,6 +309,7 @@ impl Notebooks {
     ) -> Result<Notebook, NotebookError> {
         let row = self.notebook_row(owner, id).await?;
         check_image_allowed(&self.config, &row)?;
+        self.check_machine_allowed(owner, &row.machine_id)?;
         let id = row.id.clone();
         let moved = self
             .db

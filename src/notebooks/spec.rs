@@ -121,11 +121,18 @@ pub fn container_spec(
         labels,
         user: format!("{}:{}", config.storage.uid, config.storage.gid),
         working_dir: ROOT_DIR.into(),
-        mounts: vec![
+        mounts: [
             mount(&dirs.storage, "/storage", false),
             mount(&dirs.notebooks, ROOT_DIR, false),
             mount(&dirs.datasets, "/datasets", true),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            dirs.group_folders
+                .iter()
+                .map(|(host, group, ro)| mount(host, &format!("/shared/{group}"), *ro)),
+        )
+        .collect(),
         network: config.docker.network.clone(),
         memory_bytes: notebook.memory_mib * 1024 * 1024,
         nano_cpus: (notebook.cpus * 1e9) as i64,
@@ -195,6 +202,7 @@ mod tests {
             storage: PathBuf::from(storage),
             notebooks: PathBuf::from(notebooks),
             datasets: PathBuf::from(datasets),
+            group_folders: Vec::new(),
         }
     }
 

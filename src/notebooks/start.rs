@@ -141,7 +141,18 @@ impl Starter {
     /// container user (blocking file system work, on the blocking pool).
     async fn prepare_directories(&self, nb: &NotebookRow) -> Result<NotebookDirs, StartAbort> {
         let (dirs, owner, id) = (self.dirs.clone(), nb.owner.clone(), nb.id.clone());
-        tokio::task::spawn_blocking(move || dirs.prepare(&owner, &id))
+        // Group folders by the owner's groups of the moment (a change applies at the next
+        // container).
+        let owner_id = nb.owner_id;
+        let folders = match self
+            .db
+            .call(move |c| crate::db::users::by_id(c, owner_id))
+            .await?
+        {
+            Some(user) => crate::groups::folder_mounts(&self.config, &user),
+            None => Vec::new(),
+        };
+        tokio::task::spawn_blocking(move || dirs.prepare(&owner, &id, &folders))
             .await
             .map_err(|e| {
                 failed(

@@ -38,12 +38,14 @@ pub struct AppState {
     pub pending_launches: pages::launch::PendingLaunches,
     /// Notebooks on origins of their own (ports, subdomains).
     pub sites: Arc<crate::proxy::Sites>,
+    /// OpenID Connect providers and the sign-ins in progress.
+    pub oidc: crate::directory::oidc::OidcProviders,
 }
 
 /// The map of the product, top to bottom.
 #[rustfmt::skip]
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, environments, gpus, health, launch, login, notebooks, open_notebook, secrets, share, usage};
+    use pages::{account, admin, admin_directory, environments, gpus, health, launch, login, notebooks, oidc, open_notebook, secrets, share, usage};
     // A notebook's own subdomain (origin = "subdomains"): that notebook only.
     cfg.service(web::scope("").guard(actix_web::guard::fn_guard(crate::proxy::is_notebook_host))
                                                    .default_service(web::to(notebook_site::serve_notebook_origin)));
@@ -57,6 +59,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/login",                           web::get().to(login::login_form))
         .route("/login",                           web::post().to(login::login_submit))
         .route("/logout",                          web::post().to(login::logout))
+        .route("/login/oidc/{id}",                 web::get().to(oidc::begin))
+        .route("/login/oidc/{id}/callback",        web::get().to(oidc::callback))
         // notebooks
         .route("/",                                web::get().to(notebooks::dashboard))
         .route("/notebooks/new",                   web::get().to(notebooks::new_notebook_form))
@@ -118,6 +122,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/users/{id}/disabled",       web::post().to(admin::set_disabled))
         .route("/admin/users/{id}/gpu-limit",      web::post().to(admin::set_gpu_limit))
         .route("/admin/users/{id}/gpu-budget",     web::post().to(admin::set_gpu_budget))
+        .route("/admin/directory",                 web::get().to(admin_directory::directory_page))
+        .route("/admin/directory/links",           web::post().to(admin_directory::answer_link))
         .route("/admin/notebooks",                 web::get().to(admin::notebooks_page))
         .route("/admin/notebooks/{id}/idle-exempt", web::post().to(admin::set_idle_exempt))
         // JSON API v1

@@ -2,6 +2,9 @@
 //! child process) on 127.0.0.1:0 with a temp data dir, and a cookie-keeping client.
 #![allow(dead_code)]
 
+pub mod oidc;
+pub mod slapd;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -19,6 +19,35 @@ struct AccountPage {
     chrome: Chrome,
     notice: Option<String>,
     error: Option<String>,
+    display_name: String,
+    /// Where the account comes from, in words; its password is kept there.
+    source: String,
+    from_directory: bool,
+    groups: String,
+    /// "GPU limit 2, from group phd", one line each.
+    policy: Vec<String>,
+}
+
+impl AccountPage {
+    fn new(
+        session: &SessionUser,
+        state: &AppState,
+        notice: Option<String>,
+        error: Option<String>,
+    ) -> AccountPage {
+        let user = &session.user;
+        let policy = crate::groups::policy(&state.config, user);
+        AccountPage {
+            chrome: Chrome::new(session, "settings"),
+            notice,
+            error,
+            display_name: user.display_name.clone(),
+            source: crate::auth::directory::source_name(&state.config, &user.source),
+            from_directory: user.from_directory(),
+            groups: policy.groups.join(", "),
+            policy: policy.explain(&state.config),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -63,6 +92,7 @@ pub struct NoticeQuery {
 
 pub async fn account_page(
     session: SessionUser,
+    state: web::Data<AppState>,
     q: web::Query<NoticeQuery>,
 ) -> Result<HttpResponse, PageError> {
     let notice = match q.done.as_deref() {
@@ -73,11 +103,7 @@ pub async fn account_page(
     };
     html(
         StatusCode::OK,
-        AccountPage {
-            chrome: Chrome::new(&session, "settings"),
-            notice,
-            error: None,
-        },
+        AccountPage::new(&session, &state, notice, None),
     )
 }
 
@@ -99,13 +125,16 @@ pub async fn change_password(
     let fail = |message: String| {
         html(
             StatusCode::BAD_REQUEST,
-            AccountPage {
-                chrome: Chrome::new(&session, "settings"),
-                notice: None,
-                error: Some(message),
-            },
+            AccountPage::new(&session, &state, None, Some(message)),
         )
     };
+    if session.user.from_directory() {
+        let message = format!(
+            "Your password is kept by {}; change it there.",
+            crate::auth::directory::source_name(&state.config, &session.user.source)
+        );
+        return fail(message);
+    }
     if form.new != form.confirm {
         return fail("The new password and its confirmation differ; type them again.".into());
     }

@@ -27,6 +27,8 @@ struct UsersPage {
     isolation: (bool, String),
     /// The notebook port range is too small for the members and their limit.
     port_warning: Option<String>,
+    /// Directory members waiting for an admin to link their name.
+    link_requests: usize,
 }
 
 struct UserRow {
@@ -38,18 +40,41 @@ struct UserRow {
     is_admin: bool,
     disabled: bool,
     created: String,
+    /// "local", "LDAP" or the provider's name.
+    source: String,
+    from_directory: bool,
+    display_name: String,
+    /// Their groups' ids, comma-separated.
+    groups: String,
+    /// Why the directory disabled them, if it did.
+    disabled_reason: String,
 }
 
-impl From<User> for UserRow {
-    fn from(u: User) -> UserRow {
+impl UserRow {
+    fn new(u: User, config: &crate::config::Config) -> UserRow {
+        let groups = crate::groups::groups_of(config, &u)
+            .iter()
+            .map(|g| g.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let source = match u.source.as_str() {
+            "local" => "local".to_string(),
+            "ldap" => "LDAP".to_string(),
+            other => auth::directory::source_name(config, other),
+        };
         UserRow {
             id: u.id,
             budget: String::new(),
             max_gpus: u.max_gpus.map(|m| m.to_string()).unwrap_or_default(),
+            from_directory: u.from_directory(),
+            display_name: u.display_name,
             username: u.username,
             is_admin: u.is_admin,
             disabled: u.disabled,
             created: datetime(u.created_at),
+            source,
+            groups,
+            disabled_reason: String::new(),
         }
     }
 }
@@ -87,6 +112,8 @@ async fn render_users(
 ) -> Result<HttpResponse, PageError> {
     let users = state.accounts.list_users().await?;
     let budgets = state.usage.budgets().await?;
+    let mut reasons = state.accounts.directory_disabled().await?;
+    let link_requests = state.accounts.link_requests().await?.len();
     let page = UsersPage {
         chrome: Chrome::new(&admin.0, "admin"),
         users: users
@@ -96,9 +123,11 @@ async fn render_users(
                     .get(&u.id)
                     .map(|b| b.to_string())
                     .unwrap_or_default();
+                let disabled_reason = reasons.remove(&u.id).unwrap_or_default();
                 UserRow {
                     budget,
-                    ..UserRow::from(u)
+                    disabled_reason,
+                    ..UserRow::new(u, &state.config)
                 }
             })
             .collect(),
@@ -109,6 +138,7 @@ async fn render_users(
         default_gpu_limit: state.config.gpu.max_gpus_per_user,
         isolation: isolation(state),
         port_warning: state.sites.port_capacity_warning().await,
+        link_requests,
     };
     html(status, page)
 }
@@ -200,6 +230,14 @@ pub async fn reset_password(
     form: web::Form<PasswordForm>,
 ) -> Result<HttpResponse, PageError> {
     let user = state.accounts.user_by_id(path.into_inner()).await?;
+    if user.from_directory() {
+        let message = format!(
+            "{}'s password is kept by {}; change it there.",
+            user.username,
+            auth::directory::source_name(&state.config, &user.source)
+        );
+        return form_error(&admin, &state, message).await;
+    }
     let keep = (user.id == admin.0.user.id).then_some(admin.0.cookie.as_str());
     match state
         .accounts

@@ -5,13 +5,21 @@ use crate::model::wire;
 use crate::web::extract::ApiUser;
 use actix_web::HttpResponse;
 
-pub async fn me(caller: ApiUser) -> Result<HttpResponse, ApiError> {
+pub async fn me(
+    caller: ApiUser,
+    state: actix_web::web::Data<crate::web::AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let policy = crate::groups::policy(&state.config, &caller.user);
     let u = caller.user;
     Ok(HttpResponse::Ok().json(wire::Me {
         id: u.id,
         username: u.username,
         is_admin: u.is_admin,
         created_at: u.created_at,
+        display_name: u.display_name,
+        source: u.source,
+        groups: policy.groups.clone(),
+        policy,
     }))
 }
 
@@ -263,11 +271,14 @@ pub async fn images(_caller: ApiUser, state: web::Data<AppState>) -> HttpRespons
     })
 }
 
-pub async fn machines(_caller: ApiUser, state: web::Data<AppState>) -> HttpResponse {
+/// The machine types the caller may use (their groups' policy).
+pub async fn machines(caller: ApiUser, state: web::Data<AppState>) -> HttpResponse {
+    let policy = crate::groups::policy(&state.config, &caller.user);
     let machines = state
         .config
         .machines
         .iter()
+        .filter(|m| policy.check_machine(&m.id, &m.name).is_ok())
         .map(|m| wire::Machine {
             id: m.id.clone(),
             name: m.name.clone(),

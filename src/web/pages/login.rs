@@ -20,6 +20,23 @@ struct LoginPage {
     next: String,
     username: String,
     error: Option<String>,
+    /// (id, name) of each OpenID Connect provider: "Sign in with {name}".
+    providers: Vec<(String, String)>,
+    /// Why the LDAP directory could not be reached lately, if it could not.
+    directory_down: Option<String>,
+}
+
+impl LoginPage {
+    fn new(state: &AppState, csrf: String, next: String) -> LoginPage {
+        LoginPage {
+            csrf,
+            next,
+            username: String::new(),
+            error: None,
+            providers: state.oidc.list(),
+            directory_down: state.accounts.ldap().and_then(|l| l.recent_failure()),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -33,8 +50,6 @@ pub struct LoginForm {
     username: String,
     #[serde(default)]
     password: String,
-    #[serde(default)]
-    csrf: String,
     #[serde(default)]
     next: Option<String>,
 }
@@ -78,6 +93,7 @@ fn login_csrf(req: &HttpRequest) -> (String, Option<Cookie<'static>>) {
 
 pub async fn login_form(
     req: HttpRequest,
+    state: web::Data<AppState>,
     query: web::Query<NextQuery>,
 ) -> Result<HttpResponse, PageError> {
     let next = safe_next(query.next.as_deref());
@@ -85,13 +101,55 @@ pub async fn login_form(
         return Ok(see_other(&next));
     }
     let (csrf, cookie) = login_csrf(&req);
-    let page = LoginPage {
-        csrf,
-        next,
-        username: String::new(),
-        error: None,
-    };
-    render_login(StatusCode::OK, page, cookie)
+    render_login(StatusCode::OK, LoginPage::new(&state, csrf, next), cookie)
+}
+
+/// The login page again, with what went wrong.
+pub(super) fn login_refused(
+    req: &HttpRequest,
+    state: &AppState,
+    next: String,
+    username: &str,
+    e: AuthError,
+) -> Result<HttpResponse, PageError> {
+    let web_error = WebError::from(e);
+    tracing::info!(user = %username, code = web_error.code, "login refused");
+    let (csrf, cookie) = login_csrf(req);
+    let mut page = LoginPage::new(state, csrf, next);
+    page.username = username.to_string();
+    page.error = Some(web_error.message.clone());
+    let mut res = render_login(web_error.status, page, cookie)?;
+    if let Some(secs) = web_error.retry_after {
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
+            res.headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, v);
+        }
+    }
+    Ok(res)
+}
+
+/// Sends the browser on with a new session cookie.
+pub(super) fn logged_in(
+    req: &HttpRequest,
+    state: &AppState,
+    session: crate::auth::NewSession,
+    next: &str,
+) -> HttpResponse {
+    tracing::info!(user = %session.user.username, source = %session.user.source, "logged in");
+    let cookie = Cookie::build(crate::http::session_cookie(req), session.cookie_value)
+        .path("/")
+        .http_only(true)
+        .secure(is_https(req))
+        .same_site(SameSite::Lax)
+        .max_age(CookieDuration::seconds(
+            state.config.auth.session_lifetime.as_secs() as i64,
+        ))
+        .finish();
+    HttpResponse::SeeOther()
+        .insert_header(("location", crate::web::location(next)))
+        .insert_header(("cache-control", "no-store"))
+        .cookie(cookie)
+        .finish()
 }
 
 pub async fn login_submit(
@@ -108,46 +166,12 @@ pub async fn login_submit(
         .login(&form.username, &form.password, &address)
         .await
     {
-        Ok(session) => {
-            tracing::info!(user = %session.user.username, "logged in");
-            let cookie = Cookie::build(crate::http::session_cookie(&req), session.cookie_value)
-                .path("/")
-                .http_only(true)
-                .secure(is_https(&req))
-                .same_site(SameSite::Lax)
-                .max_age(CookieDuration::seconds(
-                    state.config.auth.session_lifetime.as_secs() as i64,
-                ))
-                .finish();
-            Ok(HttpResponse::SeeOther()
-                .insert_header(("location", crate::web::location(&next)))
-                .cookie(cookie)
-                .finish())
+        Ok(session) => Ok(logged_in(&req, &state, session, &next)),
+        Err(e @ (AuthError::Internal(_) | AuthError::Db(_))) => Err(e.into()),
+        Err(e) => {
+            let name: String = form.username.trim().chars().take(64).collect();
+            login_refused(&req, &state, next, &name, e)
         }
-        Err(
-            e @ (AuthError::InvalidCredentials
-            | AuthError::Disabled
-            | AuthError::Busy
-            | AuthError::Throttled { .. }),
-        ) => {
-            let web_error = WebError::from(e);
-            tracing::info!(user = %form.username.trim(), code = web_error.code, "login refused");
-            let page = LoginPage {
-                csrf: form.csrf,
-                next,
-                username: form.username.trim().to_string(),
-                error: Some(web_error.message.clone()),
-            };
-            let mut res = render_login(web_error.status, page, None)?;
-            if let Some(secs) = web_error.retry_after {
-                if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
-                    res.headers_mut()
-                        .insert(actix_web::http::header::RETRY_AFTER, v);
-                }
-            }
-            Ok(res)
-        }
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -157,6 +181,12 @@ pub async fn logout(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, PageError> {
     state.accounts.logout(&session.cookie).await?;
+    // Signed in through a provider with an end-session endpoint: offer to sign out there.
+    let provider = session.user.source.strip_prefix("oidc:").map(String::from);
+    let end_session = match &provider {
+        Some(id) => state.oidc.end_session_url(id).await,
+        None => None,
+    };
     let mut gone = Cookie::build(crate::http::session_cookie(&req), "")
         .path("/")
         .http_only(true)
@@ -164,8 +194,33 @@ pub async fn logout(
         .same_site(SameSite::Lax)
         .finish();
     gone.make_removal();
+    if let (Some(id), Some(url)) = (provider, end_session) {
+        let name = state
+            .oidc
+            .list()
+            .into_iter()
+            .find(|(p, _)| *p == id)
+            .map_or(id, |(_, name)| name);
+        let page = SignedOut {
+            provider: name,
+            end_session: url,
+        };
+        let body = page.render().map_err(WebError::internal)?;
+        return Ok(HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .insert_header(("cache-control", "no-store"))
+            .cookie(gone)
+            .body(body));
+    }
     Ok(HttpResponse::SeeOther()
         .insert_header(("location", "/login"))
         .cookie(gone)
         .finish())
+}
+
+#[derive(Template)]
+#[template(path = "signed_out.html")]
+struct SignedOut {
+    provider: String,
+    end_session: String,
 }

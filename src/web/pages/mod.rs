@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod admin_directory;
 pub mod api;
 pub mod environments;
 pub mod gpus;
@@ -10,6 +11,7 @@ pub mod health;
 pub mod launch;
 pub mod login;
 pub mod notebooks;
+pub mod oidc;
 pub mod open_notebook;
 pub mod secrets;
 pub mod share;

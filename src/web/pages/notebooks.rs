@@ -207,6 +207,7 @@ async fn new_page(
     error: Option<String>,
 ) -> Result<NewNotebookPage, PageError> {
     let c = &state.config;
+    let policy = crate::groups::policy(c, &session.user);
     let gpus = state.gpu_map.gpu_counts().await?;
     let environments = state
         .environments
@@ -231,7 +232,12 @@ async fn new_page(
         environments,
         chrome: Chrome::new(session, "notebooks"),
         images: c.images.clone(),
-        machines: c.machines.clone(),
+        machines: c
+            .machines
+            .iter()
+            .filter(|m| policy.check_machine(&m.id, &m.name).is_ok())
+            .cloned()
+            .collect(),
         allow_custom: c.notebooks.allow_custom_images,
         choices: AUTO_SHUTDOWN_CHOICES.to_vec(),
         form,
@@ -257,9 +263,15 @@ pub async fn new_notebook_form(
         Some(id) => format!("env:{id}"),
         None => c.images.first().map(|i| i.id.clone()).unwrap_or_default(),
     };
+    let policy = crate::groups::policy(c, &session.user);
     let form = NewNotebookForm {
         image,
-        machine: c.machines.first().map(|m| m.id.clone()).unwrap_or_default(),
+        machine: c
+            .machines
+            .iter()
+            .find(|m| policy.check_machine(&m.id, &m.name).is_ok())
+            .map(|m| m.id.clone())
+            .unwrap_or_default(),
         auto_shutdown: crate::config::auto_shutdown_name(c.notebooks.default_auto_shutdown),
         ..Default::default()
     };

@@ -1,0 +1,268 @@
+//! Accounts from a directory: made on first login, kept in step with the directory at
+//! each login and check, disabled (and enabled again) by it; and the link requests of
+//! directory members whose name a local account already has.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::users::{self, User};
+use super::{grants, sessions, DbError};
+use crate::clock::now;
+
+/// What the directory says of an account at a login or a check.
+pub struct DirectoryState<'a> {
+    pub external_id: &'a str,
+    pub display_name: &'a str,
+    pub email: &'a str,
+    /// Notebox group ids.
+    pub groups: &'a [String],
+    /// The admin flag, when the directory decides it.
+    pub admin: Option<bool>,
+    pub group_budget: Option<f64>,
+}
+
+/// A password hash no password matches: directory accounts log in through the directory.
+const NO_PASSWORD: &str = "!directory";
+
+/// Makes a directory account; `Ok(None)` when the name is taken.
+pub fn insert(
+    conn: &Connection,
+    username: &str,
+    source: &str,
+    state: &DirectoryState,
+) -> Result<Option<User>, DbError> {
+    let inserted = conn.execute(
+        "INSERT INTO users (username, password_hash, is_admin, created_at, source, external_id,
+                            display_name, email, directory_groups, group_gpu_hours_budget,
+                            directory_checked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?4)
+         ON CONFLICT(username) DO NOTHING",
+        params![
+            username,
+            NO_PASSWORD,
+            state.admin.unwrap_or(false),
+            now(),
+            source,
+            state.external_id,
+            state.display_name,
+            state.email,
+            state.groups.join(","),
+            state.group_budget,
+        ],
+    )?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    users::by_id(conn, conn.last_insert_rowid())
+}
+
+/// The account's external id (LDAP DN, OIDC subject), if it has one.
+pub fn external_id(conn: &Connection, user_id: i64) -> Result<Option<String>, DbError> {
+    Ok(conn
+        .query_row(
+            "SELECT external_id FROM users WHERE id = ?1",
+            [user_id],
+            |r| r.get::<_, Option<String>>(0),
+        )
+        .optional()?
+        .flatten())
+}
+
+/// Who disabled the account ("admin", "directory" or "") and why.
+pub fn disabled_by(conn: &Connection, user_id: i64) -> Result<(String, String), DbError> {
+    Ok(conn
+        .query_row(
+            "SELECT disabled_by, disabled_reason FROM users WHERE id = ?1",
+            [user_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// Records what the directory says now. An account the directory had disabled is enabled
+/// again (one an admin disabled stays so). One transaction; bumps the credentials epoch
+/// when the admin flag or the enabled state changed.
+pub fn sync(conn: &mut Connection, user_id: i64, state: &DirectoryState) -> Result<(), DbError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute(
+        "UPDATE users SET external_id = ?2, display_name = ?3, email = ?4, directory_groups = ?5,
+                group_gpu_hours_budget = ?6, directory_checked_at = ?7
+         WHERE id = ?1",
+        params![
+            user_id,
+            state.external_id,
+            state.display_name,
+            state.email,
+            state.groups.join(","),
+            state.group_budget,
+            now()
+        ],
+    )?;
+    let mut changed = tx.execute(
+        "UPDATE users SET disabled = 0, disabled_by = '', disabled_reason = ''
+         WHERE id = ?1 AND disabled = 1 AND disabled_by = 'directory'",
+        [user_id],
+    )? > 0;
+    if let Some(admin) = state.admin {
+        changed |= tx.execute(
+            "UPDATE users SET is_admin = ?2 WHERE id = ?1 AND is_admin != ?2",
+            params![user_id, admin],
+        )? > 0;
+        // A directory never takes the last enabled admin away (the first admin is local).
+        if users::active_admin_count(&tx)? == 0 {
+            tx.execute("UPDATE users SET is_admin = 1 WHERE id = ?1", [user_id])?;
+        }
+    }
+    if changed {
+        sessions::bump_credentials_epoch(&tx)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The directory no longer lets them in: disabled, sessions and notebook cookies ended,
+/// credentials epoch bumped. False when already disabled (or no such account) — or when
+/// they are the last enabled admin, who stays.
+pub fn disable(conn: &mut Connection, user_id: i64, reason: &str) -> Result<bool, DbError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let changed = tx.execute(
+        "UPDATE users SET disabled = 1, disabled_by = 'directory', disabled_reason = ?2,
+                directory_checked_at = ?3
+         WHERE id = ?1 AND disabled = 0",
+        params![user_id, reason, now()],
+    )? > 0;
+    if !changed || users::active_admin_count(&tx)? == 0 {
+        return Ok(false); // rolled back
+    }
+    sessions::delete_for_user(&tx, user_id)?;
+    grants::delete_for_user(&tx, user_id)?;
+    sessions::bump_credentials_epoch(&tx)?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Every account of `source` ("ldap"), enabled or disabled by the directory, for the
+/// scheduled check.
+pub fn accounts_of(conn: &Connection, source: &str) -> Result<Vec<User>, DbError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {} FROM users u
+         WHERE u.source = ?1 AND (u.disabled = 0 OR u.disabled_by = 'directory')
+         ORDER BY u.id",
+        users::U_COLUMNS
+    ))?;
+    let rows = stmt.query_map([source], users::from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Keeps the group budgets of every account in step with the config's groups (at start:
+/// `[[groups]]` may have changed).
+pub fn set_group_budget(
+    conn: &Connection,
+    user_id: i64,
+    budget: Option<f64>,
+) -> Result<(), DbError> {
+    conn.execute(
+        "UPDATE users SET group_gpu_hours_budget = ?2 WHERE id = ?1",
+        params![user_id, budget],
+    )?;
+    Ok(())
+}
+
+/// Someone the directory vouched for whose name another account has.
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkRequest {
+    pub username: String,
+    pub source: String,
+    pub external_id: String,
+    pub display_name: String,
+    pub requested_at: i64,
+}
+
+pub fn request_link(
+    conn: &Connection,
+    username: &str,
+    source: &str,
+    external_id: &str,
+    display_name: &str,
+) -> Result<(), DbError> {
+    conn.execute(
+        "INSERT INTO link_requests (username, source, external_id, display_name, requested_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(username, source) DO UPDATE SET external_id = ?3, display_name = ?4,
+                                                     requested_at = ?5",
+        params![username, source, external_id, display_name, now()],
+    )?;
+    // Bounded: the oldest requests go past 200.
+    conn.execute(
+        "DELETE FROM link_requests WHERE rowid NOT IN
+           (SELECT rowid FROM link_requests ORDER BY requested_at DESC LIMIT 200)",
+        [],
+    )?;
+    Ok(())
+}
+
+pub fn link_requests(conn: &Connection) -> Result<Vec<LinkRequest>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT username, source, external_id, display_name, requested_at FROM link_requests
+         ORDER BY requested_at DESC",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(LinkRequest {
+            username: r.get(0)?,
+            source: r.get(1)?,
+            external_id: r.get(2)?,
+            display_name: r.get(3)?,
+            requested_at: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn dismiss_link(conn: &Connection, username: &str, source: &str) -> Result<bool, DbError> {
+    Ok(conn.execute(
+        "DELETE FROM link_requests WHERE username = ?1 AND source = ?2",
+        params![username, source],
+    )? > 0)
+}
+
+/// The admin links the account named in a request to the directory: from now on its
+/// password is the directory's; its sessions and notebook cookies end. False when there
+/// is no such request or account.
+pub fn link(conn: &mut Connection, username: &str, source: &str) -> Result<bool, DbError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let Some(external_id): Option<String> = tx
+        .query_row(
+            "SELECT external_id FROM link_requests WHERE username = ?1 AND source = ?2",
+            params![username, source],
+            |r| r.get(0),
+        )
+        .optional()?
+    else {
+        return Ok(false);
+    };
+    let Some(user) = users::by_name(&tx, username)? else {
+        return Ok(false);
+    };
+    tx.execute(
+        "UPDATE users SET source = ?2, external_id = ?3, password_hash = ?4 WHERE id = ?1",
+        params![user.id, source, external_id, NO_PASSWORD],
+    )?;
+    tx.execute("DELETE FROM link_requests WHERE username = ?1", [username])?;
+    sessions::delete_for_user(&tx, user.id)?;
+    grants::delete_for_user(&tx, user.id)?;
+    sessions::bump_credentials_epoch(&tx)?;
+    tx.commit()?;
+    Ok(true)
+}
+
+/// Why the directory disabled each account it disabled, by account id.
+pub fn disabled_reasons(
+    conn: &Connection,
+) -> Result<std::collections::HashMap<i64, String>, DbError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, disabled_reason FROM users WHERE disabled = 1 AND disabled_by = 'directory'",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,180 @@
+//! Groups carry policy (`[[groups]]`): which machine types a member may use, how many
+//! GPUs they may hold, their default monthly GPU-hour budget, and shared folders. A
+//! member's groups are the ones the directory put them in plus those listing them as a
+//! local member; in several groups they get the most generous of each setting.
+
+use serde::Serialize;
+
+use crate::config::{Config, FolderOthers, GroupConfig};
+use crate::db::users::User;
+
+/// A member's effective policy and where each part comes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Policy {
+    /// Their groups' ids.
+    pub groups: Vec<String>,
+    /// The machine types they may use; None = all.
+    pub machines: Option<Vec<String>>,
+    pub max_gpus: i64,
+    /// The default budget their groups give (their own, set by an admin, comes first).
+    pub gpu_hours_budget: Option<f64>,
+    /// For each setting, where it comes from: "group phd", "account", "lab default".
+    pub from: std::collections::BTreeMap<&'static str, String>,
+}
+
+/// The groups `user` is in: the directory's and those listing them in `members`.
+pub fn groups_of<'a>(config: &'a Config, user: &User) -> Vec<&'a GroupConfig> {
+    config
+        .groups
+        .iter()
+        .filter(|g| user.directory_groups.contains(&g.id) || g.members.contains(&user.username))
+        .collect()
+}
+
+/// The most generous default budget of the groups of `username` (with these directory
+/// groups), kept on the account for the GPU queue.
+pub fn group_budget(config: &Config, username: &str, directory_groups: &[String]) -> Option<f64> {
+    config
+        .groups
+        .iter()
+        .filter(|g| directory_groups.contains(&g.id) || g.members.iter().any(|m| m == username))
+        .filter_map(|g| g.gpu_hours_budget)
+        .reduce(f64::max)
+}
+
+fn from_groups(groups: &[&GroupConfig]) -> String {
+    let ids: Vec<&str> = groups.iter().map(|g| g.id.as_str()).collect();
+    match ids.len() {
+        1 => format!("group {}", ids[0]),
+        _ => format!("groups {}", ids.join(", ")),
+    }
+}
+
+/// `user`'s effective policy.
+pub fn policy(config: &Config, user: &User) -> Policy {
+    let groups = groups_of(config, user);
+    let mut from = std::collections::BTreeMap::new();
+    let machines = if groups.is_empty() || groups.iter().any(|g| g.machines.is_empty()) {
+        None
+    } else {
+        let mut all: Vec<String> = Vec::new();
+        for id in groups.iter().flat_map(|g| &g.machines) {
+            if !all.contains(id) {
+                all.push(id.clone());
+            }
+        }
+        from.insert("machines", from_groups(&groups));
+        Some(all)
+    };
+    let by_group = groups
+        .iter()
+        .filter_map(|g| g.max_gpus.map(|n| (i64::from(n), *g)))
+        .max_by_key(|(n, _)| *n);
+    let max_gpus = match (user.max_gpus, by_group) {
+        (Some(own), _) => {
+            from.insert("max_gpus", "account".to_string());
+            own
+        }
+        (None, Some((n, g))) => {
+            from.insert("max_gpus", format!("group {}", g.id));
+            n
+        }
+        (None, None) => {
+            from.insert("max_gpus", "lab default".to_string());
+            i64::from(config.gpu.max_gpus_per_user)
+        }
+    };
+    let budget = groups
+        .iter()
+        .filter_map(|g| g.gpu_hours_budget.map(|b| (b, *g)))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some((_, g)) = budget {
+        from.insert("gpu_hours_budget", format!("group {}", g.id));
+    }
+    Policy {
+        groups: groups.iter().map(|g| g.id.clone()).collect(),
+        machines,
+        max_gpus,
+        gpu_hours_budget: budget.map(|(b, _)| b),
+        from,
+    }
+}
+
+impl Policy {
+    /// Whether they may use machine type `id`; Err says why not, in words.
+    pub fn check_machine(&self, id: &str, name: &str) -> Result<(), String> {
+        match &self.machines {
+            Some(allowed) if !allowed.iter().any(|m| m == id) => Err(format!(
+                "your {} may not use the machine type {name} ({id}); you may use {}",
+                self.from.get("machines").map_or("groups", String::as_str),
+                allowed.join(", ")
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// One line per setting, for the account page: "GPU limit 2, from group phd".
+    pub fn explain(&self, config: &Config) -> Vec<String> {
+        let from = |k: &str| self.from.get(k).cloned().unwrap_or_default();
+        let mut lines = Vec::new();
+        match &self.machines {
+            None => lines.push("Machine types: all".to_string()),
+            Some(ids) => {
+                let names: Vec<&str> = ids
+                    .iter()
+                    .map(|id| config.machine(id).map_or(id.as_str(), |m| m.name.as_str()))
+                    .collect();
+                lines.push(format!(
+                    "Machine types: {}, from {}",
+                    names.join(", "),
+                    from("machines")
+                ));
+            }
+        }
+        lines.push(format!(
+            "GPU limit {}, from {}",
+            self.max_gpus,
+            from("max_gpus")
+        ));
+        if let Some(b) = self.gpu_hours_budget {
+            lines.push(format!(
+                "Default monthly GPU-hour budget {b}, from {}",
+                from("gpu_hours_budget")
+            ));
+        }
+        lines
+    }
+}
+
+/// A group folder as mounted in one member's notebooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderMount {
+    pub group: String,
+    pub read_only: bool,
+}
+
+/// The group folders a notebook of `user` mounts: read-write for their groups', read-only
+/// for others' that allow it.
+pub fn folder_mounts(config: &Config, user: &User) -> Vec<FolderMount> {
+    let mine = groups_of(config, user);
+    config
+        .groups
+        .iter()
+        .filter(|g| g.folder)
+        .filter_map(|g| {
+            if mine.iter().any(|m| m.id == g.id) {
+                Some(FolderMount {
+                    group: g.id.clone(),
+                    read_only: false,
+                })
+            } else if g.folder_others == FolderOthers::Read {
+                Some(FolderMount {
+                    group: g.id.clone(),
+                    read_only: true,
+                })
+            } else {
+                None
+            }
+        })
+        .collect()
+}
