@@ -178,3 +178,127 @@ pub fn folder_mounts(config: &Config, user: &User) -> Vec<FolderMount> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MachineType;
+
+    fn machine(id: &str, gpus: u32) -> MachineType {
+        MachineType {
+            id: id.into(),
+            name: id.to_uppercase(),
+            cpus: 1.0,
+            memory_mib: 1024,
+            gpus,
+            idle_timeout: None,
+            reclaim: None,
+        }
+    }
+
+    fn group(
+        id: &str,
+        machines: &[&str],
+        max_gpus: Option<u32>,
+        budget: Option<f64>,
+    ) -> GroupConfig {
+        GroupConfig {
+            id: id.into(),
+            directory: vec![id.into()],
+            members: Vec::new(),
+            machines: machines.iter().map(|m| m.to_string()).collect(),
+            max_gpus,
+            gpu_hours_budget: budget,
+            folder: true,
+            folder_others: FolderOthers::None,
+        }
+    }
+
+    fn user(groups: &[&str]) -> User {
+        User {
+            id: 1,
+            username: "erin".into(),
+            is_admin: false,
+            disabled: false,
+            max_gpus: None,
+            created_at: 0,
+            source: "ldap".into(),
+            display_name: String::new(),
+            directory_groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    fn config() -> Config {
+        let mut c = Config {
+            machines: vec![machine("cpu", 0), machine("gpu1", 1), machine("gpu2", 2)],
+            groups: vec![
+                group("students", &["cpu"], Some(0), Some(5.0)),
+                group("phd", &["cpu", "gpu1"], Some(2), Some(100.0)),
+                group("staff", &[], None, None),
+            ],
+            ..Config::default()
+        };
+        c.gpu.max_gpus_per_user = 8;
+        c
+    }
+
+    #[test]
+    fn the_most_generous_setting_wins_and_says_where_it_comes_from() {
+        let c = config();
+        let p = policy(&c, &user(&["students"]));
+        assert_eq!(p.machines, Some(vec!["cpu".to_string()]));
+        assert_eq!(p.max_gpus, 0);
+        assert!(p.check_machine("gpu1", "GPU1").is_err());
+        assert_eq!(p.explain(&c)[1], "GPU limit 0, from group students");
+
+        let p = policy(&c, &user(&["students", "phd"]));
+        assert_eq!(
+            p.machines,
+            Some(vec!["cpu".to_string(), "gpu1".to_string()])
+        );
+        assert_eq!((p.max_gpus, p.gpu_hours_budget), (2, Some(100.0)));
+        assert_eq!(p.from["max_gpus"], "group phd");
+
+        // A group without a machine list allows all; no group: the lab default.
+        assert_eq!(policy(&c, &user(&["phd", "staff"])).machines, None);
+        let none = policy(&c, &user(&[]));
+        assert_eq!(
+            (none.machines, none.max_gpus, none.gpu_hours_budget),
+            (None, 8, None)
+        );
+        // A limit an admin set on the account comes first.
+        let mut own = user(&["phd"]);
+        own.max_gpus = Some(1);
+        assert_eq!(policy(&c, &own).max_gpus, 1);
+        assert_eq!(
+            group_budget(&c, "erin", &["students".into(), "phd".into()]),
+            Some(100.0)
+        );
+    }
+
+    #[test]
+    fn local_members_and_folders() {
+        let mut c = config();
+        c.groups[0].members = vec!["erin".into()];
+        c.groups[1].folder_others = FolderOthers::Read;
+        let local = User {
+            source: "local".into(),
+            ..user(&[])
+        };
+        assert_eq!(policy(&c, &local).groups, ["students"]);
+        let mounts = folder_mounts(&c, &local);
+        assert_eq!(
+            mounts,
+            [
+                FolderMount {
+                    group: "students".into(),
+                    read_only: false
+                },
+                FolderMount {
+                    group: "phd".into(),
+                    read_only: true
+                },
+            ]
+        );
+    }
+}

@@ -86,7 +86,7 @@ pub async fn run(
     let mut config = config;
     config.data_dir = absolute(&config.data_dir);
     let config = Arc::new(config);
-    let (db, instance, vault) = open_state(&config).await?;
+    // The directories answer before anything is written (a bad setting names its key).
     let directories = directory::connect(&config)
         .await
         .map_err(|(key, message)| config::ConfigError::Invalid {
@@ -94,6 +94,7 @@ pub async fn run(
             origin: config.source.clone(),
             message,
         })?;
+    let (db, instance, vault) = open_state(&config).await?;
     let accounts = auth::Accounts::new(db.clone(), &config).with_ldap(directories.ldap.clone());
     accounts.sync_group_budgets().await?;
     let telemetry = start_telemetry(&config).await?;
@@ -376,21 +377,21 @@ impl Components {
         }
     }
 
-    /// Account changes reach notebooks: an account the directory disabled has its
-    /// notebooks stopped; a change made by another process (the CLI's `user disable`)
+    /// Account changes reach notebooks: an account the directory disabled (or took out of
+    /// a group whose folder its notebooks mount) has its notebooks stopped; a change made by another process (the CLI's `user disable`)
     /// wakes the reconciler at once. With LDAP, accounts are checked every
     /// `[auth] directory_refresh`.
     fn follow_accounts(&self, accounts: &auth::Accounts) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut disabled = accounts.events().subscribe_disabled();
+        let mut stops = accounts.events().subscribe_stops();
         let notebooks = self.notebooks.clone();
         let mut changes = accounts.events().subscribe();
         let reconciler = self.reconciler.clone();
         let mut tasks = vec![
             tokio::spawn(async move {
                 loop {
-                    match disabled.recv().await {
-                        Ok(user_id) => {
-                            if let Err(e) = notebooks.stop_all_notebooks_of(user_id).await {
+                    match stops.recv().await {
+                        Ok((user_id, why)) => {
+                            if let Err(e) = notebooks.stop_all_notebooks_of(user_id, &why).await {
                                 tracing::warn!(error = %e, user_id, "cannot stop a disabled member's notebooks");
                             }
                         }

@@ -196,6 +196,20 @@ impl Accounts {
         if updated.is_admin != user.is_admin || updated.disabled != user.disabled {
             self.events.changed();
         }
+        // A group folder their notebooks mount is no longer theirs: those notebooks stop
+        // (a mount cannot be taken out of a running container).
+        let before = crate::groups::folder_mounts(&self.config, user);
+        let after = crate::groups::folder_mounts(&self.config, &updated);
+        if let Some(lost) = before.iter().find(|m| !after.contains(m)) {
+            tracing::warn!(user = %updated.username, group = %lost.group, "left a group with a shared folder");
+            self.events.stop_notebooks_of(
+                updated.id,
+                &format!(
+                    "Stopping: no longer in group {}, whose folder it mounted",
+                    lost.group
+                ),
+            );
+        }
         Ok(updated)
     }
 
@@ -210,7 +224,10 @@ impl Accounts {
         if done {
             tracing::warn!(user = %user.username, reason = %why, "account disabled by the directory");
             self.events.changed();
-            self.events.account_disabled(user.id);
+            self.events.stop_notebooks_of(
+                user.id,
+                "Stopping: the directory no longer lets its member in",
+            );
         }
         Ok(done)
     }

@@ -88,15 +88,16 @@ pub struct NewSession {
 #[derive(Clone)]
 pub struct CredentialEvents {
     generation: Arc<tokio::sync::watch::Sender<u64>>,
-    /// Accounts a directory disabled (their notebooks must stop).
-    disabled: tokio::sync::broadcast::Sender<i64>,
+    /// Accounts whose notebooks must stop, and why (a directory disabled the account, or
+    /// took them out of a group whose folder their notebooks mount).
+    stops: tokio::sync::broadcast::Sender<(i64, String)>,
 }
 
 impl Default for CredentialEvents {
     fn default() -> Self {
         CredentialEvents {
             generation: Arc::new(tokio::sync::watch::Sender::new(0)),
-            disabled: tokio::sync::broadcast::channel(1024).0,
+            stops: tokio::sync::broadcast::channel(1024).0,
         }
     }
 }
@@ -112,12 +113,12 @@ impl CredentialEvents {
     pub fn changed(&self) {
         self.generation.send_modify(|g| *g += 1);
     }
-    /// The directory disabled `user_id` (after `changed`).
-    pub fn account_disabled(&self, user_id: i64) {
-        let _ = self.disabled.send(user_id);
+    /// `user_id`'s notebooks must stop (the state detail says `why`).
+    pub fn stop_notebooks_of(&self, user_id: i64, why: &str) {
+        let _ = self.stops.send((user_id, why.to_string()));
     }
-    pub fn subscribe_disabled(&self) -> tokio::sync::broadcast::Receiver<i64> {
-        self.disabled.subscribe()
+    pub fn subscribe_stops(&self) -> tokio::sync::broadcast::Receiver<(i64, String)> {
+        self.stops.subscribe()
     }
 }
 

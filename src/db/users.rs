@@ -187,13 +187,12 @@ pub fn gpu_hours_budget(conn: &Connection, id: i64) -> Result<Option<f64>, DbErr
         .flatten())
 }
 
-/// Every member's budget, for the admin page.
+/// Every member's own budget (set by an admin), for the admin page.
 pub fn gpu_hours_budgets(
     conn: &Connection,
 ) -> Result<std::collections::HashMap<i64, f64>, DbError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, COALESCE(gpu_hours_budget, group_gpu_hours_budget) FROM users
-         WHERE COALESCE(gpu_hours_budget, group_gpu_hours_budget) IS NOT NULL",
+        "SELECT id, gpu_hours_budget FROM users WHERE gpu_hours_budget IS NOT NULL",
     )?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -292,7 +292,8 @@ impl LdapDirectory {
         Ok(found.pop())
     }
 
-    /// The identity in `entry`, which must carry exactly `username`.
+    /// The identity in `entry`, which must carry `username` (ASCII case aside: "Alice" in
+    /// the directory is alice here; no other folding).
     async fn identity(
         &self,
         ldap: &mut Ldap,
@@ -312,7 +313,7 @@ impl LdapDirectory {
             .attrs
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(&c.username_attribute))
-            .is_some_and(|(_, values)| values.iter().any(|v| v == username));
+            .is_some_and(|(_, values)| values.iter().any(|v| v.eq_ignore_ascii_case(username)));
         if !named {
             return Err(DirectoryError::InvalidCredentials);
         }

@@ -309,7 +309,15 @@ impl Reconciler {
         match action {
             Action::Nothing => {}
             Action::Start => self.starter.start(&nb, false).await,
-            Action::Stop => self.stopper.stop(&nb, &containers, None).await,
+            Action::Stop => {
+                // A stop asked with a reason ("Stopping: the account was disabled") keeps
+                // it once stopped.
+                let why = nb
+                    .state_detail
+                    .strip_prefix("Stopping: ")
+                    .map(|why| format!("Stopped: {why}"));
+                self.stopper.stop(&nb, &containers, why).await
+            }
             Action::Delete => self.stopper.delete(&nb, &containers).await,
             Action::Vanished => self.stopper.record_vanished(&nb).await,
             Action::Crashed => self.stopper.record_crashed(&nb, &containers).await,

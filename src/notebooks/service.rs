@@ -289,13 +289,17 @@ impl Notebooks {
         self.get_notebook(owner, &row.id).await
     }
 
-    /// Stops every notebook of a member (their account was disabled), in one transaction.
-    pub async fn stop_all_notebooks_of(&self, owner_id: i64) -> Result<usize, NotebookError> {
+    /// Stops every notebook of a member (their account was disabled), in one transaction;
+    /// `why` is their state detail.
+    pub async fn stop_all_notebooks_of(
+        &self,
+        owner_id: i64,
+        why: &str,
+    ) -> Result<usize, NotebookError> {
+        let why = why.to_string();
         let stopped = self
             .db
-            .call(move |c| {
-                lifecycle::request_stop_all_of(c, owner_id, "Stopping: the account was disabled")
-            })
+            .call(move |c| lifecycle::request_stop_all_of(c, owner_id, &why))
             .await?;
         self.reconciler.wake();
         Ok(stopped)

@@ -157,7 +157,7 @@ impl Credentials {
             return self.token_caller(token, session_user).await;
         }
         Ok(match (session_user, session) {
-            (Some(user), Some(s)) => Caller::User(user, s),
+            (Some(user), Some(s)) => Caller::User(Box::new(user), s),
             _ => Caller::Anonymous,
         })
     }
@@ -175,7 +175,7 @@ impl Credentials {
                     "The access token belongs to another user than this browser's session.",
                 )
             }
-            Some(user) => Caller::User(user, credential),
+            Some(user) => Caller::User(Box::new(user), credential),
             None => Caller::BadCredentials,
         })
     }
@@ -194,7 +194,7 @@ pub struct Arrival<'a> {
 
 /// Who is calling the proxy.
 pub enum Caller {
-    User(User, Credential),
+    User(Box<User>, Credential),
     /// Credentials were sent but are not valid.
     BadCredentials,
     /// Credentials that must not be used together (a browser session with a token for

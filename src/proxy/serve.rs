@@ -153,7 +153,7 @@ async fn admit(
         Err(e) => return Err(error_response(req, e)),
     };
     Err(match caller {
-        Caller::User(user, credential) => return Ok((user, credential)),
+        Caller::User(user, credential) => return Ok((*user, credential)),
         Caller::Refused(why) => error_response(req, WebError::forbidden(why)),
         Caller::BadCredentials => error_response(
             req,

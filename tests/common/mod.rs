@@ -866,12 +866,13 @@ pub fn jupyter_token_of(container: &str) -> String {
         .to_string()
 }
 
-/// Runs `code` in a new kernel of the notebook, through Notebox's proxy (the kernel's
-/// channels WebSocket, with the member's token); returns its text/plain result.
-pub async fn run_in_kernel(api: &Api, notebook: &str, code: &str) -> String {
-    use futures_util::{SinkExt, StreamExt};
+/// A kernel channels WebSocket of a new kernel of the notebook, through Notebox's proxy
+/// (with the member's token).
+pub async fn open_kernel_socket(
+    api: &Api,
+    notebook: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::Message;
     let base = &api.base;
     let r = api
         .http
@@ -893,9 +894,18 @@ pub async fn run_in_kernel(api: &Api, notebook: &str, code: &str) -> String {
         "authorization",
         format!("token {}", api.token).parse().expect("header"),
     );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+    let (socket, _) = tokio_tungstenite::connect_async(request)
         .await
         .expect("websocket through the proxy");
+    socket
+}
+
+/// Runs `code` in a new kernel of the notebook, through Notebox's proxy (the kernel's
+/// channels WebSocket, with the member's token); returns its text/plain result.
+pub async fn run_in_kernel(api: &Api, notebook: &str, code: &str) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut socket = open_kernel_socket(api, notebook).await;
     let msg_id = "run-1";
     socket
         .send(Message::Text(

@@ -22,7 +22,6 @@ struct UsersPage {
     error: Option<String>,
     form_username: String,
     me: i64,
-    default_gpu_limit: u32,
     /// Notebook isolation: (weaker mode?, what it means).
     isolation: (bool, String),
     /// The notebook port range is too small for the members and their limit.
@@ -48,6 +47,9 @@ struct UserRow {
     groups: String,
     /// Why the directory disabled them, if it did.
     disabled_reason: String,
+    /// What an empty GPU limit or budget means for them (their groups', or the lab's).
+    default_gpus: i64,
+    default_budget: String,
 }
 
 impl UserRow {
@@ -57,6 +59,13 @@ impl UserRow {
             .map(|g| g.id.as_str())
             .collect::<Vec<_>>()
             .join(", ");
+        let defaults = crate::groups::policy(
+            config,
+            &User {
+                max_gpus: None,
+                ..u.clone()
+            },
+        );
         let source = match u.source.as_str() {
             "local" => "local".to_string(),
             "ldap" => "LDAP".to_string(),
@@ -75,6 +84,10 @@ impl UserRow {
             source,
             groups,
             disabled_reason: String::new(),
+            default_gpus: defaults.max_gpus,
+            default_budget: defaults
+                .gpu_hours_budget
+                .map_or_else(|| "none".to_string(), |b| b.to_string()),
         }
     }
 }
@@ -135,7 +148,6 @@ async fn render_users(
         error,
         form_username,
         me: admin.0.user.id,
-        default_gpu_limit: state.config.gpu.max_gpus_per_user,
         isolation: isolation(state),
         port_warning: state.sites.port_capacity_warning().await,
         link_requests,
@@ -306,7 +318,10 @@ pub async fn set_disabled(
             if on {
                 // A disabled member's notebooks stop; their shares are hidden by the
                 // account flag itself.
-                let stopped = state.notebooks.stop_all_notebooks_of(user.id).await?;
+                let stopped = state
+                    .notebooks
+                    .stop_all_notebooks_of(user.id, "Stopping: the account was disabled")
+                    .await?;
                 tracing::info!(by = %admin.0.user.username, user = %user.username, stopped, "account disabled");
             }
             let done = if on { "disabled" } else { "enabled" };
