@@ -255,6 +255,52 @@ async fn ldap_login_refusals_outage_and_links() {
         !form.contains("cannot reach"),
         "the warning goes once it answers"
     );
+
+    // A directory that hangs (slapd frozen: connections accepted, never answered) holds
+    // its logins up to the timeout, but not the local ones: 24 directory logins at once,
+    // and the local admin still logs in at once.
+    let conf = slapd.ca_file().with_file_name("slapd.conf");
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("pkill")
+            .args([sig, "-f", &conf.display().to_string()])
+            .status()
+            .expect("pkill")
+            .success();
+        assert!(ok, "pkill {sig} slapd");
+    };
+    signal("-STOP");
+    let hanging: Vec<_> = (0..24)
+        .map(|_| {
+            let base = base.clone();
+            tokio::spawn(async move {
+                login(&client(), &base, "alice", "alice-pass-1")
+                    .await
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let admin_login = login(&client(), base, "admin", &server.admin_password()).await;
+    let took = started.elapsed();
+    signal("-CONT");
+    assert_eq!(admin_login.status(), 303, "the local admin logs in");
+    assert!(
+        took < Duration::from_secs(2),
+        "the local login waited {took:?}"
+    );
+    let mut statuses = Vec::new();
+    for h in hanging {
+        statuses.push(h.await.expect("join"));
+    }
+    assert!(
+        statuses.iter().all(|s| [303, 429, 503].contains(s)),
+        "directory logins while it hung: {statuses:?}"
+    );
+    eprintln!(
+        "local admin login while the directory hung: {took:?}; directory logins: {statuses:?}"
+    );
 }
 
 /// StartTLS on ldap://, and a direct bind from a DN template: the member logs in; a
@@ -735,23 +781,11 @@ async fn removal_from_the_allowed_group_reaches_sessions_tokens_sockets_and_note
     let api = Api::new(base, &token);
     let notebook = api.create_notebook("hana's").await;
     api.wait_state(&notebook, "running", READY).await;
-    let mut socket = open_kernel_socket(&api, &notebook).await;
+    let socket = open_kernel_socket(&api, &notebook).await;
 
     slapd.remove_from_group("lab", "hana");
     let removed = Instant::now();
-    let closed = tokio::spawn(async move {
-        use futures_util::StreamExt;
-        loop {
-            match tokio::time::timeout(Duration::from_secs(30), socket.next()).await {
-                Err(_) => return None,
-                Ok(None | Some(Err(_))) => return Some(removed.elapsed()),
-                Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))) => {
-                    return Some(removed.elapsed())
-                }
-                Ok(Some(Ok(_))) => {}
-            }
-        }
-    });
+    let closed = watch_close(socket, removed);
     let token_refused = wait_for("the token to be refused", REFRESH * 5, || async {
         let (status, _) = api.get("/api/v1/me").await;
         (status == 401).then(|| removed.elapsed())
@@ -767,17 +801,7 @@ async fn removal_from_the_allowed_group_reaches_sessions_tokens_sockets_and_note
         .await
         .expect("join")
         .expect("the proxied WebSocket closed");
-    let stopped = wait_for(
-        "the notebook's container to stop",
-        Duration::from_secs(60),
-        || async {
-            let running = containers_of_notebook(&notebook)
-                .iter()
-                .any(|c| docker_inspect(c)["State"]["Running"] == true);
-            (!running).then(|| removed.elapsed())
-        },
-    )
-    .await;
+    let stopped = container_stopped(&notebook, removed).await;
     eprintln!(
         "removed from the allowed group (check every {REFRESH:?}): token refused after {token_refused:?}, \
          WebSocket closed after {socket_closed:?}, notebook stopped after {stopped:?}"
@@ -792,10 +816,81 @@ async fn removal_from_the_allowed_group_reaches_sessions_tokens_sockets_and_note
         .contains("not in a group allowed"));
     // Back in the group: the next login works again (the directory had disabled them).
     slapd.add_to_group("lab", "hana");
+    let c = client();
+    assert_eq!(login(&c, base, "hana", "hana-pass-1").await.status(), 303);
+
+    // `notebox user disable` from the shell has the admin page's effect, at once.
+    let api = Api::new(base, &token_for(&server, "hana"));
+    let (status, _) = api
+        .post(&format!("/api/v1/notebooks/{notebook}/start"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    api.wait_state(&notebook, "running", READY).await;
+    let socket = open_kernel_socket(&api, &notebook).await;
+    let out = server.cli(&["user", "disable", "hana"], None);
+    assert!(out.status.success(), "{}", out.stderr);
+    let disabled = Instant::now();
+    let closed = watch_close(socket, disabled);
+    let token_refused = wait_for(
+        "the token to be refused",
+        Duration::from_secs(5),
+        || async {
+            let (status, _) = api.get("/api/v1/me").await;
+            (status == 401).then(|| disabled.elapsed())
+        },
+    )
+    .await;
+    assert_eq!(me(&c, base).await.0, 401, "the session ended");
+    let socket_closed = closed
+        .await
+        .expect("join")
+        .expect("the proxied WebSocket closed");
+    let stopped = container_stopped(&notebook, disabled).await;
+    eprintln!(
+        "notebox user disable: token refused after {token_refused:?}, WebSocket closed after \
+         {socket_closed:?}, notebook stopped after {stopped:?}"
+    );
+    let out = server.cli(&["user", "enable", "hana"], None);
+    assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(
         login(&client(), base, "hana", "hana-pass-1").await.status(),
         303
     );
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// How long after `since` the socket closed (within 30 s), watched in the background.
+fn watch_close(mut socket: Socket, since: Instant) -> tokio::task::JoinHandle<Option<Duration>> {
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), socket.next()).await {
+                Err(_) => return None,
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => {
+                    return Some(since.elapsed())
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    })
+}
+
+/// Waits (60 s at most) until no container of the notebook runs: how long after `since`.
+async fn container_stopped(notebook: &str, since: Instant) -> Duration {
+    wait_for(
+        "the notebook's container to stop",
+        Duration::from_secs(60),
+        || async {
+            let running = containers_of_notebook(notebook)
+                .iter()
+                .any(|c| docker_inspect(c)["State"]["Running"] == true);
+            (!running).then(|| since.elapsed())
+        },
+    )
+    .await
 }
 
 /// Acceptance 5: a group folder. Two members of `vision` write and read each other's

@@ -53,6 +53,12 @@ impl Accounts {
         let Some(ldap) = &self.ldap else {
             return Err(AuthError::InvalidCredentials);
         };
+        let Ok(_slot) = self.directory_checks.clone().try_acquire_owned() else {
+            self.db
+                .call(move |c| sessions::release(c, reservation))
+                .await?;
+            return Err(AuthError::Busy);
+        };
         match ldap.authenticate(username, password).await {
             Ok(identity) => {
                 let clear = Some((username.to_string(), address.to_string()));
@@ -79,6 +85,9 @@ impl Accounts {
     ) -> Result<(), AuthError> {
         let Some(ldap) = &self.ldap else {
             return Ok(());
+        };
+        let Ok(_slot) = self.directory_checks.clone().try_acquire_owned() else {
+            return Ok(()); // the local answer stands
         };
         if let Ok(identity) = ldap.authenticate(username, password).await {
             return Err(self.refuse_taken(&identity).await);
@@ -286,8 +295,8 @@ impl Accounts {
 
     /// Runs `refresh_directory` every `every`, for as long as the server does.
     pub async fn refresh_directory_every(self, every: std::time::Duration) {
+        // The first tick is now: at start the config's groups may have changed.
         let mut tick = tokio::time::interval(every);
-        tick.tick().await; // the first tick is now: logins just checked everyone
         loop {
             tick.tick().await;
             match self.refresh_directory().await {

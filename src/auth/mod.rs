@@ -18,6 +18,8 @@ pub use db::users::User;
 
 /// Failed logins are counted over this window.
 pub const THROTTLE_WINDOW_SECS: i64 = 15 * 60;
+/// Password checks with the directory in flight at once; more get 429 at once.
+const DIRECTORY_CHECKS: usize = 16;
 /// Token strings start with this, so they are easy to recognise (and to scan for in leaks).
 pub const TOKEN_PREFIX: &str = "nbx_";
 
@@ -137,6 +139,8 @@ pub struct Accounts {
     config: Arc<Config>,
     /// `[auth.ldap]`, when configured.
     ldap: Option<crate::directory::ldap::LdapDirectory>,
+    /// Directory checks in flight (each waits on the directory, up to its timeout).
+    directory_checks: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn validate_username(name: &str) -> Result<(), AuthError> {
@@ -195,6 +199,7 @@ impl Accounts {
             entry_codes: Arc::new(entry::EntryCodes::default()),
             config: Arc::new(config.clone()),
             ldap: None,
+            directory_checks: Arc::new(tokio::sync::Semaphore::new(DIRECTORY_CHECKS)),
         }
     }
 
@@ -238,7 +243,7 @@ impl Accounts {
         if username.len() > 64 || password.len() > 4096 {
             return Err(AuthError::InvalidCredentials);
         }
-        let _slot = self
+        let slot = self
             .password_checks
             .clone()
             .try_acquire_owned()
@@ -268,21 +273,26 @@ impl Accounts {
             }
         };
         let ldap = self.ldap.is_some();
-        // A failed check leaves the reservation as a failure.
+        // A failed check leaves the reservation as a failure. The directory's checks wait
+        // on the network, not the CPU: they give the argon2 slot back and take one of
+        // their own (a directory that hangs cannot starve local logins).
         let user = match creds {
             Some((user, hash)) if !user.from_directory() => {
                 if !self.check_password(password, Some(hash)).await? {
+                    drop(slot);
                     self.claimed_by_directory(&username, password).await?;
                     return Err(AuthError::InvalidCredentials);
                 }
                 user
             }
             Some((user, _)) if ldap && user.source == crate::directory::ldap::SOURCE => {
+                drop(slot);
                 return self
                     .ldap_login(&username, password, &address, reservation)
                     .await;
             }
             None if ldap => {
+                drop(slot);
                 return self
                     .ldap_login(&username, password, &address, reservation)
                     .await;

@@ -243,15 +243,20 @@ impl OidcProviders {
         Ok((provider.identity(subject, &payload)?, pending.next))
     }
 
-    /// The provider's end-session endpoint, when it has one.
+    /// The provider's end-session endpoint (with our client id, RP-Initiated Logout),
+    /// when it has one.
     pub async fn end_session_url(&self, id: &str) -> Option<String> {
         let provider = self.provider(id).ok()?;
         let metadata = provider.metadata(false).await.ok()?;
-        metadata
+        let mut url = metadata
             .additional_metadata()
             .end_session_endpoint
-            .as_ref()
-            .map(|u| u.url().to_string())
+            .as_ref()?
+            .url()
+            .clone();
+        url.query_pairs_mut()
+            .append_pair("client_id", &provider.config.client_id);
+        Some(url.to_string())
     }
 }
 
