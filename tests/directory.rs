@@ -521,13 +521,6 @@ async fn begin_signin(c: &reqwest::Client, base: &str) -> String {
     to
 }
 
-/// Follows the provider's redirect back to Notebox with `c`: the status and page.
-async fn finish_signin(c: &reqwest::Client, callback: &str) -> (u16, String) {
-    let r = c.get(callback).send().await.expect("GET callback");
-    let status = r.status().as_u16();
-    (status, r.text().await.unwrap_or_default())
-}
-
 /// Acceptance 2, the refusals: the real flow, with the provider made to issue a token
 /// with the wrong audience, an expired one, one with the wrong nonce, issuer or key, an
 /// HS256 or unsigned one; a `state` used twice; a callback from another browser. Each is
@@ -573,7 +566,7 @@ async fn oidc_forged_tokens_and_replays_are_refused() {
         let authorize = begin_signin(&c, base).await;
         provider.tamper(tamper).await;
         let callback = provider.authorize(&authorize, "sub-frank").await;
-        let (status, text) = finish_signin(&c, &callback).await;
+        let (status, text) = page(&c, &callback).await;
         assert_eq!(status, 400, "{what}: refused\n{text}");
         assert!(text.contains("Sign-in refused"), "{what}: {text}");
         eprintln!("{what}: {}", alert_of(&text));
@@ -591,7 +584,7 @@ async fn oidc_forged_tokens_and_replays_are_refused() {
     assert_eq!(body["source"], "oidc:lab");
     // Replayed: the same state (and code) again.
     let again = client();
-    let (status, text) = finish_signin(&again, &callback).await;
+    let (status, text) = page(&again, &callback).await;
     assert_eq!(status, 400, "replayed state\n{text}");
     assert!(text.contains("expired or was already used"), "{text}");
     assert_eq!(me(&again, base).await.0, 401);
@@ -600,7 +593,7 @@ async fn oidc_forged_tokens_and_replays_are_refused() {
     let victim = client();
     let authorize = begin_signin(&client(), base).await;
     let callback = provider.authorize(&authorize, "sub-frank").await;
-    let (status, _) = finish_signin(&victim, &callback).await;
+    let (status, _) = page(&victim, &callback).await;
     assert_eq!(status, 400, "another browser's sign-in");
     assert_eq!(me(&victim, base).await.0, 401);
 
@@ -608,7 +601,7 @@ async fn oidc_forged_tokens_and_replays_are_refused() {
     let c = client();
     let authorize = begin_signin(&c, base).await;
     let callback = provider.deny(&authorize).await;
-    let (status, text) = finish_signin(&c, &callback).await;
+    let (status, text) = page(&c, &callback).await;
     assert_eq!(status, 400);
     assert!(text.contains("Lab SSO did not sign you in"), "{text}");
 
@@ -622,7 +615,7 @@ async fn oidc_forged_tokens_and_replays_are_refused() {
     let c = client();
     let authorize = begin_signin(&c, base).await;
     let callback = provider.authorize(&authorize, "sub-gina").await;
-    let (status, text) = finish_signin(&c, &callback).await;
+    let (status, text) = page(&c, &callback).await;
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("not in a group allowed"), "{text}");
 
@@ -637,7 +630,7 @@ async fn oidc_forged_tokens_and_replays_are_refused() {
     let c = client();
     let authorize = begin_signin(&c, base).await;
     let callback = provider.authorize(&authorize, "sub-impostor").await;
-    let (status, text) = finish_signin(&c, &callback).await;
+    let (status, text) = page(&c, &callback).await;
     assert_eq!(status, 409, "{text}");
     assert_eq!(me(&c, base).await.0, 401);
 

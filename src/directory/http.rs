@@ -70,9 +70,9 @@ impl OidcHttp {
     }
 }
 
-/// hyper's error with its causes ("client error (Connect): tcp connect error: Connection
+/// An error with its causes (hyper's, openidconnect's) ("client error (Connect): tcp connect error: Connection
 /// refused").
-fn describe(e: &dyn std::error::Error) -> String {
+pub(super) fn describe(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

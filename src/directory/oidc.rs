@@ -21,7 +21,7 @@ use openidconnect::{
     TokenResponse,
 };
 
-use super::http::OidcHttp;
+use super::http::{describe, OidcHttp};
 use super::{DirectoryError, Identity};
 use crate::auth::secrets;
 use crate::config::OidcConfig;
@@ -368,15 +368,4 @@ fn verified_payload(jwt: &str) -> Result<serde_json::Value, DirectoryError> {
         .decode(payload.trim_end_matches('='))
         .map_err(|_| bad())?;
     serde_json::from_slice(&bytes).map_err(|_| bad())
-}
-
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
