@@ -32,14 +32,25 @@ pub fn groups_of<'a>(config: &'a Config, user: &User) -> Vec<&'a GroupConfig> {
 }
 
 /// The most generous default budget of the groups of `username` (with these directory
-/// groups), kept on the account for the GPU queue.
+/// groups), kept on the account for the GPU queue: none when no group sets one, or when
+/// one of them sets none (no budget is the most generous).
 pub fn group_budget(config: &Config, username: &str, directory_groups: &[String]) -> Option<f64> {
-    config
+    let groups: Vec<&GroupConfig> = config
         .groups
         .iter()
         .filter(|g| directory_groups.contains(&g.id) || g.members.iter().any(|m| m == username))
-        .filter_map(|g| g.gpu_hours_budget)
-        .reduce(f64::max)
+        .collect();
+    most_generous_budget(&groups).map(|(b, _)| b)
+}
+
+fn most_generous_budget<'a>(groups: &[&'a GroupConfig]) -> Option<(f64, &'a GroupConfig)> {
+    if groups.iter().any(|g| g.gpu_hours_budget.is_none()) {
+        return None;
+    }
+    groups
+        .iter()
+        .filter_map(|g| g.gpu_hours_budget.map(|b| (b, *g)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
 }
 
 fn from_groups(groups: &[&GroupConfig]) -> String {
@@ -66,10 +77,13 @@ pub fn policy(config: &Config, user: &User) -> Policy {
         from.insert("machines", from_groups(&groups));
         Some(all)
     };
+    // A group that sets no limit gives the lab default: in several groups, the largest.
+    let lab_default = i64::from(config.gpu.max_gpus_per_user);
     let by_group = groups
         .iter()
-        .filter_map(|g| g.max_gpus.map(|n| (i64::from(n), *g)))
-        .max_by_key(|(n, _)| *n);
+        .map(|g| (g.max_gpus.map_or(lab_default, i64::from), *g))
+        .max_by_key(|(n, g)| (*n, g.max_gpus.is_some()))
+        .filter(|(_, g)| g.max_gpus.is_some());
     let max_gpus = match (user.max_gpus, by_group) {
         (Some(own), _) => {
             from.insert("max_gpus", "account".to_string());
@@ -84,10 +98,7 @@ pub fn policy(config: &Config, user: &User) -> Policy {
             i64::from(config.gpu.max_gpus_per_user)
         }
     };
-    let budget = groups
-        .iter()
-        .filter_map(|g| g.gpu_hours_budget.map(|b| (b, *g)))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let budget = most_generous_budget(&groups);
     if let Some((_, g)) = budget {
         from.insert("gpu_hours_budget", format!("group {}", g.id));
     }
@@ -259,8 +270,17 @@ mod tests {
         assert_eq!((p.max_gpus, p.gpu_hours_budget), (2, Some(100.0)));
         assert_eq!(p.from["max_gpus"], "group phd");
 
-        // A group without a machine list allows all; no group: the lab default.
-        assert_eq!(policy(&c, &user(&["phd", "staff"])).machines, None);
+        // A group without a machine list allows all, without a limit the lab default,
+        // without a budget none: the most generous.
+        let staff = policy(&c, &user(&["phd", "staff"]));
+        assert_eq!(
+            (staff.machines, staff.max_gpus, staff.gpu_hours_budget),
+            (None, 8, None)
+        );
+        assert_eq!(staff.from["max_gpus"], "lab default");
+        let mut c9 = config();
+        c9.groups[1].max_gpus = Some(9);
+        assert_eq!(policy(&c9, &user(&["phd", "staff"])).max_gpus, 9);
         let none = policy(&c, &user(&[]));
         assert_eq!(
             (none.machines, none.max_gpus, none.gpu_hours_budget),

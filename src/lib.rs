@@ -377,35 +377,18 @@ impl Components {
         }
     }
 
-    /// Account changes reach notebooks: an account the directory disabled (or took out of
-    /// a group whose folder its notebooks mount) has its notebooks stopped; a change made by another process (the CLI's `user disable`)
-    /// wakes the reconciler at once. With LDAP, accounts are checked every
-    /// `[auth] directory_refresh`.
+    /// Account changes reach notebooks: the directory's stops (an account it disabled, a
+    /// group left) and the CLI's (`user disable`, another process: seen through the
+    /// credentials epoch) are in the database; every change wakes the reconciler at once.
+    /// With LDAP, accounts are checked every `[auth] directory_refresh`.
     fn follow_accounts(&self, accounts: &auth::Accounts) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut stops = accounts.events().subscribe_stops();
-        let notebooks = self.notebooks.clone();
         let mut changes = accounts.events().subscribe();
         let reconciler = self.reconciler.clone();
-        let mut tasks = vec![
-            tokio::spawn(async move {
-                loop {
-                    match stops.recv().await {
-                        Ok((user_id, why)) => {
-                            if let Err(e) = notebooks.stop_all_notebooks_of(user_id, &why).await {
-                                tracing::warn!(error = %e, user_id, "cannot stop a disabled member's notebooks");
-                            }
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(_) => break,
-                    }
-                }
-            }),
-            tokio::spawn(async move {
-                while changes.changed().await.is_ok() {
-                    reconciler.wake();
-                }
-            }),
-        ];
+        let mut tasks = vec![tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                reconciler.wake();
+            }
+        })];
         if accounts.ldap().is_some() {
             let every = self.config.auth.directory_refresh;
             tasks.push(tokio::spawn(

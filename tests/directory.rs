@@ -59,7 +59,7 @@ ca_file = "{ca}"
 bind_dn = "{svc}"
 bind_password_file = "{password}"
 user_base = "{people}"
-user_filter = "(&(objectClass=inetOrgPerson)(uid={{username}}))"
+{filter}
 display_name_attribute = "displayName"
 timeout = "3s"
 {ldap_extra}
@@ -67,6 +67,11 @@ timeout = "3s"
 {extra}
 "#,
         ca = slapd.ca_file().display(),
+        filter = if ldap_extra.contains("user_filter") {
+            ""
+        } else {
+            "user_filter = \"(&(objectClass=inetOrgPerson)(uid={username}))\""
+        },
         svc = slapd.service_dn(),
         password = password.display(),
         people = slapd.people_base(),
@@ -180,6 +185,15 @@ async fn ldap_login_refusals_outage_and_links() {
         "the sixth attempt is throttled even with the right password"
     );
 
+    // A name given to someone else in the directory is not the old account.
+    slapd.add_user("ivy", "Ivy One", "ivy-pass-1");
+    let c = client();
+    assert_eq!(login(&c, base, "ivy", "ivy-pass-1").await.status(), 303);
+    slapd.delete_user("ivy");
+    slapd.add_user("ivy", "Ivy Two", "ivy-pass-2");
+    let r = login(&client(), base, "ivy", "ivy-pass-2").await;
+    assert_eq!(r.status(), 409, "a new entry with the old name");
+
     // A local account with a directory member's name is not taken over.
     add_user(&server, "carol", "carol-local-1", false);
     let r = login(&client(), base, "carol", "carol-ldap-1").await;
@@ -197,12 +211,19 @@ async fn ldap_login_refusals_outage_and_links() {
     );
     let (_, directory) = page(&admin, &format!("{base}/admin/directory")).await;
     assert!(directory.contains(&slapd.user_dn("carol")), "{directory}");
+    let entry = regex::Regex::new(r#"value="carol"><input type="hidden" name="source" value="ldap"><input type="hidden" name="external_id" value="([^"]+)""#)
+        .expect("regex")
+        .captures(&directory)
+        .map(|c| c[1].to_string())
+        .expect("the request's entry id on the page");
+    assert!(entry.starts_with("uuid:"), "tied to the entryUUID: {entry}");
     let r = admin
         .post(format!("{base}/admin/directory/links"))
         .form(&[
             ("csrf", admin_csrf.as_str()),
             ("username", "carol"),
             ("source", "ldap"),
+            ("external_id", entry.as_str()),
             ("action", "link"),
         ])
         .send()
@@ -314,7 +335,8 @@ async fn ldap_starttls_and_a_bind_dn_template() {
     slapd.add_user("dave", "Dave", "dave-pass-1");
     let dir = tempfile::tempdir().expect("tmp");
     let template = format!(
-        "bind_dn_template = \"uid={{username}},{}\"\nstarttls = true",
+        "bind_dn_template = \"uid={{username}},{}\"\nstarttls = true\n\
+         user_filter = \"(&(uid={{username}})(!(description=disabled)))\"",
         slapd.people_base()
     );
     let config = ldap_config(dir.path(), &slapd, &slapd.ldap_url(), &template, "");
@@ -337,6 +359,24 @@ async fn ldap_starttls_and_a_bind_dn_template() {
             .status(),
         401
     );
+    // With a DN template the entry still has to pass user_filter (how a directory's own
+    // "disabled" mark is honoured); the scheduled check then disables the account too.
+    slapd.modify(&format!(
+        "dn: {}\nchangetype: modify\nadd: description\ndescription: disabled\n",
+        slapd.user_dn("dave")
+    ));
+    assert_eq!(
+        login(&client(), &server.url, "dave", "dave-pass-1")
+            .await
+            .status(),
+        401
+    );
+    wait_for(
+        "the check to end dave's session",
+        Duration::from_secs(15),
+        || async { (me(&c, &server.url).await.0 == 401).then_some(()) },
+    )
+    .await;
 }
 
 const GROUPS: &str = r#"
@@ -634,17 +674,50 @@ async fn oidc_forged_tokens_and_replays_are_refused() {
     assert_eq!(status, 409, "{text}");
     assert_eq!(me(&c, base).await.0, 401);
 
-    // Many sign-ins started and never finished cost little: each is a small entry.
+    // A member logged in here is never replaced by a sign-in someone else started.
+    provider
+        .put_user(
+            "sub-hal",
+            json!({"preferred_username": "hal", "groups": ["lab"]}),
+        )
+        .await;
+    let frank = client();
+    let authorize = begin_signin(&frank, base).await;
+    let callback = provider.authorize(&authorize, "sub-frank").await;
+    assert_eq!(frank.get(&callback).send().await.expect("cb").status(), 303);
+    let authorize = begin_signin(&frank, base).await;
+    let callback = provider.authorize(&authorize, "sub-hal").await;
+    let (status, text) = page(&frank, &callback).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("you are logged in here as frank"), "{text}");
+    assert_eq!(me(&frank, base).await.1["username"], "frank");
+
+    // Sign-ins started and never finished: a few per address, each a small entry.
     let started = Instant::now();
-    for _ in 0..200 {
+    let mut refused = None;
+    for i in 0..200 {
         let r = client()
             .get(format!("{base}/login/oidc/lab"))
             .send()
             .await
             .expect("begin");
-        assert_eq!(r.status(), 303);
+        if r.status() != 303 {
+            assert_eq!(r.status(), 400);
+            let text = r.text().await.unwrap_or_default();
+            assert!(
+                text.contains("too many sign-ins were started from your address"),
+                "{text}"
+            );
+            refused = Some(i);
+            break;
+        }
     }
-    eprintln!("200 sign-ins started in {:?}", started.elapsed());
+    let refused = refused.expect("the address's sign-ins are bounded");
+    assert!(refused <= 20, "refused after {refused}");
+    eprintln!(
+        "sign-ins from one address: refused after {refused}, in {:?}",
+        started.elapsed()
+    );
     let r = client()
         .get(format!("{base}/login/oidc/nope"))
         .send()

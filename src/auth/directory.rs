@@ -3,7 +3,7 @@
 //! tokens stop, notebooks stop), never taking over an account of another source.
 
 use crate::db::directory::{self as dq, DirectoryState};
-use crate::db::{sessions, users};
+use crate::db::{lifecycle, sessions, users};
 use crate::directory::{self, DirectoryError, Identity};
 
 use super::{Accounts, AuthError, NewSession, User};
@@ -66,11 +66,23 @@ impl Accounts {
             }
             Err(DirectoryError::InvalidCredentials) => Err(AuthError::InvalidCredentials),
             Err(e) => {
-                tracing::warn!(error = %e, "LDAP login could not be checked");
+                let why = match &e {
+                    DirectoryError::Unreachable(why) => why.clone(),
+                    other => other.to_string(),
+                };
+                tracing::warn!(error = %why, "LDAP login could not be checked");
                 self.db
                     .call(move |c| sessions::release(c, reservation))
                     .await?;
-                Err(e.into())
+                // The login page is anonymous: the details are for the log.
+                Err(match e {
+                    DirectoryError::Refused(_) => AuthError::Directory(
+                        "the lab directory cannot check logins right now; tell the lab's admin \
+                         (Notebox's log says why)"
+                            .into(),
+                    ),
+                    other => other.into(),
+                })
             }
         }
     }
@@ -97,13 +109,15 @@ impl Accounts {
 
     /// Records a link request for the admin; the refusal to give the member.
     async fn refuse_taken(&self, identity: &Identity) -> AuthError {
-        let i = identity.clone();
-        let recorded = self
-            .db
-            .call(move |c| {
-                dq::request_link(c, &i.username, &i.source, &i.external_id, &i.display_name)
-            })
-            .await;
+        let request = dq::LinkRequest {
+            username: identity.username.clone(),
+            source: identity.source.clone(),
+            external_id: identity.external_id.clone(),
+            entry: identity.entry.clone(),
+            display_name: identity.display_name.clone(),
+            requested_at: 0,
+        };
+        let recorded = self.db.call(move |c| dq::request_link(c, &request)).await;
         if let Err(e) = recorded {
             return e.into();
         }
@@ -131,7 +145,9 @@ impl Accounts {
             Some(user) if user.source != identity.source => {
                 return Err(self.refuse_taken(&identity).await);
             }
-            Some(user) if identity.source.starts_with("oidc:") => {
+            // The account is tied to one directory entry (OIDC subject, LDAP entryUUID):
+            // a name given to someone else later is not this account.
+            Some(user) => {
                 let id = user.id;
                 let known = self.db.call(move |c| dq::external_id(c, id)).await?;
                 if known.is_some_and(|k| k != identity.external_id) {
@@ -139,7 +155,6 @@ impl Accounts {
                 }
                 user
             }
-            Some(user) => user,
             None => {
                 if let Err(why) = &decision.allowed {
                     return Err(AuthError::NotAllowed(why.clone()));
@@ -175,13 +190,28 @@ impl Accounts {
                 dq::insert(c, &i.username, &i.source, &state)
             })
             .await?;
-        match made {
-            Some(user) => {
-                tracing::info!(user = %user.username, source = %user.source, "directory account made");
-                Ok(user)
-            }
-            // Made by a login at the same moment.
-            None => Err(AuthError::UsernameTaken(identity.username.clone())),
+        if let Some(user) = made {
+            tracing::info!(user = %user.username, source = %user.source, "directory account made");
+            return Ok(user);
+        }
+        // Made at the same moment by another login: theirs if it is the same entry.
+        let (name, i) = (identity.username.clone(), identity.clone());
+        let found = self
+            .db
+            .call(move |c| {
+                let user = users::by_name(c, &name)?;
+                let known = match &user {
+                    Some(u) => dq::external_id(c, u.id)?,
+                    None => None,
+                };
+                Ok(user.filter(|u| {
+                    u.source == i.source && known.as_deref() == Some(i.external_id.as_str())
+                }))
+            })
+            .await?;
+        match found {
+            Some(user) => Ok(user),
+            None => Err(self.refuse_taken(identity).await),
         }
     }
 
@@ -205,21 +235,49 @@ impl Accounts {
         if updated.is_admin != user.is_admin || updated.disabled != user.disabled {
             self.events.changed();
         }
-        // A group folder their notebooks mount is no longer theirs: those notebooks stop
-        // (a mount cannot be taken out of a running container).
-        let before = crate::groups::folder_mounts(&self.config, user);
-        let after = crate::groups::folder_mounts(&self.config, &updated);
-        if let Some(lost) = before.iter().find(|m| !after.contains(m)) {
-            tracing::warn!(user = %updated.username, group = %lost.group, "left a group with a shared folder");
-            self.events.stop_notebooks_of(
-                updated.id,
-                &format!(
-                    "Stopping: no longer in group {}, whose folder it mounted",
-                    lost.group
-                ),
-            );
-        }
+        self.stop_what_groups_no_longer_allow(user, &updated)
+            .await?;
         Ok(updated)
+    }
+
+    /// After a member's groups changed: a group folder their notebooks mount is no longer
+    /// theirs (a mount cannot leave a running container), or a machine type no longer
+    /// allowed → those notebooks stop.
+    async fn stop_what_groups_no_longer_allow(
+        &self,
+        before: &User,
+        after: &User,
+    ) -> Result<(), AuthError> {
+        let config = &self.config;
+        let had = crate::groups::folder_mounts(config, before);
+        let has = crate::groups::folder_mounts(config, after);
+        let (why, keep) = if let Some(lost) = had.iter().find(|m| !has.contains(m)) {
+            let why = format!(
+                "Stopping: no longer in group {}, whose folder it mounted",
+                lost.group
+            );
+            (why, None)
+        } else {
+            let allowed = crate::groups::policy(config, after).machines;
+            let was = crate::groups::policy(config, before).machines;
+            match allowed {
+                Some(keep) if was.as_ref() != Some(&keep) => (
+                    "Stopping: its machine type is no longer allowed by your groups".to_string(),
+                    Some(keep),
+                ),
+                _ => return Ok(()),
+            }
+        };
+        let id = after.id;
+        let stopped = self
+            .db
+            .call(move |c| lifecycle::request_stop_of_owner(c, id, &why, keep.as_deref()))
+            .await?;
+        if stopped > 0 {
+            tracing::warn!(user = %after.username, stopped, "groups changed: notebooks stopped");
+            self.events.changed(); // wakes the reconciler
+        }
+        Ok(())
     }
 
     /// Disables an account because the directory no longer lets them in: their sessions,
@@ -232,11 +290,7 @@ impl Accounts {
             .await?;
         if done {
             tracing::warn!(user = %user.username, reason = %why, "account disabled by the directory");
-            self.events.changed();
-            self.events.stop_notebooks_of(
-                user.id,
-                "Stopping: the directory no longer lets its member in",
-            );
+            self.events.changed(); // proxies look again; the reconciler stops the notebooks
         }
         Ok(done)
     }
@@ -253,27 +307,45 @@ impl Accounts {
             .db
             .call(|c| dq::accounts_of(c, crate::directory::ldap::SOURCE))
             .await?;
-        let mut report = RefreshReport::default();
+        // Everyone is looked up first; only then is anything changed.
+        let mut found = Vec::with_capacity(accounts.len());
         for user in accounts {
-            report.checked += 1;
+            let known = {
+                let id = user.id;
+                self.db.call(move |c| dq::external_id(c, id)).await?
+            };
             let identity = match ldap.lookup(&user.username).await {
-                Ok(Some(identity)) => identity,
-                Ok(None) => {
-                    if self
-                        .disable_by_directory(&user, "no longer in the directory")
-                        .await?
-                    {
-                        report.disabled.push(user.username.clone());
-                    }
-                    continue;
+                Ok(Some(identity)) if known.as_ref().is_none_or(|k| *k == identity.external_id) => {
+                    Some(identity)
                 }
+                Ok(_) => None, // gone, or the name is someone else's entry now
                 Err(DirectoryError::Unreachable(why)) => {
-                    return Err(AuthError::DirectoryUnreachable(why));
+                    return Err(AuthError::DirectoryUnreachable(why))
                 }
-                Err(e) => {
-                    tracing::warn!(user = %user.username, error = %e, "directory check failed");
-                    continue;
+                Err(e) => return Err(e.into()), // the settings: the same for everyone
+            };
+            found.push((user, identity));
+        }
+        let gone = found.iter().filter(|(_, i)| i.is_none()).count();
+        if gone > 2 && gone * 2 > found.len() {
+            // A base renamed, a replica catching up: not half the lab leaving at once.
+            return Err(AuthError::Directory(format!(
+                "the directory did not find {gone} of {} accounts; nobody was disabled (check \
+                 [auth.ldap] user_base and user_filter)",
+                found.len()
+            )));
+        }
+        let mut report = RefreshReport::default();
+        for (user, identity) in found {
+            report.checked += 1;
+            let Some(identity) = identity else {
+                if self
+                    .disable_by_directory(&user, "no longer in the directory")
+                    .await?
+                {
+                    report.disabled.push(user.username.clone());
                 }
+                continue;
             };
             let decision = directory::decide(&self.config, &identity);
             match &decision.allowed {
@@ -345,23 +417,32 @@ impl Accounts {
         Ok(self.db.call(|c| dq::link_requests(c)).await?)
     }
 
-    /// The admin links the account named `username` to `source`, or dismisses the request.
+    /// The admin links the account named `username` to the directory entry `external_id`
+    /// of `source` (the request they saw), or dismisses the request.
     pub async fn answer_link(
         &self,
         username: &str,
         source: &str,
+        external_id: &str,
         link: bool,
     ) -> Result<(), AuthError> {
-        let (name, src) = (username.to_string(), source.to_string());
+        let (name, src, ext) = (
+            username.to_string(),
+            source.to_string(),
+            external_id.to_string(),
+        );
         let found = self
             .db
             .call(move |c| match link {
-                true => dq::link(c, &name, &src),
+                true => dq::link(c, &name, &src, &ext),
                 false => dq::dismiss_link(c, &name, &src),
             })
             .await?;
         if !found {
-            return Err(AuthError::NoSuchUser(username.to_string()));
+            return Err(AuthError::Directory(format!(
+                "the request for '{username}' changed or went since the page was shown (another \
+                 sign-in under that name, or another admin answered it); look at it again"
+            )));
         }
         if link {
             self.events.changed();

@@ -90,16 +90,12 @@ pub struct NewSession {
 #[derive(Clone)]
 pub struct CredentialEvents {
     generation: Arc<tokio::sync::watch::Sender<u64>>,
-    /// Accounts whose notebooks must stop, and why (a directory disabled the account, or
-    /// took them out of a group whose folder their notebooks mount).
-    stops: tokio::sync::broadcast::Sender<(i64, String)>,
 }
 
 impl Default for CredentialEvents {
     fn default() -> Self {
         CredentialEvents {
             generation: Arc::new(tokio::sync::watch::Sender::new(0)),
-            stops: tokio::sync::broadcast::channel(1024).0,
         }
     }
 }
@@ -114,13 +110,6 @@ impl CredentialEvents {
     }
     pub fn changed(&self) {
         self.generation.send_modify(|g| *g += 1);
-    }
-    /// `user_id`'s notebooks must stop (the state detail says `why`).
-    pub fn stop_notebooks_of(&self, user_id: i64, why: &str) {
-        let _ = self.stops.send((user_id, why.to_string()));
-    }
-    pub fn subscribe_stops(&self) -> tokio::sync::broadcast::Receiver<(i64, String)> {
-        self.stops.subscribe()
     }
 }
 
@@ -285,13 +274,17 @@ impl Accounts {
                 }
                 user
             }
+            // The same argon2 work as a local account's check first (the time of an answer
+            // must not tell which local accounts exist), then the directory.
             Some((user, _)) if ldap && user.source == crate::directory::ldap::SOURCE => {
+                self.check_password(password, None).await?;
                 drop(slot);
                 return self
                     .ldap_login(&username, password, &address, reservation)
                     .await;
             }
             None if ldap => {
+                self.check_password(password, None).await?;
                 drop(slot);
                 return self
                     .ldap_login(&username, password, &address, reservation)

@@ -313,6 +313,20 @@ fn check_ldap(ldap: &LdapConfig) -> Result<(), Refusal> {
             return Err(refusal(key, format!("'{value}' is not an attribute name")));
         }
     }
+    for (key, groups) in [
+        ("allowed_groups", &ldap.allowed_groups),
+        ("admin_groups", &ldap.admin_groups),
+    ] {
+        if let Some(bare) = groups.iter().find(|g| !g.contains('=')) {
+            return Err(refusal(
+                key,
+                format!(
+                    "'{bare}' must be a group's full DN (e.g. \"cn={bare},ou=groups,dc=lab,dc=example\"): \
+                     a bare name would match a group of that name anywhere in the directory"
+                ),
+            ));
+        }
+    }
     if ldap.timeout < Duration::from_millis(100) || ldap.timeout > Duration::from_secs(60) {
         return Err(refusal("timeout", "must be from 100ms to 60s"));
     }

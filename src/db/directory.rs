@@ -122,8 +122,9 @@ pub fn sync(conn: &mut Connection, user_id: i64, state: &DirectoryState) -> Resu
 }
 
 /// The directory no longer lets them in: disabled, sessions and notebook cookies ended,
-/// credentials epoch bumped. False when already disabled (or no such account) — or when
-/// they are the last enabled admin, who stays.
+/// their notebooks asked to stop, credentials epoch bumped — one transaction. False when
+/// already disabled (or no such account) — or when they are the last enabled admin, who
+/// stays.
 pub fn disable(conn: &mut Connection, user_id: i64, reason: &str) -> Result<bool, DbError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let changed = tx.execute(
@@ -137,6 +138,12 @@ pub fn disable(conn: &mut Connection, user_id: i64, reason: &str) -> Result<bool
     }
     sessions::delete_for_user(&tx, user_id)?;
     grants::delete_for_user(&tx, user_id)?;
+    super::lifecycle::request_stop_of_owner_in(
+        &tx,
+        user_id,
+        "Stopping: the directory no longer lets its member in",
+        None,
+    )?;
     sessions::bump_credentials_epoch(&tx)?;
     tx.commit()?;
     Ok(true)
@@ -175,23 +182,20 @@ pub struct LinkRequest {
     pub username: String,
     pub source: String,
     pub external_id: String,
+    pub entry: String,
     pub display_name: String,
     pub requested_at: i64,
 }
 
-pub fn request_link(
-    conn: &Connection,
-    username: &str,
-    source: &str,
-    external_id: &str,
-    display_name: &str,
-) -> Result<(), DbError> {
+/// Records (or replaces) the request of `request.username` from `request.source`.
+pub fn request_link(conn: &Connection, request: &LinkRequest) -> Result<(), DbError> {
+    let r = request;
     conn.execute(
-        "INSERT INTO link_requests (username, source, external_id, display_name, requested_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(username, source) DO UPDATE SET external_id = ?3, display_name = ?4,
-                                                     requested_at = ?5",
-        params![username, source, external_id, display_name, now()],
+        "INSERT INTO link_requests (username, source, external_id, entry, display_name, requested_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(username, source) DO UPDATE SET external_id = ?3, entry = ?4,
+                                                     display_name = ?5, requested_at = ?6",
+        params![r.username, r.source, r.external_id, r.entry, r.display_name, now()],
     )?;
     // Bounded: the oldest requests go past 200.
     conn.execute(
@@ -204,16 +208,17 @@ pub fn request_link(
 
 pub fn link_requests(conn: &Connection) -> Result<Vec<LinkRequest>, DbError> {
     let mut stmt = conn.prepare(
-        "SELECT username, source, external_id, display_name, requested_at FROM link_requests
-         ORDER BY requested_at DESC",
+        "SELECT username, source, external_id, entry, display_name, requested_at
+         FROM link_requests ORDER BY requested_at DESC",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(LinkRequest {
             username: r.get(0)?,
             source: r.get(1)?,
             external_id: r.get(2)?,
-            display_name: r.get(3)?,
-            requested_at: r.get(4)?,
+            entry: r.get(3)?,
+            display_name: r.get(4)?,
+            requested_at: r.get(5)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -229,18 +234,24 @@ pub fn dismiss_link(conn: &Connection, username: &str, source: &str) -> Result<b
 /// The admin links the account named in a request to the directory: from now on its
 /// password is the directory's; its sessions and notebook cookies end. False when there
 /// is no such request or account.
-pub fn link(conn: &mut Connection, username: &str, source: &str) -> Result<bool, DbError> {
+pub fn link(
+    conn: &mut Connection,
+    username: &str,
+    source: &str,
+    external_id: &str,
+) -> Result<bool, DbError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let Some(external_id): Option<String> = tx
+    // The request the admin saw: one replaced since (another subject) is not linked.
+    let seen: Option<i64> = tx
         .query_row(
-            "SELECT external_id FROM link_requests WHERE username = ?1 AND source = ?2",
-            params![username, source],
+            "SELECT 1 FROM link_requests WHERE username = ?1 AND source = ?2 AND external_id = ?3",
+            params![username, source, external_id],
             |r| r.get(0),
         )
-        .optional()?
-    else {
+        .optional()?;
+    if seen.is_none() {
         return Ok(false);
-    };
+    }
     let Some(user) = users::by_name(&tx, username)? else {
         return Ok(false);
     };
@@ -251,6 +262,8 @@ pub fn link(conn: &mut Connection, username: &str, source: &str) -> Result<bool,
     tx.execute("DELETE FROM link_requests WHERE username = ?1", [username])?;
     sessions::delete_for_user(&tx, user.id)?;
     grants::delete_for_user(&tx, user.id)?;
+    // Whoever held the account before holds none of its tokens now.
+    tx.execute("DELETE FROM api_tokens WHERE user_id = ?1", [user.id])?;
     sessions::bump_credentials_epoch(&tx)?;
     tx.commit()?;
     Ok(true)
@@ -265,4 +278,122 @@ pub fn disabled_reasons(
     )?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::notebooks::{self as nq, NewNotebook};
+    use crate::model::{DesiredState, Launcher, NotebookState};
+
+    fn notebook(c: &Connection, id: &str, owner_id: i64, machine_id: &str) {
+        nq::insert(
+            c,
+            &NewNotebook {
+                id,
+                owner_id,
+                name: id,
+                image_id: Some("test"),
+                image: "test:1",
+                launcher: Launcher::JupyterLab,
+                command: &[],
+                machine_id,
+                cpus: 1.0,
+                memory_mib: 1024,
+                gpu_count: 0,
+                jupyter_token: "t",
+                auto_shutdown_secs: None,
+                forked_from: None,
+                desired_state: DesiredState::Running,
+                state: NotebookState::Running,
+                state_detail: "",
+                environment: None,
+                repo: None,
+            },
+        )
+        .expect("notebook");
+    }
+
+    fn state<'a>(id: &'a str) -> DirectoryState<'a> {
+        DirectoryState {
+            external_id: id,
+            display_name: "Erin",
+            email: "",
+            groups: &[],
+            admin: None,
+            group_budget: None,
+        }
+    }
+
+    #[test]
+    fn groups_shrinking_or_a_disable_stop_notebooks_in_the_same_write() {
+        let (_d, db) = crate::db::test_db();
+        db.with_conn(|c| {
+            users::insert(c, "admin", "h", true)?;
+            let erin = insert(c, "erin", "ldap", &state("uuid:1"))?.expect("made");
+            notebook(c, "on-cpu", erin.id, "cpu");
+            notebook(c, "on-gpu", erin.id, "gpu1");
+            // Groups no longer allow gpu1: only that one stops, with the reason kept.
+            let keep = ["cpu".to_string()];
+            let n = crate::db::lifecycle::request_stop_of_owner(
+                c,
+                erin.id,
+                "Stopping: x",
+                Some(&keep),
+            )?;
+            assert_eq!(n, 1);
+            let gpu = nq::by_id(c, "on-gpu")?.expect("row");
+            assert_eq!(gpu.desired_state, DesiredState::Stopped);
+            assert_eq!(gpu.state_detail, "Stopping: x");
+            assert_eq!(
+                nq::by_id(c, "on-cpu")?.expect("row").desired_state,
+                DesiredState::Running
+            );
+            // The directory disables erin: the rest stops in the same transaction.
+            assert!(disable(c, erin.id, "gone")?);
+            assert_eq!(
+                nq::by_id(c, "on-cpu")?.expect("row").desired_state,
+                DesiredState::Stopped
+            );
+            assert!(!disable(c, erin.id, "gone")?, "once");
+            // An allowed login later enables the account again.
+            sync(c, erin.id, &state("uuid:1"))?;
+            assert!(!users::by_id(c, erin.id)?.expect("erin").disabled);
+            Ok(())
+        })
+        .expect("db");
+    }
+
+    #[test]
+    fn a_link_gives_the_account_to_the_entry_the_admin_saw_and_ends_its_tokens() {
+        let (_d, db) = crate::db::test_db();
+        db.with_conn(|c| {
+            let carol = users::insert(c, "carol", "hash", false)?.expect("carol");
+            crate::db::tokens::insert(c, carol.id, "cli", "tokenhash", "nbx_abc")?;
+            let request = |external_id: &str| LinkRequest {
+                username: "carol".into(),
+                source: "oidc:lab".into(),
+                external_id: external_id.into(),
+                entry: external_id.into(),
+                display_name: "Carol".into(),
+                requested_at: 0,
+            };
+            request_link(c, &request("sub-1"))?;
+            // Replaced by another subject before the admin answered: the admin's answer
+            // (about sub-1) links nothing.
+            request_link(c, &request("sub-2"))?;
+            assert!(!link(c, "carol", "oidc:lab", "sub-1")?);
+            assert!(link(c, "carol", "oidc:lab", "sub-2")?);
+            let carol = users::by_id(c, carol.id)?.expect("carol");
+            assert_eq!(carol.source, "oidc:lab");
+            assert_eq!(external_id(c, carol.id)?.as_deref(), Some("sub-2"));
+            assert!(
+                crate::db::tokens::lookup(c, "tokenhash")?.is_none(),
+                "tokens ended"
+            );
+            assert!(link_requests(c)?.is_empty());
+            Ok(())
+        })
+        .expect("db");
+    }
 }

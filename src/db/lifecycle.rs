@@ -299,12 +299,42 @@ pub fn request_stop_all_of(
     detail: &str,
 ) -> Result<usize, DbError> {
     let tx = write_transaction(conn)?;
-    let ids = q::ids_of_owner(&tx, owner_id)?;
-    for id in &ids {
-        request_stop_in(&tx, id, detail)?;
-    }
+    let n = request_stop_of_owner_in(&tx, owner_id, detail, None)?;
     tx.commit()?;
-    Ok(ids.len())
+    Ok(n)
+}
+
+/// Inside the caller's transaction: every notebook of a member that is wanted running is to
+/// stop — with `keep`, only those whose machine type is not in it (their groups no longer
+/// allow it). Returns how many.
+pub fn request_stop_of_owner_in(
+    conn: &Connection,
+    owner_id: i64,
+    detail: &str,
+    keep: Option<&[String]>,
+) -> Result<usize, DbError> {
+    let mut n = 0;
+    for nb in q::list_for_owner(conn, owner_id)? {
+        let kept = keep.is_some_and(|k| k.contains(&nb.machine_id));
+        if nb.desired_state == DesiredState::Running && !kept {
+            request_stop_in(conn, &nb.id, detail)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// `request_stop_of_owner_in` in a transaction of its own.
+pub fn request_stop_of_owner(
+    conn: &mut Connection,
+    owner_id: i64,
+    detail: &str,
+    keep: Option<&[String]>,
+) -> Result<usize, DbError> {
+    let tx = write_transaction(conn)?;
+    let n = request_stop_of_owner_in(&tx, owner_id, detail, keep)?;
+    tx.commit()?;
+    Ok(n)
 }
 
 /// Running, starting or pulling → stopping, to start again (keeping its GPUs).

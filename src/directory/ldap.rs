@@ -94,26 +94,33 @@ impl LdapDirectory {
     ) -> Result<Identity, DirectoryError> {
         let mut search = self.connect().await?;
         self.bind_service(&mut search).await?;
-        let entry = match self.template_dn(username) {
-            // Direct bind: the member's own bind reads their entry.
+        let mut own = self.connect().await?;
+        let identity = match self.template_dn(username) {
+            // Direct bind on a connection of its own; the entry (through `user_filter`)
+            // and groups are read by the service account when there is one (as the
+            // scheduled check reads them), else by the member's own bind.
             Some(dn) => {
-                self.bind(&mut search, &dn, password).await?;
-                self.read_entry(&mut search, &dn)
-                    .await?
-                    .ok_or(DirectoryError::InvalidCredentials)?
+                self.bind(&mut own, &dn, password).await?;
+                let reader = if self.config.bind_dn.is_empty() {
+                    &mut own
+                } else {
+                    &mut search
+                };
+                match self.read_entry(reader, &dn, username).await? {
+                    Some(entry) => self.identity(reader, username, entry).await,
+                    None => Err(DirectoryError::InvalidCredentials),
+                }
             }
             None => {
                 let entry = self
                     .find_user(&mut search, username)
                     .await?
                     .ok_or(DirectoryError::InvalidCredentials)?;
-                let mut own = self.connect().await?;
                 self.bind(&mut own, &entry.dn, password).await?;
-                let _ = own.unbind().await;
-                entry
+                self.identity(&mut search, username, entry).await
             }
         };
-        let identity = self.identity(&mut search, username, entry).await;
+        let _ = own.unbind().await;
         let _ = search.unbind().await;
         identity
     }
@@ -130,10 +137,19 @@ impl LdapDirectory {
     }
 
     async fn lookup_now(&self, username: &str) -> Result<Option<Identity>, DirectoryError> {
+        let template = self.template_dn(username);
+        if template.is_some() && self.config.bind_dn.is_empty() {
+            // Anonymously, an entry hidden by the directory's rules would look gone.
+            return Err(DirectoryError::Refused(
+                "with bind_dn_template, members can be looked up only with a service account \
+                 (auth.ldap.bind_dn)"
+                    .into(),
+            ));
+        }
         let mut search = self.connect().await?;
         self.bind_service(&mut search).await?;
-        let entry = match self.template_dn(username) {
-            Some(dn) => self.read_entry(&mut search, &dn).await?,
+        let entry = match template {
+            Some(dn) => self.read_entry(&mut search, &dn, username).await?,
             None => self.find_user(&mut search, username).await?,
         };
         let identity = match entry {
@@ -237,9 +253,13 @@ impl LdapDirectory {
         if c.group_base.is_empty() {
             attrs.push("memberOf".into());
         }
+        // A stable id that outlives a rename (OpenLDAP, Active Directory).
+        attrs.push("entryUUID".into());
+        attrs.push("objectGUID".into());
         attrs
     }
 
+    /// The entries found; `None` when the base does not exist (LDAP result 32).
     async fn search(
         &self,
         ldap: &mut Ldap,
@@ -247,18 +267,43 @@ impl LdapDirectory {
         scope: Scope,
         filter: &str,
         attrs: Vec<String>,
-    ) -> Result<Vec<SearchEntry>, DirectoryError> {
+    ) -> Result<Option<Vec<SearchEntry>>, DirectoryError> {
         let result = ldap
             .with_timeout(self.config.timeout)
             .search(base, scope, filter, attrs)
             .await
             .map_err(|e| self.classify(e))?;
-        // 32: no such object (the base or the entry is gone).
         if result.1.rc == 32 {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let (entries, _) = result.success().map_err(|e| self.classify(e))?;
-        Ok(entries.into_iter().map(SearchEntry::construct).collect())
+        Ok(Some(
+            entries.into_iter().map(SearchEntry::construct).collect(),
+        ))
+    }
+
+    /// A search under a configured base, which must exist: a missing base is the
+    /// settings' fault (or a replica's), never "nobody is there".
+    async fn search_under(
+        &self,
+        ldap: &mut Ldap,
+        base: &str,
+        filter: &str,
+        attrs: Vec<String>,
+    ) -> Result<Vec<SearchEntry>, DirectoryError> {
+        self.search(ldap, base, Scope::Subtree, filter, attrs)
+            .await?
+            .ok_or_else(|| {
+                DirectoryError::Refused(format!(
+                    "the directory has no entry {base} (check the base DNs in [auth.ldap])"
+                ))
+            })
+    }
+
+    fn user_filter(&self, username: &str) -> String {
+        self.config
+            .user_filter
+            .replace("{username}", &ldap3::ldap_escape(username))
     }
 
     async fn find_user(
@@ -266,13 +311,10 @@ impl LdapDirectory {
         ldap: &mut Ldap,
         username: &str,
     ) -> Result<Option<SearchEntry>, DirectoryError> {
-        let filter = self
-            .config
-            .user_filter
-            .replace("{username}", &ldap3::ldap_escape(username));
+        let filter = self.user_filter(username);
         let base = self.config.user_base.clone();
         let mut found = self
-            .search(ldap, &base, Scope::Subtree, &filter, self.attributes())
+            .search_under(ldap, &base, &filter, self.attributes())
             .await?;
         // Two entries for one name: refuse rather than pick one.
         if found.len() != 1 {
@@ -281,15 +323,18 @@ impl LdapDirectory {
         Ok(found.pop())
     }
 
+    /// The entry at `dn` if `user_filter` lets it in (a direct bind's entry).
     async fn read_entry(
         &self,
         ldap: &mut Ldap,
         dn: &str,
+        username: &str,
     ) -> Result<Option<SearchEntry>, DirectoryError> {
-        let mut found = self
-            .search(ldap, dn, Scope::Base, "(objectClass=*)", self.attributes())
+        let filter = self.user_filter(username);
+        let found = self
+            .search(ldap, dn, Scope::Base, &filter, self.attributes())
             .await?;
-        Ok(found.pop())
+        Ok(found.and_then(|mut f| f.pop()))
     }
 
     /// The identity in `entry`, which must carry `username` (ASCII case aside: "Alice" in
@@ -330,7 +375,7 @@ impl LdapDirectory {
                 .replace("{dn}", &ldap3::ldap_escape(&entry.dn))
                 .replace("{username}", &ldap3::ldap_escape(username));
             let base = c.group_base.clone();
-            self.search(ldap, &base, Scope::Subtree, &filter, vec!["1.1".into()])
+            self.search_under(ldap, &base, &filter, vec!["1.1".into()])
                 .await?
                 .into_iter()
                 .map(|g| g.dn)
@@ -338,11 +383,34 @@ impl LdapDirectory {
         };
         Ok(Identity {
             source: SOURCE.to_string(),
-            external_id: entry.dn.clone(),
+            external_id: stable_id(&entry),
+            entry: entry.dn.clone(),
             username: username.to_string(),
             display_name: first(&c.display_name_attribute),
             email: first(&c.email_attribute),
             groups,
         })
     }
+}
+
+/// The entry's stable id: `entryUUID` (OpenLDAP and most), `objectGUID` (Active
+/// Directory, binary), else its DN. An account is tied to it: a name given to someone
+/// else later is not the same account.
+fn stable_id(entry: &SearchEntry) -> String {
+    let text = entry
+        .attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("entryUUID"))
+        .and_then(|(_, v)| v.first().cloned());
+    let binary = || {
+        entry
+            .bin_attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("objectGUID"))
+            .and_then(|(_, v)| v.first())
+            .map(|b| format!("guid:{}", hex::encode(b)))
+    };
+    text.map(|u| format!("uuid:{u}"))
+        .or_else(binary)
+        .unwrap_or_else(|| format!("dn:{}", entry.dn))
 }

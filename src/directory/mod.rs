@@ -14,8 +14,11 @@ use crate::config::Config;
 pub struct Identity {
     /// "ldap" or "oidc:{id}".
     pub source: String,
-    /// The LDAP entry's DN, or the provider's subject.
+    /// What the account is tied to: the LDAP entry's entryUUID (objectGUID, else DN), or
+    /// the provider's subject.
     pub external_id: String,
+    /// The LDAP entry's DN, or the provider's subject (to show).
+    pub entry: String,
     /// A valid Notebox username (lowercase ASCII).
     pub username: String,
     pub display_name: String,
@@ -28,7 +31,8 @@ pub struct Identity {
 pub enum DirectoryError {
     #[error("wrong username or password")]
     InvalidCredentials,
-    #[error("cannot reach the lab directory ({0}); local accounts can still log in")]
+    /// The why is for the log and the admin (it names addresses and errors).
+    #[error("cannot reach the lab directory right now; local accounts can still log in")]
     Unreachable(String),
     /// The directory answered, but not as expected (its settings, or a refused token).
     #[error("{0}")]
@@ -101,10 +105,11 @@ pub fn decide(config: &Config, identity: &Identity) -> Decision {
             .as_ref()
             .map_or((&[], &[]), |l| (&l.allowed_groups, &l.admin_groups)),
     };
+    let ldap = identity.source == ldap::SOURCE;
     let in_any = |wanted: &[String]| {
         wanted
             .iter()
-            .any(|w| identity.groups.iter().any(|g| group_matches(w, g)))
+            .any(|w| identity.groups.iter().any(|g| group_matches(ldap, w, g)))
     };
     let allowed = if allowed.is_empty() || in_any(allowed) {
         Ok(())
@@ -118,28 +123,33 @@ pub fn decide(config: &Config, identity: &Identity) -> Decision {
     Decision {
         allowed,
         admin: (!admin.is_empty()).then(|| in_any(admin)),
-        groups: mapped_groups(config, &identity.groups),
+        groups: mapped_groups(config, ldap, &identity.groups),
     }
 }
 
-/// The `[[groups]]` whose `directory` entries name one of `directory_groups`.
-pub fn mapped_groups(config: &Config, directory_groups: &[String]) -> Vec<String> {
+/// The `[[groups]]` whose `directory` entries name one of `directory_groups` (LDAP DNs
+/// when `ldap`, else a provider's group names).
+pub fn mapped_groups(config: &Config, ldap: bool, directory_groups: &[String]) -> Vec<String> {
     config
         .groups
         .iter()
         .filter(|g| {
             g.directory
                 .iter()
-                .any(|w| directory_groups.iter().any(|d| group_matches(w, d)))
+                .any(|w| directory_groups.iter().any(|d| group_matches(ldap, w, d)))
         })
         .map(|g| g.id.clone())
         .collect()
 }
 
-/// Whether a configured group (a DN, or a bare name) names a directory's group (a DN or
-/// a name). DNs compare without case or spaces after separators; a bare name also
-/// matches a DN's first value ("phd" names "cn=phd,ou=groups,dc=lab,dc=example").
-pub fn group_matches(configured: &str, directory: &str) -> bool {
+/// Whether a configured group names a directory's group. A provider's group names compare
+/// exactly. LDAP DNs compare without case or spaces after separators, and a bare name
+/// matches a DN's first value ("phd" names "cn=phd,ou=groups,dc=lab,dc=example"; the
+/// login and admin groups must be full DNs, see `config`).
+pub fn group_matches(ldap: bool, configured: &str, directory: &str) -> bool {
+    if !ldap {
+        return configured == directory;
+    }
     let (c, d) = (normalize_dn(configured), normalize_dn(directory));
     if c == d {
         return true;
@@ -170,11 +180,24 @@ mod tests {
     #[test]
     fn groups_match_by_dn_or_name() {
         let dn = "cn=phd,ou=groups,dc=lab,dc=example";
-        assert!(group_matches("CN=PhD, ou=groups, dc=lab, dc=example", dn));
-        assert!(group_matches("phd", dn));
-        assert!(group_matches("phd", "phd"));
-        assert!(!group_matches("ph", dn));
-        assert!(!group_matches("cn=phd,ou=other,dc=lab,dc=example", dn));
-        assert!(!group_matches("groups", dn));
+        assert!(group_matches(
+            true,
+            "CN=PhD, ou=groups, dc=lab, dc=example",
+            dn
+        ));
+        assert!(group_matches(true, "phd", dn));
+        assert!(group_matches(true, "phd", "phd"));
+        assert!(!group_matches(true, "ph", dn));
+        assert!(!group_matches(
+            true,
+            "cn=phd,ou=other,dc=lab,dc=example",
+            dn
+        ));
+        assert!(!group_matches(true, "groups", dn));
+        // A provider's names are names: exact.
+        assert!(group_matches(false, "phd", "phd"));
+        assert!(!group_matches(false, "phd", "PhD"));
+        assert!(!group_matches(false, "admins", "x=admins"));
+        assert!(!group_matches(false, "phd", dn));
     }
 }

@@ -16,9 +16,9 @@ use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreTokenResponse,
 };
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, ProviderMetadataWithLogout, RedirectUrl, Scope,
-    TokenResponse,
+    AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl,
+    Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadataWithLogout,
+    RedirectUrl, Scope, TokenResponse,
 };
 
 use super::http::{describe, OidcHttp};
@@ -34,18 +34,48 @@ const MAX_PENDING: usize = 10_000;
 const METADATA_FOR: Duration = Duration::from_secs(600);
 /// Each request to the provider must answer within this.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed discovery, the last good one serves (or the failure is told) this long
+/// before the provider is asked again.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Sign-ins in progress started from one client address.
+const PENDING_PER_ADDRESS: usize = 20;
+/// An ID token signed by a key discovery did not list makes Notebox read the keys again,
+/// at most this often (the provider rotated them).
+const KEYS_AGAIN_AFTER: Duration = Duration::from_secs(60);
+
+/// A client for a discovered provider (its authorization endpoint set, its token and
+/// user-info endpoints as discovery gave them).
+type ProviderClient = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
+>;
 
 /// One configured provider.
 struct Provider {
     config: OidcConfig,
     secret: Option<String>,
     http: OidcHttp,
-    metadata: tokio::sync::Mutex<Option<(Instant, ProviderMetadataWithLogout)>>,
+    /// One discovery at a time; waiting callers get its answer.
+    metadata: tokio::sync::Mutex<Discovered>,
+}
+
+#[derive(Default)]
+struct Discovered {
+    /// The last good discovery and when it was read.
+    good: Option<(Instant, ProviderMetadataWithLogout)>,
+    /// The last failure and why, when it came after the last good one.
+    failed: Option<(Instant, String)>,
 }
 
 /// A sign-in started and not yet finished.
 struct Pending {
     provider: String,
+    /// The client address that started it (a few per address at a time).
+    address: String,
     browser_hash: String,
     pkce_verifier: String,
     nonce: String,
@@ -84,7 +114,7 @@ impl OidcProviders {
                     config: c.clone(),
                     secret,
                     http: OidcHttp::new(tls, HTTP_TIMEOUT),
-                    metadata: tokio::sync::Mutex::new(None),
+                    metadata: tokio::sync::Mutex::new(Discovered::default()),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -121,6 +151,7 @@ impl OidcProviders {
         id: &str,
         redirect_uri: &str,
         next: &str,
+        address: &str,
     ) -> Result<Started, DirectoryError> {
         let provider = self.provider(id)?;
         let client = provider.client(redirect_uri).await?;
@@ -141,6 +172,7 @@ impl OidcProviders {
             state.secret().clone(),
             Pending {
                 provider: id.to_string(),
+                address: address.to_string(),
                 browser_hash: secrets::hash_secret(&browser_secret),
                 pkce_verifier: verifier.secret().clone(),
                 nonce: nonce.secret().clone(),
@@ -160,8 +192,19 @@ impl OidcProviders {
             .pending
             .lock()
             .map_err(|_| DirectoryError::Refused("sign-in state is unavailable".into()))?;
-        if all.len() >= MAX_PENDING {
+        if all.len() >= MAX_PENDING / 2 {
             all.retain(|_, p| p.started.elapsed() < PENDING_FOR);
+        }
+        let from_here = all
+            .values()
+            .filter(|p| p.address == pending.address && p.started.elapsed() < PENDING_FOR)
+            .count();
+        if from_here >= PENDING_PER_ADDRESS {
+            return Err(DirectoryError::Refused(
+                "too many sign-ins were started from your address and not finished; finish \
+                 one, or try again in a few minutes"
+                    .into(),
+            ));
         }
         if all.len() >= MAX_PENDING {
             // A flood of sign-ins never finished: the oldest tenth goes (a member is
@@ -230,15 +273,29 @@ impl OidcProviders {
         let id_token = token.id_token().ok_or_else(|| {
             DirectoryError::Refused("the provider's answer has no ID token".into())
         })?;
-        let verifier = client
-            .id_token_verifier()
-            .set_allowed_algs(provider.allowed_algorithms());
-        let claims = id_token
-            .claims(&verifier, &Nonce::new(pending.nonce))
-            .map_err(|e| {
-                DirectoryError::Refused(format!("the provider's ID token was refused: {e}"))
-            })?;
-        let subject = claims.subject().as_str().to_string();
+        let nonce = Nonce::new(pending.nonce);
+        let verify = |client: &ProviderClient| {
+            let verifier = client
+                .id_token_verifier()
+                .set_allowed_algs(provider.allowed_algorithms());
+            id_token
+                .claims(&verifier, &nonce)
+                .map(|c| c.subject().as_str().to_string())
+        };
+        let subject = match verify(&client) {
+            Ok(subject) => Ok(subject),
+            // Signed by a key the last discovery did not list: the provider may have
+            // rotated its keys; read them again (not too often) and check once more.
+            Err(ClaimsVerificationError::SignatureVerification(_))
+                if provider.reread_keys().await =>
+            {
+                verify(&provider.client(&pending.redirect_uri).await?)
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|e| {
+            DirectoryError::Refused(format!("the provider's ID token was refused: {e}"))
+        })?;
         let payload = verified_payload(&id_token.to_string())?;
         Ok((provider.identity(subject, &payload)?, pending.next))
     }
@@ -261,48 +318,81 @@ impl OidcProviders {
 }
 
 impl Provider {
+    /// The provider's discovery (endpoints and keys): read again after `METADATA_FOR`, or
+    /// now with `fresh`. When reading fails, the last good one serves for `RETRY_AFTER`
+    /// before the provider is asked again (a provider down or slow costs one wait, not
+    /// one per request).
     async fn metadata(&self, fresh: bool) -> Result<ProviderMetadataWithLogout, DirectoryError> {
-        let mut cached = self.metadata.lock().await;
-        if let Some((at, metadata)) = cached.as_ref() {
-            if !fresh && at.elapsed() < METADATA_FOR {
-                return Ok(metadata.clone());
+        let mut cache = self.metadata.lock().await;
+        let failed_lately = cache
+            .failed
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < RETRY_AFTER)
+            .map(|(_, why)| why.clone());
+        if !fresh {
+            if let Some((at, metadata)) = &cache.good {
+                if at.elapsed() < METADATA_FOR || failed_lately.is_some() {
+                    return Ok(metadata.clone());
+                }
+            }
+            if let Some(why) = failed_lately {
+                return Err(DirectoryError::Unreachable(why));
             }
         }
+        match self.discover().await {
+            Ok(metadata) => {
+                cache.good = Some((Instant::now(), metadata.clone()));
+                cache.failed = None;
+                Ok(metadata)
+            }
+            Err(why) => {
+                cache.failed = Some((Instant::now(), why.clone()));
+                match &cache.good {
+                    Some((_, metadata)) if !fresh => {
+                        tracing::warn!(provider = %self.config.id, error = %why,
+                            "discovery failed; the last good one serves");
+                        Ok(metadata.clone())
+                    }
+                    _ => Err(DirectoryError::Unreachable(why)),
+                }
+            }
+        }
+    }
+
+    async fn discover(&self) -> Result<ProviderMetadataWithLogout, String> {
         let issuer = IssuerUrl::new(self.config.issuer.clone())
-            .map_err(|e| DirectoryError::Refused(format!("bad issuer URL: {e}")))?;
+            .map_err(|e| format!("bad issuer URL: {e}"))?;
         let http = self.http.clone();
         let send = move |request| {
             let http = http.clone();
             async move { http.send(request).await }
         };
-        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &send)
+        ProviderMetadataWithLogout::discover_async(issuer, &send)
             .await
             .map_err(|e| {
-                DirectoryError::Unreachable(format!(
+                format!(
                     "{} ({}): {}",
                     self.config.name,
                     self.config.issuer,
                     describe(&e)
-                ))
-            })?;
-        *cached = Some((Instant::now(), metadata.clone()));
-        Ok(metadata)
+                )
+            })
     }
 
-    async fn client(
-        &self,
-        redirect_uri: &str,
-    ) -> Result<
-        CoreClient<
-            openidconnect::EndpointSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointNotSet,
-            openidconnect::EndpointMaybeSet,
-            openidconnect::EndpointMaybeSet,
-        >,
-        DirectoryError,
-    > {
+    /// Reads the keys again if the last read is older than `KEYS_AGAIN_AFTER`; whether it
+    /// did.
+    async fn reread_keys(&self) -> bool {
+        let old = {
+            let cache = self.metadata.lock().await;
+            cache
+                .good
+                .as_ref()
+                .is_none_or(|(at, _)| at.elapsed() > KEYS_AGAIN_AFTER)
+        };
+        old && self.metadata(true).await.is_ok()
+    }
+
+    async fn client(&self, redirect_uri: &str) -> Result<ProviderClient, DirectoryError> {
         let metadata = self.metadata(false).await?;
         let redirect = RedirectUrl::new(redirect_uri.to_string())
             .map_err(|e| DirectoryError::Refused(format!("bad redirect URL: {e}")))?;
@@ -331,8 +421,9 @@ impl Provider {
         let c = &self.config;
         let text = |claim: &str| claims.get(claim).and_then(|v| v.as_str()).unwrap_or("");
         let raw = text(&c.username_claim);
-        let username = raw.to_lowercase();
-        if crate::auth::validate_username(&username).is_err() {
+        // ASCII only, folded as ASCII: Unicode lowercasing makes "\u{212A}ate" kate.
+        let username = raw.to_ascii_lowercase();
+        if !raw.is_ascii() || crate::auth::validate_username(&username).is_err() {
             return Err(DirectoryError::Refused(format!(
                 "{} gave '{}' as the username (claim {}), which is not a valid Notebox \
                  username; ask the lab's admin",
@@ -351,6 +442,7 @@ impl Provider {
         };
         Ok(Identity {
             source: format!("oidc:{}", c.id),
+            entry: subject.clone(),
             external_id: subject,
             username,
             display_name: text("name").chars().take(200).collect(),

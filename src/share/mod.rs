@@ -499,12 +499,18 @@ impl Shares {
                     source.command.clone(),
                 ),
             };
+        // The source's machine type if the forker's groups allow it, else a CPU one they
+        // may use, else the first they may use.
+        let policy = crate::groups::policy(&config, user);
+        let allowed =
+            |m: &&crate::config::MachineType| policy.check_machine(&m.id, &m.name).is_ok();
         let machine = config
             .machine(&source.machine_id)
-            .or_else(|| config.machines.iter().find(|m| m.gpus == 0))
-            .or(config.machines.first())
+            .filter(allowed)
+            .or_else(|| config.machines.iter().filter(allowed).find(|m| m.gpus == 0))
+            .or_else(|| config.machines.iter().find(allowed))
             .cloned()
-            .ok_or_else(|| ShareError::Invalid("this Notebox has no machine types".into()))?;
+            .ok_or_else(|| ShareError::Invalid("your groups allow no machine type here".into()))?;
         let id = crate::notebooks::rules::new_notebook_id();
         let to = self.copy_files(&source.id, &id).await?;
         let name = if source.owner_id == user.id {

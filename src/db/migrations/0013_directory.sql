@@ -21,6 +21,8 @@ CREATE TABLE link_requests (
     username     TEXT NOT NULL,
     source       TEXT NOT NULL,
     external_id  TEXT NOT NULL,
+    -- the LDAP DN or the OIDC subject, to show
+    entry        TEXT NOT NULL DEFAULT '',
     display_name TEXT NOT NULL DEFAULT '',
     requested_at INTEGER NOT NULL,
     PRIMARY KEY (username, source)

@@ -20,6 +20,8 @@ struct DirectoryPage {
     chrome: Chrome,
     /// "ldaps://… (search under …)" or None.
     ldap: Option<String>,
+    /// Why the directory could not be reached lately, if it could not.
+    ldap_failure: Option<String>,
     /// (id, name, issuer) of each OIDC provider.
     providers: Vec<(String, String, String)>,
     refresh: String,
@@ -43,10 +45,14 @@ struct GroupRow {
 
 struct LinkRow {
     username: String,
+    /// What the account of that name is now ("local", "LDAP", a provider's name).
+    account_source: String,
     source: String,
     source_name: String,
     display_name: String,
     external_id: String,
+    /// The LDAP DN or OIDC subject.
+    entry: String,
     when: String,
 }
 
@@ -151,7 +157,7 @@ async fn test_login(state: &AppState, username: &str) -> Result<Option<TestResul
     Ok(Some(TestResult {
         found: true,
         username: preview.identity.username.clone(),
-        dn: preview.identity.external_id.clone(),
+        dn: preview.identity.entry.clone(),
         display_name: preview.identity.display_name.clone(),
         email: preview.identity.email.clone(),
         directory_groups: preview.identity.groups.clone(),
@@ -177,28 +183,37 @@ pub async fn directory_page(
     q: web::Query<DirectoryQuery>,
 ) -> Result<HttpResponse, PageError> {
     let config = &state.config;
-    let (test, mut error) = match test_login(&state, &q.test).await {
+    let (test, error) = match test_login(&state, &q.test).await {
         Ok(t) => (t, None),
         Err(e @ (AuthError::Internal(_) | AuthError::Db(_))) => return Err(e.into()),
         Err(e) => (None, Some(WebError::from(e).message)),
     };
+    let sources: std::collections::HashMap<String, String> = state
+        .accounts
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|u| (u.username, u.source))
+        .collect();
     let links = state
         .accounts
         .link_requests()
         .await?
         .into_iter()
         .map(|l| LinkRow {
+            account_source: sources.get(&l.username).map_or_else(
+                || "gone".to_string(),
+                |s| crate::auth::directory::source_name(config, s),
+            ),
             source_name: crate::auth::directory::source_name(config, &l.source),
             username: l.username,
             source: l.source,
             display_name: l.display_name,
             external_id: l.external_id,
+            entry: l.entry,
             when: datetime(l.requested_at),
         })
         .collect();
-    if q.test.trim().is_empty() && error.is_none() {
-        error = None;
-    }
     let who = q.user.clone().unwrap_or_default();
     let notice = q.done.as_deref().and_then(|d| match d {
         "linked" => Some(format!(
@@ -219,6 +234,7 @@ pub async fn directory_page(
             };
             format!("{} ({how})", l.url)
         }),
+        ldap_failure: state.accounts.ldap().and_then(|l| l.recent_failure()),
         providers: config
             .auth
             .oidc
@@ -242,6 +258,9 @@ pub struct LinkForm {
     username: String,
     #[serde(default)]
     source: String,
+    /// The directory entry the admin saw in the request.
+    #[serde(default)]
+    external_id: String,
     /// "link" or "dismiss".
     #[serde(default)]
     action: String,
@@ -264,7 +283,7 @@ pub async fn answer_link(
     };
     state
         .accounts
-        .answer_link(&form.username, &form.source, link)
+        .answer_link(&form.username, &form.source, &form.external_id, link)
         .await?;
     tracing::info!(by = %admin.0.user.username, user = %form.username, source = %form.source, link,
         "directory link request answered");

@@ -202,8 +202,15 @@ async fn check(
             Some((env, version))
         }
     };
+    // No machine named: the first the member's groups allow (a named one they may not use
+    // is refused when the notebook is made, with the reason).
+    let policy = crate::groups::policy(config, &session.user);
     let machine = match p.machine.trim() {
-        "" => config.machines.first().cloned(),
+        "" => config
+            .machines
+            .iter()
+            .find(|m| policy.check_machine(&m.id, &m.name).is_ok())
+            .cloned(),
         id => config.machine(id).cloned(),
     }
     .ok_or_else(|| {

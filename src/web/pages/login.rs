@@ -22,8 +22,8 @@ struct LoginPage {
     error: Option<String>,
     /// (id, name) of each OpenID Connect provider: "Sign in with {name}".
     providers: Vec<(String, String)>,
-    /// Why the LDAP directory could not be reached lately, if it could not.
-    directory_down: Option<String>,
+    /// The LDAP directory could not be reached lately (the why is on the admin's page).
+    directory_down: bool,
 }
 
 impl LoginPage {
@@ -34,7 +34,10 @@ impl LoginPage {
             username: String::new(),
             error: None,
             providers: state.oidc.list(),
-            directory_down: state.accounts.ldap().and_then(|l| l.recent_failure()),
+            directory_down: state
+                .accounts
+                .ldap()
+                .is_some_and(|l| l.recent_failure().is_some()),
         }
     }
 }

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use crate::auth::AuthError;
 use crate::directory::DirectoryError;
 use crate::error::PageError;
+use crate::web::extract::session_from_request;
 use crate::web::{safe_next, AppState};
 
 use super::login::{is_https, logged_in, login_refused};
@@ -48,7 +49,8 @@ pub async fn begin(
     let id = path.into_inner();
     let next = safe_next(query.next.as_deref());
     let redirect = redirect_uri(&req, &state, &id);
-    match state.oidc.begin(&id, &redirect, &next).await {
+    let address = crate::web::extract::client_address(&req, &state.config.auth.trusted_proxies);
+    match state.oidc.begin(&id, &redirect, &next, &address).await {
         Ok(started) => {
             let cookie = Cookie::build(browser_cookie_name(is_https(&req)), started.browser_secret)
                 .path("/login/oidc")
@@ -115,8 +117,20 @@ pub async fn callback(
     };
     let mut gone = Cookie::build(browser_cookie_name(is_https(&req)), "")
         .path("/login/oidc")
+        .secure(is_https(&req))
         .finish();
     gone.make_removal();
+    // Never replace the session of someone else logged in here (a sign-in someone else
+    // started, finished in this browser, would log its owner out and them in).
+    let finished = match (finished, session_from_request(&req).await?) {
+        (Ok((identity, _)), Some(session)) if session.user.username != identity.username => {
+            Err(DirectoryError::Refused(format!(
+                "you are logged in here as {}; log out first, then sign in as {}",
+                session.user.username, identity.username
+            )))
+        }
+        (finished, _) => finished,
+    };
     let mut res = match finished {
         Ok((identity, next)) => match state.accounts.directory_login(identity, None).await {
             Ok(session) => logged_in(&req, &state, session, &next),
@@ -145,10 +159,13 @@ fn provider_name(state: &AppState, id: &str) -> String {
 /// A sign-in that went wrong, as the login page says it.
 fn signin_error(state: &AppState, id: &str, e: DirectoryError) -> AuthError {
     match e {
-        DirectoryError::Unreachable(why) => AuthError::DirectoryUnreachable(format!(
-            "cannot reach {} ({why}); local accounts can still log in",
-            provider_name(state, id)
-        )),
+        DirectoryError::Unreachable(why) => {
+            tracing::warn!(provider = %id, error = %why, "cannot reach the sign-in provider");
+            AuthError::DirectoryUnreachable(format!(
+                "cannot reach {} right now; local accounts can still log in",
+                provider_name(state, id)
+            ))
+        }
         DirectoryError::Refused(why) => AuthError::Directory(format!("Sign-in refused: {why}")),
         DirectoryError::InvalidCredentials => AuthError::InvalidCredentials,
     }
