@@ -38,7 +38,7 @@ pub enum SiteError {
          member; stop one of your notebooks, or ask the admin to widen notebooks.origin_ports"
     )]
     NoFreePort(crate::config::PortRange),
-    #[error("the notebook no longer exists")]
+    #[error("the notebook is not running (any more)")]
     Gone,
     #[error("cannot serve the notebook on its own port: {0}")]
     Io(#[from] std::io::Error),
@@ -147,7 +147,9 @@ impl Sites {
         Err(SiteError::NoFreePort(self.origins().ports))
     }
 
-    /// The notebook's member, and the ports it may have, best first.
+    /// The notebook's member, and the ports it may have, best first. A notebook that is
+    /// not running (any more) gets none: a list of running notebooks taken before a stop,
+    /// or a page opened as it stopped, must not open its port again.
     async fn candidates(&self, notebook_id: &str) -> Result<(i64, Vec<u16>), SiteError> {
         let (first, last) = (self.origins().ports.first, self.origins().ports.last);
         let id = notebook_id.to_string();
@@ -157,6 +159,11 @@ impl Sites {
                 let Some(row) = q::by_id(c, &id)? else {
                     return Ok(None);
                 };
+                let running = row.state == crate::model::NotebookState::Running
+                    && row.desired_state == crate::model::DesiredState::Running;
+                if !running {
+                    return Ok(None);
+                }
                 let ports = origin_ports::candidates(c, &id, row.owner_id, first, last)?;
                 Ok(Some((row.owner_id, ports)))
             })
@@ -306,6 +313,8 @@ impl Sites {
                 Err(e @ SiteError::NoFreePort(_)) => {
                     tracing::debug!(notebook = %id, error = %e, "no port for the notebook yet")
                 }
+                // Stopped since the list was taken: its port stays closed.
+                Err(SiteError::Gone) => {}
                 Err(e) => {
                     tracing::warn!(notebook = %id, error = %e, "cannot serve the notebook on its own port")
                 }
