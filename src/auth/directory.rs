@@ -15,6 +15,8 @@ pub struct Preview {
     pub decision: directory::Decision,
     /// The account as it is here, if there is one.
     pub account: Option<User>,
+    /// Their policy as if they had just logged in.
+    pub policy: crate::groups::Policy,
 }
 
 /// How a scheduled check went.
@@ -309,11 +311,7 @@ impl Accounts {
             .await?;
         // Everyone is looked up first; only then is anything changed.
         let mut found = Vec::with_capacity(accounts.len());
-        for user in accounts {
-            let known = {
-                let id = user.id;
-                self.db.call(move |c| dq::external_id(c, id)).await?
-            };
+        for (user, known) in accounts {
             let identity = match ldap.lookup(&user.username).await {
                 Ok(Some(identity)) if known.as_ref().is_none_or(|k| *k == identity.external_id) => {
                     Some(identity)
@@ -398,10 +396,24 @@ impl Accounts {
         let decision = directory::decide(&self.config, &identity);
         let name = username.clone();
         let account = self.db.call(move |c| users::by_name(c, &name)).await?;
+        let mut as_user = account.clone().unwrap_or_else(|| User {
+            id: 0,
+            username: identity.username.clone(),
+            is_admin: false,
+            disabled: false,
+            max_gpus: None,
+            created_at: 0,
+            source: identity.source.clone(),
+            display_name: identity.display_name.clone(),
+            directory_groups: Vec::new(),
+        });
+        as_user.directory_groups = decision.groups.clone();
+        let policy = crate::groups::policy(&self.config, &as_user);
         Ok(Some(Preview {
             identity,
             decision,
             account,
+            policy,
         }))
     }
 

@@ -149,16 +149,21 @@ pub fn disable(conn: &mut Connection, user_id: i64, reason: &str) -> Result<bool
     Ok(true)
 }
 
-/// Every account of `source` ("ldap"), enabled or disabled by the directory, for the
-/// scheduled check.
-pub fn accounts_of(conn: &Connection, source: &str) -> Result<Vec<User>, DbError> {
+/// Every account of `source` ("ldap"), enabled or disabled by the directory, with the
+/// entry it is tied to, for the scheduled check.
+pub fn accounts_of(
+    conn: &Connection,
+    source: &str,
+) -> Result<Vec<(User, Option<String>)>, DbError> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {} FROM users u
+        "SELECT {}, u.external_id FROM users u
          WHERE u.source = ?1 AND (u.disabled = 0 OR u.disabled_by = 'directory')
          ORDER BY u.id",
         users::U_COLUMNS
     ))?;
-    let rows = stmt.query_map([source], users::from_row)?;
+    let rows = stmt.query_map([source], |r| {
+        Ok((users::from_row(r)?, r.get(users::N_COLUMNS)?))
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

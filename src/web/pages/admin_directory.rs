@@ -128,23 +128,7 @@ async fn test_login(state: &AppState, username: &str) -> Result<Option<TestResul
             account: String::new(),
         }));
     };
-    // The policy as if they had just logged in.
-    let mut as_user = preview
-        .account
-        .clone()
-        .unwrap_or_else(|| crate::auth::User {
-            id: 0,
-            username: preview.identity.username.clone(),
-            is_admin: false,
-            disabled: false,
-            max_gpus: None,
-            created_at: 0,
-            source: preview.identity.source.clone(),
-            display_name: preview.identity.display_name.clone(),
-            directory_groups: Vec::new(),
-        });
-    as_user.directory_groups = preview.decision.groups.clone();
-    let policy = crate::groups::policy(config, &as_user);
+    let policy = &preview.policy;
     let account = match &preview.account {
         None => "none yet: made at their first login".to_string(),
         Some(u) if u.source != preview.identity.source => format!(
