@@ -198,14 +198,8 @@ pub async fn logout(
         .finish();
     gone.make_removal();
     if let (Some(id), Some(url)) = (provider, end_session) {
-        let name = state
-            .oidc
-            .list()
-            .into_iter()
-            .find(|(p, _)| *p == id)
-            .map_or(id, |(_, name)| name);
         let page = SignedOut {
-            provider: name,
+            provider: crate::auth::directory::source_name(&state.config, &format!("oidc:{id}")),
             end_session: url,
         };
         let body = page.render().map_err(WebError::internal)?;

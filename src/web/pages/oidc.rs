@@ -148,12 +148,7 @@ pub async fn callback(
 }
 
 fn provider_name(state: &AppState, id: &str) -> String {
-    state
-        .oidc
-        .list()
-        .into_iter()
-        .find(|(p, _)| p == id)
-        .map_or_else(|| id.to_string(), |(_, name)| name)
+    crate::auth::directory::source_name(&state.config, &format!("oidc:{id}"))
 }
 
 /// A sign-in that went wrong, as the login page says it.
