@@ -53,36 +53,7 @@ async fn execute(ws_url: &str, headers: &[(&'static str, String)], code: &str) -
         tokio_tungstenite::connect_async_with_config(request, Some(config), false)
             .await
             .expect("websocket connects through the proxy");
-    let msg_id = format!("exec-{}", std::process::id());
-    let request = execute_request(&msg_id, code);
-    socket
-        .send(Message::Text(request.to_string().into()))
-        .await
-        .expect("send");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let msg = tokio::time::timeout_at(deadline, socket.next())
-            .await
-            .expect("a result before the deadline")
-            .expect("socket open")
-            .expect("frame");
-        let Message::Text(text) = msg else { continue };
-        let v: serde_json::Value = serde_json::from_str(&text).expect("json message");
-        if v["parent_header"]["msg_id"] != msg_id.as_str() {
-            continue;
-        }
-        match v["header"]["msg_type"].as_str() {
-            Some("execute_result") => {
-                let _ = socket.close(None).await;
-                return v["content"]["data"]["text/plain"]
-                    .as_str()
-                    .expect("text/plain")
-                    .to_string();
-            }
-            Some("error") => panic!("kernel error: {}", v["content"]),
-            _ => {}
-        }
-    }
+    execute_on(&mut socket, code).await
 }
 
 /// Notebox as a child process with `toml` as its config (written to `config`), and an

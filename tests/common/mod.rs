@@ -903,13 +903,24 @@ pub async fn open_kernel_socket(
 /// Runs `code` in a new kernel of the notebook, through Notebox's proxy (the kernel's
 /// channels WebSocket, with the member's token); returns its text/plain result.
 pub async fn run_in_kernel(api: &Api, notebook: &str, code: &str) -> String {
+    let mut socket = open_kernel_socket(api, notebook).await;
+    execute_on(&mut socket, code).await
+}
+
+/// Sends `code` as an execute request on a kernel's channels WebSocket and returns its
+/// text/plain result (60 s at most); closes the socket.
+pub async fn execute_on(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    code: &str,
+) -> String {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let mut socket = open_kernel_socket(api, notebook).await;
-    let msg_id = "run-1";
+    let msg_id = format!("exec-{}", std::process::id());
     socket
         .send(Message::Text(
-            execute_request(msg_id, code).to_string().into(),
+            execute_request(&msg_id, code).to_string().into(),
         ))
         .await
         .expect("send");
@@ -922,7 +933,7 @@ pub async fn run_in_kernel(api: &Api, notebook: &str, code: &str) -> String {
             .expect("frame");
         let Message::Text(text) = msg else { continue };
         let v: serde_json::Value = serde_json::from_str(&text).expect("json message");
-        if v["parent_header"]["msg_id"] != msg_id {
+        if v["parent_header"]["msg_id"] != msg_id.as_str() {
             continue;
         }
         match v["header"]["msg_type"].as_str() {
