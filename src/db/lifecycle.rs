@@ -12,7 +12,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::notebooks::{self as q, Transition};
 use super::{usage, DbError};
-use crate::model::{DesiredState, NotebookState};
+use crate::model::{DesiredState, JobState, NotebookState};
 
 use NotebookState::{Failed, Pulling, Queued, Running, Starting, Stopped, Stopping};
 
@@ -321,7 +321,72 @@ pub fn request_stop_of_owner_in(
             n += 1;
         }
     }
+    // Their jobs end the same way (cancelled, with the same reason).
+    let note = detail.strip_prefix("Stopping: ").unwrap_or(detail);
+    for (id, machine_id) in q::unfinished_jobs_of_owner(conn, owner_id)? {
+        if !keep.is_some_and(|k| k.contains(&machine_id)) {
+            request_job_end_in(conn, &id, JobState::Cancelled, note)?;
+            n += 1;
+        }
+    }
     Ok(n)
+}
+
+/// Inside the caller's transaction: a job is to end (`Cancelled` or `TimedOut`, `note`
+/// saying why on its page): out of the queue, or its container taken down by the
+/// reconciler, which then writes the end (`end_job`). Whether this asked (false: it ended,
+/// or was asked to, already).
+pub fn request_job_end_in(
+    conn: &Connection,
+    id: &str,
+    end: JobState,
+    note: &str,
+) -> Result<bool, DbError> {
+    let asked = super::jobs::request_end(conn, id, end, note)?;
+    if asked {
+        request_stop_in(conn, id, &format!("Stopping: {note}"))?;
+    }
+    Ok(asked)
+}
+
+/// `request_job_end_in` in a transaction of its own.
+pub fn request_job_end(
+    conn: &mut Connection,
+    id: &str,
+    end: JobState,
+    note: &str,
+) -> Result<bool, DbError> {
+    let tx = write_transaction(conn)?;
+    let asked = request_job_end_in(&tx, id, end, note)?;
+    tx.commit()?;
+    Ok(asked)
+}
+
+/// A job ended: its usage closed at `ended`, its GPUs released, its row in `notebooks`
+/// removed and its end written (`jobs::write_end`), in one transaction, so its GPUs are
+/// free exactly when its history says it ended. False when it had ended already.
+pub fn end_job(
+    conn: &mut Connection,
+    id: &str,
+    ended: UsageEnd,
+    end: &super::jobs::JobEnd,
+) -> Result<bool, DbError> {
+    let tx = write_transaction(conn)?;
+    let at = match ended {
+        UsageEnd::Now => crate::clock::now(),
+        UsageEnd::At(t) => t,
+        UsageEnd::LastSeen => usage::last_seen(&tx, id)?.unwrap_or_else(crate::clock::now),
+    };
+    usage::close(&tx, id, at)?;
+    super::gpus::release(&tx, id)?;
+    let end = super::jobs::JobEnd {
+        finished_at: at,
+        ..end.clone()
+    };
+    let written = super::jobs::write_end(&tx, id, &end)?;
+    q::delete(&tx, id)?;
+    tx.commit()?;
+    Ok(written)
 }
 
 /// `request_stop_of_owner_in` in a transaction of its own.
@@ -367,6 +432,11 @@ pub fn request_delete(
     let tx = write_transaction(conn)?;
     q::set_desired(&tx, id, DesiredState::Deleted)?;
     q::set_detail(&tx, id, state, "Deleting")?;
+    // Its jobs run in its folder, which goes: they end, and its schedules with it.
+    for job in super::jobs::unfinished_of_notebook(&tx, id)? {
+        request_job_end_in(&tx, &job, JobState::Cancelled, "its notebook was deleted")?;
+    }
+    super::jobs::delete_schedules_of_notebook(&tx, id)?;
     tx.commit()?;
     Ok(())
 }

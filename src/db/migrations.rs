@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("migrations/0011_secrets.sql")),
     (12, include_str!("migrations/0012_environments.sql")),
     (13, include_str!("migrations/0013_directory.sql")),
+    (14, include_str!("migrations/0014_jobs.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -5,6 +5,7 @@ pub mod directory;
 pub mod environments;
 pub mod gpus;
 pub mod grants;
+pub mod jobs;
 pub mod lifecycle;
 pub mod meta;
 pub mod migrations;

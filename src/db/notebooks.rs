@@ -45,6 +45,9 @@ pub struct NotebookRow {
     pub environment: Option<EnvironmentRef>,
     /// The repository its files come from, if it was started from one.
     pub repo: Option<RepoSource>,
+    /// The row of a job on its way or running (`jobs`): queued, placed, started and
+    /// adopted like a notebook's, never proxied, listed or reclaimed as one.
+    pub is_job: bool,
 }
 
 /// The environment version a notebook runs.
@@ -74,7 +77,7 @@ const SELECT: &str = "SELECT n.id, n.owner_id, u.username, n.name, n.image_id, n
     n.auto_shutdown_at, n.created_at, n.started_at, n.stopped_at, n.updated_at,
     n.queued_at, n.forked_from, n.idle_exempt, n.notice, n.path_key,
     n.environment_id, n.environment_version, n.repo_url, n.repo_ref, n.repo_commit, n.open_path,
-    (SELECT e.name FROM environments e WHERE e.id = n.environment_id)
+    (SELECT e.name FROM environments e WHERE e.id = n.environment_id), n.kind = 'job'
     FROM notebooks n JOIN users u ON u.id = n.owner_id";
 
 fn from_row(r: &Row) -> rusqlite::Result<NotebookRow> {
@@ -131,6 +134,7 @@ fn from_row(r: &Row) -> rusqlite::Result<NotebookRow> {
                 })
             })
             .transpose()?,
+        is_job: r.get(36)?,
     })
 }
 
@@ -216,7 +220,7 @@ pub fn by_id(conn: &Connection, id: &str) -> Result<Option<NotebookRow>, DbError
 
 pub fn list_for_owner(conn: &Connection, owner_id: i64) -> Result<Vec<NotebookRow>, DbError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "{SELECT} WHERE n.owner_id = ?1 AND n.desired_state != ?2 ORDER BY n.created_at DESC, n.id"
+        "{SELECT} WHERE n.owner_id = ?1 AND n.desired_state != ?2 AND n.kind = 'notebook' ORDER BY n.created_at DESC, n.id"
     ))?;
     let rows = stmt.query_map(params![owner_id, DesiredState::Deleted], from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -340,7 +344,7 @@ pub fn set_detail(
 /// The ids of a member's notebooks that are not being deleted.
 pub fn ids_of_owner(conn: &Connection, owner_id: i64) -> Result<Vec<String>, DbError> {
     let mut stmt = conn
-        .prepare_cached("SELECT id FROM notebooks WHERE owner_id = ?1 AND desired_state != ?2")?;
+        .prepare_cached("SELECT id FROM notebooks WHERE owner_id = ?1 AND desired_state != ?2 AND kind = 'notebook'")?;
     let ids = stmt.query_map(params![owner_id, DesiredState::Deleted], |r| r.get(0))?;
     Ok(ids.collect::<Result<_, _>>()?)
 }
@@ -418,7 +422,7 @@ pub fn running(conn: &Connection) -> Result<Vec<RunningNotebook>, DbError> {
         "SELECT n.id, u.username, n.name, n.machine_id, n.container_id, n.container_ip,
                 n.jupyter_token, n.idle_exempt, n.path_key
          FROM notebooks n JOIN users u ON u.id = n.owner_id
-         WHERE n.state = ?1 AND n.desired_state = ?2",
+         WHERE n.state = ?1 AND n.desired_state = ?2 AND n.kind = 'notebook'",
     )?;
     let rows = stmt.query_map(
         params![NotebookState::Running, DesiredState::Running],
@@ -454,7 +458,8 @@ pub fn set_path_key(conn: &Connection, id: &str, key: Option<&str>) -> Result<()
 pub fn active_count_of(conn: &Connection, owner_id: i64, except: &str) -> Result<i64, DbError> {
     Ok(conn.query_row(
         "SELECT count(*) FROM notebooks
-         WHERE owner_id = ?1 AND id != ?2 AND desired_state = ?3 AND state IN (?4, ?5, ?6, ?7)",
+         WHERE owner_id = ?1 AND id != ?2 AND desired_state = ?3 AND state IN (?4, ?5, ?6, ?7)
+           AND kind = 'notebook'",
         params![
             owner_id,
             except,
@@ -466,6 +471,21 @@ pub fn active_count_of(conn: &Connection, owner_id: i64, except: &str) -> Result
         ],
         |r| r.get(0),
     )?)
+}
+
+/// A member's jobs wanted running (on their way or running): (id, machine type).
+pub fn unfinished_jobs_of_owner(
+    conn: &Connection,
+    owner_id: i64,
+) -> Result<Vec<(String, String)>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, machine_id FROM notebooks
+         WHERE owner_id = ?1 AND kind = 'job' AND desired_state = ?2",
+    )?;
+    let rows = stmt.query_map(params![owner_id, DesiredState::Running], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Deletes a notebook's row (its GPUs go with it); its usage stays in the ledger, closed.
@@ -515,7 +535,7 @@ pub fn proxy_target(conn: &Connection, id: &str) -> Result<Option<ProxyTarget>, 
     Ok(conn
         .query_row(
             "SELECT owner_id, state, jupyter_token, container_ip, name, path_key FROM notebooks
-             WHERE id = ?1 AND desired_state != ?2",
+             WHERE id = ?1 AND desired_state != ?2 AND kind = 'notebook'",
             params![id, DesiredState::Deleted],
             |r| {
                 Ok(ProxyTarget {

@@ -102,8 +102,20 @@ pub fn create_and_place(
     notebook: &NewNotebook,
     req: &PlacementRequest,
 ) -> Result<Result<(Option<NotebookRow>, Placement), Refusal>, DbError> {
+    create_and_place_with(conn, notebook, req, |_| Ok(()))
+}
+
+/// `create_and_place`, with `also` run in the same transaction after the insert (a job's
+/// own record): refused, neither is stored.
+pub fn create_and_place_with(
+    conn: &mut Connection,
+    notebook: &NewNotebook,
+    req: &PlacementRequest,
+    also: impl FnOnce(&Connection) -> Result<(), DbError>,
+) -> Result<Result<(Option<NotebookRow>, Placement), Refusal>, DbError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     nq::insert(&tx, notebook)?;
+    also(&tx)?;
     let placement = match place(&tx, req)? {
         Ok(p) => p,
         Err(refusal) => return Ok(Err(refusal)), // dropped: rolled back, nothing created

@@ -301,7 +301,7 @@ pub fn notebooks_with_older_variables(
 ) -> Result<Vec<(String, String)>, DbError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, name FROM notebooks
-         WHERE owner_id = ?1 AND state IN ('running', 'starting')
+         WHERE owner_id = ?1 AND state IN ('running', 'starting') AND kind = 'notebook'
            AND ifnull(variables_generation, 0) < (SELECT ifnull(max(generation), 0)
                FROM variable_changes WHERE owner_key IN (0, ?1))
          ORDER BY name, id",

@@ -183,6 +183,63 @@ wire_enum!(DesiredState, "desired state", {
     Deleted => "deleted",
 });
 
+/// Where a job is (DESIGN.md, "Jobs"): on its way (queued, starting), running, or ended
+/// one of four ways. The ended ones are also what `jobs.outcome` stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    Queued,
+    Starting,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+wire_enum!(JobState, "job state", {
+    Queued => "queued",
+    Starting => "starting",
+    Running => "running",
+    Succeeded => "succeeded",
+    Failed => "failed",
+    Cancelled => "cancelled",
+    TimedOut => "timed_out",
+});
+
+impl JobState {
+    /// It ended (and will not change again).
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::TimedOut
+        )
+    }
+
+    /// The job state of its row in `notebooks` while it is on its way or running.
+    pub fn of_row(state: NotebookState) -> JobState {
+        match state {
+            NotebookState::Queued => JobState::Queued,
+            NotebookState::Pulling | NotebookState::Starting => JobState::Starting,
+            NotebookState::Running | NotebookState::Stopping => JobState::Running,
+            // At rest without an outcome yet: the reconciler is writing it.
+            NotebookState::Stopped | NotebookState::Failed => JobState::Running,
+        }
+    }
+
+    /// In words, for pages.
+    pub fn label(self) -> &'static str {
+        match self {
+            JobState::Queued => "Queued",
+            JobState::Starting => "Starting",
+            JobState::Running => "Running",
+            JobState::Succeeded => "Succeeded",
+            JobState::Failed => "Failed",
+            JobState::Cancelled => "Cancelled",
+            JobState::TimedOut => "Timed out",
+        }
+    }
+}
+
 /// How Jupyter is started in an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Launcher {

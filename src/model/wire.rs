@@ -381,3 +381,108 @@ pub struct Registry {
     pub scope: Scope,
     pub updated_at: String,
 }
+
+/// Where a notebook job is: cell `cell` of `cells` (code cells, from 1), and the start of
+/// that cell's source.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobProgress {
+    pub cell: i64,
+    pub cells: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// The error a notebook job's failed cell raised.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobErrorInfo {
+    pub ename: String,
+    pub evalue: String,
+}
+
+/// A job as its member and the API see it (DESIGN.md, "Jobs").
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: String,
+    pub notebook: String,
+    pub notebook_name: String,
+    pub path: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub image: String,
+    pub machine: String,
+    pub machine_name: String,
+    pub state: crate::model::JobState,
+    pub state_detail: String,
+    pub queue_position: Option<i64>,
+    pub gpus: Vec<String>,
+    pub progress: Option<JobProgress>,
+    pub exit_code: Option<i64>,
+    pub failed_cell: Option<i64>,
+    pub error: Option<JobErrorInfo>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_seconds: Option<i64>,
+    pub gpu_hours: f64,
+    /// The folder of its outputs, relative to its notebook's folder.
+    pub output: String,
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    pub time_limit_seconds: Option<i64>,
+    pub schedule: Option<String>,
+    pub url: String,
+    /// Still on its way or running: pages keep polling.
+    pub transient: bool,
+    /// Unix seconds behind the RFC 3339 fields, for pages.
+    #[serde(skip)]
+    pub times: JobTimes,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobTimes {
+    pub created: i64,
+    pub started: Option<i64>,
+    pub finished: Option<i64>,
+}
+
+/// `GET /api/v1/jobs`.
+#[derive(Debug, Serialize)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+}
+
+/// A job definition that runs on a schedule.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSchedule {
+    pub id: String,
+    pub notebook: String,
+    pub path: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub machine: String,
+    pub parameters: serde_json::Map<String, serde_json::Value>,
+    pub schedule: String,
+    /// In words ("every minute").
+    pub schedule_text: String,
+    pub overlap: String,
+    pub time_zone: String,
+    pub next_run_at: String,
+    pub skipped: i64,
+    pub last_note: Option<String>,
+    pub created_at: String,
+    /// Its newest runs, newest first.
+    pub runs: Vec<Job>,
+}
+
+/// `GET /api/v1/schedules`.
+#[derive(Debug, Serialize)]
+pub struct JobScheduleList {
+    pub schedules: Vec<JobSchedule>,
+}
+
+/// A piece of a job's log (`GET /api/v1/jobs/{id}/logs?offset=`).
+#[derive(Debug, Serialize)]
+pub struct JobLog {
+    pub text: String,
+    /// Where the next piece starts.
+    pub offset: u64,
+    /// The job ended and the log has no more.
+    pub finished: bool,
+}
