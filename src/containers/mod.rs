@@ -24,6 +24,8 @@ pub type Engine = Arc<dyn Backend>;
 pub const LABEL_NOTEBOOK: &str = "io.notebox.notebook";
 pub const LABEL_INSTANCE: &str = "io.notebox.instance";
 pub const LABEL_OWNER: &str = "io.notebox.owner";
+/// On a job's container: the job's id (its `LABEL_NOTEBOOK` is the same id).
+pub const LABEL_JOB: &str = "io.notebox.job";
 /// On every layer of an environment build (and the containers its steps run in), with
 /// the build's own key: what a cancelled build left behind is found by it.
 pub const LABEL_BUILD: &str = "io.notebox.build";

@@ -40,6 +40,12 @@ impl Dirs {
         self.data_dir.join("notebooks").join(notebook_id)
     }
 
+    /// A job's own files (the runner, its definition, the notebook as submitted): Notebox's,
+    /// read-only in the job's container.
+    pub fn job_dir(&self, job_id: &str) -> PathBuf {
+        self.data_dir.join("jobs").join(job_id)
+    }
+
     pub fn datasets_dir(&self) -> PathBuf {
         self.data_dir.join("datasets")
     }

@@ -6,6 +6,7 @@
 pub mod dirs;
 pub mod error;
 pub mod gpu_map;
+pub mod job_run;
 pub mod logs;
 pub mod reconciler;
 pub mod rules;

@@ -24,6 +24,7 @@ use crate::platform::metrics::Metrics;
 use crate::platform::webhook::{EventKind, Happening, Webhook};
 
 use super::dirs::Dirs;
+use super::job_run::JobEnding;
 use super::start::{Checked, Starter};
 use super::stop::{Stopper, STOP_GRACE_SECS};
 use super::Events;
@@ -42,9 +43,41 @@ enum Action {
     AutoShutdown,
     /// A stopped notebook still has a container (a stop interrupted by a crash).
     RemoveLeftover,
+    /// A job's container exited by itself.
+    JobFinished,
+    /// A job's container is gone although it should run.
+    JobVanished,
+    /// A job ran past its time limit.
+    JobTimeLimit,
+    /// A job was asked to end (cancel): its container comes down.
+    JobTakeDown,
+    /// A job's row came to rest (out of the queue, a failed start): its end is written.
+    JobSettle,
+}
+
+/// What a job's row needs next. A job never idles out, is never restarted and never
+/// reclaimed: it ends when its container exits, at its time limit, or when cancelled.
+fn decide_job(row: &NotebookRow, containers: &[&OurContainer], now: i64) -> Action {
+    use DesiredState as D;
+    use NotebookState as S;
+    let any_running = containers.iter().any(|c| c.running);
+    match (row.desired_state, row.state) {
+        (D::Running, S::Starting | S::Pulling) => Action::Start,
+        (D::Running, S::Running) if containers.is_empty() => Action::JobVanished,
+        (D::Running, S::Running) if !any_running => Action::JobFinished,
+        (D::Running, S::Running) if row.auto_shutdown_at.is_some_and(|t| t <= now) => {
+            Action::JobTimeLimit
+        }
+        (D::Running, S::Running) | (_, S::Queued) => Action::Nothing,
+        (_, S::Stopped | S::Failed) => Action::JobSettle,
+        _ => Action::JobTakeDown,
+    }
 }
 
 fn decide(nb: &NotebookRow, containers: &[&OurContainer], now: i64) -> Action {
+    if nb.is_job {
+        return decide_job(nb, containers, now);
+    }
     use DesiredState as D;
     use NotebookState as S;
     let any_running = containers.iter().any(|c| c.running);
@@ -91,6 +124,7 @@ pub struct Reconciler {
     webhook: Webhook,
     starter: Starter,
     stopper: Stopper,
+    jobs: JobEnding,
     claims: Arc<Claims>,
 }
 
@@ -103,6 +137,9 @@ struct Claims {
     /// Passes completed since start (shown by /healthz and /metrics, so tests can wait
     /// for passes instead of sleeping).
     passes: AtomicU64,
+    /// The earliest time limit of a running job (Unix seconds; 0: none): the next pass
+    /// comes no later.
+    next_deadline: std::sync::atomic::AtomicI64,
 }
 
 impl Reconciler {
@@ -116,7 +153,16 @@ impl Reconciler {
             events: parts.events,
             dirs: dirs.clone(),
         };
+        let jobs = JobEnding {
+            db: parts.db.clone(),
+            config: parts.config.clone(),
+            engine: parts.engine.clone(),
+            webhook: parts.webhook.clone(),
+            dirs: dirs.clone(),
+            stopper: stopper.clone(),
+        };
         let starter = Starter {
+            jobs: jobs.clone(),
             db: parts.db.clone(),
             config: parts.config.clone(),
             engine: parts.engine.clone(),
@@ -137,6 +183,7 @@ impl Reconciler {
             webhook: parts.webhook,
             starter,
             stopper,
+            jobs,
             claims: Arc::default(),
         }
     }
@@ -160,9 +207,16 @@ impl Reconciler {
             self.reconcile_all().await;
             self.metrics.reconcile_pass(started.elapsed().as_secs_f64());
             self.claims.passes.fetch_add(1, Ordering::Release);
+            let deadline = self.claims.next_deadline.load(Ordering::Acquire);
+            let wait = match deadline {
+                0 => interval,
+                t => interval.min(Duration::from_secs(
+                    (t - crate::clock::now()).clamp(0, i64::MAX) as u64 + 1,
+                )),
+            };
             tokio::select! {
                 _ = self.claims.wake.notified() => {}
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -224,6 +278,13 @@ impl Reconciler {
                 .push(c);
         }
         let t = crate::clock::now();
+        let deadline = notebooks
+            .iter()
+            .filter(|n| n.is_job && n.state == NotebookState::Running)
+            .filter_map(|n| n.auto_shutdown_at)
+            .min()
+            .unwrap_or(0);
+        self.claims.next_deadline.store(deadline, Ordering::Release);
         for nb in notebooks {
             let theirs = by_notebook.get(nb.id.as_str()).cloned().unwrap_or_default();
             let action = decide(&nb, &theirs, t);
@@ -327,6 +388,11 @@ impl Reconciler {
                     .remove_containers(&nb.id, &containers, STOP_GRACE_SECS)
                     .await;
             }
+            Action::JobFinished => self.jobs.finished(&nb, &containers).await,
+            Action::JobVanished => self.jobs.vanished(&nb).await,
+            Action::JobTimeLimit => self.jobs.time_limit(&nb, &containers).await,
+            Action::JobTakeDown => self.jobs.take_down(&nb, &containers).await,
+            Action::JobSettle => self.jobs.settle(&nb).await,
         }
     }
 

@@ -87,7 +87,13 @@ impl Notebooks {
         let id = id.to_string();
         let row = self.db.call(move |c| q::by_id(c, &id)).await?;
         match row {
-            Some(r) if r.owner_id == owner.id && r.desired_state != DesiredState::Deleted => Ok(r),
+            Some(r)
+                if r.owner_id == owner.id
+                    && r.desired_state != DesiredState::Deleted
+                    && !r.is_job =>
+            {
+                Ok(r)
+            }
             _ => Err(NotebookError::NotFound),
         }
     }
@@ -400,7 +406,9 @@ impl Notebooks {
         Ok(rows
             .into_iter()
             .filter(|r| {
-                r.state == NotebookState::Running && r.desired_state != DesiredState::Deleted
+                r.state == NotebookState::Running
+                    && r.desired_state != DesiredState::Deleted
+                    && !r.is_job
             })
             .map(|r| {
                 let held = gpus.remove(&r.id).unwrap_or_default();

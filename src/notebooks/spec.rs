@@ -183,6 +183,7 @@ pub(crate) mod tests_support {
             path_key: None,
             environment: None,
             repo: None,
+            is_job: false,
         }
     }
 }

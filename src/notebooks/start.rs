@@ -19,6 +19,7 @@ use crate::model::{DesiredState, NotebookState};
 use crate::secrets::{pull_failure_message, PullPlan, Secrets, SecretsError};
 
 use super::dirs::{Dirs, NotebookDirs};
+use super::job_run::{job_spec, JobEnding};
 use super::spec::{container_spec, Gpus};
 use super::stop::Stopper;
 
@@ -90,6 +91,8 @@ pub struct Starter {
     pub(super) stopper: Stopper,
     /// The member's variables (into the container) and registry logins (for the pull).
     pub(super) secrets: Secrets,
+    /// A job's start is recorded here (no Jupyter to wait for).
+    pub(super) jobs: JobEnding,
 }
 
 impl Starter {
@@ -132,6 +135,13 @@ impl Starter {
             .await
             .inspect_err(|_| self.forget_checks())?;
         trace.step("create+start");
+        if nb.is_job {
+            // No Jupyter to wait for: the job runs from the moment its container does.
+            return match self.jobs.record_started(nb, &gpus).await {
+                true => Ok(()),
+                false => Err(StartAbort::NoLongerWanted), // the next pass tries again
+            };
+        }
         self.await_ready(nb, &container, &base).await?;
         trace.step("jupyter ready");
         Ok(())
@@ -140,7 +150,8 @@ impl Starter {
     /// The member's storage, the notebook's folder and the datasets folder, owned by the
     /// container user (blocking file system work, on the blocking pool).
     async fn prepare_directories(&self, nb: &NotebookRow) -> Result<NotebookDirs, StartAbort> {
-        let (dirs, owner, id) = (self.dirs.clone(), nb.owner.clone(), nb.id.clone());
+        let (dirs, owner) = (self.dirs.clone(), nb.owner.clone());
+        let id = self.folder_of(nb).await?;
         // Group folders by the owner's groups of the moment (a change applies at the next
         // container).
         let owner_id = nb.owner_id;
@@ -161,6 +172,29 @@ impl Starter {
                 )
             })?
             .map_err(|e| failed(COMING_UP, e))
+    }
+
+    /// Whose folder a container mounts at /notebooks: the notebook's own, or for a job the
+    /// notebook it runs in (which must still be there).
+    async fn folder_of(&self, nb: &NotebookRow) -> Result<String, StartAbort> {
+        if !nb.is_job {
+            return Ok(nb.id.clone());
+        }
+        let id = nb.id.clone();
+        let Some(job) = self
+            .db
+            .call(move |c| crate::db::jobs::by_id(c, &id))
+            .await?
+        else {
+            return Err(failed(COMING_UP, "The job's record is missing."));
+        };
+        if !self.dirs.notebook_dir(&job.notebook_id).is_dir() {
+            return Err(failed(
+                COMING_UP,
+                "The notebook this job runs in was deleted.",
+            ));
+        }
+        Ok(job.notebook_id)
     }
 
     /// Checked once per process (and again after a failed create or start).
@@ -476,6 +510,11 @@ impl Starter {
         } else {
             self.left_behind(nb).await?
         };
+        // A job whose container ran to its end while Notebox was down: adopted as it is
+        // (the next pass writes its end from its exit code), never run twice.
+        if let Some(old) = existing.as_ref().filter(|c| nb.is_job && c.is_finished()) {
+            return Ok((old.id.clone(), String::new()));
+        }
         if let Some(old) = existing.as_ref().filter(|c| c.is_finished()) {
             self.stopper
                 .remove_containers(id, std::slice::from_ref(&old.id), 0)
@@ -532,16 +571,16 @@ impl Starter {
         };
         // Read now, at each new container: a change applies at the next start.
         let variables = self.secrets.start_env(nb.owner_id).await?;
-        let mut spec = container_spec(
-            &keyed,
-            &self.config,
-            &self.instance,
-            dirs,
-            Gpus {
-                uuids: gpus,
-                device_request: self.telemetry.inventory().uses_device_requests(),
-            },
-        );
+        let gpus = Gpus {
+            uuids: gpus,
+            device_request: self.telemetry.inventory().uses_device_requests(),
+        };
+        let mut spec = if nb.is_job {
+            let job_dir = self.dirs.job_dir(&nb.id);
+            job_spec(&keyed, &self.config, &self.instance, dirs, &job_dir, gpus)
+        } else {
+            container_spec(&keyed, &self.config, &self.instance, dirs, gpus)
+        };
         spec.private_env = variables.env;
         let id = self.engine.create(spec).await.map_err(|e| {
             failed(

@@ -34,6 +34,10 @@ pub enum EventKind {
     Reclaimed,
     /// A notebook waiting for GPUs got them and is starting.
     QueuedStarted,
+    /// A job's container started.
+    JobStarted,
+    /// A job ended (succeeded, failed, cancelled, timed out).
+    JobFinished,
 }
 
 /// The notebook an event is about.
@@ -42,6 +46,22 @@ pub struct EventNotebook {
     pub id: String,
     pub name: String,
     /// Its page on this Notebox (a path; the receiver knows the host).
+    pub url: String,
+}
+
+/// The job of a `job_started` / `job_finished` event.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventJob {
+    pub id: String,
+    /// The notebook file or the command it runs.
+    pub what: String,
+    pub state: crate::model::JobState,
+    pub detail: String,
+    /// From its container's start to its end (job_finished).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+    pub gpu_hours: f64,
+    /// Its page on this Notebox (a path).
     pub url: String,
 }
 
@@ -57,6 +77,9 @@ pub struct Event {
     /// When an idle warning's notebook will be stopped (RFC 3339).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reclaim_at: Option<String>,
+    /// The job an event is about (job events only; `notebook` is the one it ran in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<EventJob>,
     /// One line for a chat message (Slack, Mattermost and Rocket.Chat show `text`), made
     /// with [`chat_text`]; the fields above carry the names as they are.
     pub text: String,
@@ -125,6 +148,7 @@ impl Happening<'_> {
             EventKind::IdleWarning => "will be stopped soon",
             EventKind::Reclaimed => "was stopped",
             EventKind::QueuedStarted => "got its GPUs and is starting",
+            EventKind::JobStarted | EventKind::JobFinished => "changed",
         };
         let (id, member, name) = (self.notebook_id, self.member, self.notebook_name);
         Event {
@@ -144,6 +168,58 @@ impl Happening<'_> {
             )),
             reason: self.reason,
             reclaim_at: self.reclaim_at.map(crate::clock::rfc3339),
+            job: None,
+        }
+    }
+}
+
+/// A job started or ended, for the webhook.
+pub struct JobHappening<'a> {
+    pub kind: EventKind,
+    pub job_id: &'a str,
+    pub member: &'a str,
+    pub notebook_id: &'a str,
+    pub notebook_name: &'a str,
+    /// The notebook file or the command.
+    pub what: &'a str,
+    pub state: crate::model::JobState,
+    pub detail: &'a str,
+    pub duration_seconds: Option<i64>,
+    pub gpu_hours: f64,
+}
+
+impl JobHappening<'_> {
+    fn event(self) -> Event {
+        let (member, what, id) = (self.member, self.what, self.job_id);
+        let text = match self.kind {
+            EventKind::JobStarted => format!("Notebox: {member}’s job “{what}” started"),
+            _ => format!(
+                "Notebox: {member}’s job “{what}” {}: {}",
+                self.state.label().to_lowercase(),
+                self.detail
+            ),
+        };
+        Event {
+            event: self.kind,
+            at: crate::clock::rfc3339(crate::clock::now()),
+            notebook: EventNotebook {
+                id: self.notebook_id.to_string(),
+                name: self.notebook_name.to_string(),
+                url: format!("/notebooks/{}", self.notebook_id),
+            },
+            member: member.to_string(),
+            reason: self.detail.to_string(),
+            reclaim_at: None,
+            job: Some(EventJob {
+                id: id.to_string(),
+                what: what.to_string(),
+                state: self.state,
+                detail: self.detail.to_string(),
+                duration_seconds: self.duration_seconds,
+                gpu_hours: self.gpu_hours,
+                url: format!("/jobs/{id}"),
+            }),
+            text: chat_text(&text),
         }
     }
 }
@@ -194,6 +270,12 @@ impl Webhook {
     }
 
     /// Queues an event; never waits.
+    pub fn tell_job(&self, happening: JobHappening<'_>) {
+        if self.is_enabled() {
+            self.send(happening.event());
+        }
+    }
+
     pub fn send(&self, event: Event) {
         let Some(queue) = &self.queue else { return };
         if let Err(e) = queue.try_send(event) {

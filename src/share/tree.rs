@@ -137,6 +137,19 @@ impl MemberTree {
         Ok(MemberTree { root: fd })
     }
 
+    /// The folder at a relative path, as a tree of its own, opened one component at a
+    /// time (a symlink anywhere on the way: not found).
+    pub fn subtree(&self, relative: &str) -> Result<MemberTree, TreeError> {
+        let parts = components(relative).ok_or(TreeError::NotFound)?;
+        let mut dir: Option<OwnedFd> = None;
+        for name in parts {
+            let parent = dir.as_ref().map_or(self.root.as_fd(), |d| d.as_fd());
+            dir = Some(open_dir_at(parent, name).map_err(|_| TreeError::NotFound)?);
+        }
+        dir.map(|root| MemberTree { root })
+            .ok_or(TreeError::NotFound)
+    }
+
     /// Opens a regular file by its relative path, one component at a time.
     pub fn open_file(&self, relative: &str) -> Result<OpenedFile, TreeError> {
         let parts = components(relative).ok_or(TreeError::NotFound)?;
