@@ -220,6 +220,21 @@ impl From<crate::environments::EnvironmentError> for WebError {
     }
 }
 
+impl From<crate::jobs::JobError> for WebError {
+    fn from(e: crate::jobs::JobError) -> WebError {
+        use crate::jobs::JobError as E;
+        match e {
+            E::NotFound => WebError::new(StatusCode::NOT_FOUND, "not_found", "No such job."),
+            E::Invalid(m) => WebError::new(StatusCode::BAD_REQUEST, "invalid_input", m),
+            E::Conflict(m) => WebError::conflict(m),
+            E::TooLarge(m) => WebError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
+            E::Notebook(e) => e.into(),
+            E::Files(m) => WebError::internal(m),
+            E::Db(e) => WebError::internal(e),
+        }
+    }
+}
+
 impl From<crate::notebooks::GpuMapError> for WebError {
     fn from(e: crate::notebooks::GpuMapError) -> WebError {
         match e {

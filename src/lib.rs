@@ -20,6 +20,7 @@ pub mod gpu;
 pub mod groups;
 pub mod http;
 pub mod idle;
+pub mod jobs;
 pub mod jupyter;
 pub mod model;
 pub mod notebooks;
@@ -105,6 +106,7 @@ pub async fn run(
         tokio::spawn(components.idle.clone().run()),
         tokio::spawn(components.shares.clone().follow_stops()),
         components.environments.spawn(),
+        tokio::spawn(jobs::scheduler::run(components.jobs.clone())),
     ];
     let local = listener.local_addr()?;
     let proxy = NotebookProxy::wire(&config, &accounts, &db, components.proxy_handles(), local);
@@ -262,6 +264,7 @@ struct Components {
     vault: vault::Vault,
     secrets: secrets::Secrets,
     environments: environments::Environments,
+    jobs: jobs::Jobs,
 }
 
 impl Components {
@@ -314,14 +317,20 @@ impl Components {
             tracker: tracker.clone(),
             idle: idle.clone(),
         });
-        let environments = environments::Environments::new(environments::EnvironmentsParts {
-            db: db.clone(),
-            config: config.clone(),
-            engine: engine.clone(),
-            vault: vault.clone(),
-        });
         Components {
-            environments,
+            environments: environments::Environments::new(environments::EnvironmentsParts {
+                db: db.clone(),
+                config: config.clone(),
+                engine: engine.clone(),
+                vault: vault.clone(),
+            }),
+            jobs: jobs::Jobs::new(jobs::JobsParts {
+                db: db.clone(),
+                config: config.clone(),
+                telemetry: telemetry.clone(),
+                notebooks: notebooks.clone(),
+                reconciler: reconciler.clone(),
+            }),
             shares: share::Shares::new(
                 db.clone(),
                 config.clone(),
@@ -371,6 +380,7 @@ impl Components {
             vault: self.vault.clone(),
             secrets: self.secrets.clone(),
             environments: self.environments.clone(),
+            jobs: self.jobs.clone(),
             pending_launches: Default::default(),
             sites,
             oidc,

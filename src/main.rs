@@ -34,6 +34,9 @@ enum Command {
     Token(TokenCommand),
     /// Check Docker, GPUs, the data directory and the config, and explain any fix
     Doctor,
+    /// Run and follow headless jobs through a Notebox server's API
+    #[command(subcommand)]
+    Job(notebox::jobs::client::JobCommand),
     /// Show what the GPU inventory sees
     Gpus {
         /// Print JSON instead of a table
@@ -85,6 +88,11 @@ enum TokenCommand {
 fn main() -> ExitCode {
     notebox::platform::systemd::return_big_allocations_to_the_system();
     let cli = Cli::parse();
+    // `notebox job` is a client of a server's API: no config, no logging setup, and its
+    // own (current-thread) runtime, so it is dispatched before either.
+    if let Command::Job(job) = cli.command {
+        return notebox::jobs::client::run(job);
+    }
     init_logging();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -118,6 +126,8 @@ fn main() -> ExitCode {
             Command::Gpus {
                 measure: Some(n), ..
             } => measure_gpu_sampling(&config, n),
+            // Dispatched above, before the config and the runtime.
+            Command::Job(_) => Ok(()),
         }
     });
     match result {

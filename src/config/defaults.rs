@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use super::{
     AuthConfig, Config, DockerConfig, DockerfilePolicy, EnvironmentsConfig, GpuBackend, GpuConfig,
-    ImageSpec, Launcher, MachineType, MetricsConfig, NotebooksConfig, OriginMode, PortRange,
-    ShareConfig, StorageConfig, UsageConfig, WebhookConfig, DEFAULT_LISTEN,
+    ImageSpec, JobsConfig, Launcher, MachineType, MetricsConfig, NotebooksConfig, OriginMode,
+    PortRange, ShareConfig, StorageConfig, UsageConfig, WebhookConfig, DEFAULT_LISTEN,
 };
 
 impl Default for Config {
@@ -23,6 +23,7 @@ impl Default for Config {
             webhook: WebhookConfig::default(),
             metrics: MetricsConfig::default(),
             usage: UsageConfig::default(),
+            jobs: JobsConfig::default(),
             environments: EnvironmentsConfig::default(),
             images: default_images(),
             machines: default_machines(),
@@ -182,4 +183,23 @@ fn default_machines() -> Vec<MachineType> {
         machine("gpu-1", "1 GPU · 8 cores · 32 GB", 8.0, 32768, 1),
         machine("gpu-2", "2 GPUs · 16 cores · 64 GB", 16.0, 65536, 2),
     ]
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        JobsConfig {
+            default_time_limit: Duration::from_secs(24 * 3600),
+            max_time_limit: Duration::from_secs(7 * 24 * 3600),
+            max_notebook_mib: 64,
+            max_cells: 20_000,
+            max_output_mib: 64,
+            max_cell_output_kib: 1024,
+            max_log_mib: 64,
+            max_unfinished_per_member: 20,
+            max_schedules_per_member: 20,
+            time_zone: String::new(),
+            keep_finished: Duration::from_secs(90 * 24 * 3600),
+            keep_runs_per_schedule: 50,
+        }
+    }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{
     parse_listen, AuthConfig, Config, ConfigError, DockerConfig, EnvironmentsConfig, GpuConfig,
-    GroupConfig, ImageSpec, MachineType, MetricsConfig, NotebooksConfig, ShareConfig,
+    GroupConfig, ImageSpec, JobsConfig, MachineType, MetricsConfig, NotebooksConfig, ShareConfig,
     StorageConfig, UsageConfig, WebhookConfig, WebhookUrl,
 };
 
@@ -30,6 +30,7 @@ struct ConfigFile {
     webhook: WebhookFile,
     metrics: MetricsConfig,
     usage: UsageConfig,
+    jobs: JobsConfig,
     environments: EnvironmentsConfig,
     images: Vec<ImageSpec>,
     machines: Vec<MachineType>,
@@ -62,6 +63,7 @@ impl Default for ConfigFile {
             },
             metrics: c.metrics,
             usage: c.usage,
+            jobs: c.jobs,
             environments: c.environments,
             images: c.images,
             machines: c.machines,
@@ -96,6 +98,7 @@ impl ConfigFile {
             webhook: WebhookConfig { url },
             metrics: self.metrics,
             usage: self.usage,
+            jobs: self.jobs,
             environments: self.environments,
             images: self.images,
             machines: self.machines,

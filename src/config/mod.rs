@@ -74,6 +74,7 @@ pub struct Config {
     pub webhook: WebhookConfig,
     pub metrics: MetricsConfig,
     pub usage: UsageConfig,
+    pub jobs: JobsConfig,
     pub environments: EnvironmentsConfig,
     pub images: Vec<ImageSpec>,
     pub machines: Vec<MachineType>,
@@ -184,6 +185,40 @@ impl MetricsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct UsageConfig {
     pub over_budget: OverBudget,
+}
+
+/// Jobs: notebooks and commands run headless through the GPU queue (issue 26).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// A job's time limit when its member gives none.
+    #[serde(with = "humantime_serde")]
+    pub default_time_limit: Duration,
+    /// The longest time limit a member may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_time_limit: Duration,
+    /// The largest notebook a job runs (read at submission).
+    pub max_notebook_mib: u64,
+    /// The most code cells a notebook job may have.
+    pub max_cells: u32,
+    /// The largest output notebook the runner writes (later outputs are dropped, noted).
+    pub max_output_mib: u64,
+    /// The most of one cell's outputs kept in the output notebook.
+    pub max_cell_output_kib: u64,
+    /// The largest log the runner writes.
+    pub max_log_mib: u64,
+    /// Jobs of one member not yet ended (queued, starting, running); more are refused.
+    pub max_unfinished_per_member: u32,
+    /// Schedules one member may have.
+    pub max_schedules_per_member: u32,
+    /// Schedules' time zone (IANA name); empty: the system's.
+    pub time_zone: String,
+    /// Ended jobs are forgotten this long after they ended (their outputs stay in the
+    /// notebook's folder).
+    #[serde(with = "humantime_serde")]
+    pub keep_finished: Duration,
+    /// Runs kept per schedule (the newest).
+    pub keep_runs_per_schedule: u32,
 }
 
 /// Who may build an environment from a Dockerfile (`environments.dockerfile`).

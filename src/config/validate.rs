@@ -51,9 +51,61 @@ impl Config {
         check_machines(&self.machines)?;
         check_simulated_gpus(&self.gpu)?;
         check_environments(&self.environments)?;
+        check_jobs(&self.jobs)?;
         super::directory::check(self).map_err(|(key, message)| invalid(key, message))?;
         check_docker(&self.docker)
     }
+}
+
+fn check_jobs(j: &super::JobsConfig) -> Check {
+    use std::time::Duration;
+    if j.max_time_limit < Duration::from_secs(10) {
+        return Err(invalid("jobs.max_time_limit", "must be at least 10s"));
+    }
+    if j.default_time_limit < Duration::from_secs(10) || j.default_time_limit > j.max_time_limit {
+        return Err(invalid(
+            "jobs.default_time_limit",
+            "must be at least 10s and at most jobs.max_time_limit",
+        ));
+    }
+    let sizes = [
+        ("jobs.max_notebook_mib", j.max_notebook_mib, 1, 1024),
+        ("jobs.max_output_mib", j.max_output_mib, 1, 4096),
+        (
+            "jobs.max_cell_output_kib",
+            j.max_cell_output_kib,
+            1,
+            1024 * 1024,
+        ),
+        ("jobs.max_log_mib", j.max_log_mib, 1, 4096),
+        ("jobs.max_cells", u64::from(j.max_cells), 1, 1_000_000),
+        (
+            "jobs.max_unfinished_per_member",
+            u64::from(j.max_unfinished_per_member),
+            1,
+            10_000,
+        ),
+        (
+            "jobs.max_schedules_per_member",
+            u64::from(j.max_schedules_per_member),
+            0,
+            10_000,
+        ),
+        (
+            "jobs.keep_runs_per_schedule",
+            u64::from(j.keep_runs_per_schedule),
+            1,
+            100_000,
+        ),
+    ];
+    for (key, value, min, max) in sizes {
+        if !(min..=max).contains(&value) {
+            return Err(invalid(key, format!("must be between {min} and {max}")));
+        }
+    }
+    crate::jobs::cron::time_zone(&j.time_zone)
+        .map(|_| ())
+        .map_err(|e| invalid("jobs.time_zone", e.to_string()))
 }
 
 fn check_environments(e: &super::EnvironmentsConfig) -> Check {
