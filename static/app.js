@@ -213,3 +213,63 @@ if (buildCard) {
   });
   poll();
 }
+
+// A job's page: its state and progress polled, its log followed, the page reloaded once
+// it ends (the output notebook is rendered by the server).
+const jobCard = document.querySelector("[data-job-log]");
+if (jobCard) {
+  const log = document.getElementById("job-log");
+  let offset = 0;
+  let following = true;
+  const followLog = async () => {
+    while (following) {
+      try {
+        const res = await fetch(`${jobCard.dataset.jobLog}?offset=${offset}`, { credentials: "same-origin" });
+        if (res.ok) {
+          const piece = await res.json();
+          if (piece.text) {
+            const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 20;
+            log.textContent += piece.text;
+            if (atEnd) log.scrollTop = log.scrollHeight;
+          }
+          offset = piece.offset;
+          if (piece.finished) break;
+          if (piece.text) continue; // more may be waiting
+        }
+      } catch (e) { /* try again */ }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  };
+  followLog();
+  if (jobCard.dataset.finished !== "true") {
+    const stateEl = document.getElementById("job-state");
+    const detail = document.getElementById("job-detail");
+    const poll = async () => {
+      try {
+        const res = await fetch(jobCard.dataset.job, { credentials: "same-origin" });
+        if (res.ok) {
+          const j = await res.json();
+          stateEl.textContent = j.state.replace("_", " ");
+          detail.textContent = j.state_detail;
+          const cell = document.getElementById("job-cell");
+          if (j.progress && cell) {
+            cell.textContent = `Cell ${j.progress.cell} of ${j.progress.cells}`;
+            const source = document.getElementById("job-source");
+            if (source && j.progress.source) source.textContent = j.progress.source;
+            const bar = document.getElementById("job-progress-bar");
+            if (bar) bar.setAttribute("width", String(Math.max(0, j.progress.cell - 1) * 100 / j.progress.cells));
+          } else if (j.progress && !cell) {
+            window.location.reload(); // the progress block appears with the first cell
+            return;
+          }
+          if (!j.transient) {
+            setTimeout(() => window.location.reload(), 500);
+            return;
+          }
+        }
+      } catch (e) { /* try again */ }
+      setTimeout(poll, 1000);
+    };
+    setTimeout(poll, 1000);
+  }
+}

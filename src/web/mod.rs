@@ -34,6 +34,8 @@ pub struct AppState {
     pub secrets: crate::secrets::Secrets,
     /// Members' environments (images Notebox builds).
     pub environments: crate::environments::Environments,
+    /// Members' jobs (headless runs through the GPU queue).
+    pub jobs: crate::jobs::Jobs,
     /// Launch clicks waiting for their environment's build (`pages::launch`).
     pub pending_launches: pages::launch::PendingLaunches,
     /// Notebooks on origins of their own (ports, subdomains).
@@ -45,7 +47,7 @@ pub struct AppState {
 /// The map of the product, top to bottom.
 #[rustfmt::skip]
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, admin_directory, environments, gpus, health, launch, login, notebooks, oidc, open_notebook, secrets, share, usage};
+    use pages::{account, admin, admin_directory, environments, gpus, health, jobs, launch, login, notebooks, oidc, open_notebook, secrets, share, usage};
     // A notebook's own subdomain (origin = "subdomains"): that notebook only.
     cfg.service(web::scope("").guard(actix_web::guard::fn_guard(crate::proxy::is_notebook_host))
                                                    .default_service(web::to(notebook_site::serve_notebook_origin)));
@@ -83,6 +85,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/s/{token}/raw/{path:.*}",         web::get().to(share::share_raw))
         .route("/s/{token}/fork",                  web::post().to(share::fork_share_form))
         .route("/gallery",                         web::get().to(share::gallery))
+        // jobs
+        .route("/jobs",                            web::get().to(jobs::jobs_page))
+        .route("/jobs",                            web::post().to(jobs::submit_job))
+        .route("/jobs/schedules/{id}/delete",      web::post().to(jobs::delete_schedule))
+        .route("/jobs/{id}",                       web::get().to(jobs::job_page))
+        .route("/jobs/{id}/cancel",                web::post().to(jobs::cancel_job))
+        .route("/jobs/{id}/rerun",                 web::post().to(jobs::rerun_job))
         // GPUs
         .route("/gpus",                            web::get().to(gpus::gpus_page))
         // usage
@@ -133,7 +142,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// The JSON API v1, on the same map (`routes` above).
 #[rustfmt::skip]
 fn api_routes() -> actix_web::Scope {
-    use pages::{api, environments, gpus, secrets, share, usage};
+    use pages::{api, environments, gpus, jobs_api, secrets, share, usage};
     web::scope("/api/v1")
         .route("/me",                      web::get().to(api::me))
         .route("/images",                  web::get().to(api::images))
@@ -172,6 +181,16 @@ fn api_routes() -> actix_web::Scope {
         .route("/registries",              web::get().to(secrets::list_registries_api))
         .route("/registries",              web::post().to(secrets::add_registry_api))
         .route("/registries/{host}",       web::delete().to(secrets::remove_registry_api))
+        .route("/jobs",                    web::get().to(jobs_api::list))
+        .route("/jobs",                    web::post().to(jobs_api::submit))
+        .route("/jobs/{id}",               web::get().to(jobs_api::get))
+        .route("/jobs/{id}/cancel",        web::post().to(jobs_api::cancel))
+        .route("/jobs/{id}/rerun",         web::post().to(jobs_api::rerun))
+        .route("/jobs/{id}/logs",          web::get().to(jobs_api::logs))
+        .route("/jobs/{id}/outputs",       web::get().to(jobs_api::outputs))
+        .route("/jobs/{id}/outputs/{path:.*}", web::get().to(jobs_api::output_file))
+        .route("/schedules",               web::get().to(jobs_api::schedules))
+        .route("/schedules/{id}",          web::delete().to(jobs_api::delete_schedule))
         .default_service(web::to(api::not_found))
 }
 

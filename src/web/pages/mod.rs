@@ -8,6 +8,8 @@ pub mod api;
 pub mod environments;
 pub mod gpus;
 pub mod health;
+pub mod jobs;
+pub mod jobs_api;
 pub mod launch;
 pub mod login;
 pub mod notebooks;

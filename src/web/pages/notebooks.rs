@@ -95,6 +95,8 @@ struct DashboardPage {
     /// How many the member has in all (more than listed when `notebooks` was cut).
     total: usize,
     budget: Option<crate::model::wire::BudgetView>,
+    /// The member's jobs running or on their way, then the newest ended ones.
+    jobs: Vec<crate::model::wire::Job>,
 }
 
 impl DashboardPage {
@@ -149,6 +151,7 @@ pub async fn dashboard(
     let budget = state.usage.budget(session.user.id).await?;
     let total = notebooks.len();
     let all = query.all.as_deref().is_some_and(|v| v != "0");
+    let jobs = dashboard_jobs(state.jobs.list(&session.user).await?);
     html(
         StatusCode::OK,
         DashboardPage {
@@ -159,8 +162,18 @@ pub async fn dashboard(
                 .collect(),
             total,
             budget,
+            jobs,
         },
     )
+}
+
+/// Every job not yet ended, then the newest ended ones, five at least.
+fn dashboard_jobs(jobs: Vec<crate::model::wire::Job>) -> Vec<crate::model::wire::Job> {
+    let (open, ended): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|j| j.transient);
+    let room = 5usize.saturating_sub(open.len());
+    open.into_iter()
+        .chain(ended.into_iter().take(room))
+        .collect()
 }
 
 #[derive(Template)]
