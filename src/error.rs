@@ -137,6 +137,9 @@ impl From<NotebookError> for WebError {
             NotebookError::Forbidden(_) => {
                 WebError::new(StatusCode::FORBIDDEN, "not_allowed", message)
             }
+            NotebookError::Gpus(Refusal::TooManyJobs { .. }) => {
+                WebError::new(StatusCode::CONFLICT, "too_many_jobs", message)
+            }
             NotebookError::Gpus(Refusal::TooManyRunning { .. }) => {
                 WebError::new(StatusCode::CONFLICT, "too_many_running", message)
             }

@@ -207,6 +207,12 @@ async fn a_notebook_job_queues_for_the_gpu_runs_every_cell_and_frees_it() {
     assert_eq!(status, 202);
     let running = wait_job(&api, &id, READY, |j| j["state"] == "running" || finished(j)).await;
     assert_eq!(running["gpus"], json!([GPU]), "{running}");
+    // Everyone sees who holds the GPU, never what the job runs (a command may carry secrets).
+    let holder_name = gpu_holder(&api).await["notebook_name"].to_string();
+    assert!(
+        holder_name.contains(&id) && !holder_name.contains("train"),
+        "{holder_name}"
+    );
 
     // The GPU is free within 2 s of the runner's last word.
     let status_file = data.join(format!("notebooks/{holder}/jobs/{id}/status.json"));
@@ -463,6 +469,12 @@ async fn progress_is_live_and_the_cli_follows_a_job() {
     }
     assert!(seen.len() >= 3, "the cell advanced: {seen:?}");
     if let Some(b) = browser {
+        // The finished job: its output notebook rendered; and the jobs list.
+        b.goto(&format!("/jobs/{id}")).await;
+        b.wait_page_text("steps 5", chromium::SHORT).await;
+        b.goto("/jobs").await;
+        b.wait_page_text("Run a job", chromium::SHORT).await;
+        b.screenshot("jobs.png").await;
         b.close().await;
     }
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
@@ -1027,6 +1039,29 @@ async fn members_cannot_reach_each_others_jobs_and_revocation_ends_them() {
         )
         .await;
     assert_eq!(status, 404, "bob cannot run in ada's folder: {body}");
+    // A share of the notebook shows its files, never its jobs' logs and outputs.
+    let token = ada.share(&nb, "link").await;
+    let anonymous = reqwest::Client::new();
+    for path in [
+        format!("raw/jobs/{id}/log.txt"),
+        format!("view/jobs/{id}/status.json"),
+    ] {
+        let r = anonymous
+            .get(format!("{}/s/{token}/{path}", server.url))
+            .send()
+            .await
+            .expect("share");
+        assert_eq!(r.status(), 404, "{path} through a share");
+    }
+    let overview = anonymous
+        .get(format!("{}/s/{token}/", server.url))
+        .send()
+        .await
+        .expect("share")
+        .text()
+        .await
+        .expect("body");
+    assert!(!overview.contains("jobs/"), "the share lists no job files");
     // A job is not a notebook: not listed, not reachable as one, not proxied.
     let (_, notebooks) = ada.get("/api/v1/notebooks").await;
     assert_eq!(

@@ -430,6 +430,15 @@ pub fn schedules_of_owner(conn: &Connection, owner_id: i64) -> Result<Vec<Schedu
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// How many schedules a member has.
+pub fn schedule_count_of(conn: &Connection, owner_id: i64) -> Result<i64, DbError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM job_schedules WHERE owner_id = ?1",
+        [owner_id],
+        |r| r.get(0),
+    )?)
+}
+
 /// Schedules whose time has come, or that owe a run (overlap 'queue').
 pub fn due_schedules(conn: &Connection, now: i64) -> Result<Vec<ScheduleRow>, DbError> {
     let mut stmt = conn.prepare_cached(&format!(

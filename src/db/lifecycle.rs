@@ -61,6 +61,34 @@ pub fn record_started(conn: &mut Connection, id: &str, ip: &str) -> Result<bool,
     Ok(moved)
 }
 
+/// Starting → running for a job (its container started at `at`; there is no Jupyter),
+/// with its start and GPUs written to its history, in one transaction. Whether the webhook
+/// is to hear of it (once per job, whatever crashes).
+pub fn record_job_started(
+    conn: &mut Connection,
+    id: &str,
+    at: i64,
+    gpus: &[String],
+) -> Result<bool, DbError> {
+    let tx = write_transaction(conn)?;
+    let moved = q::transition(
+        &tx,
+        id,
+        Transition {
+            from: &[Starting],
+            to: Running,
+            detail: "Running",
+            desired: None,
+        },
+    )?;
+    if moved {
+        super::jobs::record_started(&tx, id, at, gpus)?;
+    }
+    let tell = moved && super::jobs::mark_told_started(&tx, id)?;
+    tx.commit()?;
+    Ok(tell)
+}
+
 /// Starting → pulling: the image is being pulled (`detail` shows the progress).
 pub fn record_pulling(conn: &Connection, id: &str, detail: &str) -> Result<bool, DbError> {
     q::transition(

@@ -47,13 +47,17 @@ pub enum Refusal {
     OverLimit { limit: i64, held: i64 },
     #[error("You have used {used:.1} of your {budget:.1} GPU-hours this month, and this Notebox starts no GPU notebook over budget. Use a CPU machine type, or ask an admin to raise your budget.")]
     OverBudget { used: f64, budget: f64 },
-    #[error("Not enough free GPUs: this needs {wanted}, and {free} of {total} are free. {holders}Try again when one is stopped.")]
+    #[error("Not enough free GPUs: this needs {wanted}, and {free} of {total} are free{ahead}. {holders}Try again when one is stopped.")]
     Busy {
         wanted: i64,
         free: usize,
         total: usize,
+        /// ", and 2 waiting before it (first come, first served)" when the queue is not empty.
+        ahead: String,
         holders: String,
     },
+    #[error("You have {active} jobs queued or running, and a member may have {limit} at once here (jobs.max_unfinished_per_member). Wait for one to end, or cancel one.")]
+    TooManyJobs { limit: i64, active: i64 },
 }
 
 fn free_gpus(conn: &Connection, gpus: &[String]) -> Result<Vec<String>, DbError> {
@@ -102,20 +106,23 @@ pub fn create_and_place(
     notebook: &NewNotebook,
     req: &PlacementRequest,
 ) -> Result<Result<(Option<NotebookRow>, Placement), Refusal>, DbError> {
-    create_and_place_with(conn, notebook, req, |_| Ok(()))
+    create_and_place_with(conn, notebook, req, |_| Ok(Ok(())))
 }
 
-/// `create_and_place`, with `also` run in the same transaction after the insert (a job's
-/// own record): refused, neither is stored.
+/// `create_and_place`, with `also` run in the same (immediate) transaction after the
+/// insert (a job's own record and its limits, checked where no other submission can
+/// interleave): refused by it or by placement, nothing is stored.
 pub fn create_and_place_with(
     conn: &mut Connection,
     notebook: &NewNotebook,
     req: &PlacementRequest,
-    also: impl FnOnce(&Connection) -> Result<(), DbError>,
+    also: impl FnOnce(&Connection) -> Result<Result<(), Refusal>, DbError>,
 ) -> Result<Result<(Option<NotebookRow>, Placement), Refusal>, DbError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     nq::insert(&tx, notebook)?;
-    also(&tx)?;
+    if let Err(refusal) = also(&tx)? {
+        return Ok(Err(refusal)); // dropped: rolled back
+    }
     let placement = match place(&tx, req)? {
         Ok(p) => p,
         Err(refusal) => return Ok(Err(refusal)), // dropped: rolled back, nothing created
@@ -222,6 +229,12 @@ fn place(conn: &Connection, req: &PlacementRequest) -> Result<Result<Placement, 
         wanted: req.gpu_count,
         free: free.len(),
         total,
+        ahead: match waiting.len() {
+            0 => String::new(),
+            n => format!(
+                ", but {n} notebook(s) or job(s) already wait for GPUs (first come, first served)"
+            ),
+        },
         holders: describe_holders(conn)?,
     }))
 }
@@ -663,6 +676,7 @@ mod tests {
             free,
             total,
             holders,
+            ..
         }) = refused
         else {
             panic!("busy: {refused:?}");

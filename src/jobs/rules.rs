@@ -81,7 +81,7 @@ pub fn check_parameters(parameters: &Map<String, Value>) -> Result<(), JobError>
     }
     if let Some(bad) = parameters.keys().find(|k| !is_identifier(k)) {
         return Err(JobError::Invalid(format!(
-            "'{}' cannot be a parameter: a name is letters, digits and '_', not starting with a digit.",
+            "'{}' cannot be a parameter: a name is letters, digits and '_', not starting with a digit, and not a Python keyword.",
             clip(bad)
         )));
     }
@@ -94,9 +94,18 @@ pub fn check_parameters(parameters: &Map<String, Value>) -> Result<(), JobError>
     Ok(())
 }
 
+/// Python's keywords (and soft keywords a parameter cell could not assign cleanly).
+const PYTHON_KEYWORDS: &[&str] = &[
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
+    "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
+    "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
+    "with", "yield",
+];
+
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
-    name.len() <= 64
+    !PYTHON_KEYWORDS.contains(&name)
+        && name.len() <= 64
         && chars
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -137,24 +146,34 @@ pub fn check_overlap(overlap: Option<&str>) -> Result<String, JobError> {
 
 /// Checks that the bytes are a notebook the runner can execute; its code cells.
 pub fn inspect_notebook(bytes: &[u8], path: &str, max_cells: u32) -> Result<i64, JobError> {
+    #[derive(serde::Deserialize)]
+    struct Cell<'a> {
+        #[serde(borrow)]
+        cell_type: Option<std::borrow::Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Shape<'a> {
+        nbformat: Option<i64>,
+        #[serde(borrow)]
+        cells: Option<Vec<Cell<'a>>>,
+    }
     let not_a_notebook = |why: &str| {
         JobError::Invalid(format!(
             "'{}' is not a Jupyter notebook the job can run: {why}.",
             clip(path)
         ))
     };
-    let nb: Value =
-        serde_json::from_slice(bytes).map_err(|e| not_a_notebook(&format!("not JSON ({e})")))?;
-    if nb.get("nbformat").and_then(Value::as_i64) != Some(4) {
+    let nb: Shape = serde_json::from_slice(bytes)
+        .map_err(|e| not_a_notebook(&format!("not JSON of a notebook ({e})")))?;
+    if nb.nbformat != Some(4) {
         return Err(not_a_notebook("only nbformat 4 notebooks run as jobs"));
     }
     let cells = nb
-        .get("cells")
-        .and_then(Value::as_array)
+        .cells
         .ok_or_else(|| not_a_notebook("it has no list of cells"))?;
     let code = cells
         .iter()
-        .filter(|c| c.get("cell_type").and_then(Value::as_str) == Some("code"))
+        .filter(|c| c.cell_type.as_deref() == Some("code"))
         .count() as i64;
     if code > i64::from(max_cells) {
         return Err(JobError::Invalid(format!(
@@ -203,6 +222,8 @@ mod tests {
         let bad: Map<String, Value> = serde_json::from_str(r#"{"2x": 1}"#).unwrap();
         assert!(check_parameters(&bad).is_err());
         let bad: Map<String, Value> = serde_json::from_str(r#"{"a; import os": 1}"#).unwrap();
+        assert!(check_parameters(&bad).is_err());
+        let bad: Map<String, Value> = serde_json::from_str(r#"{"import": 1}"#).unwrap();
         assert!(check_parameters(&bad).is_err());
     }
 

@@ -48,6 +48,7 @@ pub async fn run(jobs: Jobs) {
         if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
             last_retention = Some(std::time::Instant::now());
             retention(&jobs).await;
+            remove_leftover_files(&jobs).await;
         }
         tokio::time::sleep(TICK).await;
     }
@@ -76,7 +77,12 @@ async fn one(jobs: &Jobs, s: &ScheduleRow, now: i64) -> Result<(), crate::db::Db
         .db
         .call(move |c| jq::schedule_has_unfinished(c, &sid))
         .await?;
-    let next = next_time(jobs, s, now);
+    // An owed run that starts keeps the schedule's time; a due time moves on.
+    let next = if s.next_run_at <= now {
+        next_time(jobs, s, now)
+    } else {
+        s.next_run_at
+    };
     let when = crate::clock::rfc3339(s.next_run_at.min(now));
     let (pending, skipped, note) = match turn(s, now, going) {
         Turn::Wait => return Ok(()),
@@ -90,15 +96,9 @@ async fn one(jobs: &Jobs, s: &ScheduleRow, now: i64) -> Result<(), crate::db::Db
             false,
             format!("The run due at {when} waits for the previous one to end."),
         ),
-        Turn::Run => (false, false, start_run(jobs, s).await),
+        Turn::Run => (false, false, start_run(jobs, s, next).await),
     };
     let sid = s.id.clone();
-    // An owed run that started keeps the schedule's time; a due time moves on.
-    let next = if s.next_run_at <= now {
-        next
-    } else {
-        s.next_run_at
-    };
     jobs.db
         .call(move |c| jq::advance_schedule(c, &sid, next, pending, skipped, Some(&note)))
         .await
@@ -114,14 +114,15 @@ fn next_time(jobs: &Jobs, s: &ScheduleRow, now: i64) -> i64 {
 }
 
 /// Starts a run as the schedule's member; what happened, for the schedule's page.
-async fn start_run(jobs: &Jobs, s: &ScheduleRow) -> String {
+/// The run and the schedule's move to `next` are written in one transaction.
+async fn start_run(jobs: &Jobs, s: &ScheduleRow, next: i64) -> String {
     let owner_id = s.owner_id;
     let owner = match jobs.db.call(move |c| users::by_id(c, owner_id)).await {
         Ok(Some(u)) if !u.disabled => u,
         Ok(_) => return "Not run: the member's account is disabled.".into(),
         Err(e) => return format!("Not run: {e}"),
     };
-    match jobs.run_scheduled(&owner, s).await {
+    match jobs.run_scheduled(&owner, s, next).await {
         Ok(job) => {
             tracing::info!(schedule = %s.id, job = %job.id, "scheduled run submitted");
             format!("Started job {} at {}.", job.id, job.created_at)
@@ -129,6 +130,47 @@ async fn start_run(jobs: &Jobs, s: &ScheduleRow) -> String {
         Err(e) => {
             tracing::info!(schedule = %s.id, error = %e, "scheduled run refused");
             format!("A run could not start: {e}")
+        }
+    }
+}
+
+/// Removes `{data_dir}/jobs/{id}/` folders whose job ended or does not exist (a crash
+/// between a job's end and its folder's removal; a submission refused after its files
+/// were written). A folder younger than ten minutes may be a submission under way: kept.
+pub async fn remove_leftover_files(jobs: &Jobs) {
+    let root = jobs.job_dir("");
+    let Ok(mut entries) = tokio::fs::read_dir(&root).await else {
+        return;
+    };
+    let mut looked = 0;
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        looked += 1;
+        if looked > 10_000 {
+            break;
+        }
+        let young = entry
+            .metadata()
+            .await
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < Duration::from_secs(600));
+        let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if young {
+            continue;
+        }
+        let jid = id.clone();
+        let ended = match jobs.db.call(move |c| jq::by_id(c, &jid)).await {
+            Ok(Some(job)) => job.outcome.is_some(),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if ended {
+            if let Err(e) = tokio::fs::remove_dir_all(entry.path()).await {
+                tracing::warn!(job = %id, error = %e, "cannot remove a job's leftover files");
+            }
         }
     }
 }

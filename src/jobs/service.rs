@@ -31,7 +31,7 @@ const RUNNER: &str = include_str!("runner.py");
 /// The most of a log one answer carries.
 const LOG_PIECE: u64 = 256 * 1024;
 /// The largest output file the API hands out (bigger ones: from JupyterLab).
-const MAX_OUTPUT_DOWNLOAD: u64 = 64 * 1024 * 1024;
+const MAX_OUTPUT_DOWNLOAD: u64 = 16 * 1024 * 1024;
 /// Jobs listed at most.
 const LIST_LIMIT: i64 = 200;
 
@@ -53,6 +53,8 @@ pub struct Jobs {
     notebooks: Notebooks,
     reconciler: Reconciler,
     pub(super) dirs: Dirs,
+    /// Output notebooks rendered at once (each may take a share page's size in memory).
+    renders: Arc<tokio::sync::Semaphore>,
 }
 
 /// A job (or a schedule of them) as asked for.
@@ -63,14 +65,23 @@ pub struct SubmitJob {
     pub command: Option<Vec<String>>,
     /// A catalog image (or, where allowed, any image); default: the notebook's own.
     pub image: Option<String>,
-    /// An environment's image (resolved by the caller).
+    /// An environment's image (resolved by the caller), or the image a run before used.
     pub environment_image: Option<String>,
+    /// `environment_image` was just resolved for this member (an environment they may
+    /// run); otherwise it is checked against the catalog of the moment.
+    pub image_checked: bool,
     /// Default: the notebook's machine type.
     pub machine: Option<String>,
     pub parameters: Map<String, Value>,
     pub time_limit: Option<String>,
     pub schedule: Option<String>,
     pub overlap: Option<String>,
+}
+
+/// A scheduled run: its schedule, and the schedule's next time (written with the run).
+pub(super) struct ScheduledRun {
+    pub id: String,
+    pub next_run_at: i64,
 }
 
 /// What a submission made.
@@ -102,6 +113,7 @@ impl Jobs {
             telemetry: parts.telemetry,
             notebooks: parts.notebooks,
             reconciler: parts.reconciler,
+            renders: Arc::new(tokio::sync::Semaphore::new(2)),
         }
     }
 
@@ -148,11 +160,15 @@ impl Jobs {
         rules::check_parameters(&req.parameters)?;
         let time_limit = rules::time_limit(req.time_limit.as_deref(), &self.config.jobs)?;
         let image = match (&req.environment_image, &req.image) {
-            (Some(image), _) => image.clone(),
+            (Some(image), _) if req.image_checked => image.clone(),
+            (Some(image), _) => self.image_still_allowed(image, &notebook)?,
             (None, Some(id)) if !id.trim().is_empty() => {
                 crate::notebooks::rules::resolve_image(&self.config, id)?.1
             }
-            _ => notebook.image.clone(),
+            _ => {
+                crate::notebooks::rules::check_image_allowed(&self.config, &notebook)?;
+                notebook.image.clone()
+            }
         };
         let machine_id = req
             .machine
@@ -178,27 +194,34 @@ impl Jobs {
         })
     }
 
+    /// The image a run before used (a rerun, a schedule), if the catalog of the moment
+    /// still allows it: a catalog image, any image where custom ones are allowed, or the
+    /// notebook's own (checked as its start would be).
+    fn image_still_allowed(&self, image: &str, notebook: &NotebookRow) -> Result<String, JobError> {
+        let config = &self.config;
+        let fine = config.images.iter().any(|i| i.image == image)
+            || config.notebooks.allow_custom_images
+            || (image == notebook.image
+                && crate::notebooks::rules::check_image_allowed(config, notebook).is_ok());
+        if fine {
+            return Ok(image.to_string());
+        }
+        Err(JobError::Invalid(format!(
+            "The image '{image}' is no longer allowed here; run the job with one of the catalog's images ({}).",
+            config.image_ids()
+        )))
+    }
+
     /// Stores a planned job, snapshots what it runs and places it in the GPU queue.
     async fn run_plan(
         &self,
         owner: &User,
         plan: Plan,
-        schedule_id: Option<String>,
+        schedule: Option<ScheduledRun>,
     ) -> Result<Job, JobError> {
-        let owner_id = owner.id;
-        let unfinished = self
-            .db
-            .call(move |c| jq::unfinished_count_of(c, owner_id))
-            .await?;
-        let most = i64::from(self.config.jobs.max_unfinished_per_member);
-        if unfinished >= most {
-            return Err(JobError::Conflict(format!(
-                "You have {unfinished} jobs queued or running, and a member may have {most} at once here. Wait for one to end, or cancel one."
-            )));
-        }
         let id = crate::model::new_id();
         self.write_job_files(&id, &plan).await?;
-        let placed = self.store_and_place(owner, &id, &plan, schedule_id).await;
+        let placed = self.store_and_place(owner, &id, &plan, schedule).await;
         let (row, placement) = match placed {
             Ok(p) => p,
             Err(e) => {
@@ -215,12 +238,15 @@ impl Jobs {
         self.get(owner, &id).await
     }
 
+    /// Stores the job and places it in one transaction, where the member's limit is
+    /// counted (no two submissions interleave) and a scheduled run moves its schedule on
+    /// (a crash cannot run one time twice).
     async fn store_and_place(
         &self,
         owner: &User,
         id: &str,
         plan: &Plan,
-        schedule_id: Option<String>,
+        schedule: Option<ScheduledRun>,
     ) -> Result<(NotebookRow, Placement), JobError> {
         let request = PlacementRequest {
             notebook_id: id.to_string(),
@@ -236,22 +262,32 @@ impl Jobs {
             // Jobs are limited by `jobs.max_unfinished_per_member`, not by notebooks'.
             running_limit: None,
         };
-        let name = format!(
-            "job: {}",
-            title(plan.path.as_deref(), plan.command.as_deref())
-        );
+        // Others see this name on the GPU map: never the command line (it may carry secrets).
+        let name = format!("job {id} ({})", plan.notebook.name);
         let token = secrets::random_secret(16);
-        let (id, plan_parts) = (
+        let most = i64::from(self.config.jobs.max_unfinished_per_member);
+        let schedule_id = schedule.as_ref().map(|s| s.id.clone());
+        let (id, parts) = (
             id.to_string(),
             PlanParts::of(plan, &name, &token, schedule_id),
         );
         let placed = self
             .db
             .call(move |c| {
-                let p = &plan_parts;
-                let notebook = p.new_notebook(&id);
-                placement::create_and_place_with(c, &notebook, &request, |c| {
-                    jq::insert(c, &p.new_job(&id))
+                let p = &parts;
+                placement::create_and_place_with(c, &p.new_notebook(&id), &request, |c| {
+                    let active = jq::unfinished_count_of(c, p.owner_id)?;
+                    if active >= most {
+                        return Ok(Err(placement::Refusal::TooManyJobs {
+                            limit: most,
+                            active,
+                        }));
+                    }
+                    jq::insert(c, &p.new_job(&id))?;
+                    if let Some(s) = &schedule {
+                        jq::advance_schedule(c, &s.id, s.next_run_at, false, false, None)?;
+                    }
+                    Ok(Ok(()))
                 })
             })
             .await?;
@@ -265,6 +301,7 @@ impl Jobs {
         let notebook_dir = self.dirs.notebook_dir(&plan.notebook.id);
         let job_dir = self.dirs.job_dir(id);
         let jobs = self.config.jobs.clone();
+        let owner = (self.config.storage.uid, self.config.storage.gid);
         let definition = serde_json::json!({
             "id": id,
             "mode": if plan.path.is_some() { "notebook" } else { "command" },
@@ -282,7 +319,7 @@ impl Jobs {
                 Some(p) => Some(snapshot(&notebook_dir, p, &jobs)?),
                 None => None,
             };
-            write_files(&job_dir, &definition, snapshot.as_deref())
+            write_files(&job_dir, owner, &definition, snapshot.as_deref())
         })
         .await
         .map_err(|e| JobError::Files(e.to_string()))?
@@ -382,6 +419,7 @@ impl Jobs {
             command: job.command.clone(),
             image: None,
             environment_image: Some(job.image.clone()),
+            image_checked: false,
             machine: Some(job.machine_id.clone()),
             parameters: parameters.unwrap_or(job.parameters),
             time_limit: job.time_limit_secs.map(|s| format!("{s}s")),
@@ -398,10 +436,13 @@ impl Jobs {
         let ended = job.state().is_finished();
         let dir = self.dirs.notebook_dir(&job.notebook_id);
         let jid = job.id.clone();
-        let (text, next) =
-            tokio::task::spawn_blocking(move || job_run::read_log(&dir, &jid, offset, LOG_PIECE))
-                .await
-                .map_err(|e| JobError::Files(e.to_string()))?;
+        // The runner stops at max_log_mib and adds a line: anything far bigger is not its.
+        let limit = (self.config.jobs.max_log_mib + 1) * 1024 * 1024;
+        let (text, next) = tokio::task::spawn_blocking(move || {
+            job_run::read_log(&dir, &jid, offset, LOG_PIECE, limit)
+        })
+        .await
+        .map_err(|e| JobError::Files(e.to_string()))?;
         Ok(JobLog {
             finished: ended && text.is_empty(),
             text,
@@ -425,7 +466,7 @@ impl Jobs {
         .map_err(|e| JobError::Files(e.to_string()))
     }
 
-    /// One file of the job's output folder (at most 64 MiB).
+    /// One file of the job's output folder (at most 16 MiB).
     pub async fn output_file(
         &self,
         owner: &User,
@@ -456,34 +497,44 @@ impl Jobs {
         })
     }
 
-    /// The job's output notebook (`output.ipynb`), when there is one, within
-    /// `jobs.max_output_mib`: Ok(None) when none; Err with a message when over the limit.
-    pub async fn output_notebook(&self, job: &Job) -> Result<Option<Vec<u8>>, String> {
+    /// The job's output notebook (`output.ipynb`) rendered with the share renderer
+    /// (sanitized HTML, no script), within the share pages' size limit and two renders at
+    /// once: (the HTML, or why it is not shown). (None, None): there is none (yet).
+    pub async fn rendered_output(&self, job: &Job) -> (Option<String>, Option<String>) {
         if job.path.is_none() {
-            return Ok(None);
+            return (None, None);
         }
+        let Ok(_turn) = self.renders.acquire().await else {
+            return (None, None);
+        };
         let (dir, folder) = (
             self.dirs.notebook_dir(&job.notebook),
             output_folder(&job.id),
         );
-        let limit = self.config.jobs.max_output_mib * 1024 * 1024;
-        let read = tokio::task::spawn_blocking(move || {
-            MemberTree::open(&dir)
+        let limit_mib = self
+            .config
+            .share
+            .max_render_mib
+            .min(self.config.jobs.max_output_mib);
+        let rendered = tokio::task::spawn_blocking(move || {
+            let bytes = MemberTree::open(&dir)
                 .and_then(|t| t.subtree(&folder))
                 .and_then(|t| t.open_file("output.ipynb"))
-                .and_then(|f| f.read_capped(limit))
+                .and_then(|f| f.read_capped(limit_mib * 1024 * 1024));
+            match bytes {
+                Ok(bytes) => match crate::share::ipynb::render_ipynb(&bytes, limit_mib) {
+                    Ok(r) => (Some(r.html), None),
+                    Err(e) => (None, Some(format!("The output notebook cannot be shown: {e}."))),
+                },
+                Err(TreeError::TooLarge { size, .. }) => (None, Some(format!(
+                    "The output notebook is {} MiB, over the {limit_mib} MiB this page shows; open it from JupyterLab (jobs/).",
+                    size / (1024 * 1024)
+                ))),
+                Err(_) => (None, None),
+            }
         })
-        .await
-        .map_err(|e| e.to_string())?;
-        match read {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(TreeError::TooLarge { size, limit }) => Err(format!(
-                "The output notebook is {} MiB, over the {} MiB this page shows (jobs.max_output_mib); open it from JupyterLab.",
-                size / (1024 * 1024),
-                limit / (1024 * 1024)
-            )),
-            Err(_) => Ok(None),
-        }
+        .await;
+        rendered.unwrap_or((None, None))
     }
 
     /// The member's schedules with their newest runs.
@@ -541,6 +592,15 @@ impl Jobs {
                 cron.as_str()
             ))
         })?;
+        // A quick refusal before the notebook is read (the count that holds is below).
+        let owner_id = owner.id;
+        let have = self
+            .db
+            .call(move |c| jq::schedule_count_of(c, owner_id))
+            .await?;
+        if have >= i64::from(self.config.jobs.max_schedules_per_member) {
+            return Err(self.too_many_schedules());
+        }
         if let Some(path) = &plan.path {
             // Checked now, so a typo is said at once rather than at the first run.
             let (dir, path, jobs) = (
@@ -573,24 +633,32 @@ impl Jobs {
         };
         let (stored, most) = (row.clone(), self.config.jobs.max_schedules_per_member);
         let owner_id = owner.id;
-        self.db
+        // Counted and stored in one immediate transaction: parallel requests cannot pass
+        // the limit together.
+        let added = self
+            .db
             .call(move |c| {
-                let have = jq::schedules_of_owner(c, owner_id)?.len();
-                if have >= most as usize {
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                if jq::schedule_count_of(&tx, owner_id)? >= i64::from(most) {
                     return Ok(false);
                 }
-                jq::insert_schedule(c, &stored)?;
+                jq::insert_schedule(&tx, &stored)?;
+                tx.commit()?;
                 Ok(true)
             })
-            .await?
-            .then_some(())
-            .ok_or_else(|| {
-                JobError::Conflict(format!(
-                    "You have {most} schedules, the most a member may have here; delete one first."
-                ))
-            })?;
+            .await?;
+        if !added {
+            return Err(self.too_many_schedules());
+        }
         tracing::info!(schedule = %row.id, owner = %owner.username, cron = %row.cron, "job schedule added");
         self.schedule_with_runs(row).await
+    }
+
+    fn too_many_schedules(&self) -> JobError {
+        JobError::Conflict(format!(
+            "You have {} schedules, the most a member may have here (jobs.max_schedules_per_member); delete one first.",
+            self.config.jobs.max_schedules_per_member
+        ))
     }
 
     /// One run of a schedule, as its member (the scheduler's submission).
@@ -598,6 +666,7 @@ impl Jobs {
         &self,
         owner: &User,
         s: &ScheduleRow,
+        next_run_at: i64,
     ) -> Result<Job, JobError> {
         let request = SubmitJob {
             notebook: s.notebook_id.clone(),
@@ -605,6 +674,7 @@ impl Jobs {
             command: s.command.clone(),
             image: None,
             environment_image: s.image.clone(),
+            image_checked: false,
             machine: Some(s.machine_id.clone()),
             parameters: s.parameters.clone(),
             time_limit: s.time_limit_secs.map(|t| format!("{t}s")),
@@ -612,7 +682,11 @@ impl Jobs {
             overlap: None,
         };
         let plan = self.plan(owner, &request).await?;
-        self.run_plan(owner, plan, Some(s.id.clone())).await
+        let run = ScheduledRun {
+            id: s.id.clone(),
+            next_run_at,
+        };
+        self.run_plan(owner, plan, Some(run)).await
     }
 
     /// The job's own files, for retention.
@@ -745,21 +819,26 @@ fn snapshot(
 }
 
 /// Writes the job's own folder (Notebox's, read-only in its container). Blocking.
+/// Readable by the container user only (uid:gid of `[storage]`), never writable by it.
 fn write_files(
     dir: &std::path::Path,
+    owner: (u32, u32),
     definition: &Value,
     notebook: Option<&[u8]>,
 ) -> Result<(), JobError> {
     use std::os::unix::fs::PermissionsExt;
     let fail = |what: &str, e: std::io::Error| JobError::Files(format!("{what}: {e}"));
+    let give = |path: &std::path::Path, mode: u32| -> Result<(), JobError> {
+        std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1))
+            .map_err(|e| fail("cannot give the job's files to the container user", e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| fail("cannot set the mode of the job's files", e))
+    };
     std::fs::create_dir_all(dir).map_err(|e| fail("cannot create the job's folder", e))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| fail("cannot set the job folder's mode", e))?;
     let write = |name: &str, bytes: &[u8]| -> Result<(), JobError> {
         let path = dir.join(name);
         std::fs::write(&path, bytes).map_err(|e| fail(name, e))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| fail(name, e))
+        give(&path, 0o440)
     };
     write("run.py", RUNNER.as_bytes())?;
     write(
@@ -769,5 +848,6 @@ fn write_files(
     if let Some(bytes) = notebook {
         write("input.ipynb", bytes)?;
     }
-    Ok(())
+    // Read-only for its owner too: set last (root writes into it above).
+    give(dir, 0o550)
 }

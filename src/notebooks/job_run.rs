@@ -78,6 +78,15 @@ pub fn read_status(notebook_dir: &Path, job_id: &str) -> Option<RunnerStatus> {
         .read_capped(STATUS_LIMIT)
         .ok()?;
     let mut status: RunnerStatus = serde_json::from_slice(&bytes).ok()?;
+    // The member's numbers: kept only when they make sense (cell i of n, n within reason).
+    let cells = status.cells.filter(|n| (0..=10_000_000).contains(n));
+    status.cells = cells;
+    status.cell = status
+        .cell
+        .filter(|i| cells.is_some_and(|n| (0..=n).contains(i)));
+    status.failed_cell = status
+        .failed_cell
+        .filter(|i| cells.is_some_and(|n| (1..=n).contains(i)));
     status.source = status.source.map(|s| s.chars().take(200).collect());
     if let Some(e) = status.error.as_mut() {
         e.ename = e.ename.chars().take(200).collect();
@@ -88,13 +97,34 @@ pub fn read_status(notebook_dir: &Path, job_id: &str) -> Option<RunnerStatus> {
 }
 
 /// A piece of a job's log (`jobs/{id}/log.txt`) from `offset`, at most `max` bytes, cut at
-/// a character boundary: (text, the offset after it). Blocking. No log yet: ("", offset).
-pub fn read_log(notebook_dir: &Path, job_id: &str, offset: u64, max: u64) -> (String, u64) {
+/// a character boundary: (text, the offset after it). A log over `limit` (the runner never
+/// writes one: the member's container made it) is not read: a note, and its end's offset.
+/// Blocking. No log yet: ("", offset).
+pub fn read_log(
+    notebook_dir: &Path,
+    job_id: &str,
+    offset: u64,
+    max: u64,
+    limit: u64,
+) -> (String, u64) {
     let read = || -> Option<(String, u64)> {
         let tree = MemberTree::open(notebook_dir).ok()?;
         let opened = tree
             .open_file(&format!("{}/log.txt", output_folder(job_id)))
             .ok()?;
+        if opened.size > limit {
+            let note = format!(
+                "[notebox: the log is {} MiB, over the {} MiB a job's log may have; open {}/log.txt in JupyterLab]\n",
+                opened.size >> 20,
+                limit >> 20,
+                output_folder(job_id)
+            );
+            return Some(if offset >= opened.size {
+                (String::new(), offset)
+            } else {
+                (note, opened.size)
+            });
+        }
         let mut file = opened.file;
         let start = offset.min(opened.size);
         file.seek(SeekFrom::Start(start)).ok()?;
@@ -178,13 +208,7 @@ impl JobEnding {
         let (id, gpus) = (nb.id.clone(), gpus.to_vec());
         let recorded = self
             .db
-            .call(move |c| {
-                let moved = lifecycle::record_started(c, &id, "")?;
-                if moved {
-                    jq::record_started(c, &id, crate::clock::now(), &gpus)?;
-                }
-                Ok(moved && jq::mark_told_started(c, &id)?)
-            })
+            .call(move |c| lifecycle::record_job_started(c, &id, crate::clock::now(), &gpus))
             .await;
         match recorded {
             Ok(tell) => {
@@ -332,6 +356,13 @@ impl JobEnding {
             .await
         {
             Ok(written) => {
+                // Its own files served only while it ran (the outputs stay in the folder).
+                let dir = self.dirs.job_dir(&job.id);
+                if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(job = %job.id, error = %e, "cannot remove a job's files");
+                    }
+                }
                 if written {
                     if let Some(job) = self.job(&job.id).await {
                         tracing::info!(job = %job.id, state = %job.state(), "job ended");
@@ -457,14 +488,19 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("jobs/j1")).expect("mkdir");
         std::fs::write(dir.path().join("jobs/j1/log.txt"), "ab€cd").expect("write");
         // "€" is 3 bytes: a read of 3 stops before it.
-        let (text, next) = read_log(dir.path(), "j1", 0, 3);
+        let (text, next) = read_log(dir.path(), "j1", 0, 3, 1000);
         assert_eq!((text.as_str(), next), ("ab", 2));
-        let (text, next) = read_log(dir.path(), "j1", next, 100);
+        let (text, next) = read_log(dir.path(), "j1", next, 100, 1000);
         assert_eq!((text.as_str(), next), ("€cd", 7));
+        // Over the limit: a note, and the follower is at the end at once.
+        let (text, next) = read_log(dir.path(), "j1", 0, 100, 4);
+        assert!(text.contains("over the"), "{text}");
+        assert_eq!(next, 7);
+        assert_eq!(read_log(dir.path(), "j1", 7, 100, 4), (String::new(), 7));
         // A symlinked log is not followed.
         std::fs::create_dir_all(dir.path().join("jobs/j2")).expect("mkdir");
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("jobs/j2/log.txt"))
             .expect("symlink");
-        assert_eq!(read_log(dir.path(), "j2", 0, 100), (String::new(), 0));
+        assert_eq!(read_log(dir.path(), "j2", 0, 100, 1000), (String::new(), 0));
     }
 }

@@ -199,7 +199,7 @@ fn preview_file(file: tree::OpenedFile, name: &str, limits: &ShareConfig) -> Fil
 /// The gallery's preview of a notebook folder: the first Markdown cell of its main
 /// notebook, as plain text. Blocking; computed when a share is made or the notebook stops.
 pub fn compute_preview(root: &Path, limit_mib: u64) -> String {
-    let Ok(tree) = MemberTree::open(root) else {
+    let Ok(tree) = MemberTree::open_shared(root) else {
         return String::new();
     };
     let listing = tree.walk();
@@ -369,7 +369,7 @@ impl Shares {
         let (root, limit) = (shared.root.clone(), self.config.share.max_render_mib);
         let overview = self
             .on_pool(move || {
-                let Ok(tree) = MemberTree::open(&root) else {
+                let Ok(tree) = MemberTree::open_shared(&root) else {
                     return ShareOverview {
                         listing: Listing::default(),
                         main: None,
@@ -400,7 +400,7 @@ impl Shares {
         let limits = self.config.share.clone();
         let (listing, preview) = self
             .on_pool(move || {
-                let tree = MemberTree::open(&root).map_err(|_| ShareError::NoSuchFile)?;
+                let tree = MemberTree::open_shared(&root).map_err(|_| ShareError::NoSuchFile)?;
                 let file = tree.open_file(&rel).map_err(|_| ShareError::NoSuchFile)?;
                 let name = rel.rsplit('/').next().unwrap_or(&rel).to_string();
                 let preview = preview_file(file, &name, &limits);
@@ -419,7 +419,7 @@ impl Shares {
         let shared = self.open_share(token).await?;
         let (root, rel) = (shared.root.clone(), relative.to_string());
         let file = tokio::task::spawn_blocking(move || {
-            MemberTree::open(&root).and_then(|t| t.open_file(&rel))
+            MemberTree::open_shared(&root).and_then(|t| t.open_file(&rel))
         })
         .await
         .map_err(|e| ShareError::Io(e.to_string()))?
@@ -575,7 +575,7 @@ impl Shares {
         );
         let (uid, gid) = (self.config.storage.uid, self.config.storage.gid);
         let copy_to = to.clone();
-        let copied = tokio::task::spawn_blocking(move || match MemberTree::open(&from) {
+        let copied = tokio::task::spawn_blocking(move || match MemberTree::open_shared(&from) {
             Ok(tree) => tree.copy_to(&copy_to, uid, gid),
             // A notebook that never ran has no folder yet: the fork starts empty.
             Err(TreeError::NotFound) => {

@@ -117,7 +117,13 @@ fn open_dir_at(parent: impl AsFd, name: &str) -> std::io::Result<OwnedFd> {
 /// A member-controlled tree, opened once from its root directory.
 pub struct MemberTree {
     root: OwnedFd,
+    /// A top-level folder left out of listings, reads and copies (`jobs`, for shares and
+    /// forks: a job's log and outputs are its member's, not the share's).
+    private_top: Option<&'static str>,
 }
+
+/// The folder of a notebook where its jobs write (`jobs/{id}/`): never shared or forked.
+pub const JOBS_FOLDER: &str = "jobs";
 
 impl MemberTree {
     /// Opens the root itself. The root's own path is Notebox's (`{data_dir}/notebooks/{id}`),
@@ -134,7 +140,21 @@ impl MemberTree {
             }
             e => TreeError::Io(e.into()),
         })?;
-        Ok(MemberTree { root: fd })
+        Ok(MemberTree {
+            root: fd,
+            private_top: None,
+        })
+    }
+
+    /// Opens a notebook's folder as a share or a fork sees it: without its jobs' outputs.
+    pub fn open_shared(root: &Path) -> Result<MemberTree, TreeError> {
+        let mut tree = MemberTree::open(root)?;
+        tree.private_top = Some(JOBS_FOLDER);
+        Ok(tree)
+    }
+
+    fn is_private(&self, top: &str) -> bool {
+        self.private_top == Some(top)
     }
 
     /// The folder at a relative path, as a tree of its own, opened one component at a
@@ -146,13 +166,19 @@ impl MemberTree {
             let parent = dir.as_ref().map_or(self.root.as_fd(), |d| d.as_fd());
             dir = Some(open_dir_at(parent, name).map_err(|_| TreeError::NotFound)?);
         }
-        dir.map(|root| MemberTree { root })
-            .ok_or(TreeError::NotFound)
+        dir.map(|root| MemberTree {
+            root,
+            private_top: None,
+        })
+        .ok_or(TreeError::NotFound)
     }
 
     /// Opens a regular file by its relative path, one component at a time.
     pub fn open_file(&self, relative: &str) -> Result<OpenedFile, TreeError> {
         let parts = components(relative).ok_or(TreeError::NotFound)?;
+        if parts.first().is_some_and(|top| self.is_private(top)) {
+            return Err(TreeError::NotFound);
+        }
         let (last, dirs) = parts.split_last().ok_or(TreeError::NotFound)?;
         let mut dir: Option<OwnedFd> = None;
         for name in dirs {
@@ -211,15 +237,20 @@ impl MemberTree {
                 let Ok(name) = entry.file_name().to_str() else {
                     continue;
                 };
-                if name == "." || name == ".." || !allowed_name(name) {
+                if name == "." || name == ".." {
                     continue;
                 }
+                // Counted before anything is skipped: a million hidden names cost a walk
+                // no more than a million visible ones.
                 seen += 1;
                 if seen > MAX_WALK_ENTRIES {
                     listing.truncated = Some(format!(
                         "Only the first {MAX_WALK_ENTRIES} entries of this notebook's folder were looked at."
                     ));
                     break 'walk;
+                }
+                if !allowed_name(name) || (depth == 0 && self.is_private(name)) {
+                    continue;
                 }
                 let Ok(stat) = rustix::fs::statat(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW)
                 else {
@@ -284,6 +315,9 @@ impl MemberTree {
                     continue;
                 };
                 if name == "." || name == ".." || !allowed_name(name) {
+                    continue;
+                }
+                if depth == 0 && self.is_private(name) {
                     continue;
                 }
                 let name = name.to_string();
@@ -418,6 +452,45 @@ mod tests {
         }
         let listing = MemberTree::open(&root).expect("open").walk();
         assert!(listing.truncated.is_some());
+    }
+
+    #[test]
+    fn hidden_names_count_toward_the_walk_cap() {
+        let (_dir, root) = tree();
+        for i in 0..(MAX_WALK_ENTRIES + 10) {
+            std::fs::write(root.join(format!(".hidden{i}")), "").expect("write");
+        }
+        let listing = MemberTree::open(&root).expect("open").walk();
+        assert!(
+            listing.truncated.is_some(),
+            "hidden names are looked at too"
+        );
+    }
+
+    #[test]
+    fn shares_and_forks_leave_the_jobs_folder_out() {
+        let (dir, root) = tree();
+        std::fs::create_dir_all(root.join("jobs/j1")).expect("mkdir");
+        std::fs::write(root.join("jobs/j1/log.txt"), "a job's log").expect("write");
+        let shared = MemberTree::open_shared(&root).expect("open");
+        assert!(!shared
+            .walk()
+            .files
+            .iter()
+            .any(|f| f.path.starts_with("jobs/")));
+        assert!(matches!(
+            shared.open_file("jobs/j1/log.txt"),
+            Err(TreeError::NotFound)
+        ));
+        let uid = rustix::process::getuid().as_raw();
+        let gid = rustix::process::getgid().as_raw();
+        shared
+            .copy_to(&dir.path().join("fork"), uid, gid)
+            .expect("copy");
+        assert!(!dir.path().join("fork/jobs").exists());
+        // The member's own view (the jobs API) still reads it.
+        let own = MemberTree::open(&root).expect("open");
+        assert!(own.open_file("jobs/j1/log.txt").is_ok());
     }
 
     #[test]

@@ -265,28 +265,7 @@ pub async fn job_page(
     id: web::Path<String>,
 ) -> Result<HttpResponse, PageError> {
     let job = state.jobs.get(&session.user, &id).await?;
-    let (output_html, output_note) = match state.jobs.output_notebook(&job).await {
-        Ok(Some(bytes)) => {
-            let limit = state.config.jobs.max_output_mib;
-            match tokio::task::spawn_blocking(move || {
-                crate::share::ipynb::render_ipynb(&bytes, limit)
-            })
-            .await
-            {
-                Ok(Ok(rendered)) => (Some(rendered.html), None),
-                Ok(Err(e)) => (
-                    None,
-                    Some(format!("The output notebook cannot be shown: {e}")),
-                ),
-                Err(e) => (
-                    None,
-                    Some(format!("The output notebook cannot be shown: {e}")),
-                ),
-            }
-        }
-        Ok(None) => (None, None),
-        Err(note) => (None, Some(note)),
-    };
+    let (output_html, output_note) = state.jobs.rendered_output(&job).await;
     let parameters_text = job
         .parameters
         .iter()

@@ -49,6 +49,7 @@ pub async fn submit(
         path: body.path,
         command: body.command,
         image: body.image,
+        image_checked: environment_image.is_some(),
         environment_image,
         machine: body.machine,
         parameters: body.parameters,
@@ -161,9 +162,14 @@ pub async fn output_file(
         .content_type("application/octet-stream")
         .insert_header((
             "content-disposition",
+            // RFC 6266: a plain fallback name, and the real one percent-encoded.
             format!(
-                "attachment; filename=\"{}\"",
-                base.replace(|c: char| !c.is_ascii_graphic() || c == '"', "_")
+                "attachment; filename=\"{}\"; filename*=UTF-8''{}",
+                base.replace(
+                    |c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')),
+                    "_"
+                ),
+                crate::web::encode_segment(base)
             ),
         ))
         .insert_header(("x-content-type-options", "nosniff"))
