@@ -249,7 +249,8 @@ if (jobCard) {
         const res = await fetch(jobCard.dataset.job, { credentials: "same-origin" });
         if (res.ok) {
           const j = await res.json();
-          stateEl.textContent = j.state.replace("_", " ");
+          stateEl.textContent = { timed_out: "Timed out" }[j.state] || (j.state[0].toUpperCase() + j.state.slice(1));
+          stateEl.className = `badge ${{ succeeded: "running", running: "running", failed: "failed", timed_out: "failed", cancelled: "stopped" }[j.state] || "queued"}`;
           detail.textContent = j.state_detail;
           const cell = document.getElementById("job-cell");
           if (j.progress && cell) {

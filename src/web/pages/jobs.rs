@@ -323,13 +323,13 @@ pub async fn delete_schedule(
     Ok(see_other("/jobs?done=unscheduled"))
 }
 
-/// The CSS class of a job state's badge.
+/// The CSS class of a job state's badge (the notebook states' colours).
 pub fn state_class(state: &JobState) -> &'static str {
     match state {
-        JobState::Succeeded => "ok",
-        JobState::Failed | JobState::TimedOut => "error",
-        JobState::Cancelled => "muted",
-        JobState::Queued | JobState::Starting | JobState::Running => "busy",
+        JobState::Succeeded | JobState::Running => "running",
+        JobState::Failed | JobState::TimedOut => "failed",
+        JobState::Cancelled => "stopped",
+        JobState::Queued | JobState::Starting => "queued",
     }
 }
 
