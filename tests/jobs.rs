@@ -226,6 +226,10 @@ async fn a_notebook_job_queues_for_the_gpu_runs_every_cell_and_frees_it() {
         gpu_holder(&api).await.is_null().then_some(())
     })
     .await;
+    eprintln!(
+        "GPU free {:?} after the runner's last word",
+        ended_at.elapsed()
+    );
     assert!(
         ended_at.elapsed() <= Duration::from_secs(2),
         "the GPU was freed {:?} after the last cell",
@@ -368,6 +372,7 @@ async fn failures_time_limits_and_cancels_end_cleanly() {
         .await;
     assert_eq!(status, 200, "{body}");
     let done = wait_job(&api, &ids[2], Duration::from_secs(10), finished).await;
+    eprintln!("cancel: ended {:?} after the request", asked.elapsed());
     assert!(
         asked.elapsed() <= Duration::from_secs(2),
         "cancel took {:?}",
@@ -404,6 +409,33 @@ async fn failures_time_limits_and_cancels_end_cleanly() {
     for id in &ids {
         assert!(job_containers(id).is_empty(), "job {id} left a container");
     }
+
+    // A container removed behind Notebox's back: the job says so.
+    let vanishing = submit(&api, json!({"notebook": nb, "path": "slow.ipynb"})).await;
+    let vid = vanishing["id"].as_str().expect("id").to_string();
+    wait_job(&api, &vid, READY, |j| {
+        j["progress"]["cell"].as_i64() == Some(2)
+    })
+    .await;
+    for c in job_containers(&vid) {
+        let out = std::process::Command::new("docker")
+            .args(["rm", "-f", &c])
+            .output()
+            .expect("docker rm");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let gone = wait_job(&api, &vid, Duration::from_secs(20), finished).await;
+    assert_eq!(gone["state"], "failed", "{gone}");
+    // Removed outright, or (when Notebox looked between the kill and the removal) killed.
+    let detail = gone["state_detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("removed outside Notebox") || detail.contains("code 137"),
+        "{gone}"
+    );
 }
 
 /// Acceptance 6 and 8: the API reports the cell advancing while a 5-cell notebook runs;

@@ -242,9 +242,13 @@ class NotebookJob(Job):
             name = "python3"
         # The connection file must go somewhere writable whatever $HOME is.
         os.environ.setdefault("JUPYTER_RUNTIME_DIR", tempfile.mkdtemp(prefix="notebox-jupyter-"))
+        # An IPython kernel keeps no input history for a job (nobody reads it back): saving
+        # it to SQLite was most of each cell's cost (benches/run-jobs.sh).
+        language = (KernelSpecManager().get_kernel_spec(name).language or "").lower()
+        extra = ["--HistoryManager.hist_file=:memory:"] if language == "python" else []
         try:
             self.km = KernelManager(kernel_name=name)
-            self.km.start_kernel(cwd=cwd)
+            self.km.start_kernel(cwd=cwd, extra_arguments=extra)
             self.kc = self.km.client()
             self.kc.start_channels()
             self.kc.wait_for_ready(timeout=120)

@@ -234,7 +234,12 @@ impl JobEnding {
         };
         let network = &self.config.docker.network;
         let status = match containers.first() {
-            Some(c) => self.engine.inspect(c, network).await.ok(),
+            Some(c) => match self.engine.inspect(c, network).await {
+                Ok(status) => Some(status),
+                // Removed between the listing and now: it vanished.
+                Err(crate::containers::EngineError::NotFound(_)) => return self.vanished(nb).await,
+                Err(_) => None,
+            },
             None => None,
         };
         let runner = self.status_of(&job).await;
