@@ -116,3 +116,16 @@ pub fn encode_segment(s: &str) -> String {
 pub fn location(to: &str) -> String {
     percent_encoding::utf8_percent_encode(to, LOCATION).to_string()
 }
+
+/// An error with its causes, one after the other ("client error (Connect): tcp connect
+/// error: Connection refused"): hyper's and rustls' errors say little on their own.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

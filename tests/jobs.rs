@@ -85,6 +85,14 @@ async fn folder_notebook(api: &Api, name: &str) -> String {
     id
 }
 
+/// A submission refused with 400 and a message that says `says`.
+async fn refused(api: &Api, body: Value, says: &str) {
+    let (status, answer) = api.post("/api/v1/jobs", body.clone()).await;
+    assert_eq!(status, 400, "{body} → {answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains(says), "{body} → {message}");
+}
+
 async fn submit(api: &Api, body: Value) -> Value {
     let (status, job) = api.post("/api/v1/jobs", body.clone()).await;
     assert_eq!(status, 201, "submit {body}: {job}");
@@ -515,23 +523,20 @@ async fn progress_is_live_and_the_cli_follows_a_job() {
     let token_file = server.dir.path().join("token");
     std::fs::write(&token_file, &api.token).expect("token file");
     let token_arg = token_file.to_string_lossy().to_string();
-    let out = run_cli(
-        &data,
-        &[
+    let job_run = |rest: &[&str]| {
+        let mut args = vec![
             "job",
             "run",
             "--url",
             &server.url,
             "--token-file",
             &token_arg,
-            "--notebook",
-            &nb,
-            "-p",
-            "steps=7",
-            "steps.ipynb",
-        ],
-        None,
-    );
+        ];
+        args.extend_from_slice(&["--notebook", &nb]);
+        args.extend_from_slice(rest);
+        run_cli(&data, &args, None)
+    };
+    let out = job_run(&["-p", "steps=7", "steps.ipynb"]);
     assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
     assert!(
         out.stdout.contains("steps 7"),
@@ -539,42 +544,10 @@ async fn progress_is_live_and_the_cli_follows_a_job() {
         out.stdout
     );
     put_notebook(&data, &nb, "bad.ipynb", &["raise ValueError('bad input')"]);
-    let out = run_cli(
-        &data,
-        &[
-            "job",
-            "run",
-            "--url",
-            &server.url,
-            "--token-file",
-            &token_arg,
-            "--notebook",
-            &nb,
-            "bad.ipynb",
-        ],
-        None,
-    );
+    let out = job_run(&["bad.ipynb"]);
     assert_eq!(out.status.code(), Some(1), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("ValueError"), "{}", out.stderr);
-    let out = run_cli(
-        &data,
-        &[
-            "job",
-            "run",
-            "--url",
-            &server.url,
-            "--token-file",
-            &token_arg,
-            "--notebook",
-            &nb,
-            "--command",
-            "--",
-            "sh",
-            "-c",
-            "echo from-a-command; exit 3",
-        ],
-        None,
-    );
+    let out = job_run(&["--command", "--", "sh", "-c", "echo from-a-command; exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("from-a-command"), "{}", out.stdout);
 }
@@ -976,36 +949,10 @@ async fn the_outputs_folder_is_hostile_and_limits_hold() {
     let many: Vec<String> = (0..12_001).map(|i| format!("{i}")).collect();
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     put_notebook(&data, &nb, "many.ipynb", &many);
-    let (status, body) = api
-        .post(
-            "/api/v1/jobs",
-            json!({"notebook": nb, "path": "many.ipynb"}),
-        )
-        .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("12000"),
-        "{body}"
-    );
+    refused(&api, json!({"notebook": nb, "path": "many.ipynb"}), "12000").await;
     let padding = "#".repeat(4 << 20);
     put_notebook(&data, &nb, "huge.ipynb", &[&padding]);
-    let (status, body) = api
-        .post(
-            "/api/v1/jobs",
-            json!({"notebook": nb, "path": "huge.ipynb"}),
-        )
-        .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("MiB"),
-        "{body}"
-    );
+    refused(&api, json!({"notebook": nb, "path": "huge.ipynb"}), "MiB").await;
     // 10 000 cells are within the limits: it runs, its progress counts them.
     let cells: Vec<String> = (0..10_000).map(|i| format!("x = {i}")).collect();
     let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
@@ -1149,10 +1096,7 @@ async fn members_cannot_reach_each_others_jobs_and_revocation_ends_them() {
             "overlap",
         ),
     ] {
-        let (status, answer) = ada.post("/api/v1/jobs", body.clone()).await;
-        assert_eq!(status, 400, "{body} → {answer}");
-        let message = answer["error"]["message"].as_str().unwrap_or("");
-        assert!(message.contains(says), "{body} → {message}");
+        refused(&ada, body, says).await;
     }
 
     // Deleting the notebook ends its jobs; disabling the member ends theirs.

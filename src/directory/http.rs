@@ -70,15 +70,7 @@ impl OidcHttp {
     }
 }
 
-/// An error with its causes (hyper's, openidconnect's) ("client error (Connect): tcp connect error: Connection
-/// refused").
+/// An error with its causes (hyper's, openidconnect's).
 pub(super) fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    crate::http::error_chain(e)
 }

@@ -202,38 +202,7 @@ impl ClientError {
 
 // ---- The API's wire objects (the contract's "HTTP API"), only the fields used here.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum JobState {
-    Queued,
-    Starting,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-    TimedOut,
-}
-
-impl JobState {
-    fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Starting => "starting",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-            JobState::TimedOut => "timed_out",
-        }
-    }
-
-    fn has_ended(self) -> bool {
-        matches!(
-            self,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::TimedOut
-        )
-    }
-}
+use crate::model::JobState;
 
 #[derive(Debug, Deserialize)]
 struct Job {
@@ -444,7 +413,7 @@ impl Api {
             .client
             .request(request)
             .await
-            .map_err(|e| ClientError::Unreachable(describe(&e)))?;
+            .map_err(|e| ClientError::Unreachable(crate::http::error_chain(&e)))?;
         let status = response.status();
         let location = response.headers().get(LOCATION).cloned();
         let body = Limited::new(response.into_body(), MAX_BODY)
@@ -456,7 +425,7 @@ impl Api {
                 } else {
                     ClientError::Unreachable(format!(
                         "reading the answer from {uri}: {}",
-                        describe(&*e)
+                        crate::http::error_chain(&*e)
                     ))
                 }
             })?
@@ -565,32 +534,7 @@ fn tls_config() -> Result<rustls::ClientConfig, ClientError> {
 }
 
 fn job_path(id: &str) -> String {
-    format!("/api/v1/jobs/{}", path_segment(id))
-}
-
-/// Percent-encodes all but URL-safe characters, so a job id stays one path segment.
-fn path_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// An error with its causes ("client error (Connect): tcp connect error: Connection refused").
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    format!("/api/v1/jobs/{}", crate::http::encode_segment(id))
 }
 
 /// Runs `attempt` until it succeeds, retrying what may pass (an unreachable or restarting
@@ -699,7 +643,7 @@ impl Watch {
         let moved = job.state != self.state || job.queue_position != self.queue_position;
         self.state = job.state;
         self.queue_position = job.queue_position;
-        if moved && !job.state.has_ended() {
+        if moved && !job.state.is_finished() {
             eprintln!("{}", waiting_line(job));
         }
     }
@@ -867,7 +811,7 @@ async fn follow_to_end(api: &Api, job: &Job) -> Result<u8, ClientError> {
         let chunk = retrying(|| api.log_chunk(&job.id, offset)).await?;
         printer.print(&chunk.text)?;
         offset = chunk.offset;
-        if chunk.finished || (watch.state.has_ended() && chunk.text.is_empty()) {
+        if chunk.finished || (watch.state.is_finished() && chunk.text.is_empty()) {
             break;
         }
         let more_waiting = chunk.text.len() >= FULL_LOG_ANSWER;
@@ -875,7 +819,7 @@ async fn follow_to_end(api: &Api, job: &Job) -> Result<u8, ClientError> {
             watch.see(&retrying(|| api.job(&job.id)).await?);
         }
         // Once the job has ended, its log's last text is read at once.
-        if !more_waiting && !watch.state.has_ended() {
+        if !more_waiting && !watch.state.is_finished() {
             tokio::time::sleep(POLL_EVERY).await;
         }
     }
@@ -891,7 +835,7 @@ async fn wait_for_end(api: &Api, id: &str) -> Result<Job, ClientError> {
     let deadline = Instant::now() + STATE_CHECK_EVERY;
     loop {
         let job = retrying(|| api.job(id)).await?;
-        if job.state.has_ended() || Instant::now() >= deadline {
+        if job.state.is_finished() || Instant::now() >= deadline {
             return Ok(job);
         }
         tokio::time::sleep(POLL_EVERY).await;
@@ -981,6 +925,6 @@ mod tests {
         );
         assert!(base_url("h:8080").is_err());
         assert!(base_url("ftp://h").is_err());
-        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(crate::http::encode_segment("a/b c"), "a%2Fb%20c");
     }
 }

@@ -91,6 +91,7 @@ pub enum Submitted {
 }
 
 /// A job checked and ready to be stored: what runs, where, with what.
+#[derive(Clone)]
 struct Plan {
     notebook: NotebookRow,
     path: Option<String>,
@@ -276,7 +277,7 @@ impl Jobs {
             .call(move |c| {
                 let p = &parts;
                 placement::create_and_place_with(c, &p.new_notebook(&id), &request, |c| {
-                    let active = jq::unfinished_count_of(c, p.owner_id)?;
+                    let active = jq::unfinished_count_of(c, p.plan.notebook.owner_id)?;
                     if active >= most {
                         return Ok(Err(placement::Refusal::TooManyJobs {
                             limit: most,
@@ -697,40 +698,18 @@ impl Jobs {
 
 /// What the database insert needs, owned (it runs on the database's thread).
 struct PlanParts {
-    owner_id: i64,
+    plan: Plan,
     name: String,
     token: String,
-    image: String,
-    machine_id: String,
-    cpus: f64,
-    memory_mib: i64,
-    gpu_count: i64,
-    time_limit_secs: i64,
-    notebook_id: String,
-    notebook_name: String,
-    path: Option<String>,
-    command: Option<Vec<String>>,
-    parameters: Map<String, Value>,
     schedule_id: Option<String>,
 }
 
 impl PlanParts {
     fn of(plan: &Plan, name: &str, token: &str, schedule_id: Option<String>) -> PlanParts {
         PlanParts {
-            owner_id: plan.notebook.owner_id,
+            plan: plan.clone(),
             name: name.chars().take(120).collect(),
             token: token.to_string(),
-            image: plan.image.clone(),
-            machine_id: plan.machine_id.clone(),
-            cpus: plan.cpus,
-            memory_mib: plan.memory_mib,
-            gpu_count: plan.gpu_count,
-            time_limit_secs: plan.time_limit_secs,
-            notebook_id: plan.notebook.id.clone(),
-            notebook_name: plan.notebook.name.clone(),
-            path: plan.path.clone(),
-            command: plan.command.clone(),
-            parameters: plan.parameters.clone(),
             schedule_id,
         }
     }
@@ -740,18 +719,18 @@ impl PlanParts {
     fn new_notebook<'a>(&'a self, id: &'a str) -> NewNotebook<'a> {
         NewNotebook {
             id,
-            owner_id: self.owner_id,
+            owner_id: self.plan.notebook.owner_id,
             name: &self.name,
             image_id: None,
-            image: &self.image,
+            image: &self.plan.image,
             launcher: crate::model::Launcher::Command,
             command: &[],
-            machine_id: &self.machine_id,
-            cpus: self.cpus,
-            memory_mib: self.memory_mib,
-            gpu_count: self.gpu_count,
+            machine_id: &self.plan.machine_id,
+            cpus: self.plan.cpus,
+            memory_mib: self.plan.memory_mib,
+            gpu_count: self.plan.gpu_count,
             jupyter_token: &self.token,
-            auto_shutdown_secs: Some(self.time_limit_secs),
+            auto_shutdown_secs: Some(self.plan.time_limit_secs),
             forked_from: None,
             desired_state: DesiredState::Running,
             state: NotebookState::Stopped,
@@ -764,16 +743,16 @@ impl PlanParts {
     fn new_job<'a>(&'a self, id: &'a str) -> NewJob<'a> {
         NewJob {
             id,
-            owner_id: self.owner_id,
-            notebook_id: &self.notebook_id,
-            notebook_name: &self.notebook_name,
-            path: self.path.as_deref(),
-            command: self.command.as_deref(),
-            parameters: &self.parameters,
-            image: &self.image,
-            machine_id: &self.machine_id,
-            gpu_count: self.gpu_count,
-            time_limit_secs: Some(self.time_limit_secs),
+            owner_id: self.plan.notebook.owner_id,
+            notebook_id: &self.plan.notebook.id,
+            notebook_name: &self.plan.notebook.name,
+            path: self.plan.path.as_deref(),
+            command: self.plan.command.as_deref(),
+            parameters: &self.plan.parameters,
+            image: &self.plan.image,
+            machine_id: &self.plan.machine_id,
+            gpu_count: self.plan.gpu_count,
+            time_limit_secs: Some(self.plan.time_limit_secs),
             schedule_id: self.schedule_id.as_deref(),
         }
     }
