@@ -26,8 +26,8 @@ pub use directory::{
 use values::{auto_shutdown_choice, optional_duration};
 pub use values::{
     auto_shutdown_name, parse_auto_shutdown, parse_byte_size, parse_duration, parse_listen,
-    GpuBackend, OriginMode, OverBudget, PortRange, Reclaim, WebhookUrl, AUTO_SHUTDOWN_CHOICES,
-    DEFAULT_LISTEN,
+    time_zone, GpuBackend, OriginMode, OverBudget, PortRange, Reclaim, WebhookUrl,
+    AUTO_SHUTDOWN_CHOICES, DEFAULT_LISTEN,
 };
 
 /// Where the config was found, searched in this order.

@@ -103,9 +103,9 @@ fn check_jobs(j: &super::JobsConfig) -> Check {
             return Err(invalid(key, format!("must be between {min} and {max}")));
         }
     }
-    crate::jobs::cron::time_zone(&j.time_zone)
+    super::values::time_zone(&j.time_zone)
         .map(|_| ())
-        .map_err(|e| invalid("jobs.time_zone", e.to_string()))
+        .map_err(|e| invalid("jobs.time_zone", e))
 }
 
 fn check_environments(e: &super::EnvironmentsConfig) -> Check {
@@ -495,6 +495,9 @@ mod tests {
             ("[[gpu.simulated]]\nuuid = \"\"\nname = \"G\"\nmemory_mib = 1\n", "gpu.simulated[0].uuid", "must not be empty"),
             ("[[gpu.simulated]]\nuuid = \"u\"\nname = \"G\"\nmemory_mib = 1\n[[gpu.simulated]]\nuuid = \"u\"\nname = \"G\"\nmemory_mib = 1\n", "gpu.simulated[1].uuid", "listed twice"),
             ("[docker]\nnetwork = \" \"\n", "docker.network", "Docker network"),
+            ("[jobs]\ntime_zone = \"Mars/Base\"\n", "jobs.time_zone", "IANA name"),
+            ("[jobs]\ndefault_time_limit = \"30d\"\n", "jobs.default_time_limit", "at most jobs.max_time_limit"),
+            ("[jobs]\nmax_cells = 0\n", "jobs.max_cells", "between 1 and"),
         ] {
             let e = parse(toml).unwrap_err();
             assert!(

@@ -17,6 +17,28 @@ pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("'{value}' is not an address:port like 127.0.0.1:8080"))
 }
 
+/// The lab's time zone for job schedules (`jobs.time_zone`): an IANA name ("Europe/Berlin")
+/// or, when empty, the system's, falling back to UTC.
+pub fn time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    use jiff::tz::TimeZone;
+    let name = name.trim();
+    if name.is_empty() {
+        return Ok(TimeZone::try_system().unwrap_or(TimeZone::UTC));
+    }
+    // Names are looked up as files under /usr/share/zoneinfo: keep to what IANA names use.
+    let plausible = name.len() <= 64
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c));
+    match plausible.then(|| TimeZone::get(name)) {
+        Some(Ok(tz)) => Ok(tz),
+        _ => Err(format!(
+            "unknown time zone '{name}' (use an IANA name such as Europe/Berlin)"
+        )),
+    }
+}
+
 /// Where notebooks are served (`notebooks.origin`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

@@ -294,22 +294,9 @@ impl Schedule {
 }
 
 /// The lab's time zone: `name` (IANA, e.g. "Europe/Berlin") or, when empty, the system's,
-/// falling back to UTC.
+/// falling back to UTC (`config::time_zone`, which checks `jobs.time_zone` at start).
 pub fn time_zone(name: &str) -> Result<TimeZone, CronError> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Ok(TimeZone::try_system().unwrap_or(TimeZone::UTC));
-    }
-    // Names are looked up as files under /usr/share/zoneinfo: keep to what IANA names use.
-    let plausible = name.len() <= 64
-        && !name.contains("..")
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c));
-    match plausible.then(|| TimeZone::get(name)) {
-        Some(Ok(tz)) => Ok(tz),
-        _ => Err(CronError::UnknownTimeZone(name.to_string())),
-    }
+    crate::config::time_zone(name).map_err(|_| CronError::UnknownTimeZone(name.trim().to_string()))
 }
 
 fn expand_shortcut(shortcut: &str) -> Result<[&'static str; 5], CronError> {
