@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use notebox::config::{GpuBackend, MachineType, SimulatedGpu};
 use serde_json::{json, Value};
 use webhook_receiver::Receiver;
 
@@ -20,22 +19,7 @@ const GPU: &str = "GPU-7a000000-0000-0000-0000-000000000001";
 /// The test image, one simulated GPU, and a one-GPU machine type beside the CPU one.
 fn job_config(c: &mut notebox::Config, image: &str) {
     docker_config(c, image);
-    c.gpu.backend = GpuBackend::Simulated;
-    c.gpu.simulated = vec![SimulatedGpu {
-        uuid: GPU.into(),
-        name: "Simulated A100".into(),
-        memory_mib: 40960,
-        utilization_file: None,
-    }];
-    c.machines.push(MachineType {
-        id: "gpu1".into(),
-        name: "1 GPU".into(),
-        cpus: 0.5,
-        memory_mib: 768,
-        gpus: 1,
-        idle_timeout: None,
-        reclaim: None,
-    });
+    one_simulated_gpu(c, GPU);
 }
 
 /// A notebook file: code cells from sources; a source starting with "#parameters" is the

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use notebox::config::{GpuBackend, MachineType, SimulatedGpu};
+use notebox::config::{GpuBackend, SimulatedGpu};
 use serde_json::{json, Value};
 
 const READY: Duration = Duration::from_secs(90);
@@ -483,23 +483,8 @@ async fn dashboard(browser: &reqwest::Client, base: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budgets_warn_and_can_block_new_gpu_notebooks() {
     let server = TestServer::start_with(|c| {
-        c.gpu.backend = GpuBackend::Simulated;
-        c.gpu.simulated = vec![SimulatedGpu {
-            uuid: gpu_uuid(0),
-            name: "Sim".into(),
-            memory_mib: 40960,
-            utilization_file: None,
-        }];
+        one_simulated_gpu(c, &gpu_uuid(0));
         c.usage.over_budget = notebox::config::OverBudget::Block;
-        c.machines.push(MachineType {
-            id: "gpu1".into(),
-            name: "1 GPU".into(),
-            cpus: 0.5,
-            memory_mib: 768,
-            gpus: 1,
-            idle_timeout: None,
-            reclaim: None,
-        });
     })
     .await;
     add_user(&server, "root", "root-password-1", true);
@@ -615,22 +600,7 @@ async fn a_real_prometheus_scrapes_gpu_holders_and_notebook_states() {
     let server = TestServer::start_with(|c| {
         docker_config(c, &image);
         c.metrics.token = METRICS_TOKEN.into();
-        c.gpu.backend = GpuBackend::Simulated;
-        c.gpu.simulated = vec![SimulatedGpu {
-            uuid: gpu_uuid(0),
-            name: "Sim".into(),
-            memory_mib: 40960,
-            utilization_file: None,
-        }];
-        c.machines.push(MachineType {
-            id: "gpu1".into(),
-            name: "1 GPU".into(),
-            cpus: 0.5,
-            memory_mib: 768,
-            gpus: 1,
-            idle_timeout: None,
-            reclaim: None,
-        });
+        one_simulated_gpu(c, &gpu_uuid(0));
     })
     .await;
     let _containers = ContainerGuard(server.data_dir().to_path_buf());

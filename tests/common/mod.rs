@@ -577,6 +577,28 @@ pub fn docker_config(config: &mut Config, image: &str) {
     config.notebooks.reconcile_interval = Duration::from_secs(1);
 }
 
+/// One simulated GPU (`uuid`, 40 GiB) and a one-GPU machine type `gpu1` beside the
+/// config's own.
+pub fn one_simulated_gpu(config: &mut Config, uuid: &str) {
+    use notebox::config::{GpuBackend, MachineType, SimulatedGpu};
+    config.gpu.backend = GpuBackend::Simulated;
+    config.gpu.simulated = vec![SimulatedGpu {
+        uuid: uuid.into(),
+        name: "Simulated A100".into(),
+        memory_mib: 40960,
+        utilization_file: None,
+    }];
+    config.machines.push(MachineType {
+        id: "gpu1".into(),
+        name: "1 GPU".into(),
+        cpus: 0.5,
+        memory_mib: 768,
+        gpus: 1,
+        idle_timeout: None,
+        reclaim: None,
+    });
+}
+
 /// `docker_config` with tests/upstream/echo.py as the catalog's only "Jupyter": it reports
 /// the headers it got (`api/status`) and echoes WebSocket messages (`echo`).
 pub fn echo_config(config: &mut Config, image: &str) {
