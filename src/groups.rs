@@ -219,6 +219,7 @@ mod tests {
             members: Vec::new(),
             machines: machines.iter().map(|m| m.to_string()).collect(),
             max_gpus,
+            shares: None,
             gpu_hours_budget: budget,
             folder: true,
             folder_others: FolderOthers::None,

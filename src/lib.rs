@@ -28,6 +28,7 @@ pub mod platform;
 pub mod proxy;
 pub mod secrets;
 pub mod share;
+pub mod sharing;
 pub mod usage;
 pub mod vault;
 pub mod web;

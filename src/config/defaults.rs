@@ -24,6 +24,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             usage: UsageConfig::default(),
             jobs: JobsConfig::default(),
+            reservations: super::ReservationsConfig::default(),
             environments: EnvironmentsConfig::default(),
             images: default_images(),
             machines: default_machines(),
@@ -105,6 +106,10 @@ impl Default for GpuConfig {
             max_gpus_per_user: 8,
             sample_interval: Duration::from_secs(2),
             simulated: Vec::new(),
+            queue_order: super::QueueOrderName::Fifo,
+            fair_share_half_life: Duration::from_secs(7 * 86400),
+            fair_share_max_wait: Duration::from_secs(4 * 3600),
+            shares: Default::default(),
         }
     }
 }
@@ -200,6 +205,16 @@ impl Default for JobsConfig {
             time_zone: String::new(),
             keep_finished: Duration::from_secs(90 * 24 * 3600),
             keep_runs_per_schedule: 50,
+        }
+    }
+}
+
+impl Default for super::ReservationsConfig {
+    fn default() -> Self {
+        super::ReservationsConfig {
+            max_length: Duration::from_secs(8 * 3600),
+            max_ahead: Duration::from_secs(14 * 86400),
+            max_gpu_hours_per_week: 64.0,
         }
     }
 }

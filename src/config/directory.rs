@@ -147,6 +147,9 @@ pub struct GroupConfig {
     /// A member's default monthly GPU-hour budget; unset = none from this group.
     #[serde(default)]
     pub gpu_hours_budget: Option<f64>,
+    /// Fair share weight of its members (`[gpu] queue_order = "fair_share"`); unset = 1.
+    #[serde(default)]
+    pub shares: Option<f64>,
     /// A shared folder at `/shared/{id}`, read-write for the group's members.
     #[serde(default)]
     pub folder: bool,

@@ -75,6 +75,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub usage: UsageConfig,
     pub jobs: JobsConfig,
+    pub reservations: ReservationsConfig,
     pub environments: EnvironmentsConfig,
     pub images: Vec<ImageSpec>,
     pub machines: Vec<MachineType>,
@@ -269,6 +270,40 @@ pub struct GpuConfig {
     #[serde(with = "humantime_serde")]
     pub sample_interval: Duration,
     pub simulated: Vec<SimulatedGpu>,
+    /// The order of the GPU queue: first come first served, or fair share.
+    pub queue_order: QueueOrderName,
+    /// Fair share: how fast past GPU use is forgotten (use this long ago counts half).
+    #[serde(with = "humantime_serde")]
+    pub fair_share_half_life: Duration,
+    /// Fair share's starvation rule: a waiting notebook or job goes ahead of every one that
+    /// has waited less once it has waited this long.
+    #[serde(with = "humantime_serde")]
+    pub fair_share_max_wait: Duration,
+    /// Fair share weights per member (a member with 2 may use twice as much as one with 1
+    /// before coming second); groups may set `shares` too; default 1.
+    pub shares: std::collections::BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueOrderName {
+    #[default]
+    Fifo,
+    FairShare,
+}
+
+/// GPU bookings: what a member may book (admins book without these limits).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReservationsConfig {
+    /// The longest booking.
+    #[serde(with = "humantime_serde")]
+    pub max_length: Duration,
+    /// How far ahead a booking may start.
+    #[serde(with = "humantime_serde")]
+    pub max_ahead: Duration,
+    /// GPU-hours a member may book per week (Monday to Sunday, UTC); 0 = no limit.
+    pub max_gpu_hours_per_week: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -52,9 +52,66 @@ impl Config {
         check_simulated_gpus(&self.gpu)?;
         check_environments(&self.environments)?;
         check_jobs(&self.jobs)?;
+        check_sharing(self)?;
         super::directory::check(self).map_err(|(key, message)| invalid(key, message))?;
         check_docker(&self.docker)
     }
+}
+
+/// Fair share and bookings: half-lives and waits that mean something, positive weights,
+/// booking limits a member can book within.
+fn check_sharing(c: &Config) -> Check {
+    use std::time::Duration;
+    if c.gpu.fair_share_half_life < Duration::from_secs(60) {
+        return Err(invalid(
+            "gpu.fair_share_half_life",
+            "must be at least 1m, e.g. \"7d\"",
+        ));
+    }
+    if c.gpu.fair_share_max_wait < Duration::from_secs(60) {
+        return Err(invalid(
+            "gpu.fair_share_max_wait",
+            "must be at least 1m, e.g. \"4h\"",
+        ));
+    }
+    let weights = c
+        .gpu
+        .shares
+        .iter()
+        .map(|(member, w)| (format!("gpu.shares.{member}"), *w))
+        .chain(
+            c.groups
+                .iter()
+                .filter_map(|g| g.shares.map(|w| (format!("groups[{}].shares", g.id), w))),
+        );
+    for (key, w) in weights {
+        if !(w.is_finite() && (0.01..=1000.0).contains(&w)) {
+            return Err(invalid(
+                &key,
+                "must be a number from 0.01 to 1000 (1 = an equal share)",
+            ));
+        }
+    }
+    let r = &c.reservations;
+    if r.max_length < Duration::from_secs(60) {
+        return Err(invalid(
+            "reservations.max_length",
+            "must be at least 1m, e.g. \"8h\"",
+        ));
+    }
+    if r.max_ahead < r.max_length {
+        return Err(invalid(
+            "reservations.max_ahead",
+            "must be at least reservations.max_length",
+        ));
+    }
+    if !(r.max_gpu_hours_per_week.is_finite() && r.max_gpu_hours_per_week >= 0.0) {
+        return Err(invalid(
+            "reservations.max_gpu_hours_per_week",
+            "must be 0 (no limit) or a positive number of GPU-hours",
+        ));
+    }
+    Ok(())
 }
 
 fn check_jobs(j: &super::JobsConfig) -> Check {

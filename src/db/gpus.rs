@@ -152,6 +152,33 @@ pub fn queue(conn: &Connection) -> Result<Vec<(String, i64)>, DbError> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Queued notebooks and jobs with their owners (name, directory groups), first come
+/// first: (id, gpu_count, owner id, owner, directory groups, queued_at, auto-shutdown secs).
+pub type QueueEntry = (String, i64, i64, String, Vec<String>, i64, Option<i64>);
+
+pub fn queue_entries(conn: &Connection) -> Result<Vec<QueueEntry>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT n.id, n.gpu_count, n.owner_id, u.username, u.directory_groups,
+                COALESCE(n.queued_at, n.created_at), n.auto_shutdown_secs
+         FROM notebooks n JOIN users u ON u.id = n.owner_id
+         WHERE n.state = ?1 AND n.desired_state = ?2
+         ORDER BY n.queued_at, n.created_at, n.id",
+    )?;
+    let rows = stmt.query_map(params![NotebookState::Queued, DesiredState::Running], |r| {
+        let groups: String = r.get(4)?;
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            super::users::split_groups(&groups),
+            r.get(5)?,
+            r.get(6)?,
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// How many notebooks wait for GPUs, and since when the first one waits.
 pub fn queue_summary(conn: &Connection) -> Result<(i64, Option<i64>), DbError> {
     Ok(conn.query_row(

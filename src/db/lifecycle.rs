@@ -284,7 +284,7 @@ pub fn begin_reclaim(
 
 /// Marks a notebook to be stopped: out of the queue (→ stopped), or on its way down
 /// (→ stopping, the reconciler does the rest); a pending restart and its notice dropped.
-fn request_stop_in(conn: &Connection, id: &str, detail: &str) -> Result<(), DbError> {
+pub fn request_stop_in(conn: &Connection, id: &str, detail: &str) -> Result<(), DbError> {
     q::set_restart_requested(conn, id, false)?;
     q::set_notice(conn, id, None)?;
     q::transition(

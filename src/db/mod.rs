@@ -12,6 +12,7 @@ pub mod migrations;
 pub mod notebooks;
 pub mod origin_ports;
 pub mod placement;
+pub mod reservations;
 pub mod secrets;
 pub mod sessions;
 pub mod shares;

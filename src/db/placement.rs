@@ -5,9 +5,13 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
+use std::collections::HashMap;
+
 use super::gpus as q;
 use super::notebooks::{self as nq, NewNotebook, NotebookRow, Transition};
+use super::reservations::{self as rq, Reservation};
 use super::DbError;
+use crate::sharing::fair_share::{self, QueueOrder, Waiting};
 
 #[derive(Debug, Clone)]
 pub struct PlacementRequest {
@@ -27,6 +31,8 @@ pub struct PlacementRequest {
     /// (`notebooks.max_running_per_user`); None: not checked (a queued notebook moving up
     /// was counted when it joined the queue).
     pub running_limit: Option<i64>,
+    /// The queue's order (first come first served, or fair share).
+    pub order: QueueOrder,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -47,7 +53,7 @@ pub enum Refusal {
     OverLimit { limit: i64, held: i64 },
     #[error("You have used {used:.1} of your {budget:.1} GPU-hours this month, and this Notebox starts no GPU notebook over budget. Use a CPU machine type, or ask an admin to raise your budget.")]
     OverBudget { used: f64, budget: f64 },
-    #[error("Not enough free GPUs: this needs {wanted}, and {free} of {total} are free{ahead}. {holders}Try again when one is stopped.")]
+    #[error("Not enough free GPUs: this needs {wanted}, and {free} of {total} are free{ahead}.{booked} {holders}Try again when one is stopped.")]
     Busy {
         wanted: i64,
         free: usize,
@@ -55,6 +61,8 @@ pub enum Refusal {
         /// ", and 2 waiting before it (first come, first served)" when the queue is not empty.
         ahead: String,
         holders: String,
+        /// " 2 more are free but booked by alice from …" when bookings keep GPUs from it.
+        booked: String,
     },
     #[error("You have {active} jobs queued or running, and a member may have {limit} at once here (jobs.max_unfinished_per_member). Wait for one to end, or cancel one.")]
     TooManyJobs { limit: i64, active: i64 },
@@ -159,9 +167,11 @@ pub fn admit_queued_now(
     conn: &mut Connection,
     gpus: &[String],
     block_over_budget_since: Option<i64>,
+    order: &QueueOrder,
 ) -> Result<Vec<String>, DbError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let started = admit_queued_within_budgets(&tx, gpus, block_over_budget_since)?;
+    displace_for_bookings(&tx)?;
+    let started = admit_queued_within_budgets(&tx, gpus, block_over_budget_since, order)?;
     tx.commit()?;
     Ok(started)
 }
@@ -198,45 +208,247 @@ fn place(conn: &Connection, req: &PlacementRequest) -> Result<Result<Placement, 
             held,
         }));
     }
-    let waiting: Vec<(String, i64)> = q::queue(conn)?
-        .into_iter()
-        .filter(|(id, _)| id != &req.notebook_id)
-        .collect();
+    let now = crate::clock::now();
+    let me = this_one(conn, req, now)?;
+    let mut waiting = ordered_queue(conn, &req.order, now)?;
+    waiting.retain(|w| w.id != req.notebook_id);
+    let limit_secs = me.limit_secs;
+    waiting.push(me);
+    fair_share::sort(&mut waiting, &req.order, now);
+    let ahead = waiting
+        .iter()
+        .position(|w| w.id == req.notebook_id)
+        .unwrap_or(0);
     let free = free_gpus(conn, &req.gpus)?;
-    // First come, first served: nobody overtakes a notebook that is already waiting.
-    if waiting.is_empty() && free.len() >= req.gpu_count as usize {
-        let chosen: Vec<String> = free.into_iter().take(req.gpu_count as usize).collect();
-        for uuid in &chosen {
+    let fit = Fit::of(
+        &rq::current_by_gpu(conn, now)?,
+        &free,
+        req.owner_id,
+        limit_secs,
+        now,
+    );
+    let wanted = req.gpu_count as usize;
+    // Nobody overtakes one that goes first; a member's own booked GPUs are theirs alone.
+    let pool = if ahead == 0 {
+        fit.ordered()
+    } else {
+        fit.own_active.clone()
+    };
+    if pool.len() >= wanted {
+        for uuid in pool.iter().take(wanted) {
             q::insert(conn, uuid, &req.notebook_id)?;
         }
         q::mark_starting(conn, &req.notebook_id)?;
-        return Ok(Ok(Placement::Starting(chosen)));
+        return Ok(Ok(Placement::Starting(
+            pool.into_iter().take(wanted).collect(),
+        )));
     }
+    let booked = fit.describe_kept();
     if req.queue {
         let detail = format!(
-            "Waiting for {} GPU{} ({} of {} free now)",
+            "Waiting for {} GPU{} ({} of {} free now).{booked}",
             req.gpu_count,
             if req.gpu_count == 1 { "" } else { "s" },
             free.len(),
             total
         );
-        q::mark_queued(conn, &req.notebook_id, &detail)?;
+        q::mark_queued(conn, &req.notebook_id, detail.trim_end())?;
         return Ok(Ok(Placement::Queued {
-            position: waiting.len() + 1,
+            position: ahead + 1,
         }));
     }
     Ok(Err(Refusal::Busy {
         wanted: req.gpu_count,
-        free: free.len(),
+        free: fit.ordered().len(),
         total,
-        ahead: match waiting.len() {
+        ahead: match ahead {
             0 => String::new(),
             n => format!(
-                ", but {n} notebook(s) or job(s) already wait for GPUs (first come, first served)"
+                ", but {n} notebook(s) or job(s) wait for GPUs before it ({})",
+                order_name(&req.order)
             ),
         },
         holders: describe_holders(conn)?,
+        booked,
     }))
+}
+
+fn order_name(order: &QueueOrder) -> &'static str {
+    if order.is_fair_share() {
+        "fair share: who used fewer GPU-hours recently goes first"
+    } else {
+        "first come, first served"
+    }
+}
+
+/// Seconds a start may take before its auto-shutdown clock runs: a notebook whose limit
+/// ends within this of a booking's start does not use the booked GPU.
+const START_MARGIN: i64 = 120;
+
+/// Which free GPUs a member's notebook or job may take, given the bookings, best first.
+#[derive(Debug, Default)]
+struct Fit {
+    /// In the member's own booking, now.
+    own_active: Vec<String>,
+    /// In nobody's booking.
+    unbooked: Vec<String>,
+    /// Booked by the member later.
+    own_future: Vec<String>,
+    /// Booked by someone else later, and it ends before that.
+    before_booking: Vec<String>,
+    /// Free GPUs someone else's booking keeps from it: how many, and the first such
+    /// booking (start, member).
+    kept: Option<(usize, i64, String)>,
+}
+
+impl Fit {
+    fn of(
+        bookings: &HashMap<String, Vec<Reservation>>,
+        free: &[String],
+        owner: i64,
+        limit_secs: Option<i64>,
+        now: i64,
+    ) -> Fit {
+        let ends = limit_secs.map(|s| now + s + START_MARGIN);
+        let mut fit = Fit::default();
+        for gpu in free {
+            let theirs = bookings.get(gpu).map(Vec::as_slice).unwrap_or_default();
+            let mine = |r: &Reservation| r.user_id == Some(owner);
+            let blocking = theirs
+                .iter()
+                .filter(|r| !mine(r))
+                .find(|r| r.is_active(now) || ends.is_none_or(|end| end > r.starts_at));
+            if let Some(r) = blocking {
+                if !r.is_active(now) {
+                    let first = fit
+                        .kept
+                        .take()
+                        .map_or((0, r.starts_at, r.member.clone()), |k| {
+                            if r.starts_at < k.1 {
+                                (k.0, r.starts_at, r.member.clone())
+                            } else {
+                                k
+                            }
+                        });
+                    fit.kept = Some((first.0 + 1, first.1, first.2));
+                }
+                continue;
+            }
+            let list = if theirs.iter().any(|r| mine(r) && r.is_active(now)) {
+                &mut fit.own_active
+            } else if theirs.iter().any(|r| !mine(r)) {
+                &mut fit.before_booking
+            } else if theirs.is_empty() {
+                &mut fit.unbooked
+            } else {
+                &mut fit.own_future
+            };
+            list.push(gpu.clone());
+        }
+        fit
+    }
+
+    fn ordered(&self) -> Vec<String> {
+        [
+            &self.own_active,
+            &self.unbooked,
+            &self.own_future,
+            &self.before_booking,
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect()
+    }
+
+    /// " 2 more are free but booked by alice from 2026-12-10 14:00 UTC: …" or "".
+    fn describe_kept(&self) -> String {
+        let Some((n, from, member)) = &self.kept else {
+            return String::new();
+        };
+        format!(
+            " {n} more {} free but booked by {member} from {}: with an auto-shutdown that ends before then (“until the booking”, it stops at {}) it can use {}.",
+            if *n == 1 { "is" } else { "are" },
+            rq::short_time(*from),
+            rq::short_time(from - START_MARGIN),
+            if *n == 1 { "it" } else { "them" }
+        )
+    }
+}
+
+/// The queue in the order it is served.
+fn ordered_queue(conn: &Connection, order: &QueueOrder, now: i64) -> Result<Vec<Waiting>, DbError> {
+    let mut usage: HashMap<i64, f64> = HashMap::new();
+    let mut waiting = Vec::new();
+    for (id, gpu_count, owner_id, owner, groups, queued_at, limit_secs) in q::queue_entries(conn)? {
+        let (usage_hours, weight) = match order {
+            QueueOrder::Fifo => (0.0, 1.0),
+            QueueOrder::FairShare(fs) => {
+                let hours = match usage.get(&owner_id) {
+                    Some(h) => *h,
+                    None => {
+                        let h = super::usage::decayed_gpu_hours(conn, owner_id, now, fs.half_life)?;
+                        usage.insert(owner_id, h);
+                        h
+                    }
+                };
+                (hours, fs.weights.of(&owner, &groups))
+            }
+        };
+        waiting.push(Waiting {
+            id,
+            owner_id,
+            owner,
+            gpu_count,
+            queued_at,
+            usage_hours,
+            weight,
+            limit_secs,
+        });
+    }
+    fair_share::sort(&mut waiting, order, now);
+    Ok(waiting)
+}
+
+/// The notebook being placed, as a queue entry (it joins the queue now).
+fn this_one(conn: &Connection, req: &PlacementRequest, now: i64) -> Result<Waiting, DbError> {
+    let row = nq::by_id(conn, &req.notebook_id)?;
+    let owner = super::users::by_id(conn, req.owner_id)?;
+    let (usage_hours, weight) = match (&req.order, &owner) {
+        (QueueOrder::FairShare(fs), Some(u)) => (
+            super::usage::decayed_gpu_hours(conn, req.owner_id, now, fs.half_life)?,
+            fs.weights.of(&u.username, &u.directory_groups),
+        ),
+        _ => (0.0, 1.0),
+    };
+    Ok(Waiting {
+        id: req.notebook_id.clone(),
+        owner_id: req.owner_id,
+        owner: owner.map(|u| u.username).unwrap_or_default(),
+        gpu_count: req.gpu_count,
+        queued_at: row.as_ref().and_then(|r| r.queued_at).unwrap_or(now),
+        usage_hours,
+        weight,
+        limit_secs: row.and_then(|r| r.auto_shutdown_secs),
+    })
+}
+
+/// Notebooks and jobs on GPUs that a booking now gives to someone else are asked to stop
+/// (they started before the booking was made; placement keeps others off booked GPUs).
+fn displace_for_bookings(conn: &Connection) -> Result<(), DbError> {
+    for (id, is_job, why) in rq::displaced(conn, crate::clock::now())? {
+        if is_job {
+            super::lifecycle::request_job_end_in(
+                conn,
+                &id,
+                crate::model::JobState::Cancelled,
+                &why,
+            )?;
+        } else {
+            super::lifecycle::request_stop_in(conn, &id, &format!("Stopping: {why}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Starts queued notebooks, first come first served, while their GPUs are free. Also
@@ -244,7 +456,7 @@ fn place(conn: &Connection, req: &PlacementRequest) -> Result<Result<Placement, 
 /// notebooks it started.
 #[cfg(test)]
 fn admit_queued(conn: &Connection, gpus: &[String]) -> Result<Vec<String>, DbError> {
-    admit_queued_within_budgets(conn, gpus, None)
+    admit_queued_within_budgets(conn, gpus, None, &QueueOrder::Fifo)
 }
 
 /// `admit_queued`, and with `block_over_budget_since` (budgets that block, counted from
@@ -254,15 +466,21 @@ fn admit_queued_within_budgets(
     conn: &Connection,
     gpus: &[String],
     block_over_budget_since: Option<i64>,
+    order: &QueueOrder,
 ) -> Result<Vec<String>, DbError> {
     q::release_stale(conn)?;
+    let now = crate::clock::now();
+    let bookings = rq::current_by_gpu(conn, now)?;
     let mut started = Vec::new();
-    for (id, wanted) in q::queue(conn)? {
+    // Once one cannot start, those after it wait too (nobody overtakes), except on GPUs
+    // their member has booked for now.
+    let mut blocked = false;
+    for w in ordered_queue(conn, order, now)? {
         if let Some(since) = block_over_budget_since {
-            if let Some(refusal) = over_budget(conn, &id, since)? {
+            if let Some(refusal) = over_budget(conn, &w.id, since)? {
                 nq::transition(
                     conn,
-                    &id,
+                    &w.id,
                     Transition {
                         from: &[crate::model::NotebookState::Queued],
                         to: crate::model::NotebookState::Stopped,
@@ -274,14 +492,22 @@ fn admit_queued_within_budgets(
             }
         }
         let free = free_gpus(conn, gpus)?;
-        if free.len() < wanted.max(0) as usize {
-            break;
+        let fit = Fit::of(&bookings, &free, w.owner_id, w.limit_secs, now);
+        let pool = if blocked {
+            fit.own_active
+        } else {
+            fit.ordered()
+        };
+        let wanted = w.gpu_count.max(0) as usize;
+        if pool.len() < wanted {
+            blocked = true;
+            continue;
         }
-        for uuid in free.iter().take(wanted.max(0) as usize) {
-            q::insert(conn, uuid, &id)?;
+        for uuid in pool.iter().take(wanted) {
+            q::insert(conn, uuid, &w.id)?;
         }
-        q::mark_starting(conn, &id)?;
-        started.push(id);
+        q::mark_starting(conn, &w.id)?;
+        started.push(w.id);
     }
     Ok(started)
 }
@@ -302,15 +528,28 @@ fn over_budget(
     Ok((used >= budget).then_some(Refusal::OverBudget { used, budget }))
 }
 
-/// Each queued notebook's place in the queue (1 is next).
+/// Each queued notebook's place in the queue (1 is next) and why it stands there.
 pub fn queue_positions(
     conn: &Connection,
-) -> Result<std::collections::HashMap<String, usize>, DbError> {
-    Ok(q::queue(conn)?
-        .into_iter()
+    order: &QueueOrder,
+) -> Result<HashMap<String, (usize, String)>, DbError> {
+    let now = crate::clock::now();
+    let waiting = ordered_queue(conn, order, now)?;
+    Ok(waiting
+        .iter()
         .enumerate()
-        .map(|(i, (id, _))| (id, i + 1))
+        .map(|(i, w)| {
+            (
+                w.id.clone(),
+                (i + 1, fair_share::explain(&waiting, i, order, now)),
+            )
+        })
         .collect())
+}
+
+/// The queue as it is served, for the GPUs page.
+pub fn queue_in_order(conn: &Connection, order: &QueueOrder) -> Result<Vec<Waiting>, DbError> {
+    ordered_queue(conn, order, crate::clock::now())
 }
 
 #[cfg(test)]
@@ -332,6 +571,10 @@ mod tests {
     /// A stopped notebook asking for `gpu_count` GPUs. Ids sort in creation order, as the
     /// queue breaks ties (same second) by id.
     fn notebook(db: &Db, id: &str, owner_id: i64, gpu_count: i64) {
+        notebook_limited(db, id, owner_id, gpu_count, None);
+    }
+
+    fn notebook_limited(db: &Db, id: &str, owner_id: i64, gpu_count: i64, limit: Option<i64>) {
         db.with_conn(|c| {
             nq::insert(
                 c,
@@ -348,7 +591,7 @@ mod tests {
                     memory_mib: 1024,
                     gpu_count,
                     jupyter_token: "t",
-                    auto_shutdown_secs: None,
+                    auto_shutdown_secs: limit,
                     forked_from: None,
                     desired_state: crate::model::DesiredState::Stopped,
                     state: crate::model::NotebookState::Stopped,
@@ -385,6 +628,7 @@ mod tests {
                     gpus: all.to_vec(),
                     block_over_budget_since: None,
                     running_limit: None,
+                    order: QueueOrder::Fifo,
                 },
             )?;
             if placed.is_ok() {
@@ -419,6 +663,7 @@ mod tests {
                             crate::model::NotebookState::Starting,
                             crate::model::NotebookState::Running,
                             crate::model::NotebookState::Queued,
+                            crate::model::NotebookState::Stopping,
                         ],
                         to: crate::model::NotebookState::Stopped,
                         detail: "",
@@ -495,7 +740,7 @@ mod tests {
             .expect("budget");
         stop(&db, "a");
         let started = db
-            .with_conn(|c| admit_queued_within_budgets(c, &all, Some(0)))
+            .with_conn(|c| admit_queued_within_budgets(c, &all, Some(0), &QueueOrder::Fifo))
             .expect("admit");
         assert_eq!(
             started,
@@ -589,9 +834,11 @@ mod tests {
         );
         assert_eq!(state(&db, "nb-3"), crate::model::NotebookState::Queued);
         assert!(held_by(&db, "nb-3").is_empty());
-        let positions = db.with_conn(|c| queue_positions(c)).expect("positions");
-        assert_eq!(positions.get("nb-3"), Some(&1));
-        assert_eq!(positions.get("nb-4"), Some(&2));
+        let positions = db
+            .with_conn(|c| queue_positions(c, &QueueOrder::Fifo))
+            .expect("positions");
+        assert_eq!(positions.get("nb-3").map(|p| p.0), Some(1));
+        assert_eq!(positions.get("nb-4").map(|p| p.0), Some(2));
         assert_eq!(positions.len(), 2);
 
         // Nothing is free: a pass admits nobody.
@@ -607,8 +854,10 @@ mod tests {
         assert_eq!(held_by(&db, "nb-3"), freed);
         assert_eq!(state(&db, "nb-3"), crate::model::NotebookState::Starting);
         assert_eq!(state(&db, "nb-4"), crate::model::NotebookState::Queued);
-        let positions = db.with_conn(|c| queue_positions(c)).expect("positions");
-        assert_eq!(positions.get("nb-4"), Some(&1), "nb-4 moved up");
+        let positions = db
+            .with_conn(|c| queue_positions(c, &QueueOrder::Fifo))
+            .expect("positions");
+        assert_eq!(positions.get("nb-4").map(|p| p.0), Some(1), "nb-4 moved up");
 
         // A newcomer does not overtake the queue, even when a GPU is free.
         stop(&db, "nb-2");
@@ -759,5 +1008,197 @@ mod tests {
                 total: 0
             })
         );
+    }
+
+    fn fair() -> QueueOrder {
+        QueueOrder::FairShare(crate::sharing::fair_share::FairShare {
+            half_life: 7 * 86400,
+            max_wait: 4 * 3600,
+            weights: Default::default(),
+        })
+    }
+
+    /// `hours` GPU-hours of use for `owner`, ended an hour ago.
+    fn used(db: &Db, owner: i64, hours: i64) {
+        let end = crate::clock::now() - 3600;
+        db.with_conn(|c| {
+            c.execute(
+                "INSERT INTO usage_intervals (user_id, member, notebook_id, notebook_name, machine_id,
+                    gpu_uuid, cores, started_at, ended_at) VALUES (?1, 'm', 'old', 'old', 'gpu', 'g', 1, ?2, ?3)",
+                rusqlite::params![owner, end - hours * 3600, end],
+            )?;
+            Ok(())
+        })
+        .expect("ledger");
+    }
+
+    fn admit(db: &Db, all: &[String], order: &QueueOrder) -> Vec<String> {
+        db.with_conn(|c| admit_queued_now(c, all, None, order))
+            .expect("admit")
+    }
+
+    #[test]
+    fn fair_share_starts_the_light_user_first_and_fifo_the_first_to_come() {
+        for (order, first) in [(fair(), "bob-nb"), (QueueOrder::Fifo, "alice-nb")] {
+            let (_dir, db) = crate::db::test_db();
+            let all = gpus(1);
+            let (alice, bob, carol) = (user(&db, "alice"), user(&db, "bob"), user(&db, "carol"));
+            used(&db, alice, 40);
+            used(&db, bob, 1);
+            for (id, owner) in [("carol-nb", carol), ("alice-nb", alice), ("bob-nb", bob)] {
+                notebook(&db, id, owner, 1);
+                let placed = place_in(&db, id, owner, 1, 8, true, &all);
+                assert!(placed.is_ok(), "{placed:?}");
+            }
+            let why = db
+                .with_conn(|c| queue_positions(c, &order))
+                .expect("positions");
+            stop(&db, "carol-nb");
+            assert_eq!(admit(&db, &all, &order), [first]);
+            if order.is_fair_share() {
+                let (pos, reason) = why.get("alice-nb").cloned().expect("alice queued");
+                assert_eq!(pos, 2);
+                assert!(
+                    reason.starts_with("Ahead of you: bob (1.0 GPU-hours recently). You used 36.7"),
+                    "{reason}"
+                );
+            }
+        }
+    }
+
+    fn book(
+        db: &Db,
+        owner: Option<i64>,
+        n: usize,
+        from: i64,
+        to: i64,
+        all: &[String],
+    ) -> Reservation {
+        let inventory: Vec<(String, String)> =
+            all.iter().map(|g| (g.clone(), "A100".into())).collect();
+        let new = rq::NewReservation {
+            id: format!("r{from}{n}{}", owner.unwrap_or(0)),
+            user_id: owner,
+            member: format!("user{}", owner.unwrap_or(0)),
+            purpose: String::new(),
+            gpu_name: None,
+            gpus: n,
+            starts_at: from,
+            ends_at: to,
+            created_by: "t".into(),
+        };
+        db.with_conn(|c| rq::book(c, &new, &inventory, None))
+            .expect("book")
+            .expect("booked")
+    }
+
+    #[test]
+    fn bookings_keep_gpus_from_notebooks_that_would_outlast_their_start() {
+        let (_dir, db) = crate::db::test_db();
+        let all = gpus(3);
+        let (alice, bob) = (user(&db, "alice"), user(&db, "bob"));
+        let now = crate::clock::now();
+        let booking = book(&db, Some(alice), 2, now + 120, now + 3600, &all);
+        // Beyond capacity: refused, saying who booked.
+        let inventory: Vec<(String, String)> =
+            all.iter().map(|g| (g.clone(), "A100".into())).collect();
+        let mut more = rq::NewReservation {
+            id: "x".into(),
+            user_id: Some(bob),
+            member: "bob".into(),
+            purpose: String::new(),
+            gpu_name: None,
+            gpus: 2,
+            starts_at: now + 600,
+            ends_at: now + 1200,
+            created_by: "bob".into(),
+        };
+        let refused = db
+            .with_conn(|c| rq::book(c, &more, &inventory, None))
+            .expect("book");
+        assert!(
+            matches!(&refused, Err(rq::BookingRefusal::NotEnough { free: 1, .. })),
+            "{refused:?}"
+        );
+        assert!(refused.unwrap_err().to_string().contains("user1"));
+        more.gpus = 1;
+        assert!(db
+            .with_conn(|c| rq::book(c, &more, &inventory, None))
+            .expect("book")
+            .is_ok());
+        // Bob's 6 h notebook goes to the unbooked GPU; his second waits, told why.
+        notebook_limited(&db, "bob-1", bob, 1, Some(6 * 3600));
+        let placed = place_in(&db, "bob-1", bob, 1, 8, true, &all);
+        let Ok(Placement::Starting(g)) = placed else {
+            panic!("{placed:?}")
+        };
+        assert!(!booking.gpu_uuids.contains(&g[0]), "placed on a booked GPU");
+        notebook_limited(&db, "bob-2", bob, 1, Some(6 * 3600));
+        assert_eq!(
+            place_in(&db, "bob-2", bob, 1, 8, true, &all),
+            Ok(Placement::Queued { position: 1 })
+        );
+        let detail = db
+            .with_conn(|c| nq::by_id(c, "bob-2"))
+            .expect("row")
+            .expect("row")
+            .state_detail;
+        assert!(
+            detail.contains("booked by user1") && detail.contains("until the booking"),
+            "{detail}"
+        );
+        // Without a queue, the refusal says it too.
+        notebook_limited(&db, "bob-4", bob, 1, Some(6 * 3600));
+        let refused = place_in(&db, "bob-4", bob, 1, 8, false, &all).expect_err("refused");
+        assert!(refused.to_string().contains("booked by user1"), "{refused}");
+        // Alice's own notebook may use her booked GPUs, even before the window.
+        notebook(&db, "alice-1", alice, 2);
+        db.with_conn(|c| {
+            c.execute("DELETE FROM notebooks WHERE id = 'bob-2'", [])?;
+            Ok(())
+        })
+        .expect("drop");
+        let placed = place_in(&db, "alice-1", alice, 2, 8, true, &all);
+        assert_eq!(placed, Ok(Placement::Starting(booking.gpu_uuids.clone())));
+    }
+
+    #[test]
+    fn a_short_notebook_fits_before_a_booking_and_a_holder_is_displaced_at_its_start() {
+        let (_dir, db) = crate::db::test_db();
+        let all = gpus(1);
+        let (alice, bob) = (user(&db, "alice"), user(&db, "bob"));
+        let now = crate::clock::now();
+        book(&db, Some(alice), 1, now + 3 * 3600, now + 4 * 3600, &all);
+        notebook_limited(&db, "bob-1h", bob, 1, Some(3600));
+        assert!(matches!(
+            place_in(&db, "bob-1h", bob, 1, 8, true, &all),
+            Ok(Placement::Starting(_))
+        ));
+        // A booking that starts now (made while bob holds the GPU): bob is asked to stop,
+        // alice's queued notebook starts once the GPU is free.
+        db.with_conn(|c| {
+            c.execute("DELETE FROM reservations", [])?;
+            Ok(())
+        })
+        .expect("clear");
+        book(&db, Some(alice), 1, now - 10, now + 3600, &all);
+        notebook(&db, "alice-1", alice, 1);
+        assert_eq!(
+            place_in(&db, "alice-1", alice, 1, 8, true, &all),
+            Ok(Placement::Queued { position: 1 })
+        );
+        assert!(admit(&db, &all, &QueueOrder::Fifo).is_empty());
+        let bob_row = db
+            .with_conn(|c| nq::by_id(c, "bob-1h"))
+            .expect("row")
+            .expect("row");
+        assert_eq!(bob_row.desired_state, crate::model::DesiredState::Stopped);
+        assert!(
+            bob_row.state_detail.contains("booked by user1"),
+            "{}",
+            bob_row.state_detail
+        );
+        stop(&db, "bob-1h");
+        assert_eq!(admit(&db, &all, &QueueOrder::Fifo), ["alice-1"]);
     }
 }

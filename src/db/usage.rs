@@ -220,3 +220,26 @@ pub fn gpu_seconds_since(conn: &Connection, user_id: i64, from: i64) -> Result<f
         |r| r.get::<_, f64>(0),
     )?)
 }
+
+/// A member's recent GPU-hours for fair share: each GPU-second held weighted by
+/// 2^(−age/half_life) at `at` (intervals older than 20 half-lives count for nothing).
+pub fn decayed_gpu_hours(
+    conn: &Connection,
+    user_id: i64,
+    at: i64,
+    half_life: i64,
+) -> Result<f64, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT started_at, MIN(COALESCE(ended_at, ?2), ?2) FROM usage_intervals
+         WHERE user_id = ?1 AND gpu_uuid IS NOT NULL AND (ended_at IS NULL OR ended_at > ?3)",
+    )?;
+    let rows = stmt.query_map(params![user_id, at, at - 20 * half_life.max(1)], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut seconds = 0.0;
+    for row in rows {
+        let (start, end) = row?;
+        seconds += crate::sharing::fair_share::decayed_seconds(start, end, at, half_life);
+    }
+    Ok(seconds / 3600.0)
+}

@@ -61,7 +61,7 @@ pub(super) fn from_row(r: &Row) -> rusqlite::Result<User> {
     })
 }
 
-fn split_groups(text: &str) -> Vec<String> {
+pub fn split_groups(text: &str) -> Vec<String> {
     text.split(',')
         .filter(|g| !g.is_empty())
         .map(String::from)

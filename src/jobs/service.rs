@@ -262,6 +262,7 @@ impl Jobs {
                 .then(|| crate::usage::month_start(crate::clock::now())),
             // Jobs are limited by `jobs.max_unfinished_per_member`, not by notebooks'.
             running_limit: None,
+            order: self.notebooks.queue_order(),
         };
         // Others see this name on the GPU map: never the command line (it may carry secrets).
         let name = format!("job {id} ({})", plan.notebook.name);
@@ -362,9 +363,10 @@ impl Jobs {
     /// Views of jobs: live GPUs and queue places, and progress from the runner's status
     /// file while running.
     pub(super) async fn views(&self, rows: Vec<JobRow>) -> Result<Vec<Job>, JobError> {
+        let order = self.notebooks.queue_order();
         let (mut gpus, positions) = self
             .db
-            .call(|c| Ok((gq::by_notebook(c)?, placement::queue_positions(c)?)))
+            .call(move |c| Ok((gq::by_notebook(c)?, placement::queue_positions(c, &order)?)))
             .await?;
         let dirs = self.dirs.clone();
         let config = self.config.clone();
@@ -372,7 +374,7 @@ impl Jobs {
             rows.into_iter()
                 .map(|job| {
                     let live_gpus = gpus.remove(&job.id);
-                    let position = positions.get(&job.id).copied();
+                    let position = positions.get(&job.id).map(|p| p.0);
                     let status = (job.state() == JobState::Running)
                         .then(|| {
                             job_run::read_status(&dirs.notebook_dir(&job.notebook_id), &job.id)

@@ -39,6 +39,10 @@ pub struct Notebook {
     pub state_detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<i64>,
+    /// Why it stands where it stands in the queue ("Ahead of you: bob (3.1 GPU-hours
+    /// recently). You used 41.0 …").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_reason: Option<String>,
     pub gpus: Vec<String>,
     pub created_at: String,
     pub started_at: Option<String>,

@@ -307,9 +307,10 @@ impl Reconciler {
         let gpus = self.telemetry.uuids();
         let block = (self.config.usage.over_budget == OverBudget::Block)
             .then(|| crate::usage::month_start(crate::clock::now()));
+        let order = crate::sharing::fair_share::QueueOrder::from_config(&self.config);
         let admitted = self
             .db
-            .call(move |c| crate::db::placement::admit_queued_now(c, &gpus, block))
+            .call(move |c| crate::db::placement::admit_queued_now(c, &gpus, block, &order))
             .await;
         match admitted {
             Ok(started) if !started.is_empty() => {

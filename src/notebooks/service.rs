@@ -70,9 +70,9 @@ impl Notebooks {
         &self,
         row: NotebookRow,
         gpus: Vec<String>,
-        queue_position: Option<usize>,
+        queue: Option<(usize, String)>,
     ) -> Notebook {
-        notebook_view(&self.config, &self.tracker, row, gpus, queue_position)
+        notebook_view(&self.config, &self.tracker, row, gpus, queue)
     }
 
     /// "alice’s “experiment”" for any notebook (used to say where a fork came from).
@@ -101,23 +101,30 @@ impl Notebooks {
     pub async fn get_notebook(&self, owner: &User, id: &str) -> Result<Notebook, NotebookError> {
         let row = self.notebook_row(owner, id).await?;
         let nid = row.id.clone();
+        let order = self.queue_order();
         let (gpus, positions) = self
             .db
-            .call(move |c| Ok((gq::of_notebook(c, &nid)?, placement::queue_positions(c)?)))
+            .call(move |c| {
+                Ok((
+                    gq::of_notebook(c, &nid)?,
+                    placement::queue_positions(c, &order)?,
+                ))
+            })
             .await?;
-        let position = positions.get(&row.id).copied();
+        let position = positions.get(&row.id).cloned();
         Ok(self.view_with(row, gpus, position))
     }
 
     pub async fn list_notebooks(&self, owner: &User) -> Result<Vec<Notebook>, NotebookError> {
         let owner_id = owner.id;
+        let order = self.queue_order();
         let (rows, mut gpus, positions) = self
             .db
             .call(move |c| {
                 Ok((
                     q::list_for_owner(c, owner_id)?,
                     gq::by_notebook(c)?,
-                    placement::queue_positions(c)?,
+                    placement::queue_positions(c, &order)?,
                 ))
             })
             .await?;
@@ -125,7 +132,7 @@ impl Notebooks {
             .into_iter()
             .map(|r| {
                 let held = gpus.remove(&r.id).unwrap_or_default();
-                let position = positions.get(&r.id).copied();
+                let position = positions.get(&r.id).cloned();
                 self.view_with(r, held, position)
             })
             .collect())
@@ -165,7 +172,13 @@ impl Notebooks {
             block_over_budget_since: (self.config.usage.over_budget == OverBudget::Block)
                 .then(|| crate::usage::month_start(crate::clock::now())),
             running_limit: Some(i64::from(self.config.notebooks.max_running_per_user)),
+            order: self.queue_order(),
         }
+    }
+
+    /// The GPU queue's order, by the config of the moment.
+    pub fn queue_order(&self) -> crate::sharing::fair_share::QueueOrder {
+        crate::sharing::fair_share::QueueOrder::from_config(&self.config)
     }
 
     /// Creates a notebook and starts it.
@@ -244,7 +257,7 @@ impl Notebooks {
         }
         let (gpus, position) = match placement {
             Placement::Starting(g) => (g, None),
-            Placement::Queued { position } => (Vec::new(), Some(position)),
+            Placement::Queued { position } => (Vec::new(), Some((position, String::new()))),
         };
         self.view_with(row, gpus, position)
     }

@@ -16,8 +16,9 @@ pub fn notebook_view(
     tracker: &Tracker,
     row: NotebookRow,
     gpus: Vec<String>,
-    queue_position: Option<usize>,
+    queue: Option<(usize, String)>,
 ) -> Notebook {
+    let (queue_position, queue_reason) = queue.unzip();
     let image_name = match &row.environment {
         Some(e) => format!(
             "{} (environment, version {})",
@@ -73,6 +74,7 @@ pub fn notebook_view(
         desired_state: row.desired_state,
         state_detail: row.state_detail.clone(),
         queue_position: queue_position.map(|p| p as i64),
+        queue_reason: queue_reason.filter(|r| !r.is_empty()),
         gpus,
         created_at: rfc3339(row.created_at),
         started_at: started.map(rfc3339),
