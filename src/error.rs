@@ -238,6 +238,26 @@ impl From<crate::jobs::JobError> for WebError {
     }
 }
 
+impl From<crate::sharing::reservations::ReservationError> for WebError {
+    fn from(e: crate::sharing::reservations::ReservationError) -> WebError {
+        use crate::db::reservations::BookingRefusal;
+        use crate::sharing::reservations::ReservationError as E;
+        let message = e.to_string();
+        match e {
+            E::Invalid(m) => WebError::new(StatusCode::BAD_REQUEST, "invalid_input", m),
+            E::Forbidden(m) => WebError::forbidden(m),
+            E::NotFound => WebError::new(StatusCode::NOT_FOUND, "not_found", message),
+            E::Refused(BookingRefusal::NotEnough { .. }) => {
+                WebError::new(StatusCode::CONFLICT, "gpus_booked", message)
+            }
+            E::Refused(BookingRefusal::OverWeek { .. }) => {
+                WebError::new(StatusCode::CONFLICT, "over_booking_limit", message)
+            }
+            E::Db(e) => WebError::internal(e),
+        }
+    }
+}
+
 impl From<crate::notebooks::GpuMapError> for WebError {
     fn from(e: crate::notebooks::GpuMapError) -> WebError {
         match e {

@@ -385,6 +385,11 @@ impl Components {
             pending_launches: Default::default(),
             sites,
             oidc,
+            reservations: crate::sharing::reservations::Reservations::new(
+                db.clone(),
+                self.config.clone(),
+                self.telemetry.clone(),
+            ),
         }
     }
 

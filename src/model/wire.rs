@@ -490,3 +490,29 @@ pub struct JobLog {
     /// The job ended and the log has no more.
     pub finished: bool,
 }
+
+/// A GPU booking (`/api/v1/reservations`).
+#[derive(Debug, Serialize)]
+pub struct Reservation {
+    pub id: String,
+    /// The member it is for, or "maintenance".
+    pub member: String,
+    pub purpose: String,
+    /// How many GPUs.
+    pub gpus: usize,
+    /// The model asked for; none = any.
+    pub gpu_name: Option<String>,
+    /// The GPUs held for it.
+    pub gpu_uuids: Vec<String>,
+    pub start: String,
+    pub end: String,
+    /// Its window is now.
+    pub active: bool,
+    pub created_by: String,
+}
+
+/// `GET /api/v1/reservations`.
+#[derive(Debug, Serialize)]
+pub struct ReservationList {
+    pub reservations: Vec<Reservation>,
+}

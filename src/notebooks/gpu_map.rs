@@ -163,4 +163,64 @@ impl GpuMap {
             queued,
         })
     }
+
+    /// The GPU queue as it is served, each entry with why it stands there, and the rule
+    /// in words.
+    pub async fn queue(&self) -> Result<(Vec<QueueEntryView>, String), GpuMapError> {
+        use crate::sharing::fair_share::{explain, QueueOrder};
+        let order = QueueOrder::from_config(&self.config);
+        let now = crate::clock::now();
+        let order_in = order.clone();
+        let waiting = self
+            .db
+            .call(move |c| crate::db::placement::queue_in_order(c, &order_in))
+            .await?;
+        let rule = match &order {
+            QueueOrder::Fifo => "First come, first served.".to_string(),
+            QueueOrder::FairShare(fs) => format!(
+                "Fair share: who used fewer GPU-hours recently goes first (use {} ago counts half, divided by the member's weight); after waiting {} a notebook or job goes ahead of all that waited less.",
+                crate::idle::describe_duration(fs.half_life),
+                crate::idle::describe_duration(fs.max_wait)
+            ),
+        };
+        let entries = waiting
+            .iter()
+            .enumerate()
+            .map(|(i, w)| QueueEntryView {
+                position: i + 1,
+                owner: w.owner.clone(),
+                gpus: w.gpu_count,
+                waiting: crate::idle::describe_duration(now - w.queued_at),
+                usage_hours: order.is_fair_share().then_some(w.usage_hours),
+                weight: w.weight,
+                why: explain(&waiting, i, &order, now),
+            })
+            .collect();
+        Ok((entries, rule))
+    }
+
+    /// Bookings that still matter (active or ahead), by start: for the GPU page and the
+    /// create form ("GPU 1 is booked by alice from 14:00").
+    pub async fn bookings_ahead(
+        &self,
+    ) -> Result<Vec<crate::db::reservations::Reservation>, GpuMapError> {
+        let now = crate::clock::now();
+        Ok(self
+            .db
+            .call(move |c| crate::db::reservations::between(c, now, now + 14 * 86400))
+            .await?)
+    }
+}
+
+/// One waiting notebook or job on the GPUs page.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueEntryView {
+    pub position: usize,
+    pub owner: String,
+    pub gpus: i64,
+    pub waiting: String,
+    /// Recent (decayed) GPU-hours, with fair share.
+    pub usage_hours: Option<f64>,
+    pub weight: f64,
+    pub why: String,
 }

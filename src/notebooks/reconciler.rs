@@ -278,10 +278,21 @@ impl Reconciler {
                 .push(c);
         }
         let t = crate::clock::now();
+        // The next pass comes no later than a running job's time limit or a booking's
+        // start or end (its GPUs change hands then).
+        let booking = self
+            .db
+            .call(move |c| crate::db::reservations::next_boundary(c, t))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the next booking");
+                None
+            });
         let deadline = notebooks
             .iter()
             .filter(|n| n.is_job && n.state == NotebookState::Running)
             .filter_map(|n| n.auto_shutdown_at)
+            .chain(booking)
             .min()
             .unwrap_or(0);
         self.claims.next_deadline.store(deadline, Ordering::Release);

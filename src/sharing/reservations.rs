@@ -181,6 +181,50 @@ impl Reservations {
     }
 }
 
+/// The API's view of a booking.
+pub fn wire(r: &Reservation, now: Timestamp) -> crate::model::wire::Reservation {
+    crate::model::wire::Reservation {
+        id: r.id.clone(),
+        member: r.member.clone(),
+        purpose: r.purpose.clone(),
+        gpus: r.gpu_uuids.len(),
+        gpu_name: r.gpu_name.clone(),
+        gpu_uuids: r.gpu_uuids.clone(),
+        start: crate::clock::rfc3339(r.starts_at),
+        end: crate::clock::rfc3339(r.ends_at),
+        active: r.is_active(now),
+        created_by: r.created_by.clone(),
+    }
+}
+
+/// A time typed into the booking form ("2026-12-10T14:00", a `datetime-local` field), in
+/// the lab's time zone; or an RFC 3339 time.
+pub fn parse_time(text: &str, tz: &jiff::tz::TimeZone) -> Option<Timestamp> {
+    let text = text.trim();
+    if let Some(t) = crate::clock::parse_rfc3339(text) {
+        return Some(t);
+    }
+    let civil: jiff::civil::DateTime = text.parse().ok()?;
+    civil
+        .to_zoned(tz.clone())
+        .ok()
+        .map(|z| z.timestamp().as_second())
+}
+
+/// "Thu 10 Dec 14:00" in the lab's time zone.
+pub fn local_time(ts: Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    jiff::Timestamp::from_second(ts)
+        .map(|t| t.to_zoned(tz.clone()).strftime("%a %-d %b %H:%M").to_string())
+        .unwrap_or_default()
+}
+
+/// "2026-12-10T14:00", for a `datetime-local` field.
+pub fn form_time(ts: Timestamp, tz: &jiff::tz::TimeZone) -> String {
+    jiff::Timestamp::from_second(ts)
+        .map(|t| t.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M").to_string())
+        .unwrap_or_default()
+}
+
 fn check_window(
     config: &Config,
     by: &User,
@@ -316,6 +360,19 @@ pub fn ical(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn form_times_read_in_the_lab_time_zone() {
+        let utc = jiff::tz::TimeZone::UTC;
+        let t = parse_time("2026-12-10T14:00", &utc).unwrap_or(0);
+        assert_eq!(crate::clock::rfc3339(t), "2026-12-10T14:00:00Z");
+        assert_eq!(parse_time("2026-12-10T14:00:00+01:00", &utc), Some(t - 3600));
+        assert_eq!(form_time(t, &utc), "2026-12-10T14:00");
+        assert_eq!(local_time(t, &utc), "Thu 10 Dec 14:00");
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap_or(utc);
+        assert_eq!(parse_time("2026-12-10T15:00", &berlin), Some(t));
+        assert_eq!(parse_time("tomorrow", &berlin), None);
+    }
 
     #[test]
     fn weeks_start_on_monday_utc() {

@@ -42,12 +42,14 @@ pub struct AppState {
     pub sites: Arc<crate::proxy::Sites>,
     /// OpenID Connect providers and the sign-ins in progress.
     pub oidc: crate::directory::oidc::OidcProviders,
+    /// GPU bookings.
+    pub reservations: crate::sharing::reservations::Reservations,
 }
 
 /// The map of the product, top to bottom.
 #[rustfmt::skip]
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, admin_directory, environments, gpus, health, jobs, launch, login, notebooks, oidc, open_notebook, secrets, share, usage};
+    use pages::{account, admin, admin_directory, environments, gpus, health, jobs, launch, login, notebooks, oidc, open_notebook, reservations, secrets, share, usage};
     // A notebook's own subdomain (origin = "subdomains"): that notebook only.
     cfg.service(web::scope("").guard(actix_web::guard::fn_guard(crate::proxy::is_notebook_host))
                                                    .default_service(web::to(notebook_site::serve_notebook_origin)));
@@ -94,6 +96,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/jobs/{id}/rerun",                 web::post().to(jobs::rerun_job))
         // GPUs
         .route("/gpus",                            web::get().to(gpus::gpus_page))
+        // GPU bookings
+        .route("/reservations",                    web::get().to(reservations::calendar_page))
+        .route("/reservations",                    web::post().to(reservations::book_form))
+        .route("/reservations/{id}/cancel",        web::post().to(reservations::cancel_form))
         // usage
         .route("/usage",                           web::get().to(usage::usage_page))
         .route("/usage.csv",                       web::get().to(usage::usage_csv))
@@ -142,12 +148,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// The JSON API v1, on the same map (`routes` above).
 #[rustfmt::skip]
 fn api_routes() -> actix_web::Scope {
-    use pages::{api, environments, gpus, jobs_api, secrets, share, usage};
+    use pages::{api, environments, gpus, jobs_api, reservations, secrets, share, usage};
     web::scope("/api/v1")
         .route("/me",                      web::get().to(api::me))
         .route("/images",                  web::get().to(api::images))
         .route("/machines",                web::get().to(api::machines))
         .route("/gpus",                    web::get().to(gpus::gpus_api))
+        .route("/reservations",            web::get().to(reservations::list_api))
+        .route("/reservations",            web::post().to(reservations::book_api))
+        .route("/reservations/calendar.ics", web::get().to(reservations::ical))
+        .route("/reservations/{id}",       web::delete().to(reservations::cancel_api))
         .route("/usage",                   web::get().to(usage::usage_api))
         .route("/admin/users/{id}/gpu-budget", web::post().to(usage::set_budget_api))
         .route("/notebooks",               web::get().to(api::list_notebooks))

@@ -57,6 +57,11 @@ struct GpusPage {
     cards: Vec<GpuCard>,
     backend: &'static str,
     free: usize,
+    queue: Vec<crate::notebooks::gpu_map::QueueEntryView>,
+    rule: String,
+    fair_share: bool,
+    /// "alice: GPU 0, GPU 1 · Thu 10 Dec 14:00 – 18:00"
+    bookings: Vec<String>,
 }
 
 pub async fn gpus_page(
@@ -65,7 +70,7 @@ pub async fn gpus_page(
 ) -> Result<HttpResponse, PageError> {
     let gpus = state.gpu_map.gpu_overview().await?;
     let free = gpus.iter().filter(|g| g.holder.is_none()).count();
-    let cards = gpus
+    let cards: Vec<GpuCard> = gpus
         .into_iter()
         .map(|g| GpuCard {
             memory_percent: (g.memory_used_mib * 100)
@@ -81,11 +86,40 @@ pub async fn gpus_page(
             g,
         })
         .collect();
+    let (queue, rule) = state.gpu_map.queue().await?;
+    let tz = crate::config::time_zone(&state.config.jobs.time_zone)
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let index: std::collections::HashMap<&str, u32> =
+        cards.iter().map(|c: &GpuCard| (c.g.uuid.as_str(), c.g.index)).collect();
+    let bookings = state
+        .gpu_map
+        .bookings_ahead()
+        .await?
+        .iter()
+        .map(|r| {
+            let gpus: Vec<String> = r
+                .gpu_uuids
+                .iter()
+                .map(|u| index.get(u.as_str()).map_or(u.clone(), |i| format!("GPU {i}")))
+                .collect();
+            format!(
+                "{}: {} · {} – {}",
+                r.member,
+                gpus.join(", "),
+                crate::sharing::reservations::local_time(r.starts_at, &tz),
+                crate::sharing::reservations::local_time(r.ends_at, &tz)
+            )
+        })
+        .collect();
     let page = GpusPage {
         chrome: Chrome::new(&session, "gpus"),
         cards,
         backend: state.gpu_map.telemetry().inventory().backend(),
         free,
+        fair_share: queue.iter().any(|q| q.usage_hours.is_some()),
+        queue,
+        rule,
+        bookings,
     };
     super::html(actix_web::http::StatusCode::OK, page)
 }

@@ -15,6 +15,7 @@ pub mod login;
 pub mod notebooks;
 pub mod oidc;
 pub mod open_notebook;
+pub mod reservations;
 pub mod secrets;
 pub mod share;
 pub mod usage;
