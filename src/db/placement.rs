@@ -235,13 +235,8 @@ fn place(conn: &Connection, req: &PlacementRequest) -> Result<Result<Placement, 
         fit.own_active.clone()
     };
     if pool.len() >= wanted {
-        for uuid in pool.iter().take(wanted) {
-            q::insert(conn, uuid, &req.notebook_id)?;
-        }
-        q::mark_starting(conn, &req.notebook_id)?;
-        return Ok(Ok(Placement::Starting(
-            pool.into_iter().take(wanted).collect(),
-        )));
+        let chosen = fit.take(conn, &req.notebook_id, &pool, wanted)?;
+        return Ok(Ok(Placement::Starting(chosen)));
     }
     let booked = fit.describe_kept();
     if req.queue {
@@ -283,13 +278,15 @@ fn order_name(order: &QueueOrder) -> &'static str {
 
 /// Seconds a start may take before its auto-shutdown clock runs: a notebook whose limit
 /// ends within this of a booking's start does not use the booked GPU.
-const START_MARGIN: i64 = 120;
+pub const START_MARGIN: i64 = 120;
 
 /// Which free GPUs a member's notebook or job may take, given the bookings, best first.
 #[derive(Debug, Default)]
 struct Fit {
     /// In the member's own booking, now.
     own_active: Vec<String>,
+    /// When those bookings end, per GPU.
+    own_until: HashMap<String, i64>,
     /// In nobody's booking.
     unbooked: Vec<String>,
     /// Booked by the member later.
@@ -334,7 +331,11 @@ impl Fit {
                 }
                 continue;
             }
-            let list = if theirs.iter().any(|r| mine(r) && r.is_active(now)) {
+            let own_now = theirs.iter().find(|r| mine(r) && r.is_active(now));
+            if let Some(r) = own_now {
+                fit.own_until.insert(gpu.clone(), r.ends_at);
+            }
+            let list = if own_now.is_some() {
                 &mut fit.own_active
             } else if theirs.iter().any(|r| !mine(r)) {
                 &mut fit.before_booking
@@ -346,6 +347,28 @@ impl Fit {
             list.push(gpu.clone());
         }
         fit
+    }
+
+    /// Takes `wanted` GPUs of `pool` for the notebook: it moves to starting, and runs
+    /// until the end of the member's booking when it got booked GPUs.
+    fn take(
+        &self,
+        conn: &Connection,
+        id: &str,
+        pool: &[String],
+        wanted: usize,
+    ) -> Result<Vec<String>, DbError> {
+        let chosen: Vec<String> = pool.iter().take(wanted).cloned().collect();
+        for uuid in &chosen {
+            q::insert(conn, uuid, id)?;
+        }
+        q::mark_starting(conn, id)?;
+        let until = chosen.iter().filter_map(|g| self.own_until.get(g)).min();
+        conn.execute(
+            "UPDATE notebooks SET booked_until = ?2 WHERE id = ?1",
+            rusqlite::params![id, until],
+        )?;
+        Ok(chosen)
     }
 
     fn ordered(&self) -> Vec<String> {
@@ -434,9 +457,12 @@ fn this_one(conn: &Connection, req: &PlacementRequest, now: i64) -> Result<Waiti
 }
 
 /// Notebooks and jobs on GPUs that a booking now gives to someone else are asked to stop
-/// (they started before the booking was made; placement keeps others off booked GPUs).
+/// (they started before the booking was made; placement keeps others off booked GPUs), and
+/// so are those that ran on their member's booking when it ends.
 fn displace_for_bookings(conn: &Connection) -> Result<(), DbError> {
-    for (id, is_job, why) in rq::displaced(conn, crate::clock::now())? {
+    let now = crate::clock::now();
+    let ended = rq::booking_ended(conn, now)?;
+    for (id, is_job, why) in rq::displaced(conn, now)?.into_iter().chain(ended) {
         if is_job {
             super::lifecycle::request_job_end_in(
                 conn,
@@ -494,7 +520,7 @@ fn admit_queued_within_budgets(
         let free = free_gpus(conn, gpus)?;
         let fit = Fit::of(&bookings, &free, w.owner_id, w.limit_secs, now);
         let pool = if blocked {
-            fit.own_active
+            fit.own_active.clone()
         } else {
             fit.ordered()
         };
@@ -503,10 +529,7 @@ fn admit_queued_within_budgets(
             blocked = true;
             continue;
         }
-        for uuid in pool.iter().take(wanted) {
-            q::insert(conn, uuid, &w.id)?;
-        }
-        q::mark_starting(conn, &w.id)?;
+        fit.take(conn, &w.id, &pool, wanted)?;
         started.push(w.id);
     }
     Ok(started)

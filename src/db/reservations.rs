@@ -148,6 +148,20 @@ pub fn next_boundary(conn: &Connection, now: Timestamp) -> Result<Option<Timesta
     )?)
 }
 
+/// When the next booking not of `user_id` starts (after `now`).
+pub fn next_start_of_others(
+    conn: &Connection,
+    user_id: i64,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, DbError> {
+    Ok(conn.query_row(
+        "SELECT MIN(starts_at) FROM reservations
+         WHERE starts_at > ?2 AND (user_id IS NULL OR user_id != ?1)",
+        params![user_id, now],
+        |r| r.get(0),
+    )?)
+}
+
 /// GPU-seconds a member has booked in [from, to) (bookings cut at the range).
 pub fn booked_gpu_seconds(
     conn: &Connection,
@@ -334,6 +348,28 @@ pub fn displaced(
                 short_time(from),
                 short_time(to)
             ),
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Notebooks and jobs that ran on GPUs booked for their member, whose booking has ended:
+/// (notebook id, is a job, why).
+pub fn booking_ended(
+    conn: &Connection,
+    now: Timestamp,
+) -> Result<Vec<(String, bool, String)>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, kind = 'job', booked_until FROM notebooks
+         WHERE booked_until IS NOT NULL AND booked_until <= ?1 AND desired_state = 'running'
+           AND state IN ('starting', 'pulling', 'running')",
+    )?;
+    let rows = stmt.query_map([now], |r| {
+        let until: i64 = r.get(2)?;
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, bool>(1)?,
+            format!("the booking of its GPUs ended at {}", short_time(until)),
         ))
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

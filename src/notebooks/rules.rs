@@ -8,6 +8,9 @@ use crate::db::notebooks::NotebookRow;
 
 use super::error::NotebookError;
 
+/// The form's choice "until the next booking".
+pub const UNTIL_BOOKING: &str = "until_booking";
+
 /// How long a notebook runs before it is stopped for the next person.
 #[derive(Debug, Clone, Copy)]
 pub enum AutoShutdown {
@@ -15,11 +18,17 @@ pub enum AutoShutdown {
     Default,
     Never,
     After(Duration),
+    /// Until shortly before the next GPU booking of someone else starts (so the notebook
+    /// may use GPUs booked from then).
+    UntilBooking,
 }
 
 impl AutoShutdown {
     /// A member's choice: "1h", "6h", "12h", "1d", "1w" or "never".
     pub fn from_choice(choice: &str) -> Result<AutoShutdown, String> {
+        if choice.trim() == UNTIL_BOOKING {
+            return Ok(AutoShutdown::UntilBooking);
+        }
         Ok(match config::parse_auto_shutdown(choice)? {
             None => AutoShutdown::Never,
             Some(d) => AutoShutdown::After(d),
@@ -190,7 +199,8 @@ pub fn resolve_machine<'c>(
 /// Seconds until auto-shutdown for a member's choice (`Default`: the config's).
 pub fn auto_shutdown_secs(config: &Config, choice: AutoShutdown) -> Option<i64> {
     match choice {
-        AutoShutdown::Never => None,
+        // Resolved against the bookings by the service before it gets here.
+        AutoShutdown::Never | AutoShutdown::UntilBooking => None,
         AutoShutdown::After(d) => Some(d.as_secs() as i64),
         AutoShutdown::Default => config
             .notebooks

@@ -181,6 +181,33 @@ impl Notebooks {
         crate::sharing::fair_share::QueueOrder::from_config(&self.config)
     }
 
+    /// Seconds until auto-shutdown for a member's choice; "until the booking" ends
+    /// shortly before the next booking of someone else starts.
+    async fn auto_shutdown_secs(
+        &self,
+        owner: &User,
+        choice: AutoShutdown,
+    ) -> Result<Option<i64>, NotebookError> {
+        if !matches!(choice, AutoShutdown::UntilBooking) {
+            return Ok(rules::auto_shutdown_secs(&self.config, choice));
+        }
+        let (me, now) = (owner.id, crate::clock::now());
+        let next = self
+            .db
+            .call(move |c| crate::db::reservations::next_start_of_others(c, me, now))
+            .await?;
+        match next.map(|t| t - now - crate::db::placement::START_MARGIN - 60) {
+            Some(secs) if secs >= 300 => Ok(Some(secs)),
+            Some(_) => Err(NotebookError::Invalid(
+                "The next GPU booking starts in less than 5 minutes: choose another auto-shutdown."
+                    .into(),
+            )),
+            None => Err(NotebookError::Invalid(
+                "No GPU booking of someone else is ahead: choose another auto-shutdown.".into(),
+            )),
+        }
+    }
+
     /// Creates a notebook and starts it.
     pub async fn create_notebook(
         &self,
@@ -199,7 +226,7 @@ impl Notebooks {
         let machine = rules::resolve_machine(&self.config, &req.machine)?;
         self.check_machine_allowed(owner, &machine.id)?;
         let repo = req.repo.as_ref().map(rules::check_repo).transpose()?;
-        let auto_shutdown_secs = rules::auto_shutdown_secs(&self.config, req.auto_shutdown);
+        let auto_shutdown_secs = self.auto_shutdown_secs(owner, req.auto_shutdown).await?;
         let (id, token) = (rules::new_notebook_id(), secrets::random_secret(32));
         let (cpus, memory_mib, gpu_count, machine_id) = (
             machine.cpus,
@@ -371,7 +398,7 @@ impl Notebooks {
     ) -> Result<Notebook, NotebookError> {
         let row = self.notebook_row(owner, id).await?;
         let secs = match choice {
-            Some(c) => rules::auto_shutdown_secs(&self.config, c),
+            Some(c) => self.auto_shutdown_secs(owner, c).await?,
             None => row.auto_shutdown_secs,
         };
         let id = row.id.clone();

@@ -214,14 +214,22 @@ pub fn parse_time(text: &str, tz: &jiff::tz::TimeZone) -> Option<Timestamp> {
 /// "Thu 10 Dec 14:00" in the lab's time zone.
 pub fn local_time(ts: Timestamp, tz: &jiff::tz::TimeZone) -> String {
     jiff::Timestamp::from_second(ts)
-        .map(|t| t.to_zoned(tz.clone()).strftime("%a %-d %b %H:%M").to_string())
+        .map(|t| {
+            t.to_zoned(tz.clone())
+                .strftime("%a %-d %b %H:%M")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
 /// "2026-12-10T14:00", for a `datetime-local` field.
 pub fn form_time(ts: Timestamp, tz: &jiff::tz::TimeZone) -> String {
     jiff::Timestamp::from_second(ts)
-        .map(|t| t.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M").to_string())
+        .map(|t| {
+            t.to_zoned(tz.clone())
+                .strftime("%Y-%m-%dT%H:%M")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -366,7 +374,10 @@ mod tests {
         let utc = jiff::tz::TimeZone::UTC;
         let t = parse_time("2026-12-10T14:00", &utc).unwrap_or(0);
         assert_eq!(crate::clock::rfc3339(t), "2026-12-10T14:00:00Z");
-        assert_eq!(parse_time("2026-12-10T14:00:00+01:00", &utc), Some(t - 3600));
+        assert_eq!(
+            parse_time("2026-12-10T14:00:00+01:00", &utc),
+            Some(t - 3600)
+        );
         assert_eq!(form_time(t, &utc), "2026-12-10T14:00");
         assert_eq!(local_time(t, &utc), "Thu 10 Dec 14:00");
         let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap_or(utc);

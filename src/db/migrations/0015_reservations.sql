@@ -23,3 +23,7 @@ CREATE TABLE reservation_gpus (
     PRIMARY KEY (reservation_id, gpu_uuid)
 ) WITHOUT ROWID;
 CREATE INDEX reservation_gpus_gpu ON reservation_gpus(gpu_uuid);
+
+-- A notebook or job started on GPUs booked for its member runs until the booking ends
+-- (NULL: it holds no booked GPU).
+ALTER TABLE notebooks ADD COLUMN booked_until INTEGER;

@@ -87,10 +87,12 @@ pub async fn gpus_page(
         })
         .collect();
     let (queue, rule) = state.gpu_map.queue().await?;
-    let tz = crate::config::time_zone(&state.config.jobs.time_zone)
-        .unwrap_or(jiff::tz::TimeZone::UTC);
-    let index: std::collections::HashMap<&str, u32> =
-        cards.iter().map(|c: &GpuCard| (c.g.uuid.as_str(), c.g.index)).collect();
+    let tz =
+        crate::config::time_zone(&state.config.jobs.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let index: std::collections::HashMap<&str, u32> = cards
+        .iter()
+        .map(|c: &GpuCard| (c.g.uuid.as_str(), c.g.index))
+        .collect();
     let bookings = state
         .gpu_map
         .bookings_ahead()
@@ -100,7 +102,11 @@ pub async fn gpus_page(
             let gpus: Vec<String> = r
                 .gpu_uuids
                 .iter()
-                .map(|u| index.get(u.as_str()).map_or(u.clone(), |i| format!("GPU {i}")))
+                .map(|u| {
+                    index
+                        .get(u.as_str())
+                        .map_or(u.clone(), |i| format!("GPU {i}"))
+                })
                 .collect();
             format!(
                 "{}: {} · {} – {}",

@@ -190,6 +190,9 @@ struct NewNotebookPage {
     gpu_limit: i64,
     /// Environments with a ready version: (id, name, owner, version, size).
     environments: Vec<(String, String, String, i64, String)>,
+    /// The next booking of someone else: "GPU 1, GPU 2 are booked by alice from Thu 10
+    /// Dec 14:00", and when a notebook choosing "until the booking" stops.
+    booking: Option<(String, String)>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -213,6 +216,35 @@ pub struct NewNotebookForm {
     pub repo_open: String,
 }
 
+/// The next booking of someone else, in words for the create form.
+async fn next_booking(state: &AppState, me: i64) -> Result<Option<(String, String)>, PageError> {
+    let now = crate::clock::now();
+    let Some(r) = state
+        .gpu_map
+        .bookings_ahead()
+        .await?
+        .into_iter()
+        .find(|r| r.starts_at > now && r.user_id != Some(me))
+    else {
+        return Ok(None);
+    };
+    let tz =
+        crate::config::time_zone(&state.config.jobs.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let when = |t| crate::sharing::reservations::local_time(t, &tz);
+    let n = r.gpu_uuids.len();
+    Ok(Some((
+        format!(
+            "{n} GPU{} {} booked by {} from {}: a notebook still running then does not get {}.",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "is" } else { "are" },
+            r.member,
+            when(r.starts_at),
+            if n == 1 { "it" } else { "them" }
+        ),
+        when(r.starts_at - crate::db::placement::START_MARGIN - 60),
+    )))
+}
+
 async fn new_page(
     session: &SessionUser,
     state: &AppState,
@@ -222,6 +254,7 @@ async fn new_page(
     let c = &state.config;
     let policy = crate::groups::policy(c, &session.user);
     let gpus = state.gpu_map.gpu_counts().await?;
+    let booking = next_booking(state, session.user.id).await?;
     let environments = state
         .environments
         .list(&session.user)
@@ -253,6 +286,7 @@ async fn new_page(
             .collect(),
         allow_custom: c.notebooks.allow_custom_images,
         choices: AUTO_SHUTDOWN_CHOICES.to_vec(),
+        booking,
         form,
         error,
         gpus,

@@ -50,7 +50,9 @@ pub async fn list_api(
     let from = parse(&query.from, "from", now)?;
     let to = parse(&query.to, "to", from + 14 * 86400)?;
     if to <= from || to - from > MAX_RANGE {
-        return Err(WebError::bad_request("'to' must come after 'from', at most 92 days later").into());
+        return Err(
+            WebError::bad_request("'to' must come after 'from', at most 92 days later").into(),
+        );
     }
     let reservations = state.reservations.between(from, to).await?;
     Ok(HttpResponse::Ok().json(wire::ReservationList {
@@ -219,12 +221,15 @@ pub async fn book_form(
     let form = form.into_inner();
     let tz = time_zone(&state);
     let request = (|| {
-        let gpus = form.gpus.trim().parse::<i64>().map_err(|_| {
-            "How many GPUs: write a whole number such as 2.".to_string()
-        })?;
-        let start = rs::parse_time(&form.start, &tz)
-            .ok_or("Start: choose a date and time.".to_string())?;
-        let end = rs::parse_time(&form.end, &tz).ok_or("End: choose a date and time.".to_string())?;
+        let gpus = form
+            .gpus
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| "How many GPUs: write a whole number such as 2.".to_string())?;
+        let start =
+            rs::parse_time(&form.start, &tz).ok_or("Start: choose a date and time.".to_string())?;
+        let end =
+            rs::parse_time(&form.end, &tz).ok_or("End: choose a date and time.".to_string())?;
         Ok::<_, String>(BookRequest {
             gpus,
             gpu_name: Some(form.gpu_name.clone()).filter(|n| !n.is_empty()),
@@ -282,19 +287,32 @@ async fn render(
         .map_or(now - now % 86400, |z| z.timestamp().as_second())
         + week * DAYS * 86400;
     let span = (day0, day0 + DAYS * 86400);
-    let bookings = state.reservations.between(span.0.min(now), span.1.max(now + 14 * 86400)).await?;
+    let bookings = state
+        .reservations
+        .between(span.0.min(now), span.1.max(now + 14 * 86400))
+        .await?;
     let inventory = state.reservations.inventory();
     let rows = grid_rows(&inventory, &bookings, span, now, session.user.id, &tz);
     let days = (0..DAYS)
-        .map(|d| rs::local_time(day0 + d * 86400 + 43200, &tz).chars().take(10).collect())
+        .map(|d| {
+            rs::local_time(day0 + d * 86400 + 43200, &tz)
+                .chars()
+                .take(10)
+                .collect()
+        })
         .collect();
     let listed = bookings
         .iter()
         .filter(|r| r.ends_at > now - 86400)
         .map(|r| Listed {
             r: rs::wire(r, now),
-            when: format!("{} – {}", rs::local_time(r.starts_at, &tz), rs::local_time(r.ends_at, &tz)),
-            can_cancel: r.ends_at > now && (session.user.is_admin || r.user_id == Some(session.user.id)),
+            when: format!(
+                "{} – {}",
+                rs::local_time(r.starts_at, &tz),
+                rs::local_time(r.ends_at, &tz)
+            ),
+            can_cancel: r.ends_at > now
+                && (session.user.is_admin || r.user_id == Some(session.user.id)),
             gpus_text: gpu_names(&inventory, &r.gpu_uuids),
         })
         .collect();
@@ -356,7 +374,10 @@ fn grid_rows(
         .iter()
         .enumerate()
         .map(|(index, (uuid, name))| {
-            let mine: Vec<&Reservation> = bookings.iter().filter(|r| r.gpu_uuids.contains(uuid)).collect();
+            let mine: Vec<&Reservation> = bookings
+                .iter()
+                .filter(|r| r.gpu_uuids.contains(uuid))
+                .collect();
             let blocks = mine
                 .iter()
                 .filter(|r| r.ends_at > from && r.starts_at < to)
@@ -372,14 +393,27 @@ fn grid_rows(
                             r.member,
                             rs::local_time(r.starts_at, tz),
                             rs::local_time(r.ends_at, tz),
-                            if r.purpose.is_empty() { String::new() } else { format!(" · {}", r.purpose) }
+                            if r.purpose.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" · {}", r.purpose)
+                            }
                         ),
                     }
                 })
                 .collect();
             let now_text = match mine.iter().find(|r| r.is_active(now)) {
-                Some(r) => format!("booked now by {} until {}", r.member, rs::local_time(r.ends_at, tz)),
-                None => match mine.iter().filter(|r| r.starts_at > now).map(|r| r.starts_at).min() {
+                Some(r) => format!(
+                    "booked now by {} until {}",
+                    r.member,
+                    rs::local_time(r.ends_at, tz)
+                ),
+                None => match mine
+                    .iter()
+                    .filter(|r| r.starts_at > now)
+                    .map(|r| r.starts_at)
+                    .min()
+                {
                     Some(t) => format!("free now, booked from {}", rs::local_time(t, tz)),
                     None => "free of bookings for the next two weeks".into(),
                 },
