@@ -144,7 +144,7 @@ pub fn user_demand(conn: &Connection, owner_id: i64, except: &str) -> Result<i64
 pub fn queue(conn: &Connection) -> Result<Vec<(String, i64)>, DbError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, gpu_count FROM notebooks WHERE state = ?1 AND desired_state = ?2
-         ORDER BY queued_at, created_at, id",
+         ORDER BY queued_at, rowid",
     )?;
     let rows = stmt.query_map(params![NotebookState::Queued, DesiredState::Running], |r| {
         Ok((r.get(0)?, r.get(1)?))
@@ -162,7 +162,7 @@ pub fn queue_entries(conn: &Connection) -> Result<Vec<QueueEntry>, DbError> {
                 COALESCE(n.queued_at, n.created_at), n.auto_shutdown_secs
          FROM notebooks n JOIN users u ON u.id = n.owner_id
          WHERE n.state = ?1 AND n.desired_state = ?2
-         ORDER BY n.queued_at, n.created_at, n.id",
+         ORDER BY n.queued_at, n.rowid",
     )?;
     let rows = stmt.query_map(params![NotebookState::Queued, DesiredState::Running], |r| {
         let groups: String = r.get(4)?;

@@ -189,25 +189,10 @@ fn place(conn: &Connection, req: &PlacementRequest) -> Result<Result<Placement, 
         q::mark_starting(conn, &req.notebook_id)?;
         return Ok(Ok(Placement::Starting(Vec::new())));
     }
+    if let Some(refusal) = gpu_limits(conn, req)? {
+        return Ok(Err(refusal));
+    }
     let total = req.gpus.len();
-    if req.gpu_count as usize > total {
-        return Ok(Err(Refusal::TooMany {
-            wanted: req.gpu_count,
-            total,
-        }));
-    }
-    if let Some(since) = req.block_over_budget_since {
-        if let Some(refusal) = over_budget(conn, &req.notebook_id, since)? {
-            return Ok(Err(refusal));
-        }
-    }
-    let held = q::user_demand(conn, req.owner_id, &req.notebook_id)?;
-    if held + req.gpu_count > req.user_limit {
-        return Ok(Err(Refusal::OverLimit {
-            limit: req.user_limit,
-            held,
-        }));
-    }
     let now = crate::clock::now();
     let me = this_one(conn, req, now)?;
     let mut waiting = ordered_queue(conn, &req.order, now)?;
@@ -266,6 +251,29 @@ fn place(conn: &Connection, req: &PlacementRequest) -> Result<Result<Placement, 
         holders: describe_holders(conn)?,
         booked,
     }))
+}
+
+/// A GPU request past what the workstation has, the member's budget or their GPU limit.
+fn gpu_limits(conn: &Connection, req: &PlacementRequest) -> Result<Option<Refusal>, DbError> {
+    let total = req.gpus.len();
+    if req.gpu_count as usize > total {
+        return Ok(Some(Refusal::TooMany {
+            wanted: req.gpu_count,
+            total,
+        }));
+    }
+    if let Some(since) = req.block_over_budget_since {
+        if let Some(refusal) = over_budget(conn, &req.notebook_id, since)? {
+            return Ok(Some(refusal));
+        }
+    }
+    let held = q::user_demand(conn, req.owner_id, &req.notebook_id)?;
+    Ok(
+        (held + req.gpu_count > req.user_limit).then_some(Refusal::OverLimit {
+            limit: req.user_limit,
+            held,
+        }),
+    )
 }
 
 fn order_name(order: &QueueOrder) -> &'static str {

@@ -209,57 +209,13 @@ pub fn book(
     week: Option<(f64, Timestamp, Timestamp, String)>,
 ) -> Result<Result<Reservation, BookingRefusal>, DbError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let hours = (new.ends_at - new.starts_at) as f64 / 3600.0 * new.gpus as f64;
-    if let (Some((limit, from, to, name)), Some(uid)) = (&week, new.user_id) {
-        let booked = booked_gpu_seconds(&tx, uid, *from, *to)? / 3600.0 + hours;
-        if booked > *limit + 1e-9 {
-            return Ok(Err(BookingRefusal::OverWeek {
-                member: new.member.clone(),
-                week: name.clone(),
-                booked,
-                limit: *limit,
-            }));
-        }
+    if let Some(refusal) = over_week(&tx, new, week)? {
+        return Ok(Err(refusal));
     }
-    let model: Vec<&InventoryGpu> = inventory
-        .iter()
-        .filter(|(_, name)| {
-            new.gpu_name
-                .as_ref()
-                .is_none_or(|want| name.eq_ignore_ascii_case(want))
-        })
-        .collect();
-    let overlapping = between(&tx, new.starts_at, new.ends_at)?;
-    let taken: std::collections::HashSet<&String> = overlapping
-        .iter()
-        .flat_map(|r| r.gpu_uuids.iter())
-        .collect();
-    let held = holders(&tx, crate::clock::now())?;
-    let mut free: Vec<&InventoryGpu> = model
-        .iter()
-        .copied()
-        .filter(|(u, _)| !taken.contains(u))
-        .collect();
-    // GPUs someone else still holds at the start (no limit, or one past it) come last.
-    free.sort_by_key(|(u, _)| {
-        held.get(u).is_some_and(|(owner, until)| {
-            Some(*owner) != new.user_id && until.is_none_or(|t| t > new.starts_at)
-        })
-    });
-    if free.len() < new.gpus {
-        let conflicts = describe(&overlapping);
-        return Ok(Err(BookingRefusal::NotEnough {
-            wanted: new.gpus,
-            free: free.len(),
-            total: model.len(),
-            model: new
-                .gpu_name
-                .as_ref()
-                .map(|m| format!(" {m}"))
-                .unwrap_or_default(),
-            conflicts,
-        }));
-    }
+    let free = match choose(&tx, new, inventory)? {
+        Ok(free) => free,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     tx.execute(
         "INSERT INTO reservations (id, user_id, member, purpose, gpu_name, starts_at, ends_at,
             created_by, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -275,7 +231,7 @@ pub fn book(
             crate::clock::now()
         ],
     )?;
-    for (uuid, _) in free.iter().take(new.gpus) {
+    for uuid in &free {
         tx.execute(
             "INSERT INTO reservation_gpus (reservation_id, gpu_uuid) VALUES (?1, ?2)",
             params![new.id, uuid],
@@ -290,6 +246,76 @@ pub fn book(
         model: String::new(),
         conflicts: String::new(),
     }))
+}
+
+/// The member's bookings in the week with this one, over the weekly limit.
+fn over_week(
+    conn: &Connection,
+    new: &NewReservation,
+    week: Option<(f64, Timestamp, Timestamp, String)>,
+) -> Result<Option<BookingRefusal>, DbError> {
+    let (Some((limit, from, to, name)), Some(uid)) = (week, new.user_id) else {
+        return Ok(None);
+    };
+    let hours = (new.ends_at - new.starts_at) as f64 / 3600.0 * new.gpus as f64;
+    let booked = booked_gpu_seconds(conn, uid, from, to)? / 3600.0 + hours;
+    Ok((booked > limit + 1e-9).then(|| BookingRefusal::OverWeek {
+        member: new.member.clone(),
+        week: name,
+        booked,
+        limit,
+    }))
+}
+
+/// The GPUs for a booking: of the asked model, in no other booking at any time of its
+/// window, those nobody else will still hold at its start first.
+fn choose(
+    conn: &Connection,
+    new: &NewReservation,
+    inventory: &[InventoryGpu],
+) -> Result<Result<Vec<String>, BookingRefusal>, DbError> {
+    let model: Vec<&InventoryGpu> = inventory
+        .iter()
+        .filter(|(_, name)| {
+            new.gpu_name
+                .as_ref()
+                .is_none_or(|want| name.eq_ignore_ascii_case(want))
+        })
+        .collect();
+    let overlapping = between(conn, new.starts_at, new.ends_at)?;
+    let taken: std::collections::HashSet<&String> = overlapping
+        .iter()
+        .flat_map(|r| r.gpu_uuids.iter())
+        .collect();
+    let held = holders(conn, crate::clock::now())?;
+    let mut free: Vec<&InventoryGpu> = model
+        .iter()
+        .copied()
+        .filter(|(u, _)| !taken.contains(u))
+        .collect();
+    free.sort_by_key(|(u, _)| {
+        held.get(u).is_some_and(|(owner, until)| {
+            Some(*owner) != new.user_id && until.is_none_or(|t| t > new.starts_at)
+        })
+    });
+    if free.len() < new.gpus {
+        return Ok(Err(BookingRefusal::NotEnough {
+            wanted: new.gpus,
+            free: free.len(),
+            total: model.len(),
+            model: new
+                .gpu_name
+                .as_ref()
+                .map(|m| format!(" {m}"))
+                .unwrap_or_default(),
+            conflicts: describe(&overlapping),
+        }));
+    }
+    Ok(Ok(free
+        .iter()
+        .take(new.gpus)
+        .map(|(u, _)| u.clone())
+        .collect()))
 }
 
 /// " Booked then: alice 14:00–18:00 UTC (2 GPUs), maintenance …."

@@ -49,7 +49,7 @@ pub struct AppState {
 /// The map of the product, top to bottom.
 #[rustfmt::skip]
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    use pages::{account, admin, admin_directory, environments, gpus, health, jobs, launch, login, notebooks, oidc, open_notebook, reservations, secrets, share, usage};
+    use pages::{account, admin, admin_directory, environments, gpus, health, jobs, launch, login, notebooks, oidc, open_notebook, secrets, share, usage};
     // A notebook's own subdomain (origin = "subdomains"): that notebook only.
     cfg.service(web::scope("").guard(actix_web::guard::fn_guard(crate::proxy::is_notebook_host))
                                                    .default_service(web::to(notebook_site::serve_notebook_origin)));
@@ -97,9 +97,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         // GPUs
         .route("/gpus",                            web::get().to(gpus::gpus_page))
         // GPU bookings
-        .route("/reservations",                    web::get().to(reservations::calendar_page))
-        .route("/reservations",                    web::post().to(reservations::book_form))
-        .route("/reservations/{id}/cancel",        web::post().to(reservations::cancel_form))
+        .configure(booking_routes)
         // usage
         .route("/usage",                           web::get().to(usage::usage_page))
         .route("/usage.csv",                       web::get().to(usage::usage_csv))
@@ -143,6 +141,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/notebooks/{id}/idle-exempt", web::post().to(admin::set_idle_exempt))
         // JSON API v1
         .service(api_routes());
+}
+
+/// GPU bookings' pages (on the map above).
+#[rustfmt::skip]
+fn booking_routes(cfg: &mut web::ServiceConfig) {
+    use pages::reservations;
+    cfg.route("/reservations",                     web::get().to(reservations::calendar_page))
+        .route("/reservations",                    web::post().to(reservations::book_form))
+        .route("/reservations/{id}/cancel",        web::post().to(reservations::cancel_form));
 }
 
 /// The JSON API v1, on the same map (`routes` above).
