@@ -336,9 +336,84 @@ pub(super) mod byte_size {
     }
 }
 
+/// How much of the data dir's filesystem must stay free before Notebox warns
+/// (`[storage] min_free`): a share of the filesystem ("5%") or a size ("2GiB").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinFree {
+    Percent(f64),
+    Bytes(u64),
+}
+
+impl MinFree {
+    /// The threshold in bytes on a filesystem of `total` bytes.
+    pub fn bytes_of(self, total: u64) -> u64 {
+        match self {
+            MinFree::Percent(p) => (total as f64 * p / 100.0) as u64,
+            MinFree::Bytes(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Display for MinFree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MinFree::Percent(p) => write!(f, "{p} %"),
+            MinFree::Bytes(b) => f.write_str(&crate::disk::format_bytes(*b)),
+        }
+    }
+}
+
+/// Parses `min_free`: "5%" (more than 0, less than 100) or a size ("2GiB", "500 MiB").
+pub fn parse_min_free(value: &str) -> Result<MinFree, String> {
+    let text = value.trim();
+    let Some(number) = text.strip_suffix('%') else {
+        return parse_byte_size(text)
+            .map(MinFree::Bytes)
+            .map_err(|e| format!("{e}; or give a share of the filesystem like \"5%\""));
+    };
+    match number.trim().parse::<f64>() {
+        Ok(p) if p.is_finite() && p > 0.0 && p < 100.0 => Ok(MinFree::Percent(p)),
+        _ => Err(format!(
+            "'{value}' is not a share of the filesystem: use a percentage above 0 and below \
+             100, like \"5%\", or a size like \"2GiB\""
+        )),
+    }
+}
+
+/// `min_free = "5%"`, `"2GiB"` (strings) or a number of bytes.
+pub(super) mod min_free {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Bytes(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<super::MinFree, D::Error> {
+        match Text::deserialize(d)? {
+            Text::Bytes(b) => Ok(super::MinFree::Bytes(b)),
+            Text::Text(t) => super::parse_min_free(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn min_free_is_a_share_or_a_size() {
+        assert_eq!(parse_min_free("5%"), Ok(MinFree::Percent(5.0)));
+        assert_eq!(parse_min_free(" 2.5 % "), Ok(MinFree::Percent(2.5)));
+        assert_eq!(parse_min_free("2GiB"), Ok(MinFree::Bytes(2 << 30)));
+        assert_eq!(MinFree::Percent(5.0).bytes_of(1000), 50);
+        for bad in ["0%", "100%", "-3%", "lots%", "five"] {
+            let e = parse_min_free(bad).unwrap_err();
+            assert!(e.contains("5%"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn sizes_parse_with_units() {

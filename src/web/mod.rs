@@ -42,6 +42,8 @@ pub struct AppState {
     pub sites: Arc<crate::proxy::Sites>,
     /// OpenID Connect providers and the sign-ins in progress.
     pub oidc: crate::directory::oidc::OidcProviders,
+    /// Free space on the data dir's filesystem: the admin banner, writes refused when full.
+    pub disk: crate::disk::DiskWatch,
 }
 
 /// The map of the product, top to bottom.
