@@ -105,23 +105,28 @@ fn check_data_dir(config: &Config) -> Vec<Check> {
     let dir = &config.data_dir;
     let mut out = Vec::new();
     let probe = dir.join(".notebox-doctor-probe");
-    let writable = std::fs::create_dir_all(dir).is_ok()
-        && std::fs::write(&probe, b"ok").is_ok()
-        && std::fs::remove_file(&probe).is_ok();
-    if writable {
-        out.push(check(
+    let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&probe, b"ok"));
+    // Also after a failed write (a full disk creates the file, then refuses its bytes).
+    let removed = std::fs::remove_file(&probe);
+    match written.and(removed) {
+        Ok(()) => out.push(check(
             "data dir",
             Level::Ok,
             format!("{} is writable", dir.display()),
             None,
-        ));
-    } else {
-        out.push(check(
+        )),
+        Err(e) if crate::disk::is_full_io(&e) => out.push(check(
+            "data dir",
+            Level::Fail,
+            format!("{} cannot be written: its filesystem is full ({e})", dir.display()),
+            Some("free disk space (see disk space below)"),
+        )),
+        Err(_) => out.push(check(
             "data dir",
             Level::Fail,
             format!("{} is not writable by this user", dir.display()),
             Some("give the directory to the user notebox runs as (the package uses notebox:notebox), or set data_dir"),
-        ));
+        )),
     }
     out.push(check_free_space(config));
     out.push(check_quota_support(dir));

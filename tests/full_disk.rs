@@ -288,6 +288,34 @@ fn sqlite_full_is_507(scratch: &notebox::db::Db) {
     assert!(web.message.contains("is full"), "{}", web.message);
 }
 
+/// `notebox doctor` on the full disk: it says so, and that ext4 without prjquota cannot
+/// enforce hard limits per member.
+fn doctor_says_full_and_no_quotas(server: &TestServer) {
+    let out = server.cli(&["doctor"], None);
+    eprintln!("{}", out.stdout);
+    let line = |name: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.contains(&format!("] {name}")))
+            .unwrap_or_else(|| panic!("no {name} line in:\n{}", out.stdout))
+            .to_string()
+    };
+    let space = line("disk space");
+    assert!(
+        space.contains("[FAIL]") && space.contains("the disk is full"),
+        "{space}"
+    );
+    assert!(line("data dir").contains("its filesystem is full"));
+    let quotas = line("project quotas");
+    assert!(
+        quotas.contains("[warn]")
+            && quotas.contains("on ext4")
+            && quotas.contains("without prjquota"),
+        "{quotas}"
+    );
+    assert!(!out.status.success(), "doctor fails on a full disk");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_data_disk_refuses_writes_serves_reads_and_recovers_without_a_restart() {
     if let Err(why) = loop_mount_works() {
@@ -363,6 +391,7 @@ async fn a_full_data_disk_refuses_writes_serves_reads_and_recovers_without_a_res
     assert!(r.text().await.unwrap_or_default().contains("Free space"));
     let db = data.join("notebox.db");
     assert_eq!(integrity_check(&db), "ok");
+    doctor_says_full_and_no_quotas(&server);
 
     std::fs::remove_file(data.join("storage/ada/filler")).expect("delete the filler");
     drop(scratch);
