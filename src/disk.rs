@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::MinFree;
+use crate::config::{format_byte_size as format_bytes, MinFree};
 
 /// No space left on device.
 const ENOSPC: i32 = 28;
@@ -100,25 +100,6 @@ impl std::fmt::Display for DiskFull {
 }
 
 impl std::error::Error for DiskFull {}
-
-/// "0 bytes", "512 KiB", "1.2 GiB".
-pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if value < 10.0 {
-        format!("{value:.1} {}", UNITS[unit])
-    } else {
-        format!("{value:.0} {}", UNITS[unit])
-    }
-}
 
 /// Watches the free space of the data dir's filesystem: cheap enough for every request
 /// (one `statvfs` every 2 s at most). Cheap to clone.
@@ -434,12 +415,5 @@ mod tests {
         );
         let spaced = mount_of(info, Path::new("/mnt/my disk/x")).expect("spaced");
         assert_eq!(spaced.mount_point, PathBuf::from("/mnt/my disk"));
-    }
-
-    #[test]
-    fn sizes_read_like_df() {
-        assert_eq!(format_bytes(0), "0 bytes");
-        assert_eq!(format_bytes(1536), "1.5 KiB");
-        assert_eq!(format_bytes(64 << 20), "64 MiB");
     }
 }

@@ -58,7 +58,7 @@ fn check_free_space(config: &Config) -> Check {
     let min_free = config.storage.min_free;
     let said = format!(
         "{} ({} %) free on the filesystem of {}; Notebox warns below {min_free}",
-        crate::disk::format_bytes(free.available),
+        crate::config::format_byte_size(free.available),
         free.percent_free(),
         dir.display()
     );

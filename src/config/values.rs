@@ -336,6 +336,25 @@ pub(super) mod byte_size {
     }
 }
 
+/// A size for people: "0 bytes", "512 KiB", "1.2 GiB" (what `parse_byte_size` reads).
+pub fn format_byte_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 10.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
 /// How much of the data dir's filesystem must stay free before Notebox warns
 /// (`[storage] min_free`): a share of the filesystem ("5%") or a size ("2GiB").
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -358,7 +377,7 @@ impl std::fmt::Display for MinFree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MinFree::Percent(p) => write!(f, "{p} %"),
-            MinFree::Bytes(b) => f.write_str(&crate::disk::format_bytes(*b)),
+            MinFree::Bytes(b) => f.write_str(&format_byte_size(*b)),
         }
     }
 }
@@ -404,6 +423,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sizes_read_like_df() {
+        assert_eq!(format_byte_size(0), "0 bytes");
+        assert_eq!(format_byte_size(1536), "1.5 KiB");
+        assert_eq!(format_byte_size(64 << 20), "64 MiB");
+    }
+
+    #[test]
     fn min_free_is_a_share_or_a_size() {
         assert_eq!(parse_min_free("5%"), Ok(MinFree::Percent(5.0)));
         assert_eq!(parse_min_free(" 2.5 % "), Ok(MinFree::Percent(2.5)));
@@ -413,6 +439,22 @@ mod tests {
             let e = parse_min_free(bad).unwrap_err();
             assert!(e.contains("5%"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn min_free_in_the_file_is_checked_where_it_is_read() {
+        use crate::config::Config;
+        use std::path::Path;
+        let c = Config::from_toml("[storage]\nmin_free = \"2GiB\"\n", Path::new("c.toml"))
+            .expect("a size");
+        assert_eq!(c.storage.min_free, MinFree::Bytes(2 << 30));
+        let c = Config::from_toml("", Path::new("c.toml")).expect("defaults");
+        assert_eq!(c.storage.min_free, MinFree::Percent(5.0));
+        let e = Config::from_toml("[storage]\nmin_free = \"150%\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.toml") && e.contains("line 2"), "{e}");
+        assert!(e.contains("'150%' is not a share of the filesystem"), "{e}");
     }
 
     #[test]
