@@ -155,6 +155,8 @@ fn reads(nb: &str, share: &str) -> Vec<(&'static str, String)> {
     out.extend(admin_pages.iter().map(|p| ("admin", p.to_string())));
     for p in [
         format!("/notebooks/{nb}"),
+        format!("/notebooks/{nb}/open"),
+        format!("/notebooks/{nb}/delete"),
         format!("/s/{share}/"),
         format!("/api/v1/notebooks/{nb}"),
         format!("/api/v1/notebooks/{nb}/shares"),
@@ -338,7 +340,7 @@ async fn a_full_data_disk_refuses_writes_serves_reads_and_recovers_without_a_res
     let share = api.share(&nb, "link").await;
     let (ada, admin) = (client(), client());
     let ada_csrf = login_ok(&ada, &server.url, "ada", "ada-password-1").await;
-    login_ok(&admin, &server.url, "admin", &server.admin_password()).await;
+    let admin_csrf = login_ok(&admin, &server.url, "admin", &server.admin_password()).await;
     let clients = Clients {
         base: server.url.clone(),
         ada,
@@ -389,6 +391,27 @@ async fn a_full_data_disk_refuses_writes_serves_reads_and_recovers_without_a_res
     let r = login(&fresh, &server.url, "ada", "ada-password-1").await;
     assert_eq!(r.status().as_u16(), 507, "a login that needs a new session");
     assert!(r.text().await.unwrap_or_default().contains("Free space"));
+    // What ends something goes through (or is refused for space): never a 500.
+    let (stop, body) = api
+        .post(&format!("/api/v1/notebooks/{nb}/stop"), json!({}))
+        .await;
+    assert!(
+        matches!(stop, 202 | 507),
+        "stop on a full disk: {stop} {body}"
+    );
+    let r = clients
+        .admin
+        .post(format!("{}/logout", server.url))
+        .form(&[("csrf", admin_csrf.as_str())])
+        .send()
+        .await
+        .expect("POST /logout");
+    let logout = r.status().as_u16();
+    assert!(
+        matches!(logout, 303 | 507),
+        "logout on a full disk: {logout}"
+    );
+    eprintln!("on a full disk: stop {stop}, logout {logout}");
     let db = data.join("notebox.db");
     assert_eq!(integrity_check(&db), "ok");
     doctor_says_full_and_no_quotas(&server);
@@ -408,6 +431,13 @@ async fn a_full_data_disk_refuses_writes_serves_reads_and_recovers_without_a_res
         );
     }
     login_ok(&fresh, &server.url, "ada", "ada-password-1").await;
+    if stop == 507 {
+        let (status, body) = api
+            .post(&format!("/api/v1/notebooks/{nb}/stop"), json!({}))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    api.wait_state(&nb, "stopped", READY).await;
     assert_eq!(integrity_check(&db), "ok");
     let conn = rusqlite::Connection::open(&db).expect("open");
     let (busy, log, done): (i64, i64, i64) = conn
