@@ -11,14 +11,16 @@ use actix_web::ResponseError;
 
 use crate::error::{ApiError, PageError, WebError};
 
-/// Path endings of writes that free space or end something: never refused for space.
-const RELIEVING: [&str; 6] = [
+/// Path endings of writes that free space or end something (an admin disabling the member
+/// who fills the disk included): never refused up front.
+const RELIEVING: [&str; 7] = [
     "/stop",
     "/delete",
     "/revoke",
     "/cancel",
     "/remove",
     "/keepalive",
+    "/disabled",
 ];
 
 /// Whether a request is a write of Notebox's own that a full disk refuses.
@@ -70,5 +72,38 @@ mod tests {
         assert!(!refused_when_full(&Method::POST, "/notebooks/abc/delete"));
         assert!(!refused_when_full(&Method::DELETE, "/api/v1/notebooks/abc"));
         assert!(!refused_when_full(&Method::POST, "/logout"));
+        assert!(!refused_when_full(&Method::POST, "/admin/users/3/disabled"));
+    }
+
+    /// Every layer's full-disk error becomes the same 507, through `error.rs`.
+    #[test]
+    fn every_layers_full_disk_is_507_with_the_message() {
+        use crate::db::DbError;
+        let full = || crate::disk::DiskFull {
+            data_dir: "/var/lib/notebox".into(),
+            available: Some(0),
+        };
+        let errors: Vec<WebError> = vec![
+            DbError::DiskFull(full()).into(),
+            crate::auth::AuthError::Db(DbError::DiskFull(full())).into(),
+            crate::notebooks::NotebookError::Db(DbError::DiskFull(full())).into(),
+            crate::share::ShareError::DiskFull(full()).into(),
+            crate::share::ShareError::Db(DbError::DiskFull(full())).into(),
+            crate::jobs::JobError::DiskFull(full()).into(),
+            crate::secrets::SecretsError::Db(DbError::DiskFull(full())).into(),
+            crate::usage::UsageError::Db(DbError::DiskFull(full())).into(),
+        ];
+        for e in errors {
+            assert_eq!((e.status.as_u16(), e.code), (507, "disk_full"));
+            assert!(
+                e.message.starts_with(
+                    "The disk holding Notebox's data is full (0 bytes free on /var/lib/notebox)"
+                ),
+                "{}",
+                e.message
+            );
+        }
+        let other: WebError = DbError::Worker("gone".into()).into();
+        assert_eq!(other.status.as_u16(), 500);
     }
 }
