@@ -171,7 +171,7 @@ pub fn log_skipped_write(what: &'static str, error: &dyn std::fmt::Display, full
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST_FULL_LOG: AtomicU64 = AtomicU64::new(0);
     if !full {
-        tracing::warn!(error = %error, "{what} was not recorded");
+        tracing::warn!(error = %error, "not recorded: {what}");
         return;
     }
     let now = crate::clock::now().max(0) as u64;
