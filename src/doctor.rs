@@ -5,6 +5,7 @@ use std::path::Path;
 use crate::config::{Config, GpuBackend};
 use crate::containers::docker::DockerBackend;
 use crate::containers::{Backend, EngineError};
+use crate::disk::FreeSpace;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -46,63 +47,89 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
         })
 }
 
-fn free_bytes(path: &Path) -> Option<u64> {
-    let stat = rustix::fs::statvfs(path).ok()?;
-    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+/// Free space on the data dir's filesystem against `[storage] min_free` (and the floor
+/// below which Notebox refuses writes).
+fn check_free_space(config: &Config) -> Check {
+    let dir = &config.data_dir;
+    let reading = FreeSpace::of(dir).or_else(|e| dir.parent().map_or(Err(e), FreeSpace::of));
+    let Ok(free) = reading else {
+        return check("disk space", Level::Warn, "cannot read free space", None);
+    };
+    let min_free = config.storage.min_free;
+    let said = format!(
+        "{} ({} %) free on the filesystem of {}; Notebox warns below {min_free}",
+        crate::config::format_byte_size(free.available),
+        free.percent_free(),
+        dir.display()
+    );
+    if free.available < crate::disk::HARD_FLOOR {
+        return check(
+            "disk space",
+            Level::Fail,
+            format!("{said}: the disk is full, new notebooks and writes are refused"),
+            Some("free disk space (members' files in storage/, unused images: docker image prune)"),
+        );
+    }
+    match crate::disk::low_space_warning(dir, free, min_free) {
+        Some(warning) => check(
+            "disk space",
+            Level::Warn,
+            warning,
+            Some("free disk space before it fills: notebooks, images and Notebox's database share it"),
+        ),
+        None => check("disk space", Level::Ok, said, None),
+    }
+}
+
+/// Whether the data dir's filesystem could enforce per-member hard limits (project quotas).
+fn check_quota_support(dir: &Path) -> Check {
+    match crate::disk::mount_of_path(dir) {
+        Some(mount) => {
+            let (enforced, said) = crate::disk::quota_support(dir, &mount);
+            let level = if enforced { Level::Ok } else { Level::Warn };
+            let fix = (!enforced).then_some(
+                "optional: set up project quotas by hand on an ext4 or XFS data dir (docs/INSTALL.md)",
+            );
+            check("project quotas", level, said, fix)
+        }
+        None => check(
+            "project quotas",
+            Level::Warn,
+            format!("cannot tell which filesystem holds {}", dir.display()),
+            None,
+        ),
+    }
 }
 
 fn check_data_dir(config: &Config) -> Vec<Check> {
     let dir = &config.data_dir;
     let mut out = Vec::new();
     let probe = dir.join(".notebox-doctor-probe");
-    let writable = std::fs::create_dir_all(dir).is_ok()
-        && std::fs::write(&probe, b"ok").is_ok()
-        && std::fs::remove_file(&probe).is_ok();
-    if writable {
-        out.push(check(
+    let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&probe, b"ok"));
+    // Also after a failed write (a full disk creates the file, then refuses its bytes).
+    let removed = std::fs::remove_file(&probe);
+    match written.and(removed) {
+        Ok(()) => out.push(check(
             "data dir",
             Level::Ok,
             format!("{} is writable", dir.display()),
             None,
-        ));
-    } else {
-        out.push(check(
+        )),
+        Err(e) if crate::disk::is_full_io(&e) => out.push(check(
+            "data dir",
+            Level::Fail,
+            format!("{} cannot be written: its filesystem is full ({e})", dir.display()),
+            Some("free disk space (see disk space below)"),
+        )),
+        Err(_) => out.push(check(
             "data dir",
             Level::Fail,
             format!("{} is not writable by this user", dir.display()),
             Some("give the directory to the user notebox runs as (the package uses notebox:notebox), or set data_dir"),
-        ));
-    }
-    match free_bytes(dir).or_else(|| dir.parent().and_then(free_bytes)) {
-        Some(b) => {
-            let gb = b as f64 / 1e9;
-            let (level, fix) = if gb < 1.0 {
-                (
-                    Level::Fail,
-                    Some("free disk space: notebooks and images need room"),
-                )
-            } else if gb < 10.0 {
-                (
-                    Level::Warn,
-                    Some("free disk space: images and members' files grow"),
-                )
-            } else {
-                (Level::Ok, None)
-            };
-            out.push(check(
-                "disk space",
-                level,
-                format!("{gb:.1} GB free for {}", dir.display()),
-                fix,
-            ));
-        }
-        None => out.push(check(
-            "disk space",
-            Level::Warn,
-            "cannot read free space",
-            None,
         )),
     }
+    out.push(check_free_space(config));
+    out.push(check_quota_support(dir));
     out
 }
 

@@ -8,6 +8,7 @@ use askama::Template;
 use crate::auth::AuthError;
 use crate::db::placement::Refusal;
 use crate::db::DbError;
+use crate::disk::DiskFull;
 use crate::notebooks::logs::LogReadRefusal;
 use crate::notebooks::NotebookError;
 
@@ -60,6 +61,18 @@ impl WebError {
             "The form had expired or came from another site, so nothing was changed. \
              Reload the page and try again.",
         )
+    }
+    /// 507 Insufficient Storage: the data dir's filesystem is full; says what to free.
+    pub fn disk_full(e: &DiskFull) -> WebError {
+        tracing::warn!(error = %e, "a write was refused: the disk is full");
+        WebError::new(StatusCode::INSUFFICIENT_STORAGE, "disk_full", e.to_string())
+    }
+    /// Every layer's database error: a full disk is 507 with what to do, the rest 500.
+    pub fn from_db(e: DbError) -> WebError {
+        match e {
+            DbError::DiskFull(full) => WebError::disk_full(&full),
+            e => WebError::internal(e),
+        }
     }
     pub fn internal(message: impl std::fmt::Display) -> WebError {
         tracing::error!(error = %message, "internal error");
@@ -118,7 +131,7 @@ impl From<AuthError> for WebError {
                 WebError::new(StatusCode::BAD_REQUEST, "directory_refused", message)
             }
             AuthError::Internal(m) => WebError::internal(m),
-            AuthError::Db(e) => WebError::internal(e),
+            AuthError::Db(e) => WebError::from_db(e),
         }
     }
 }
@@ -160,7 +173,7 @@ impl From<NotebookError> for WebError {
                 "docker_unavailable",
                 message,
             ),
-            NotebookError::Db(e) => WebError::internal(e),
+            NotebookError::Db(e) => WebError::from_db(e),
             NotebookError::LogReadsBusy(refusal) => {
                 let status = match refusal {
                     LogReadRefusal::Member => StatusCode::TOO_MANY_REQUESTS,
@@ -189,8 +202,9 @@ impl From<crate::share::ShareError> for WebError {
                 WebError::new(StatusCode::NOT_FOUND, "not_found", "No such notebook.")
             }
             ShareError::Invalid(m) => WebError::bad_request(m),
-            ShareError::Db(e) => WebError::internal(e),
+            ShareError::Db(e) => WebError::from_db(e),
             ShareError::Io(m) => WebError::internal(m),
+            ShareError::DiskFull(e) => WebError::disk_full(&e),
         }
     }
 }
@@ -204,7 +218,7 @@ impl From<crate::secrets::SecretsError> for WebError {
             SecretsError::NotFound(m) => WebError::new(StatusCode::NOT_FOUND, "not_found", m),
             SecretsError::Limit(m) => WebError::new(StatusCode::CONFLICT, "limit_reached", m),
             SecretsError::Unreadable(m) => WebError::internal(m),
-            SecretsError::Db(e) => WebError::internal(e),
+            SecretsError::Db(e) => WebError::from_db(e),
         }
     }
 }
@@ -218,7 +232,7 @@ impl From<crate::environments::EnvironmentError> for WebError {
             E::NotFound(m) => WebError::new(StatusCode::NOT_FOUND, "not_found", m),
             E::Conflict(m) => WebError::conflict(m),
             E::Unavailable(m) => WebError::new(StatusCode::BAD_GATEWAY, "unavailable", m),
-            E::Db(e) => WebError::internal(e),
+            E::Db(e) => WebError::from_db(e),
         }
     }
 }
@@ -233,7 +247,8 @@ impl From<crate::jobs::JobError> for WebError {
             E::TooLarge(m) => WebError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
             E::Notebook(e) => e.into(),
             E::Files(m) => WebError::internal(m),
-            E::Db(e) => WebError::internal(e),
+            E::DiskFull(e) => WebError::disk_full(&e),
+            E::Db(e) => WebError::from_db(e),
         }
     }
 }
@@ -253,7 +268,7 @@ impl From<crate::sharing::reservations::ReservationError> for WebError {
             E::Refused(BookingRefusal::OverWeek { .. }) => {
                 WebError::new(StatusCode::CONFLICT, "over_booking_limit", message)
             }
-            E::Db(e) => WebError::internal(e),
+            E::Db(e) => WebError::from_db(e),
         }
     }
 }
@@ -261,7 +276,7 @@ impl From<crate::sharing::reservations::ReservationError> for WebError {
 impl From<crate::notebooks::GpuMapError> for WebError {
     fn from(e: crate::notebooks::GpuMapError) -> WebError {
         match e {
-            crate::notebooks::GpuMapError::Db(e) => WebError::internal(e),
+            crate::notebooks::GpuMapError::Db(e) => WebError::from_db(e),
         }
     }
 }
@@ -274,14 +289,20 @@ impl From<crate::usage::UsageError> for WebError {
                 WebError::new(StatusCode::NOT_FOUND, "not_found", "No such member.")
             }
             UsageError::Invalid(m) => WebError::bad_request(m),
-            UsageError::Db(e) => WebError::internal(e),
+            UsageError::Db(e) => WebError::from_db(e),
         }
     }
 }
 
 impl From<DbError> for WebError {
     fn from(e: DbError) -> WebError {
-        WebError::internal(e)
+        WebError::from_db(e)
+    }
+}
+
+impl From<DiskFull> for WebError {
+    fn from(e: DiskFull) -> WebError {
+        WebError::disk_full(&e)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod containers;
 pub mod db;
 pub mod directory;
+pub mod disk;
 pub mod doctor;
 pub mod environments;
 pub mod error;
@@ -207,6 +208,7 @@ fn serve(
             .app_data(web::pages::json_config())
             .app_data(web::pages::query_config())
             .app_data(web::pages::path_config())
+            .wrap(from_fn(web::middleware::refuse_writes_when_full))
             .wrap(from_fn(web::middleware::require_csrf))
             .wrap(from_fn(web::middleware::refuse_stray_upgrades))
             .wrap(from_fn(web::middleware::refuse_notebook_origins))
@@ -383,6 +385,7 @@ impl Components {
             environments: self.environments.clone(),
             jobs: self.jobs.clone(),
             pending_launches: Default::default(),
+            disk: disk::DiskWatch::new(&self.config.data_dir, self.config.storage.min_free),
             sites,
             oidc,
             reservations: crate::sharing::reservations::Reservations::new(

@@ -41,7 +41,8 @@ PACKAGE=0
 # 1. System packages the tests use: mmdebstrap (test image), Chromium and its driver
 #    (browser tests), Prometheus (it scrapes /metrics in tests/usage.rs), a private
 #    registry with htpasswd logins (tests/secrets.rs), OpenLDAP's server and tools and
-#    Python's venv (the directory tests, tests/directory.rs); for the package
+#    Python's venv (the directory tests, tests/directory.rs), e2fsprogs (mkfs.ext4 for the
+#    full-disk test's loop filesystem, tests/full_disk.rs); for the package
 #    checks also lintian and curl (one apt run for all).
 stage_start "system packages"
 need=()
@@ -54,6 +55,7 @@ command -v htpasswd >/dev/null || need+=(apache2-utils)
 [ -x /usr/sbin/slapd ] || need+=(slapd)
 command -v ldapadd >/dev/null || need+=(ldap-utils)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 if [ "$PACKAGE" = 1 ]; then
   command -v lintian >/dev/null || need+=(lintian)
   command -v curl >/dev/null || need+=(curl)

@@ -94,6 +94,7 @@ impl Default for StorageConfig {
         StorageConfig {
             uid: 1000,
             gid: 100,
+            min_free: super::MinFree::Percent(5.0),
         }
     }
 }

@@ -25,9 +25,9 @@ pub use directory::{
 };
 use values::{auto_shutdown_choice, optional_duration};
 pub use values::{
-    auto_shutdown_name, parse_auto_shutdown, parse_byte_size, parse_duration, parse_listen,
-    time_zone, GpuBackend, OriginMode, OverBudget, PortRange, Reclaim, WebhookUrl,
-    AUTO_SHUTDOWN_CHOICES, DEFAULT_LISTEN,
+    auto_shutdown_name, format_byte_size, parse_auto_shutdown, parse_byte_size, parse_duration,
+    parse_listen, parse_min_free, time_zone, GpuBackend, MinFree, OriginMode, OverBudget,
+    PortRange, Reclaim, WebhookUrl, AUTO_SHUTDOWN_CHOICES, DEFAULT_LISTEN,
 };
 
 /// Where the config was found, searched in this order.
@@ -258,6 +258,10 @@ pub struct EnvironmentsConfig {
 pub struct StorageConfig {
     pub uid: u32,
     pub gid: u32,
+    /// Below this much free space on the data dir's filesystem the admin pages and
+    /// `notebox doctor` warn: "5%" or a size like "2GiB".
+    #[serde(with = "values::min_free")]
+    pub min_free: MinFree,
 }
 
 #[derive(Debug, Clone, Deserialize)]

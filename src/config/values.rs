@@ -336,9 +336,126 @@ pub(super) mod byte_size {
     }
 }
 
+/// A size for people: "0 bytes", "512 KiB", "1.2 GiB" (what `parse_byte_size` reads).
+pub fn format_byte_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 10.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
+/// How much of the data dir's filesystem must stay free before Notebox warns
+/// (`[storage] min_free`): a share of the filesystem ("5%") or a size ("2GiB").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinFree {
+    Percent(f64),
+    Bytes(u64),
+}
+
+impl MinFree {
+    /// The threshold in bytes on a filesystem of `total` bytes.
+    pub fn bytes_of(self, total: u64) -> u64 {
+        match self {
+            MinFree::Percent(p) => (total as f64 * p / 100.0) as u64,
+            MinFree::Bytes(b) => b,
+        }
+    }
+}
+
+impl std::fmt::Display for MinFree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MinFree::Percent(p) => write!(f, "{p} %"),
+            MinFree::Bytes(b) => f.write_str(&format_byte_size(*b)),
+        }
+    }
+}
+
+/// Parses `min_free`: "5%" (more than 0, less than 100) or a size ("2GiB", "500 MiB").
+pub fn parse_min_free(value: &str) -> Result<MinFree, String> {
+    let text = value.trim();
+    let Some(number) = text.strip_suffix('%') else {
+        return parse_byte_size(text)
+            .map(MinFree::Bytes)
+            .map_err(|e| format!("{e}; or give a share of the filesystem like \"5%\""));
+    };
+    match number.trim().parse::<f64>() {
+        Ok(p) if p.is_finite() && p > 0.0 && p < 100.0 => Ok(MinFree::Percent(p)),
+        _ => Err(format!(
+            "'{value}' is not a share of the filesystem: use a percentage above 0 and below \
+             100, like \"5%\", or a size like \"2GiB\""
+        )),
+    }
+}
+
+/// `min_free = "5%"`, `"2GiB"` (strings) or a number of bytes.
+pub(super) mod min_free {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Bytes(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<super::MinFree, D::Error> {
+        match Text::deserialize(d)? {
+            Text::Bytes(b) => Ok(super::MinFree::Bytes(b)),
+            Text::Text(t) => super::parse_min_free(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_like_df() {
+        assert_eq!(format_byte_size(0), "0 bytes");
+        assert_eq!(format_byte_size(1536), "1.5 KiB");
+        assert_eq!(format_byte_size(64 << 20), "64 MiB");
+    }
+
+    #[test]
+    fn min_free_is_a_share_or_a_size() {
+        assert_eq!(parse_min_free("5%"), Ok(MinFree::Percent(5.0)));
+        assert_eq!(parse_min_free(" 2.5 % "), Ok(MinFree::Percent(2.5)));
+        assert_eq!(parse_min_free("2GiB"), Ok(MinFree::Bytes(2 << 30)));
+        assert_eq!(MinFree::Percent(5.0).bytes_of(1000), 50);
+        for bad in ["0%", "100%", "-3%", "lots%", "five"] {
+            let e = parse_min_free(bad).unwrap_err();
+            assert!(e.contains("5%"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn min_free_in_the_file_is_checked_where_it_is_read() {
+        use crate::config::Config;
+        use std::path::Path;
+        let c = Config::from_toml("[storage]\nmin_free = \"2GiB\"\n", Path::new("c.toml"))
+            .expect("a size");
+        assert_eq!(c.storage.min_free, MinFree::Bytes(2 << 30));
+        let c = Config::from_toml("", Path::new("c.toml")).expect("defaults");
+        assert_eq!(c.storage.min_free, MinFree::Percent(5.0));
+        let e = Config::from_toml("[storage]\nmin_free = \"150%\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("c.toml") && e.contains("line 2"), "{e}");
+        assert!(e.contains("'150%' is not a share of the filesystem"), "{e}");
+    }
 
     #[test]
     fn sizes_parse_with_units() {

@@ -52,6 +52,36 @@ pub enum DbError {
     },
     #[error("the database worker stopped: {0}")]
     Worker(String),
+    /// A write failed because the data dir's filesystem is full; nothing was committed.
+    #[error(transparent)]
+    DiskFull(crate::disk::DiskFull),
+}
+
+impl DbError {
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, DbError::DiskFull(_))
+    }
+
+    /// SQLITE_FULL becomes `DiskFull`; so does an SQLITE_IOERR while the data dir's
+    /// filesystem has (almost) nothing free, which is how ENOSPC reaches SQLite's writes
+    /// of its log and checkpoints. `data_dir` is named in the message.
+    fn classify(self, data_dir: &Path) -> DbError {
+        let source = match &self {
+            DbError::Sqlite(e)
+            | DbError::Open { source: e, .. }
+            | DbError::Migration { source: e, .. } => e,
+            _ => return self,
+        };
+        let full = crate::disk::is_full_sqlite(source)
+            || (crate::disk::is_sqlite_io_error(source)
+                && crate::disk::FreeSpace::of(data_dir)
+                    .is_ok_and(|f| f.available < crate::disk::HARD_FLOOR));
+        if full {
+            DbError::DiskFull(crate::disk::DiskFull::noticed_on(data_dir))
+        } else {
+            self
+        }
+    }
 }
 
 /// A handle to the database. Cheap to clone. Each call borrows a pooled connection on a
@@ -80,6 +110,11 @@ impl Db {
         &self.path
     }
 
+    /// The folder holding the database (the data dir): what a full disk message names.
+    fn data_dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     /// Runs `f` with a connection, on the current thread. For CLI commands and code that
     /// already runs on a blocking thread.
     pub fn with_conn<T>(
@@ -89,9 +124,9 @@ impl Db {
         let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut conn = match pooled {
             Some(c) => c,
-            None => open_connection(&self.path)?,
+            None => open_connection(&self.path).map_err(|e| e.classify(self.data_dir()))?,
         };
-        let result = f(&mut conn);
+        let result = f(&mut conn).map_err(|e| e.classify(self.data_dir()));
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < MAX_IDLE {
                 idle.push(conn);

@@ -21,6 +21,9 @@ pub enum JobError {
     Files(String),
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The data dir's filesystem is full: the job's files could not be written.
+    #[error(transparent)]
+    DiskFull(crate::disk::DiskFull),
 }
 
 impl From<crate::db::placement::Refusal> for JobError {

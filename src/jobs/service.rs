@@ -808,7 +808,14 @@ fn write_files(
     notebook: Option<&[u8]>,
 ) -> Result<(), JobError> {
     use std::os::unix::fs::PermissionsExt;
-    let fail = |what: &str, e: std::io::Error| JobError::Files(format!("{what}: {e}"));
+    let fail = |what: &str, e: std::io::Error| {
+        if crate::disk::is_full_io(&e) {
+            // The job's folder is data_dir/jobs/{id}: the message names the data dir.
+            let data_dir = dir.ancestors().nth(2).unwrap_or(dir);
+            return JobError::DiskFull(crate::disk::DiskFull::noticed_on(data_dir));
+        }
+        JobError::Files(format!("{what}: {e}"))
+    };
     let give = |path: &std::path::Path, mode: u32| -> Result<(), JobError> {
         std::os::unix::fs::chown(path, Some(owner.0), Some(owner.1))
             .map_err(|e| fail("cannot give the job's files to the container user", e))?;

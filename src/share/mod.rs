@@ -53,6 +53,9 @@ pub enum ShareError {
     Db(#[from] DbError),
     #[error("{0}")]
     Io(String),
+    /// The data dir's filesystem is full (a fork's copy); what was copied is removed.
+    #[error(transparent)]
+    DiskFull(crate::disk::DiskFull),
 }
 
 /// What the notebook service said, in the share service's terms.
@@ -589,6 +592,12 @@ impl Shares {
         .map_err(|e| ShareError::Io(e.to_string()))?;
         if let Err(e) = copied {
             remove_partial_copy(&to).await;
+            if let TreeError::Io(io) = &e {
+                if crate::disk::is_full_io(io) {
+                    let full = crate::disk::DiskFull::noticed_on(&self.config.data_dir);
+                    return Err(ShareError::DiskFull(full));
+                }
+            }
             return Err(ShareError::Io(format!(
                 "could not copy the notebook's files: {e}"
             )));

@@ -90,7 +90,9 @@ impl Accounting {
             .call(move |c| crate::db::usage::record(c, &samples))
             .await
         {
-            tracing::warn!(error = %e, "cannot record usage");
+            // A sample is a side effect: on a full disk it is skipped (logged once a
+            // minute), and the pages reading the ledger keep working.
+            crate::disk::log_skipped_write("usage samples", &e, e.is_disk_full());
         }
     }
 }

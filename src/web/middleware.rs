@@ -2,6 +2,7 @@
 //! (CSRF, stray upgrades, duplicated cookies, requests from notebooks' origins).
 
 mod csrf;
+mod disk_full;
 
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use actix_web::middleware::Next;
 
 pub use crate::http::PAGE_CSP;
 pub use csrf::{csrf_duty, require_csrf, CsrfDuty};
+pub use disk_full::refuse_writes_when_full;
 
 /// Answers a request that asks to switch protocols outside `/nb/` with 400 at once, without
 /// reading its body: actix-web reads an upgrade request's body to the end of the stream,

@@ -44,6 +44,8 @@ pub struct AppState {
     pub oidc: crate::directory::oidc::OidcProviders,
     /// GPU bookings.
     pub reservations: crate::sharing::reservations::Reservations,
+    /// Free space on the data dir's filesystem: the admin banner, writes refused when full.
+    pub disk: crate::disk::DiskWatch,
 }
 
 /// The map of the product, top to bottom.

@@ -128,7 +128,7 @@ async fn render_users(
     let mut reasons = state.accounts.directory_disabled().await?;
     let link_requests = state.accounts.link_requests().await?.len();
     let page = UsersPage {
-        chrome: Chrome::new(&admin.0, "admin"),
+        chrome: Chrome::for_admin(&admin.0, &state.disk),
         users: users
             .into_iter()
             .map(|u| {
@@ -435,7 +435,7 @@ pub async fn notebooks_page(
     html(
         StatusCode::OK,
         NotebooksPage {
-            chrome: Chrome::new(&admin.0, "admin"),
+            chrome: Chrome::for_admin(&admin.0, &state.disk),
             notebooks,
             notice,
             isolation: isolation(&state),
@@ -481,7 +481,7 @@ pub async fn environments_page(
     html(
         StatusCode::OK,
         EnvironmentsDiskPage {
-            chrome: Chrome::new(&admin.0, "admin"),
+            chrome: Chrome::for_admin(&admin.0, &state.disk),
             report,
         },
     )

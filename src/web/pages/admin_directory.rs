@@ -209,7 +209,7 @@ pub async fn directory_page(
         _ => None,
     });
     let page = DirectoryPage {
-        chrome: Chrome::new(&admin.0, "admin"),
+        chrome: Chrome::for_admin(&admin.0, &state.disk),
         ldap: config.auth.ldap.as_ref().map(|l| {
             let how = if l.bind_dn_template.is_empty() {
                 format!("members searched under {}", l.user_base)

@@ -14,6 +14,8 @@ pub struct Chrome {
     pub is_admin: bool,
     pub csrf: String,
     pub nav: &'static str,
+    /// Admin pages: "Only 1.2 GiB (3 %) free …" when below `[storage] min_free`.
+    pub disk_warning: Option<String>,
 }
 
 impl Chrome {
@@ -26,6 +28,14 @@ impl Chrome {
             is_admin: user.is_admin,
             csrf: csrf.to_string(),
             nav,
+            disk_warning: None,
+        }
+    }
+    /// An admin page's chrome: it warns when the data dir's filesystem runs low.
+    pub fn for_admin(session: &SessionUser, disk: &crate::disk::DiskWatch) -> Chrome {
+        Chrome {
+            disk_warning: disk.low_space_warning(),
+            ..Chrome::new(session, "admin")
         }
     }
 }
