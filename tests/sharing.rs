@@ -289,7 +289,26 @@ async fn a_booking_holds_its_gpus_for_its_member_during_its_window() {
         "queued"
     );
 
-    // The calendar renders (Chromium).
+    // The calendar renders (Chromium), with a booking of bob's two days ahead and an
+    // admin's for maintenance (admins book for anyone, beyond the members' limits).
+    let hour = |t: i64| t - t % 3600;
+    let (s, e) = bob
+        .post("/api/v1/reservations", json!({"gpus": 1, "start": rfc(hour(now) + 2 * 86400 + 3600), "end": rfc(hour(now) + 2 * 86400 + 7 * 3600), "purpose": "ablations"}))
+        .await;
+    assert_eq!(s, 201, "{e}");
+    let admin = Api::new(&server.url, &token_for(&server, "admin"));
+    let (s, e) = admin
+        .post("/api/v1/reservations", json!({"gpus": 3, "member": "maintenance", "start": rfc(hour(now) + 4 * 86400), "end": rfc(hour(now) + 4 * 86400 + 10 * 3600), "purpose": "driver update"}))
+        .await;
+    assert_eq!(s, 201, "{e}");
+    let (s, e) = bob
+        .post("/api/v1/reservations", json!({"gpus": 1, "member": "alice", "start": rfc(now + 3 * 86400), "end": rfc(now + 3 * 86400 + 60)}))
+        .await;
+    assert_eq!(s, 403, "only admins book for others: {e}");
+    let (s, e) = bob
+        .post("/api/v1/reservations", json!({"gpus": 1, "start": rfc(now + 3 * 86400), "end": rfc(now + 3 * 86400 + 9 * 3600)}))
+        .await;
+    assert_eq!(s, 400, "longer than reservations.max_length: {e}");
     if require(
         "chromium",
         chromium::available(),

@@ -156,6 +156,8 @@ struct CalendarPage {
     rows: Vec<GpuRow>,
     /// Where "now" is on the grid, in percent; None when not on it.
     now_left: Option<f64>,
+    /// Where each day after the first begins, in percent.
+    day_lines: Vec<String>,
     listed: Vec<Listed>,
     models: Vec<String>,
     form: BookForm,
@@ -306,11 +308,7 @@ async fn render(
         .filter(|r| r.ends_at > now - 86400)
         .map(|r| Listed {
             r: rs::wire(r, now),
-            when: format!(
-                "{} – {}",
-                rs::local_time(r.starts_at, &tz),
-                rs::local_time(r.ends_at, &tz)
-            ),
+            when: when(r, &tz),
             can_cancel: r.ends_at > now
                 && (session.user.is_admin || r.user_id == Some(session.user.id)),
             gpus_text: gpu_names(&inventory, &r.gpu_uuids),
@@ -337,6 +335,9 @@ async fn render(
         days,
         rows,
         now_left,
+        day_lines: (1..DAYS)
+            .map(|d| format!("{:.3}", d as f64 * 100.0 / DAYS as f64))
+            .collect(),
         listed,
         models,
         form,
@@ -349,7 +350,19 @@ async fn render(
     html(status, page)
 }
 
-/// "GPU 0, GPU 1 (A100)".
+/// "Thu 10 Dec 14:00 – 18:00" (the day once when it ends the same day).
+fn when(r: &Reservation, tz: &jiff::tz::TimeZone) -> String {
+    let (from, to) = (
+        rs::local_time(r.starts_at, tz),
+        rs::local_time(r.ends_at, tz),
+    );
+    match (from.rsplit_once(' '), to.rsplit_once(' ')) {
+        (Some((day_a, _)), Some((day_b, hm))) if day_a == day_b => format!("{from} – {hm}"),
+        _ => format!("{from} – {to}"),
+    }
+}
+
+/// "GPU 0, GPU 1".
 fn gpu_names(inventory: &[(String, String)], uuids: &[String]) -> String {
     let names: Vec<String> = uuids
         .iter()
