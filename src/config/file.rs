@@ -306,4 +306,44 @@ reclaim = "always"
             .to_string();
         assert!(e.contains("cuda"), "{e}");
     }
+
+    #[test]
+    fn fair_share_and_booking_keys_parse_and_bad_ones_are_named() {
+        let c = Config::from_toml(
+            "[gpu]\nqueue_order = \"fair_share\"\nfair_share_half_life = \"3d\"\nfair_share_max_wait = \"2h\"\n\
+             [gpu.shares]\nalice = 2.5\n[reservations]\nmax_length = \"4h\"\nmax_ahead = \"7d\"\n\
+             max_gpu_hours_per_week = 0\n[[groups]]\nid = \"phd\"\nshares = 3\n",
+            Path::new("c.toml"),
+        )
+        .expect("parses");
+        c.validate().expect("validates");
+        assert_eq!(c.gpu.queue_order, super::super::QueueOrderName::FairShare);
+        assert_eq!(c.gpu.fair_share_half_life, Duration::from_secs(3 * 86400));
+        assert_eq!(c.gpu.shares.get("alice"), Some(&2.5));
+        assert_eq!(c.groups[0].shares, Some(3.0));
+        assert_eq!(c.reservations.max_length, Duration::from_secs(4 * 3600));
+        let e = Config::from_toml("[gpu]\nqueue_order = \"lottery\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lottery"), "{e}");
+        for (toml, key) in [
+            ("[gpu.shares]\nbob = 0\n", "gpu.shares.bob"),
+            (
+                "[gpu]\nfair_share_half_life = \"1s\"\n",
+                "gpu.fair_share_half_life",
+            ),
+            (
+                "[reservations]\nmax_length = \"2d\"\nmax_ahead = \"1d\"\n",
+                "reservations.max_ahead",
+            ),
+            (
+                "[reservations]\nmax_gpu_hours_per_week = -1\n",
+                "reservations.max_gpu_hours_per_week",
+            ),
+        ] {
+            let c = Config::from_toml(toml, Path::new("c.toml")).expect("parses");
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+    }
 }
