@@ -160,6 +160,11 @@ impl From<NotebookError> for WebError {
                 "docker_unavailable",
                 message,
             ),
+            // 403 like the GPU quota and budget: the member may not, until they delete
+            // files or an admin raises the quota (not a conflict a retry resolves).
+            NotebookError::OverStorageQuota(_) => {
+                WebError::new(StatusCode::FORBIDDEN, "over_storage_quota", message)
+            }
             NotebookError::Db(e) => WebError::internal(e),
             NotebookError::LogReadsBusy(refusal) => {
                 let status = match refusal {

@@ -147,6 +147,9 @@ pub struct GroupConfig {
     /// A member's default monthly GPU-hour budget; unset = none from this group.
     #[serde(default)]
     pub gpu_hours_budget: Option<f64>,
+    /// A member's storage soft quota ("200GiB"); unset = the `[storage]` default.
+    #[serde(default, with = "super::values::optional_byte_size")]
+    pub storage_quota: Option<u64>,
     /// A shared folder at `/shared/{id}`, read-write for the group's members.
     #[serde(default)]
     pub folder: bool,

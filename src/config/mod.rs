@@ -257,6 +257,19 @@ pub struct EnvironmentsConfig {
 pub struct StorageConfig {
     pub uid: u32,
     pub gid: u32,
+    /// Each member's soft quota for `/storage` and their notebooks' folders together
+    /// ("100GiB"; empty = none). Past it, new notebooks and jobs are refused.
+    #[serde(with = "values::optional_byte_size")]
+    pub soft_quota: Option<u64>,
+    /// How often every member's usage is measured (also soon after a notebook stops).
+    #[serde(with = "humantime_serde")]
+    pub measure_interval: Duration,
+    /// The most entries one member's measurement looks at; past it the figure is "at least".
+    pub measure_max_entries: u64,
+    /// The deepest folder a measurement enters.
+    pub measure_max_depth: u32,
+    /// Entries per second a measurement looks at, at most (0: unthrottled).
+    pub measure_files_per_second: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -336,6 +336,28 @@ pub(super) mod byte_size {
     }
 }
 
+/// `soft_quota = "100GiB"`, a number of bytes, or "" (none).
+pub(super) mod optional_byte_size {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Size::deserialize(d)? {
+            Size::Bytes(b) => Ok(Some(b)),
+            Size::Text(t) if t.trim().is_empty() => Ok(None),
+            Size::Text(t) => super::parse_byte_size(&t)
+                .map(Some)
+                .map_err(|e| serde::de::Error::custom(format!("{e}, or \"\" for none"))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

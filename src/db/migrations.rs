@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("migrations/0012_environments.sql")),
     (13, include_str!("migrations/0013_directory.sql")),
     (14, include_str!("migrations/0014_jobs.sql")),
+    (16, include_str!("migrations/0016_storage.sql")),
 ];
 
 pub fn latest_version() -> i64 {

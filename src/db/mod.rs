@@ -15,6 +15,7 @@ pub mod placement;
 pub mod secrets;
 pub mod sessions;
 pub mod shares;
+pub mod storage;
 pub mod tokens;
 pub mod usage;
 pub mod users;
