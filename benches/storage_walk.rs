@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use notebox::storage::walk::{measure, Measured, WalkLimits, WalkRoot};
 
-/// CPU seconds (user + system) of the calling thread so far.
-fn thread_cpu() -> Duration {
+/// CPU time of the calling thread so far: (user, system).
+fn thread_cpu() -> (Duration, Duration) {
     // SAFETY: getrusage writes into the struct it is given and nothing else.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
@@ -26,7 +26,7 @@ fn thread_cpu() -> Duration {
     let tv = |t: libc::timeval| {
         Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
     };
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    (tv(usage.ru_utime), tv(usage.ru_stime))
 }
 
 fn tree(root: &Path, files: usize) {
@@ -57,8 +57,8 @@ fn du_sb(root: &Path) -> (u64, Duration) {
     (bytes, took)
 }
 
-/// One walk: what it found, its wall time and its CPU time.
-fn timed(root: &Path, rate: Option<u32>) -> (Measured, Duration, Duration) {
+/// One walk: what it found, its wall time and its CPU time (user, system).
+fn timed(root: &Path, rate: Option<u32>) -> (Measured, Duration, (Duration, Duration)) {
     let roots = [WalkRoot {
         path: root.to_path_buf(),
         label: "/storage".into(),
@@ -68,9 +68,14 @@ fn timed(root: &Path, rate: Option<u32>) -> (Measured, Duration, Duration) {
         max_depth: 64,
         files_per_second: rate,
     };
-    let (cpu, started) = (thread_cpu(), Instant::now());
+    let (before, started) = (thread_cpu(), Instant::now());
     let m = measure(&roots, limits);
-    (m, started.elapsed(), thread_cpu() - cpu)
+    let after = thread_cpu();
+    (
+        m,
+        started.elapsed(),
+        (after.0 - before.0, after.1 - before.1),
+    )
 }
 
 fn arg(args: &[String], name: &str, default: usize) -> usize {
@@ -111,16 +116,18 @@ fn main() {
             break;
         }
     }
-    println!("| walk of {files} files (median of {runs}) | entries | wall | entries/s | CPU | CPU share |");
+    println!("| walk of {files} files (median of {runs}) | entries | wall | entries/s | CPU (user + system) | CPU share |");
     println!("|---|---|---|---|---|---|");
-    for (name, rate, wall, cpu, entries) in rows {
+    for (name, rate, wall, (user, system), entries) in rows {
         let rate = rate.map_or(String::new(), |r| format!(" ({r}/s)"));
+        let cpu = (user + system).as_secs_f64();
         println!(
-            "| {name}{rate} | {entries} | {:.2} s | {:.0} | {:.2} s | {:.0} % |",
+            "| {name}{rate} | {entries} | {:.2} s | {:.0} | {cpu:.2} s ({:.2} + {:.2}) | {:.0} % |",
             wall.as_secs_f64(),
             entries as f64 / wall.as_secs_f64(),
-            cpu.as_secs_f64(),
-            cpu.as_secs_f64() / wall.as_secs_f64() * 100.0
+            user.as_secs_f64(),
+            system.as_secs_f64(),
+            cpu / wall.as_secs_f64() * 100.0
         );
     }
     println!(
