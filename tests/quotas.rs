@@ -4,12 +4,14 @@
 //! soft quota refused new notebooks and jobs (with what to delete) while another member
 //! is not, their running notebook left running, and the webhook told once.
 
+mod chromium;
 mod common;
 mod webhook_receiver;
 
 use std::path::Path;
 use std::time::Duration;
 
+use chromium::{Browser, SHORT};
 use common::*;
 use serde_json::{json, Value};
 use webhook_receiver::Receiver;
@@ -241,4 +243,64 @@ async fn a_member_over_quota_is_refused_new_notebooks_and_jobs_and_another_is_no
         1,
         "once per crossing"
     );
+}
+
+/// Chromium: a member at 95 % of a 1 MiB quota sees the bar, the figure and the warning on
+/// the dashboard (docs/screenshots/storage-warning.png); the admin sees the figure on
+/// *Admin → Users*.
+#[tokio::test]
+async fn the_dashboard_shows_the_bar_and_the_warning_and_the_admin_sees_usage() {
+    if !chromium::available() {
+        return;
+    }
+    let server = TestServer::start_with(|c| {
+        c.storage.soft_quota = Some(1 << 20);
+        c.storage.measure_interval = Duration::from_secs(1);
+    })
+    .await;
+    add_user(&server, "gus", "gus-password-1", false);
+    let data = storage_dir(server.data_dir(), "gus").join("datasets");
+    std::fs::create_dir_all(&data).expect("datasets");
+    std::fs::write(data.join("train.csv"), vec![b'1'; 950 << 10]).expect("data");
+    let api = Api::new(&server.url, &token_for(&server, "gus"));
+    storage_when(&api, "Gus's 950 KiB to be measured", |s| {
+        s["used_bytes"].as_u64().is_some_and(|u| u > 950 << 10)
+    })
+    .await;
+    let b = Browser::start(&server.url).await;
+    b.login("gus", "gus-password-1").await;
+    b.goto("/").await;
+    let card = b.wait_text("#storage", "of 1 MiB", SHORT).await;
+    assert!(card.contains("measured"), "{card}");
+    let warning = b
+        .wait_text("#storage-warning", "/storage/datasets", SHORT)
+        .await;
+    assert!(
+        warning.contains("(93 %)") || warning.contains("(94 %)") || warning.contains("(95 %)"),
+        "{warning}"
+    );
+    let fill = b
+        .wait_css("#storage rect.fill", SHORT)
+        .await
+        .attr("width")
+        .await
+        .expect("width");
+    assert!(
+        fill.as_deref().is_some_and(|w| w.starts_with("9")),
+        "bar {fill:?}"
+    );
+    b.screenshot("storage-warning.png").await;
+    b.logout().await;
+
+    b.login("admin", &server.admin_password()).await;
+    b.goto("/admin/users").await;
+    // Gus's cell: the 90 % badge, his figure in KiB against the quota (the admin's own
+    // row reads "0 B of 1 MiB").
+    let rows = b.wait_text("table.list tbody", "gus", SHORT).await;
+    assert!(
+        rows.contains("90 %+") && rows.contains("KiB of 1 MiB"),
+        "{rows}"
+    );
+    b.screenshot("storage-admin-users.png").await;
+    b.close().await;
 }
