@@ -304,3 +304,35 @@ async fn the_dashboard_shows_the_bar_and_the_warning_and_the_admin_sees_usage() 
     b.screenshot("storage-admin-users.png").await;
     b.close().await;
 }
+
+/// With an hour between passes, a member is measured again soon after their notebook stops
+/// (what it wrote is at rest then), not an hour later.
+#[tokio::test]
+async fn a_member_is_measured_soon_after_their_notebook_stops() {
+    let Some(image) = test_image() else { return };
+    let server = TestServer::start_with(|c| {
+        docker_config(c, &image);
+        c.storage.measure_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let _containers = ContainerGuard(server.data_dir().to_path_buf());
+    // Added after the first pass (at start): not measured until something asks for it.
+    add_user(&server, "hal", "hal-password-1", false);
+    let hal = Api::new(&server.url, &token_for(&server, "hal"));
+    let id = hal.create_notebook("writes").await;
+    hal.wait_state(&id, "running", READY).await;
+    let (_, me) = hal.get("/api/v1/me").await;
+    assert!(me["storage"]["measured_at"].is_null(), "{me}");
+    let folder = server.data_dir().join("notebooks").join(&id);
+    std::fs::write(folder.join("results.bin"), vec![0u8; 2 << 20]).expect("results");
+    let (status, _) = hal
+        .post(&format!("/api/v1/notebooks/{id}/stop"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    hal.wait_state(&id, "stopped", READY).await;
+    let s = storage_when(&hal, "Hal to be measured after the stop", |_| true).await;
+    assert!(
+        s["used_bytes"].as_u64().is_some_and(|u| u >= 2 << 20),
+        "{s}"
+    );
+}
