@@ -188,7 +188,7 @@ impl Policy {
         if let Some(q) = self.storage_quota {
             lines.push(format!(
                 "Storage quota {}, from {}",
-                crate::storage::size_text(q),
+                crate::config::byte_size_text(q),
                 from("storage_quota")
             ));
         }

@@ -25,8 +25,8 @@ pub use directory::{
 };
 use values::{auto_shutdown_choice, optional_duration};
 pub use values::{
-    auto_shutdown_name, parse_auto_shutdown, parse_byte_size, parse_duration, parse_listen,
-    time_zone, GpuBackend, OriginMode, OverBudget, PortRange, Reclaim, WebhookUrl,
+    auto_shutdown_name, byte_size_text, parse_auto_shutdown, parse_byte_size, parse_duration,
+    parse_listen, time_zone, GpuBackend, OriginMode, OverBudget, PortRange, Reclaim, WebhookUrl,
     AUTO_SHUTDOWN_CHOICES, DEFAULT_LISTEN,
 };
 

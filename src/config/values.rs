@@ -317,6 +317,24 @@ pub fn parse_byte_size(value: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// "104.2 GiB", "100 GiB", "512 KiB", "12 B".
+pub fn byte_size_text(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            let value = format!("{:.1}", bytes as f64 / size as f64);
+            let value = value.strip_suffix(".0").unwrap_or(&value);
+            return format!("{value} {unit}");
+        }
+    }
+    format!("{bytes} B")
+}
+
 /// `max_disk = "200GiB"` (a string) or a number of bytes.
 pub(super) mod byte_size {
     use serde::{Deserialize, Deserializer};
@@ -369,6 +387,15 @@ mod tests {
         assert_eq!(parse_byte_size("4096"), Ok(4096));
         assert!(parse_byte_size("lots").is_err());
         assert!(parse_byte_size("5 parsecs").unwrap_err().contains("unit"));
+    }
+
+    #[test]
+    fn sizes_are_written_the_way_people_write_them() {
+        assert_eq!(byte_size_text(100 << 30), "100 GiB");
+        assert_eq!(byte_size_text((1042 << 30) / 10), "104.2 GiB");
+        assert_eq!(byte_size_text(3 << 19), "1.5 MiB");
+        assert_eq!(byte_size_text(12), "12 B");
+        assert_eq!(parse_byte_size(&byte_size_text(200 << 30)), Ok(200 << 30));
     }
 
     #[test]

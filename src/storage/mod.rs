@@ -8,6 +8,9 @@ pub mod measurer;
 pub mod walk;
 
 use crate::config::Config;
+
+/// "104.2 GiB", "100 GiB", "12 B" (config's sizes, written back the way people write them).
+pub use crate::config::byte_size_text as size_text;
 use crate::db::storage::StorageUsageRow;
 use crate::db::users::User;
 
@@ -156,35 +159,9 @@ pub fn level(used: Option<u64>, quota: Option<u64>) -> QuotaLevel {
     }
 }
 
-/// "104.2 GiB", "100 GiB", "512 KiB", "12 B".
-pub fn size_text(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [
-        ("TiB", 1 << 40),
-        ("GiB", 1 << 30),
-        ("MiB", 1 << 20),
-        ("KiB", 1 << 10),
-    ];
-    for (unit, size) in UNITS {
-        if bytes >= size {
-            let value = format!("{:.1}", bytes as f64 / size as f64);
-            let value = value.strip_suffix(".0").unwrap_or(&value);
-            return format!("{value} {unit}");
-        }
-    }
-    format!("{bytes} B")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_read_like_people_write_them() {
-        assert_eq!(size_text(100 << 30), "100 GiB");
-        assert_eq!(size_text((1042 << 30) / 10), "104.2 GiB");
-        assert_eq!(size_text(3 << 19), "1.5 MiB");
-        assert_eq!(size_text(12), "12 B");
-    }
 
     #[test]
     fn levels_warn_at_ninety_percent_and_refuse_past_the_quota() {
