@@ -106,6 +106,33 @@ fn check_data_dir(config: &Config) -> Vec<Check> {
     out
 }
 
+/// Notebox's quotas are soft; says whether the data dir's filesystem could also enforce
+/// hard ones (project quotas), which an admin sets up by hand.
+fn check_storage_quotas(config: &Config) -> Check {
+    let how = "hard limits: docs/INSTALL.md, \"Storage quotas\"";
+    let soft = match config.storage.soft_quota {
+        Some(q) => format!("soft quota {} per member", crate::config::byte_size_text(q)),
+        None => "no soft quota ([storage] soft_quota)".to_string(),
+    };
+    let Some(m) = crate::storage::hard_quota::probe(&config.data_dir) else {
+        return check(
+            "storage quotas",
+            Level::Ok,
+            format!("{soft}; cannot read /proc/self/mountinfo to tell whether the data dir's filesystem could enforce hard limits"),
+            None,
+        );
+    };
+    let place = format!("{} ({} at {})", m.fs_type, m.source, m.mount_point);
+    let message = if m.project_quota {
+        format!("{soft}; the data dir's filesystem, {place}, is mounted with project quotas: it can enforce hard per-member limits ({how})")
+    } else if m.could_have_project_quota() {
+        format!("{soft}; the data dir's filesystem, {place}, is mounted without prjquota: it cannot enforce hard limits until it is ({how})")
+    } else {
+        format!("{soft}; the data dir's filesystem, {place}, has no project quotas: hard limits need XFS or ext4 ({how})")
+    };
+    check("storage quotas", Level::Ok, message, None)
+}
+
 async fn check_docker(config: &Config) -> (Vec<Check>, Option<DockerBackend>) {
     let engine = DockerBackend::new(&config.docker.socket, "doctor");
     match engine.version().await {
@@ -392,6 +419,7 @@ pub async fn run_checks(config: &Config) -> Vec<Check> {
         None,
     )];
     checks.extend(check_data_dir(config));
+    checks.push(check_storage_quotas(config));
     checks.push(check_origins(config));
     let (docker_checks, engine) = check_docker(config).await;
     checks.extend(docker_checks);

@@ -4,6 +4,7 @@
 //! 100 % new notebooks and jobs are refused (running ones are never stopped for it).
 //! Knows nothing of HTTP; nothing here walks a member's files on a request.
 
+pub mod hard_quota;
 pub mod measurer;
 pub mod walk;
 
