@@ -243,6 +243,18 @@ async fn a_member_over_quota_is_refused_new_notebooks_and_jobs_and_another_is_no
         1,
         "once per crossing"
     );
+
+    // Stopped, her notebook may not start again until she deletes something.
+    let (status, _) = ann
+        .post(&format!("/api/v1/notebooks/{running}/stop"), json!({}))
+        .await;
+    assert_eq!(status, 202);
+    ann.wait_state(&running, "stopped", READY).await;
+    let (status, answer) = ann
+        .post(&format!("/api/v1/notebooks/{running}/start"), json!({}))
+        .await;
+    assert_eq!(status, 403, "a start too: {answer}");
+    assert_eq!(answer["error"]["code"], "over_storage_quota", "{answer}");
 }
 
 /// Chromium: a member at 95 % of a 1 MiB quota sees the bar, the figure and the warning on
