@@ -18,10 +18,9 @@
 use std::collections::HashSet;
 use std::ffi::CStr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 
 /// How far one walk may go, and how fast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,15 +89,21 @@ impl Throttle {
     }
 }
 
-/// A folder waiting for its turn: its parent's descriptor and its name (opened only when
-/// its turn comes, so few descriptors are open at once), its depth, and which top-level
-/// entry it belongs to.
-struct Pending {
-    parent: Rc<OwnedFd>,
-    name: std::ffi::CString,
+/// A folder being read: depth first, one open folder per level, so memory and open
+/// descriptors grow with the depth (capped), never with how many folders a member makes.
+struct Frame {
+    dir: Dir,
     depth: usize,
-    top: usize,
+    /// The top-level entry it belongs to (an index into `tops`, or [`UNTRACKED`]); None for
+    /// a root, whose entries are top-level entries themselves.
+    top: Option<usize>,
 }
+
+/// The most top-level entries whose sizes are kept for "the largest" (a member's million
+/// files at the top of /storage must not cost a million names in memory).
+const MAX_TOPS: usize = 10_000;
+/// A top-level entry past [`MAX_TOPS`]: counted, not named.
+const UNTRACKED: usize = usize::MAX;
 
 /// One member's walk over all their roots.
 struct Walk {
@@ -190,48 +195,17 @@ impl Walk {
         }
         self.out.bytes += size_of(&stat);
         self.out.entries += 1;
-        let device = stat.st_dev;
-        let mut pending: Vec<Pending> = Vec::new();
-        self.read_dir(Rc::new(fd), 0, None, root, device, &mut pending);
-        while let Some(p) = pending.pop() {
-            if self.looked_at >= self.limits.max_entries {
-                self.cap_entries();
-                break;
-            }
-            // Swapped for something else since it was seen: it was counted as it was then.
-            let Ok(fd) = open_dir(p.parent.as_fd(), &p.name) else {
+        let Ok(dir) = Dir::new(fd) else { return };
+        let mut stack = vec![Frame {
+            dir,
+            depth: 0,
+            top: None,
+        }];
+        while let Some(frame) = stack.last_mut() {
+            let Some(Ok(entry)) = frame.dir.next() else {
+                stack.pop(); // read to the end (or unreadable: swapped meanwhile)
                 continue;
             };
-            // A mount point planted meanwhile is not entered either.
-            if rustix::fs::fstat(&fd).map_or(true, |s| s.st_dev != device) {
-                continue;
-            }
-            self.read_dir(
-                Rc::new(fd),
-                p.depth,
-                Some(p.top),
-                root,
-                device,
-                &mut pending,
-            );
-        }
-    }
-
-    /// Counts the entries of one folder (at `depth`), queueing its subfolders.
-    fn read_dir(
-        &mut self,
-        dir: Rc<OwnedFd>,
-        depth: usize,
-        top: Option<usize>,
-        root: &WalkRoot,
-        device: u64,
-        pending: &mut Vec<Pending>,
-    ) {
-        let Ok(entries) = rustix::fs::Dir::read_from(dir.as_fd()) else {
-            return;
-        };
-        for entry in entries {
-            let Ok(entry) = entry else { break };
             let name = entry.file_name();
             if name == c"." || name == c".." {
                 continue;
@@ -242,41 +216,63 @@ impl Walk {
             }
             self.looked_at += 1;
             self.throttle.tick();
-            let Ok(stat) = rustix::fs::statat(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) else {
-                continue; // gone meanwhile
-            };
-            let top = top.unwrap_or_else(|| {
-                let label = format!("{}/{}", root.label, name.to_string_lossy());
-                self.tops.push((label, 0));
-                self.tops.len() - 1
-            });
-            if self.first_sight(&stat) {
-                self.out.bytes += size_of(&stat);
-                self.out.entries += 1;
-                self.tops[top].1 += size_of(&stat);
-            } else {
-                continue; // a hard link (or folder) counted already: nothing new below it
+            let (depth, top) = (frame.depth, frame.top);
+            if let Some(sub) = self.count_entry(&frame.dir, name, depth, top, root, stat.st_dev) {
+                stack.push(sub);
             }
-            if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
-                continue;
-            }
-            if stat.st_dev != device {
-                continue; // another filesystem: its mount point counts, not what is in it
-            }
-            if depth + 1 > self.limits.max_depth {
-                self.out.capped = Some(format!(
-                    "folders deeper than {} levels were not entered (the walk's cap)",
-                    self.limits.max_depth
-                ));
-                continue;
-            }
-            pending.push(Pending {
-                parent: dir.clone(),
-                name: name.to_owned(),
-                depth: depth + 1,
-                top,
-            });
         }
+    }
+
+    /// Counts one entry of a folder at `depth`; a folder to enter comes back as its frame.
+    fn count_entry(
+        &mut self,
+        parent: &Dir,
+        name: &CStr,
+        depth: usize,
+        top: Option<usize>,
+        root: &WalkRoot,
+        device: u64,
+    ) -> Option<Frame> {
+        let parent = parent.fd().ok()?;
+        // Gone meanwhile: nothing to count.
+        let stat = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        let top = top.unwrap_or_else(|| {
+            if self.tops.len() >= MAX_TOPS {
+                return UNTRACKED;
+            }
+            let label = format!("{}/{}", root.label, name.to_string_lossy());
+            self.tops.push((label, 0));
+            self.tops.len() - 1
+        });
+        if !self.first_sight(&stat) {
+            return None; // a hard link counted already
+        }
+        self.out.bytes += size_of(&stat);
+        self.out.entries += 1;
+        if let Some(t) = self.tops.get_mut(top) {
+            t.1 += size_of(&stat);
+        }
+        if FileType::from_raw_mode(stat.st_mode) != FileType::Directory || stat.st_dev != device {
+            return None; // not a folder, or another filesystem's: its mount point counts
+        }
+        if depth + 1 > self.limits.max_depth {
+            self.out.capped = Some(format!(
+                "folders deeper than {} levels were not entered (the walk's cap)",
+                self.limits.max_depth
+            ));
+            return None;
+        }
+        // Swapped for something else since the stat: it was counted as it was then.
+        let fd = open_dir(parent, name).ok()?;
+        // A mount point planted meanwhile is not entered either.
+        if rustix::fs::fstat(&fd).map_or(true, |s| s.st_dev != device) {
+            return None;
+        }
+        Some(Frame {
+            dir: Dir::new(fd).ok()?,
+            depth: depth + 1,
+            top: Some(top),
+        })
     }
 }
 
