@@ -206,7 +206,11 @@ async fn a_member_over_quota_is_refused_new_notebooks_and_jobs_and_another_is_no
     // Her dashboard says so; her running notebook's page warns.
     let browser = client();
     login_ok(&browser, &server.url, "ann", "ann-password-1").await;
-    for page in ["/".to_string(), format!("/notebooks/{running}")] {
+    for page in [
+        "/".to_string(),
+        format!("/notebooks/{running}"),
+        "/notebooks/new".to_string(),
+    ] {
         let html = browser
             .get(format!("{}{page}", server.url))
             .send()
@@ -216,7 +220,8 @@ async fn a_member_over_quota_is_refused_new_notebooks_and_jobs_and_another_is_no
             .await
             .expect("body");
         assert!(
-            html.contains("id=\"storage-warning\"") && html.contains("of your 4 MiB storage quota"),
+            (html.contains("id=\"storage-warning\"") || html.contains("id=\"storage-refusal\""))
+                && html.contains("of your 4 MiB storage quota"),
             "{page} warns"
         );
     }

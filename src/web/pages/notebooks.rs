@@ -189,6 +189,8 @@ struct NewNotebookPage {
     choices: Vec<&'static str>,
     form: NewNotebookForm,
     error: Option<String>,
+    /// Past the storage quota: why the form will be refused (said before it is filled).
+    storage_refusal: Option<String>,
     gpus: crate::notebooks::gpu_map::GpuCounts,
     gpu_limit: i64,
     /// Environments with a ready version: (id, name, owner, version, size).
@@ -225,6 +227,9 @@ async fn new_page(
     let c = &state.config;
     let policy = crate::groups::policy(c, &session.user);
     let gpus = state.gpu_map.gpu_counts().await?;
+    let storage = crate::storage::status(&state.db, c, &session.user).await?;
+    // Shown once: a refused submission's error already says it.
+    let storage_refusal = storage.refusal().filter(|r| error.as_ref() != Some(r));
     let environments = state
         .environments
         .list(&session.user)
@@ -258,6 +263,7 @@ async fn new_page(
         choices: AUTO_SHUTDOWN_CHOICES.to_vec(),
         form,
         error,
+        storage_refusal,
         gpus,
         gpu_limit: state.notebooks.gpu_limit(&session.user),
     })
