@@ -495,6 +495,45 @@ mod tests {
     }
 
     #[test]
+    fn a_storage_warning_has_no_notebook_and_its_names_are_defused() {
+        let storage = serde_json::to_value(
+            StorageHappening {
+                member: "ann",
+                used_bytes: 95,
+                soft_quota_bytes: 100,
+                largest: vec![("/storage/@channel".into(), 90)],
+                reason: "delete /storage/@channel".into(),
+            }
+            .event(),
+        )
+        .expect("json");
+        assert_eq!(storage["event"], "storage_quota_warning");
+        assert!(storage.get("notebook").is_none(), "{storage}");
+        assert_eq!(
+            storage["storage"]["largest"][0]["path"],
+            "/storage/@channel"
+        );
+        assert!(inert(storage["text"].as_str().unwrap_or("@")), "{storage}");
+        let notebook = serde_json::to_value(
+            Happening {
+                kind: EventKind::Reclaimed,
+                notebook_id: "n1",
+                member: "ann",
+                notebook_name: "x",
+                reason: "idle".into(),
+                reclaim_at: None,
+            }
+            .event(),
+        )
+        .expect("json");
+        assert_eq!(
+            notebook["notebook"]["id"], "n1",
+            "notebook events keep theirs"
+        );
+        assert!(notebook.get("storage").is_none());
+    }
+
+    #[test]
     fn ordinary_names_read_as_they_are() {
         for name in [
             "ResNet-50 (v2) – Ada’s run",
