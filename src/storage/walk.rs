@@ -111,7 +111,7 @@ struct Walk {
     seen_inodes: HashSet<(u64, u64)>,
     looked_at: u64,
     out: Measured,
-    /// (name, bytes) of every top-level entry of every root.
+    /// (name, bytes) of the top-level entries of every root, the first [`MAX_TOPS`] of them.
     tops: Vec<(String, u64)>,
     throttle: Throttle,
 }
