@@ -194,6 +194,9 @@ impl From<crate::share::ShareError> for WebError {
                 WebError::new(StatusCode::NOT_FOUND, "not_found", "No such notebook.")
             }
             ShareError::Invalid(m) => WebError::bad_request(m),
+            ShareError::OverStorageQuota(m) => {
+                WebError::new(StatusCode::FORBIDDEN, "over_storage_quota", m)
+            }
             ShareError::Db(e) => WebError::internal(e),
             ShareError::Io(m) => WebError::internal(m),
         }

@@ -202,6 +202,14 @@ async fn a_member_over_quota_is_refused_new_notebooks_and_jobs_and_another_is_no
         .await;
     assert_eq!(status, 403, "a job too: {answer}");
     assert_eq!(answer["error"]["code"], "over_storage_quota", "{answer}");
+    let (status, answer) = ann
+        .post(&format!("/api/v1/notebooks/{running}/fork"), json!({}))
+        .await;
+    assert_eq!(
+        status, 403,
+        "a fork (a new notebook, and a copy) too: {answer}"
+    );
+    assert_eq!(answer["error"]["code"], "over_storage_quota", "{answer}");
 
     // Her dashboard says so; her running notebook's page warns.
     let browser = client();
