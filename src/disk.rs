@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::{format_byte_size as format_bytes, MinFree};
+use crate::config::{byte_size_text as format_bytes, MinFree};
 
 /// No space left on device.
 const ENOSPC: i32 = 28;

@@ -1,7 +1,5 @@
 //! `notebox doctor`: preflight checks that explain what is wrong and how to fix it.
 
-use std::path::Path;
-
 use crate::config::{Config, GpuBackend};
 use crate::containers::docker::DockerBackend;
 use crate::containers::{Backend, EngineError};
@@ -58,7 +56,7 @@ fn check_free_space(config: &Config) -> Check {
     let min_free = config.storage.min_free;
     let said = format!(
         "{} ({} %) free on the filesystem of {}; Notebox warns below {min_free}",
-        crate::config::format_byte_size(free.available),
+        crate::config::byte_size_text(free.available),
         free.percent_free(),
         dir.display()
     );
@@ -82,10 +80,18 @@ fn check_free_space(config: &Config) -> Check {
 }
 
 /// Whether the data dir's filesystem could enforce per-member hard limits (project quotas).
-fn check_quota_support(dir: &Path) -> Check {
+/// Notebox's quotas are soft; says whether the data dir's filesystem could also enforce
+/// hard ones (project quotas), which an admin sets up by hand.
+fn check_quota_support(config: &Config) -> Check {
+    let dir = &config.data_dir;
+    let soft = match config.storage.soft_quota {
+        Some(q) => format!("soft quota {} per member", crate::config::byte_size_text(q)),
+        None => "no soft quota ([storage] soft_quota)".to_string(),
+    };
     match crate::disk::mount_of_path(dir) {
         Some(mount) => {
             let (enforced, said) = crate::disk::quota_support(dir, &mount);
+            let said = format!("{soft}; {said}");
             let level = if enforced { Level::Ok } else { Level::Warn };
             let fix = (!enforced).then_some(
                 "optional: set up project quotas by hand on an ext4 or XFS data dir (docs/INSTALL.md)",
@@ -129,7 +135,7 @@ fn check_data_dir(config: &Config) -> Vec<Check> {
         )),
     }
     out.push(check_free_space(config));
-    out.push(check_quota_support(dir));
+    out.push(check_quota_support(config));
     out
 }
 

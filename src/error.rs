@@ -173,6 +173,11 @@ impl From<NotebookError> for WebError {
                 "docker_unavailable",
                 message,
             ),
+            // 403 like the GPU quota and budget: the member may not, until they delete
+            // files or an admin raises the quota (not a conflict a retry resolves).
+            NotebookError::OverStorageQuota(_) => {
+                WebError::new(StatusCode::FORBIDDEN, "over_storage_quota", message)
+            }
             NotebookError::Db(e) => WebError::from_db(e),
             NotebookError::LogReadsBusy(refusal) => {
                 let status = match refusal {
@@ -202,6 +207,9 @@ impl From<crate::share::ShareError> for WebError {
                 WebError::new(StatusCode::NOT_FOUND, "not_found", "No such notebook.")
             }
             ShareError::Invalid(m) => WebError::bad_request(m),
+            ShareError::OverStorageQuota(m) => {
+                WebError::new(StatusCode::FORBIDDEN, "over_storage_quota", m)
+            }
             ShareError::Db(e) => WebError::from_db(e),
             ShareError::Io(m) => WebError::internal(m),
             ShareError::DiskFull(e) => WebError::disk_full(&e),

@@ -18,6 +18,9 @@ pub struct Policy {
     pub max_gpus: i64,
     /// The default budget their groups give (their own, set by an admin, comes first).
     pub gpu_hours_budget: Option<f64>,
+    /// Their storage soft quota in bytes (`[storage] soft_quota`, group `storage_quota`);
+    /// None = none.
+    pub storage_quota: Option<u64>,
     /// For each setting, where it comes from: "group phd", "account", "lab default".
     pub from: std::collections::BTreeMap<&'static str, String>,
 }
@@ -102,12 +105,41 @@ pub fn policy(config: &Config, user: &User) -> Policy {
     if let Some((_, g)) = budget {
         from.insert("gpu_hours_budget", format!("group {}", g.id));
     }
+    let (storage_quota, storage_from) = most_generous_storage_quota(config, &groups);
+    if storage_quota.is_some() {
+        from.insert("storage_quota", storage_from);
+    }
     Policy {
         groups: groups.iter().map(|g| g.id.clone()).collect(),
         machines,
         max_gpus,
         gpu_hours_budget: budget.map(|(b, _)| b),
+        storage_quota,
         from,
+    }
+}
+
+/// A member's storage quota and where it comes from: each of their groups gives its
+/// `storage_quota`, or the lab default (`[storage] soft_quota`) when it sets none; the
+/// most generous wins, and no quota at all is the most generous.
+fn most_generous_storage_quota(config: &Config, groups: &[&GroupConfig]) -> (Option<u64>, String) {
+    let lab = config.storage.soft_quota;
+    let mut best: Option<(u64, String)> = None;
+    for g in groups {
+        let (quota, from) = match g.storage_quota {
+            Some(q) => (Some(q), format!("group {}", g.id)),
+            None => (lab, "lab default".to_string()),
+        };
+        let Some(quota) = quota else {
+            return (None, String::new());
+        };
+        if best.as_ref().is_none_or(|(b, _)| quota > *b) {
+            best = Some((quota, from));
+        }
+    }
+    match best {
+        Some((q, from)) => (Some(q), from),
+        None => (lab, "lab default".to_string()),
     }
 }
 
@@ -151,6 +183,13 @@ impl Policy {
             lines.push(format!(
                 "Default monthly GPU-hour budget {b}, from {}",
                 from("gpu_hours_budget")
+            ));
+        }
+        if let Some(q) = self.storage_quota {
+            lines.push(format!(
+                "Storage quota {}, from {}",
+                crate::config::byte_size_text(q),
+                from("storage_quota")
             ));
         }
         lines
@@ -221,6 +260,7 @@ mod tests {
             max_gpus,
             shares: None,
             gpu_hours_budget: budget,
+            storage_quota: None,
             folder: true,
             folder_others: FolderOthers::None,
         }
@@ -295,6 +335,37 @@ mod tests {
             group_budget(&c, "erin", &["students".into(), "phd".into()]),
             Some(100.0)
         );
+    }
+
+    #[test]
+    fn the_most_generous_storage_quota_wins_and_no_quota_is_the_most_generous() {
+        let mut c = config();
+        c.storage.soft_quota = Some(10 << 30);
+        c.groups[1].storage_quota = Some(200 << 30);
+        let p = policy(&c, &user(&["students"]));
+        assert_eq!(p.storage_quota, Some(10 << 30));
+        assert_eq!(p.from["storage_quota"], "lab default");
+        let p = policy(&c, &user(&["students", "phd"]));
+        assert_eq!(p.storage_quota, Some(200 << 30));
+        assert_eq!(p.from["storage_quota"], "group phd");
+        assert!(p
+            .explain(&c)
+            .contains(&"Storage quota 200 GiB, from group phd".to_string()));
+        // A group may give less than the lab default; in several groups the most generous wins.
+        c.groups[0].storage_quota = Some(1 << 30);
+        assert_eq!(
+            policy(&c, &user(&["students"])).storage_quota,
+            Some(1 << 30)
+        );
+        assert_eq!(
+            policy(&c, &user(&["students", "staff"])).storage_quota,
+            Some(10 << 30)
+        );
+        assert_eq!(policy(&c, &user(&[])).storage_quota, Some(10 << 30));
+        c.storage.soft_quota = None;
+        let p = policy(&c, &user(&["phd", "staff"]));
+        assert_eq!(p.storage_quota, None, "staff gives no quota");
+        assert!(!p.from.contains_key("storage_quota"));
     }
 
     #[test]

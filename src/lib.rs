@@ -30,6 +30,7 @@ pub mod proxy;
 pub mod secrets;
 pub mod share;
 pub mod sharing;
+pub mod storage;
 pub mod usage;
 pub mod vault;
 pub mod web;
@@ -109,6 +110,8 @@ pub async fn run(
         tokio::spawn(components.shares.clone().follow_stops()),
         components.environments.spawn(),
         tokio::spawn(jobs::scheduler::run(components.jobs.clone())),
+        tokio::spawn(components.storage.clone().run()),
+        components.measure_after_stops(),
     ];
     let local = listener.local_addr()?;
     let proxy = NotebookProxy::wire(&config, &accounts, &db, components.proxy_handles(), local);
@@ -268,6 +271,7 @@ struct Components {
     secrets: secrets::Secrets,
     environments: environments::Environments,
     jobs: jobs::Jobs,
+    storage: storage::Measurer,
 }
 
 impl Components {
@@ -286,10 +290,8 @@ impl Components {
         let events = notebooks::Events::default();
         let metrics = platform::metrics::Metrics::default();
         let webhook = platform::webhook::Webhook::start(&config.webhook.url);
-        let tracker = Arc::new(idle::Tracker::new(idle::Thresholds {
-            gpu_percent: config.notebooks.busy_gpu_percent,
-            cpu_percent: config.notebooks.busy_cpu_percent,
-        }));
+        let storage = storage::Measurer::new(db.clone(), config.clone(), webhook.clone());
+        let tracker = idle_tracker(config);
         let secrets = secrets::Secrets::new(db.clone(), vault.clone());
         let reconciler = notebooks::Reconciler::new(notebooks::reconciler::ReconcilerParts {
             db: db.clone(),
@@ -347,6 +349,7 @@ impl Components {
                 tracker.clone(),
             ),
             usage: usage::UsageReports::new(db.clone(), config.clone()),
+            storage,
             config: config.clone(),
             engine,
             events,
@@ -417,6 +420,23 @@ impl Components {
         tasks
     }
 
+    /// A stopped notebook's owner is measured soon: what it wrote is at rest.
+    fn measure_after_stops(&self) -> tokio::task::JoinHandle<()> {
+        let mut events = self.events.subscribe();
+        let measurer = self.storage.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(notebooks::NotebookEvent::Stopped { notebook_id }) => {
+                        measurer.notebook_stopped(notebook_id);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        })
+    }
+
     /// What the proxy needs of the rest of Notebox.
     fn proxy_handles(&self) -> proxy::ProxyHandles {
         proxy::ProxyHandles {
@@ -428,6 +448,14 @@ impl Components {
             events: self.events.clone(),
         }
     }
+}
+
+/// What counts as busy for the idle monitor, from `[notebooks]`.
+fn idle_tracker(config: &Config) -> Arc<idle::Tracker> {
+    Arc::new(idle::Tracker::new(idle::Thresholds {
+        gpu_percent: config.notebooks.busy_gpu_percent,
+        cpu_percent: config.notebooks.busy_cpu_percent,
+    }))
 }
 
 /// The notebook proxy, its listeners, and the credential resolver the pages share with it.

@@ -95,6 +95,11 @@ impl Default for StorageConfig {
             uid: 1000,
             gid: 100,
             min_free: super::MinFree::Percent(5.0),
+            soft_quota: None,
+            measure_interval: Duration::from_secs(600),
+            measure_max_entries: 2_000_000,
+            measure_max_depth: 64,
+            measure_files_per_second: 50_000,
         }
     }
 }

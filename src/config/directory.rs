@@ -150,6 +150,9 @@ pub struct GroupConfig {
     /// Fair share weight of its members (`[gpu] queue_order = "fair_share"`); unset = 1.
     #[serde(default)]
     pub shares: Option<f64>,
+    /// A member's storage soft quota ("200GiB"); unset = the `[storage]` default.
+    #[serde(default, with = "super::values::optional_byte_size")]
+    pub storage_quota: Option<u64>,
     /// A shared folder at `/shared/{id}`, read-write for the group's members.
     #[serde(default)]
     pub folder: bool,

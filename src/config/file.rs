@@ -164,6 +164,39 @@ mod tests {
     }
 
     #[test]
+    fn storage_quotas_parse_and_a_bad_one_is_named() {
+        let c = Config::from_toml(
+            "[storage]\nsoft_quota = \"100GiB\"\nmeasure_interval = \"1s\"\n[[groups]]\nid = \"phd\"\nstorage_quota = \"1TiB\"\n[[groups]]\nid = \"ms\"\n",
+            Path::new("c.toml"),
+        )
+        .expect("parses");
+        assert_eq!(c.storage.soft_quota, Some(100 << 30));
+        assert_eq!(c.groups[0].storage_quota, Some(1 << 40));
+        assert_eq!(c.groups[1].storage_quota, None);
+        assert!(c.validate().is_ok());
+        let c = Config::from_toml("[storage]\nsoft_quota = \"\"\n", Path::new("c.toml"))
+            .expect("empty");
+        assert_eq!(c.storage.soft_quota, None, "empty = no quota");
+        let e = Config::from_toml("[storage]\nsoft_quota = \"lots\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("soft_quota") && e.contains("not a size like 200GiB"),
+            "{e}"
+        );
+        let c = Config::from_toml(
+            "[storage]\nmeasure_interval = \"0s\"\n",
+            Path::new("c.toml"),
+        )
+        .expect("parses");
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("storage.measure_interval") && e.contains("at least 1s"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unknown_nested_key_is_named() {
         let err = Config::from_toml("[gpu]\nqueu = true\n", Path::new("c.toml"))
             .unwrap_err()

@@ -25,7 +25,7 @@ pub use directory::{
 };
 use values::{auto_shutdown_choice, optional_duration};
 pub use values::{
-    auto_shutdown_name, format_byte_size, parse_auto_shutdown, parse_byte_size, parse_duration,
+    auto_shutdown_name, byte_size_text, parse_auto_shutdown, parse_byte_size, parse_duration,
     parse_listen, parse_min_free, time_zone, GpuBackend, MinFree, OriginMode, OverBudget,
     PortRange, Reclaim, WebhookUrl, AUTO_SHUTDOWN_CHOICES, DEFAULT_LISTEN,
 };
@@ -262,6 +262,19 @@ pub struct StorageConfig {
     /// `notebox doctor` warn: "5%" or a size like "2GiB".
     #[serde(with = "values::min_free")]
     pub min_free: MinFree,
+    /// Each member's soft quota for `/storage` and their notebooks' folders together
+    /// ("100GiB"; empty = none). Past it, new notebooks and jobs are refused.
+    #[serde(with = "values::optional_byte_size")]
+    pub soft_quota: Option<u64>,
+    /// How often every member's usage is measured (also soon after a notebook stops).
+    #[serde(with = "humantime_serde")]
+    pub measure_interval: Duration,
+    /// The most entries one member's measurement looks at; past it the figure is "at least".
+    pub measure_max_entries: u64,
+    /// The deepest folder a measurement enters.
+    pub measure_max_depth: u32,
+    /// Entries per second a measurement looks at, at most (0: unthrottled).
+    pub measure_files_per_second: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -53,6 +53,7 @@ impl Config {
         check_environments(&self.environments)?;
         check_jobs(&self.jobs)?;
         check_sharing(self)?;
+        check_storage(&self.storage)?;
         super::directory::check(self).map_err(|(key, message)| invalid(key, message))?;
         check_docker(&self.docker)
     }
@@ -109,6 +110,25 @@ fn check_sharing(c: &Config) -> Check {
         return Err(invalid(
             "reservations.max_gpu_hours_per_week",
             "must be 0 (no limit) or a positive number of GPU-hours",
+        ));
+    }
+    Ok(())
+}
+
+fn check_storage(s: &super::StorageConfig) -> Check {
+    if s.measure_interval < std::time::Duration::from_secs(1) {
+        return Err(invalid("storage.measure_interval", "must be at least 1s"));
+    }
+    if s.measure_max_entries == 0 {
+        return Err(invalid(
+            "storage.measure_max_entries",
+            "must be at least 1 (a measurement that looks at nothing measures nothing)",
+        ));
+    }
+    if !(1..=4096).contains(&s.measure_max_depth) {
+        return Err(invalid(
+            "storage.measure_max_depth",
+            "must be between 1 and 4096",
         ));
     }
     Ok(())

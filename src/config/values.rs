@@ -317,6 +317,25 @@ pub fn parse_byte_size(value: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// A size for people, the way `parse_byte_size` reads it back: "104.2 GiB", "100 GiB",
+/// "512 KiB", "12 bytes".
+pub fn byte_size_text(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [
+        ("TiB", 1 << 40),
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+    ];
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            let value = format!("{:.1}", bytes as f64 / size as f64);
+            let value = value.strip_suffix(".0").unwrap_or(&value);
+            return format!("{value} {unit}");
+        }
+    }
+    format!("{bytes} bytes")
+}
+
 /// `max_disk = "200GiB"` (a string) or a number of bytes.
 pub(super) mod byte_size {
     use serde::{Deserialize, Deserializer};
@@ -333,25 +352,6 @@ pub(super) mod byte_size {
             Size::Bytes(b) => Ok(b),
             Size::Text(t) => super::parse_byte_size(&t).map_err(serde::de::Error::custom),
         }
-    }
-}
-
-/// A size for people: "0 bytes", "512 KiB", "1.2 GiB" (what `parse_byte_size` reads).
-pub fn format_byte_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if value < 10.0 {
-        format!("{value:.1} {}", UNITS[unit])
-    } else {
-        format!("{value:.0} {}", UNITS[unit])
     }
 }
 
@@ -377,7 +377,7 @@ impl std::fmt::Display for MinFree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MinFree::Percent(p) => write!(f, "{p} %"),
-            MinFree::Bytes(b) => f.write_str(&format_byte_size(*b)),
+            MinFree::Bytes(b) => f.write_str(&byte_size_text(*b)),
         }
     }
 }
@@ -418,15 +418,37 @@ pub(super) mod min_free {
     }
 }
 
+/// `soft_quota = "100GiB"`, a number of bytes, or "" (none).
+pub(super) mod optional_byte_size {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Size::deserialize(d)? {
+            Size::Bytes(b) => Ok(Some(b)),
+            Size::Text(t) if t.trim().is_empty() => Ok(None),
+            Size::Text(t) => super::parse_byte_size(&t)
+                .map(Some)
+                .map_err(|e| serde::de::Error::custom(format!("{e}, or \"\" for none"))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn sizes_read_like_df() {
-        assert_eq!(format_byte_size(0), "0 bytes");
-        assert_eq!(format_byte_size(1536), "1.5 KiB");
-        assert_eq!(format_byte_size(64 << 20), "64 MiB");
+        assert_eq!(byte_size_text(0), "0 bytes");
+        assert_eq!(byte_size_text(1536), "1.5 KiB");
+        assert_eq!(byte_size_text(64 << 20), "64 MiB");
     }
 
     #[test]
@@ -464,6 +486,15 @@ mod tests {
         assert_eq!(parse_byte_size("4096"), Ok(4096));
         assert!(parse_byte_size("lots").is_err());
         assert!(parse_byte_size("5 parsecs").unwrap_err().contains("unit"));
+    }
+
+    #[test]
+    fn sizes_are_written_the_way_people_write_them() {
+        assert_eq!(byte_size_text(100 << 30), "100 GiB");
+        assert_eq!(byte_size_text((1042 << 30) / 10), "104.2 GiB");
+        assert_eq!(byte_size_text(3 << 19), "1.5 MiB");
+        assert_eq!(byte_size_text(12), "12 bytes");
+        assert_eq!(parse_byte_size(&byte_size_text(200 << 30)), Ok(200 << 30));
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("migrations/0013_directory.sql")),
     (14, include_str!("migrations/0014_jobs.sql")),
     (15, include_str!("migrations/0015_reservations.sql")),
+    (16, include_str!("migrations/0016_storage.sql")),
 ];
 
 pub fn latest_version() -> i64 {

@@ -16,6 +16,7 @@ pub mod reservations;
 pub mod secrets;
 pub mod sessions;
 pub mod shares;
+pub mod storage;
 pub mod tokens;
 pub mod usage;
 pub mod users;

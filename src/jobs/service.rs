@@ -181,6 +181,7 @@ impl Jobs {
         crate::groups::policy(&self.config, owner)
             .check_machine(&machine.id, &machine.name)
             .map_err(crate::notebooks::NotebookError::Forbidden)?;
+        self.notebooks.check_storage_quota(owner).await?;
         Ok(Plan {
             path,
             command,

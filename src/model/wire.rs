@@ -203,6 +203,31 @@ pub struct Me {
     pub source: String,
     pub groups: Vec<String>,
     pub policy: crate::groups::Policy,
+    pub storage: MeStorage,
+}
+
+/// The caller's storage as last measured (`/storage` and their notebooks' folders).
+#[derive(Debug, Serialize)]
+pub struct MeStorage {
+    /// Apparent bytes (`du -sb`); null when never measured; at least this when `capped`.
+    pub used_bytes: Option<u64>,
+    /// Their soft quota; null when none.
+    pub soft_quota_bytes: Option<u64>,
+    /// RFC 3339; null when never measured.
+    pub measured_at: Option<String>,
+    /// The last walk stopped at a cap: `used_bytes` is a lower bound.
+    pub capped: bool,
+}
+
+impl MeStorage {
+    pub fn of(s: &crate::storage::StorageStatus) -> MeStorage {
+        MeStorage {
+            used_bytes: s.used_bytes,
+            soft_quota_bytes: s.quota_bytes,
+            measured_at: s.measured_at.map(crate::clock::rfc3339),
+            capped: s.capped.is_some(),
+        }
+    }
 }
 
 /// A catalog image.

@@ -24,6 +24,9 @@ pub enum NotebookError {
     Docker(#[from] EngineError),
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The member's storage is past their soft quota: no new notebook, job or start.
+    #[error("{0}")]
+    OverStorageQuota(String),
     /// Too many log reads at once (the member's, or everyone's).
     #[error("{}", .0.message())]
     LogReadsBusy(LogReadRefusal),

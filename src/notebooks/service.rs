@@ -154,6 +154,16 @@ impl Notebooks {
             .map_err(NotebookError::Forbidden)
     }
 
+    /// Refuses a new notebook, job or start while `owner` is past their storage quota (by
+    /// the last measurement: nothing is walked here), saying what to delete.
+    pub async fn check_storage_quota(&self, owner: &User) -> Result<(), NotebookError> {
+        let status = crate::storage::status(&self.db, &self.config, owner).await?;
+        match status.refusal() {
+            Some(why) => Err(NotebookError::OverStorageQuota(why)),
+            None => Ok(()),
+        }
+    }
+
     /// What placing a notebook of `owner` asks for, by the config of the moment.
     fn placement_request(
         &self,
@@ -225,6 +235,7 @@ impl Notebooks {
             .map(|e| (e.environment_id.clone(), e.version));
         let machine = rules::resolve_machine(&self.config, &req.machine)?;
         self.check_machine_allowed(owner, &machine.id)?;
+        self.check_storage_quota(owner).await?;
         let repo = req.repo.as_ref().map(rules::check_repo).transpose()?;
         let auto_shutdown_secs = self.auto_shutdown_secs(owner, req.auto_shutdown).await?;
         let (id, token) = (rules::new_notebook_id(), secrets::random_secret(32));
@@ -299,6 +310,7 @@ impl Notebooks {
                 row.state
             )));
         }
+        self.check_storage_quota(owner).await?;
         if let Placement::Queued { .. } = self.place_stopped(owner, &row).await? {
             self.idle.wake(); // an idle notebook may make way
         }

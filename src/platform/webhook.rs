@@ -38,6 +38,8 @@ pub enum EventKind {
     JobStarted,
     /// A job ended (succeeded, failed, cancelled, timed out).
     JobFinished,
+    /// A member's storage passed 90 % of their quota (once per crossing; no notebook).
+    StorageQuotaWarning,
 }
 
 /// The notebook an event is about.
@@ -65,13 +67,31 @@ pub struct EventJob {
     pub url: String,
 }
 
+/// The member's storage, for a `storage_quota_warning` event.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventStorage {
+    pub used_bytes: u64,
+    pub soft_quota_bytes: u64,
+    /// The largest top-level entries ("/storage/data"), largest first.
+    pub largest: Vec<EventEntry>,
+}
+
+/// A folder or file and what it takes.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventEntry {
+    pub path: String,
+    pub bytes: u64,
+}
+
 /// One event, as the receiver gets it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub event: EventKind,
     /// RFC 3339.
     pub at: String,
-    pub notebook: EventNotebook,
+    /// The notebook it is about; absent for a member's storage warning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notebook: Option<EventNotebook>,
     pub member: String,
     pub reason: String,
     /// When an idle warning's notebook will be stopped (RFC 3339).
@@ -80,6 +100,9 @@ pub struct Event {
     /// The job an event is about (job events only; `notebook` is the one it ran in).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job: Option<EventJob>,
+    /// A storage warning's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<EventStorage>,
     /// One line for a chat message (Slack, Mattermost and Rocket.Chat show `text`), made
     /// with [`chat_text`]; the fields above carry the names as they are.
     pub text: String,
@@ -148,17 +171,19 @@ impl Happening<'_> {
             EventKind::IdleWarning => "will be stopped soon",
             EventKind::Reclaimed => "was stopped",
             EventKind::QueuedStarted => "got its GPUs and is starting",
-            EventKind::JobStarted | EventKind::JobFinished => "changed",
+            EventKind::JobStarted | EventKind::JobFinished | EventKind::StorageQuotaWarning => {
+                "changed"
+            }
         };
         let (id, member, name) = (self.notebook_id, self.member, self.notebook_name);
         Event {
             event: self.kind,
             at: crate::clock::rfc3339(crate::clock::now()),
-            notebook: EventNotebook {
+            notebook: Some(EventNotebook {
                 id: id.to_string(),
                 name: name.to_string(),
                 url: format!("/notebooks/{id}"),
-            },
+            }),
             member: member.to_string(),
             // Chat servers read `text` as markup: a notebook named "<!channel>" or
             // "[Notebox login](http://evil.example)" must not ping or phish a channel.
@@ -169,6 +194,7 @@ impl Happening<'_> {
             reason: self.reason,
             reclaim_at: self.reclaim_at.map(crate::clock::rfc3339),
             job: None,
+            storage: None,
         }
     }
 }
@@ -202,11 +228,11 @@ impl JobHappening<'_> {
         Event {
             event: self.kind,
             at: crate::clock::rfc3339(crate::clock::now()),
-            notebook: EventNotebook {
+            notebook: Some(EventNotebook {
                 id: self.notebook_id.to_string(),
                 name: self.notebook_name.to_string(),
                 url: format!("/notebooks/{}", self.notebook_id),
-            },
+            }),
             member: member.to_string(),
             reason: self.detail.to_string(),
             reclaim_at: None,
@@ -219,7 +245,47 @@ impl JobHappening<'_> {
                 gpu_hours: self.gpu_hours,
                 url: format!("/jobs/{id}"),
             }),
+            storage: None,
             text: chat_text(&text),
+        }
+    }
+}
+
+/// A member passed 90 % of their storage quota, for the webhook.
+pub struct StorageHappening<'a> {
+    pub member: &'a str,
+    pub used_bytes: u64,
+    pub soft_quota_bytes: u64,
+    /// (path, bytes) of the largest top-level entries.
+    pub largest: Vec<(String, u64)>,
+    /// What the dashboard says, in one line.
+    pub reason: String,
+}
+
+impl StorageHappening<'_> {
+    fn event(self) -> Event {
+        Event {
+            event: EventKind::StorageQuotaWarning,
+            at: crate::clock::rfc3339(crate::clock::now()),
+            notebook: None,
+            member: self.member.to_string(),
+            // Member-chosen folder names are in the reason: made inert like any name.
+            text: chat_text(&format!(
+                "Notebox: {}’s storage is near its quota: {}",
+                self.member, self.reason
+            )),
+            reason: self.reason,
+            reclaim_at: None,
+            job: None,
+            storage: Some(EventStorage {
+                used_bytes: self.used_bytes,
+                soft_quota_bytes: self.soft_quota_bytes,
+                largest: self
+                    .largest
+                    .into_iter()
+                    .map(|(path, bytes)| EventEntry { path, bytes })
+                    .collect(),
+            }),
         }
     }
 }
@@ -276,6 +342,13 @@ impl Webhook {
         }
     }
 
+    /// Queues a storage warning; never waits.
+    pub fn tell_storage(&self, happening: StorageHappening<'_>) {
+        if self.is_enabled() {
+            self.send(happening.event());
+        }
+    }
+
     pub fn send(&self, event: Event) {
         let Some(queue) = &self.queue else { return };
         if let Err(e) = queue.try_send(event) {
@@ -310,7 +383,7 @@ async fn deliver_all(
         loop {
             match deliver(&client, &url, body.clone()).await {
                 Ok(()) => {
-                    tracing::debug!(event = ?event.event, notebook = %event.notebook.id, "webhook delivered");
+                    tracing::debug!(event = ?event.event, member = %event.member, "webhook delivered");
                     break;
                 }
                 Err(e) => match waits.next() {
@@ -319,7 +392,7 @@ async fn deliver_all(
                         tokio::time::sleep(*wait).await;
                     }
                     None => {
-                        tracing::warn!(error = %e, event = ?event.event, notebook = %event.notebook.id, "webhook delivery failed; giving up on this event");
+                        tracing::warn!(error = %e, event = ?event.event, member = %event.member, "webhook delivery failed; giving up on this event");
                         break;
                     }
                 },
@@ -419,6 +492,45 @@ mod tests {
         assert!(inert(&text), "{text:?}");
         assert_eq!(text, "gpj.exe ab[31mx");
         assert_eq!(chat_text("one\ntwo\u{2028}three"), "one two three");
+    }
+
+    #[test]
+    fn a_storage_warning_has_no_notebook_and_its_names_are_defused() {
+        let storage = serde_json::to_value(
+            StorageHappening {
+                member: "ann",
+                used_bytes: 95,
+                soft_quota_bytes: 100,
+                largest: vec![("/storage/@channel".into(), 90)],
+                reason: "delete /storage/@channel".into(),
+            }
+            .event(),
+        )
+        .expect("json");
+        assert_eq!(storage["event"], "storage_quota_warning");
+        assert!(storage.get("notebook").is_none(), "{storage}");
+        assert_eq!(
+            storage["storage"]["largest"][0]["path"],
+            "/storage/@channel"
+        );
+        assert!(inert(storage["text"].as_str().unwrap_or("@")), "{storage}");
+        let notebook = serde_json::to_value(
+            Happening {
+                kind: EventKind::Reclaimed,
+                notebook_id: "n1",
+                member: "ann",
+                notebook_name: "x",
+                reason: "idle".into(),
+                reclaim_at: None,
+            }
+            .event(),
+        )
+        .expect("json");
+        assert_eq!(
+            notebook["notebook"]["id"], "n1",
+            "notebook events keep theirs"
+        );
+        assert!(notebook.get("storage").is_none());
     }
 
     #[test]

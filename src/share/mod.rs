@@ -49,6 +49,9 @@ pub enum ShareError {
     NoSuchNotebook,
     #[error("{0}")]
     Invalid(String),
+    /// The forker is past their storage quota: a fork is a new notebook (and a copy).
+    #[error("{0}")]
+    OverStorageQuota(String),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("{0}")]
@@ -65,6 +68,7 @@ impl From<NotebookError> for ShareError {
             NotebookError::NotFound => ShareError::NoSuchNotebook,
             NotebookError::Invalid(m) | NotebookError::Conflict(m) => ShareError::Invalid(m),
             NotebookError::Db(e) => ShareError::Db(e),
+            NotebookError::OverStorageQuota(m) => ShareError::OverStorageQuota(m),
             other => ShareError::Io(other.to_string()),
         }
     }
@@ -487,6 +491,7 @@ impl Shares {
     /// A new, stopped notebook of `user` with a copy of the source's /notebooks files, the
     /// same image and machine type. /storage is never copied.
     async fn fork(&self, user: &User, source: NotebookRow) -> Result<Notebook, ShareError> {
+        self.notebooks.check_storage_quota(user).await?;
         let config = (*self.config).clone();
         crate::notebooks::rules::check_image_allowed(&config, &source)?;
         let source = self

@@ -50,10 +50,20 @@ struct UserRow {
     /// What an empty GPU limit or budget means for them (their groups', or the lab's).
     default_gpus: i64,
     default_budget: String,
+    /// Their storage as last measured, against their quota.
+    storage: crate::web::views::storage::StorageView,
 }
 
 impl UserRow {
-    fn new(u: User, config: &crate::config::Config) -> UserRow {
+    fn new(
+        u: User,
+        config: &crate::config::Config,
+        storage: Option<&crate::db::storage::StorageUsageRow>,
+    ) -> UserRow {
+        let storage = crate::web::views::storage::StorageView::new(
+            &crate::storage::StorageStatus::of(config, &u, storage),
+            crate::clock::now(),
+        );
         let groups = crate::groups::groups_of(config, &u)
             .iter()
             .map(|g| g.id.as_str())
@@ -88,6 +98,7 @@ impl UserRow {
             default_budget: defaults
                 .gpu_hours_budget
                 .map_or_else(|| "none".to_string(), |b| b.to_string()),
+            storage,
         }
     }
 }
@@ -125,6 +136,7 @@ async fn render_users(
 ) -> Result<HttpResponse, PageError> {
     let users = state.accounts.list_users().await?;
     let budgets = state.usage.budgets().await?;
+    let storage = crate::storage::measurements(&state.db).await?;
     let mut reasons = state.accounts.directory_disabled().await?;
     let link_requests = state.accounts.link_requests().await?.len();
     let page = UsersPage {
@@ -137,10 +149,11 @@ async fn render_users(
                     .map(|b| b.to_string())
                     .unwrap_or_default();
                 let disabled_reason = reasons.remove(&u.id).unwrap_or_default();
+                let id = u.id;
                 UserRow {
                     budget,
                     disabled_reason,
-                    ..UserRow::new(u, &state.config)
+                    ..UserRow::new(u, &state.config, storage.get(&id))
                 }
             })
             .collect(),

@@ -10,6 +10,7 @@ pub async fn me(
     state: actix_web::web::Data<crate::web::AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let policy = crate::groups::policy(&state.config, &caller.user);
+    let storage = crate::storage::status(&state.db, &state.config, &caller.user).await?;
     let u = caller.user;
     Ok(HttpResponse::Ok().json(wire::Me {
         id: u.id,
@@ -20,6 +21,7 @@ pub async fn me(
         source: u.source,
         groups: policy.groups.clone(),
         policy,
+        storage: wire::MeStorage::of(&storage),
     }))
 }
 

@@ -97,6 +97,7 @@ struct DashboardPage {
     budget: Option<crate::model::wire::BudgetView>,
     /// The member's jobs running or on their way, then the newest ended ones.
     jobs: Vec<crate::model::wire::Job>,
+    storage: crate::web::views::storage::StorageView,
 }
 
 impl DashboardPage {
@@ -152,9 +153,11 @@ pub async fn dashboard(
     let total = notebooks.len();
     let all = query.all.as_deref().is_some_and(|v| v != "0");
     let jobs = dashboard_jobs(state.jobs.list(&session.user).await?);
+    let storage = crate::storage::status(&state.db, &state.config, &session.user).await?;
     html(
         StatusCode::OK,
         DashboardPage {
+            storage: crate::web::views::storage::StorageView::new(&storage, crate::clock::now()),
             chrome: Chrome::new(&session, "notebooks"),
             notebooks: dashboard_rows(notebooks, all)
                 .into_iter()
@@ -186,6 +189,8 @@ struct NewNotebookPage {
     choices: Vec<&'static str>,
     form: NewNotebookForm,
     error: Option<String>,
+    /// Past the storage quota: why the form will be refused (said before it is filled).
+    storage_refusal: Option<String>,
     gpus: crate::notebooks::gpu_map::GpuCounts,
     gpu_limit: i64,
     /// Environments with a ready version: (id, name, owner, version, size).
@@ -255,6 +260,9 @@ async fn new_page(
     let policy = crate::groups::policy(c, &session.user);
     let gpus = state.gpu_map.gpu_counts().await?;
     let booking = next_booking(state, session.user.id).await?;
+    let storage = crate::storage::status(&state.db, c, &session.user).await?;
+    // Shown once: a refused submission's error already says it.
+    let storage_refusal = storage.refusal().filter(|r| error.as_ref() != Some(r));
     let environments = state
         .environments
         .list(&session.user)
@@ -289,6 +297,7 @@ async fn new_page(
         booking,
         form,
         error,
+        storage_refusal,
         gpus,
         gpu_limit: state.notebooks.gpu_limit(&session.user),
     })
@@ -397,6 +406,10 @@ pub async fn create_notebook(
             StatusCode::BAD_REQUEST,
             new_page(&session, &state, form, Some(e.to_string())).await?,
         ),
+        Err(e @ NotebookError::OverStorageQuota(_)) => html(
+            StatusCode::FORBIDDEN,
+            new_page(&session, &state, form, Some(e.to_string())).await?,
+        ),
         Err(e) => Err(e.into()),
     }
 }
@@ -412,6 +425,8 @@ struct NotebookPage {
     forked_from: Option<String>,
     /// Where notebooks are served (the page says how to reach this one).
     isolation: crate::config::OriginMode,
+    /// Past 90 % of the member's storage quota (a running notebook keeps running).
+    storage_warning: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -448,9 +463,13 @@ pub async fn notebook_page(
         Some("kept") => Some("Kept running: the idle clock starts again from now.".to_string()),
         _ => None,
     };
+    let storage_warning = crate::storage::status(&state.db, &state.config, &session.user)
+        .await?
+        .warning();
     html(
         StatusCode::OK,
         NotebookPage {
+            storage_warning,
             chrome: Chrome::new(&session, "notebooks"),
             v: NotebookView::new(nb),
             choices: AUTO_SHUTDOWN_CHOICES.to_vec(),

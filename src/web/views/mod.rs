@@ -1,6 +1,7 @@
 //! Data the page templates share, small display helpers, and the view models of pages
 //! whose numbers are worth a test (`usage`: the usage charts' geometry).
 
+pub mod storage;
 pub mod usage;
 
 use crate::auth::User;
