@@ -331,7 +331,7 @@ const ROUTES: &[Route] = routes![
     (&["DELETE"], "/api/v1/registries/127.0.0.1:5000"),
     (&["GET", "POST"], "/api/v1/reservations"),
     (&["GET"], "/api/v1/reservations/calendar.ics"),
-    (&["DELETE"], "/api/v1/reservations/{job}"),
+    (&["GET", "DELETE"], "/api/v1/reservations/{job}"),
     (&["GET", "POST"], "/api/v1/jobs"),
     (&["GET"], "/api/v1/jobs/{job}"),
     (&["POST"], "/api/v1/jobs/{job}/cancel"),

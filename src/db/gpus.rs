@@ -191,7 +191,8 @@ pub fn queue_summary(conn: &Connection) -> Result<(i64, Option<i64>), DbError> {
 pub fn mark_queued(conn: &Connection, notebook_id: &str, detail: &str) -> Result<(), DbError> {
     conn.execute(
         "UPDATE notebooks SET state = ?4, desired_state = ?5, state_detail = ?2,
-            queued_at = COALESCE(queued_at, ?3), updated_at = ?3
+            queued_at = CASE WHEN state = ?4 THEN COALESCE(queued_at, ?3) ELSE ?3 END,
+            updated_at = ?3
          WHERE id = ?1",
         params![
             notebook_id,

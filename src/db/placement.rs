@@ -5,7 +5,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::gpus as q;
 use super::notebooks::{self as nq, NewNotebook, NotebookRow, Transition};
@@ -205,20 +205,17 @@ fn place(conn: &Connection, req: &PlacementRequest) -> Result<Result<Placement, 
         .position(|w| w.id == req.notebook_id)
         .unwrap_or(0);
     let free = free_gpus(conn, &req.gpus)?;
-    let fit = Fit::of(
-        &rq::current_by_gpu(conn, now)?,
-        &free,
-        req.owner_id,
-        limit_secs,
-        now,
-    );
+    let bookings = rq::current_by_gpu(conn, now)?;
+    // Nobody takes a GPU that one ahead of it could use (it waits for more, or starts at
+    // the next pass); a member's own booked GPUs are theirs alone.
+    let held = held_back_by(&waiting[..ahead], &bookings, &free, now);
+    let fit = Fit::of(&bookings, &free, req.owner_id, limit_secs, now);
     let wanted = req.gpu_count as usize;
-    // Nobody overtakes one that goes first; a member's own booked GPUs are theirs alone.
-    let pool = if ahead == 0 {
-        fit.ordered()
-    } else {
-        fit.own_active.clone()
-    };
+    let pool: Vec<String> = fit
+        .ordered()
+        .into_iter()
+        .filter(|g| !held.contains(g))
+        .collect();
     if pool.len() >= wanted {
         let chosen = fit.take(conn, &req.notebook_id, &pool, wanted)?;
         return Ok(Ok(Placement::Starting(chosen)));
@@ -276,6 +273,27 @@ fn gpu_limits(conn: &Connection, req: &PlacementRequest) -> Result<Option<Refusa
     )
 }
 
+/// The free GPUs that the items `ahead` (in the order they are served) would take or wait
+/// for: each one's usable GPUs, given the bookings and those before it.
+fn held_back_by(
+    ahead: &[Waiting],
+    bookings: &HashMap<String, Vec<Reservation>>,
+    free: &[String],
+    now: i64,
+) -> HashSet<String> {
+    let mut held: HashSet<String> = HashSet::new();
+    for w in ahead {
+        let left: Vec<String> = free
+            .iter()
+            .filter(|g| !held.contains(*g))
+            .cloned()
+            .collect();
+        let pool = Fit::of(bookings, &left, w.owner_id, w.limit_secs, now).ordered();
+        held.extend(pool.into_iter().take(w.gpu_count.max(0) as usize));
+    }
+    held
+}
+
 fn order_name(order: &QueueOrder) -> &'static str {
     if order.is_fair_share() {
         "fair share: who used fewer GPU-hours recently goes first"
@@ -319,6 +337,12 @@ impl Fit {
         for gpu in free {
             let theirs = bookings.get(gpu).map(Vec::as_slice).unwrap_or_default();
             let mine = |r: &Reservation| r.user_id == Some(owner);
+            let own_now = theirs.iter().find(|r| mine(r) && r.is_active(now));
+            // On its member's booked GPU a notebook stops when the booking ends.
+            let ends = match own_now {
+                Some(r) => Some(ends.map_or(r.ends_at, |e| e.min(r.ends_at))),
+                None => ends,
+            };
             let blocking = theirs
                 .iter()
                 .filter(|r| !mine(r))
@@ -339,7 +363,6 @@ impl Fit {
                 }
                 continue;
             }
-            let own_now = theirs.iter().find(|r| mine(r) && r.is_active(now));
             if let Some(r) = own_now {
                 fit.own_until.insert(gpu.clone(), r.ends_at);
             }
@@ -457,7 +480,12 @@ fn this_one(conn: &Connection, req: &PlacementRequest, now: i64) -> Result<Waiti
         owner_id: req.owner_id,
         owner: owner.map(|u| u.username).unwrap_or_default(),
         gpu_count: req.gpu_count,
-        queued_at: row.as_ref().and_then(|r| r.queued_at).unwrap_or(now),
+        // A queued_at left from an earlier wait does not count.
+        queued_at: row
+            .as_ref()
+            .filter(|r| r.state == crate::model::NotebookState::Queued)
+            .and_then(|r| r.queued_at)
+            .unwrap_or(now),
         usage_hours,
         weight,
         limit_secs: row.and_then(|r| r.auto_shutdown_secs),
@@ -508,7 +536,8 @@ fn admit_queued_within_budgets(
     let mut started = Vec::new();
     // Once one cannot start, those after it wait too (nobody overtakes), except on GPUs
     // their member has booked for now.
-    let mut blocked = false;
+    // GPUs those that could not start could use: nobody behind them takes these.
+    let mut held: HashSet<String> = HashSet::new();
     for w in ordered_queue(conn, order, now)? {
         if let Some(since) = block_over_budget_since {
             if let Some(refusal) = over_budget(conn, &w.id, since)? {
@@ -527,14 +556,14 @@ fn admit_queued_within_budgets(
         }
         let free = free_gpus(conn, gpus)?;
         let fit = Fit::of(&bookings, &free, w.owner_id, w.limit_secs, now);
-        let pool = if blocked {
-            fit.own_active.clone()
-        } else {
-            fit.ordered()
-        };
+        let pool: Vec<String> = fit
+            .ordered()
+            .into_iter()
+            .filter(|g| !held.contains(g))
+            .collect();
         let wanted = w.gpu_count.max(0) as usize;
         if pool.len() < wanted {
-            blocked = true;
+            held.extend(pool);
             continue;
         }
         fit.take(conn, &w.id, &pool, wanted)?;
@@ -559,10 +588,12 @@ fn over_budget(
     Ok((used >= budget).then_some(Refusal::OverBudget { used, budget }))
 }
 
-/// Each queued notebook's place in the queue (1 is next) and why it stands there.
+/// Each queued notebook's place in the queue (1 is next), and for those of `owner` (all
+/// when None) why it stands there.
 pub fn queue_positions(
     conn: &Connection,
     order: &QueueOrder,
+    owner: Option<i64>,
 ) -> Result<HashMap<String, (usize, String)>, DbError> {
     let now = crate::clock::now();
     let waiting = ordered_queue(conn, order, now)?;
@@ -570,10 +601,12 @@ pub fn queue_positions(
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            (
-                w.id.clone(),
-                (i + 1, fair_share::explain(&waiting, i, order, now)),
-            )
+            let why = if owner.is_none_or(|o| o == w.owner_id) {
+                fair_share::explain(&waiting, i, order, now)
+            } else {
+                String::new()
+            };
+            (w.id.clone(), (i + 1, why))
         })
         .collect())
 }
@@ -866,7 +899,7 @@ mod tests {
         assert_eq!(state(&db, "nb-3"), crate::model::NotebookState::Queued);
         assert!(held_by(&db, "nb-3").is_empty());
         let positions = db
-            .with_conn(|c| queue_positions(c, &QueueOrder::Fifo))
+            .with_conn(|c| queue_positions(c, &QueueOrder::Fifo, None))
             .expect("positions");
         assert_eq!(positions.get("nb-3").map(|p| p.0), Some(1));
         assert_eq!(positions.get("nb-4").map(|p| p.0), Some(2));
@@ -886,7 +919,7 @@ mod tests {
         assert_eq!(state(&db, "nb-3"), crate::model::NotebookState::Starting);
         assert_eq!(state(&db, "nb-4"), crate::model::NotebookState::Queued);
         let positions = db
-            .with_conn(|c| queue_positions(c, &QueueOrder::Fifo))
+            .with_conn(|c| queue_positions(c, &QueueOrder::Fifo, None))
             .expect("positions");
         assert_eq!(positions.get("nb-4").map(|p| p.0), Some(1), "nb-4 moved up");
 
@@ -1082,7 +1115,7 @@ mod tests {
                 assert!(placed.is_ok(), "{placed:?}");
             }
             let why = db
-                .with_conn(|c| queue_positions(c, &order))
+                .with_conn(|c| queue_positions(c, &order, None))
                 .expect("positions");
             stop(&db, "carol-nb");
             assert_eq!(admit(&db, &all, &order), [first]);
@@ -1117,6 +1150,7 @@ mod tests {
             starts_at: from,
             ends_at: to,
             created_by: "t".into(),
+            may_displace: true,
         };
         db.with_conn(|c| rq::book(c, &new, &inventory, None))
             .expect("book")
@@ -1143,6 +1177,7 @@ mod tests {
             starts_at: now + 600,
             ends_at: now + 1200,
             created_by: "bob".into(),
+            may_displace: false,
         };
         let refused = db
             .with_conn(|c| rq::book(c, &more, &inventory, None))
@@ -1231,5 +1266,156 @@ mod tests {
         );
         stop(&db, "bob-1h");
         assert_eq!(admit(&db, &all, &QueueOrder::Fifo), ["alice-1"]);
+    }
+
+    /// Review findings: a member's booking cannot take a held GPU at short notice; one
+    /// waiting item kept off by a booking does not stall those behind it; a member's own
+    /// booking is usable even when another follows it on the same GPU.
+    #[test]
+    fn bookings_neither_evict_at_short_notice_nor_stall_the_queue() {
+        let (_dir, db) = crate::db::test_db();
+        let all = gpus(1);
+        let (alice, bob, carol) = (user(&db, "alice"), user(&db, "bob"), user(&db, "carol"));
+        let now = crate::clock::now();
+        let inventory: Vec<(String, String)> =
+            all.iter().map(|g| (g.clone(), "A100".into())).collect();
+        notebook(&db, "bob-never", bob, 1);
+        assert!(matches!(
+            place_in(&db, "bob-never", bob, 1, 8, true, &all),
+            Ok(Placement::Starting(_))
+        ));
+        let mut new = rq::NewReservation {
+            id: "soon".into(),
+            user_id: Some(alice),
+            member: "alice".into(),
+            purpose: String::new(),
+            gpu_name: None,
+            gpus: 1,
+            starts_at: now,
+            ends_at: now + 3600,
+            created_by: "alice".into(),
+            may_displace: false,
+        };
+        let refused = db
+            .with_conn(|c| rq::book(c, &new, &inventory, None))
+            .expect("book");
+        let message = refused.expect_err("a held GPU at short notice").to_string();
+        assert!(
+            message.contains("1 more is held by notebooks or jobs that run past its start"),
+            "{message}"
+        );
+        // With notice (an hour ahead, or an admin) it may: bob's notebook is told now.
+        new.may_displace = true;
+        new.starts_at = now + 2 * 3600;
+        new.ends_at = now + 3 * 3600;
+        assert!(db
+            .with_conn(|c| rq::book(c, &new, &inventory, None))
+            .expect("book")
+            .is_ok());
+        let row = db
+            .with_conn(|c| nq::by_id(c, "bob-never"))
+            .expect("row")
+            .expect("row");
+        assert!(row.notice.unwrap_or_default().contains("booked by alice"));
+        stop(&db, "bob-never");
+        // carol's "never" notebook cannot use the GPU (booked in 2 h); bob's 1 h one can,
+        // although carol's waits before it.
+        notebook(&db, "carol-never", carol, 1);
+        assert_eq!(
+            place_in(&db, "carol-never", carol, 1, 8, true, &all),
+            Ok(Placement::Queued { position: 1 })
+        );
+        notebook_limited(&db, "bob-1h", bob, 1, Some(1800));
+        assert!(matches!(
+            place_in(&db, "bob-1h", bob, 1, 8, true, &all),
+            Ok(Placement::Starting(_))
+        ));
+        stop(&db, "bob-1h");
+    }
+
+    #[test]
+    fn a_members_own_booking_is_usable_when_another_follows_it() {
+        let (_dir, db) = crate::db::test_db();
+        let all = gpus(1);
+        let (alice, bob) = (user(&db, "alice"), user(&db, "bob"));
+        let now = crate::clock::now();
+        // Alice's own booking now, bob's right after it on the same GPU: her 6 h notebook
+        // runs on her booking (until it ends), not kept off by bob's.
+        book(&db, Some(alice), 1, now - 10, now + 3600, &all);
+        book(&db, Some(bob), 1, now + 3600, now + 7200, &all);
+        notebook_limited(&db, "alice-6h", alice, 1, Some(6 * 3600));
+        assert!(matches!(
+            place_in(&db, "alice-6h", alice, 1, 8, true, &all),
+            Ok(Placement::Starting(_))
+        ));
+        let row = db
+            .with_conn(|c| nq::by_id(c, "alice-6h"))
+            .expect("row")
+            .expect("row");
+        assert_eq!(row.auto_shutdown_secs, Some(6 * 3600));
+        let until: Option<i64> = db
+            .with_conn(|c| {
+                Ok(c.query_row(
+                    "SELECT booked_until FROM notebooks WHERE id = 'alice-6h'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .expect("booked_until");
+        assert_eq!(until, Some(now + 3600));
+    }
+
+    #[test]
+    fn cancelling_a_booking_under_way_ends_it_and_weeks_count_each_part() {
+        let (_dir, db) = crate::db::test_db();
+        let all = gpus(8);
+        let alice = user(&db, "alice");
+        let now = crate::clock::now();
+        let r = book(&db, Some(alice), 8, now - 600, now + 3600, &all);
+        assert!(db.with_conn(|c| rq::cancel(c, &r.id, now)).expect("cancel"));
+        let kept = db
+            .with_conn(|c| rq::by_id(c, &r.id))
+            .expect("by id")
+            .expect("kept as history");
+        assert_eq!(kept.ends_at, now);
+        let (week, _) = rq::week_of(now);
+        let used = db
+            .with_conn(|c| rq::booked_gpu_seconds(c, alice, week, week + 7 * 86400))
+            .expect("hours");
+        assert!(
+            used >= 8.0 * 600.0 - 1.0 || now - 600 < week,
+            "its hours still count: {used}"
+        );
+        // A booking across Sunday night counts in both weeks: 64 GPU-h in the next week,
+        // then 8 GPUs from Sunday 20:00 to Monday 04:00 is 32 GPU-h more there: refused.
+        let monday = rq::week_of(now).1 + 7 * 86400;
+        let inventory: Vec<(String, String)> =
+            all.iter().map(|g| (g.clone(), "A100".into())).collect();
+        let mut new = rq::NewReservation {
+            id: "week".into(),
+            user_id: Some(alice),
+            member: "alice".into(),
+            purpose: String::new(),
+            gpu_name: None,
+            gpus: 8,
+            starts_at: monday + 4 * 3600,
+            ends_at: monday + 12 * 3600,
+            created_by: "alice".into(),
+            may_displace: false,
+        };
+        assert!(db
+            .with_conn(|c| rq::book(c, &new, &inventory, Some(64.0)))
+            .expect("book")
+            .is_ok());
+        new.id = "across".into();
+        new.starts_at = monday - 4 * 3600;
+        new.ends_at = monday + 4 * 3600;
+        let refused = db
+            .with_conn(|c| rq::book(c, &new, &inventory, Some(64.0)))
+            .expect("book");
+        assert!(
+            matches!(refused, Err(rq::BookingRefusal::OverWeek { .. })),
+            "{refused:?}"
+        );
     }
 }

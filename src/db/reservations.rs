@@ -46,18 +46,27 @@ pub struct NewReservation {
     pub starts_at: Timestamp,
     pub ends_at: Timestamp,
     pub created_by: String,
+    /// May take a GPU someone else holds past its start (they are stopped then): an
+    /// admin's booking, or one that starts at least `DISPLACE_NOTICE` ahead.
+    pub may_displace: bool,
 }
+
+/// A member's booking may take a GPU someone else's notebook holds (stopping it at the
+/// booking's start) only when it starts at least this far ahead: the holder is told.
+pub const DISPLACE_NOTICE: Timestamp = 3600;
 
 /// A GPU of the workstation: uuid, model name.
 pub type InventoryGpu = (String, String);
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BookingRefusal {
-    #[error("Not enough GPUs for that window: {wanted} wanted, {free} of the {total}{model} GPUs are not booked for all of it.{conflicts} Choose another time or fewer GPUs (the calendar shows free slots).")]
+    #[error("Not enough GPUs for that window: {wanted} wanted, {free} of the {total}{model} GPUs are not booked for all of it{held}.{conflicts} Choose another time or fewer GPUs (the calendar shows free slots).")]
     NotEnough {
         wanted: usize,
         free: usize,
         total: usize,
+        /// " (2 more are held by notebooks that run past its start: book at least an hour ahead to have them stopped then)"
+        held: String,
         /// " A100" when a model was asked for.
         model: String,
         /// " Booked then: alice 14:00–18:00 UTC (2 GPUs)."
@@ -206,10 +215,10 @@ pub fn book(
     conn: &mut Connection,
     new: &NewReservation,
     inventory: &[InventoryGpu],
-    week: Option<(f64, Timestamp, Timestamp, String)>,
+    week_limit: Option<f64>,
 ) -> Result<Result<Reservation, BookingRefusal>, DbError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some(refusal) = over_week(&tx, new, week)? {
+    if let Some(refusal) = over_week(&tx, new, week_limit)? {
         return Ok(Err(refusal));
     }
     let free = match choose(&tx, new, inventory)? {
@@ -237,12 +246,14 @@ pub fn book(
             params![new.id, uuid],
         )?;
     }
+    warn_holders(&tx, new, &free)?;
     let stored = by_id(&tx, &new.id)?;
     tx.commit()?;
     Ok(stored.ok_or(BookingRefusal::NotEnough {
         wanted: new.gpus,
         free: 0,
         total: 0,
+        held: String::new(),
         model: String::new(),
         conflicts: String::new(),
     }))
@@ -252,19 +263,36 @@ pub fn book(
 fn over_week(
     conn: &Connection,
     new: &NewReservation,
-    week: Option<(f64, Timestamp, Timestamp, String)>,
+    limit: Option<f64>,
 ) -> Result<Option<BookingRefusal>, DbError> {
-    let (Some((limit, from, to, name)), Some(uid)) = (week, new.user_id) else {
+    let (Some(limit), Some(uid)) = (limit, new.user_id) else {
         return Ok(None);
     };
-    let hours = (new.ends_at - new.starts_at) as f64 / 3600.0 * new.gpus as f64;
-    let booked = booked_gpu_seconds(conn, uid, from, to)? / 3600.0 + hours;
-    Ok((booked > limit + 1e-9).then(|| BookingRefusal::OverWeek {
-        member: new.member.clone(),
-        week: name,
-        booked,
-        limit,
-    }))
+    // Each week the booking touches, with the part of it inside that week.
+    let mut week = week_of(new.starts_at);
+    while week.0 < new.ends_at {
+        let inside = new.ends_at.min(week.1) - new.starts_at.max(week.0);
+        let hours = inside as f64 / 3600.0 * new.gpus as f64;
+        let booked = booked_gpu_seconds(conn, uid, week.0, week.1)? / 3600.0 + hours;
+        if booked > limit + 1e-9 {
+            return Ok(Some(BookingRefusal::OverWeek {
+                member: new.member.clone(),
+                week: crate::clock::rfc3339(week.0).chars().take(10).collect(),
+                booked,
+                limit,
+            }));
+        }
+        week = (week.1, week.1 + 7 * 86400);
+    }
+    Ok(None)
+}
+
+/// The week (Monday 00:00 UTC to the next) holding `t`.
+pub fn week_of(t: Timestamp) -> (Timestamp, Timestamp) {
+    let day = t.div_euclid(86400);
+    // 1970-01-01 was a Thursday: Monday is 3 days before.
+    let monday = day - (day + 3).rem_euclid(7);
+    (monday * 86400, monday * 86400 + 7 * 86400)
 }
 
 /// The GPUs for a booking: of the asked model, in no other booking at any time of its
@@ -293,16 +321,30 @@ fn choose(
         .copied()
         .filter(|(u, _)| !taken.contains(u))
         .collect();
-    free.sort_by_key(|(u, _)| {
+    // Held by someone else past the booking's start: last, and only with notice.
+    let outlasts = |u: &String| {
         held.get(u).is_some_and(|(owner, until)| {
             Some(*owner) != new.user_id && until.is_none_or(|t| t > new.starts_at)
         })
-    });
+    };
+    free.sort_by_key(|(u, _)| outlasts(u));
+    let held_past = free.iter().filter(|(u, _)| outlasts(u)).count();
+    if !new.may_displace {
+        free.retain(|(u, _)| !outlasts(u));
+    }
     if free.len() < new.gpus {
         return Ok(Err(BookingRefusal::NotEnough {
             wanted: new.gpus,
             free: free.len(),
             total: model.len(),
+            held: if new.may_displace || held_past == 0 {
+                String::new()
+            } else {
+                format!(
+                    " ({held_past} more {} held by notebooks or jobs that run past its start: book at least an hour ahead to have them stopped then)",
+                    if held_past == 1 { "is" } else { "are" }
+                )
+            },
             model: new
                 .gpu_name
                 .as_ref()
@@ -316,6 +358,51 @@ fn choose(
         .take(new.gpus)
         .map(|(u, _)| u.clone())
         .collect()))
+}
+
+/// Notebooks and jobs of others that hold a GPU of the booking past its start are told
+/// now that they will be stopped then.
+fn warn_holders(conn: &Connection, new: &NewReservation, gpus: &[String]) -> Result<(), DbError> {
+    let note = format!(
+        "Its GPU is booked by {} from {}: it will be stopped then.",
+        new.member,
+        short_time(new.starts_at)
+    );
+    for gpu in gpus {
+        conn.execute(
+            "UPDATE notebooks SET notice = ?3 WHERE id IN
+                (SELECT a.notebook_id FROM gpu_allocations a JOIN notebooks n ON n.id = a.notebook_id
+                 WHERE a.gpu_uuid = ?1 AND (?2 IS NULL OR n.owner_id != ?2)
+                   AND (n.auto_shutdown_at IS NULL OR n.auto_shutdown_at > ?4))",
+            params![gpu, new.user_id, note, new.starts_at],
+        )?;
+    }
+    Ok(())
+}
+
+/// Cancels a booking: one that has not started is removed; one under way ends now (it
+/// stays as history and in its member's weekly hours), and its member's notebooks on its
+/// GPUs carry on as ordinary ones.
+pub fn cancel(conn: &mut Connection, id: &str, now: Timestamp) -> Result<bool, DbError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(r) = by_id(&tx, id)? else {
+        return Ok(false);
+    };
+    if r.starts_at > now {
+        tx.execute("DELETE FROM reservations WHERE id = ?1", [id])?;
+    } else {
+        let end = now.max(r.starts_at + 1);
+        tx.execute(
+            "UPDATE reservations SET ends_at = ?2 WHERE id = ?1",
+            params![id, end],
+        )?;
+        tx.execute(
+            "UPDATE notebooks SET booked_until = NULL WHERE owner_id = ?1 AND booked_until = ?2",
+            params![r.user_id, r.ends_at],
+        )?;
+    }
+    tx.commit()?;
+    Ok(true)
 }
 
 /// " Booked then: alice 14:00–18:00 UTC (2 GPUs), maintenance …."

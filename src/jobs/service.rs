@@ -365,9 +365,15 @@ impl Jobs {
     /// file while running.
     pub(super) async fn views(&self, rows: Vec<JobRow>) -> Result<Vec<Job>, JobError> {
         let order = self.notebooks.queue_order();
+        let owner = rows.first().map(|r| r.owner_id);
         let (mut gpus, positions) = self
             .db
-            .call(move |c| Ok((gq::by_notebook(c)?, placement::queue_positions(c, &order)?)))
+            .call(move |c| {
+                Ok((
+                    gq::by_notebook(c)?,
+                    placement::queue_positions(c, &order, owner)?,
+                ))
+            })
             .await?;
         let dirs = self.dirs.clone();
         let config = self.config.clone();

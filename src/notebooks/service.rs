@@ -100,14 +100,14 @@ impl Notebooks {
 
     pub async fn get_notebook(&self, owner: &User, id: &str) -> Result<Notebook, NotebookError> {
         let row = self.notebook_row(owner, id).await?;
-        let nid = row.id.clone();
+        let (nid, me) = (row.id.clone(), owner.id);
         let order = self.queue_order();
         let (gpus, positions) = self
             .db
             .call(move |c| {
                 Ok((
                     gq::of_notebook(c, &nid)?,
-                    placement::queue_positions(c, &order)?,
+                    placement::queue_positions(c, &order, Some(me))?,
                 ))
             })
             .await?;
@@ -124,7 +124,7 @@ impl Notebooks {
                 Ok((
                     q::list_for_owner(c, owner_id)?,
                     gq::by_notebook(c)?,
-                    placement::queue_positions(c, &order)?,
+                    placement::queue_positions(c, &order, Some(owner_id))?,
                 ))
             })
             .await?;

@@ -70,17 +70,8 @@ impl Reservations {
         check_window(&self.config, by, &req, now)?;
         check_gpus(&inventory, &req)?;
         let (user_id, member) = self.for_whom(by, req.member.as_deref()).await?;
-        let week =
-            (!by.is_admin && self.config.reservations.max_gpu_hours_per_week > 0.0).then(|| {
-                let (from, to) = week_of(req.starts_at);
-                let name = crate::clock::rfc3339(from).chars().take(10).collect();
-                (
-                    self.config.reservations.max_gpu_hours_per_week,
-                    from,
-                    to,
-                    name,
-                )
-            });
+        let week_limit = (!by.is_admin && self.config.reservations.max_gpu_hours_per_week > 0.0)
+            .then_some(self.config.reservations.max_gpu_hours_per_week);
         let new = NewReservation {
             id: crate::model::new_id(),
             user_id,
@@ -91,10 +82,11 @@ impl Reservations {
             starts_at: req.starts_at,
             ends_at: req.ends_at,
             created_by: by.username.clone(),
+            may_displace: by.is_admin || req.starts_at >= now + rq::DISPLACE_NOTICE,
         };
         let booked = self
             .db
-            .call(move |c| rq::book(c, &new, &inventory, week))
+            .call(move |c| rq::book(c, &new, &inventory, week_limit))
             .await??;
         tracing::info!(id = %booked.id, member = %booked.member, gpus = booked.gpu_uuids.len(), "GPUs booked");
         Ok(booked)
@@ -148,8 +140,8 @@ impl Reservations {
             .ok_or(ReservationError::NotFound)
     }
 
-    /// Cancels a booking: its member's or (any) an admin's. A booking that has ended stays
-    /// as history.
+    /// Cancels a booking: its member's or (any) an admin's. One under way ends now and
+    /// stays as history (and in its member's weekly hours); one that has ended stays too.
     pub async fn cancel(&self, by: &User, id: &str) -> Result<(), ReservationError> {
         let r = self.get(id).await?;
         if !by.is_admin && r.user_id != Some(by.id) {
@@ -163,7 +155,8 @@ impl Reservations {
             ));
         }
         let id = r.id.clone();
-        self.db.call(move |c| rq::delete(c, &id)).await?;
+        let now = crate::clock::now();
+        self.db.call(move |c| rq::cancel(c, &id, now)).await?;
         Ok(())
     }
 
@@ -292,13 +285,7 @@ fn check_gpus(inventory: &[(String, String)], req: &BookRequest) -> Result<(), R
     Ok(())
 }
 
-/// The week (Monday 00:00 UTC to the next) holding `t`.
-pub fn week_of(t: Timestamp) -> (Timestamp, Timestamp) {
-    let day = t.div_euclid(86400);
-    // 1970-01-01 was a Thursday: Monday is 3 days before.
-    let monday = day - (day + 3).rem_euclid(7);
-    (monday * 86400, monday * 86400 + 7 * 86400)
-}
+pub use crate::db::reservations::week_of;
 
 /// "20261210T140000Z"
 fn ical_time(ts: Timestamp) -> String {
@@ -313,6 +300,22 @@ fn ical_text(s: &str) -> String {
         .replace('\\', "\\\\")
         .replace(';', "\\;")
         .replace(',', "\\,")
+}
+
+/// A content line folded at 75 octets (RFC 5545 §3.1): the rest on lines that start with
+/// a space, never inside a character.
+fn fold(line: &str) -> String {
+    let mut out = String::new();
+    let mut width = 0;
+    for c in line.chars() {
+        if width + c.len_utf8() > 75 {
+            out.push_str("\r\n ");
+            width = 1;
+        }
+        width += c.len_utf8();
+        out.push(c);
+    }
+    out
 }
 
 /// The feed: one VEVENT per booking; lines end in CRLF.
@@ -362,7 +365,12 @@ pub fn ical(
         ]);
     }
     lines.push("END:VCALENDAR".into());
-    lines.join("\r\n") + "\r\n"
+    lines
+        .iter()
+        .map(|l| fold(l))
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + "\r\n"
 }
 
 #[cfg(test)]
@@ -426,5 +434,11 @@ mod tests {
         assert!(feed.contains("DTSTART:20270115T080000Z\r\n"), "{feed}");
         assert!(feed.contains("DESCRIPTION:GPU 1 (A100)\r\n"));
         assert!(feed.ends_with("END:VCALENDAR\r\n"));
+        let long = fold(&format!("SUMMARY:{}", "é".repeat(60)));
+        assert!(long.split("\r\n").all(|l| l.len() <= 75), "{long}");
+        assert_eq!(
+            long.replace("\r\n ", ""),
+            format!("SUMMARY:{}", "é".repeat(60))
+        );
     }
 }

@@ -166,6 +166,7 @@ fn api_routes() -> actix_web::Scope {
         .route("/reservations",            web::get().to(reservations::list_api))
         .route("/reservations",            web::post().to(reservations::book_api))
         .route("/reservations/calendar.ics", web::get().to(reservations::ical))
+        .route("/reservations/{id}",       web::get().to(reservations::get_api))
         .route("/reservations/{id}",       web::delete().to(reservations::cancel_api))
         .route("/usage",                   web::get().to(usage::usage_api))
         .route("/admin/users/{id}/gpu-budget", web::post().to(usage::set_budget_api))

@@ -101,6 +101,16 @@ pub async fn book_api(
         .json(rs::wire(&booked, crate::clock::now())))
 }
 
+/// `GET /api/v1/reservations/{id}`.
+pub async fn get_api(
+    _caller: ApiUser,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let r = state.reservations.get(&path).await?;
+    Ok(HttpResponse::Ok().json(rs::wire(&r, crate::clock::now())))
+}
+
 /// `DELETE /api/v1/reservations/{id}`.
 pub async fn cancel_api(
     caller: ApiUser,
@@ -130,6 +140,8 @@ pub struct Block {
     pub width: f64,
     pub member: String,
     pub mine: bool,
+    /// A maintenance booking (nobody's).
+    pub maintenance: bool,
     pub label: String,
 }
 
@@ -401,6 +413,7 @@ fn grid_rows(
                         width: ((e - s) as f64 * 100.0 / width).max(0.4),
                         member: r.member.clone(),
                         mine: r.user_id == Some(me),
+                        maintenance: r.user_id.is_none(),
                         label: format!(
                             "{}: {} – {}{}",
                             r.member,
