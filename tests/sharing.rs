@@ -51,6 +51,17 @@ async fn create(api: &Api, name: &str, machine: &str, minutes: i64) -> serde_jso
     nb
 }
 
+/// A page's HTML as a logged-in browser gets it.
+async fn page(browser: &reqwest::Client, base: &str, path: &str) -> String {
+    let r = browser
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .expect(path);
+    assert_eq!(r.status(), 200, "{path}");
+    r.text().await.expect("html")
+}
+
 fn id(nb: &serde_json::Value) -> String {
     nb["id"].as_str().expect("id").to_string()
 }
@@ -114,22 +125,12 @@ async fn fair_share_puts_the_light_user_first_and_fifo_the_first_to_come() {
             // The notebook page and the GPUs page say it in words.
             let browser = client();
             login_ok(&browser, &server.url, "alice", "alice-password").await;
-            let page = browser
-                .get(format!("{}/notebooks/{a}", server.url))
-                .send()
-                .await
-                .expect("page");
-            let html = page.text().await.expect("html");
+            let html = page(&browser, &server.url, &format!("/notebooks/{a}")).await;
             assert!(
                 html.contains("Number 2 in the GPU queue. Ahead of you: bob"),
                 "notebook page"
             );
-            let gpus = browser
-                .get(format!("{}/gpus", server.url))
-                .send()
-                .await
-                .expect("gpus");
-            let html = gpus.text().await.expect("html");
+            let html = page(&browser, &server.url, "/gpus").await;
             assert!(
                 html.contains("Waiting for GPUs")
                     && html.contains("Fair share: who used fewer GPU-hours recently goes first")
@@ -252,12 +253,7 @@ async fn a_booking_holds_its_gpus_for_its_member_during_its_window() {
     // The create form offers "until the booking".
     let browser = client();
     login_ok(&browser, &server.url, "bob", "bob-password").await;
-    let form = browser
-        .get(format!("{}/notebooks/new", server.url))
-        .send()
-        .await
-        .expect("form");
-    let html = form.text().await.expect("html");
+    let html = page(&browser, &server.url, "/notebooks/new").await;
     assert!(
         html.contains("2 GPUs are booked by alice from")
             && html.contains("value=\"until_booking\""),

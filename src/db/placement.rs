@@ -1130,6 +1130,28 @@ mod tests {
         }
     }
 
+    /// A member's booking ("user{id}"), at short notice (it takes no held GPU).
+    fn new_booking(
+        id: &str,
+        owner: Option<i64>,
+        gpus: usize,
+        from: i64,
+        to: i64,
+    ) -> rq::NewReservation {
+        rq::NewReservation {
+            id: id.into(),
+            user_id: owner,
+            member: format!("user{}", owner.unwrap_or(0)),
+            purpose: String::new(),
+            gpu_name: None,
+            gpus,
+            starts_at: from,
+            ends_at: to,
+            created_by: "t".into(),
+            may_displace: false,
+        }
+    }
+
     fn book(
         db: &Db,
         owner: Option<i64>,
@@ -1140,18 +1162,14 @@ mod tests {
     ) -> Reservation {
         let inventory: Vec<(String, String)> =
             all.iter().map(|g| (g.clone(), "A100".into())).collect();
-        let new = rq::NewReservation {
-            id: format!("r{from}{n}{}", owner.unwrap_or(0)),
-            user_id: owner,
-            member: format!("user{}", owner.unwrap_or(0)),
-            purpose: String::new(),
-            gpu_name: None,
-            gpus: n,
-            starts_at: from,
-            ends_at: to,
-            created_by: "t".into(),
-            may_displace: true,
-        };
+        let mut new = new_booking(
+            &format!("r{from}{n}{}", owner.unwrap_or(0)),
+            owner,
+            n,
+            from,
+            to,
+        );
+        new.may_displace = true;
         db.with_conn(|c| rq::book(c, &new, &inventory, None))
             .expect("book")
             .expect("booked")
@@ -1167,18 +1185,7 @@ mod tests {
         // Beyond capacity: refused, saying who booked.
         let inventory: Vec<(String, String)> =
             all.iter().map(|g| (g.clone(), "A100".into())).collect();
-        let mut more = rq::NewReservation {
-            id: "x".into(),
-            user_id: Some(bob),
-            member: "bob".into(),
-            purpose: String::new(),
-            gpu_name: None,
-            gpus: 2,
-            starts_at: now + 600,
-            ends_at: now + 1200,
-            created_by: "bob".into(),
-            may_displace: false,
-        };
+        let mut more = new_booking("x", Some(bob), 2, now + 600, now + 1200);
         let refused = db
             .with_conn(|c| rq::book(c, &more, &inventory, None))
             .expect("book");
@@ -1284,18 +1291,7 @@ mod tests {
             place_in(&db, "bob-never", bob, 1, 8, true, &all),
             Ok(Placement::Starting(_))
         ));
-        let mut new = rq::NewReservation {
-            id: "soon".into(),
-            user_id: Some(alice),
-            member: "alice".into(),
-            purpose: String::new(),
-            gpu_name: None,
-            gpus: 1,
-            starts_at: now,
-            ends_at: now + 3600,
-            created_by: "alice".into(),
-            may_displace: false,
-        };
+        let mut new = new_booking("soon", Some(alice), 1, now, now + 3600);
         let refused = db
             .with_conn(|c| rq::book(c, &new, &inventory, None))
             .expect("book");
@@ -1316,7 +1312,10 @@ mod tests {
             .with_conn(|c| nq::by_id(c, "bob-never"))
             .expect("row")
             .expect("row");
-        assert!(row.notice.unwrap_or_default().contains("booked by alice"));
+        assert!(row
+            .notice
+            .unwrap_or_default()
+            .contains(&format!("booked by user{alice}")));
         stop(&db, "bob-never");
         // carol's "never" notebook cannot use the GPU (booked in 2 h); bob's 1 h one can,
         // although carol's waits before it.
@@ -1391,18 +1390,13 @@ mod tests {
         let monday = rq::week_of(now).1 + 7 * 86400;
         let inventory: Vec<(String, String)> =
             all.iter().map(|g| (g.clone(), "A100".into())).collect();
-        let mut new = rq::NewReservation {
-            id: "week".into(),
-            user_id: Some(alice),
-            member: "alice".into(),
-            purpose: String::new(),
-            gpu_name: None,
-            gpus: 8,
-            starts_at: monday + 4 * 3600,
-            ends_at: monday + 12 * 3600,
-            created_by: "alice".into(),
-            may_displace: false,
-        };
+        let mut new = new_booking(
+            "week",
+            Some(alice),
+            8,
+            monday + 4 * 3600,
+            monday + 12 * 3600,
+        );
         assert!(db
             .with_conn(|c| rq::book(c, &new, &inventory, Some(64.0)))
             .expect("book")
