@@ -47,38 +47,13 @@ done
 say "a burst of $BURST notebooks, then $BURST raw containers"
 RC=0
 python3 - "$NB_URL" "$BURST" "$API_TOKEN" "${TOKENS[@]}" <<'PY' || RC=$?
-import http.client, json, os, shutil, socket, statistics, sys, threading, time
-from urllib.parse import quote, urlsplit
+import statistics, sys, threading, time
+sys.path.insert(0, "benches")
+from raw_docker import RawSpec, containers_of, docker, notebox_api
 
 base, burst, admin, tokens = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
-nb = urlsplit(base)
 TIMEOUT = 180.0
-
-class UnixHTTP(http.client.HTTPConnection):
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect("/var/run/docker.sock")
-
-def docker(method, path, body=None):
-    c = UnixHTTP("localhost", timeout=120)
-    c.request(method, path, json.dumps(body) if body is not None else None, {"Content-Type": "application/json"})
-    r = c.getresponse(); data = r.read(); c.close()
-    if r.status >= 300:
-        raise SystemExit(f"docker {method} {path}: {r.status} {data[:300]!r}")
-    return json.loads(data) if data else None
-
-def api(token, method, path, body=None):
-    c = http.client.HTTPConnection(nb.hostname, nb.port, timeout=60)
-    c.request(method, path, json.dumps(body) if body is not None else None,
-              {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    r = c.getresponse(); data = r.read(); c.close()
-    if r.status >= 300 and r.status != 404:
-        raise SystemExit(f"notebox {method} {path}: {r.status} {data[:300]!r}")
-    return json.loads(data) if data and r.status != 404 else None
-
-def containers_of(nid):
-    f = json.dumps({"label": [f"io.notebox.notebook={nid}"]})
-    return docker("GET", f"/containers/json?all=1&filters={quote(f)}")
+api = notebox_api(base)
 
 def wait_running(token, nid, t0):
     while True:
@@ -93,23 +68,7 @@ def wait_running(token, nid, t0):
 t0 = time.perf_counter()
 warm = api(admin, "POST", "/api/v1/notebooks", {"name": "warm-up", "image": "jupyter", "machine": "bench"})["id"]
 print(f"warm-up notebook running after {wait_running(admin, warm, t0):.2f} s", flush=True)
-(cid,) = [c["Id"] for c in containers_of(warm)]
-info = docker("GET", f"/containers/{cid}/json")
-cfg, hc = info["Config"], info["HostConfig"]
-network = hc["NetworkMode"]
-spec = {k: cfg[k] for k in ("Image", "Cmd", "Entrypoint", "Env", "User", "WorkingDir", "ExposedPorts") if cfg.get(k) is not None}
-spec["Labels"] = {"io.notebox.bench": "burst-raw"}
-spec["HostConfig"] = {k: v for k, v in hc.items() if k in (
-    "Binds", "Mounts", "NanoCpus", "Memory", "MemorySwap", "PidsLimit", "CapDrop", "CapAdd",
-    "SecurityOpt", "Init", "ShmSize", "NetworkMode", "Tmpfs", "IpcMode", "ReadonlyRootfs") and v is not None}
-spec["NetworkingConfig"] = {"EndpointsConfig": {network: {}}}
-jupyter_token = next(e.split("=", 1)[1] for e in cfg["Env"] if e.startswith("JUPYTER_TOKEN="))
-base_url = next((a.split("=", 1)[1] for a in (cfg.get("Cmd") or []) if a.split("=", 1)[0].endswith(".base_url")), f"/nb/{warm}/")
-status_path = base_url.rstrip("/") + "/api/status"
-api(admin, "POST", f"/api/v1/notebooks/{warm}/stop")
-while api(admin, "GET", f"/api/v1/notebooks/{warm}")["state"] != "stopped":
-    time.sleep(0.2)
-time.sleep(2)
+raw_spec = RawSpec(api, admin, warm, "burst-raw")
 
 def pct(xs, p):
     xs = sorted(xs)
@@ -158,19 +117,7 @@ while any(containers_of(nid) for _, nid in ids):
 time.sleep(3)
 
 # --- Raw Docker: the same containers, started the same way.
-raw_dirs = []
-def fresh_binds(k):
-    binds = []
-    for b in spec["HostConfig"].get("Binds", []):
-        host, rest = b.split(":", 1)
-        if rest.startswith("/notebooks:"):
-            st = os.stat(host)
-            fresh = f"{host}-burst-{k}"
-            os.mkdir(fresh, st.st_mode & 0o7777); os.chown(fresh, st.st_uid, st.st_gid); os.chmod(fresh, st.st_mode & 0o7777)
-            raw_dirs.append(fresh); host = fresh
-        binds.append(f"{host}:{rest}")
-    return binds
-bodies = [dict(spec, HostConfig=dict(spec["HostConfig"], Binds=fresh_binds(k))) for k in range(burst)]
+bodies = [raw_spec.body(f"burst-{k}") for k in range(burst)]
 raw_took, rids = [None] * burst, [None] * burst
 barrier = threading.Barrier(burst + 1)
 def raw(k):
@@ -180,16 +127,8 @@ def raw(k):
         rid = docker("POST", f"/containers/create?name=notebox-burst-raw-{k}", bodies[k])["Id"]
         rids[k] = rid
         docker("POST", f"/containers/{rid}/start")
-        ip = docker("GET", f"/containers/{rid}/json")["NetworkSettings"]["Networks"][network]["IPAddress"]
-        while True:
-            try:
-                c = http.client.HTTPConnection(ip, 8888, timeout=3)
-                c.request("GET", status_path, headers={"Authorization": f"token {jupyter_token}"})
-                ok = c.getresponse().status == 200; c.close()
-                if ok:
-                    break
-            except OSError:
-                pass
+        ip = raw_spec.ip_of(rid)
+        while not raw_spec.answers(ip):
             if time.perf_counter() - t0 > TIMEOUT:
                 raise SystemExit(f"raw container {rid[:12]} did not answer")
             time.sleep(0.1)
@@ -203,8 +142,7 @@ for t in threads: t.join()
 for rid in rids:
     if rid:
         docker("DELETE", f"/containers/{rid}?force=1")
-for d in raw_dirs:
-    shutil.rmtree(d, ignore_errors=True)
+raw_spec.remove_dirs()
 if errors:
     raise SystemExit("\n".join(errors))
 print(f"raw docker: {burst} containers all answering after {max(raw_took):.2f} s "

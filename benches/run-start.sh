@@ -46,51 +46,19 @@ RC=0
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 NOTEBOX_TICKS=$(cpu_ticks "$NOTEBOX_PID")
 python3 - "$NB_URL" "$API_TOKEN" "$PAIRS" <<'PY' || RC=$?
-import http.client, json, socket, statistics, sys, time
-from urllib.parse import urlsplit
+import statistics, sys, time
+sys.path.insert(0, "benches")
+from raw_docker import RawSpec, containers_of, docker, notebox_api
 
 notebox, token, pairs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 PROBE, TIMEOUT = 0.02, 90.0
-
-class UnixHTTP(http.client.HTTPConnection):
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect("/var/run/docker.sock")
-
-def docker(method, path, body=None):
-    c = UnixHTTP("localhost", timeout=60)
-    c.request(method, path, json.dumps(body) if body is not None else None,
-              {"Content-Type": "application/json"})
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    if r.status >= 300:
-        raise SystemExit(f"docker {method} {path}: {r.status} {data[:300]!r}")
-    return json.loads(data) if data else None
-
-nb = urlsplit(notebox)
-def api(method, path, body=None):
-    # A connection per call, as the raw side's probes (and no idle keep-alive to lose).
-    c = http.client.HTTPConnection(nb.hostname, nb.port, timeout=30)
-    c.request(method, path, json.dumps(body) if body is not None else None,
-              {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    if r.status >= 300 and r.status != 404:
-        raise SystemExit(f"notebox {method} {path}: {r.status} {data[:300]!r}")
-    return json.loads(data) if data and r.status != 404 else None
-
-def containers_of(nid):
-    f = json.dumps({"label": [f"io.notebox.notebook={nid}"]})
-    from urllib.parse import quote
-    return docker("GET", f"/containers/json?all=1&filters={quote(f)}")
+api = notebox_api(notebox)
 
 def notebox_start(i):
     t0 = time.perf_counter()
-    nid = api("POST", "/api/v1/notebooks", {"name": f"start-{i}", "image": "jupyter", "machine": "bench"})["id"]
+    nid = api(token, "POST", "/api/v1/notebooks", {"name": f"start-{i}", "image": "jupyter", "machine": "bench"})["id"]
     while True:
-        state = api("GET", f"/api/v1/notebooks/{nid}")["state"]
+        state = api(token, "GET", f"/api/v1/notebooks/{nid}")["state"]
         if state == "running":
             break
         if state == "failed" or time.perf_counter() - t0 > TIMEOUT:
@@ -100,84 +68,32 @@ def notebox_start(i):
     return nid, took
 
 def notebox_remove(nid):
-    api("DELETE", f"/api/v1/notebooks/{nid}")
+    api(token, "DELETE", f"/api/v1/notebooks/{nid}")
     deadline = time.time() + 60
-    while containers_of(nid) or api("GET", f"/api/v1/notebooks/{nid}"):
+    while containers_of(nid) or api(token, "GET", f"/api/v1/notebooks/{nid}"):
         if time.time() > deadline:
             raise SystemExit(f"notebook {nid} was not removed")
         time.sleep(0.1)
 
-# The warm-up notebook: its container's configuration is the raw starts' (stopped, not
-# deleted, so that its folders stay for the raw containers' mounts).
+# The warm-up notebook: its container's configuration is the raw starts'.
 warm, _ = notebox_start("warm-up")
-(cid,) = [c["Id"] for c in containers_of(warm)]
-info = docker("GET", f"/containers/{cid}/json")
-cfg, hc = info["Config"], info["HostConfig"]
-network = hc["NetworkMode"]
-spec = {k: cfg[k] for k in ("Image", "Cmd", "Entrypoint", "Env", "User", "WorkingDir", "ExposedPorts") if cfg.get(k) is not None}
-spec["Labels"] = {"io.notebox.bench": "raw"}
-spec["HostConfig"] = {k: v for k, v in hc.items() if k in (
-    "Binds", "Mounts", "NanoCpus", "Memory", "MemorySwap", "PidsLimit", "CapDrop", "CapAdd",
-    "SecurityOpt", "Init", "ShmSize", "NetworkMode", "Tmpfs", "IpcMode", "ReadonlyRootfs") and v is not None}
-spec["NetworkingConfig"] = {"EndpointsConfig": {network: {}}}
-jupyter_token = next(e.split("=", 1)[1] for e in cfg["Env"] if e.startswith("JUPYTER_TOKEN="))
-# Jupyter's base URL as Notebox gave it (it carries the notebook's path key): from the
-# command line, else the old /nb/{id}/.
-base_url = next((a.split("=", 1)[1] for a in (cfg.get("Cmd") or [])
-                 if a.split("=", 1)[0].endswith(".base_url")), f"/nb/{warm}/")
-status_path = base_url.rstrip("/") + "/api/status"
-api("POST", f"/api/v1/notebooks/{warm}/stop")
-deadline = time.time() + 60
-while api("GET", f"/api/v1/notebooks/{warm}")["state"] != "stopped":
-    if time.time() > deadline:
-        raise SystemExit("the warm-up notebook did not stop")
-    time.sleep(0.2)
-time.sleep(2)  # its container's exit settles
-print(f"raw containers: {spec['Image']} {json.dumps(spec.get('Cmd'))[:120]}… on {network}", flush=True)
-
-# Each Notebox notebook gets a new, empty notebook folder (mounted at /notebooks); so does
-# each raw container, made like Notebox makes it (same owner and mode as the warm-up's):
-# reusing the warm-up's folder would hand the raw side what Jupyter left there.
-import os, shutil
-def fresh_binds(i):
-    binds = []
-    for b in spec["HostConfig"].get("Binds", []):
-        host, rest = b.split(":", 1)
-        if rest.startswith("/notebooks:"):
-            st = os.stat(host)
-            fresh = f"{host}-raw-{i}"
-            os.mkdir(fresh, st.st_mode & 0o7777)
-            os.chown(fresh, st.st_uid, st.st_gid)
-            os.chmod(fresh, st.st_mode & 0o7777)
-            raw_dirs.append(fresh)
-            host = fresh
-        binds.append(f"{host}:{rest}")
-    return binds
-raw_dirs = []
+raw = RawSpec(api, token, warm, "raw")
+print(f"raw containers: {raw.spec['Image']} {str(raw.spec.get('Cmd'))[:120]}… on {raw.network}", flush=True)
 
 def raw_start(i):
-    body = dict(spec, HostConfig=dict(spec["HostConfig"], Binds=fresh_binds(i)))
+    body = raw.body(i)
     t0 = time.perf_counter()
     rid = docker("POST", f"/containers/create?name=notebox-bench-raw-{i}", body)["Id"]
     docker("POST", f"/containers/{rid}/start")
     started = time.perf_counter() - t0
-    ip = docker("GET", f"/containers/{rid}/json")["NetworkSettings"]["Networks"][network]["IPAddress"]
-    while True:
-        try:
-            c = http.client.HTTPConnection(ip, 8888, timeout=3)
-            c.request("GET", status_path, headers={"Authorization": f"token {jupyter_token}"})
-            ok = c.getresponse().status == 200
-            c.close()
-            if ok:
-                break
-        except OSError:
-            pass
+    ip = raw.ip_of(rid)
+    while not raw.answers(ip):
         if time.perf_counter() - t0 > TIMEOUT:
             raise SystemExit(f"raw container {rid[:12]} did not answer")
         time.sleep(PROBE)
     took = time.perf_counter() - t0
     docker("DELETE", f"/containers/{rid}?force=1")
-    shutil.rmtree(raw_dirs.pop(), ignore_errors=True)
+    raw.remove_dirs()
     raw_steps.append(f"create+start {started * 1e3:.1f} ms, jupyter ready {(took - started) * 1e3:.1f} ms")
     return took
 
