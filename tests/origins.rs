@@ -542,9 +542,14 @@ async fn a_notebook_is_entered_with_a_single_use_code_and_its_cookie_opens_it_al
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_and_password_change_end_notebook_cookies_and_a_stop_closes_the_port() {
     let Some(image) = test_image() else { return };
-    let (server, alice, a, _b) = two_echo_notebooks(&image, "8300-8349").await;
+    let (server, alice, a, b) = two_echo_notebooks(&image, "8300-8349").await;
     let main = server.url.clone();
     let url_a = jupyter_url(&alice, &a).await;
+    // Both served before `a` stops: a port of alice's that `a` frees is hers, and her
+    // notebook still waiting for a port would take it at once (seen on a busy machine:
+    // the "closed" port was then `b`'s).
+    let url_b = jupyter_url(&alice, &b).await;
+    assert_ne!(origin_of(&url_a), origin_of(&url_b));
     let browser = client();
     let csrf = login_ok(&browser, &main, "alice", "alice-password").await;
     let (_, r) = enter(&browser, &main, &a, "hello").await;

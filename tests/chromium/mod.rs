@@ -273,12 +273,21 @@ impl Browser {
         format!("{}{path}", self.base)
     }
 
+    /// Opens `path`. Chromium abandons a load with ERR_NETWORK_CHANGED when the machine's
+    /// interfaces change under it — Docker adds and removes one per container that starts
+    /// or stops, which the other tests running beside this one do at any moment: such a
+    /// load is tried again (at most three times), as a member would reload.
     pub async fn goto(&self, path: &str) {
         let url = self.url(path);
-        self.client
-            .goto(&url)
-            .await
-            .unwrap_or_else(|e| panic!("open {url}: {e}"));
+        for _ in 0..3 {
+            self.client
+                .goto(&url)
+                .await
+                .unwrap_or_else(|e| panic!("open {url}: {e}"));
+            if !self.page_text().await.contains("ERR_NETWORK_CHANGED") {
+                return;
+            }
+        }
     }
 
     /// The path (and query) of the page the browser shows now.
