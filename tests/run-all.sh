@@ -39,10 +39,10 @@ PACKAGE=0
 [ "$#" -eq 0 ] && PACKAGE=1
 
 # 1. System packages the tests use: mmdebstrap (test image), Chromium and its driver
-#    (browser tests), Prometheus (it scrapes /metrics in tests/usage.rs), a private
-#    registry with htpasswd logins (tests/secrets.rs), OpenLDAP's server and tools and
-#    Python's venv (the directory tests, tests/directory.rs), e2fsprogs (mkfs.ext4 for the
-#    full-disk test's loop filesystem, tests/full_disk.rs); for the package
+#    (browser tests), Prometheus (it scrapes /metrics in tests/it/usage.rs), a private
+#    registry with htpasswd logins (tests/it/secrets.rs), OpenLDAP's server and tools and
+#    Python's venv (the directory tests, tests/it/directory.rs), e2fsprogs (mkfs.ext4 for the
+#    full-disk test's loop filesystem, tests/it/full_disk.rs); for the package
 #    checks also lintian and curl (one apt run for all).
 stage_start "system packages"
 need=()
@@ -114,9 +114,11 @@ say "using $TEST_JUPYTER_IMAGE"
 stage_end
 
 # 5. Every test: unit tests, integration tests against the real server, Docker, Chromium.
-#    One binary at a time, two tests at a time: the tests themselves keep both cores busy
-#    (JupyterLab starts, Chromium, the symlink races); two binaries side by side were no
-#    faster here and made Jupyter miss short start deadlines.
+#    The integration tests are one binary (tests/it/, one module per area): one link, and
+#    a file whose tests mostly wait no longer runs alone. Two tests at a time: the tests
+#    themselves keep both cores busy (JupyterLab starts, Chromium, the symlink races);
+#    two binaries side by side were no faster here and made Jupyter miss short start
+#    deadlines.
 stage_start "cargo test"
 cargo test --locked --all-targets -- --test-threads=2 "$@"
 stage_end

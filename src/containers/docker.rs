@@ -703,7 +703,7 @@ fn pull_failed(e: DockerError, auth: Option<&RegistryAuth>) -> DockerError {
 }
 
 /// What Docker's (and the registries') words for a failed pull mean. Checked against
-/// the engine's answers from a real `docker-registry` with htpasswd (tests/secrets.rs):
+/// the engine's answers from a real `docker-registry` with htpasswd (tests/it/secrets.rs):
 /// no login → "no basic auth credentials"; a wrong one → "unauthorized: authentication
 /// required"; a missing repository or tag → "manifest unknown"; a closed port →
 /// "connection refused". Docker Hub says "pull access denied ... may require 'docker

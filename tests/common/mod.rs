@@ -77,7 +77,7 @@ pub async fn wait_reconciler_passes(base_url: &str, n: u64) {
 /// A config for tests: everything default but the data dir, and notebooks on Notebox's
 /// own origin (`origin = "same"`): most suites exercise the proxy itself at
 /// `{server}/nb/{id}/`. The isolated modes (`ports`, the default, and `subdomains`) are
-/// tested in tests/origins.rs and by the JupyterLab browser tests, which set `ports`.
+/// tested in tests/it/origins.rs and by the JupyterLab browser tests, which set `ports`.
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config {
         data_dir: data_dir.to_path_buf(),

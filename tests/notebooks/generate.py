@@ -1,7 +1,7 @@
 """Writes real notebooks with Jupyter's own tools, inside a notebook container: nbformat
 builds them, nbconvert executes them with a real kernel (outputs: stream, execute_result,
 display_data with a PNG, an error), and older nbformat 4 minor versions are written by
-nbformat too. Used by tests/share.rs."""
+nbformat too. Used by tests/it/share.rs."""
 import os
 import struct
 import subprocess

@@ -1,6 +1,6 @@
 //! Issue 7 (the parts in the binary): `notebox doctor` and systemd notification.
 
-mod common;
+use crate::common;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;

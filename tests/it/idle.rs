@@ -2,9 +2,9 @@
 //! simulated GPUs with utilization written by the test, a real local webhook receiver,
 //! headless Chromium for the warning and "Keep running".
 
-mod chromium;
-mod common;
-mod webhook_receiver;
+use crate::chromium;
+use crate::common;
+use crate::webhook_receiver;
 
 use std::time::{Duration, Instant};
 

@@ -11,8 +11,8 @@
 //! the page with its status (and the body of error answers), Jupyter's log, Notebox's
 //! request log and a screenshot (jupyterlab-failure.png).
 
-mod chromium;
-mod common;
+use crate::chromium;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

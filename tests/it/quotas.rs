@@ -4,9 +4,9 @@
 //! soft quota refused new notebooks and jobs (with what to delete) while another member
 //! is not, their running notebook left running, and the webhook told once.
 
-mod chromium;
-mod common;
-mod webhook_receiver;
+use crate::chromium;
+use crate::common;
+use crate::webhook_receiver;
 
 use std::path::Path;
 use std::time::Duration;

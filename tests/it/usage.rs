@@ -2,8 +2,8 @@
 //! correct across `kill -9`), the usage API, page and CSV, budgets, and `/metrics` scraped
 //! by a real Prometheus.
 
-mod chromium;
-mod common;
+use crate::chromium;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

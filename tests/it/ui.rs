@@ -3,8 +3,8 @@
 //! delete it; add a member as the admin; create and revoke an access token. The tests
 //! write the screenshots in docs/screenshots/ (1280x900).
 
-mod chromium;
-mod common;
+use crate::chromium;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,9 +2,9 @@
 //! same GPU queue as notebooks (simulated GPUs, real containers, the real runner and
 //! kernel), checked as a member would through the API, the pages and the CLI.
 
-mod chromium;
-mod common;
-mod webhook_receiver;
+use crate::chromium;
+use crate::common;
+use crate::webhook_receiver;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

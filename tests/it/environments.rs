@@ -9,8 +9,8 @@
 //! section), with builds, their live log, cancel, the limits of `[environments]`, and the
 //! pages /environments/{id}.
 
-mod common;
-mod git_server;
+use crate::common;
+use crate::git_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -1553,7 +1553,7 @@ async fn bad_inputs() {
 /// A repository's links that point out of its tree are never followed on this machine
 /// (their targets are files of the host, here the test's own), and a repository past
 /// the fetch's limits fails its build with the limit in words. (The 2 GiB file is
-/// tested at the fetch itself, in tests/launch.rs: the same code, 16 s to make.)
+/// tested at the fetch itself, in tests/it/launch.rs: the same code, 16 s to make.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_repositories() {
     let Some(image) = test_image() else { return };

@@ -21,7 +21,7 @@
 //! requests depend on the seed only, never on the answers), and `NOTEBOX_FUZZ_ONLY=17,230`
 //! sends only those request numbers. `NOTEBOX_FUZZ_REQUESTS` changes the total.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,8 +1,8 @@
 //! Issue 27: sharing one box fairly — the fair-share queue order and GPU bookings, with
 //! simulated GPUs, real containers, a real Chromium for the calendar.
 
-mod chromium;
-mod common;
+use crate::chromium;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Issue 2: the binary, config, database, accounts, sessions, CSRF, tokens, UI shell.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 

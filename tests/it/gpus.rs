@@ -1,8 +1,8 @@
 //! Issue 5: exclusive GPU allocation, the queue, quotas and the GPU map, with the
 //! simulated inventory (4 GPUs) and real containers.
 
-mod chromium;
-mod common;
+use crate::chromium;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::Duration;

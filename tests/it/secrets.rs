@@ -3,7 +3,7 @@
 //! pulling from it through Notebox, real Jupyter kernels reading their environment, and
 //! the real binary's log (at debug level) searched for what must never be in it.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

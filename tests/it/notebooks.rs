@@ -1,6 +1,6 @@
 //! Issue 3: notebooks on the real Docker engine with a real Jupyter server.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

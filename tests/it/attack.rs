@@ -3,8 +3,8 @@
 //! flips files and folders of the notebook's directory between regular entries and
 //! symlinks to host files while strangers and members read, list, render and fork.
 
-mod common;
-mod webhook_receiver;
+use crate::common;
+use crate::webhook_receiver;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,8 +1,8 @@
 //! Issue 6: share links, safe rendering, traversal, fork and the gallery — with notebooks
 //! written by Jupyter itself in a real container.
 
-mod chromium;
-mod common;
+use crate::chromium;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -20,7 +20,7 @@ async fn shared_setup(server: &TestServer) -> (Api, String) {
     let id = alice.create_notebook("Shared analysis").await;
     alice.wait_state(&id, "running", READY).await;
     let container = container_of(&id);
-    let script = include_str!("notebooks/generate.py").replace('\'', "'\"'\"'");
+    let script = include_str!("../notebooks/generate.py").replace('\'', "'\"'\"'");
     let (ok, out) = docker_exec(&container, &format!("python3 -c '{script}'"));
     assert!(ok, "generating notebooks with Jupyter failed:\n{out}");
     let (ok, out) = docker_exec(

@@ -4,8 +4,8 @@
 //! bad ID tokens from the real flow) driven through its consent page in headless
 //! Chromium, real notebooks for the revocation and group-folder tests.
 
-mod chromium;
-mod common;
+use crate::chromium;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -2,11 +2,11 @@
 //! loopback (`git http-backend`, tests/git_server), public and behind HTTP Basic auth.
 //! First the host-side fetch (`notebox::git`) on its own: hostile trees, limits, bad
 //! input, credentials; then notebooks started from a repository, and the launch link
-//! (tests/launch.rs's Docker and Chromium parts).
+//! (tests/it/launch.rs's Docker and Chromium parts).
 
-mod chromium;
-mod common;
-mod git_server;
+use crate::chromium;
+use crate::common;
+use crate::git_server;
 
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! committed is lost (`PRAGMA integrity_check`), and once space is freed the same writes
 //! work again without a restart.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

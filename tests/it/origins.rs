@@ -3,8 +3,8 @@
 //! with a cookie for that notebook only; Notebox's own origin serves no notebook page to a
 //! browser and refuses requests from notebook origins. `subdomains` routes by `Host`.
 
-mod chromium;
-mod common;
+use crate::chromium;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Issue 4: the authenticated Jupyter proxy, against real Jupyter in real containers.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -692,7 +692,7 @@ async fn four_200_mib_websocket_frames_pass_in_little_memory() {
     let _guard = ContainerGuard(data.clone());
     let config = dir.path().join("config.toml");
     // tests/upstream/echo.py as the notebook's "Jupyter" (a JSON string is a TOML string).
-    let echo = serde_json::to_string(include_str!("upstream/echo.py")).expect("quoted");
+    let echo = serde_json::to_string(include_str!("../upstream/echo.py")).expect("quoted");
     let toml = docker_config_toml(&data, &image).replace(
         r#"launcher = "jupyter-lab""#,
         &format!(
