@@ -40,9 +40,11 @@ function refresh() {
 
 // Live state: poll the JSON API while a page shows notebooks. A changed state reloads the
 // page (its buttons depend on it); a changed detail (pull progress) is updated in place.
+// Returns whether a notebook on the page is starting, pulling or stopping.
 async function pollNotebooks() {
   const list = document.querySelector("[data-poll]");
-  if (!list) return;
+  if (!list) return false;
+  let moving = false;
   try {
     const res = await fetch(list.dataset.poll, { headers: { Accept: "application/json" } });
     if (res.status === 401) { refresh(); return; }
@@ -58,7 +60,8 @@ async function pollNotebooks() {
     for (const el of rows) {
       const nb = byId.get(el.dataset.notebook);
       if (!nb) { refresh(); return; }
-      if (nb.state !== el.dataset.state) { refresh(); return; }
+      if (nb.state !== el.dataset.state) { refresh(); return false; }
+      if (nb.transient && nb.state !== "queued") moving = true;
       const detail = el.querySelector("[data-field=detail]") || document.querySelector("[data-field=detail]");
       if (detail && nb.transient) {
         detail.textContent = nb.state_detail;
@@ -73,9 +76,20 @@ async function pollNotebooks() {
       if (summary && nb.activity) summary.textContent = nb.activity.summary;
     }
   } catch (e) { /* offline for a moment: try again on the next tick */ }
+  return moving;
 }
+// Every 2 s; every 250 ms while a notebook is starting or stopping (for the first two
+// minutes on the page), so that "Open JupyterLab" appears within moments of Jupyter
+// answering — not up to 2 s later. A queued notebook may wait for hours: 2 s.
 if (document.querySelector("[data-poll]")) {
-  setInterval(pollNotebooks, 2000);
+  const shownAt = Date.now();
+  const next = async () => {
+    const moving = await pollNotebooks();
+    const fast = moving && Date.now() - shownAt < 120000;
+    setTimeout(next, fast ? 250 : 2000);
+  };
+  const first = document.querySelector("[data-notebook][data-state=starting], [data-notebook][data-state=pulling], [data-notebook][data-state=stopping]");
+  setTimeout(next, first ? 250 : 2000);
 }
 
 // Follow the container log.
