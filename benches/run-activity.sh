@@ -4,6 +4,7 @@
 # the sampler at its default interval (5 s) and with it effectively off (1 h), in one run.
 #
 #   benches/run-activity.sh                  # 20 notebooks, 60 s windows
+#   BENCH_NOTEBOOKS=50 benches/run-activity.sh   # issue 28's figure: 50 running
 #   BENCH_NOTEBOOKS=5 BENCH_WINDOW=30 benches/run-activity.sh
 #
 # Each sample of a notebook is two requests to its Jupyter (kernels, terminals), one read
@@ -36,6 +37,7 @@ data_dir = "$WORK/data"
 ready_timeout = "300s"
 activity_interval = "$1"
 default_auto_shutdown = "never"
+max_running_per_user = $N
 
 [gpu]
 backend = "none"

@@ -120,6 +120,14 @@ CONTAINER=$(docker ps -q --filter "label=io.notebox.notebook=$NB_ID" | head -n 1
 UP_IP=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$CONTAINER" | awk '{print $1}')
 JUPYTER_TOKEN=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$CONTAINER" | sed -n 's/^JUPYTER_TOKEN=//p')
 [ -n "$UP_IP" ] || die "container $CONTAINER has no IP address"
+# Jupyter's own base URL carries the notebook's path key (/nb/ID/k-…/): Notebox maps the
+# public prefix onto it, and so does nginx (location → proxy_pass with that URI). The
+# direct baseline would need the key in every path: it is left out then.
+JUPYTER_BASE=$(docker inspect -f '{{range .Config.Cmd}}{{println .}}{{end}}' "$CONTAINER" \
+    | awk -v p="$PREFIX" '{ sub(/^--[A-Za-z]*\.base_url=/, "") } index($0, p) == 1 { print; exit }')
+[ -n "$JUPYTER_BASE" ] || JUPYTER_BASE=$PREFIX
+DIRECT=(--direct "http://$UP_IP:8888")
+[ "$JUPYTER_BASE" = "$PREFIX" ] || DIRECT=()
 printf 'notebook %s: container %s at %s:8888\n' "$NB_ID" "${CONTAINER:0:12}" "$UP_IP"
 
 # 5. nginx in the foreground, on a free loopback port, in front of the same container.
@@ -161,8 +169,8 @@ http {
         listen 127.0.0.1:$NGINX_PORT;
         keepalive_requests 1000000;
         client_max_body_size 0;
-        location / {
-            proxy_pass http://jupyter;
+        location $PREFIX {
+            proxy_pass http://jupyter$JUPYTER_BASE;
             proxy_http_version 1.1;
             proxy_set_header Host \$http_host;
             proxy_set_header Upgrade \$http_upgrade;
@@ -228,7 +236,7 @@ say "load generator (benches/proxy.rs, built by cargo bench --no-run)"
 # `wait`, but not until a foreground command ends.
 BENCH_TOKEN=$API_TOKEN BENCH_NGINX_PIDS=$NGINX_PIDS BENCH_NOTEBOX_PIDS=$NOTEBOX_PID \
     timeout 600 "$BENCH_BIN" --bench \
-    --nginx "http://127.0.0.1:$NGINX_PORT" --notebox "$SERVED" --direct "http://$UP_IP:8888" \
+    --nginx "http://127.0.0.1:$NGINX_PORT" --notebox "$SERVED" "${DIRECT[@]}" \
     --prefix "$PREFIX" --json "$OUT/$STAMP.json" "$@" >"$OUT/$STAMP.txt" &
 BENCH_PID=$!
 BENCH_RC=0
