@@ -16,16 +16,20 @@ import sys
 import time
 import urllib.request
 
+sys.path.insert(0, "benches")
+from raw_docker import notebox_api  # noqa: E402  (benches/ is not a package)
+
 base, driver, user, password, token, runs = sys.argv[1:7]
 runs = int(runs)
 CSS = "css selector"
 STEP_TIMEOUT = 120.0
 
 
-def call(method, url, body=None, headers=None):
+def call(method, url, body=None):
+    """One WebDriver command (chromedriver answers errors as JSON too)."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+                                 headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             raw = r.read()
@@ -80,8 +84,7 @@ class Browser:
         call("DELETE", f"{driver}/session/{self.sid}")
 
 
-def api(method, path):
-    return call(method, f"{base}{path}", None, {"Authorization": f"Bearer {token}"})
+api = notebox_api(base)
 
 
 b = Browser()
@@ -131,12 +134,12 @@ try:
         for s in steps:
             totals[s].append(marks[s])
         b.wd("DELETE", "/window")
-        api("POST", f"/api/v1/notebooks/{nb_id}/stop")
+        api(token, "POST", f"/api/v1/notebooks/{nb_id}/stop", {})
         for _ in range(300):
-            if api("GET", f"/api/v1/notebooks/{nb_id}").get("state") == "stopped":
+            if (api(token, "GET", f"/api/v1/notebooks/{nb_id}") or {}).get("state") == "stopped":
                 break
             time.sleep(0.1)
-        api("DELETE", f"/api/v1/notebooks/{nb_id}")
+        api(token, "DELETE", f"/api/v1/notebooks/{nb_id}")
     print(f"median of {runs}: " + "   ".join(f"{s} {statistics.median(totals[s]):.2f} s" for s in steps))
     answered = statistics.median(totals[steps[3]])
     verdict = "PASS" if answered <= 3.0 else "FAIL"

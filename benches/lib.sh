@@ -179,3 +179,15 @@ cpu_busy() {
     b=$((a + b4 + b5 - a4 - a5))
     echo $((b > 0 ? 100 * a / b : 0))
 }
+
+# The line every bench prints before it measures.
+print_cpu_busy() {
+    printf 'CPU busy before the run (2 s sample, everything on the machine): %s%%\n' "$(cpu_busy)"
+}
+
+# Removes the containers a bench started itself, labelled io.notebox.bench=$1.
+remove_bench_containers() {
+    local ids=()
+    mapfile -t ids < <(docker ps -aq --filter "label=io.notebox.bench=$1" 2>/dev/null)
+    ((${#ids[@]})) && docker rm -f "${ids[@]}" >/dev/null 2>&1
+}

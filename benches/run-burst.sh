@@ -23,18 +23,14 @@ BENCH_NAME=run-burst
 source benches/lib.sh
 BURST=${BENCH_BURST:-20}
 MEMBERS=${BENCH_MEMBERS:-10}
-remove_raw() {
-    local ids=()
-    mapfile -t ids < <(docker ps -aq --filter "label=io.notebox.bench=burst-raw" 2>/dev/null)
-    ((${#ids[@]})) && docker rm -f "${ids[@]}" >/dev/null 2>&1
-}
+remove_raw() { remove_bench_containers burst-raw; }
 BENCH_CLEANUP=remove_raw
 
 bench_image
 bench_build
 say "machine"
 bench_machine
-printf 'CPU busy before the run (2 s sample, everything on the machine): %s%%\n' "$(cpu_busy)"
+print_cpu_busy
 bench_config
 bench_start_notebox
 say "$MEMBERS members"

@@ -49,7 +49,7 @@ printf '%s, storage driver %s\nimage %s: %s\n' \
     "$(docker info --format '{{.Driver}}')" "$IMAGE" "$(docker run --rm --network none "$IMAGE" python3 -c \
     'import sys, jupyter_client as c, ipykernel as k; print(sys.version.split()[0], c.__version__, k.__version__)' |
     awk '{print "Python " $1 " · jupyter_client " $2 " · ipykernel " $3}')"
-printf 'CPU busy before the run (2 s sample, everything on the machine): %s%%\n' "$(cpu_busy)"
+print_cpu_busy
 
 # job CASE CELLS SOURCE: $WORK/job-CASE/ as Notebox writes it; "{i}" in SOURCE is the cell's number.
 job() {

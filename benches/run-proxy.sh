@@ -203,7 +203,7 @@ wait_until 15 "nginx to answer" nginx_up
 NGINX_PIDS=$NGINX_PID
 for w in $(pgrep -P "$NGINX_PID" 2>/dev/null); do NGINX_PIDS="$NGINX_PIDS,$w"; done
 
-printf 'CPU busy before the run (2 s sample, everything on the machine): %s%%\n' "$(cpu_busy)"
+print_cpu_busy
 
 if [ -n "${BENCH_HOLD:-}" ]; then
     case "$BENCH_HOLD" in *[!0-9]* | "") die "BENCH_HOLD must be a number of seconds" ;; esac

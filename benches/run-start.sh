@@ -25,18 +25,14 @@ BENCH_NAME=run-start
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
 PAIRS=${BENCH_PAIRS:-32}
-remove_raw() {
-    local ids=()
-    mapfile -t ids < <(docker ps -aq --filter "label=io.notebox.bench=raw" 2>/dev/null)
-    ((${#ids[@]})) && docker rm -f "${ids[@]}" >/dev/null 2>&1
-}
+remove_raw() { remove_bench_containers raw; }
 BENCH_CLEANUP=remove_raw
 
 bench_image
 bench_build
 say "machine"
 bench_machine
-printf 'CPU busy before the run (2 s sample, everything on the machine): %s%%\n' "$(cpu_busy)"
+print_cpu_busy
 bench_config
 export NOTEBOX_LOG=notebox::notebooks=debug,info
 bench_start_notebox
