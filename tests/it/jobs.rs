@@ -107,6 +107,18 @@ fn finished(job: &Value) -> bool {
     )
 }
 
+/// No container of this job is left. A job that exited by itself is recorded as ended
+/// first (its container is the evidence of how it ended) and its container removed right
+/// after, so a check made the moment the API says "ended" gives that removal a few seconds.
+async fn no_container_left(job: &str) {
+    wait_for(
+        &format!("job {job}'s container to be removed"),
+        Duration::from_secs(5),
+        || async { job_containers(job).is_empty().then_some(()) },
+    )
+    .await;
+}
+
 /// Containers (any state) labelled as this job's.
 fn job_containers(job: &str) -> Vec<String> {
     let out = std::process::Command::new("docker")
@@ -232,7 +244,7 @@ async fn a_notebook_job_queues_for_the_gpu_runs_every_cell_and_frees_it() {
     assert_eq!(done["progress"], json!({"cell": 5, "cells": 5}), "{done}");
     assert_eq!(done["exit_code"], 0);
     assert!(done["duration_seconds"].as_i64().is_some(), "{done}");
-    assert!(job_containers(&id).is_empty(), "no container is left");
+    no_container_left(&id).await;
 
     // The output notebook: the injected cell right after the tagged one, outputs in place.
     let out: Value = serde_json::from_slice(
@@ -399,7 +411,7 @@ async fn failures_time_limits_and_cancels_end_cleanly() {
         "stopped at its limit, after {ran} s"
     );
     for id in &ids {
-        assert!(job_containers(id).is_empty(), "job {id} left a container");
+        no_container_left(id).await;
     }
 
     // A container removed behind Notebox's back: the job says so.
@@ -751,7 +763,7 @@ async fn a_job_survives_kill_9_and_its_end_is_exact() {
         "held {held} s for a {truth} s run: {usage}"
     );
     assert!(gpu_holder(&api).await.is_null(), "the GPU is free");
-    assert!(job_containers(&id).is_empty(), "its container was removed");
+    no_container_left(&id).await;
     let out: Value = serde_json::from_slice(
         &std::fs::read(data.join(format!("notebooks/{nb}/jobs/{id}/output.ipynb"))).expect("out"),
     )
