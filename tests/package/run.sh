@@ -9,6 +9,8 @@
 #   tests/package/run.sh                                  # build target/debian/*.deb, test it
 #   NOTEBOX_DEB=path/to/notebox.deb tests/package/run.sh  # test a given package
 #   NOTEBOX_PACKAGE_BOOT=0 tests/package/run.sh           # without the systemd part
+#   NOTEBOX_PACKAGE_PROFILE=dev tests/package/run.sh      # package target/debug/notebox
+#                                                         # as built (tests/run-all.sh)
 #
 # Needs root (chroot), cargo, and the Debian mirror of the host's apt sources the first
 # time on a machine: the root file system is built once with mmdebstrap and cached as a
@@ -101,8 +103,21 @@ if [ -n "${NOTEBOX_DEB:-}" ]; then
     DEB=$(readlink -f "$NOTEBOX_DEB")
     say "testing $DEB"
 else
-    say "cargo deb"
-    cargo deb --locked >"$WORK/cargo-deb.out"
+    # The release build by default, as the README builds it. tests/run-all.sh packages
+    # the debug binary its tests just ran instead (`--no-build`: the same assets,
+    # metadata and maintainer scripts; cargo-deb strips it like the release one), so the
+    # suite does not compile every dependency a second time for these checks (~5 min on
+    # 2 cores).
+    PROFILE=${NOTEBOX_PACKAGE_PROFILE:-release}
+    if [ "$PROFILE" = dev ]; then
+        [ -x target/debug/notebox ] ||
+            die "NOTEBOX_PACKAGE_PROFILE=dev packages target/debug/notebox as built: run cargo build (or the tests) first"
+        say "cargo deb of the debug build (target/debug/notebox)"
+        cargo deb --locked --profile dev --no-build >"$WORK/cargo-deb.out"
+    else
+        say "cargo deb (profile $PROFILE)"
+        cargo deb --locked --profile "$PROFILE" >"$WORK/cargo-deb.out"
+    fi
     DEB=$(tail -n 1 "$WORK/cargo-deb.out")
 fi
 [ -f "$DEB" ] || die "no package at '$DEB'"
