@@ -115,12 +115,13 @@ stage_end
 
 # 5. Every test: unit tests, integration tests against the real server, Docker, Chromium.
 #    The integration tests are one binary (tests/it/, one module per area): one link, and
-#    a file whose tests mostly wait no longer runs alone. Two tests at a time: the tests
-#    themselves keep both cores busy (JupyterLab starts, Chromium, the symlink races);
-#    two binaries side by side were no faster here and made Jupyter miss short start
-#    deadlines.
+#    a file whose tests mostly wait no longer runs alone. Four tests at a time on two
+#    cores: many tests wait (an idle timeout, a schedule's minute, a booking's window)
+#    while others work; at two at a time both cores were idle 46 % of the stage
+#    (vmstat), at four 13 %, and the integration tests took 427 s instead of 575 s
+#    (docs/PERFORMANCE.md, "Suite time"). NOTEBOX_TEST_THREADS sets another number.
 stage_start "cargo test"
-cargo test --locked --all-targets -- --test-threads=2 "$@"
+cargo test --locked --all-targets -- --test-threads="${NOTEBOX_TEST_THREADS:-4}" "$@"
 stage_end
 
 # 6. The .deb: build it, lint it, install it into a fresh Debian 12 root (upgrade, purge,
