@@ -31,6 +31,7 @@ report() {
         printf '  %-44s %4d s\n' "total" $((SECONDS - T0)) >&2
     fi
     [ -n "${IMAGE_PID:-}" ] && kill "$IMAGE_PID" 2>/dev/null
+    [ -n "${PREPARE_PID:-}" ] && kill "$PREPARE_PID" 2>/dev/null
     exit "$rc"
 }
 trap report EXIT
@@ -89,6 +90,13 @@ mkdir -p "$LOGS"
 #    machine: in the background while the tests compile (it mostly downloads).
 tests/image/build.sh >"$LOGS/image.out" 2>"$LOGS/image.log" &
 IMAGE_PID=$!
+# Likewise what the package checks need (cargo-deb, the Debian root file system; only when
+# they run), at the lowest CPU priority: it takes the core the compile leaves idle.
+PREPARE_PID=
+if [ "$PACKAGE" = 1 ]; then
+  nice -n 19 tests/package/run.sh --prepare >"$LOGS/package-prepare.log" 2>&1 &
+  PREPARE_PID=$!
+fi
 
 # The OpenID Connect provider the directory tests sign in with (PyPI's
 # oidc-provider-mock in a venv under target/, made once per checkout, ~15 s).
@@ -132,6 +140,13 @@ stage_end
 #    release build, as the README builds it.
 if [ "$PACKAGE" = 1 ]; then
   stage_start "package checks (of the tested debug build)"
+  if ! wait "$PREPARE_PID"; then
+    PREPARE_PID=
+    cat "$LOGS/package-prepare.log" >&2
+    say "preparing the package checks failed (log above)"
+    exit 1
+  fi
+  PREPARE_PID=
   NOTEBOX_PACKAGE_PROFILE=dev tests/package/run.sh
   stage_end
 fi

@@ -75,6 +75,48 @@ if [ -z "${NOTEBOX_DEB:-}" ] && ! cargo deb --version >/dev/null 2>&1; then
     cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
 fi
 
+# The cached root file system's tarball, built when missing (sets ROOTFS_TAR).
+ensure_rootfs_tar() {
+    mkdir -p "$CACHE"
+    ROOTFS_TAR=$CACHE/rootfs-$(printf '%s' "$ROOTFS_RECIPE" | sha256sum | cut -c1-12).tar
+    exec 9>"$CACHE/rootfs.lock"
+    flock 9 # one build per machine; a concurrent run waits, then reuses it
+    if [ ! -s "$ROOTFS_TAR" ]; then
+        # The host's own apt sources for $SUITE (as tests/image/build.sh), else Debian's.
+        sources=()
+        shopt -s nullglob
+        for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+            [[ -s $f ]] || continue
+            if grep -v '^[[:space:]]*#' "$f" | grep -qE "(^|[[:space:]])${SUITE}([[:space:]]|$)"; then
+                sources+=("$f")
+            fi
+        done
+        shopt -u nullglob
+        hooks=()
+        for d in /usr/share/mmdebstrap/hooks/maybe-merged-usr /usr/share/mmdebstrap/hooks/merged-usr; do
+            if [[ -d $d ]]; then hooks=(--hook-dir="$d"); break; fi
+        done
+        say "building $ROOTFS_TAR with mmdebstrap (once per machine; about 30 s)"
+        mmdebstrap --variant=apt --format=tar "${hooks[@]}" --include="$ROOTFS_PACKAGES" \
+            --dpkgopt='path-exclude=/usr/share/man/*' \
+            --dpkgopt='path-exclude=/usr/share/locale/*' \
+            --dpkgopt='path-exclude=/usr/share/doc/*' \
+            --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+            "$SUITE" "$ROOTFS_TAR.tmp" "${sources[@]}" >&2
+        mv "$ROOTFS_TAR.tmp" "$ROOTFS_TAR"
+    fi
+    exec 9>&-
+}
+
+# tests/run-all.sh prepares the tools and the root file system while the tests compile
+# (downloads, mostly; cargo-deb's build fills the core the compile leaves idle while it
+# links), then runs the checks once the tests have passed.
+if [ "${1:-}" = --prepare ]; then
+    ensure_rootfs_tar
+    say "prepared: cargo-deb $(cargo deb --version 2>/dev/null | cut -d' ' -f2), $ROOTFS_TAR"
+    exit 0
+fi
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/notebox-package.XXXXXX")
 ROOT=$WORK/root
 SERVER_PID=
@@ -221,35 +263,7 @@ check "shipped config: listen = \"0.0.0.0:8080\", data_dir = \"/var/lib/notebox\
 
 # --- 5. a fresh Debian 12 root file system ---------------------------------------------
 say "root file system"
-mkdir -p "$CACHE"
-ROOTFS_TAR=$CACHE/rootfs-$(printf '%s' "$ROOTFS_RECIPE" | sha256sum | cut -c1-12).tar
-exec 9>"$CACHE/rootfs.lock"
-flock 9 # one build per machine; a concurrent run waits, then reuses it
-if [ ! -s "$ROOTFS_TAR" ]; then
-    # The host's own apt sources for $SUITE (as tests/image/build.sh), else Debian's.
-    sources=()
-    shopt -s nullglob
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-        [[ -s $f ]] || continue
-        if grep -v '^[[:space:]]*#' "$f" | grep -qE "(^|[[:space:]])${SUITE}([[:space:]]|$)"; then
-            sources+=("$f")
-        fi
-    done
-    shopt -u nullglob
-    hooks=()
-    for d in /usr/share/mmdebstrap/hooks/maybe-merged-usr /usr/share/mmdebstrap/hooks/merged-usr; do
-        if [[ -d $d ]]; then hooks=(--hook-dir="$d"); break; fi
-    done
-    say "building $ROOTFS_TAR with mmdebstrap (once per machine; about 30 s)"
-    mmdebstrap --variant=apt --format=tar "${hooks[@]}" --include="$ROOTFS_PACKAGES" \
-        --dpkgopt='path-exclude=/usr/share/man/*' \
-        --dpkgopt='path-exclude=/usr/share/locale/*' \
-        --dpkgopt='path-exclude=/usr/share/doc/*' \
-        --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-        "$SUITE" "$ROOTFS_TAR.tmp" "${sources[@]}" >&2
-    mv "$ROOTFS_TAR.tmp" "$ROOTFS_TAR"
-fi
-exec 9>&-
+ensure_rootfs_tar
 mkdir "$ROOT"
 tar -C "$ROOT" -xpf "$ROOTFS_TAR"
 check "root file system is Debian 12" grep -q '^VERSION_ID="12"' "$ROOT/etc/os-release"
