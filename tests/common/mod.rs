@@ -552,17 +552,21 @@ pub fn test_image() -> Option<String> {
     Some(image)
 }
 
-/// A config whose catalog holds the test image and a small CPU machine type.
+/// A config whose catalog holds the test image and a small CPU machine type. The image
+/// runs Jupyter Server without JupyterLab's server extensions: the same REST, kernel and
+/// terminal API for a fraction of the CPU (a start 0.7 instead of 1.1 CPU-seconds here,
+/// docs/PERFORMANCE.md, "Suite time"). Tests that drive JupyterLab's front end or its own
+/// API use `jupyterlab_config`.
 pub fn docker_config(config: &mut Config, image: &str) {
     use notebox::config::{ImageSpec, Launcher, MachineType};
     config.images = vec![ImageSpec {
         id: "test".into(),
         name: "Test Jupyter".into(),
         image: image.into(),
-        description: "JupyterLab from Debian packages".into(),
+        description: "Jupyter Server from Debian packages".into(),
         gpu: false,
-        launcher: Launcher::JupyterLab,
-        command: vec![],
+        launcher: Launcher::Command,
+        command: jupyter_server_only(),
     }];
     config.machines = vec![MachineType {
         id: "cpu".into(),
@@ -575,6 +579,33 @@ pub fn docker_config(config: &mut Config, image: &str) {
     }];
     config.notebooks.ready_timeout = Duration::from_secs(90);
     config.notebooks.reconcile_interval = Duration::from_secs(1);
+}
+
+/// `docker_config` with JupyterLab, as the catalog's `jupyter-lab` launcher starts it.
+pub fn jupyterlab_config(config: &mut Config, image: &str) {
+    docker_config(config, image);
+    config.images[0].description = "JupyterLab from Debian packages".into();
+    config.images[0].launcher = notebox::config::Launcher::JupyterLab;
+    config.images[0].command = vec![];
+}
+
+/// Jupyter Server as Notebox starts the `jupyter-server` launcher (same arguments), with
+/// JupyterLab's server extensions left out (the test image enables them for every server).
+fn jupyter_server_only() -> Vec<String> {
+    [
+        "jupyter-server",
+        "--ip=0.0.0.0",
+        "--port={port}",
+        "--no-browser",
+        "--ServerApp.base_url={base_url}",
+        "--ServerApp.root_dir={root_dir}",
+        r#"--ServerApp.tornado_settings={"websocket_max_message_size": 268435456}"#,
+        "--ServerApp.jpserver_extensions=jupyterlab=False",
+        "--ServerApp.jpserver_extensions=jupyter_lsp=False",
+        "--ServerApp.jpserver_extensions=notebook_shim=False",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// One simulated GPU (`uuid`, 40 GiB) and a one-GPU machine type `gpu1` beside the

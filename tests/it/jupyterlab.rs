@@ -187,7 +187,7 @@ async fn jupyterlab_runs_a_cell_and_a_terminal_through_the_proxy() {
         .try_init();
     let started = Instant::now();
     let server = TestServer::start_with(|c| {
-        docker_config(c, &image);
+        jupyterlab_config(c, &image);
         c.notebooks.origin = notebox::config::OriginMode::Ports;
     })
     .await;
@@ -413,7 +413,7 @@ async fn an_open_untouched_jupyterlab_is_idle_and_running_a_cell_resets_the_cloc
     const TIMEOUT: Duration = Duration::from_secs(20);
     const INTERVAL: Duration = Duration::from_secs(1);
     let server = TestServer::start_with(|c| {
-        docker_config(c, &image);
+        jupyterlab_config(c, &image);
         c.notebooks.activity_interval = INTERVAL;
         c.notebooks.idle_warning = Duration::from_secs(5);
         c.machines[0].idle_timeout = Some(Some(TIMEOUT));

@@ -302,7 +302,7 @@ async fn a_launch_link_asks_after_login_and_opens_the_file_on_one_click() {
         ],
         &[],
     );
-    let server = common::TestServer::start_with(|c| common::docker_config(c, &image)).await;
+    let server = common::TestServer::start_with(|c| common::jupyterlab_config(c, &image)).await;
     let _containers = common::ContainerGuard(server.data_dir().to_path_buf());
     common::add_user(&server, "ada", "ada-password-1", false);
     let api = common::Api::new(&server.url, &common::token_for(&server, "ada"));
@@ -474,7 +474,7 @@ async fn a_link_alone_starts_nothing_and_bad_links_say_what_to_fix() {
     };
     let git = GitServer::start(None);
     git.repo("plain", &[("notes.md", b"# notes\n")], &[]);
-    let server = common::TestServer::start_with(|c| common::docker_config(c, &image)).await;
+    let server = common::TestServer::start_with(|c| common::jupyterlab_config(c, &image)).await;
     let _containers = common::ContainerGuard(server.data_dir().to_path_buf());
     common::add_user(&server, "ada", "ada-password-1", false);
     common::add_user(&server, "bob", "bob-password-1", false);

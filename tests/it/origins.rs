@@ -868,7 +868,7 @@ async fn a_page_served_by_a_notebook_cannot_act_as_its_member() {
     let Some(image) = test_image() else { return };
     let image2 = image.clone();
     let server = TestServer::start_with(move |c| {
-        docker_config(c, &image2);
+        jupyterlab_config(c, &image2);
         c.notebooks.origin = OriginMode::Ports;
         serve_attack_folder(c);
     })
@@ -1164,7 +1164,7 @@ async fn a_page_of_an_earlier_notebook_on_the_port_cannot_reach_the_next_one() {
     let image2 = image.clone();
     // Two ports: every port of the range gets used (one is ada's, one bob's).
     let server = TestServer::start_with(move |c| {
-        docker_config(c, &image2);
+        jupyterlab_config(c, &image2);
         c.notebooks.origin = OriginMode::Ports;
         c.notebooks.origin_ports =
             notebox::config::PortRange::parse("8650-8651").expect("port range");
