@@ -11,6 +11,8 @@
 #   NOTEBOX_PACKAGE_BOOT=0 tests/package/run.sh           # without the systemd part
 #   NOTEBOX_PACKAGE_PROFILE=dev tests/package/run.sh      # package target/debug/notebox
 #                                                         # as built (tests/run-all.sh)
+#   tests/package/run.sh --prepare                        # only install cargo-deb and build
+#                                                         # the cached root file system
 #
 # Needs root (chroot), cargo, and the Debian mirror of the host's apt sources the first
 # time on a machine: the root file system is built once with mmdebstrap and cached as a
