@@ -120,6 +120,18 @@ async fn lab_setting(api: &Api, id: &str, plugin: &str, raw: &str) {
     assert_eq!(status, 204, "save the JupyterLab setting {plugin}: {body}");
 }
 
+/// The member's dashboard, open in `b` while the notebook started, reloads itself once it
+/// sees "running" (static/app.js). Opening JupyterLab in that moment races the reload,
+/// which won once in the suite (the browser ended on the dashboard, its launcher never
+/// shown): the tests wait for the dashboard to show the new state first.
+async fn dashboard_settled(b: &Browser, id: &str) {
+    b.wait_css(
+        &format!("[data-notebook='{id}'][data-state=running]"),
+        Duration::from_secs(20),
+    )
+    .await;
+}
+
 /// Clicks the launcher card whose label is `label` (e.g. "Python 3 (ipykernel)",
 /// "Terminal"), waiting for it to be shown.
 async fn click_launcher_card(b: &Browser, id: &str, label: &str) {
@@ -201,6 +213,7 @@ async fn jupyterlab_runs_a_cell_and_a_terminal_through_the_proxy() {
     b.record_network().await;
     b.login("ada", "ada-password-1").await;
     api.wait_state(&id, "running", READY).await;
+    dashboard_settled(&b, &id).await;
     eprintln!("notebook running after {:?}", started.elapsed());
 
     // Two of the member's JupyterLab settings, saved through the proxy with a personal
@@ -427,6 +440,7 @@ async fn an_open_untouched_jupyterlab_is_idle_and_running_a_cell_resets_the_cloc
     let b = Browser::start(&server.url).await;
     b.login("ada", "ada-password-1").await;
     api.wait_state(&id, "running", READY).await;
+    dashboard_settled(&b, &id).await;
     lab_setting(
         &api,
         &id,
